@@ -1,0 +1,1 @@
+"""crewstream: the command line (`crewstream.cli`), the sample generator and the demo."""

@@ -1,0 +1,18 @@
+"""The one definition of a crewstream record, its CSV input layout and its output folder.
+
+Both the writer (beam_jobs) and the readers (trainer, predict, tests) import from here.
+"""
+
+from tfrecords_schema import csv_layout, layout
+from tfrecords_schema.record import (
+    CREW, END_TIME, EXPERIMENT, LABEL, LABEL_VOCABULARY, NUM_CLASSES, RECORD_KEYS, SEAT, WINDOW,
+    encode_windows, feature_spec, label_index, parse_examples,
+)
+from tfrecords_schema.stats import StatsError, read_stats, shard_files, validate_stats, write_stats
+
+__all__ = [
+    "csv_layout", "layout", "CREW", "END_TIME", "EXPERIMENT", "LABEL", "LABEL_VOCABULARY",
+    "NUM_CLASSES", "RECORD_KEYS", "SEAT", "WINDOW", "encode_windows", "feature_spec",
+    "label_index", "parse_examples", "StatsError", "read_stats", "shard_files", "validate_stats",
+    "write_stats",
+]

@@ -1,0 +1,43 @@
+"""The output folder of a preprocess run (DESIGN.md, "The output folder of a preprocess run").
+
+    OUT/train/part-SSSSS-of-NNNNN.tfrecord[.gz]
+    OUT/eval/part-SSSSS-of-NNNNN.tfrecord[.gz]
+    OUT/stats.json            written last; its presence means the run completed
+    OUT/transform_fn/  OUT/transformed_metadata/   (tf.Transform's own layout)
+    OUT/rejects/              dead-letter rows with file, line and reason
+
+Paths are joined with `posixpath` so that the same code names files on gs://, s3:// and local disk.
+"""
+
+import posixpath
+
+TRAIN = "train"
+EVAL = "eval"
+SPLITS = (TRAIN, EVAL)
+
+STATS_FILE = "stats.json"
+REJECTS_DIR = "rejects"
+REJECTS_FILE = "rejects.csv"
+TRANSFORM_FN_DIR = "transform_fn"
+TRANSFORMED_METADATA_DIR = "transformed_metadata"
+
+COMPRESSIONS = {"NONE": ".tfrecord", "GZIP": ".tfrecord.gz"}
+
+
+def shard_name(shard: int, num_shards: int, compression: str = "NONE") -> str:
+    """`part-00003-of-00016.tfrecord` (`.tfrecord.gz` for GZIP)."""
+    if not 0 <= shard < num_shards:
+        raise ValueError(f"shard {shard} is outside 0..{num_shards - 1}")
+    return f"part-{shard:05d}-of-{num_shards:05d}{COMPRESSIONS[compression]}"
+
+
+def shard_path(split: str, shard: int, num_shards: int, compression: str = "NONE") -> str:
+    """The shard's path relative to OUT, as listed in stats.json: `train/part-...`."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return posixpath.join(split, shard_name(shard, num_shards, compression))
+
+
+def join(root: str, *parts: str) -> str:
+    """Join OUT (local path or URL such as gs://bucket/x) with relative parts."""
+    return posixpath.join(root.rstrip("/") if root not in ("/",) else root, *parts)

@@ -1,0 +1,120 @@
+"""`OUT/stats.json`: what a preprocess run produced, read by every consumer of its output.
+
+It is written last (atomically: a temporary name, then a rename), so its presence means the run
+completed. Readers learn window size, features, scaling and class counts from it rather than from
+constants (STYLE.md habit 2). `validate_stats` checks every field and the arithmetic between them.
+"""
+
+import json
+from typing import Any, Dict, List
+
+from tfrecords_schema import layout
+from tfrecords_schema.record import LABEL_VOCABULARY
+
+SCALES = ("zscore", "minmax")
+SCALE_PARAMS = {"zscore": ("mean", "std"), "minmax": ("min", "range")}
+
+_TOP_LEVEL = {
+    "window": int, "stride": int, "max_gap": (int, float), "features": list,
+    "label_vocabulary": list, "scale": str, "scaling": dict, "compression": str,
+    "rejected_rows": int, "splits": dict,
+}
+_SPLIT_FIELDS = {
+    "crews": list, "num_rows": int, "num_windows": int, "class_counts": dict, "shards": list,
+}
+
+
+class StatsError(ValueError):
+    """stats.json is missing, unreadable or inconsistent."""
+
+
+def _check(cond: bool, where: str, message: str) -> None:
+    if not cond:
+        raise StatsError(f"stats.json: {where}: {message}")
+
+
+def _check_fields(obj: Dict[str, Any], fields: Dict[str, Any], where: str) -> None:
+    for key, kind in fields.items():
+        _check(key in obj, where, f"missing field {key!r}")
+        _check(isinstance(obj[key], kind) and not isinstance(obj[key], bool), f"{where}.{key}",
+               f"expected {kind}, got {type(obj[key]).__name__}")
+
+
+def _validate_split(name: str, split: Dict[str, Any], compression: str) -> None:
+    where = f"splits.{name}"
+    _check_fields(split, _SPLIT_FIELDS, where)
+    counts = split["class_counts"]
+    _check(set(counts) <= set(LABEL_VOCABULARY), f"{where}.class_counts",
+           f"unknown labels {sorted(set(counts) - set(LABEL_VOCABULARY))}")
+    _check(all(isinstance(v, int) and v >= 0 for v in counts.values()), f"{where}.class_counts",
+           "counts must be non-negative integers")
+    _check(sum(counts.values()) == split["num_windows"], f"{where}.class_counts",
+           f"sum {sum(counts.values())} != num_windows {split['num_windows']}")
+    total = 0
+    suffix = layout.COMPRESSIONS[compression]
+    for i, shard in enumerate(split["shards"]):
+        _check(isinstance(shard, dict) and {"file", "num_windows"} <= set(shard),
+               f"{where}.shards[{i}]", "expected {file, num_windows}")
+        _check(shard["file"].startswith(name + "/") and shard["file"].endswith(suffix),
+               f"{where}.shards[{i}].file", f"{shard['file']!r} is not a {name}/*{suffix} shard")
+        total += shard["num_windows"]
+    _check(total == split["num_windows"], f"{where}.shards",
+           f"shard counts sum to {total}, num_windows is {split['num_windows']}")
+
+
+def validate_stats(stats: Dict[str, Any]) -> Dict[str, Any]:
+    """Raise StatsError naming the first bad field; return `stats` unchanged when valid."""
+    _check(isinstance(stats, dict), "top level", "expected an object")
+    _check_fields(stats, _TOP_LEVEL, "top level")
+    _check(stats["window"] >= 1 and stats["stride"] >= 1, "window/stride", "must be >= 1")
+    _check(list(stats["label_vocabulary"]) == list(LABEL_VOCABULARY), "label_vocabulary",
+           f"expected {list(LABEL_VOCABULARY)}")
+    _check(stats["scale"] in SCALES, "scale", f"expected one of {SCALES}")
+    _check(stats["compression"] in layout.COMPRESSIONS, "compression",
+           f"expected one of {sorted(layout.COMPRESSIONS)}")
+    features = stats["features"]
+    _check(len(features) >= 1 and len(set(features)) == len(features), "features",
+           "must be a non-empty list of distinct names")
+    params = SCALE_PARAMS[stats["scale"]]
+    for name in features:
+        entry = stats["scaling"].get(name)
+        _check(isinstance(entry, dict) and set(params) <= set(entry), f"scaling.{name}",
+               f"expected {{{', '.join(params)}}}")
+    _check(set(stats["splits"]) == set(layout.SPLITS), "splits", f"expected {list(layout.SPLITS)}")
+    for name in layout.SPLITS:
+        _validate_split(name, stats["splits"][name], stats["compression"])
+    return stats
+
+
+def read_stats(out_dir: str) -> Dict[str, Any]:
+    """Load and validate OUT/stats.json; StatsError if absent (the run did not complete) or bad."""
+    import tensorflow as tf
+
+    path = layout.join(out_dir, layout.STATS_FILE)
+    if not tf.io.gfile.exists(path):
+        raise StatsError(f"{path} not found: {out_dir} is not the output of a completed preprocess run")
+    with tf.io.gfile.GFile(path, "r") as f:
+        try:
+            stats = json.load(f)
+        except json.JSONDecodeError as e:
+            raise StatsError(f"{path}: not valid JSON ({e})") from None
+    return validate_stats(stats)
+
+
+def write_stats(out_dir: str, stats: Dict[str, Any]) -> str:
+    """Validate, then write OUT/stats.json atomically; return its path."""
+    import tensorflow as tf
+
+    validate_stats(stats)
+    path = layout.join(out_dir, layout.STATS_FILE)
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        json.dump(stats, f, indent=2, sort_keys=False)
+        f.write("\n")
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+    return path
+
+
+def shard_files(out_dir: str, stats: Dict[str, Any], split: str) -> List[str]:
+    """Full paths of the split's shards, exactly those stats.json lists (never a glob)."""
+    return [layout.join(out_dir, s["file"]) for s in stats["splits"][split]["shards"]]
