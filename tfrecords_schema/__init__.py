@@ -5,14 +5,15 @@ Both the writer (beam_jobs) and the readers (trainer, predict, tests) import fro
 
 from tfrecords_schema import csv_layout, layout
 from tfrecords_schema.record import (
-    CREW, END_TIME, EXPERIMENT, LABEL, LABEL_VOCABULARY, NUM_CLASSES, RECORD_KEYS, SEAT, WINDOW,
+    CREW, END_TIME, EXPERIMENT, LABEL, LABEL_VOCABULARY, NUM_CLASSES, RAW_SIGNALS, RECORD_KEYS,
+    SCALED_SIGNALS, SEAT, WINDOW,
     encode_windows, feature_spec, label_index, parse_examples,
 )
 from tfrecords_schema.stats import StatsError, read_stats, shard_files, validate_stats, write_stats
 
 __all__ = [
     "csv_layout", "layout", "CREW", "END_TIME", "EXPERIMENT", "LABEL", "LABEL_VOCABULARY",
-    "NUM_CLASSES", "RECORD_KEYS", "SEAT", "WINDOW", "encode_windows", "feature_spec",
+    "NUM_CLASSES", "RAW_SIGNALS", "RECORD_KEYS", "SCALED_SIGNALS", "SEAT", "WINDOW", "encode_windows", "feature_spec",
     "label_index", "parse_examples", "StatsError", "read_stats", "shard_files", "validate_stats",
     "write_stats",
 ]

@@ -121,3 +121,10 @@ def encode_windows(
         [WINDOW, LABEL, CREW, SEAT, EXPERIMENT, END_TIME],
     )
     return example_coder.RecordBatchToExamplesEncoder().encode(batch)
+
+
+# The tf.Transform graph in OUT/transform_fn (written by the preprocess job, reused by serving):
+# input `signals` float32 [N, F] raw values in stats.json feature order; output
+# `signals_scaled` float32 [N, F].
+RAW_SIGNALS = "signals"
+SCALED_SIGNALS = "signals_scaled"

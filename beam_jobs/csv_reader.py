@@ -1,0 +1,277 @@
+"""Reading crew CSVs in line-aligned byte chunks, parsed by pyarrow into validated row batches.
+
+Plain functions, no Beam: `ReadCrewCsv` (beam_jobs.transforms) is a thin shell around them.
+
+A chunk is parsed with column types given (the fast path). Rows that cannot be used go to the
+dead-letter output as `Reject`s naming file, line, column and reason; every other row of the chunk
+is kept. Rows read = rows kept + rows rejected, line by line: empty lines are rows too.
+"""
+
+import dataclasses
+import io
+from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from tfrecords_schema import LABEL_VOCABULARY
+from tfrecords_schema import csv_layout as cols
+
+DEFAULT_CHUNK_BYTES = 16 << 20
+_INT_COLUMNS = (cols.CREW, cols.SEAT)
+_STR_COLUMNS = (cols.EXPERIMENT, cols.EVENT)
+
+
+class CsvLayoutError(ValueError):
+    """A file-level problem: the file cannot be read as a crew CSV at all."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Reject:
+    """One unusable input row: where it is and why it was not used."""
+
+    file: str
+    line: int
+    column: str
+    reason: str
+    text: str
+
+
+@dataclasses.dataclass
+class Rows:
+    """Validated rows of one chunk, columnar.
+
+    crew, seat, label, line: int64 [n]; experiment: object (str) [n]; time: float64 [n];
+    signals: float32 [n, F] in the order of `features`; source: int64 [n], the index of the
+    row's file in the job's sorted file list (set by the reader; 0 from `parse_chunk`).
+    """
+
+    crew: np.ndarray
+    seat: np.ndarray
+    experiment: np.ndarray
+    time: np.ndarray
+    signals: np.ndarray
+    label: np.ndarray
+    line: np.ndarray
+    source: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+    def take(self, idx: np.ndarray) -> "Rows":
+        """The rows at `idx` (an index array or boolean mask), as a new Rows."""
+        return Rows(**{f.name: getattr(self, f.name)[idx] for f in dataclasses.fields(self)})
+
+    @staticmethod
+    def concat(parts: Sequence["Rows"]) -> "Rows":
+        return Rows(**{f.name: np.concatenate([getattr(p, f.name) for p in parts])
+                       for f in dataclasses.fields(Rows)})
+
+
+def read_header(f: BinaryIO, file: str) -> List[str]:
+    """Column names of the header line (UTF-8 BOM and CRLF tolerated)."""
+    line = f.readline()
+    if not line:
+        raise CsvLayoutError(f"{file}: empty file (no header line)")
+    text = line.decode("utf-8-sig").rstrip("\r\n")
+    return [name.strip() for name in text.split(",")]
+
+
+def check_header(header: Sequence[str], features: Sequence[str], file: str, labelled: bool = True) -> None:
+    """CsvLayoutError naming the missing columns, or the wrong layout, before anything is read."""
+    needed = list(cols.KEY_COLUMNS) + list(features) + ([cols.EVENT] if labelled else [])
+    missing = [name for name in needed if name not in header]
+    if labelled and missing == [cols.EVENT] and cols.ID in header:
+        raise CsvLayoutError(f"{file}: this is a test-layout file (an `id` column, no `event`); "
+                             "preprocess needs labelled rows in the train layout")
+    if missing:
+        raise CsvLayoutError(f"{file}: missing column(s) {', '.join(missing)} in header")
+    dupes = sorted({name for name in header if header.count(name) > 1})
+    if dupes:
+        raise CsvLayoutError(f"{file}: duplicate column(s) {', '.join(dupes)} in header")
+
+
+def iter_line_chunks(f: BinaryIO, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[Tuple[int, bytes]]:
+    """Yield (line number of the chunk's first line, bytes of whole lines) after the header.
+
+    Line numbers are 1-based as an editor shows them (the header is line 1). A last line without
+    a newline is yielded as it is.
+    """
+    line = 2
+    rest = b""
+    while True:
+        data = f.read(chunk_bytes)
+        if not data:
+            if rest:
+                yield line, rest
+            return
+        buf = rest + data
+        cut = buf.rfind(b"\n") + 1
+        if cut == 0:
+            rest = buf
+            continue
+        chunk, rest = buf[:cut], buf[cut:]
+        yield line, chunk
+        line += chunk.count(b"\n")
+
+
+def _column_types(header: Sequence[str], features: Sequence[str]) -> Dict[str, pa.DataType]:
+    types = {cols.CREW: pa.int64(), cols.SEAT: pa.int64(), cols.TIME: pa.float64(),
+             cols.EXPERIMENT: pa.string(), cols.EVENT: pa.string()}
+    types.update({name: pa.float64() for name in features})
+    return {k: v for k, v in types.items() if k in header}
+
+
+def _read_table(chunk: bytes, header: Sequence[str], types: Dict[str, pa.DataType]):
+    """Parse with the given types; returns (table, {chunk row index: reason}) for bad-shape rows."""
+    bad_shape: Dict[int, str] = {}
+
+    def on_invalid(row) -> str:
+        bad_shape[row.number - 1] = f"expected {row.expected_columns} columns, found {row.actual_columns}"
+        return "skip"
+
+    table = pacsv.read_csv(
+        io.BytesIO(chunk),
+        read_options=pacsv.ReadOptions(column_names=list(header), use_threads=False),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False,
+                                          newlines_in_values=False),
+        convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(types),
+                                             null_values=[""], strings_can_be_null=False),
+    )
+    return table, bad_shape
+
+
+def _to_numeric(table: pa.Table, types: Dict[str, pa.DataType]) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+    """Columns as numpy; for a column that was read as text (slow path), a mask of unparsable cells."""
+    values, unparsable = {}, {}
+    for name, kind in types.items():
+        column = table.column(name)
+        if name in _STR_COLUMNS:
+            values[name] = np.asarray(column.to_pylist(), dtype=object)
+            continue
+        if pa.types.is_string(column.type):  # slow path: this chunk had a non-numeric cell
+            text = pd.Series(column.to_pylist(), dtype=object)
+            parsed = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+            stripped = text.str.strip().str.lower()
+            unparsable[name] = np.isnan(parsed) & (stripped != "nan").to_numpy() & (stripped != "").to_numpy()
+            values[name] = parsed
+            continue
+        array = column.to_numpy(zero_copy_only=False)
+        values[name] = array.astype(np.float64) if kind == pa.float64() else array
+    return values, unparsable
+
+
+def _first_problems(values, unparsable, features, labelled) -> List[Tuple[np.ndarray, str, str]]:
+    """(bad-row mask, column, reason) in the order a row is checked; the first hit is reported."""
+    n = len(values[cols.TIME])
+    checks: List[Tuple[np.ndarray, str, str]] = []
+    for name in unparsable:
+        checks.append((unparsable[name], name, "not a number"))
+    for name in _INT_COLUMNS:
+        column = np.asarray(values[name], dtype=np.float64)
+        checks.append((np.isnan(column), name, "missing value"))
+        checks.append((~np.isnan(column) & (column != np.round(column)), name, "not an integer"))
+    seat = np.asarray(values[cols.SEAT], dtype=np.float64)
+    checks.append((~np.isin(seat, cols.SEATS) & ~np.isnan(seat), cols.SEAT, f"seat must be one of {cols.SEATS}"))
+    checks.append((~np.isin(values[cols.EXPERIMENT], cols.EXPERIMENTS), cols.EXPERIMENT,
+                   f"unknown experiment; expected one of {cols.EXPERIMENTS}"))
+    time = values[cols.TIME]
+    checks.append((~np.isfinite(time), cols.TIME, "missing or not finite"))
+    checks.append((time < 0, cols.TIME, "negative time"))
+    for name in features:
+        column = values[name]
+        checks.append((~np.isfinite(column.astype(np.float32)), name, "missing or not finite (float32)"))
+    if labelled:
+        checks.append((~np.isin(values[cols.EVENT], LABEL_VOCABULARY), cols.EVENT,
+                       f"unknown label; expected one of {LABEL_VOCABULARY}"))
+    return [(np.asarray(mask, dtype=bool).reshape(n), column, reason) for mask, column, reason in checks]
+
+
+def parse_chunk(
+    chunk: bytes,
+    header: Sequence[str],
+    features: Sequence[str],
+    file: str,
+    first_line: int,
+    labelled: bool = True,
+) -> Tuple[Rows, List[Reject]]:
+    """Parse whole CSV lines into validated `Rows` plus a `Reject` for every unusable line.
+
+    Args:
+      chunk: bytes of whole lines (no header), as from `iter_line_chunks`.
+      header: the file's column names (columns are found by name; extra ones are ignored).
+      features: signal columns to keep, in this order.
+      first_line: the file line number of the chunk's first line.
+      labelled: True for the train layout (an `event` column is required).
+    """
+    types = _column_types(header, features)
+    try:
+        table, bad_shape = _read_table(chunk, header, types)
+    except pa.ArrowInvalid:
+        text_types = {k: (pa.string() if v != pa.string() else v) for k, v in types.items()}
+        table, bad_shape = _read_table(chunk, header, text_types)
+    values, unparsable = _to_numeric(table, types)
+
+    n_lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+    kept = np.setdiff1d(np.arange(n_lines), np.fromiter(bad_shape, dtype=np.int64, count=len(bad_shape)))
+    lines = first_line + kept
+    reason = np.full(len(kept), None, dtype=object)
+    column = np.full(len(kept), None, dtype=object)
+    for mask, name, why in _first_problems(values, unparsable, features, labelled):
+        hit = mask & (reason == None)  # noqa: E711 (elementwise on an object array)
+        reason[hit], column[hit] = why, name
+    good = reason == None  # noqa: E711
+
+    rejects = [Reject(file, first_line + i, "", why, "") for i, why in bad_shape.items()]
+    rejects += [Reject(file, int(lines[i]), column[i], reason[i], "") for i in np.flatnonzero(~good)]
+    rejects = _with_text(sorted(rejects, key=lambda r: r.line), chunk, first_line)
+
+    rows = Rows(
+        crew=np.asarray(values[cols.CREW], dtype=np.float64)[good].astype(np.int64),
+        seat=np.asarray(values[cols.SEAT], dtype=np.float64)[good].astype(np.int64),
+        experiment=values[cols.EXPERIMENT][good],
+        time=values[cols.TIME][good],
+        signals=np.stack([values[name][good] for name in features], axis=1).astype(np.float32)
+        if len(features) else np.zeros((int(good.sum()), 0), np.float32),
+        label=(np.searchsorted(LABEL_VOCABULARY, values[cols.EVENT][good]).astype(np.int64)
+               if labelled else np.full(int(good.sum()), -1, np.int64)),
+        line=lines[good].astype(np.int64),
+        source=np.zeros(int(good.sum()), np.int64),
+    )
+    return rows, rejects
+
+
+def _with_text(rejects: List[Reject], chunk: bytes, first_line: int) -> List[Reject]:
+    """Attach each rejected line's text (rare, so splitting the chunk here is cheap enough)."""
+    if not rejects:
+        return rejects
+    lines = chunk.split(b"\n")
+    out = []
+    for r in rejects:
+        text = lines[r.line - first_line].decode("utf-8", "replace").rstrip("\r")
+        out.append(dataclasses.replace(r, text=text) if text.strip()
+                   else dataclasses.replace(r, column="", reason="empty line", text=""))
+    return out
+
+
+def empty_rows(num_features: int) -> Rows:
+    return Rows(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0),
+                np.zeros((0, num_features), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                np.zeros(0, np.int64))
+
+
+def read_file_chunks(
+    f: BinaryIO,
+    file: str,
+    features: Sequence[str],
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    labelled: bool = True,
+    header: Optional[List[str]] = None,
+) -> Iterator[Tuple[Rows, List[Reject]]]:
+    """Read a whole open file (header first) chunk by chunk."""
+    header = header or read_header(f, file)
+    check_header(header, features, file, labelled)
+    for first_line, chunk in iter_line_chunks(f, chunk_bytes):
+        yield parse_chunk(chunk, header, features, file, first_line, labelled)

@@ -1,0 +1,284 @@
+"""The Beam building blocks of the preprocess job: thin shells over the plain modules.
+
+Elements are batches (`Rows` of up to a chunk of CSV, Arrow record batches for tf.Transform),
+never one Python object per CSV row.
+"""
+
+import dataclasses
+import logging
+import posixpath
+from typing import Dict, FrozenSet, Iterable, List, Sequence, Tuple
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from beam_jobs import csv_reader, shards, windows
+from beam_jobs.csv_reader import Reject, Rows
+from tfrecords_schema import encode_windows, layout
+
+_LOG = logging.getLogger(__name__)
+NAMESPACE = "crewstream"
+REJECTS = "rejects"
+GROUPS = "groups"
+ENCODE_CHUNK = 512  # windows encoded at once: bounds the copy a large group needs
+
+
+def split_of(crew: int, eval_crews: FrozenSet[int]) -> str:
+    return layout.EVAL if crew in eval_crews else layout.TRAIN
+
+
+class ReadCsvChunksFn(beam.DoFn):
+    """(file index, path) -> `Rows` per chunk; `Reject`s to the `rejects` output."""
+
+    def __init__(self, features: Sequence[str], chunk_bytes: int, log_every: int = 1_000_000):
+        self._features = list(features)
+        self._chunk_bytes = chunk_bytes
+        self._log_every = log_every
+        self._rows_read = Metrics.counter(NAMESPACE, "rows_read")
+        self._rows_rejected = Metrics.counter(NAMESPACE, "rows_rejected")
+
+    def process(self, element: Tuple[int, str]):
+        index, path = element
+        done, rejected, next_log = 0, 0, self._log_every
+        with FileSystems.open(path) as f:  # compression from the extension (.gz)
+            for rows, rejects in csv_reader.read_file_chunks(f, path, self._features, self._chunk_bytes):
+                rows.source[:] = index
+                done += len(rows) + len(rejects)
+                rejected += len(rejects)
+                self._rows_read.inc(len(rows) + len(rejects))
+                self._rows_rejected.inc(len(rejects))
+                for reject in rejects:
+                    yield beam.pvalue.TaggedOutput(REJECTS, reject)
+                if len(rows):
+                    yield rows
+                if done >= next_log:
+                    _LOG.info("%s: %s rows read, %s rejected", path, f"{done:,}", f"{rejected:,}")
+                    next_log += self._log_every
+        _LOG.info("%s: done, %s rows read, %s rejected", path, f"{done:,}", f"{rejected:,}")
+
+
+class ReadCrewCsv(beam.PTransform):
+    """Read crew CSVs (paths, `.csv` or `.csv.gz`) into `Rows` batches plus a `rejects` output."""
+
+    def __init__(self, files: Sequence[str], features: Sequence[str],
+                 chunk_bytes: int = csv_reader.DEFAULT_CHUNK_BYTES):
+        super().__init__()
+        self._files = list(files)
+        self._features = list(features)
+        self._chunk_bytes = chunk_bytes
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "ListFiles" >> beam.Create(list(enumerate(self._files)))
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ParseChunks" >> beam.ParDo(ReadCsvChunksFn(self._features, self._chunk_bytes))
+            .with_outputs(REJECTS, main="rows")
+        )
+
+
+class SelectSplitFn(beam.DoFn):
+    """Keep the rows of one split (crews in `eval_crews` are eval, the rest train)."""
+
+    def __init__(self, split: str, eval_crews: Iterable[int]):
+        self._split = split
+        self._eval = frozenset(eval_crews)
+
+    def process(self, rows: Rows):
+        in_eval = np.isin(rows.crew, list(self._eval))
+        keep = in_eval if self._split == layout.EVAL else ~in_eval
+        if keep.any():
+            yield rows.take(keep)
+
+
+class KeyByRecordingFn(beam.DoFn):
+    """Rows -> ((crew, seat, experiment), Rows of that recording) for each recording in the batch."""
+
+    def process(self, rows: Rows):
+        keys = np.rec.fromarrays([rows.crew, rows.seat, rows.experiment.astype(str)])
+        unique, inverse = np.unique(keys, return_inverse=True)
+        for i, (crew, seat, experiment) in enumerate(unique):
+            yield (int(crew), int(seat), str(experiment)), rows.take(inverse.ravel() == i)
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowParams:
+    window: int
+    stride: int
+    max_gap: float
+    num_shards: int
+    eval_crews: FrozenSet[int]
+    staging: str
+    files: Tuple[str, ...]
+
+
+def dedupe_sorted(rows: Rows) -> Tuple[Rows, np.ndarray]:
+    """Drop rows whose time equals the previous row's (rows sorted by time); return (kept, mask of
+    dropped rows)."""
+    dup = np.zeros(len(rows), dtype=bool)
+    if len(rows) > 1:
+        dup[1:] = rows.time[1:] == rows.time[:-1]
+    return rows.take(~dup), dup
+
+
+class CutAndWriteWindowsFn(beam.DoFn):
+    """One recording's rows -> its windows written as per-shard pieces; yields piece metadata.
+
+    Rows are sorted by (time, file, line), so the order never depends on how bundles arrived.
+    A row repeating the (crew, seat, experiment, time) of an earlier one goes to `rejects`.
+    """
+
+    def __init__(self, params: WindowParams):
+        self._p = params
+        self._windows = Metrics.counter(NAMESPACE, "windows_written")
+
+    def process(self, element):
+        (crew, seat, experiment), parts = element
+        p = self._p
+        rows = Rows.concat(list(parts))
+        rows = rows.take(np.lexsort((rows.line, rows.source, rows.time)))
+        rows_all = rows
+        rows, dup = dedupe_sorted(rows_all)
+        first = np.maximum.accumulate(np.where(~dup, np.arange(len(dup)), 0))
+        for i in np.flatnonzero(dup):
+            yield beam.pvalue.TaggedOutput(REJECTS, Reject(
+                p.files[rows_all.source[i]], int(rows_all.line[i]), "time",
+                f"duplicate (crew, seat, experiment, time) of line {rows_all.line[first[i]]}", ""))
+        split = split_of(crew, p.eval_crews)
+        yield beam.pvalue.TaggedOutput(GROUPS, {"split": split, "crew": crew, "num_rows": len(rows)})
+        cut = windows.cut_windows(rows.time, rows.label, p.window, p.stride, p.max_gap)
+        offset = shards.shard_offset(crew, seat, experiment, p.num_shards)
+        for shard in range(p.num_shards):
+            idx = shards.windows_of_shard(len(cut), offset, shard, p.num_shards)
+            if not len(idx):
+                continue
+            path = shards.piece_path(p.staging, split, crew, seat, experiment, shard)
+            shards.write_records(path, self._encode(cut, rows, idx, crew, seat, experiment))
+            yield {"split": split, "shard": shard, "file": path, "group": (crew, seat, experiment),
+                   "num_windows": len(idx), "class_counts": shards.class_counts(cut.labels[idx])}
+        self._windows.inc(len(cut))
+        _LOG.info("crew %d seat %d %s: %s rows -> %s windows (%s)", crew, seat, experiment,
+                  f"{len(rows):,}", f"{len(cut):,}", split)
+
+    @staticmethod
+    def _encode(cut: windows.Windows, rows: Rows, idx: np.ndarray, crew, seat, experiment):
+        for a, b in windows.chunks(len(idx), ENCODE_CHUNK):
+            part = idx[a:b]
+            yield from encode_windows(cut.take(rows.signals, part), cut.labels[part], crew, seat,
+                                      experiment, cut.end_times[part])
+
+
+class CutWindows(beam.PTransform):
+    """Scaled `Rows` -> windows written as shard pieces. Outputs: piece metadata (main), `groups`
+    ({split, crew, num_rows} per recording) and `rejects` (duplicate rows)."""
+
+    def __init__(self, params: WindowParams):
+        super().__init__()
+        self._params = params
+
+    def expand(self, rows):
+        return (
+            rows
+            | "KeyByRecording" >> beam.ParDo(KeyByRecordingFn())
+            | "GroupByRecording" >> beam.GroupByKey()
+            | "CutAndWrite" >> beam.ParDo(CutAndWriteWindowsFn(self._params)).with_outputs(
+                REJECTS, GROUPS, main="pieces")
+        )
+
+
+class ConcatShardFn(beam.DoFn):
+    """((split, shard), [piece metadata]) -> the final shard file and its metadata."""
+
+    def __init__(self, staging: str, num_shards: int, compression: str):
+        self._staging = staging
+        self._num_shards = num_shards
+        self._compression = compression
+
+    def process(self, element):
+        (split, shard), pieces = element
+        pieces = sorted((p for p in pieces if p is not None), key=lambda p: p["group"])
+        relative = layout.shard_path(split, shard, self._num_shards, self._compression)
+        shards.concatenate([p["file"] for p in pieces], layout.join(self._staging, relative), self._compression)
+        counts = {name: sum(p["class_counts"][name] for p in pieces) for name in shards.class_counts([])}
+        yield {"split": split, "file": relative, "num_windows": sum(p["num_windows"] for p in pieces),
+               "class_counts": counts}
+
+
+class WriteShards(beam.PTransform):
+    """Piece metadata -> `num_shards` final shards per split (empty ones included); yields shard
+    metadata."""
+
+    def __init__(self, staging: str, num_shards: int, compression: str):
+        super().__init__()
+        self._staging = staging
+        self._num_shards = num_shards
+        self._compression = compression
+
+    def expand(self, pieces):
+        every_shard = (
+            pieces.pipeline
+            | "EveryShard" >> beam.Create(
+                [((split, k), None) for split in layout.SPLITS for k in range(self._num_shards)])
+        )
+        keyed = pieces | "KeyByShard" >> beam.Map(lambda p: ((p["split"], p["shard"]), p))
+        return (
+            (keyed, every_shard)
+            | "WithEmptyShards" >> beam.Flatten()
+            | "GroupByShard" >> beam.GroupByKey()
+            | "Concatenate" >> beam.ParDo(ConcatShardFn(self._staging, self._num_shards, self._compression))
+        )
+
+
+REJECT_HEADER = "file,line,column,reason,text"
+
+
+def format_reject(r: Reject) -> str:
+    def quote(s: str) -> str:
+        return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n') else s
+
+    return ",".join([quote(r.file), str(r.line), quote(r.column), quote(r.reason), quote(r.text)])
+
+
+class WriteRejects(beam.PTransform):
+    """Dead-letter rows -> OUT/rejects/rejects.csv (file,line,column,reason,text), sorted; yields
+    the count."""
+
+    def __init__(self, staging: str):
+        super().__init__()
+        self._staging = staging
+
+    def expand(self, rejects):
+        path = layout.join(self._staging, layout.REJECTS_DIR, layout.REJECTS_FILE)
+        return (
+            rejects
+            | "AllRejects" >> beam.combiners.ToList()
+            | "WriteRejectsCsv" >> beam.Map(_write_rejects, path)
+        )
+
+
+def _write_rejects(rejects: List[Reject], path: str) -> int:
+    import tensorflow as tf
+
+    if not rejects:
+        return 0
+    tf.io.gfile.makedirs(posixpath.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(REJECT_HEADER + "\n")
+        for r in sorted(rejects, key=lambda r: (r.file, r.line)):
+            f.write(format_reject(r) + "\n")
+    return len(rejects)
+
+
+def write_manifest(shard_meta: List[Dict], groups: List[Dict], rejected: int, path: str) -> str:
+    """Everything the launcher needs for stats.json, as one small JSON file."""
+    import json
+
+    import tensorflow as tf
+
+    manifest = {"shards": sorted(shard_meta, key=lambda s: s["file"]), "groups": groups,
+                "rejected_rows": rejected}
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(manifest, f)
+    return path
