@@ -182,7 +182,8 @@ def _first_problems(values, unparsable, features, labelled) -> List[Tuple[np.nda
     checks.append((time < 0, cols.TIME, "negative time"))
     for name in features:
         column = values[name]
-        checks.append((~np.isfinite(column.astype(np.float32)), name, "missing or not finite (float32)"))
+        with np.errstate(over="ignore"):  # 1e39 is finite in float64, inf in float32: rejected
+            checks.append((~np.isfinite(column.astype(np.float32)), name, "missing or not finite (float32)"))
     if labelled:
         checks.append((~np.isin(values[cols.EVENT], LABEL_VOCABULARY), cols.EVENT,
                        f"unknown label; expected one of {LABEL_VOCABULARY}"))

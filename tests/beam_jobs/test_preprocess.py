@@ -1,0 +1,128 @@
+"""The preprocess job end to end, against the independent reference in tests/reference.py."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from beam_jobs import preprocess
+from tests.crew_csv import make_frame, write_crew_csv
+from tests.reference import read_output, reference_windows
+from tfrecords_schema import LABEL_VOCABULARY
+
+FEATURES = ["r", "ecg", "gsr"]
+
+
+def run_job(csv, out, *extra):
+    return preprocess.run(["--input", csv, "--output", str(out), "--features", ",".join(FEATURES),
+                           "--eval-crews", "2", *map(str, extra)])
+
+
+def assert_matches_reference(frame, out, window, stride, scale="zscore"):
+    expected, (shift, div) = reference_windows(frame, FEATURES, window, stride, 1.0, [2], scale)
+    stats, found, per_shard = read_output(str(out))
+    assert set(found) == set(expected)
+    for key, (split, label, values) in expected.items():
+        got_split, got_label, got_values = found[key]
+        assert (got_split, got_label) == (split, label), key
+        np.testing.assert_allclose(got_values, values, rtol=1e-5, atol=1e-5)
+    # stats.json agrees with what reading the shards back finds.
+    for split in ("train", "eval"):
+        s = stats["splits"][split]
+        mine = [v for v in found.values() if v[0] == split]
+        assert s["num_windows"] == len(mine)
+        assert s["class_counts"] == {c: sum(1 for v in mine if v[1] == i) for i, c in enumerate(LABEL_VOCABULARY)}
+        for shard in s["shards"]:
+            assert len(per_shard[os.path.join(str(out), shard["file"])]) == shard["num_windows"]
+    names = ("mean", "std") if scale == "zscore" else ("min", "range")
+    for i, name in enumerate(FEATURES):
+        np.testing.assert_allclose([stats["scaling"][name][names[0]], stats["scaling"][name][names[1]]],
+                                   [shift[i], div[i]], rtol=1e-5)
+    return stats
+
+
+@pytest.fixture(scope="module")
+def gap_frame():
+    # Three crews, three experiments, both seats; a 2 s gap inside every recording.
+    return make_frame(rows_per_group=700, gap_at=(300, 2.0), seed=5)
+
+
+@pytest.mark.parametrize("window, stride, scale", [(64, 16, "zscore"), (32, 50, "minmax")])
+def test_windows_scaling_and_stats_equal_reference(tmp_path, gap_frame, window, stride, scale):
+    csv = write_crew_csv(tmp_path / "train.csv", gap_frame)
+    out = tmp_path / "out"
+    stats = run_job(csv, out, "--window", window, "--stride", stride, "--scale", scale, "--num-shards", 3)
+    stats = assert_matches_reference(gap_frame, out, window, stride, scale)
+    assert stats["splits"]["train"]["crews"] == [1, 3] and stats["splits"]["eval"]["crews"] == [2]
+    assert stats["splits"]["train"]["num_rows"] == 2 * 700 * 3 * 2
+    assert stats["rejected_rows"] == 0
+    assert sorted(os.listdir(out)) == ["eval", "stats.json", "train", "transform_fn", "transformed_metadata"]
+    assert len(os.listdir(out / "train")) == 3
+
+
+def test_bad_rows_go_to_rejects_and_good_rows_are_all_kept(tmp_path):
+    frame = make_frame(crews=(1, 2), rows_per_group=300, seed=2)
+    csv = write_crew_csv(tmp_path / "train.csv", frame)
+    lines = open(csv).read().splitlines()
+    lines[10] = lines[10].rsplit(",", 1)[0] + ",E"  # an unknown label
+    lines.insert(20, lines[30])  # a duplicate (crew, seat, experiment, time)
+    with open(csv, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    stats = run_job(csv, out, "--window", 32, "--stride", 8, "--num-shards", 2)
+    assert stats["rejected_rows"] == 2
+    rejects = (out / "rejects" / "rejects.csv").read_text().splitlines()
+    assert rejects[0] == "file,line,column,reason,text"
+    assert [r.split(",")[1:3] for r in rejects[1:]] == [["11", "event"], ["32", "time"]]
+    total = stats["splits"]["train"]["num_rows"] + stats["splits"]["eval"]["num_rows"]
+    assert total == len(frame) - 1  # the label-E row; the duplicate's twin stays
+
+
+def test_rerun_with_fewer_shards_leaves_no_stale_shard(tmp_path, gap_frame):
+    frame = make_frame(crews=(1, 2), rows_per_group=200, seed=1)
+    csv = write_crew_csv(tmp_path / "train.csv", frame)
+    out = tmp_path / "out"
+    run_job(csv, out, "--window", 32, "--stride", 32, "--num-shards", 4)
+    run_job(csv, out, "--window", 32, "--stride", 32, "--num-shards", 2)
+    assert sorted(os.listdir(out / "train")) == ["part-00000-of-00002.tfrecord", "part-00001-of-00002.tfrecord"]
+    assert not [name for name in os.listdir(out) if name.startswith(".staging")]
+    assert_matches_reference(frame, out, 32, 32)
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "beam_jobs.preprocess", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)
+
+
+def test_cli_file_level_errors_are_one_clear_line_and_write_nothing(tmp_path):
+    out = tmp_path / "out"
+    result = _cli("--input", tmp_path / "nothing*.csv", "--output", out)
+    assert result.returncode == 1
+    assert "no file matches" in result.stderr and "Traceback" not in result.stderr
+    test_layout = tmp_path / "test.csv"
+    test_layout.write_text("id,crew,experiment,time,seat," + ",".join(make_frame(rows_per_group=1).columns[4:-1]) + "\n")
+    result = _cli("--input", test_layout, "--output", out)
+    assert result.returncode == 1 and "test-layout" in result.stderr
+    assert not out.exists()
+    result = _cli("--input", test_layout, "--output", out, "--features", "r,nope")
+    assert result.returncode == 2 and "--features" in result.stderr
+
+
+@pytest.mark.slow
+def test_two_worker_processes_write_the_same_records_and_stats(tmp_path, gap_frame):
+    csv = write_crew_csv(tmp_path / "train.csv", gap_frame)
+    run_job(csv, tmp_path / "one", "--window", 64, "--stride", 16, "--num-shards", 3)
+    run_job(csv, tmp_path / "two", "--window", 64, "--stride", 16, "--num-shards", 3,
+            "--direct_num_workers", 2, "--direct_running_mode", "multi_processing")
+    stats1, found1, _ = read_output(str(tmp_path / "one"))
+    stats2, found2, _ = read_output(str(tmp_path / "two"))
+    assert stats1 == stats2
+    assert found1.keys() == found2.keys()
+    for key in found1:
+        assert found1[key][:2] == found2[key][:2]
+        np.testing.assert_array_equal(found1[key][2], found2[key][2])
+    assert json.loads((tmp_path / "one" / "stats.json").read_text()) == json.loads(
+        (tmp_path / "two" / "stats.json").read_text())

@@ -1,0 +1,150 @@
+"""Every PTransform of the preprocess job on a TestPipeline, empty input included."""
+
+import os
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+from apache_beam.runners.portability.fn_api_runner import fn_runner
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from beam_jobs import transforms as t
+from beam_jobs.csv_reader import Reject, Rows
+from tests.crew_csv import make_frame, write_crew_csv
+from tfrecords_schema import parse_examples
+
+FEATURES = ["r", "ecg", "gsr"]
+
+
+def pipeline():
+    return TestPipeline(runner=fn_runner.FnApiRunner())
+
+
+def rows_of(crews, n=4, t0=0.0):
+    k = len(crews)
+    return Rows(crew=np.array(crews), seat=np.zeros(k, np.int64), experiment=np.array(["CA"] * k, object),
+                time=t0 + np.arange(k) / 256, signals=np.arange(3 * k, dtype=np.float32).reshape(k, 3),
+                label=np.arange(k) % 4, line=np.arange(k) + 2, source=np.zeros(k, np.int64))
+
+
+def summary(rows):
+    return tuple(zip(rows.crew.tolist(), rows.seat.tolist(), rows.time.tolist()))
+
+
+def test_read_crew_csv_rows_and_rejects(tmp_path):
+    frame = make_frame(crews=(1, 2), experiments=("CA",), rows_per_group=50, features=FEATURES)
+    good = write_crew_csv(tmp_path / "a.csv", frame)
+    with open(good) as f:
+        lines = f.read().splitlines()
+    lines[5] = lines[5].replace(",CA,", ",XX,")
+    bad = tmp_path / "b.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    files = [good, str(bad)]
+    with pipeline() as p:
+        out = p | t.ReadCrewCsv(files, FEATURES, chunk_bytes=2048)
+        counts = (out.rows | beam.Map(lambda r: (int(r.source[0]), len(r)))
+                  | beam.CombinePerKey(sum))
+        assert_that(counts, equal_to([(0, 200), (1, 199)]), label="rows per file")
+        assert_that(out.rejects | beam.Map(lambda r: (r.file, r.line, r.column)),
+                    equal_to([(str(bad), 6, "experiment")]), label="rejects")
+
+
+def test_read_crew_csv_header_only(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_text(",".join(make_frame(rows_per_group=1).columns) + "\n")
+    with pipeline() as p:
+        out = p | t.ReadCrewCsv([str(path)], FEATURES)
+        assert_that(out.rows, equal_to([]), label="rows")
+        assert_that(out.rejects, equal_to([]), label="rejects")
+
+
+@pytest.mark.parametrize("split, expected", [("train", [(1, 0, 0.0), (3, 0, 2 / 256)]), ("eval", [(2, 0, 1 / 256)])])
+def test_select_split(split, expected):
+    with pipeline() as p:
+        out = (p | beam.Create([rows_of([1, 2, 3])], reshuffle=False)
+               | beam.ParDo(t.SelectSplitFn(split, [2])) | beam.FlatMap(summary))
+        assert_that(out, equal_to(expected))
+
+
+def test_select_split_empty():
+    with pipeline() as p:
+        out = p | beam.Create([]) | beam.ParDo(t.SelectSplitFn("train", [2]))
+        assert_that(out, equal_to([]))
+
+
+def test_key_by_recording():
+    rows = rows_of([1, 1, 2, 1])
+    rows.seat[:] = [0, 1, 0, 0]
+    with pipeline() as p:
+        out = (p | beam.Create([rows], reshuffle=False) | beam.ParDo(t.KeyByRecordingFn())
+               | beam.Map(lambda kv: (kv[0], kv[1].line.tolist())))
+        assert_that(out, equal_to([((1, 0, "CA"), [2, 5]), ((1, 1, "CA"), [3]), ((2, 0, "CA"), [4])]))
+
+
+def _params(tmp_path, window=2, stride=1, shards=2):
+    return t.WindowParams(window, stride, 1.0, shards, frozenset([2]), str(tmp_path), ("f.csv",))
+
+
+def test_cut_windows_writes_pieces_counts_groups_and_rejects_duplicates(tmp_path):
+    first, second = rows_of([1, 1, 1]), rows_of([1, 1], t0=3 / 256)
+    dup = rows_of([1])
+    dup.time[:] = 1 / 256
+    dup.line[:] = 99
+    with pipeline() as p:
+        out = p | beam.Create([first, second, dup], reshuffle=False) | t.CutWindows(_params(tmp_path))
+        assert_that(out.pieces | beam.Map(lambda m: (m["split"], m["shard"], m["num_windows"])),
+                    equal_to([("train", 0, 2), ("train", 1, 2)]), label="pieces")
+        assert_that(out.groups, equal_to([{"split": "train", "crew": 1, "num_rows": 5}]), label="groups")
+        assert_that(out.rejects | beam.Map(lambda r: (r.line, r.column, r.reason)),
+                    equal_to([(99, "time", "duplicate (crew, seat, experiment, time) of line 3")]),
+                    label="rejects")
+    records = []
+    for piece in sorted((tmp_path / "pieces" / "train").iterdir()):
+        records += [r.numpy() for r in tf.data.TFRecordDataset(str(piece))]
+    parsed = parse_examples(tf.constant(records), 2, 3)
+    np.testing.assert_array_equal(np.sort(parsed["end_time"].numpy()), np.float32([1, 2, 3, 4]) / 256)
+
+
+def test_cut_windows_empty(tmp_path):
+    with pipeline() as p:
+        out = p | beam.Create([]) | t.CutWindows(_params(tmp_path))
+        assert_that(out.pieces, equal_to([]), label="pieces")
+        assert_that(out.groups, equal_to([]), label="groups")
+
+
+def test_write_shards_concatenates_in_group_order_and_writes_empty_shards(tmp_path):
+    from beam_jobs import shards
+
+    pieces = []
+    for group, values in (((2, 0, "CA"), [b"c"]), ((1, 1, "SS"), [b"a", b"b"])):
+        path = str(tmp_path / f"{group[0]}.tfrecord")
+        shards.write_records(path, values)
+        pieces.append({"split": "train", "shard": 1, "file": path, "group": group, "num_windows": len(values),
+                       "class_counts": {"A": len(values), "B": 0, "C": 0, "D": 0}})
+    staging = str(tmp_path / "staging")
+    with pipeline() as p:
+        out = p | beam.Create(pieces) | t.WriteShards(staging, 2, "GZIP")
+        assert_that(out | beam.Map(lambda m: (m["file"], m["num_windows"], m["class_counts"]["A"])),
+                    equal_to([("train/part-00000-of-00002.tfrecord.gz", 0, 0),
+                              ("train/part-00001-of-00002.tfrecord.gz", 3, 3),
+                              ("eval/part-00000-of-00002.tfrecord.gz", 0, 0),
+                              ("eval/part-00001-of-00002.tfrecord.gz", 0, 0)]))
+    read = [r.numpy() for r in tf.data.TFRecordDataset(
+        os.path.join(staging, "train/part-00001-of-00002.tfrecord.gz"), compression_type="GZIP")]
+    assert read == [b"a", b"b", b"c"]
+    assert list(tf.data.TFRecordDataset(os.path.join(staging, "eval/part-00000-of-00002.tfrecord.gz"),
+                                        compression_type="GZIP")) == []
+
+
+def test_write_rejects_sorted_csv_and_empty(tmp_path):
+    rejects = [Reject("b.csv", 3, "r", "not a number", 'x,"y"'), Reject("a.csv", 9, "", "empty line", "")]
+    with pipeline() as p:
+        count = p | "some" >> beam.Create(rejects) | "w1" >> t.WriteRejects(str(tmp_path / "one"))
+        assert_that(count, equal_to([2]), label="count")
+        none = p | "none" >> beam.Create([]) | "w2" >> t.WriteRejects(str(tmp_path / "two"))
+        assert_that(none, equal_to([0]), label="zero")
+    text = (tmp_path / "one" / "rejects" / "rejects.csv").read_text().splitlines()
+    assert text == ["file,line,column,reason,text", "a.csv,9,,empty line,", 'b.csv,3,r,not a number,"x,""y"""']
+    assert not (tmp_path / "two" / "rejects").exists()

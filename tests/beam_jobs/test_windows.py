@@ -1,0 +1,70 @@
+"""Windows against Keras' own `timeseries_dataset_from_array`, segment by segment."""
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from beam_jobs import windows
+
+
+def keras_windows(values, labels, time, window, stride, max_gap):
+    """Reference: split at gaps with a plain loop, then let Keras cut each segment."""
+    out_values, out_labels, out_end = [], [], []
+    start = 0
+    for i in range(1, len(time) + 1):
+        if i == len(time) or time[i] - time[i - 1] > max_gap:
+            seg = slice(start, i)
+            if i - start >= window:
+                ds = keras.utils.timeseries_dataset_from_array(
+                    values[seg], None, sequence_length=window, sequence_stride=stride, batch_size=None)
+                cut = np.stack([w.numpy() for w in ds])
+                out_values.append(cut)
+                last = start + np.arange(len(cut)) * stride + window - 1
+                out_labels.append(labels[last])
+                out_end.append(time[last])
+            start = i
+    if not out_values:
+        return np.zeros((0, window, values.shape[1])), np.zeros(0), np.zeros(0)
+    return np.concatenate(out_values), np.concatenate(out_labels), np.concatenate(out_end)
+
+
+@pytest.mark.parametrize("window, stride", [(8, 1), (8, 3), (16, 16), (5, 7), (20, 32), (1, 1)])
+def test_windows_equal_keras_across_gaps(window, stride):
+    rng = np.random.default_rng(window * 100 + stride)
+    n = 300
+    time = np.arange(n) / 256.0
+    time[90:] += 2.0      # a gap > max_gap: new segment
+    time[200:] += 0.5     # a gap < max_gap: same segment
+    time[290:] += 5.0     # a last segment shorter than most windows
+    values = rng.normal(size=(n, 3)).astype(np.float32)
+    labels = rng.integers(0, 4, n)
+    cut = windows.cut_windows(time, labels, window, stride, max_gap=1.0)
+    ref_values, ref_labels, ref_end = keras_windows(values, labels, time, window, stride, 1.0)
+    got = cut.take(values, np.arange(len(cut)))
+    assert got.shape == ref_values.shape and got.dtype == np.float32
+    np.testing.assert_array_equal(got, ref_values)
+    np.testing.assert_array_equal(cut.labels, ref_labels)
+    np.testing.assert_array_equal(cut.end_times, ref_end)
+
+
+def test_segment_shorter_than_window_yields_nothing():
+    time = np.arange(10) / 256.0
+    cut = windows.cut_windows(time, np.zeros(10, int), window=11, stride=1, max_gap=1.0)
+    assert len(cut) == 0
+    assert windows.cut_windows(np.zeros(0), np.zeros(0, int), 4, 2, 1.0).starts.tolist() == []
+
+
+def test_starts_follow_contract():
+    bounds = windows.segment_bounds(np.array([0, 1, 2, 3, 4, 5, 10, 11, 12.0]), max_gap=1.0)
+    assert bounds.tolist() == [[0, 6], [6, 9]]
+    assert windows.window_starts(bounds, 3, 2).tolist() == [0, 2, 6]
+    with pytest.raises(ValueError):
+        windows.window_starts(bounds, 0, 1)
+
+
+def test_take_copies_only_the_selected_windows():
+    values = np.arange(40, dtype=np.float32).reshape(20, 2)
+    cut = windows.cut_windows(np.arange(20.0) / 256, np.arange(20) % 4, window=4, stride=4, max_gap=1.0)
+    part = cut.take(values, np.array([1, 3]))
+    np.testing.assert_array_equal(part, np.stack([values[4:8], values[12:16]]))
+    assert part.flags["C_CONTIGUOUS"] and part.base is None or part.base.size == part.size

@@ -1,0 +1,75 @@
+import copy
+import json
+
+import pytest
+
+from tfrecords_schema import StatsError, read_stats, shard_files, validate_stats, write_stats
+
+
+def good_stats():
+    return {
+        "window": 256, "stride": 32, "max_gap": 1.0, "features": ["r", "ecg", "gsr"],
+        "label_vocabulary": ["A", "B", "C", "D"], "scale": "zscore",
+        "scaling": {f: {"mean": 0.0, "std": 1.0} for f in ["r", "ecg", "gsr"]},
+        "compression": "NONE", "rejected_rows": 0,
+        "splits": {
+            "train": {"crews": [1, 3], "num_rows": 100, "num_windows": 5,
+                      "class_counts": {"A": 2, "B": 0, "C": 3, "D": 0},
+                      "shards": [{"file": "train/part-00000-of-00002.tfrecord", "num_windows": 4},
+                                 {"file": "train/part-00001-of-00002.tfrecord", "num_windows": 1}]},
+            "eval": {"crews": [], "num_rows": 0, "num_windows": 0, "class_counts": {}, "shards": []},
+        },
+    }
+
+
+def test_valid_stats_pass():
+    assert validate_stats(good_stats()) == good_stats()
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda s: s.pop("window"), "missing field 'window'"),
+    (lambda s: s.update(window="256"), "window"),
+    (lambda s: s.update(scale="robust"), "scale"),
+    (lambda s: s.update(label_vocabulary=["A", "B"]), "label_vocabulary"),
+    (lambda s: s["scaling"].pop("gsr"), "scaling.gsr"),
+    (lambda s: s["splits"]["train"]["class_counts"].update(A=3), "sum 6 != num_windows 5"),
+    (lambda s: s["splits"]["train"]["shards"][0].update(num_windows=3), "shard counts sum to 4"),
+    (lambda s: s["splits"]["train"]["shards"][0].update(file="eval/part-00000-of-00002.tfrecord"), "not a train"),
+    (lambda s: s["splits"].pop("eval"), "splits"),
+    (lambda s: s["splits"]["train"]["class_counts"].update(E=0), "unknown labels"),
+    (lambda s: s.update(compression="ZLIB"), "compression"),
+])
+def test_invalid_stats_name_the_field(mutate, message):
+    stats = copy.deepcopy(good_stats())
+    mutate(stats)
+    with pytest.raises(StatsError, match=message):
+        validate_stats(stats)
+
+
+def test_write_then_read(tmp_path):
+    write_stats(str(tmp_path), good_stats())
+    assert read_stats(str(tmp_path)) == good_stats()
+    assert not (tmp_path / "stats.json.tmp").exists()
+    assert shard_files(str(tmp_path), good_stats(), "train") == [
+        f"{tmp_path}/train/part-00000-of-00002.tfrecord", f"{tmp_path}/train/part-00001-of-00002.tfrecord"]
+
+
+def test_read_refuses_missing_or_broken(tmp_path):
+    with pytest.raises(StatsError, match="not the output of a completed preprocess run"):
+        read_stats(str(tmp_path))
+    (tmp_path / "stats.json").write_text("{")
+    with pytest.raises(StatsError, match="not valid JSON"):
+        read_stats(str(tmp_path))
+    bad = good_stats()
+    bad["splits"]["train"]["num_windows"] = 6
+    (tmp_path / "stats.json").write_text(json.dumps(bad))
+    with pytest.raises(StatsError):
+        read_stats(str(tmp_path))
+
+
+def test_write_refuses_invalid(tmp_path):
+    bad = good_stats()
+    bad["rejected_rows"] = -0.5
+    with pytest.raises(StatsError):
+        write_stats(str(tmp_path), bad)
+    assert not (tmp_path / "stats.json").exists()
