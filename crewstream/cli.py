@@ -22,14 +22,14 @@ SUBCOMMANDS = {
 
 
 def _usage() -> str:
-    names = [name for name, (module, _) in SUBCOMMANDS.items() if _available(module)]
+    names = [name for name, (module, _) in SUBCOMMANDS.items() if available(module)]
     width = max(len(name) for name in SUBCOMMANDS)
     lines = ["usage: crewstream SUBCOMMAND [--help] [args...]", "", "subcommands:"]
     lines += [f"  {name:<{width}}  {SUBCOMMANDS[name][1]}" for name in names]
     return "\n".join(lines)
 
 
-def _available(module: str) -> bool:
+def available(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:
@@ -42,7 +42,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(_usage())
         return 0
     name, rest = argv[0], argv[1:]
-    if name not in SUBCOMMANDS or not _available(SUBCOMMANDS[name][0]):
+    if name not in SUBCOMMANDS or not available(SUBCOMMANDS[name][0]):
         print(f"crewstream: unknown subcommand {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(SUBCOMMANDS[name][0])

@@ -93,8 +93,10 @@ def encode_windows(
       labels: int [N] label indices.
       end_times: float [N] `time` of each window's last row.
     Returns:
-      N serialized tf.train.Example, in input order.
+      N serialized tf.train.Example, in input order. The bytes are deterministic (feature map
+      keys sorted), so the same window always serializes the same, in any process.
     """
+    from tensorflow.core.example import example_pb2
     from tfx_bsl.coders import example_coder
 
     windows = np.asarray(windows, dtype=np.float32)
@@ -120,7 +122,11 @@ def encode_windows(
         ],
         [WINDOW, LABEL, CREW, SEAT, EXPERIMENT, END_TIME],
     )
-    return example_coder.RecordBatchToExamplesEncoder().encode(batch)
+    # The compiled encoder writes the feature map in a per-process hash order; protobuf's
+    # deterministic serialization (upb, a few ms per thousand windows) sorts it.
+    parse = example_pb2.Example.FromString
+    return [parse(record).SerializeToString(deterministic=True)
+            for record in example_coder.RecordBatchToExamplesEncoder().encode(batch)]
 
 
 # The tf.Transform graph in OUT/transform_fn (written by the preprocess job, reused by serving):

@@ -70,3 +70,16 @@ def test_shard_names():
         layout.shard_name(4, 4)
     with pytest.raises(ValueError):
         layout.shard_path("test", 0, 1)
+
+
+def test_encoding_is_byte_identical_across_processes():
+    # The compiled encoder's map order depends on a per-process hash seed; ours must not.
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, hashlib; from tfrecords_schema import encode_windows; "
+            "w = np.arange(2 * 4 * 3, dtype=np.float32).reshape(2, 4, 3); "
+            "print(hashlib.sha256(b''.join(encode_windows(w, [1, 2], 3, 1, 'DA', [1.5, 2.5]))).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+               for _ in range(3)}
+    assert len(digests) == 1

@@ -1,0 +1,66 @@
+"""`crewstream demo`: the whole flow on a small generated sample, end to end.
+
+    synth -> preprocess -> train -> evaluate -> predict -> score
+
+Each step is the same subcommand a user would run, called with the same arguments; the steps
+whose modules are not part of this installation are skipped with a note.
+"""
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from typing import List, Optional, Sequence, Tuple
+
+from crewstream import cli
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(prog="crewstream demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", default="demo-run", help="folder for everything the demo writes")
+    parser.add_argument("--seconds", type=float, default=60.0,
+                        help="seconds of train recording per (crew, seat, experiment) (default 60)")
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs (default 3)")
+    return parser.parse_args(argv)
+
+
+def steps(workdir: str, seconds: float, epochs: int) -> List[Tuple[str, str, List[str]]]:
+    """(title, subcommand, argv) of every step, in order."""
+    sample, out, model = (os.path.join(workdir, name) for name in ("sample", "out", "model"))
+    return [
+        ("generate a sample", "synth",
+         ["--out", sample, "--crews", "1,2,3", "--seconds", str(seconds), "--test-seconds", "30"]),
+        ("preprocess", "preprocess",
+         ["--input", os.path.join(sample, "train.csv"), "--output", out, "--features", "r,ecg,gsr",
+          "--window", "256", "--stride", "32", "--eval-crews", "2", "--num-shards", "4"]),
+        ("train", "train", ["--data", out, "--model-dir", model, "--epochs", str(epochs)]),
+        ("evaluate", "evaluate", ["--data", out, "--model-dir", model, "--split", "eval"]),
+        ("predict", "predict", ["--model-dir", model, "--input", os.path.join(sample, "test.csv"),
+                                        "--output", os.path.join(workdir, "submission.csv")]),
+        ("score", "score", ["--submission", os.path.join(workdir, "submission.csv"),
+                                    "--truth", os.path.join(sample, "test_truth.csv")]),
+    ]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parse_args(argv)
+    started = time.time()
+    for title, subcommand, step_argv in steps(args.workdir, args.seconds, args.epochs):
+        module = cli.SUBCOMMANDS[subcommand][0]
+        if not cli.available(module):
+            print(f"\n== {title}: skipped (`crewstream {subcommand}` is not part of this version)", flush=True)
+            continue
+        print(f"\n== {title}: crewstream {subcommand} {' '.join(step_argv)}", flush=True)
+        t0 = time.time()
+        code = importlib.import_module(module).main(step_argv)
+        if code:
+            print(f"demo: step '{title}' failed (exit {code})", file=sys.stderr)
+            return int(code)
+        print(f"== {title}: done in {time.time() - t0:.1f} s", flush=True)
+    print(f"\ndemo finished in {time.time() - started:.1f} s; outputs in {args.workdir}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
