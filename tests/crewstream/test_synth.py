@@ -26,6 +26,8 @@ SMALL = dict(crews=(1, 2, 3), seconds=12.0, test_crews=(1, 2), test_seconds=12.0
 LARGE = dict(crews=(1, 2, 3, 4, 5, 6), seconds=60.0, test_crews=(1, 2), test_seconds=120.0, seed=0)
 HELD_OUT_CREWS = (5, 6)
 PERSON = [CREW, SEAT]
+EEG = SIGNALS[:-3]  # csv_layout.SIGNALS: 20 EEG channels, then ecg, r, gsr
+ECG, R, GSR = SIGNALS[-3:]
 BLOCK = [CREW, SEAT, EXPERIMENT]
 
 
@@ -251,18 +253,17 @@ def test_label_codes_cover_any_length(experiment, n):
 # --- magnitudes ------------------------------------------------------------------------------
 
 def test_magnitudes_are_of_the_stated_orders_and_differ_between_people(large):
-    eeg = [s for s in SIGNALS if s.startswith("eeg_")]
     per_person = large["train"].groupby(PERSON)
-    eeg_size = per_person[eeg].apply(lambda f: np.median(np.abs(f.to_numpy())))
+    eeg_size = per_person[list(EEG)].apply(lambda f: np.median(np.abs(f.to_numpy())))
     assert ((eeg_size > 1) & (eeg_size < 100)).all()  # tens of microvolts
-    ecg = per_person["ecg"].median()
+    ecg = per_person[ECG].median()
     assert ((ecg.abs() >= 1000) & (ecg.abs() < 10000)).all() and (ecg < 0).any()  # thousands, often negative
-    r = per_person["r"].median()
+    r = per_person[R].median()
     assert ((r >= 100) & (r < 1000)).all()  # hundreds
-    gsr = per_person["gsr"].median()
+    gsr = per_person[GSR].median()
     assert ((gsr >= 100) & (gsr < 10000)).all()  # hundreds to thousands
     assert gsr.max() / gsr.min() > 2 and r.max() / r.min() > 1.3
-    assert per_person["r"].std().max() / per_person["r"].std().min() > 1.5
+    assert per_person[R].std().max() / per_person[R].std().min() > 1.5
 
 
 # --- learnability, without a leak --------------------------------------------------------------
@@ -304,21 +305,20 @@ def _held_out_accuracy(features, labels, crews):
 
 
 def test_classes_are_learnable_from_one_second_of_r_ecg_gsr(large):
-    windows, labels, crews = _windows(large["train"], ("r", "ecg", "gsr"))
+    windows, labels, crews = _windows(large["train"], (R, ECG, GSR))
     accuracy, majority = _held_out_accuracy(_window_summaries(windows), labels, crews)
     assert accuracy > majority + 0.15, (accuracy, majority)
 
 
 def test_classes_are_learnable_from_one_second_of_eeg(large):
-    eeg = [s for s in SIGNALS if s.startswith("eeg_")]
-    windows, labels, crews = _windows(large["train"], eeg)
+    windows, labels, crews = _windows(large["train"], EEG)
     accuracy, majority = _held_out_accuracy(_eeg_band_shares(windows), labels, crews)
     assert accuracy > majority + 0.15, (accuracy, majority)
 
 
 def test_single_rows_do_not_give_the_class_away(large):
     frame = large["train"]
-    columns = ["r", "ecg", "gsr"]
+    columns = [R, ECG, GSR]
     rows = frame[columns].to_numpy()
     accuracy, majority = _held_out_accuracy(rows, frame[EVENT].to_numpy(), frame[CREW].to_numpy())
     assert accuracy < majority + 0.03, (accuracy, majority)
