@@ -14,7 +14,8 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_jobs import csv_reader, shards, windows
+from beam_jobs import blocks, csv_reader, shards, windows
+from beam_jobs.blocks import Block
 from beam_jobs.csv_reader import Reject, Rows
 from tfrecords_schema import encode_windows, layout
 
@@ -93,14 +94,17 @@ class SelectSplitFn(beam.DoFn):
             yield rows.take(keep)
 
 
-class KeyByRecordingFn(beam.DoFn):
-    """Rows -> ((crew, seat, experiment), Rows of that recording) for each recording in the batch."""
+class SpillByRecordingFn(beam.DoFn):
+    """Rows -> ((crew, seat, experiment), block file path) for each recording in the batch."""
+
+    def __init__(self, staging: str):
+        self._staging = staging
 
     def process(self, rows: Rows):
-        keys = np.rec.fromarrays([rows.crew, rows.seat, rows.experiment.astype(str)])
-        unique, inverse = np.unique(keys, return_inverse=True)
-        for i, (crew, seat, experiment) in enumerate(unique):
-            yield (int(crew), int(seat), str(experiment)), rows.take(inverse.ravel() == i)
+        for key, block in blocks.split_by_recording(rows):
+            path = blocks.block_path(self._staging, key, block)
+            blocks.write_block(path, block)
+            yield key, path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,13 +118,13 @@ class WindowParams:
     files: Tuple[str, ...]
 
 
-def dedupe_sorted(rows: Rows) -> Tuple[Rows, np.ndarray]:
+def dedupe_sorted(block: Block) -> Tuple[Block, np.ndarray]:
     """Drop rows whose time equals the previous row's (rows sorted by time); return (kept, mask of
     dropped rows)."""
-    dup = np.zeros(len(rows), dtype=bool)
-    if len(rows) > 1:
-        dup[1:] = rows.time[1:] == rows.time[:-1]
-    return rows.take(~dup), dup
+    dup = np.zeros(len(block), dtype=bool)
+    if len(block) > 1:
+        dup[1:] = block.time[1:] == block.time[:-1]
+    return block.take(~dup), dup
 
 
 class CutAndWriteWindowsFn(beam.DoFn):
@@ -135,11 +139,9 @@ class CutAndWriteWindowsFn(beam.DoFn):
         self._windows = Metrics.counter(NAMESPACE, "windows_written")
 
     def process(self, element):
-        (crew, seat, experiment), parts = element
+        (crew, seat, experiment), paths = element
         p = self._p
-        rows = Rows.concat(list(parts))
-        rows = rows.take(np.lexsort((rows.line, rows.source, rows.time)))
-        rows_all = rows
+        rows_all = Block.concat([blocks.read_block(path) for path in sorted(paths)]).sorted_by_time()
         rows, dup = dedupe_sorted(rows_all)
         first = np.maximum.accumulate(np.where(~dup, np.arange(len(dup)), 0))
         for i in np.flatnonzero(dup):
@@ -163,7 +165,7 @@ class CutAndWriteWindowsFn(beam.DoFn):
                   f"{len(rows):,}", f"{len(cut):,}", split)
 
     @staticmethod
-    def _encode(cut: windows.Windows, rows: Rows, idx: np.ndarray, crew, seat, experiment):
+    def _encode(cut: windows.Windows, rows: Block, idx: np.ndarray, crew, seat, experiment):
         for a, b in windows.chunks(len(idx), ENCODE_CHUNK):
             part = idx[a:b]
             yield from encode_windows(cut.take(rows.signals, part), cut.labels[part], crew, seat,
@@ -172,7 +174,10 @@ class CutAndWriteWindowsFn(beam.DoFn):
 
 class CutWindows(beam.PTransform):
     """Scaled `Rows` -> windows written as shard pieces. Outputs: piece metadata (main), `groups`
-    ({split, crew, num_rows} per recording) and `rejects` (duplicate rows)."""
+    ({split, crew, num_rows} per recording) and `rejects` (duplicate rows).
+
+    Rows reach their recording through block files (beam_jobs.blocks): only paths are shuffled.
+    """
 
     def __init__(self, params: WindowParams):
         super().__init__()
@@ -181,7 +186,7 @@ class CutWindows(beam.PTransform):
     def expand(self, rows):
         return (
             rows
-            | "KeyByRecording" >> beam.ParDo(KeyByRecordingFn())
+            | "SpillByRecording" >> beam.ParDo(SpillByRecordingFn(self._params.staging))
             | "GroupByRecording" >> beam.GroupByKey()
             | "CutAndWrite" >> beam.ParDo(CutAndWriteWindowsFn(self._params)).with_outputs(
                 REJECTS, GROUPS, main="pieces")

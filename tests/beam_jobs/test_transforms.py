@@ -22,11 +22,11 @@ def pipeline():
     return TestPipeline(runner=fn_runner.FnApiRunner())
 
 
-def rows_of(crews, n=4, t0=0.0):
+def rows_of(crews, t0=0.0, first_line=2):
     k = len(crews)
     return Rows(crew=np.array(crews), seat=np.zeros(k, np.int64), experiment=np.array(["CA"] * k, object),
                 time=t0 + np.arange(k) / 256, signals=np.arange(3 * k, dtype=np.float32).reshape(k, 3),
-                label=np.arange(k) % 4, line=np.arange(k) + 2, source=np.zeros(k, np.int64))
+                label=np.arange(k) % 4, line=np.arange(k) + first_line, source=np.zeros(k, np.int64))
 
 
 def summary(rows):
@@ -74,13 +74,21 @@ def test_select_split_empty():
         assert_that(out, equal_to([]))
 
 
-def test_key_by_recording():
+def test_spill_by_recording_writes_one_block_per_recording(tmp_path):
+    from beam_jobs import blocks
+
     rows = rows_of([1, 1, 2, 1])
     rows.seat[:] = [0, 1, 0, 0]
     with pipeline() as p:
-        out = (p | beam.Create([rows], reshuffle=False) | beam.ParDo(t.KeyByRecordingFn())
-               | beam.Map(lambda kv: (kv[0], kv[1].line.tolist())))
+        out = (p | beam.Create([rows], reshuffle=False) | beam.ParDo(t.SpillByRecordingFn(str(tmp_path)))
+               | beam.Map(lambda kv: (kv[0], blocks.read_block(kv[1]).line.tolist())))
         assert_that(out, equal_to([((1, 0, "CA"), [2, 5]), ((1, 1, "CA"), [3]), ((2, 0, "CA"), [4])]))
+
+
+def test_spill_by_recording_empty(tmp_path):
+    with pipeline() as p:
+        out = p | beam.Create([]) | beam.ParDo(t.SpillByRecordingFn(str(tmp_path)))
+        assert_that(out, equal_to([]))
 
 
 def _params(tmp_path, window=2, stride=1, shards=2):
@@ -88,10 +96,8 @@ def _params(tmp_path, window=2, stride=1, shards=2):
 
 
 def test_cut_windows_writes_pieces_counts_groups_and_rejects_duplicates(tmp_path):
-    first, second = rows_of([1, 1, 1]), rows_of([1, 1], t0=3 / 256)
-    dup = rows_of([1])
-    dup.time[:] = 1 / 256
-    dup.line[:] = 99
+    first, second = rows_of([1, 1, 1]), rows_of([1, 1], t0=3 / 256, first_line=5)
+    dup = rows_of([1], t0=1 / 256, first_line=99)
     with pipeline() as p:
         out = p | beam.Create([first, second, dup], reshuffle=False) | t.CutWindows(_params(tmp_path))
         assert_that(out.pieces | beam.Map(lambda m: (m["split"], m["shard"], m["num_windows"])),
