@@ -216,10 +216,11 @@ def parse_chunk(
     values, unparsable = _to_numeric(table, types)
 
     n_lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
-    kept = np.setdiff1d(np.arange(n_lines), np.fromiter(bad_shape, dtype=np.int64, count=len(bad_shape)))
-    lines = first_line + kept
-    reason = np.full(len(kept), None, dtype=object)
-    column = np.full(len(kept), None, dtype=object)
+    kept = np.ones(n_lines, dtype=bool)
+    kept[list(bad_shape)] = False
+    lines = first_line + np.flatnonzero(kept)
+    reason = np.full(len(lines), None, dtype=object)
+    column = np.full(len(lines), None, dtype=object)
     for mask, name, why in _first_problems(values, unparsable, features, labelled):
         hit = mask & (reason == None)  # noqa: E711 (elementwise on an object array)
         reason[hit], column[hit] = why, name

@@ -7,8 +7,10 @@ This module only wires: the work is in beam_jobs.transforms and the plain module
     (tf.Transform) -> scale every row -> group by (crew, seat, experiment) -> sort by time ->
     cut windows -> tf.train.Example -> shards -> OUT/stats.json (last)
 
-The CSVs are read twice, once for the statistics and once to scale: a full pass has to finish
-before any row can be scaled, and reading again is cheaper than holding every row in memory.
+The CSVs are parsed once: validated rows feed tf.Transform's analyzers and are spilled, raw, to
+block files per recording (beam_jobs.blocks). A full pass has to finish before any row can be
+scaled; the windowing step then reads each recording's blocks back, scales them with the written
+transform graph (the same graph serving applies) and cuts its windows.
 """
 
 import argparse
@@ -124,34 +126,22 @@ def build_pipeline(pipeline: beam.Pipeline, files: Sequence[str], args, staging:
     from beam_jobs import transforms as t
 
     features, eval_crews = list(args.features), frozenset(args.eval_crews)
-    adapter = scaling.tensor_adapter_config(len(features))
-    with tft_beam.Context(temp_dir=layout.join(staging, "tft_tmp"),
-                          passthrough_keys=set(scaling.PASSTHROUGH)):
-        analysis_rows = (
-            pipeline
-            | "ReadForStatistics" >> t.ReadCrewCsv(files, features, args.chunk_bytes)
-        ).rows
-        transform_fn = (
-            analysis_rows
+    read = pipeline | "ReadCrewCsv" >> t.ReadCrewCsv(files, features, args.chunk_bytes)
+    with tft_beam.Context(temp_dir=layout.join(staging, "tft_tmp")):
+        train_batches = (
+            read.rows
             | "KeepTrainCrews" >> beam.ParDo(t.SelectSplitFn(layout.TRAIN, eval_crews))
-            | "TrainToArrow" >> beam.Map(scaling.rows_to_record_batch),
-            adapter,
-        ) | "AnalyzeScaling" >> tft_beam.AnalyzeDataset(scaling.PREPROCESSING_FNS[args.scale])
-        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staging)
-
-        read = pipeline | "ReadCrewCsv" >> t.ReadCrewCsv(files, features, args.chunk_bytes)
-        (scaled, _) = (
-            (read.rows | "RowsToArrow" >> beam.Map(scaling.rows_to_record_batch), adapter),
-            transform_fn,
-        ) | "ScaleRows" >> tft_beam.TransformDataset(output_record_batches=True)
+            | "TrainSignals" >> beam.Map(lambda rows: scaling.signals_record_batch(rows.signals))
+        )
+        transform_fn = (
+            (train_batches, scaling.tensor_adapter_config(len(features)))
+            | "AnalyzeScaling" >> tft_beam.AnalyzeDataset(scaling.PREPROCESSING_FNS[args.scale])
+        )
+        transform_ready = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staging)
 
     params = t.WindowParams(args.window, args.stride, args.max_gap, args.num_shards, eval_crews,
                             staging, tuple(files))
-    cut = (
-        scaled
-        | "ArrowToRows" >> beam.Map(lambda batch: scaling.record_batch_to_rows(batch[0]))
-        | "CutWindows" >> t.CutWindows(params)
-    )
+    cut = read.rows | "CutWindows" >> t.CutWindows(params, transform_ready)
     shard_meta = cut.pieces | "WriteShards" >> t.WriteShards(staging, args.num_shards, args.compression)
     rejected = (
         (read.rejects, cut.rejects)

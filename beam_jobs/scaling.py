@@ -17,15 +17,12 @@ import tensorflow_transform as tft
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.tfxio import tensor_adapter
 
-from beam_jobs.csv_reader import Rows
 from tfrecords_schema import RAW_SIGNALS, SCALED_SIGNALS
 from tfrecords_schema.stats import SCALE_PARAMS
 
-# Columns that ride through the transform untouched (tf.Transform passthrough keys).
-PASSTHROUGH = ("crew", "seat", "experiment", "time", "label", "source", "line")
-_TYPES = {RAW_SIGNALS: pa.float32(), "crew": pa.int64(), "seat": pa.int64(), "experiment": pa.string(),
-          "time": pa.float64(), "label": pa.int64(), "source": pa.int64(), "line": pa.int64()}
-ARROW_SCHEMA = pa.schema([(name, pa.list_(kind)) for name, kind in _TYPES.items()])
+# Only the signals go through tf.Transform; the preprocess job keeps the other columns itself.
+ARROW_SCHEMA = pa.schema([(RAW_SIGNALS, pa.list_(pa.float32()))])
+SCALE_CHUNK_ROWS = 1 << 16  # rows scaled per graph call: bounds the tensors of a long recording
 
 
 def _affine(x: tf.Tensor, shift: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
@@ -50,37 +47,38 @@ def minmax_preprocessing_fn(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor
 PREPROCESSING_FNS = {"zscore": zscore_preprocessing_fn, "minmax": minmax_preprocessing_fn}
 
 
-def _list_column(values: np.ndarray, width: int, kind: pa.DataType) -> pa.Array:
-    n = len(values) // width if width else 0
-    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * width)
-    return pa.ListArray.from_arrays(offsets, pa.array(values, type=kind))
-
-
-def rows_to_record_batch(rows: Rows) -> pa.RecordBatch:
-    """Rows as the record batch tf.Transform reads: `signals` list<float32>[F], the rest list of 1."""
-    f = rows.signals.shape[1]
-    columns = [_list_column(np.ascontiguousarray(rows.signals).reshape(-1), f, _TYPES[RAW_SIGNALS])]
-    columns += [_list_column(np.asarray(getattr(rows, name)), 1, _TYPES[name]) for name in PASSTHROUGH]
-    return pa.RecordBatch.from_arrays(columns, schema=ARROW_SCHEMA)
-
-
-def record_batch_to_rows(batch: pa.RecordBatch, signals_key: str = SCALED_SIGNALS) -> Rows:
-    """The inverse, for a transformed batch (scaled signals) or an input batch (`RAW_SIGNALS`)."""
-    def flat(name):
-        return batch.column(batch.schema.get_field_index(name)).flatten().to_numpy(zero_copy_only=False)
-
-    signals = flat(signals_key).astype(np.float32, copy=False)
-    n = batch.num_rows
-    columns = {name: flat(name) for name in PASSTHROUGH}
-    return Rows(signals=signals.reshape(n, -1) if n else signals.reshape(0, 0), **columns)
+def signals_record_batch(signals: np.ndarray) -> pa.RecordBatch:
+    """float [n, F] -> the record batch tf.Transform analyzes: `signals` list<float32> of F each."""
+    signals = np.ascontiguousarray(signals, dtype=np.float32)
+    n, f = signals.shape
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * f)
+    column = pa.ListArray.from_arrays(offsets, pa.array(signals.reshape(-1), type=pa.float32()))
+    return pa.RecordBatch.from_arrays([column], schema=ARROW_SCHEMA)
 
 
 def tensor_adapter_config(num_features: int) -> tensor_adapter.TensorAdapterConfig:
-    """Tells tf.Transform that `signals` is a dense float32 [F] tensor; other columns pass through."""
+    """Tells tf.Transform that `signals` is a dense float32 [F] tensor."""
     rep = schema_pb2.TensorRepresentation()
     rep.dense_tensor.column_name = RAW_SIGNALS
     rep.dense_tensor.shape.dim.add().size = num_features
     return tensor_adapter.TensorAdapterConfig(ARROW_SCHEMA, {RAW_SIGNALS: rep})
+
+
+class Scaler:
+    """Applies a written transform graph (OUT/transform_fn) to raw signals, the way serving does."""
+
+    def __init__(self, transform_dir: str):
+        self._output = tft.TFTransformOutput(transform_dir)
+
+    def scale(self, signals: np.ndarray) -> np.ndarray:
+        """float32 [n, F] raw -> float32 [n, F] scaled."""
+        parts = [self._scale_chunk(signals[a:a + SCALE_CHUNK_ROWS])
+                 for a in range(0, len(signals), SCALE_CHUNK_ROWS)]
+        return np.concatenate(parts) if parts else np.zeros_like(signals, dtype=np.float32)
+
+    def _scale_chunk(self, chunk: np.ndarray) -> np.ndarray:
+        raw = {RAW_SIGNALS: tf.constant(chunk, tf.float32)}
+        return self._output.transform_raw_features(raw)[SCALED_SIGNALS].numpy()
 
 
 def affine_params(transform_output: tft.TFTransformOutput, num_features: int) -> np.ndarray:

@@ -128,21 +128,30 @@ def dedupe_sorted(block: Block) -> Tuple[Block, np.ndarray]:
 
 
 class CutAndWriteWindowsFn(beam.DoFn):
-    """One recording's rows -> its windows written as per-shard pieces; yields piece metadata.
+    """One recording's raw rows -> scaled -> its windows written as per-shard pieces; yields piece
+    metadata.
 
     Rows are sorted by (time, file, line), so the order never depends on how bundles arrived.
     A row repeating the (crew, seat, experiment, time) of an earlier one goes to `rejects`.
+    Scaling applies the tf.Transform graph written under `params.staging` (the `transform_ready`
+    side input orders this after it is written), loaded once per DoFn instance.
     """
 
     def __init__(self, params: WindowParams):
         self._p = params
+        self._scaler = None
         self._windows = Metrics.counter(NAMESPACE, "windows_written")
 
-    def process(self, element):
+    def process(self, element, transform_ready=None):
+        from beam_jobs.scaling import Scaler
+
         (crew, seat, experiment), paths = element
         p = self._p
+        if self._scaler is None:
+            self._scaler = Scaler(p.staging)
         rows_all = Block.concat([blocks.read_block(path) for path in sorted(paths)]).sorted_by_time()
         rows, dup = dedupe_sorted(rows_all)
+        rows.signals = self._scaler.scale(rows.signals)
         first = np.maximum.accumulate(np.where(~dup, np.arange(len(dup)), 0))
         for i in np.flatnonzero(dup):
             yield beam.pvalue.TaggedOutput(REJECTS, Reject(
@@ -173,23 +182,27 @@ class CutAndWriteWindowsFn(beam.DoFn):
 
 
 class CutWindows(beam.PTransform):
-    """Scaled `Rows` -> windows written as shard pieces. Outputs: piece metadata (main), `groups`
-    ({split, crew, num_rows} per recording) and `rejects` (duplicate rows).
+    """Raw `Rows` -> scaled windows written as shard pieces. Outputs: piece metadata (main),
+    `groups` ({split, crew, num_rows} per recording) and `rejects` (duplicate rows).
 
     Rows reach their recording through block files (beam_jobs.blocks): only paths are shuffled.
+    `transform_ready` is a PCollection that has an element once the transform graph is written
+    to `params.staging` (tft_beam.WriteTransformFn's output).
     """
 
-    def __init__(self, params: WindowParams):
+    def __init__(self, params: WindowParams, transform_ready):
         super().__init__()
         self._params = params
+        self._ready = transform_ready
 
     def expand(self, rows):
         return (
             rows
             | "SpillByRecording" >> beam.ParDo(SpillByRecordingFn(self._params.staging))
             | "GroupByRecording" >> beam.GroupByKey()
-            | "CutAndWrite" >> beam.ParDo(CutAndWriteWindowsFn(self._params)).with_outputs(
-                REJECTS, GROUPS, main="pieces")
+            | "CutAndWrite" >> beam.ParDo(
+                CutAndWriteWindowsFn(self._params), transform_ready=beam.pvalue.AsSingleton(self._ready))
+            .with_outputs(REJECTS, GROUPS, main="pieces")
         )
 
 

@@ -77,16 +77,19 @@ def test_minmax_stats_read_back(tmp_path):
     np.testing.assert_allclose([stats["gsr"]["min"], stats["gsr"]["range"]], [7.0, 1.0], rtol=1e-6)
 
 
-def test_rows_record_batch_round_trip():
-    from beam_jobs.csv_reader import Rows
+def test_scaler_applies_the_written_graph(tmp_path):
+    values = np.array([[1.0, 7.0], [3.0, 7.0], [-5.0, 7.0], [9.0, 7.0]], dtype=np.float32)
+    _analyze(tmp_path, values, scaling.zscore_preprocessing_fn)
+    scaled = scaling.Scaler(str(tmp_path / "tft")).scale(values)
+    as64 = values.astype(np.float64)
+    std = as64.std(0)
+    std[std == 0] = 1
+    np.testing.assert_allclose(scaled, (as64 - as64.mean(0)) / std, rtol=1e-6, atol=1e-6)
+    assert scaled.dtype == np.float32
+    assert scaling.Scaler(str(tmp_path / "tft")).scale(np.zeros((0, 2), np.float32)).shape == (0, 2)
 
-    rows = Rows(crew=np.array([1, 2]), seat=np.array([0, 1]), experiment=np.array(["CA", "SS"], object),
-                time=np.array([0.5, 11.0]), signals=np.float32([[1, 2, 3], [4, 5, 6]]),
-                label=np.array([0, 3]), line=np.array([2, 3]), source=np.array([0, 0]))
-    batch = scaling.rows_to_record_batch(rows)
+
+def test_signals_record_batch():
+    batch = scaling.signals_record_batch(np.float32([[1, 2, 3], [4, 5, 6]]))
     assert batch.schema == scaling.ARROW_SCHEMA
-    back = scaling.record_batch_to_rows(batch, RAW_SIGNALS)
-    for name in ("crew", "seat", "time", "label", "line", "source"):
-        np.testing.assert_array_equal(getattr(back, name), getattr(rows, name))
-    assert back.experiment.tolist() == ["CA", "SS"]
-    np.testing.assert_array_equal(back.signals, rows.signals)
+    assert batch.column(0).to_pylist() == [[1, 2, 3], [4, 5, 6]]

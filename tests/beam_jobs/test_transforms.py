@@ -95,11 +95,26 @@ def _params(tmp_path, window=2, stride=1, shards=2):
     return t.WindowParams(window, stride, 1.0, shards, frozenset([2]), str(tmp_path), ("f.csv",))
 
 
+def _identity_transform(p, staging):
+    """Write a transform graph whose statistics make zscore the identity (mean 0, std 1)."""
+    import tensorflow_transform.beam as tft_beam
+    from beam_jobs import scaling
+
+    rows = [np.float32([-1, -1, -1]), np.float32([1, 1, 1])]
+    with tft_beam.Context(temp_dir=os.path.join(staging, "tmp")):
+        transform_fn = (
+            (p | "Stats" >> beam.Create([scaling.signals_record_batch(np.stack(rows))]),
+             scaling.tensor_adapter_config(3))
+            | tft_beam.AnalyzeDataset(scaling.zscore_preprocessing_fn))
+        return transform_fn | tft_beam.WriteTransformFn(staging)
+
+
 def test_cut_windows_writes_pieces_counts_groups_and_rejects_duplicates(tmp_path):
     first, second = rows_of([1, 1, 1]), rows_of([1, 1], t0=3 / 256, first_line=5)
     dup = rows_of([1], t0=1 / 256, first_line=99)
     with pipeline() as p:
-        out = p | beam.Create([first, second, dup], reshuffle=False) | t.CutWindows(_params(tmp_path))
+        ready = _identity_transform(p, str(tmp_path))
+        out = p | beam.Create([first, second, dup], reshuffle=False) | t.CutWindows(_params(tmp_path), ready)
         assert_that(out.pieces | beam.Map(lambda m: (m["split"], m["shard"], m["num_windows"])),
                     equal_to([("train", 0, 2), ("train", 1, 2)]), label="pieces")
         assert_that(out.groups, equal_to([{"split": "train", "crew": 1, "num_rows": 5}]), label="groups")
@@ -110,12 +125,17 @@ def test_cut_windows_writes_pieces_counts_groups_and_rejects_duplicates(tmp_path
     for piece in sorted((tmp_path / "pieces" / "train").iterdir()):
         records += [r.numpy() for r in tf.data.TFRecordDataset(str(piece))]
     parsed = parse_examples(tf.constant(records), 2, 3)
-    np.testing.assert_array_equal(np.sort(parsed["end_time"].numpy()), np.float32([1, 2, 3, 4]) / 256)
+    order = np.argsort(parsed["end_time"].numpy())
+    np.testing.assert_array_equal(parsed["end_time"].numpy()[order], np.float32([1, 2, 3, 4]) / 256)
+    signals = np.concatenate([first.signals, second.signals])  # identity scaling, time order
+    expected = np.stack([signals[i:i + 2] for i in range(4)])
+    np.testing.assert_allclose(parsed["window"].numpy()[order], expected, rtol=1e-6)
 
 
 def test_cut_windows_empty(tmp_path):
     with pipeline() as p:
-        out = p | beam.Create([]) | t.CutWindows(_params(tmp_path))
+        ready = _identity_transform(p, str(tmp_path))
+        out = p | beam.Create([]) | t.CutWindows(_params(tmp_path), ready)
         assert_that(out.pieces, equal_to([]), label="pieces")
         assert_that(out.groups, equal_to([]), label="groups")
 

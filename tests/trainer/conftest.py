@@ -1,0 +1,87 @@
+"""Shared data of the trainer tests: one small synth sample, preprocessed once per session.
+
+3 crews x 2 seats x 3 experiments x 10 s at 256 Hz; windows of 64 rows every 32, features
+r, ecg, gsr; crew 2 is the eval split; 3 shards per split.
+"""
+
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+SAMPLE = {"crews": (1, 2, 3), "seconds": 10.0, "seed": 0}
+PREPROCESS_FLAGS = ["--features", "r,ecg,gsr", "--window", "64", "--stride", "32",
+                    "--eval-crews", "2", "--num-shards", "3"]
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory):
+    """A folder with synth's train.csv / test.csv / test_truth.csv."""
+    from crewstream import synth
+
+    out = tmp_path_factory.mktemp("synth")
+    synth.generate(str(out), **SAMPLE)
+    return out
+
+
+@pytest.fixture(scope="session")
+def prep_dir(tmp_path_factory, sample_dir):
+    """OUT of a preprocess run on the sample (read-only for tests: copy it to change it)."""
+    from beam_jobs import preprocess
+
+    out = tmp_path_factory.mktemp("prep") / "out"
+    preprocess.run(["--input", str(sample_dir / "train.csv"), "--output", str(out), *PREPROCESS_FLAGS])
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def stats(prep_dir):
+    from tfrecords_schema import read_stats
+
+    return read_stats(prep_dir)
+
+
+def _read_split(prep_dir, stats, split):
+    """Every record of a split, read directly (no trainer code): {key: numpy array}."""
+    import tensorflow as tf
+
+    from tfrecords_schema import parse_examples, shard_files
+
+    ds = tf.data.TFRecordDataset(shard_files(prep_dir, stats, split)).batch(4096)
+    parts = [parse_examples(batch, stats["window"], len(stats["features"])) for batch in ds]
+    return {key: np.concatenate([p[key].numpy() for p in parts]) for key in parts[0]}
+
+
+@pytest.fixture(scope="session")
+def records(prep_dir, stats):
+    """records(split) -> every record of the split as numpy arrays, keyed by record key."""
+    cache = {}
+
+    def read(split):
+        if split not in cache:
+            cache[split] = _read_split(prep_dir, stats, split)
+        return cache[split]
+
+    return read
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, prep_dir, stats):
+    """A briefly trained model exported to MODEL/serving from a COPY of OUT that is then deleted.
+
+    Returns SimpleNamespace(model=the Keras model, model_dir=MODEL).
+    """
+    from trainer import data, export, model as model_lib
+
+    root = tmp_path_factory.mktemp("exported")
+    copy = root / "out"
+    shutil.copytree(prep_dir, copy)
+    model_lib.set_seed(1)
+    net = model_lib.build_model(stats["window"], len(stats["features"]),
+                                model_lib.ModelParams(units=16, learning_rate=1e-2))
+    net.fit(data.make_dataset(str(copy), "train", 64, shuffle=True, seed=1), epochs=2, verbose=0)
+    model_dir = root / "model"
+    export.export_serving(net, str(copy), str(model_dir))
+    shutil.rmtree(copy)
+    return SimpleNamespace(model=net, model_dir=str(model_dir))

@@ -1,0 +1,110 @@
+"""trainer.metrics and trainer.evaluate: the numbers are scikit-learn's on the same predictions."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.metrics import confusion_matrix, f1_score, log_loss, precision_recall_fscore_support
+
+from tfrecords_schema import LABEL, LABEL_VOCABULARY, WINDOW
+from trainer import evaluate, export, metrics
+
+K = len(LABEL_VOCABULARY)
+
+
+def _sklearn(labels, probabilities):
+    predicted = probabilities.argmax(axis=1)
+    p, r, f, s = precision_recall_fscore_support(labels, predicted, labels=range(K), zero_division=0)
+    return {
+        "log_loss": log_loss(labels, probabilities, labels=range(K)),
+        "accuracy": float((predicted == labels).mean()),
+        "macro_f1": f1_score(labels, predicted, average="macro", zero_division=0),
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=range(K)).tolist(),
+        "per_class": {c: {"precision": p[i], "recall": r[i], "f1": f[i], "support": s[i]}
+                      for i, c in enumerate(LABEL_VOCABULARY)},
+    }
+
+
+def assert_matches_sklearn(report, labels, probabilities):
+    want = _sklearn(labels, probabilities)
+    for key in ("log_loss", "accuracy", "macro_f1"):
+        assert report[key] == pytest.approx(want[key], rel=1e-6, abs=1e-9), key
+    assert report["confusion_matrix"] == want["confusion_matrix"]
+    for c in LABEL_VOCABULARY:
+        for key, value in want["per_class"][c].items():
+            assert report["per_class"][c][key] == pytest.approx(value, abs=1e-12), (c, key)
+    assert report["num_windows"] == len(labels)
+
+
+def _random_case(rng, n, present=range(K), peaked=3.0):
+    labels = rng.choice(list(present), size=n)
+    logits = rng.normal(size=(n, K)) * peaked
+    logits[np.arange(n), labels] += 1.0
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return labels, (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("case", ["all classes", "class never true", "near-certain predictions"])
+def test_streaming_metrics_equal_scikit_learn(case):
+    rng = np.random.default_rng(0)
+    if case == "all classes":
+        labels, probs = _random_case(rng, 1000)
+    elif case == "class never true":
+        labels, probs = _random_case(rng, 500, present=[0, 1, 3])
+    else:  # probabilities of exactly 0 and 1 in float32: the clipping must match
+        labels, probs = _random_case(rng, 500, peaked=60.0)
+        assert (probs == 0).any() and (probs == 1).any()
+    stream = metrics.StreamingMetrics(LABEL_VOCABULARY)
+    for a in range(0, len(labels), 77):  # uneven batches
+        stream.update(labels[a:a + 77], probs[a:a + 77])
+    assert_matches_sklearn(stream.report(), labels, probs)
+
+
+def test_macro_f1_skips_classes_neither_true_nor_predicted():
+    labels = np.array([0, 0, 1, 1])
+    probs = np.eye(K, dtype=np.float32)[[0, 1, 1, 1]]
+    report = metrics.StreamingMetrics(LABEL_VOCABULARY)
+    report.update(labels, probs)
+    assert report.report()["macro_f1"] == pytest.approx(f1_score(labels, probs.argmax(1), average="macro"))
+
+
+def test_no_windows_is_an_error():
+    with pytest.raises(ValueError):
+        metrics.StreamingMetrics(LABEL_VOCABULARY).report()
+
+
+def test_evaluate_writes_scikit_learn_numbers(tmp_path, exported, prep_dir, records, capsys):
+    """`crewstream evaluate` on the exported model: eval.json equals scikit-learn on the
+    predictions of the same SavedModel, computed here from the records read directly."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(exported.model_dir, model_dir)
+    assert evaluate.main(["--data", prep_dir, "--model-dir", str(model_dir), "--batch-size", "100"]) == 0
+
+    with open(model_dir / "eval.json") as f:
+        report = json.load(f)
+    rec = records("eval")
+    predict = export.load_serving(str(model_dir)).signatures[export.SCALED_SIGNATURE]
+    probs = predict(**{WINDOW: tf.constant(rec[WINDOW])})[export.PROBABILITIES].numpy()
+    assert report["split"] == "eval" and report["labels"] == list(LABEL_VOCABULARY)
+    assert_matches_sklearn(report, rec[LABEL], probs)
+    assert os.path.getsize(model_dir / "plots" / "confusion_matrix_eval.png") > 1000
+
+    printed = capsys.readouterr().out
+    assert "macro_f1" in printed and "confusion matrix (rows true, columns predicted)" in printed
+    for c in LABEL_VOCABULARY:
+        assert f"\n{c} " in printed
+
+
+def test_evaluate_train_split_goes_to_its_own_file(tmp_path, exported, prep_dir):
+    shutil.copytree(exported.model_dir, tmp_path / "model")
+    report = evaluate.evaluate(evaluate.EvalConfig(prep_dir, str(tmp_path / "model"), split="train"))
+    assert sorted(os.listdir(tmp_path / "model")) == ["eval_train.json", "plots", "serving"]
+    assert report["num_windows"] == sum(sum(row) for row in report["confusion_matrix"])
+
+
+def test_evaluate_without_a_model_fails_cleanly(tmp_path, prep_dir, capsys):
+    assert evaluate.main(["--data", prep_dir, "--model-dir", str(tmp_path)]) == 1
+    assert "train a model first" in capsys.readouterr().err

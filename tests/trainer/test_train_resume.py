@@ -1,0 +1,136 @@
+"""`crewstream train`: the model folder, and resuming a killed run where it stopped.
+
+The kill is real: a subprocess runs the same training with a callback that calls os._exit right
+after epoch 1 is checkpointed (no clean-up code runs). The same command then resumes it.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import tensorflow as tf
+
+from trainer import model as model_lib, task, train
+
+EPOCHS = 3
+KILLED = 17  # exit status of the killed run
+
+
+def _argv(prep_dir, model_dir, epochs=EPOCHS, **extra):
+    argv = ["--data", prep_dir, "--model-dir", str(model_dir), "--epochs", str(epochs),
+            "--batch-size", "64", "--units", "8", "--seed", "3", "--progress", "none"]
+    for flag, value in extra.items():
+        argv += [f"--{flag.replace('_', '-')}", str(value)]
+    return argv
+
+
+def _run(argv, on_epoch_begin=None):
+    """Train in-process as `crewstream train argv`; returns the 0-based epochs that started."""
+    started = []
+    callback = model_lib.epoch_callback(on_epoch_begin=lambda epoch, logs: started.append(epoch))
+    train.train(task._config(task._parse_args(argv)), extra_callbacks=[callback])
+    return started
+
+
+def _history(model_dir):
+    with open(os.path.join(model_dir, train.HISTORY_FILE)) as f:
+        return json.load(f)
+
+
+def _scalar_steps(log_dir, tag):
+    steps = []
+    for name in sorted(os.listdir(log_dir)):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(log_dir, name)):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    assert value.metadata.plugin_data.plugin_name == "scalars"
+                    steps.append(event.step)
+    return sorted(steps)
+
+
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory, prep_dir):
+    """MODEL of a run of EPOCHS epochs killed (os._exit) right after epoch 1."""
+    model_dir = tmp_path_factory.mktemp("resume") / "model"
+    script = textwrap.dedent(f"""
+        import os, sys
+        from trainer import model, task, train
+        kill = model.epoch_callback(on_epoch_end=lambda epoch, logs: os._exit({KILLED}))
+        train.train(task._config(task._parse_args(sys.argv[1:])), extra_callbacks=[kill])
+    """)
+    done = subprocess.run([sys.executable, "-c", script, *_argv(prep_dir, model_dir)],
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == KILLED, done.stderr[-3000:]
+    return model_dir
+
+
+def test_killed_run_left_epoch_one(killed_run):
+    assert _history(killed_run)["epoch"] == [1]
+    assert os.listdir(killed_run / train.CHECKPOINTS_DIR)
+    assert not (killed_run / "serving").exists()
+
+
+def test_rerun_resumes_after_the_last_epoch_and_finishes(killed_run, prep_dir, capsys):
+    before = _history(killed_run)
+    started = _run(_argv(prep_dir, killed_run))
+    assert started == [1, 2]  # not from epoch 0
+    history = _history(killed_run)
+    assert history["epoch"] == [1, 2, 3]
+    assert set(history) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(v) == EPOCHS for v in history.values())
+    assert history["loss"][0] == before["loss"][0]  # epoch 1 is the killed run's, kept
+
+    # the rest of the model folder
+    assert (killed_run / "serving" / "saved_model.pb").exists()
+    for png in ("loss.png", "accuracy.png"):
+        assert os.path.getsize(killed_run / "plots" / png) > 1000
+    assert _scalar_steps(killed_run / "logs" / "train", "epoch_loss") == [0, 1, 2]
+    assert _scalar_steps(killed_run / "logs" / "validation", "epoch_loss") == [0, 1, 2]
+
+    # a finished run re-run trains nothing; more epochs continue it
+    assert _run(_argv(prep_dir, killed_run)) == []
+    assert _history(killed_run)["epoch"] == [1, 2, 3]
+    assert _run(_argv(prep_dir, killed_run, epochs=4)) == [3]
+    assert _history(killed_run)["epoch"] == [1, 2, 3, 4]
+
+
+def test_resuming_with_other_settings_is_refused(killed_run, prep_dir):
+    with pytest.raises(train.ResumeError, match="units"):
+        _run(_argv(prep_dir, killed_run, units=16))
+    assert task.main(_argv(prep_dir, killed_run, learning_rate=0.5)) == 1
+
+
+def test_steps_per_epoch_repeats_the_split(tmp_path, prep_dir):
+    started = _run(_argv(prep_dir, tmp_path / "model", epochs=2, steps_per_epoch=3))
+    assert started == [0, 1]
+    assert _history(tmp_path / "model")["epoch"] == [1, 2]
+
+
+def test_history_file_drops_epochs_that_run_again(tmp_path):
+    """Killed after writing epoch 3's entry but before its checkpoint: epoch 3 runs again."""
+    history = train.HistoryFile(str(tmp_path / "history.json"))
+    for epoch in range(3):
+        history.on_epoch_end(epoch, {"loss": float(epoch)})
+    resumed = train.HistoryFile(str(tmp_path / "history.json"))
+    resumed.on_epoch_begin(2)
+    assert _history(tmp_path)["epoch"] == [1, 2]
+    resumed.on_epoch_end(2, {"loss": 9.0})
+    assert _history(tmp_path) == {"epoch": [1, 2, 3], "loss": [0.0, 1.0, 9.0]}
+
+
+@pytest.mark.parametrize("argv", [["--epochs", "0"], ["--batch-size", "-1"], ["--weighting", "focal"],
+                                  ["--weighting", "effective:1.5"], ["--dropout", "1"],
+                                  ["--learning-rate", "0"], ["--steps-per-epoch", "0"]])
+def test_bad_flags_are_usage_errors(argv):
+    with pytest.raises(SystemExit) as e:
+        task._parse_args(["--data", "d", "--model-dir", "m", *argv])
+    assert e.value.code == 2
+
+
+def test_not_a_preprocess_output(tmp_path, capsys):
+    assert task.main(["--data", str(tmp_path), "--model-dir", str(tmp_path / "m")]) == 1
+    assert "stats.json" in capsys.readouterr().err
