@@ -8,6 +8,7 @@ ever holds the windows of a whole shard in memory, and the same input and flags 
 byte-identical shards whatever the number of workers or the bundle boundaries.
 """
 
+import os
 import posixpath
 import zlib
 from typing import Dict, Iterable, List
@@ -57,12 +58,20 @@ def write_records(path: str, records: Iterable[bytes]) -> int:
 
 
 def concatenate(pieces: List[str], path: str, compression: str) -> None:
-    """Concatenate uncompressed TFRecord files into `path`, gzip-compressing when GZIP."""
+    """Concatenate uncompressed TFRecord files into `path`, gzip-compressing when GZIP.
+
+    Local files are copied by the kernel (copy_file_range); other filesystems stream through
+    TensorFlow's. GZIP uses level 1: these signals compress by under a tenth at any level, and
+    level 6 is several times slower.
+    """
     import tensorflow as tf
 
     tf.io.gfile.makedirs(posixpath.dirname(path))
+    if compression == "NONE" and _is_local(path) and all(map(_is_local, pieces)):
+        _local_concatenate(pieces, path)
+        return
     with tf.io.gfile.GFile(path, "wb") as out:
-        gz = zlib.compressobj(6, zlib.DEFLATED, 31) if compression == "GZIP" else None
+        gz = zlib.compressobj(1, zlib.DEFLATED, 31) if compression == "GZIP" else None
         for piece in pieces:
             with tf.io.gfile.GFile(piece, "rb") as f:
                 while True:
@@ -72,3 +81,19 @@ def concatenate(pieces: List[str], path: str, compression: str) -> None:
                     out.write(gz.compress(block) if gz else block)
         if gz:
             out.write(gz.flush())
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def _local_concatenate(pieces: List[str], path: str) -> None:
+    with open(path, "wb") as out:
+        for piece in pieces:
+            with open(piece, "rb") as f:
+                remaining = os.fstat(f.fileno()).st_size
+                while remaining > 0:
+                    copied = os.copy_file_range(f.fileno(), out.fileno(), remaining)
+                    if copied == 0:
+                        break
+                    remaining -= copied
