@@ -164,6 +164,15 @@ def test_write_shards_concatenates_in_group_order_and_writes_empty_shards(tmp_pa
                                         compression_type="GZIP")) == []
 
 
+def test_write_shards_empty_input_still_writes_every_shard(tmp_path):
+    with pipeline() as p:
+        out = p | beam.Create([]) | t.WriteShards(str(tmp_path), 2, "NONE")
+        assert_that(out | beam.Map(lambda m: (m["file"], m["num_windows"])),
+                    equal_to([("train/part-00000-of-00002.tfrecord", 0), ("train/part-00001-of-00002.tfrecord", 0),
+                              ("eval/part-00000-of-00002.tfrecord", 0), ("eval/part-00001-of-00002.tfrecord", 0)]))
+    assert (tmp_path / "eval" / "part-00001-of-00002.tfrecord").read_bytes() == b""
+
+
 def test_write_rejects_sorted_csv_and_empty(tmp_path):
     rejects = [Reject("b.csv", 3, "r", "not a number", 'x,"y"'), Reject("a.csv", 9, "", "empty line", "")]
     with pipeline() as p:
