@@ -49,6 +49,15 @@ class Block:
         return self.take(np.lexsort((self.line, self.source, self.time)))
 
 
+def drop_duplicate_times(block: Block) -> Tuple[Block, Block, np.ndarray]:
+    """For rows sorted by time: (rows kept, rows whose time repeats the previous row's, and for
+    each of those the line of the row it repeats)."""
+    dup = np.zeros(len(block), dtype=bool)
+    dup[1:] = block.time[1:] == block.time[:-1]
+    kept_index = np.maximum.accumulate(np.where(dup, 0, np.arange(len(block))))
+    return block.take(~dup), block.take(dup), block.line[kept_index[dup]]
+
+
 def split_by_recording(rows: Rows) -> Iterator[Tuple[RecordingKey, Block]]:
     """One Block per recording present in `rows`, in key order."""
     frame_keys = np.rec.fromarrays([rows.crew, rows.seat, rows.experiment.astype(str)])

@@ -118,15 +118,6 @@ class WindowParams:
     files: Tuple[str, ...]
 
 
-def dedupe_sorted(block: Block) -> Tuple[Block, np.ndarray]:
-    """Drop rows whose time equals the previous row's (rows sorted by time); return (kept, mask of
-    dropped rows)."""
-    dup = np.zeros(len(block), dtype=bool)
-    if len(block) > 1:
-        dup[1:] = block.time[1:] == block.time[:-1]
-    return block.take(~dup), dup
-
-
 class CutAndWriteWindowsFn(beam.DoFn):
     """One recording's raw rows -> scaled -> its windows written as per-shard pieces; yields piece
     metadata.
@@ -149,29 +140,32 @@ class CutAndWriteWindowsFn(beam.DoFn):
         p = self._p
         if self._scaler is None:
             self._scaler = Scaler(p.staging)
-        rows_all = Block.concat([blocks.read_block(path) for path in sorted(paths)]).sorted_by_time()
-        rows, dup = dedupe_sorted(rows_all)
-        rows.signals = self._scaler.scale(rows.signals)
-        first = np.maximum.accumulate(np.where(~dup, np.arange(len(dup)), 0))
-        for i in np.flatnonzero(dup):
+        rows, dropped, twin_lines = blocks.drop_duplicate_times(
+            Block.concat([blocks.read_block(path) for path in sorted(paths)]).sorted_by_time())
+        for source, line, twin in zip(dropped.source, dropped.line, twin_lines):
             yield beam.pvalue.TaggedOutput(REJECTS, Reject(
-                p.files[rows_all.source[i]], int(rows_all.line[i]), "time",
-                f"duplicate (crew, seat, experiment, time) of line {rows_all.line[first[i]]}", ""))
+                p.files[source], int(line), "time", f"duplicate (crew, seat, experiment, time) of line {twin}", ""))
         split = split_of(crew, p.eval_crews)
         yield beam.pvalue.TaggedOutput(GROUPS, {"split": split, "crew": crew, "num_rows": len(rows)})
+        rows.signals = self._scaler.scale(rows.signals)
         cut = windows.cut_windows(rows.time, rows.label, p.window, p.stride, p.max_gap)
-        offset = shards.shard_offset(crew, seat, experiment, p.num_shards)
+        yield from self._write_pieces(cut, rows, split, (crew, seat, experiment))
+        self._windows.inc(len(cut))
+        _LOG.info("crew %d seat %d %s: %s rows -> %s windows (%s)", crew, seat, experiment,
+                  f"{len(rows):,}", f"{len(cut):,}", split)
+
+    def _write_pieces(self, cut: windows.Windows, rows: Block, split: str, key: blocks.RecordingKey):
+        """Window j of the recording goes to shard (offset + j) % N; one piece file per shard."""
+        p = self._p
+        offset = shards.shard_offset(*key, p.num_shards)
         for shard in range(p.num_shards):
             idx = shards.windows_of_shard(len(cut), offset, shard, p.num_shards)
             if not len(idx):
                 continue
-            path = shards.piece_path(p.staging, split, crew, seat, experiment, shard)
-            shards.write_records(path, self._encode(cut, rows, idx, crew, seat, experiment))
-            yield {"split": split, "shard": shard, "file": path, "group": (crew, seat, experiment),
+            path = shards.piece_path(p.staging, split, *key, shard)
+            shards.write_records(path, self._encode(cut, rows, idx, *key))
+            yield {"split": split, "shard": shard, "file": path, "group": key,
                    "num_windows": len(idx), "class_counts": shards.class_counts(cut.labels[idx])}
-        self._windows.inc(len(cut))
-        _LOG.info("crew %d seat %d %s: %s rows -> %s windows (%s)", crew, seat, experiment,
-                  f"{len(rows):,}", f"{len(cut):,}", split)
 
     @staticmethod
     def _encode(cut: windows.Windows, rows: Block, idx: np.ndarray, crew, seat, experiment):
