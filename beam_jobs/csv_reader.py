@@ -19,7 +19,8 @@ import pyarrow.csv as pacsv
 from tfrecords_schema import LABEL_VOCABULARY
 from tfrecords_schema import csv_layout as cols
 
-DEFAULT_CHUNK_BYTES = 16 << 20
+DEFAULT_CHUNK_BYTES = 16 << 20  # bytes parsed at once: one Beam element of rows
+DEFAULT_SPLIT_BYTES = 64 << 20  # bytes of an uncompressed file one worker reads: the unit of parallelism
 _INT_COLUMNS = (cols.CREW, cols.SEAT)
 _STR_COLUMNS = (cols.EXPERIMENT, cols.EVENT)
 
@@ -93,21 +94,35 @@ def check_header(header: Sequence[str], features: Sequence[str], file: str, labe
         raise CsvLayoutError(f"{file}: duplicate column(s) {', '.join(dupes)} in header")
 
 
-def iter_line_chunks(f: BinaryIO, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[Tuple[int, bytes]]:
-    """Yield (line number of the chunk's first line, bytes of whole lines) after the header.
+def iter_line_chunks(f: BinaryIO, chunk_bytes: int = DEFAULT_CHUNK_BYTES, first_line: int = 2,
+                     start: int = 0, end: Optional[int] = None) -> Iterator[Tuple[int, bytes]]:
+    """Yield (line number of the chunk's first line, bytes of whole lines).
 
-    Line numbers are 1-based as an editor shows them (the header is line 1). A last line without
-    a newline is yielded as it is.
+    `f` is positioned at byte `start`, the start of line `first_line` (lines are 1-based as an
+    editor shows them; the header is line 1). Only lines that START before byte `end` are
+    yielded (all when `end` is None), so byte ranges that tile a file yield every line once.
+    A last line without a newline is yielded as it is.
     """
-    line = 2
-    rest = b""
+    line, pos, rest = first_line, start, b""  # pos: the file offset of rest[0]
+    if end is not None and start >= end:
+        return
     while True:
         data = f.read(chunk_bytes)
-        if not data:
-            if rest:
-                yield line, rest
-            return
         buf = rest + data
+        if end is not None and pos + len(buf) >= end:
+            # The buffer holds byte end-1: the range's last line ends at the next newline.
+            newline = buf.find(b"\n", end - 1 - pos)
+            if newline == -1 and data:
+                rest = buf
+                continue
+            last = buf if newline == -1 else buf[:newline + 1]
+            if last:
+                yield line, last
+            return
+        if not data:
+            if buf:
+                yield line, buf
+            return
         cut = buf.rfind(b"\n") + 1
         if cut == 0:
             rest = buf
@@ -115,6 +130,37 @@ def iter_line_chunks(f: BinaryIO, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Ite
         chunk, rest = buf[:cut], buf[cut:]
         yield line, chunk
         line += chunk.count(b"\n")
+        pos += cut
+
+
+def plan_ranges(size: Optional[int], split_bytes: int) -> List[Tuple[int, Optional[int]]]:
+    """[start, end) byte ranges that tile a file of `size` bytes; one open range when the size
+    is unknown or the file cannot be split (compressed)."""
+    if size is None:
+        return [(0, None)]
+    return [(a, min(a + split_bytes, size)) for a in range(0, max(size, 1), split_bytes)]
+
+
+def count_newlines(f: BinaryIO, start: int, end: int, block: int = 8 << 20) -> int:
+    """Newlines in bytes [start, end) of a seekable file."""
+    f.seek(start)
+    count, remaining = 0, end - start
+    while remaining > 0:
+        data = f.read(min(block, remaining))
+        if not data:
+            break
+        count += data.count(b"\n")
+        remaining -= len(data)
+    return count
+
+
+def seek_first_line(f: BinaryIO, start: int, newlines_before: int) -> Tuple[int, int]:
+    """Position `f` at the first line starting at or after byte `start` (> 0); return (its
+    offset, its line number), given the number of newlines in bytes [0, start)."""
+    f.seek(start - 1)
+    skipped = f.readline()  # the rest of the line holding byte start-1, newline included
+    offset = start - 1 + len(skipped)
+    return offset, 1 + newlines_before + (1 if offset > start else 0)
 
 
 def _column_types(header: Sequence[str], features: Sequence[str]) -> Dict[str, pa.DataType]:
@@ -270,10 +316,22 @@ def read_file_chunks(
     features: Sequence[str],
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     labelled: bool = True,
-    header: Optional[List[str]] = None,
+    byte_range: Tuple[int, Optional[int]] = (0, None),
+    newlines_before: int = 0,
 ) -> Iterator[Tuple[Rows, List[Reject]]]:
-    """Read a whole open file (header first) chunk by chunk."""
-    header = header or read_header(f, file)
+    """Read the lines of an open file that start in `byte_range`, chunk by chunk.
+
+    The header is read from the file's start whatever the range; `newlines_before` is the
+    number of newlines before the range's start (so that line numbers are the file's own).
+    A range other than the first needs a seekable (uncompressed) file.
+    """
+    header = read_header(f, file)
     check_header(header, features, file, labelled)
-    for first_line, chunk in iter_line_chunks(f, chunk_bytes):
+    start, end = byte_range
+    offset, line = f.tell(), 2
+    if start > offset:
+        offset, line = seek_first_line(f, start, newlines_before)
+    elif start > 0:
+        raise ValueError(f"{file}: byte range {byte_range} starts inside the header")
+    for first_line, chunk in iter_line_chunks(f, chunk_bytes, line, offset, end):
         yield parse_chunk(chunk, header, features, file, first_line, labelled)

@@ -66,6 +66,8 @@ def _parse_args(argv: Optional[Sequence[str]]):
                         help="shard compression (default NONE)")
     parser.add_argument("--chunk-bytes", type=int, default=csv_reader.DEFAULT_CHUNK_BYTES,
                         help=argparse.SUPPRESS)
+    parser.add_argument("--split-bytes", type=int, default=csv_reader.DEFAULT_SPLIT_BYTES,
+                        help="bytes of an uncompressed CSV one worker parses (default 64 MiB)")
     parser.add_argument("--verbose", action="store_true", help="debug logging and full tracebacks")
     args, beam_args = parser.parse_known_args(argv)
     args.features = [f.strip() for f in args.features.split(",") if f.strip()]
@@ -126,7 +128,7 @@ def build_pipeline(pipeline: beam.Pipeline, files: Sequence[str], args, staging:
     from beam_jobs import transforms as t
 
     features, eval_crews = list(args.features), frozenset(args.eval_crews)
-    read = pipeline | "ReadCrewCsv" >> t.ReadCrewCsv(files, features, args.chunk_bytes)
+    read = pipeline | "ReadCrewCsv" >> t.ReadCrewCsv(files, features, args.chunk_bytes, args.split_bytes)
     with tft_beam.Context(temp_dir=layout.join(staging, "tft_tmp")):
         train_batches = (
             read.rows

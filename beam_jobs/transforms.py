@@ -7,10 +7,11 @@ never one Python object per CSV row.
 import dataclasses
 import logging
 import posixpath
-from typing import Dict, FrozenSet, Iterable, List, Sequence, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
@@ -30,22 +31,68 @@ def split_of(crew: int, eval_crews: FrozenSet[int]) -> str:
     return layout.EVAL if crew in eval_crews else layout.TRAIN
 
 
-class ReadCsvChunksFn(beam.DoFn):
-    """(file index, path) -> `Rows` per chunk; `Reject`s to the `rejects` output."""
+@dataclasses.dataclass(frozen=True)
+class ByteRange:
+    """Lines of file `index` (in the job's sorted list) that start in bytes [start, end);
+    `end` None: to the end (compressed files are read whole). `number` orders a file's ranges."""
 
-    def __init__(self, features: Sequence[str], chunk_bytes: int, log_every: int = 1_000_000):
-        self._features = list(features)
-        self._chunk_bytes = chunk_bytes
-        self._log_every = log_every
-        self._rows_read = Metrics.counter(NAMESPACE, "rows_read")
-        self._rows_rejected = Metrics.counter(NAMESPACE, "rows_rejected")
+    index: int
+    path: str
+    number: int
+    start: int
+    end: Optional[int]
+
+
+class PlanRangesFn(beam.DoFn):
+    """(file index, path) -> the ByteRanges that tile it (uncompressed files are split)."""
+
+    def __init__(self, split_bytes: int):
+        self._split_bytes = split_bytes
 
     def process(self, element: Tuple[int, str]):
         index, path = element
-        done, rejected, next_log = 0, 0, self._log_every
-        with FileSystems.open(path) as f:  # compression from the extension (.gz)
-            for rows, rejects in csv_reader.read_file_chunks(f, path, self._features, self._chunk_bytes):
-                rows.source[:] = index
+        splittable = CompressionTypes.detect_compression_type(path) == CompressionTypes.UNCOMPRESSED
+        size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes if splittable else None
+        for number, (start, end) in enumerate(csv_reader.plan_ranges(size, self._split_bytes)):
+            yield ByteRange(index, path, number, start, end)
+
+
+def _open(byte_range: ByteRange):
+    if byte_range.end is None:
+        return FileSystems.open(byte_range.path)  # compression from the extension (.gz)
+    return FileSystems.open(byte_range.path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+class CountNewlinesFn(beam.DoFn):
+    """ByteRange -> ((file index, range number), newlines in the range): line numbers for the
+    ranges after it. Cheap next to parsing (a byte count, no decoding)."""
+
+    def process(self, byte_range: ByteRange):
+        if byte_range.end is None:
+            return
+        with _open(byte_range) as f:
+            count = csv_reader.count_newlines(f, byte_range.start, byte_range.end)
+        yield (byte_range.index, byte_range.number), count
+
+
+class ReadCsvChunksFn(beam.DoFn):
+    """ByteRange -> `Rows` per chunk; `Reject`s to the `rejects` output. `newline_counts` maps
+    (file index, range number) to the newlines in that range."""
+
+    def __init__(self, features: Sequence[str], chunk_bytes: int):
+        self._features = list(features)
+        self._chunk_bytes = chunk_bytes
+        self._rows_read = Metrics.counter(NAMESPACE, "rows_read")
+        self._rows_rejected = Metrics.counter(NAMESPACE, "rows_rejected")
+
+    def process(self, byte_range: ByteRange, newline_counts: Dict[Tuple[int, int], int]):
+        before = sum(newline_counts.get((byte_range.index, k), 0) for k in range(byte_range.number))
+        done = rejected = 0
+        with _open(byte_range) as f:
+            for rows, rejects in csv_reader.read_file_chunks(
+                    f, byte_range.path, self._features, self._chunk_bytes,
+                    byte_range=(byte_range.start, byte_range.end), newlines_before=before):
+                rows.source[:] = byte_range.index
                 done += len(rows) + len(rejects)
                 rejected += len(rejects)
                 self._rows_read.inc(len(rows) + len(rejects))
@@ -54,30 +101,37 @@ class ReadCsvChunksFn(beam.DoFn):
                     yield beam.pvalue.TaggedOutput(REJECTS, reject)
                 if len(rows):
                     yield rows
-                if done >= next_log:
-                    _LOG.info("%s: %s rows read, %s rejected", path, f"{done:,}", f"{rejected:,}")
-                    next_log += self._log_every
-        _LOG.info("%s: done, %s rows read, %s rejected", path, f"{done:,}", f"{rejected:,}")
+        where = "" if byte_range.end is None else f" bytes {byte_range.start:,}-{byte_range.end:,}"
+        _LOG.info("%s%s: %s rows read, %s rejected", byte_range.path, where, f"{done:,}", f"{rejected:,}")
 
 
 class ReadCrewCsv(beam.PTransform):
-    """Read crew CSVs (paths, `.csv` or `.csv.gz`) into `Rows` batches plus a `rejects` output."""
+    """Read crew CSVs (paths, `.csv` or `.csv.gz`) into `Rows` batches plus a `rejects` output.
+
+    Uncompressed files are split into byte ranges of `split_bytes` read in parallel; a line
+    belongs to the range its first byte is in, and line numbers stay the file's own.
+    """
 
     def __init__(self, files: Sequence[str], features: Sequence[str],
-                 chunk_bytes: int = csv_reader.DEFAULT_CHUNK_BYTES):
+                 chunk_bytes: int = csv_reader.DEFAULT_CHUNK_BYTES,
+                 split_bytes: int = csv_reader.DEFAULT_SPLIT_BYTES):
         super().__init__()
         self._files = list(files)
         self._features = list(features)
         self._chunk_bytes = chunk_bytes
+        self._split_bytes = split_bytes
 
     def expand(self, pbegin):
-        return (
+        ranges = (
             pbegin
             | "ListFiles" >> beam.Create(list(enumerate(self._files)))
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "ParseChunks" >> beam.ParDo(ReadCsvChunksFn(self._features, self._chunk_bytes))
-            .with_outputs(REJECTS, main="rows")
+            | "PlanRanges" >> beam.ParDo(PlanRangesFn(self._split_bytes))
+            | "SpreadRanges" >> beam.Reshuffle()
         )
+        counts = ranges | "CountNewlines" >> beam.ParDo(CountNewlinesFn())
+        return ranges | "ParseChunks" >> beam.ParDo(
+            ReadCsvChunksFn(self._features, self._chunk_bytes), newline_counts=beam.pvalue.AsDict(counts)
+        ).with_outputs(REJECTS, main="rows")
 
 
 class SelectSplitFn(beam.DoFn):

@@ -110,3 +110,29 @@ def test_gzip_and_plain_read_the_same(tmp_path):
         zipped = list(csv_reader.read_file_chunks(f, "f.csv.gz", FEATURES))
     plain, _ = read_all(text)
     np.testing.assert_array_equal(csv_reader.Rows.concat([r for r, _ in zipped]).time, plain.time)
+
+
+@pytest.mark.parametrize("split_bytes", [1000, 997, 1234, 5000, 100000])
+def test_byte_ranges_tile_the_file_with_the_files_own_line_numbers(tmp_path, split_bytes):
+    lines = [row(time=str(i / 256), r=str(i)) for i in range(300)]
+    lines[57] = row(r="oops")
+    text = HEADER + "\n" + "\n".join(lines) + "\n"
+    path = tmp_path / "f.csv"
+    path.write_text(text)
+    size = path.stat().st_size
+    ranges = csv_reader.plan_ranges(size, split_bytes)
+    assert ranges[0][0] == 0 and ranges[-1][1] == size
+    rows, rejects, before = [], [], 0
+    for start, end in ranges:
+        with open(path, "rb") as f:
+            for r, bad in csv_reader.read_file_chunks(f, "f.csv", FEATURES, 700, byte_range=(start, end),
+                                                      newlines_before=before):
+                rows.append(r)
+                rejects += bad
+        with open(path, "rb") as f:
+            before += csv_reader.count_newlines(f, start, end)
+    got = csv_reader.Rows.concat(rows)
+    expected_lines = [i + 2 for i in range(300) if i != 57]
+    assert got.line.tolist() == expected_lines  # each line once, in order
+    np.testing.assert_array_equal(got.signals[:, 0], [float(i) for i in range(300) if i != 57])
+    assert [(r.line, r.column) for r in rejects] == [(59, "r")]

@@ -33,7 +33,8 @@ def summary(rows):
     return tuple(zip(rows.crew.tolist(), rows.seat.tolist(), rows.time.tolist()))
 
 
-def test_read_crew_csv_rows_and_rejects(tmp_path):
+@pytest.mark.parametrize("split_bytes", [1 << 20, 3000])
+def test_read_crew_csv_rows_and_rejects(tmp_path, split_bytes):
     frame = make_frame(crews=(1, 2), experiments=("CA",), rows_per_group=50, features=FEATURES)
     good = write_crew_csv(tmp_path / "a.csv", frame)
     with open(good) as f:
@@ -43,10 +44,11 @@ def test_read_crew_csv_rows_and_rejects(tmp_path):
     bad.write_text("\n".join(lines) + "\n")
     files = [good, str(bad)]
     with pipeline() as p:
-        out = p | t.ReadCrewCsv(files, FEATURES, chunk_bytes=2048)
-        counts = (out.rows | beam.Map(lambda r: (int(r.source[0]), len(r)))
-                  | beam.CombinePerKey(sum))
-        assert_that(counts, equal_to([(0, 200), (1, 199)]), label="rows per file")
+        out = p | t.ReadCrewCsv(files, FEATURES, chunk_bytes=2048, split_bytes=split_bytes)
+        lines = (out.rows | beam.FlatMap(lambda r: [(int(r.source[0]), int(x)) for x in r.line])
+                 | beam.combiners.ToList() | beam.Map(sorted))
+        every_line = sorted([(0, i) for i in range(2, 202)] + [(1, i) for i in range(2, 202) if i != 6])
+        assert_that(lines, equal_to([every_line]), label="every line once")
         assert_that(out.rejects | beam.Map(lambda r: (r.file, r.line, r.column)),
                     equal_to([(str(bad), 6, "experiment")]), label="rejects")
 
