@@ -12,6 +12,7 @@ REQUIRED = [
     "tensorflow-transform==1.21.0",
     "tfx-bsl==1.21.0",
     "tf-keras==2.21.0",
+    "tensorboard==2.21.0",  # Keras' TensorBoard callback writes through it
     "numpy==2.4.6",
     "pandas==3.1.1",
     "pyarrow==25.0.1",

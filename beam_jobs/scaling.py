@@ -1,7 +1,8 @@
 """Scaling with tf.Transform: full-pass statistics of the TRAIN rows, a graph that serving reuses.
 
 The graph's input is `signals` float32 [N, F] (raw values, features in stats.json order) and its
-output `signals_scaled` float32 [N, F]. Statistics are accumulated in float64.
+output `signals_scaled` float32 [N, F]. Statistics are accumulated in float64 and rounded to
+float32 (see `_as_float32`); the arithmetic of scaling is float64.
 
 - zscore: (x - mean) / std, population std (ddof 0); a zero std divides by 1.
 - minmax: (x - min) / (max - min); a zero range divides by 1 (tft.scale_to_0_1 would use a
@@ -25,7 +26,14 @@ ARROW_SCHEMA = pa.schema([(RAW_SIGNALS, pa.list_(pa.float32()))])
 SCALE_CHUNK_ROWS = 1 << 16  # rows scaled per graph call: bounds the tensors of a long recording
 
 
+def _as_float32(t: tf.Tensor) -> tf.Tensor:
+    # A full-pass statistic differs in its last float64 bits with the order the runner combined
+    # partial sums in; rounded to float32 it is the same on 1 or N workers, and so is every window.
+    return tf.cast(tf.cast(t, tf.float32), tf.float64)
+
+
 def _affine(x: tf.Tensor, shift: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
+    shift, scale = _as_float32(shift), _as_float32(scale)
     safe = tf.where(tf.equal(scale, 0), tf.ones_like(scale), scale)
     return tf.cast((tf.cast(x, tf.float64) - shift) / safe, tf.float32)
 

@@ -24,10 +24,11 @@ def group_name(crew: int, seat: int, experiment: str) -> str:
     return f"crew{crew}-seat{seat}-{experiment}"
 
 
-def shard_offset(crew: int, seat: int, experiment: str, num_shards: int) -> int:
-    """Where a group's round-robin over shards starts: stable across runs, machines and Pythons
-    (crc32, not hash(), which is salted per process)."""
-    return zlib.crc32(group_name(crew, seat, experiment).encode()) % num_shards
+def shard_offset(crew: int, seat: int, experiment: str, num_shards: int, salt: int = 0) -> int:
+    """A stable pseudo-random number in [0, num_shards) for a group: where its round-robin over
+    shards starts (and, salted with the shard, its place in that shard). crc32, not hash(),
+    which is salted per process."""
+    return zlib.crc32(f"{group_name(crew, seat, experiment)}/{salt}".encode()) % num_shards
 
 
 def windows_of_shard(num_windows: int, offset: int, shard: int, num_shards: int) -> np.ndarray:

@@ -264,7 +264,10 @@ class ConcatShardFn(beam.DoFn):
 
     def process(self, element):
         (split, shard), pieces = element
-        pieces = sorted((p for p in pieces if p is not None), key=lambda p: p["group"])
+        # Each shard holds its recordings in its own fixed order, so a reader interleaving the
+        # shards mixes as many recordings as it has shards open, not the same one from each.
+        pieces = sorted((p for p in pieces if p is not None),
+                        key=lambda p: (shards.shard_offset(*p["group"], 1 << 30, salt=shard), p["group"]))
         relative = layout.shard_path(split, shard, self._num_shards, self._compression)
         shards.concatenate([p["file"] for p in pieces], layout.join(self._staging, relative), self._compression)
         counts = {name: sum(p["class_counts"][name] for p in pieces) for name in shards.class_counts([])}

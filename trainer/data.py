@@ -1,0 +1,145 @@
+"""The tf.data input of the trainer: a split's TFRecord shards streamed into (window, label, weight).
+
+    shard list (stats.json) -> [shuffle files] -> parallel interleave of TFRecordDatasets
+    -> [bounded shuffle buffer] -> [repeat] -> batch -> vectorized parse -> weight by label
+    -> prefetch
+
+Nothing here holds a split in memory: what is resident is the shuffle buffer, one read buffer per
+open shard and a few prefetched batches. Window size, feature count and the shard list come from
+stats.json (STYLE.md habit 2); the record is parsed with tfrecords_schema's spec (habit 1).
+"""
+
+import math
+from typing import Any, Dict, List, Optional, Sequence
+
+import tensorflow as tf
+
+from tfrecords_schema import LABEL, WINDOW, layout, parse_examples, read_stats, shard_files
+from trainer import weights as weights_lib
+
+# Windows held by the shuffle buffer: W*F*4 bytes each (23.5 KB at W=256, F=23, so ~48 MB).
+DEFAULT_SHUFFLE_BUFFER = 2048
+# Shards read at once. Each shard holds its windows recording after recording, so the number of
+# recordings a batch can mix is bounded by the shards open; each costs one read buffer (~256 KB).
+MAX_OPEN_SHARDS = 64
+_COMPRESSION_TYPES = {"NONE": "", "GZIP": "GZIP"}
+
+
+class EmptySplitError(ValueError):
+    """The split (or this reader's part of it) has no windows."""
+
+
+def reader_shards(stats: Dict[str, Any], split: str, num_readers: int = 1,
+                  reader_index: int = 0) -> List[Dict[str, Any]]:
+    """The stats.json shard entries that reader `reader_index` of `num_readers` reads.
+
+    Shard i goes to reader i % num_readers, the assignment of tf.data's FILE auto-sharding and of
+    `Dataset.shard` on the file list.
+    """
+    if not 0 <= reader_index < num_readers:
+        raise ValueError(f"reader_index {reader_index} is outside 0..{num_readers - 1}")
+    return stats["splits"][split]["shards"][reader_index::num_readers]
+
+
+def num_windows(stats: Dict[str, Any], split: str, num_readers: int = 1, reader_index: int = 0) -> int:
+    """Windows one reader sees per epoch, from the per-shard counts."""
+    return sum(s["num_windows"] for s in reader_shards(stats, split, num_readers, reader_index))
+
+
+def steps_per_epoch(stats: Dict[str, Any], split: str, batch_size: int, num_readers: int = 1,
+                    reader_index: int = 0) -> int:
+    """Batches in one pass over the reader's shards: ceil(windows / batch_size)."""
+    return math.ceil(num_windows(stats, split, num_readers, reader_index) / batch_size)
+
+
+def make_dataset(
+    data_dir: str,
+    split: str,
+    batch_size: int,
+    weighting: str = weights_lib.BALANCED,
+    shuffle: bool = False,
+    repeat: bool = False,
+    *,
+    seed: Optional[int] = None,
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    stats: Optional[Dict[str, Any]] = None,
+    input_context: Optional[tf.distribute.InputContext] = None,
+) -> tf.data.Dataset:
+    """Stream a split of a preprocess output as weighted batches.
+
+    Args:
+      data_dir: OUT of a completed preprocess run (local path or URL).
+      split: `train` or `eval`.
+      batch_size: windows per batch; without `repeat` the last batch of an epoch may be smaller,
+        so that every window is seen exactly once per pass.
+      weighting: `none`, `balanced` or `effective:BETA` (trainer.weights), always computed from
+        the TRAIN split's class counts, also when reading `eval`.
+      shuffle: shuffle the shard order and windows through a buffer of `shuffle_buffer` windows;
+        without it the order is fixed: one window of each open shard in turn.
+      repeat: repeat forever (the caller then sets steps per epoch); otherwise one pass, whose
+        cardinality (batches) is asserted from the per-shard counts of stats.json.
+      seed: seed of the shuffles (None: a different order each run). When shuffling, shards are
+        also read and parsed without order guarantees (faster), so a seed does not make the
+        order bit-reproducible; without `shuffle` the order is fixed.
+      stats: stats.json already read (read from `data_dir` when None).
+      input_context: from `distribute_datasets_from_function`: this reader takes shards
+        i % num_input_pipelines == input_pipeline_id; without it the dataset is left to tf.data's
+        FILE auto-sharding, which assigns shards the same way.
+
+    Returns:
+      A dataset of (window float32 [B, W, F], label int64 [B], weight float32 [B]), W and F from
+      stats.json, features in stats.json order.
+    """
+    stats = read_stats(data_dir) if stats is None else stats
+    if split not in layout.SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {layout.SPLITS}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    readers, index = ((input_context.num_input_pipelines, input_context.input_pipeline_id)
+                      if input_context else (1, 0))
+    files = shard_files(data_dir, stats, split)[index::readers]
+    if not files or num_windows(stats, split, readers, index) == 0:
+        raise EmptySplitError(f"{data_dir}: split {split!r} has no windows"
+                              + (f" for reader {index} of {readers}" if readers > 1 else ""))
+    window, num_features = stats["window"], len(stats["features"])
+    lookup = tf.constant(weights_lib.weight_vector(
+        stats["splits"][layout.TRAIN]["class_counts"], weighting))
+
+    ds = _interleave_records(files, _COMPRESSION_TYPES[stats["compression"]], shuffle, seed)
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size, drop_remainder=False)
+
+    def parse(serialized: tf.Tensor):
+        parsed = parse_examples(serialized, window, num_features)
+        label = parsed[LABEL]
+        return parsed[WINDOW], label, tf.gather(lookup, label)
+
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+    if not repeat:
+        # Known steps let Keras show a progress bar and restart the pass each epoch; a stats.json
+        # that disagrees with the shards fails loudly here instead of training on a partial pass.
+        ds = ds.apply(tf.data.experimental.assert_cardinality(
+            steps_per_epoch(stats, split, batch_size, readers, index)))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.OFF if input_context
+        else tf.data.experimental.AutoShardPolicy.FILE)
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _interleave_records(files: Sequence[str], compression_type: str, shuffle: bool,
+                        seed: Optional[int]) -> tf.data.Dataset:
+    """Serialized records of `files`, read in parallel; the file list is the only source tensor,
+    so FILE auto-sharding splits it between readers."""
+    ds = tf.data.Dataset.from_tensor_slices(list(files))
+    if shuffle:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    return ds.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type=compression_type),
+        cycle_length=min(len(files), MAX_OPEN_SHARDS),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=not shuffle,
+    )

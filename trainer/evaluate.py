@@ -1,0 +1,116 @@
+"""`crewstream evaluate` / `python -m trainer.evaluate`: a split streamed through MODEL/serving.
+
+The exported model (its `scaled` signature, fed the split's scaled windows) is what is measured,
+not a Keras object that might differ from what ships. Metrics accumulate batch by batch
+(trainer.metrics), so memory does not grow with the split.
+
+Writes MODEL/eval.json (MODEL/eval_SPLIT.json for a split other than `eval`):
+    {split, num_windows, log_loss, accuracy, macro_f1,
+     per_class: {A: {precision, recall, f1, support}, ...},
+     labels: [A, B, C, D], confusion_matrix: rows true, columns predicted, in label order}
+and MODEL/plots/confusion_matrix_SPLIT.png, and prints a table.
+"""
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from typing import Any, Dict, List, Optional
+
+from tfrecords_schema import LABEL_VOCABULARY, StatsError, WINDOW, layout
+from trainer import metrics, weights
+
+_LOG = logging.getLogger("crewstream.evaluate")
+DEFAULT_BATCH_SIZE = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    data: str
+    model_dir: str
+    split: str = layout.EVAL
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+
+def report_path(model_dir: str, split: str) -> str:
+    name = "eval.json" if split == layout.EVAL else f"eval_{split}.json"
+    return layout.join(model_dir, name)
+
+
+def evaluate(config: EvalConfig) -> Dict[str, Any]:
+    """Stream `config.split` through MODEL/serving; write the report and the plot; return the report."""
+    import tensorflow as tf
+
+    from trainer import data, export, plots
+
+    loaded = export.load_serving(config.model_dir)
+    predict = loaded.signatures[export.SCALED_SIGNATURE]
+    stream = metrics.StreamingMetrics(LABEL_VOCABULARY)
+    # Weights play no part in the report: every window counts once.
+    for window, label, _ in data.make_dataset(config.data, config.split, config.batch_size,
+                                                 weighting=weights.NONE):
+        probabilities = predict(**{WINDOW: window})[export.PROBABILITIES]
+        stream.update(label.numpy(), probabilities.numpy())
+    report = {"split": config.split, **stream.report()}
+    path = report_path(config.model_dir, config.split)
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    plots.plot_confusion(report["confusion_matrix"], report["labels"],
+                         layout.join(config.model_dir, "plots", f"confusion_matrix_{config.split}.png"),
+                         title=f"{config.split}: {report['num_windows']:,} windows")
+    _LOG.info("wrote %s", path)
+    return report
+
+
+def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="crewstream evaluate",
+        description="Stream a split of a preprocess output through MODEL/serving; write "
+                    "MODEL/eval.json (log loss, accuracy, macro F1, per-class precision / recall / "
+                    "F1 / support, confusion matrix) and a confusion-matrix PNG.")
+    parser.add_argument("--data", required=True, help="preprocess output folder OUT (with stats.json)")
+    parser.add_argument("--model-dir", required=True, help="folder of a train run, MODEL")
+    parser.add_argument("--split", choices=layout.SPLITS, default=layout.EVAL, help="split (default eval)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help=f"windows per batch (default {DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--verbose", action="store_true", help="debug logging and full tracebacks")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be >= 1")
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from trainer import data, export
+
+    config = EvalConfig(data=args.data, model_dir=args.model_dir, split=args.split,
+                        batch_size=args.batch_size)
+    if not _exists(export.serving_dir(config.model_dir)):
+        print(f"crewstream evaluate: error: {export.serving_dir(config.model_dir)} not found: "
+              "train a model first", file=sys.stderr)
+        return 1
+    try:
+        report = evaluate(config)
+    except (StatsError, data.EmptySplitError) as e:
+        if args.verbose:
+            raise
+        print(f"crewstream evaluate: error: {e}", file=sys.stderr)
+        return 1
+    print(f"{config.split} split, model {config.model_dir}\n")
+    print(metrics.format_report(report))
+    return 0
+
+
+def _exists(path: str) -> bool:
+    import tensorflow as tf
+
+    return tf.io.gfile.exists(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

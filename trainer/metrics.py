@@ -1,0 +1,83 @@
+"""Classification metrics accumulated batch by batch, in memory independent of the split's size.
+
+The definitions are scikit-learn's, so the numbers can be checked against it:
+- log_loss: mean of -log p(true class), p clipped to [eps, 1 - eps] with eps of the
+  probabilities' dtype (`sklearn.metrics.log_loss`);
+- precision / recall / f1 per class, 0 where undefined (`zero_division=0`);
+- macro_f1: mean f1 over the classes that occur as truth or prediction
+  (`f1_score(average='macro')`);
+- confusion matrix: rows true, columns predicted, classes in label order.
+"""
+
+from typing import Dict, Sequence
+
+import numpy as np
+
+
+class StreamingMetrics:
+    """Feed (labels int [B], probabilities float [B, K]) batches; `report()` at the end."""
+
+    def __init__(self, labels: Sequence[str]):
+        self.labels = list(labels)
+        k = len(self.labels)
+        self.confusion = np.zeros((k, k), dtype=np.int64)
+        self._log_loss_sum = 0.0
+        self.count = 0
+
+    def update(self, labels: np.ndarray, probabilities: np.ndarray) -> None:
+        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        probabilities = np.asarray(probabilities)
+        k = len(self.labels)
+        if probabilities.shape != (len(labels), k):
+            raise ValueError(f"probabilities {probabilities.shape} do not match labels ({len(labels)}, {k})")
+        if len(labels) and (labels.min() < 0 or labels.max() >= k):
+            raise ValueError(f"labels outside [0, {k}): {sorted(set(labels.tolist()))}")
+        eps = np.finfo(probabilities.dtype).eps if probabilities.dtype.kind == "f" else np.finfo(float).eps
+        p_true = np.clip(probabilities[np.arange(len(labels)), labels], eps, 1 - eps)
+        self._log_loss_sum += float(-np.log(p_true.astype(np.float64)).sum())
+        np.add.at(self.confusion, (labels, probabilities.argmax(axis=1)), 1)
+        self.count += len(labels)
+
+    def report(self) -> Dict[str, object]:
+        """{log_loss, accuracy, macro_f1, per_class {label: {precision, recall, f1, support}},
+        confusion_matrix (list of rows), labels, num_windows}."""
+        if self.count == 0:
+            raise ValueError("no windows were evaluated")
+        cm = self.confusion
+        tp = np.diag(cm).astype(np.float64)
+        support, predicted = cm.sum(axis=1), cm.sum(axis=0)
+        precision = _ratio(tp, predicted)
+        recall = _ratio(tp, support)
+        f1 = _ratio(2 * precision * recall, precision + recall)
+        seen = (support + predicted) > 0
+        return {
+            "num_windows": int(self.count),
+            "log_loss": self._log_loss_sum / self.count,
+            "accuracy": float(tp.sum() / self.count),
+            "macro_f1": float(f1[seen].mean()),
+            "per_class": {label: {"precision": float(precision[i]), "recall": float(recall[i]),
+                                  "f1": float(f1[i]), "support": int(support[i])}
+                          for i, label in enumerate(self.labels)},
+            "labels": list(self.labels),
+            "confusion_matrix": cm.tolist(),
+        }
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.divide(num, den, out=np.zeros(len(num)), where=den > 0)
+
+
+def format_report(report: Dict[str, object]) -> str:
+    """A readable table: per-class precision / recall / f1 / support, totals, confusion matrix."""
+    labels = report["labels"]
+    lines = [f"{'class':<8}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
+    for label in labels:
+        c = report["per_class"][label]
+        lines.append(f"{label:<8}{c['precision']:>10.4f}{c['recall']:>10.4f}{c['f1']:>10.4f}{c['support']:>10,}")
+    lines += ["", f"windows {report['num_windows']:,}  log_loss {report['log_loss']:.4f}  "
+                  f"accuracy {report['accuracy']:.4f}  macro_f1 {report['macro_f1']:.4f}", "",
+              "confusion matrix (rows true, columns predicted)",
+              f"{'':<8}" + "".join(f"{label:>10}" for label in labels)]
+    for label, row in zip(labels, report["confusion_matrix"]):
+        lines.append(f"{label:<8}" + "".join(f"{n:>10,}" for n in row))
+    return "\n".join(lines)

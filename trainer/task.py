@@ -1,0 +1,115 @@
+"""`crewstream train` / `python -m trainer.task`: the command line of a training run.
+
+Only the command line: `_parse_args(argv)` -> `main(argv)` -> TrainConfig -> trainer.train.train.
+"""
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from tfrecords_schema import StatsError
+from trainer import weights
+
+DEFAULTS = {"epochs": 10, "batch_size": 64, "seed": 0, "units": 64, "layers": 1, "dropout": 0.2,
+            "learning_rate": 1e-3}
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _dropout(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _weighting(text: str) -> str:
+    try:
+        weights.parse_method(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="crewstream train",
+        description="Stream the TFRecord shards of a preprocess output into an LSTM classifier "
+                    "with per-sample class weights, checkpoint every epoch, and export "
+                    "MODEL/serving (raw windows in, probabilities out). Re-running the same "
+                    "command after a kill resumes from the last finished epoch.")
+    parser.add_argument("--data", required=True, help="preprocess output folder OUT (with stats.json)")
+    parser.add_argument("--model-dir", required=True, help="folder of the run, MODEL (created)")
+    parser.add_argument("--epochs", type=_positive_int, default=DEFAULTS["epochs"],
+                        help=f"epochs in total, resumed ones included (default {DEFAULTS['epochs']})")
+    parser.add_argument("--batch-size", type=_positive_int, default=DEFAULTS["batch_size"],
+                        help=f"windows per batch (default {DEFAULTS['batch_size']})")
+    parser.add_argument("--weighting", type=_weighting, default=weights.BALANCED,
+                        help=f"per-sample weights: {', '.join(weights.METHODS)} (default balanced)")
+    parser.add_argument("--steps-per-epoch", type=_positive_int, default=None,
+                        help="batches per epoch over the repeated train split (default: one exact "
+                             "pass, ceil(train windows / batch size))")
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="random seed (default 0)")
+    parser.add_argument("--units", type=_positive_int, default=DEFAULTS["units"], help="LSTM units (default 64)")
+    parser.add_argument("--layers", type=_positive_int, default=DEFAULTS["layers"], help="stacked LSTMs (default 1)")
+    parser.add_argument("--dropout", type=_dropout, default=DEFAULTS["dropout"],
+                        help="LSTM input dropout (default 0.2)")
+    parser.add_argument("--learning-rate", type=_positive_float, default=DEFAULTS["learning_rate"],
+                        help="Adam learning rate (default 0.001)")
+    parser.add_argument("--shuffle-buffer", type=_positive_int, default=None,
+                        help="windows in the shuffle buffer (default 2048)")
+    parser.add_argument("--progress", choices=("bar", "epoch", "none"), default="bar",
+                        help="Keras output: a progress bar, one line per epoch, or none (default bar)")
+    parser.add_argument("--verbose", action="store_true", help="debug logging and full tracebacks")
+    return parser.parse_args(argv)
+
+
+def _config(args: argparse.Namespace):
+    from trainer import data, model, train
+
+    return train.TrainConfig(
+        data=args.data, model_dir=args.model_dir, epochs=args.epochs, batch_size=args.batch_size,
+        weighting=args.weighting, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
+        shuffle_buffer=args.shuffle_buffer or data.DEFAULT_SHUFFLE_BUFFER,
+        model=model.ModelParams(units=args.units, layers=args.layers, dropout=args.dropout,
+                                learning_rate=args.learning_rate),
+        verbose={"bar": 1, "epoch": 2, "none": 0}[args.progress],
+    )
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from trainer import data, train  # TensorFlow is imported only once the arguments are good
+
+    try:
+        result = train.train(_config(args))
+    except (StatsError, train.ResumeError, data.EmptySplitError) as e:
+        if args.verbose:
+            raise
+        print(f"crewstream train: error: {e}", file=sys.stderr)
+        return 1
+    history = result["history"]
+    last = {k: v[-1] for k, v in history.items() if v and k != "epoch"}
+    print(f"trained {history['epoch'][-1] if history['epoch'] else 0} epoch(s): "
+          + ", ".join(f"{k} {v:.4f}" for k, v in sorted(last.items())))
+    print(f"exported {result['serving']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
