@@ -13,10 +13,11 @@ bundle rewrites the same file with the same bytes.
 import dataclasses
 import pickle
 import posixpath
-from typing import Iterator, Sequence, Tuple
+from typing import Iterator, Tuple
 
 import numpy as np
 
+from beam_jobs.columns import Columns
 from beam_jobs.csv_reader import Rows
 from tfrecords_schema import layout
 
@@ -24,7 +25,7 @@ RecordingKey = Tuple[int, int, str]
 
 
 @dataclasses.dataclass
-class Block:
+class Block(Columns):
     """Rows of one recording: time float64 [n]; signals float32 [n, F]; label int8 [n];
     line int64 [n] and source int32 [n] say where each row came from."""
 
@@ -33,16 +34,6 @@ class Block:
     label: np.ndarray
     line: np.ndarray
     source: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.time)
-
-    def take(self, idx: np.ndarray) -> "Block":
-        return Block(*(getattr(self, f.name)[idx] for f in dataclasses.fields(self)))
-
-    @staticmethod
-    def concat(parts: Sequence["Block"]) -> "Block":
-        return Block(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(Block)))
 
     def sorted_by_time(self) -> "Block":
         """Rows in (time, file, line) order: never dependent on the order blocks arrived in."""

@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from beam_jobs.columns import Columns
 from tfrecords_schema import LABEL_VOCABULARY
 from tfrecords_schema import csv_layout as cols
 
@@ -41,7 +42,7 @@ class Reject:
 
 
 @dataclasses.dataclass
-class Rows:
+class Rows(Columns):
     """Validated rows of one chunk, columnar.
 
     crew, seat, label, line: int64 [n]; experiment: object (str) [n]; time: float64 [n];
@@ -57,18 +58,6 @@ class Rows:
     label: np.ndarray
     line: np.ndarray
     source: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.time)
-
-    def take(self, idx: np.ndarray) -> "Rows":
-        """The rows at `idx` (an index array or boolean mask), as a new Rows."""
-        return Rows(**{f.name: getattr(self, f.name)[idx] for f in dataclasses.fields(self)})
-
-    @staticmethod
-    def concat(parts: Sequence["Rows"]) -> "Rows":
-        return Rows(**{f.name: np.concatenate([getattr(p, f.name) for p in parts])
-                       for f in dataclasses.fields(Rows)})
 
 
 def read_header(f: BinaryIO, file: str) -> List[str]:
