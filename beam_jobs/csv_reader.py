@@ -5,6 +5,9 @@ Plain functions, no Beam: `ReadCrewCsv` (beam_jobs.transforms) is a thin shell a
 A chunk is parsed with column types given (the fast path). Rows that cannot be used go to the
 dead-letter output as `Reject`s naming file, line, column and reason; every other row of the chunk
 is kept. Rows read = rows kept + rows rejected, line by line: empty lines are rows too.
+
+`with_id=True` reads the test layout (crewstream predict): the `id` column must be in the header,
+a row without an integer id is rejected, and the rows come as `IdRows` (`Rows` plus `id`).
 """
 
 import dataclasses
@@ -14,6 +17,7 @@ from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from beam_jobs.columns import Columns
@@ -60,6 +64,13 @@ class Rows(Columns):
     source: np.ndarray
 
 
+@dataclasses.dataclass
+class IdRows(Rows):
+    """Validated rows of a test-layout chunk: `Rows` plus id int64 [n], the file's `id` column."""
+
+    id: np.ndarray
+
+
 def read_header(f: BinaryIO, file: str) -> List[str]:
     """Column names of the header line (UTF-8 BOM and CRLF tolerated)."""
     line = f.readline()
@@ -69,13 +80,18 @@ def read_header(f: BinaryIO, file: str) -> List[str]:
     return [name.strip() for name in text.split(",")]
 
 
-def check_header(header: Sequence[str], features: Sequence[str], file: str, labelled: bool = True) -> None:
+def check_header(header: Sequence[str], features: Sequence[str], file: str, labelled: bool = True,
+                 with_id: bool = False) -> None:
     """CsvLayoutError naming the missing columns, or the wrong layout, before anything is read."""
-    needed = list(cols.KEY_COLUMNS) + list(features) + ([cols.EVENT] if labelled else [])
+    needed = ([cols.ID] if with_id else []) + list(cols.KEY_COLUMNS) + list(features) + (
+        [cols.EVENT] if labelled else [])
     missing = [name for name in needed if name not in header]
     if labelled and missing == [cols.EVENT] and cols.ID in header:
         raise CsvLayoutError(f"{file}: this is a test-layout file (an `id` column, no `event`); "
                              "preprocess needs labelled rows in the train layout")
+    if with_id and missing == [cols.ID] and cols.EVENT in header:
+        raise CsvLayoutError(f"{file}: this is a train-layout file (an `event` column, no `id`); "
+                             "predict needs the test layout")
     if missing:
         raise CsvLayoutError(f"{file}: missing column(s) {', '.join(missing)} in header")
     dupes = sorted({name for name in header if header.count(name) > 1})
@@ -152,9 +168,11 @@ def seek_first_line(f: BinaryIO, start: int, newlines_before: int) -> Tuple[int,
     return offset, 1 + newlines_before + (1 if offset > start else 0)
 
 
-def _column_types(header: Sequence[str], features: Sequence[str]) -> Dict[str, pa.DataType]:
-    types = {cols.CREW: pa.int64(), cols.SEAT: pa.int64(), cols.TIME: pa.float64(),
-             cols.EXPERIMENT: pa.string(), cols.EVENT: pa.string()}
+def _column_types(header: Sequence[str], features: Sequence[str],
+                  with_id: bool = False) -> Dict[str, pa.DataType]:
+    types = {cols.ID: pa.int64()} if with_id else {}
+    types.update({cols.CREW: pa.int64(), cols.SEAT: pa.int64(), cols.TIME: pa.float64(),
+                  cols.EXPERIMENT: pa.string(), cols.EVENT: pa.string()})
     types.update({name: pa.float64() for name in features})
     return {k: v for k, v in types.items() if k in header}
 
@@ -198,16 +216,20 @@ def _to_numeric(table: pa.Table, types: Dict[str, pa.DataType]) -> Tuple[Dict[st
     return values, unparsable
 
 
-def _first_problems(values, unparsable, features, labelled) -> List[Tuple[np.ndarray, str, str]]:
+def _first_problems(values, unparsable, features, labelled,
+                    with_id: bool = False) -> List[Tuple[np.ndarray, str, str]]:
     """(bad-row mask, column, reason) in the order a row is checked; the first hit is reported."""
     n = len(values[cols.TIME])
     checks: List[Tuple[np.ndarray, str, str]] = []
     for name in unparsable:
         checks.append((unparsable[name], name, "not a number"))
-    for name in _INT_COLUMNS:
+    for name in ((cols.ID,) if with_id else ()) + _INT_COLUMNS:
         column = np.asarray(values[name], dtype=np.float64)
         checks.append((np.isnan(column), name, "missing value"))
         checks.append((~np.isnan(column) & (column != np.round(column)), name, "not an integer"))
+    if with_id:  # a 20-digit id parses as a float on the slow path; int64 cannot hold it
+        ids = np.asarray(values[cols.ID], dtype=np.float64)
+        checks.append((np.abs(ids) >= 2.0**63, cols.ID, "outside the int64 range"))
     seat = np.asarray(values[cols.SEAT], dtype=np.float64)
     checks.append((~np.isin(seat, cols.SEATS) & ~np.isnan(seat), cols.SEAT, f"seat must be one of {cols.SEATS}"))
     checks.append((~np.isin(values[cols.EXPERIMENT], cols.EXPERIMENTS), cols.EXPERIMENT,
@@ -232,6 +254,7 @@ def parse_chunk(
     file: str,
     first_line: int,
     labelled: bool = True,
+    with_id: bool = False,
 ) -> Tuple[Rows, List[Reject]]:
     """Parse whole CSV lines into validated `Rows` plus a `Reject` for every unusable line.
 
@@ -241,8 +264,9 @@ def parse_chunk(
       features: signal columns to keep, in this order.
       first_line: the file line number of the chunk's first line.
       labelled: True for the train layout (an `event` column is required).
+      with_id: the test layout: also read the `id` column, and return `IdRows`.
     """
-    types = _column_types(header, features)
+    types = _column_types(header, features, with_id)
     try:
         table, bad_shape = _read_table(chunk, header, types)
     except pa.ArrowInvalid:
@@ -256,7 +280,7 @@ def parse_chunk(
     lines = first_line + np.flatnonzero(kept)
     reason = np.full(len(lines), None, dtype=object)
     column = np.full(len(lines), None, dtype=object)
-    for mask, name, why in _first_problems(values, unparsable, features, labelled):
+    for mask, name, why in _first_problems(values, unparsable, features, labelled, with_id):
         hit = mask & (reason == None)  # noqa: E711 (elementwise on an object array)
         reason[hit], column[hit] = why, name
     good = reason == None  # noqa: E711
@@ -265,7 +289,7 @@ def parse_chunk(
     rejects += [Reject(file, int(lines[i]), column[i], reason[i], "") for i in np.flatnonzero(~good)]
     rejects = _with_text(sorted(rejects, key=lambda r: r.line), chunk, first_line)
 
-    rows = Rows(
+    rows = (IdRows if with_id else Rows)(
         crew=np.asarray(values[cols.CREW], dtype=np.float64)[good].astype(np.int64),
         seat=np.asarray(values[cols.SEAT], dtype=np.float64)[good].astype(np.int64),
         experiment=values[cols.EXPERIMENT][good],
@@ -276,8 +300,25 @@ def parse_chunk(
                if labelled else np.full(int(good.sum()), -1, np.int64)),
         line=lines[good].astype(np.int64),
         source=np.zeros(int(good.sum()), np.int64),
+        **({"id": _ids(table.column(cols.ID), good)} if with_id else {}),
     )
     return rows, rejects
+
+
+def _ids(column: pa.ChunkedArray, good: np.ndarray) -> np.ndarray:
+    """Exact int64 ids of the good rows (checked to hold integers). Never through float64, which
+    would round ids above 2**53: int64 cells as they are, text cells (the slow path) by int()."""
+    if pa.types.is_integer(column.type):
+        return pc.fill_null(column, 0).to_numpy()[good].astype(np.int64)
+    return np.array([_exact_int(text) for text in np.asarray(column.to_pylist(), dtype=object)[good]],
+                    dtype=np.int64)
+
+
+def _exact_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # `12.0`, `1e3`: integral values written as floats
+        return int(float(text))
 
 
 def _with_text(rejects: List[Reject], chunk: bytes, first_line: int) -> List[Reject]:
@@ -307,15 +348,17 @@ def read_file_chunks(
     labelled: bool = True,
     byte_range: Tuple[int, Optional[int]] = (0, None),
     newlines_before: int = 0,
+    with_id: bool = False,
 ) -> Iterator[Tuple[Rows, List[Reject]]]:
     """Read the lines of an open file that start in `byte_range`, chunk by chunk.
 
     The header is read from the file's start whatever the range; `newlines_before` is the
     number of newlines before the range's start (so that line numbers are the file's own).
+    `with_id` reads the test layout and yields `IdRows`.
     A range other than the first needs a seekable (uncompressed) file.
     """
     header = read_header(f, file)
-    check_header(header, features, file, labelled)
+    check_header(header, features, file, labelled, with_id)
     start, end = byte_range
     offset, line = f.tell(), 2
     if start > offset:
@@ -323,4 +366,4 @@ def read_file_chunks(
     elif start > 0:
         raise ValueError(f"{file}: byte range {byte_range} starts inside the header")
     for first_line, chunk in iter_line_chunks(f, chunk_bytes, line, offset, end):
-        yield parse_chunk(chunk, header, features, file, first_line, labelled)
+        yield parse_chunk(chunk, header, features, file, first_line, labelled, with_id)

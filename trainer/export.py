@@ -10,8 +10,14 @@ Signatures:
 
 The tf.Transform layer is an attribute of the exported module, so its variables and assets are
 saved with it: the model loads and runs after OUT has been deleted.
+
+`serving/assets.extra/crewstream.json` (TF Serving's folder for files the loader ignores) tells a
+consumer what to feed the signature without OUT: {"window": W, "features": [names, in stats.json
+order], "label_vocabulary": ["A", "B", "C", "D"]} (the order of the `probabilities` columns).
+`read_serving_config(model_dir)` reads it back.
 """
 
+import json
 import logging
 import uuid
 from typing import Any, Dict, Optional
@@ -27,6 +33,7 @@ SERVING_DIR = "serving"
 SERVING_SIGNATURE = "serving_default"
 SCALED_SIGNATURE = "scaled"
 PROBABILITIES = "probabilities"
+SERVING_CONFIG_FILE = "assets.extra/crewstream.json"
 
 
 class ServingModule(tf.Module):
@@ -72,11 +79,42 @@ def export_serving(model: tf.Module, data_dir: str, model_dir: str,
         SERVING_SIGNATURE: module.serve_raw.get_concrete_function(),
         SCALED_SIGNATURE: module.serve_scaled.get_concrete_function(),
     })
+    _write_serving_config(staging, stats)
     if tf.io.gfile.exists(final):
         tf.io.gfile.rmtree(final)
     tf.io.gfile.rename(staging, final)
     _LOG.info("exported %s", final)
     return final
+
+
+def _write_serving_config(saved_model_dir: str, stats: Dict[str, Any]) -> None:
+    path = layout.join(saved_model_dir, SERVING_CONFIG_FILE)
+    tf.io.gfile.makedirs(layout.join(saved_model_dir, SERVING_CONFIG_FILE.rsplit("/", 1)[0]))
+    config = {"window": stats["window"], "features": list(stats["features"]),
+              "label_vocabulary": list(stats["label_vocabulary"])}
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(config, f, indent=2)
+        f.write("\n")
+
+
+def read_serving_config(model_dir: str) -> Dict[str, Any]:
+    """{"window": int, "features": [str], "label_vocabulary": [str]} of MODEL/serving.
+
+    FileNotFoundError when MODEL/serving has none (exported before it was written: re-export);
+    ValueError when it is malformed.
+    """
+    path = layout.join(serving_dir(model_dir), SERVING_CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path} not found: {model_dir} has no exported serving model, or "
+                                "one exported before the serving config existed (export it again)")
+    with tf.io.gfile.GFile(path, "r") as f:
+        config = json.load(f)
+    window, features, labels = (config.get(k) for k in ("window", "features", "label_vocabulary"))
+    if not (isinstance(window, int) and window >= 1 and isinstance(features, list) and features
+            and all(isinstance(n, str) for n in features) and isinstance(labels, list) and labels):
+        raise ValueError(f"{path}: expected {{window: int >= 1, features: [str, ...], "
+                         f"label_vocabulary: [str, ...]}}, got {config}")
+    return config
 
 
 def load_serving(model_dir: str):

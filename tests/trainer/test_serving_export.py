@@ -86,3 +86,20 @@ def test_export_replaces_a_previous_export(tmp_path, exported, prep_dir):
     assert sorted(os.listdir(tmp_path)) == [export.SERVING_DIR]
     assert not (old / "stale.txt").exists()
     assert export.load_serving(str(tmp_path)).signatures[export.SERVING_SIGNATURE] is not None
+
+
+def test_serving_config_tells_a_consumer_what_to_feed_without_out(exported, stats):
+    """MODEL/serving/assets.extra/crewstream.json: W, the features in stats.json order and the
+    order of the probability columns, readable after OUT is gone."""
+    assert not os.path.exists(os.path.join(os.path.dirname(exported.model_dir), "out"))
+    config = export.read_serving_config(exported.model_dir)
+    assert config == {"window": stats["window"], "features": stats["features"],
+                      "label_vocabulary": stats["label_vocabulary"]}
+    sig = export.load_serving(exported.model_dir).signatures[export.SERVING_SIGNATURE]
+    shape = sig.structured_input_signature[1][WINDOW].shape.as_list()
+    assert shape == [None, config["window"], len(config["features"])]
+
+
+def test_a_serving_model_without_its_config_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="export it again"):
+        export.read_serving_config(str(tmp_path))

@@ -1,0 +1,104 @@
+"""trainer.score: the competition's log loss, accuracy and macro F1, rows matched by id.
+
+The expected numbers come from scikit-learn: log_loss on probabilities clipped to [1e-15, 1-1e-15]
+and renormalized per row, which is what Kaggle does before scoring.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, log_loss
+
+from tfrecords_schema import LABEL_VOCABULARY, csv_layout as cols
+from trainer import predict, score
+
+LABELS = list(LABEL_VOCABULARY)
+
+
+def kaggle_clip(p):
+    p = np.clip(np.asarray(p, np.float64), 1e-15, 1 - 1e-15)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def make_case(n=5000, seed=0):
+    """Truth labels int [n] and awkward probabilities [n, 4]: exact zeros and ones on the true class,
+    rows that do not sum to 1, an all-zero row, values below the clip."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    p = rng.dirichlet([0.3] * 4, n)
+    p[0] = 0.0                              # nothing anywhere
+    p[1] = np.eye(4)[(y[1] + 1) % 4]        # certain and wrong: the true class gets 0
+    p[2] = np.eye(4)[y[2]]                  # certain and right
+    p[3:50] *= rng.uniform(0.2, 3.0, (47, 1))  # not normalized
+    p[50, y[50]] = 1e-20                    # below the clip
+    return y, p
+
+
+def write_files(tmp_path, y, p, order=None, columns=None):
+    ids = np.arange(len(y)) * 7 + 3  # ids need not be 0..n-1
+    truth = pd.DataFrame({cols.ID: ids, cols.EVENT: np.array(LABELS)[y]})
+    sub = pd.DataFrame(p, columns=LABELS)
+    sub.insert(0, cols.ID, ids)
+    if order is not None:
+        sub = sub.iloc[order]
+    if columns is not None:
+        sub = sub[columns]
+    truth.to_csv(tmp_path / "truth.csv", index=False)
+    sub.to_csv(tmp_path / "sub.csv", index=False)
+    return str(tmp_path / "sub.csv"), str(tmp_path / "truth.csv")
+
+
+def test_log_loss_is_sklearns_with_the_competition_clipping(tmp_path):
+    y, p = make_case()
+    report = score.score(*write_files(tmp_path, y, p))
+    assert report["log_loss"] == pytest.approx(log_loss(y, kaggle_clip(p), labels=[0, 1, 2, 3]), rel=1e-12)
+    assert np.isfinite(report["log_loss"])  # p(true) = 0 on row 1: only the clip keeps it finite
+    assert report["accuracy"] == pytest.approx(accuracy_score(y, p.argmax(axis=1)))
+    assert report["macro_f1"] == pytest.approx(f1_score(y, p.argmax(axis=1), average="macro"))
+    assert report["rows"] == len(y)
+
+
+def test_rows_are_matched_by_id_in_any_row_and_column_order(tmp_path):
+    y, p = make_case(n=3000, seed=1)
+    plain = score.score(*write_files(tmp_path, y, p))
+    shuffled = np.random.default_rng(2).permutation(len(y))
+    moved = score.score(*write_files(tmp_path, y, p, order=shuffled, columns=["D", "id", "B", "A", "C"]))
+    assert moved["log_loss"] == pytest.approx(plain["log_loss"], rel=1e-12)
+    assert moved["confusion_matrix"] == plain["confusion_matrix"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s.iloc[1:], "missing"),
+    (lambda s: pd.concat([s, s.iloc[[5]]]), "more than once"),
+    (lambda s: s.assign(id=s["id"].where(s.index != 3, 10**9)), "not in the truth"),
+    (lambda s: s.assign(B=s["B"].where(s.index != 4, np.nan)), "finite"),
+    (lambda s: s.drop(columns=["C"]), "cannot read the columns"),
+])
+def test_unscorable_submissions_are_errors_naming_the_problem(tmp_path, capsys, change, message):
+    y, p = make_case(n=200)
+    sub_path, truth_path = write_files(tmp_path, y, p)
+    change(pd.read_csv(sub_path)).to_csv(sub_path, index=False)
+    with pytest.raises(score.ScoreError, match=message):
+        score.score(sub_path, truth_path)
+    assert score.main(["--submission", sub_path, "--truth", truth_path]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_score_of_a_predicted_synth_test_file(tmp_path, exported, sample_dir, capsys):
+    """The demo's last two steps: predict synth's test.csv, then score it against test_truth.csv."""
+    sub_path = tmp_path / "submission.csv"
+    assert predict.main(["--model-dir", exported.model_dir, "--input", str(sample_dir / "test.csv"),
+                         "--output", str(sub_path), "--progress", "none"]) == 0
+    assert score.main(["--submission", str(sub_path), "--truth", str(sample_dir / "test_truth.csv"),
+                       "--json", str(tmp_path / "score.json")]) == 0
+    out = capsys.readouterr().out
+    assert "log loss (Kaggle" in out and "macro F1" in out
+
+    truth = pd.read_csv(sample_dir / "test_truth.csv")
+    joined = truth.merge(pd.read_csv(sub_path), on=cols.ID, validate="one_to_one")
+    assert len(joined) == len(truth)
+    y = joined[cols.EVENT].map(LABELS.index).to_numpy()
+    expected = log_loss(y, kaggle_clip(joined[LABELS].to_numpy()), labels=[0, 1, 2, 3])
+    report = pd.read_json(tmp_path / "score.json", typ="series")
+    assert report["log_loss"] == pytest.approx(expected, rel=1e-9)
+    assert f"{expected:.5f}" in out

@@ -1,0 +1,202 @@
+"""`crewstream score` / `python -m trainer.score`: a submission against a truth file, as Kaggle scores it.
+
+    crewstream score --submission submission.csv --truth test_truth.csv
+
+- log_loss: the competition's multi-class log loss. Each probability is clipped to
+  [1e-15, 1 - 1e-15], each row is then divided by its sum, and the score is the mean over the
+  truth's rows of -ln p(true class). (Clipping first means a row of zeros cannot divide by zero.)
+- accuracy, macro_f1, per-class precision / recall / F1 / support and the confusion matrix: of the
+  arg-max class, with scikit-learn's definitions (trainer.metrics).
+
+Files: the submission has a header `id,A,B,C,D` (columns found by name, any order, extra ones
+ignored), the truth `id,event` (what `crewstream synth` writes as test_truth.csv); `.csv.gz` too.
+Rows are matched by id, in any order. As on Kaggle, every truth id must be in the submission exactly
+once and no other id may be; a missing, repeated or unknown id, or a probability that is not a
+finite number, is an error (exit 1) naming it.
+
+Memory: the truth's ids and labels (sorted, about 10 bytes a row); the submission is streamed.
+"""
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from tfrecords_schema import LABEL_VOCABULARY
+from tfrecords_schema import csv_layout as cols
+
+CLIP = 1e-15  # Kaggle's bounds: [CLIP, 1 - CLIP]
+_BLOCK_BYTES = 16 << 20  # CSV bytes per streamed batch
+
+
+class ScoreError(ValueError):
+    """The submission or the truth cannot be scored (layout, ids, values)."""
+
+
+def kaggle_log_loss_terms(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """-ln p(true class) per row, as the competition computes it: float64 [n].
+
+    probabilities: float [n, K] (need not sum to 1); labels: int [n] in [0, K).
+    """
+    p = np.clip(np.asarray(probabilities, np.float64), CLIP, 1 - CLIP)
+    p /= p.sum(axis=1, keepdims=True)
+    return -np.log(p[np.arange(len(labels)), labels])
+
+
+@dataclasses.dataclass
+class Truth:
+    """ids int64 [n] sorted ascending; labels int8 [n] (index into LABEL_VOCABULARY), same order."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+
+
+def _batches(path: str, types: Dict[str, Any], what: str):
+    """Record batches of the named columns; ScoreError when the header lacks one."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    try:
+        reader = pa_csv.open_csv(
+            path, read_options=pa_csv.ReadOptions(block_size=_BLOCK_BYTES),
+            convert_options=pa_csv.ConvertOptions(column_types=types, include_columns=list(types),
+                                                  strings_can_be_null=True))
+    except (pa.ArrowInvalid, KeyError) as e:
+        raise ScoreError(f"{what} {path}: cannot read the columns {', '.join(types)} ({e})") from None
+    while True:
+        try:
+            yield reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as e:
+            raise ScoreError(f"{what} {path}: {e}") from None
+
+
+def read_truth(path: str, labels: Sequence[str] = LABEL_VOCABULARY) -> Truth:
+    """The truth file's ids and labels, sorted by id; ScoreError on a repeated id or unknown label."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ids, codes = [], []
+    vocabulary = pa.array(list(labels))
+    for batch in _batches(path, {cols.ID: pa.int64(), cols.EVENT: pa.string()}, "truth"):
+        index = pc.index_in(batch.column(cols.EVENT), value_set=vocabulary)
+        if index.null_count or batch.column(cols.ID).null_count:
+            bad = batch.filter(pc.or_(pc.is_null(index), pc.is_null(batch.column(cols.ID)))).slice(0, 1)
+            raise ScoreError(f"truth {path}: a row without an id or with an unknown label "
+                             f"(expected one of {list(labels)}): {bad.to_pylist()[0]}")
+        ids.append(batch.column(cols.ID).to_numpy())
+        codes.append(index.to_numpy().astype(np.int8))
+    ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    codes = np.concatenate(codes) if codes else np.zeros(0, np.int8)
+    order = np.argsort(ids, kind="stable")
+    ids, codes = ids[order], codes[order]
+    repeated = ids[1:][ids[1:] == ids[:-1]]
+    if len(repeated):
+        raise ScoreError(f"truth {path}: id {repeated[0]} appears more than once")
+    return Truth(ids=ids, labels=codes)
+
+
+def score(submission: str, truth_path: str, labels: Sequence[str] = LABEL_VOCABULARY) -> Dict[str, Any]:
+    """Score `submission` against `truth_path`.
+
+    Returns {log_loss (Kaggle's), accuracy, macro_f1, per_class, labels, confusion_matrix,
+    num_windows, rows}; raises ScoreError when the files cannot be scored.
+    """
+    import pyarrow as pa
+
+    from trainer import metrics
+
+    truth = read_truth(truth_path, labels)
+    n = len(truth.ids)
+    seen = np.zeros(n, dtype=bool)
+    stream = metrics.StreamingMetrics(labels)
+    loss_sum = 0.0
+    types = {cols.ID: pa.int64(), **{label: pa.float64() for label in labels}}
+    for batch in _batches(submission, types, "submission"):
+        if batch.column(cols.ID).null_count:
+            raise ScoreError(f"submission {submission}: a row without an id")
+        ids = batch.column(cols.ID).to_numpy()
+        p = np.stack([batch.column(label).to_numpy(zero_copy_only=False) for label in labels], axis=1)
+        where = _positions(truth.ids, ids, seen, submission)
+        if not np.isfinite(p).all():
+            row = int(np.flatnonzero(~np.isfinite(p).all(axis=1))[0])
+            raise ScoreError(f"submission {submission}: id {ids[row]}: probabilities {p[row].tolist()} "
+                             "are not all finite numbers")
+        y = truth.labels[where].astype(np.int64)
+        loss_sum += float(kaggle_log_loss_terms(p, y).sum())
+        stream.update(y, p)
+    if not seen.all():
+        missing = truth.ids[~seen]
+        raise ScoreError(f"submission {submission}: {len(missing):,} id(s) of the truth are missing, "
+                         f"e.g. {missing[:5].tolist()}")
+    if n == 0:
+        raise ScoreError(f"truth {truth_path}: no rows")
+    report = stream.report()
+    report["log_loss"] = loss_sum / n
+    report["rows"] = n
+    return report
+
+
+def _positions(truth_ids: np.ndarray, ids: np.ndarray, seen: np.ndarray, submission: str) -> np.ndarray:
+    """Where each submission id is in the sorted truth ids; marks them seen. ScoreError on an
+    id that is not in the truth, or one seen before."""
+    where = np.searchsorted(truth_ids, ids)
+    known = np.zeros(len(ids), bool)
+    inside = where < len(truth_ids)
+    known[inside] = truth_ids[where[inside]] == ids[inside]
+    if not known.all():
+        raise ScoreError(f"submission {submission}: id {ids[~known][0]} is not in the truth")
+    again = seen[where] | _repeats(where)
+    if again.any():
+        raise ScoreError(f"submission {submission}: id {ids[again][0]} appears more than once")
+    seen[where] = True
+    return where
+
+
+def _repeats(where: np.ndarray) -> np.ndarray:
+    """True at every position of `where` whose value occurred earlier in `where`."""
+    order = np.argsort(where, kind="stable")
+    repeat_sorted = np.r_[False, where[order][1:] == where[order][:-1]]
+    out = np.zeros(len(where), bool)
+    out[order] = repeat_sorted
+    return out
+
+
+def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="crewstream score",
+        description="Score a submission (id,A,B,C,D) against a truth file (id,event) as the Kaggle "
+                    "competition does: multi-class log loss with probabilities clipped to "
+                    "[1e-15, 1-1e-15] and rows renormalized; also accuracy and macro F1.")
+    parser.add_argument("--submission", required=True, help="submission CSV: id,A,B,C,D (.csv or .csv.gz)")
+    parser.add_argument("--truth", required=True, help="truth CSV: id,event (e.g. synth's test_truth.csv)")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON here")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parse_args(argv)
+    from trainer import metrics
+
+    try:
+        report = score(args.submission, args.truth)
+    except (ScoreError, FileNotFoundError) as e:
+        print(f"crewstream score: error: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+    print(f"{args.submission} against {args.truth}: {report['rows']:,} ids\n")
+    print(metrics.format_report(report))
+    print(f"\nlog loss (Kaggle: clipped to [1e-15, 1-1e-15], rows renormalized) {report['log_loss']:.5f}  "
+          f"accuracy {report['accuracy']:.4f}  macro F1 {report['macro_f1']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
