@@ -16,9 +16,9 @@ the group's first row. Rows with equal times keep their file order (a stable sor
 time gaps: at prediction every row needs a window. Values go in RAW; the serving model scales them.
 W, the feature list and the class order come from MODEL/serving (export.read_serving_config).
 
-Memory: one group at a time (n rows take about n * (32 + 8F) bytes at the peak of loading), a few
-batches (--concurrent + 2, of B * W * F * 4 bytes each) and TensorFlow; never all windows, never
-the whole file. The spill folder needs about 16 + 4F bytes per row of disk.
+Memory: one group at a time (n rows take about n * (16 + 4F) bytes), --concurrent + 2 batch
+buffers of B * W * F * 4 bytes (allocated once), and TensorFlow with --concurrent calls' working
+sets; never all windows, never the whole file. The spill folder needs 16 + 4F bytes per row of disk.
 
 Rows the reader rejects (bad cell, wrong column count, ...) are left out of every window and listed
 in OUTPUT's rejects file (`NAME.rejects.csv`: file,line,column,reason,id,text); a rejected row whose
@@ -329,19 +329,43 @@ def _reject(bad, id_column: int, shard: int, writer: "SubmissionWriter", rejects
 # ---------------------------------------------------------------------------------------------
 # Pass 2: one group at a time, windows as views, batches through the serving model
 
-def load_group(path: str, num_features: int, window: int) -> Tuple[np.ndarray, np.ndarray]:
+def load_group(path: str, num_features: int, window: int, block_rows: int = 1 << 16
+               ) -> Tuple[np.ndarray, np.ndarray]:
     """A spilled group in time order: (ids int64 [n], padded float32 [n + W - 1, F]).
 
     `padded` is the group's signals after a stable sort by time, preceded by W-1 copies of its
     first row, so that `window_view(padded, W)[i]` is row i's window.
+
+    The file is read twice, `block_rows` at a time: ids and times first (to sort), then the signals,
+    each block scattered straight to its sorted place. Peak: n * (16 + 4F) bytes, where reading the
+    whole file and then sorting its signals would hold them twice, n * (32 + 8F).
     """
-    records = np.fromfile(path, dtype=record_dtype(num_features))
-    order = np.argsort(records["time"], kind="stable")  # equal times keep file order
-    ids = records["id"][order]
-    padded = np.empty((len(records) + window - 1, num_features), np.float32)
-    np.take(records["signals"], order, axis=0, out=padded[window - 1:])  # no sorted temporary
-    padded[:window - 1] = padded[window - 1]
+    dtype = record_dtype(num_features)
+    n = os.path.getsize(path) // dtype.itemsize
+    times, ids = np.empty(n, np.float64), np.empty(n, np.int64)
+    for start, block in _blocks(path, dtype, block_rows):
+        times[start:start + len(block)], ids[start:start + len(block)] = block["time"], block["id"]
+    order = np.argsort(times, kind="stable")  # equal times keep file order
+    del times
+    ids = ids[order]
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)  # the file's row j goes to sorted place rank[j]
+    del order
+    padded = np.empty((n + window - 1, num_features), np.float32)
+    for start, block in _blocks(path, dtype, block_rows):
+        padded[window - 1 + rank[start:start + len(block)]] = block["signals"]
+    if n:
+        padded[:window - 1] = padded[window - 1]
     return ids, padded
+
+
+def _blocks(path: str, dtype: np.dtype, block_rows: int) -> Iterator[Tuple[int, np.ndarray]]:
+    """(first row, records) blocks of a spill file, in file order."""
+    n = os.path.getsize(path) // dtype.itemsize
+    with open(path, "rb") as f:
+        for start in range(0, n, block_rows):
+            # an exact count: np.fromfile allocates `count` rows before it reads
+            yield start, np.fromfile(f, dtype=dtype, count=min(block_rows, n - start))
 
 
 def window_view(padded: np.ndarray, window: int) -> np.ndarray:
@@ -379,16 +403,28 @@ class ServingModel:
         return self._fn(**{self._input: self._constant(windows)})[self._output].numpy()
 
 
-def group_batches(spill: Spill, keys: Sequence[GroupKey], window: int, batch_size: int
+def group_batches(spill: Spill, keys: Sequence[GroupKey], window: int, batch_size: int, buffers: int = 1
                   ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
     """(ids int64 [b], windows float32 [b, W, F] contiguous) batches, b <= batch_size, group after
-    group. One group is in memory at a time; a batch is the only copy of its windows."""
+    group. One group is in memory at a time; a batch is the only copy of its windows.
+
+    Batches are written into `buffers` arrays taken in turn (allocated once: no 24 MB allocation
+    per batch to fragment the heap), so a yielded batch is overwritten `buffers` yields later: the
+    consumer must be done with it by then (predict_batches keeps at most `concurrent` pending).
+    """
+    features = spill.dtype["signals"].shape[0]
+    ring = [np.empty((batch_size, window, features), np.float32) for _ in range(buffers)]
+    turn = 0
     for key in keys:
-        ids, padded = load_group(spill.path(key), spill.dtype["signals"].shape[0], window)
+        ids, padded = load_group(spill.path(key), features, window)
         os.remove(spill.path(key))  # in memory now: give the disk space back early
         windows = window_view(padded, window)
         for start in range(0, len(ids), batch_size):
-            yield ids[start:start + batch_size], np.ascontiguousarray(windows[start:start + batch_size])
+            part = windows[start:start + batch_size]
+            batch = ring[turn % buffers][:len(part)]
+            np.copyto(batch, part)
+            turn += 1
+            yield ids[start:start + batch_size], batch
         del ids, padded, windows  # before the next group loads, not after: one group at a time
 
 
@@ -398,7 +434,8 @@ def predict_batches(batches: Iterator[Tuple[np.ndarray, np.ndarray]], model, wri
 
     TensorFlow runs a call without the GIL, and one LSTM call (a loop of small ops) does not keep
     every core busy: a second call in flight fills the gaps, and the next batch is cut meanwhile.
-    At most concurrent + 2 batches exist at once. Rows are written in batch order.
+    At most `concurrent` results are pending when the next batch is cut. Rows are written in
+    batch order.
     """
     with ThreadPoolExecutor(max_workers=concurrent, thread_name_prefix="predict") as pool:
         pending: Deque[Tuple[np.ndarray, Future]] = collections.deque()
@@ -508,7 +545,9 @@ def predict(config: PredictConfig, model=None) -> PredictSummary:
             _log_pass1(spill, summary)
             started = time.perf_counter()
             progress = Progress("predict", sum(spill.rows.values()), "windows", config.progress)
-            batches = group_batches(spill, sorted(spill.rows), window, config.batch_size)
+            # concurrent + 2 buffers: a batch is overwritten only after its result was written
+            batches = group_batches(spill, sorted(spill.rows), window, config.batch_size,
+                                    buffers=config.concurrent + 2)
             predict_batches(batches, model, writer, progress, summary, config.concurrent)
             progress.close()
             summary.predict_seconds = time.perf_counter() - started

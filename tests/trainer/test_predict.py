@@ -10,6 +10,7 @@ import gzip
 import io
 import os
 import shutil
+import time
 import tracemalloc
 from types import SimpleNamespace
 
@@ -304,6 +305,18 @@ def test_shards_together_are_the_whole_submission(tmp_path, exported, test_csv, 
     whole = pd.concat([sub for _, sub in parts]).sort_values(cols.ID, ignore_index=True)
     expected = fingerprinted[1].sort_values(cols.ID, ignore_index=True)
     pd.testing.assert_frame_equal(whole, expected)
+
+
+def test_batch_buffers_are_reused_only_once_their_results_are_written(tmp_path, exported, test_csv, fingerprinted):
+    """Many small batches, three model calls in flight and a slow model: a buffer overwritten too
+    early would give some id another window's fingerprint."""
+    def slow(windows):
+        time.sleep(0.002 * (len(windows) % 3))  # calls finish out of order
+        return fingerprint(windows)
+
+    _, sub = run(exported.model_dir, test_csv, tmp_path / "sub.csv", model=slow, batch_size=37, concurrent=3)
+    by_id = sub.set_index(cols.ID).sort_index()
+    pd.testing.assert_frame_equal(by_id, fingerprinted[1].set_index(cols.ID).sort_index())
 
 
 def test_a_failed_run_leaves_no_partial_submission(tmp_path, exported, test_csv):
