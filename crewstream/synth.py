@@ -16,10 +16,17 @@ and tested on files made here. They reproduce the layout and the quirks that DAT
   in bursts, SS about 8-9% B in short bursts; the test flight (LOFT) mixes all four classes, and its
   labels go to test_truth.csv (`id,event`) only.
 
-The classes change the physiology smoothly (breathing rate and depth, heart rate, muscle noise on
-ecg and r, skin-conductance level and fluctuation, EEG band power), with per-person response
-strengths and slow non-stationary drift, so that a class is visible in a 1-second window of r, ecg
-and gsr but not from any single row value.
+The classes change the physiology (breathing rate and depth, heart rate, muscle tremor and noise on
+r and ecg, skin-conductance level and fluctuation, EEG band power), with per-person response
+strengths and slow non-stationary drift. Rates (breathing at 0.2-0.5 Hz, heart at 1-2 Hz) hardly
+show in a 1-second window, so what a window shows of the class is mostly muscle activity: a ~10 Hz
+tremor whose amplitude grows many times with tension, within a quarter of a second of a label
+change. It is on r (chest) in C and B and on ecg (arm and trunk muscles) in D and B, so each class
+has its own pattern over the two channels. The people's offsets of r and ecg are smaller than the
+swings within one recording (breathing, tremor, ecg wander), so that a model fed windows z-scored
+with global statistics (as `crewstream preprocess` makes them) can learn the class from a window's
+dynamics rather than from whose recording it is. No single row value gives the class away: most of a
+class's values lie inside the same person's baseline range (tests/crewstream/test_synth.py).
 
 Every (crew, seat, experiment) block is drawn from its own seeded generator, so the same arguments
 give byte-identical files, and a crew's data does not depend on which other crews are requested.
@@ -162,10 +169,12 @@ def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
 EFFECTS = {
     "heart_rate": (1.0, 1.35, 1.15, 1.20),
     "breath_rate": (1.0, 1.80, 0.60, 1.40),
-    "breath_depth": (1.0, 1.60, 0.60, 1.30),
-    "muscle_noise": (1.0, 2.60, 1.90, 1.50),  # on ecg and r: tension
+    "breath_depth": (1.0, 1.20, 0.25, 1.30),
+    "muscle_noise": (1.0, 2.60, 1.90, 1.50),  # broadband, on ecg and r
+    "r_tremor": (1.0, 22.0, 26.0, 1.5),  # chest and shoulder muscles, on r
+    "ecg_tremor": (1.0, 15.0, 1.0, 17.0),  # arm and trunk muscles, on ecg
     "gsr_level": (1.0, 1.06, 1.04, 1.05),
-    "gsr_noise": (1.0, 2.80, 1.80, 1.60),
+    "gsr_noise": (1.0, 5.0, 1.5, 4.0),
     "theta": (1.0, 1.50, 0.80, 2.00),
     "alpha": (1.0, 0.70, 0.50, 0.70),
     "beta": (1.0, 1.80, 2.20, 1.30),
@@ -183,13 +192,16 @@ class Person:
     eeg_band_hz: np.ndarray  # (3,)
     ecg_offset: float
     ecg_amp: float  # R-peak height; negative for an inverted lead
-    ecg_noise: float  # muscle noise, fraction of |ecg_amp|
+    ecg_noise: float  # broadband muscle noise at rest, fraction of |ecg_amp|
+    ecg_tremor: float  # tremor amplitude at rest, fraction of |ecg_amp|
     ecg_decimals: int  # some recorders store whole ADC counts: `-4520.0`
     heart_hz: float
     r_offset: float
-    r_amp: float
-    r_noise: float  # fraction of r_amp
+    r_amp: float  # breathing amplitude
+    r_noise: float  # broadband muscle noise at rest, fraction of r_amp
+    r_tremor: float  # tremor amplitude at rest, fraction of r_amp
     breath_hz: float
+    tremor_hz: float  # physiological tremor, about 10 Hz
     gsr_level: float
     gsr_noise: float  # fraction of gsr_level
     response: np.ndarray  # (4,) strength of the class effects for this person
@@ -203,18 +215,21 @@ def draw_person(seed: int, crew: int, seat: int) -> Person:
         eeg_mix=rng.uniform(1, 10, (3, NUM_EEG)) * rng.lognormal(0, 0.35),
         eeg_noise=rng.uniform(2, 6, NUM_EEG),
         eeg_band_hz=np.asarray(EEG_BAND_HZ) + rng.uniform(-1, 1, 3),
-        ecg_offset=rng.choice([-1, -1, 1]) * rng.uniform(1500, 9000),
-        ecg_amp=rng.choice([-1, 1, 1]) * rng.uniform(500, 2500),
-        ecg_noise=rng.uniform(0.015, 0.03),
+        ecg_offset=rng.choice([-1, -1, 1]) * rng.uniform(1500, 2500),
+        ecg_amp=rng.choice([-1, 1, 1]) * rng.uniform(4000, 7000),
+        ecg_noise=rng.uniform(0.015, 0.025),
+        ecg_tremor=rng.uniform(0.035, 0.045),
         ecg_decimals=int(rng.choice([0, VALUE_DECIMALS, VALUE_DECIMALS])),
         heart_hz=rng.uniform(60, 80) / 60,
-        r_offset=rng.uniform(300, 900),
-        r_amp=rng.uniform(30, 150),
-        r_noise=rng.uniform(0.02, 0.04),
+        r_offset=rng.uniform(490, 730),
+        r_amp=rng.uniform(100, 200),
+        r_noise=rng.uniform(0.015, 0.025),
+        r_tremor=rng.uniform(0.055, 0.065),
         breath_hz=rng.uniform(0.22, 0.30),
-        gsr_level=float(np.exp(rng.uniform(np.log(150), np.log(3000)))),
-        gsr_noise=rng.uniform(0.0015, 0.003),
-        response=rng.uniform(0.7, 1.3, len(LABEL_VOCABULARY)),
+        tremor_hz=rng.uniform(9.5, 10.5),
+        gsr_level=float(np.exp(rng.uniform(np.log(450), np.log(1100)))),
+        gsr_noise=rng.uniform(0.008, 0.012),
+        response=rng.uniform(0.8, 1.2, len(LABEL_VOCABULARY)),
     )
 
 
@@ -236,6 +251,13 @@ def _phase(hz: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return rng.uniform() + np.cumsum(hz) / SAMPLE_RATE_HZ
 
 
+def _tremor(person: Person, amplitude: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(n,) muscle tremor: an oscillation near the person's tremor_hz, of `amplitude`, waxing and waning."""
+    n = len(amplitude)
+    hz = person.tremor_hz * np.exp(_slow(n, rng, 1.0, 0.05))
+    return amplitude * np.exp(_slow(n, rng, 2.0, 0.15)) * np.sin(2 * np.pi * _phase(hz, rng))
+
+
 def _eeg(person: Person, env: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(n, NUM_EEG) microvolts: three band sources mixed into the channels, plus channel noise."""
     n = len(env)
@@ -255,32 +277,38 @@ ECG_WAVES = np.array([
 ])
 
 
-def _ecg(person: Person, env: np.ndarray, breath: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(n,) ecg: beats at a class-dependent heart rate, breathing wander, muscle noise."""
+def _ecg(person: Person, env: np.ndarray, muscle: np.ndarray, breath: np.ndarray,
+         rng: np.random.Generator) -> np.ndarray:
+    """(n,) ecg: beats at a class-dependent heart rate, breathing wander, muscle tremor and noise."""
     n = len(env)
     beat = _phase(person.heart_hz * _effect("heart_rate", person, env), rng) % 1.0
     wave = np.zeros(n)
     for centre, width, height in ECG_WAVES:
         wave += height * np.exp(-0.5 * ((beat - centre) / width) ** 2)
-    noise_level = person.ecg_noise * _effect("muscle_noise", person, env) * np.exp(_slow(n, rng, 5.0, 0.25))
-    wave += 0.05 * np.sin(2 * np.pi * breath) + noise_level * rng.standard_normal(n)
-    return person.ecg_offset + person.ecg_amp * wave
+    wave += 0.3 * np.sin(2 * np.pi * breath)
+    wave += _tremor(person, person.ecg_tremor * _effect("ecg_tremor", person, muscle), rng)
+    noise_level = person.ecg_noise * _effect("muscle_noise", person, muscle)
+    noise_level *= np.exp(_slow(n, rng, 5.0, 0.15))
+    return person.ecg_offset + person.ecg_amp * (wave + noise_level * rng.standard_normal(n))
 
 
-def _respiration(person: Person, env: np.ndarray, breath: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(n,) r: a breathing wave with class-dependent depth, plus muscle noise and slow wander."""
+def _respiration(person: Person, env: np.ndarray, muscle: np.ndarray, breath: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+    """(n,) r: a breathing wave with class-dependent depth, muscle tremor and noise, slow wander."""
     n = len(env)
     wave = np.sin(2 * np.pi * breath) + 0.15 * np.sin(4 * np.pi * breath + 1.0)
-    noise_level = person.r_noise * _effect("muscle_noise", person, env) * np.exp(_slow(n, rng, 5.0, 0.25))
-    wave = wave * _effect("breath_depth", person, env) + noise_level * rng.standard_normal(n)
-    return person.r_offset + person.r_amp * (wave + _slow(n, rng, 20.0, 0.3))
+    wave = wave * _effect("breath_depth", person, env) + _slow(n, rng, 20.0, 0.2)
+    wave += _tremor(person, person.r_tremor * _effect("r_tremor", person, muscle), rng)
+    noise_level = person.r_noise * _effect("muscle_noise", person, muscle)
+    noise_level *= np.exp(_slow(n, rng, 5.0, 0.15))
+    return person.r_offset + person.r_amp * (wave + noise_level * rng.standard_normal(n))
 
 
 def _gsr(person: Person, codes: np.ndarray, env: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(n,) gsr: a skin-conductance level that follows the class slowly, with sweat fluctuation."""
     n = len(env)
     # The level lags: its own, longer envelope makes it rise and fall over seconds.
-    level = _effect("gsr_level", person, class_envelope(codes, 4.0)) * np.exp(_slow(n, rng, 20.0, 0.06))
+    level = _effect("gsr_level", person, class_envelope(codes, 4.0)) * np.exp(_slow(n, rng, 5.0, 0.15))
     noise_level = person.gsr_noise * _effect("gsr_noise", person, env) * np.exp(_slow(n, rng, 5.0, 0.25))
     return person.gsr_level * (level + noise_level * rng.standard_normal(n))
 
@@ -316,11 +344,12 @@ def make_block(seed: int, crew: int, seat: int, experiment: str, n: int) -> Bloc
     rng = np.random.default_rng([seed, crew, seat, 2, EXPERIMENTS.index(experiment)])
     codes = label_codes(experiment, n, rng)
     env = class_envelope(codes, 1.0)
+    muscle = class_envelope(codes, 0.25)  # muscles respond within a fraction of a second
     breath = _phase(person.breath_hz * _effect("breath_rate", person, env), rng)
     signals = np.empty((n, len(SIGNALS)))
     signals[:, :NUM_EEG] = _eeg(person, env, rng)
-    signals[:, ECG] = _ecg(person, env, breath, rng)
-    signals[:, R] = _respiration(person, env, breath, rng)
+    signals[:, ECG] = _ecg(person, env, muscle, breath, rng)
+    signals[:, R] = _respiration(person, env, muscle, breath, rng)
     signals[:, GSR] = _gsr(person, codes, env, rng)
     decimals = np.full(len(SIGNALS), VALUE_DECIMALS)
     decimals[ECG] = person.ecg_decimals
