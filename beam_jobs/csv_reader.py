@@ -8,11 +8,19 @@ is kept. Rows read = rows kept + rows rejected, line by line: empty lines are ro
 
 `with_id=True` reads the test layout (crewstream predict): the `id` column must be in the header,
 a row without an integer id is rejected, and the rows come as `IdRows` (`Rows` plus `id`).
+
+Compressed files (`.gz`, `.bz2`) are decompressed with the standard library, which raises on a
+stream that ends early or fails its checksum: Beam's decompressing reader returns the rows of a
+truncated gzip without complaint. Such a file is a `CsvLayoutError`, never a silently short read.
 """
 
+import bz2
+import contextlib
 import dataclasses
+import gzip
 import io
-from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
+import zlib
+from typing import BinaryIO, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -28,6 +36,12 @@ DEFAULT_CHUNK_BYTES = 16 << 20  # bytes parsed at once: one Beam element of rows
 DEFAULT_SPLIT_BYTES = 64 << 20  # bytes of an uncompressed file one worker reads: the unit of parallelism
 _INT_COLUMNS = (cols.CREW, cols.SEAT)
 _STR_COLUMNS = (cols.EXPERIMENT, cols.EVENT)
+_DECOMPRESSORS = {".gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+                  ".bz2": lambda raw: bz2.BZ2File(raw, mode="rb")}
+_UNSUPPORTED_SUFFIXES = (".deflate", ".zst", ".zstd", ".xz", ".lzma")  # Beam knows them; we do not
+# What a damaged compressed stream raises: EOFError (ends early), BadGzipFile / OSError (bad
+# header or checksum), zlib.error (bad data).
+_STREAM_ERRORS = (EOFError, OSError, zlib.error)
 
 
 class CsvLayoutError(ValueError):
@@ -71,12 +85,61 @@ class IdRows(Rows):
     id: np.ndarray
 
 
+def is_compressed(path: str) -> bool:
+    """True for `.gz` / `.bz2`: read whole by one worker, never split into byte ranges."""
+    return path.lower().endswith(tuple(_DECOMPRESSORS))
+
+
+def decompressed(raw: BinaryIO, path: str) -> ContextManager[BinaryIO]:
+    """The decompressed stream of an open raw file (`raw` itself when uncompressed); closing it
+    leaves `raw` open. CsvLayoutError for a compression we do not read."""
+    lower = path.lower()
+    for suffix, opener in _DECOMPRESSORS.items():
+        if lower.endswith(suffix):
+            return opener(raw)
+    if lower.endswith(_UNSUPPORTED_SUFFIXES):
+        raise CsvLayoutError(f"{path}: unsupported compression; use .csv, .csv.gz or .csv.bz2")
+    return contextlib.nullcontext(raw)
+
+
+@contextlib.contextmanager
+def stream_errors_as_layout_errors(file: str) -> Iterator[None]:
+    """A truncated or damaged compressed file is a file-level problem naming the file."""
+    try:
+        yield
+    except _STREAM_ERRORS as e:
+        if not is_compressed(file):
+            raise
+        raise CsvLayoutError(f"{file}: truncated or damaged compressed file ({e})") from e
+
+
+def check_file(f: BinaryIO, file: str, features: Sequence[str], labelled: bool = True,
+               with_id: bool = False, read_through: bool = False) -> List[str]:
+    """The file-level checks, before any row is parsed: a usable header (`check_header`), at least
+    one line after it, and with `read_through` (for compressed files) a stream that decompresses
+    to its end. `f` is the decompressed stream. Returns the header's columns that are not part of
+    the layout (ignored by the reader). CsvLayoutError otherwise."""
+    with stream_errors_as_layout_errors(file):
+        header = read_header(f, file)
+        check_header(header, features, file, labelled, with_id)
+        if not f.read(1):
+            raise CsvLayoutError(f"{file}: header only, no data rows")
+        while read_through and f.read(1 << 20):
+            pass
+    known = set(cols.KEY_COLUMNS + cols.SIGNALS) | ({cols.EVENT} if labelled else set()) | (
+        {cols.ID} if with_id else set())
+    return [name for name in header if name not in known]
+
+
 def read_header(f: BinaryIO, file: str) -> List[str]:
     """Column names of the header line (UTF-8 BOM and CRLF tolerated)."""
     line = f.readline()
     if not line:
         raise CsvLayoutError(f"{file}: empty file (no header line)")
-    text = line.decode("utf-8-sig").rstrip("\r\n")
+    try:
+        text = line.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise CsvLayoutError(f"{file}: the first line is not UTF-8 text (a binary or compressed file?)") from None
     return [name.strip() for name in text.split(",")]
 
 
@@ -355,9 +418,11 @@ def read_file_chunks(
     The header is read from the file's start whatever the range; `newlines_before` is the
     number of newlines before the range's start (so that line numbers are the file's own).
     `with_id` reads the test layout and yields `IdRows`.
-    A range other than the first needs a seekable (uncompressed) file.
+    A range other than the first needs a seekable (uncompressed) file. A compressed stream that
+    ends early or is damaged raises CsvLayoutError (after the rows before the damage were yielded).
     """
-    header = read_header(f, file)
+    with stream_errors_as_layout_errors(file):
+        header = read_header(f, file)
     check_header(header, features, file, labelled, with_id)
     start, end = byte_range
     offset, line = f.tell(), 2
@@ -365,5 +430,11 @@ def read_file_chunks(
         offset, line = seek_first_line(f, start, newlines_before)
     elif start > 0:
         raise ValueError(f"{file}: byte range {byte_range} starts inside the header")
-    for first_line, chunk in iter_line_chunks(f, chunk_bytes, line, offset, end):
+    chunks = iter_line_chunks(f, chunk_bytes, line, offset, end)
+    while True:
+        with stream_errors_as_layout_errors(file):  # around the read only, not the parse
+            item = next(chunks, None)
+        if item is None:
+            return
+        first_line, chunk = item
         yield parse_chunk(chunk, header, features, file, first_line, labelled, with_id)

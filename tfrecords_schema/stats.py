@@ -3,6 +3,9 @@
 It is written last (atomically: a temporary name, then a rename), so its presence means the run
 completed. Readers learn window size, features, scaling and class counts from it rather than from
 constants (STYLE.md habit 2). `validate_stats` checks every field and the arithmetic between them.
+
+`inputs` accounts for every input file: rows read = rows used + rows rejected. Runs before it
+existed wrote none; such a stats.json is still valid.
 """
 
 import json
@@ -22,6 +25,7 @@ _TOP_LEVEL = {
 _SPLIT_FIELDS = {
     "crews": list, "num_rows": int, "num_windows": int, "class_counts": dict, "shards": list,
 }
+_INPUT_FIELDS = {"file": str, "rows_read": int, "rows_used": int, "rows_rejected": int}
 
 
 class StatsError(ValueError):
@@ -62,6 +66,30 @@ def _validate_split(name: str, split: Dict[str, Any], compression: str) -> None:
            f"shard counts sum to {total}, num_windows is {split['num_windows']}")
 
 
+def _validate_inputs(stats: Dict[str, Any]) -> None:
+    """Per input file rows read = used + rejected; over all files, used rows are the splits' rows
+    and rejected rows are `rejected_rows`."""
+    inputs = stats["inputs"]
+    _check(isinstance(inputs, list), "inputs", "expected a list")
+    for i, entry in enumerate(inputs):
+        where = f"inputs[{i}]"
+        _check(isinstance(entry, dict), where, "expected {file, rows_read, rows_used, rows_rejected}")
+        _check_fields(entry, _INPUT_FIELDS, where)
+        _check(min(entry["rows_read"], entry["rows_used"], entry["rows_rejected"]) >= 0, where,
+               "counts must be non-negative")
+        _check(entry["rows_read"] == entry["rows_used"] + entry["rows_rejected"], where,
+               f"{entry['file']}: rows_read {entry['rows_read']} != rows_used {entry['rows_used']} + "
+               f"rows_rejected {entry['rows_rejected']}")
+    files = [entry["file"] for entry in inputs]
+    _check(len(set(files)) == len(files), "inputs", "a file is listed twice")
+    used = sum(stats["splits"][name]["num_rows"] for name in layout.SPLITS)
+    _check(sum(e["rows_used"] for e in inputs) == used, "inputs",
+           f"rows_used sum to {sum(e['rows_used'] for e in inputs)}, the splits hold {used} rows")
+    _check(sum(e["rows_rejected"] for e in inputs) == stats["rejected_rows"], "inputs",
+           f"rows_rejected sum to {sum(e['rows_rejected'] for e in inputs)}, "
+           f"rejected_rows is {stats['rejected_rows']}")
+
+
 def validate_stats(stats: Dict[str, Any]) -> Dict[str, Any]:
     """Raise StatsError naming the first bad field; return `stats` unchanged when valid."""
     _check(isinstance(stats, dict), "top level", "expected an object")
@@ -83,6 +111,8 @@ def validate_stats(stats: Dict[str, Any]) -> Dict[str, Any]:
     _check(set(stats["splits"]) == set(layout.SPLITS), "splits", f"expected {list(layout.SPLITS)}")
     for name in layout.SPLITS:
         _validate_split(name, stats["splits"][name], stats["compression"])
+    if "inputs" in stats:
+        _validate_inputs(stats)
     return stats
 
 

@@ -136,3 +136,59 @@ def test_byte_ranges_tile_the_file_with_the_files_own_line_numbers(tmp_path, spl
     assert got.line.tolist() == expected_lines  # each line once, in order
     np.testing.assert_array_equal(got.signals[:, 0], [float(i) for i in range(300) if i != 57])
     assert [(r.line, r.column) for r in rejects] == [(59, "r")]
+
+
+def _gzipped_lines(n=2000):
+    text = HEADER + "\n" + "\n".join(row(time=str(i / 256)) for i in range(n)) + "\n"
+    return text, gzip.compress(text.encode())
+
+
+@pytest.mark.parametrize("cut", ["trailer", "half"])
+def test_truncated_gzip_raises_a_layout_error_naming_the_file(cut):
+    _, blob = _gzipped_lines()
+    blob = blob[:-8] if cut == "trailer" else blob[:len(blob) // 2]  # trailer: CRC32 and size
+    with csv_reader.decompressed(io.BytesIO(blob), "f.csv.gz") as f:
+        with pytest.raises(csv_reader.CsvLayoutError, match=r"f.csv.gz: truncated or damaged compressed file"):
+            list(csv_reader.read_file_chunks(f, "f.csv.gz", FEATURES, chunk_bytes=4096))
+    with csv_reader.decompressed(io.BytesIO(blob), "f.csv.gz") as f:
+        with pytest.raises(csv_reader.CsvLayoutError, match="truncated"):
+            csv_reader.check_file(f, "f.csv.gz", FEATURES, read_through=True)
+
+
+def test_damaged_gzip_checksum_is_a_layout_error():
+    _, blob = _gzipped_lines()
+    blob = blob[:-8] + bytes([blob[-8] ^ 0xFF]) + blob[-7:]  # the stored CRC32 no longer matches
+    with csv_reader.decompressed(io.BytesIO(blob), "f.csv.gz") as f:
+        with pytest.raises(csv_reader.CsvLayoutError, match="f.csv.gz: truncated or damaged"):
+            csv_reader.check_file(f, "f.csv.gz", FEATURES, read_through=True)
+
+
+def test_bz2_reads_like_plain_and_unknown_compression_is_refused():
+    import bz2
+
+    text, _ = _gzipped_lines(50)
+    with csv_reader.decompressed(io.BytesIO(bz2.compress(text.encode())), "f.csv.bz2") as f:
+        rows = csv_reader.Rows.concat([r for r, _ in csv_reader.read_file_chunks(f, "f.csv.bz2", FEATURES)])
+    np.testing.assert_array_equal(rows.time, read_all(text)[0].time)
+    assert csv_reader.is_compressed("x.CSV.GZ") and not csv_reader.is_compressed("x.csv")
+    with pytest.raises(csv_reader.CsvLayoutError, match="x.csv.zst: unsupported compression"):
+        csv_reader.decompressed(io.BytesIO(b""), "x.csv.zst")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty file"),
+    (HEADER + "\n", "header only"),
+    (HEADER, "header only"),
+    ("\x89PNG\r\n\x1a\n\xff\xfe", "the first line is not UTF-8 text"),
+])
+def test_check_file_refuses_files_without_data_rows(text, message):
+    with pytest.raises(csv_reader.CsvLayoutError, match=f"f.csv: {message}"):
+        csv_reader.check_file(io.BytesIO(text.encode("latin-1")), "f.csv", FEATURES)
+
+
+def test_check_file_returns_the_columns_it_will_ignore():
+    text = "note," + HEADER + ",id\n" + "x," + row() + ",7\n"
+    assert csv_reader.check_file(io.BytesIO(text.encode()), "f.csv", FEATURES) == ["note", "id"]
+    test_layout = ",".join(cols.TEST_COLUMNS) + ",extra\n0," + row().rsplit(",", 1)[0] + ",1\n"
+    assert csv_reader.check_file(io.BytesIO(test_layout.encode()), "t.csv", FEATURES, labelled=False,
+                                 with_id=True) == ["extra"]

@@ -73,3 +73,33 @@ def test_write_refuses_invalid(tmp_path):
     with pytest.raises(StatsError):
         write_stats(str(tmp_path), bad)
     assert not (tmp_path / "stats.json").exists()
+
+
+def stats_with_inputs():
+    stats = good_stats()
+    stats["rejected_rows"] = 3
+    stats["inputs"] = [{"file": "a.csv", "rows_read": 62, "rows_used": 60, "rows_rejected": 2},
+                       {"file": "b.csv.gz", "rows_read": 41, "rows_used": 40, "rows_rejected": 1}]
+    return stats
+
+
+def test_inputs_are_optional_and_checked_when_present(tmp_path):
+    assert "inputs" not in good_stats()  # a stats.json written before `inputs` existed stays readable
+    write_stats(str(tmp_path), stats_with_inputs())
+    assert read_stats(str(tmp_path))["inputs"] == stats_with_inputs()["inputs"]
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda s: s["inputs"][0].update(rows_used=59), r"a.csv: rows_read 62 != rows_used 59 \+ rows_rejected 2"),
+    (lambda s: s["inputs"][1].pop("rows_read"), r"inputs\[1\]: missing field 'rows_read'"),
+    (lambda s: s["inputs"][1].update(rows_rejected=-1, rows_used=42), "non-negative"),
+    (lambda s: s.update(rejected_rows=4), "rows_rejected sum to 3, rejected_rows is 4"),
+    (lambda s: s["inputs"][0].update(rows_read=63, rows_used=61), "rows_used sum to 101, the splits hold 100"),
+    (lambda s: s["inputs"][1].update(file="a.csv"), "listed twice"),
+    (lambda s: s.update(inputs={"a.csv": 1}), "expected a list"),
+])
+def test_invalid_inputs_name_the_problem(mutate, message):
+    stats = stats_with_inputs()
+    mutate(stats)
+    with pytest.raises(StatsError, match=message):
+        validate_stats(stats)
