@@ -1,8 +1,9 @@
 """`crewstream predict` / `python -m trainer.predict`: a test CSV -> submission.csv, in bounded memory.
 
-    pass 1  read the CSV (.csv or .csv.gz) in line-aligned chunks, parsed and validated by
-            beam_jobs.csv_reader (pyarrow); append each (crew, seat, experiment) group's rows
-            (id, time, raw signals) to a spill file of its own in a temporary folder
+    pass 1  read the CSV (.csv, .csv.gz or .csv.bz2) in line-aligned chunks, parsed and validated
+            by beam_jobs.csv_reader (pyarrow); append each (crew, seat, experiment) group's rows
+            (id, line, time, raw signals) to a spill file of its own in a temporary folder, and
+            every readable id to an id ledger; then give each id one row (duplicates rejected)
     pass 2  one group at a time: load it, stable-sort by time, left-pad it with W-1 copies of its
             first row, view its stride-1 windows (a numpy view, no copy), copy --batch-size of them
             at a time into a [B, W, F] batch, call MODEL/serving's `serving_default` (--concurrent
@@ -16,14 +17,26 @@ the group's first row. Rows with equal times keep their file order (a stable sor
 time gaps: at prediction every row needs a window. Values go in RAW; the serving model scales them.
 W, the feature list and the class order come from MODEL/serving (export.read_serving_config).
 
-Memory: one group at a time (n rows take about n * (16 + 4F) bytes), --concurrent + 2 batch
-buffers of B * W * F * 4 bytes (allocated once), and TensorFlow with --concurrent calls' working
-sets; never all windows, never the whole file. The spill folder needs 16 + 4F bytes per row of disk.
+Memory: one group at a time (n rows take about n * (17 + 4F) bytes), one bucket of the id ledger
+(rows / 64 x 17 bytes), --concurrent + 2 batch buffers of B * W * F * 4 bytes (allocated once), and
+TensorFlow with --concurrent calls' working sets; never all windows, never the whole file. The spill folder needs 24 + 4F bytes per row of disk,
+plus 17 per row for the id ledger.
 
-Rows the reader rejects (bad cell, wrong column count, ...) are left out of every window and listed
-in OUTPUT's rejects file (`NAME.rejects.csv`: file,line,column,reason,id,text); a rejected row whose
-id can still be read gets the uniform distribution, so the submission still has every id once. Ids
-travel with their rows, so a dropped row can never attach one id's probabilities to another.
+Bad input. File-level problems (no such file, empty file, header only, a missing column, a
+train-layout file, a truncated or damaged .gz / .bz2 stream) raise `BadInputError` or csv_reader's
+`CsvLayoutError`, and nothing is written under OUTPUT. Row-level problems (bad cell, wrong
+column count, seat not 0/1, negative time, ...) leave the row out of every window and list it in
+OUTPUT's rejects file (`NAME.rejects.csv`: file,line,column,reason,id,text): every other id's window
+is the one it would have without that row. Each id gets exactly one submission row: ids are
+checked after pass 1 (IdLedger: hashed into buckets on disk, so one bucket at a time is in memory),
+an id is kept by its first usable row (its first row when none is usable), and every other row with
+that id is rejected as a duplicate. A rejected row that keeps its id gets the uniform distribution.
+More rejected rows than --max-bad-fraction of the rows read stops the run after pass 1
+(`TooManyRejectsError`): no submission, the rejects file is written to show why.
+
+Faults. Temporary names carry this host's name and the pid (`.NAME.tmp-HOST-PID-XXXX` beside
+OUTPUT, `crewstream-predict-HOST-PID-...` spill folders): the next run removes what a killed run on
+this machine left behind. SIGTERM ends a run like Ctrl-C does, cleaning up on the way out.
 
 Scaling out: groups are independent. `--shard K/N` predicts only the groups whose stable hash
 (crc32 of "crew/seat/experiment") is K mod N, plus (worker 0) the rejected rows; N workers each
@@ -32,11 +45,14 @@ write a part, and the parts concatenated (one header) are the submission.
 
 import argparse
 import collections
+import contextlib
 import csv
 import dataclasses
-import gzip
 import logging
 import os
+import shutil
+import signal
+import socket
 import sys
 import tempfile
 import time
@@ -53,7 +69,9 @@ _LOG = logging.getLogger("crewstream.predict")
 
 DEFAULT_BATCH_SIZE = 1024
 DEFAULT_CHUNK_BYTES = 16 << 20  # CSV bytes parsed at once (csv_reader's own default)
+DEFAULT_MAX_BAD_FRACTION = 0.001  # as preprocess's --max-bad-fraction
 REJECT_HEADER = ("file", "line", "column", "reason", "id", "text")
+SPILL_PREFIX = "crewstream-predict-"
 
 GroupKey = Tuple[int, int, str]  # (crew, seat, experiment)
 
@@ -76,6 +94,15 @@ class PredictConfig:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     concurrent: int = dataclasses.field(default_factory=default_concurrency)  # model calls in flight
     progress: str = "auto"  # auto (a bar on a terminal, log lines otherwise), bar, log, none
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION  # rejected / read above this stops the run
+
+
+class BadInputError(ValueError):
+    """A file-level problem with predict's input: the run stops, nothing is written under OUTPUT."""
+
+
+class TooManyRejectsError(BadInputError):
+    """More rows rejected than --max-bad-fraction allows (the rejects file is written, to show why)."""
 
 
 @dataclasses.dataclass
@@ -83,7 +110,8 @@ class PredictSummary:
     """What a run did: counts, and seconds spent reading (pass 1) and predicting (pass 2)."""
 
     rows_read: int = 0  # data lines of the file, rejected ones included
-    rows_rejected: int = 0
+    rows_rejected: int = 0  # duplicate-id rows included
+    duplicate_id_rows: int = 0  # usable rows rejected because an earlier row has their id
     rows_without_id: int = 0  # rejected rows whose id could not be read: not in the submission
     groups: int = 0  # groups predicted by this worker
     largest_group: int = 0
@@ -165,8 +193,9 @@ def _clock(seconds: float) -> str:
 # Pass 1: read, validate, spill each group to its own file
 
 def record_dtype(num_features: int) -> np.dtype:
-    """One spilled row: id int64, time float64, signals float32 [F] (raw, serving feature order)."""
-    return np.dtype([("id", "<i8"), ("time", "<f8"), ("signals", "<f4", (num_features,))])
+    """One spilled row: id int64, its file line int64, time float64, signals float32 [F] (raw,
+    serving feature order). The line tells a row apart from a later row with the same id."""
+    return np.dtype([("id", "<i8"), ("line", "<i8"), ("time", "<f8"), ("signals", "<f4", (num_features,))])
 
 
 def group_of(key: GroupKey, num_shards: int) -> int:
@@ -191,12 +220,14 @@ def split_by_group(crew: np.ndarray, seat: np.ndarray, experiment: np.ndarray
         yield (int(keys[a, 0]), int(keys[a, 1]), cols.EXPERIMENTS[keys[a, 2]]), order[a:b]
 
 
-class Spill:
-    """Per-group append-only files of `record_dtype` rows in `folder`, in arrival (file) order.
+def _append(path: str, records: np.ndarray) -> None:
+    # opened for each append and closed again: any number of files needs one descriptor
+    with open(path, "ab") as f:
+        records.tofile(f)
 
-    A file is opened for each append and closed again, so any number of groups needs no more than
-    one open descriptor.
-    """
+
+class Spill:
+    """Per-group append-only files of `record_dtype` rows in `folder`, in arrival (file) order."""
 
     def __init__(self, folder: str, num_features: int):
         self.folder, self.dtype = folder, record_dtype(num_features)
@@ -206,28 +237,98 @@ class Spill:
         crew, seat, experiment = key
         return os.path.join(self.folder, f"crew{crew}-seat{seat}-{experiment}.rows")
 
-    def append(self, key: GroupKey, ids: np.ndarray, times: np.ndarray, signals: np.ndarray) -> None:
+    def append(self, key: GroupKey, ids: np.ndarray, lines: np.ndarray, times: np.ndarray,
+               signals: np.ndarray) -> None:
         records = np.empty(len(ids), self.dtype)
-        records["id"], records["time"], records["signals"] = ids, times, signals
-        with open(self.path(key), "ab") as f:
-            records.tofile(f)
+        records["id"], records["line"], records["time"], records["signals"] = ids, lines, times, signals
+        _append(self.path(key), records)
         self.rows[key] = self.rows.get(key, 0) + len(ids)
 
 
-def open_input(path: str) -> Tuple[BinaryIO, BinaryIO]:
-    """(file to read CSV text from, raw file whose position measures progress); `.gz` is gunzipped."""
-    raw = open(path, "rb")
-    return (gzip.GzipFile(fileobj=raw, mode="rb") if path.endswith(".gz") else raw), raw
+class IdLedger:
+    """Every readable id of the input with its line, in `buckets` files by a hash of the id.
+
+    Finding the ids that occur more than once then holds one bucket at a time in memory (about
+    rows / buckets x 17 bytes: 4.8 MB for the 17.9M rows of the real test.csv), never all ids.
+    `rejected` marks rows the reader rejected (their id could still be read).
+    """
+
+    dtype = np.dtype([("id", "<i8"), ("line", "<i8"), ("rejected", "u1")])
+
+    def __init__(self, folder: str, buckets: int = 64):
+        if buckets < 1 or buckets & (buckets - 1):
+            raise ValueError(f"buckets must be a power of 2, got {buckets}")
+        self.folder, self.buckets = folder, buckets
+        self._shift = np.uint64(64 - (buckets - 1).bit_length())  # the hash's top bits pick the bucket
+        os.makedirs(folder, exist_ok=True)
+
+    def path(self, bucket: int) -> str:
+        return os.path.join(self.folder, f"ids-{bucket:04d}.bin")
+
+    def bucket_of(self, ids: np.ndarray) -> np.ndarray:
+        """Fibonacci hashing: consecutive ids (the real file's) spread evenly over the buckets."""
+        if self.buckets == 1:
+            return np.zeros(len(ids), np.int64)
+        mixed = np.asarray(ids, np.int64).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        return (mixed >> self._shift).astype(np.int64)
+
+    def append(self, ids: np.ndarray, lines: np.ndarray, rejected: bool) -> None:
+        records = np.empty(len(ids), self.dtype)
+        records["id"], records["line"], records["rejected"] = ids, lines, rejected
+        bucket = self.bucket_of(records["id"])
+        order = np.argsort(bucket, kind="stable")
+        values, starts = np.unique(bucket[order], return_index=True)
+        for value, a, b in zip(values, starts, list(starts[1:]) + [len(order)]):
+            _append(self.path(int(value)), records[order[a:b]])
+
+    def read(self) -> Iterator[np.ndarray]:
+        """Each non-empty bucket's records (IdLedger.dtype), bucket after bucket."""
+        for bucket in range(self.buckets):
+            if os.path.exists(self.path(bucket)):
+                yield np.fromfile(self.path(bucket), dtype=self.dtype)
+
+
+def one_row_per_id(records: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which row keeps each id: its first usable row, else its first row.
+
+    records: IdLedger.dtype [n]. Returns (fallback, duplicates, kept_line): `fallback`, the records
+    of rejected rows that keep their id (they get the uniform distribution); `duplicates`, every
+    record that does not keep its id; kept_line int64 [len(duplicates)], the line that keeps it.
+    """
+    ordered = records[np.lexsort((records["line"], records["rejected"], records["id"]))]
+    first = np.ones(len(ordered), bool)
+    first[1:] = ordered["id"][1:] != ordered["id"][:-1]
+    keeper = np.flatnonzero(first)[np.cumsum(first) - 1]  # per record: index of its id's keeper
+    kept_line = ordered["line"][keeper]
+    return ordered[first & (ordered["rejected"] == 1)], ordered[~first], kept_line[~first]
+
+
+@contextlib.contextmanager
+def open_input(path: str) -> Iterator[Tuple[BinaryIO, BinaryIO]]:
+    """(stream to read CSV text from, raw file whose position measures progress); `.gz` / `.bz2`
+    are decompressed by csv_reader, which turns a truncated or damaged stream into CsvLayoutError."""
+    from beam_jobs import csv_reader
+
+    with open(path, "rb") as raw, csv_reader.decompressed(raw, path) as f:
+        yield f, raw
 
 
 def check_input(path: str, features: Sequence[str]) -> None:
-    """CsvLayoutError unless `path` has a test-layout header with every feature the model needs."""
+    """Nothing, once `path` is a test-layout CSV with every feature the model needs and at least
+    one data line; BadInputError or CsvLayoutError otherwise. Columns that are not in the test
+    layout are ignored, with a warning.
+
+    A compressed file is not read through here: damage further on stops pass 1, and nothing is
+    written under OUTPUT before the end anyway.
+    """
     from beam_jobs import csv_reader
 
-    f, raw = open_input(path)
-    with raw, f:
-        csv_reader.check_header(csv_reader.read_header(f, path), features, path, labelled=False,
-                                with_id=True)
+    if not os.path.isfile(path):
+        raise BadInputError(f"{path}: not found" if not os.path.exists(path) else f"{path}: not a file")
+    with open_input(path) as (f, _):
+        unknown = csv_reader.check_file(f, path, features, labelled=False, with_id=True)
+    if unknown:
+        _LOG.warning("%s: ignoring column(s) not in the test layout: %s", path, ", ".join(unknown))
 
 
 def reject_id(text: str, id_column: int) -> Optional[int]:
@@ -281,80 +382,151 @@ class RejectsFile:
         return None
 
 
-def spill_groups(config: PredictConfig, features: Sequence[str], spill: Spill, writer: "SubmissionWriter",
-                 rejects: RejectsFile, summary: PredictSummary) -> None:
-    """Pass 1: every row of the input to its group's spill file (this worker's groups only).
+def spill_groups(config: PredictConfig, features: Sequence[str], spill: Spill, ledger: IdLedger,
+                 rejects: Optional[RejectsFile], summary: PredictSummary) -> None:
+    """Pass 1: every row of the input to its group's spill file (this worker's groups only), and
+    every readable id (all groups: a duplicate may sit in another worker's group) to `ledger`.
 
-    Rejected rows go to `rejects`; worker 0 also writes their uniform fallback rows to `writer`.
+    Rejected rows go to `rejects` (None: not this worker's job).
     """
     from beam_jobs import csv_reader
 
     shard, num_shards = config.shard
-    f, raw = open_input(config.input)
     progress = Progress("read", os.path.getsize(config.input), "MB", config.progress, scale=1e6)
-    try:
-        header = csv_reader.read_header(f, config.input)
+    with open_input(config.input) as (f, raw):
+        with csv_reader.stream_errors_as_layout_errors(config.input):
+            id_column = csv_reader.read_header(f, config.input).index(cols.ID)  # checked: it is there
         f.seek(0)
-        id_column = header.index(cols.ID)  # check_input made sure it is there
         position = 0
         for rows, bad in csv_reader.read_file_chunks(f, config.input, features, config.chunk_bytes,
                                                      labelled=False, with_id=True):
             summary.rows_read += len(rows) + len(bad)
+            ledger.append(rows.id, rows.line, rejected=False)
             for key, idx in split_by_group(rows.crew, rows.seat, rows.experiment):
                 if group_of(key, num_shards) == shard:
-                    spill.append(key, rows.id[idx], rows.time[idx], rows.signals[idx])
-            _reject(bad, id_column, shard, writer, rejects, summary)
+                    spill.append(key, rows.id[idx], rows.line[idx], rows.time[idx], rows.signals[idx])
+            _reject(bad, id_column, ledger, rejects, summary)
             progress.update(raw.tell() - position)
             position = raw.tell()
-    finally:
-        f.close()
-        raw.close()
     progress.close()
 
 
-def _reject(bad, id_column: int, shard: int, writer: "SubmissionWriter", rejects: RejectsFile,
+def _reject(bad, id_column: int, ledger: IdLedger, rejects: Optional[RejectsFile],
             summary: PredictSummary) -> None:
     summary.rows_rejected += len(bad)
-    if not bad or shard != 0:
-        return
     ids = [reject_id(r.text, id_column) for r in bad]
-    for r, row_id in zip(bad, ids):
-        rejects.write(r, row_id)
-    readable = np.asarray([i for i in ids if i is not None], np.int64)
+    if rejects is not None:
+        for r, row_id in zip(bad, ids):
+            rejects.write(r, row_id)
+    readable = [(row_id, r.line) for r, row_id in zip(bad, ids) if row_id is not None]
     summary.rows_without_id += len(ids) - len(readable)
-    summary.fallback_rows += len(readable)
-    writer.write(readable, uniform(len(readable), writer.num_classes))
+    if readable:
+        row_ids, lines = zip(*readable)
+        ledger.append(np.asarray(row_ids, np.int64), np.asarray(lines, np.int64), rejected=True)
+
+
+def check_rejects(summary: PredictSummary, max_bad_fraction: float, path: str, partial: bool = False) -> None:
+    """TooManyRejectsError when more than `max_bad_fraction` of the rows read were rejected
+    (`partial`: the count so far, more may follow)."""
+    if summary.rows_rejected > max_bad_fraction * summary.rows_read:
+        count = f"{'at least ' if partial else ''}{summary.rows_rejected:,} of {summary.rows_read:,}"
+        raise TooManyRejectsError(
+            f"{path}: {count} rows rejected "
+            f"({summary.rows_rejected / max(summary.rows_read, 1):.2%}), more than --max-bad-fraction "
+            f"{max_bad_fraction:g}: no submission written; fix the file or raise --max-bad-fraction")
+
+
+def resolve_ids(config: PredictConfig, ledger: IdLedger, writer: "SubmissionWriter",
+                rejects: Optional[RejectsFile], summary: PredictSummary) -> np.ndarray:
+    """After pass 1: one row per id (see `one_row_per_id`), bucket by bucket.
+
+    Usable rows that lose their id to another row are rejected ("duplicate id") and counted; worker
+    0 lists them in `rejects` and writes the uniform rows of rejected rows that keep their id to
+    `writer`. Returns the sorted lines of the rows to leave out of every window.
+    TooManyRejectsError as soon as the count passes --max-bad-fraction (the duplicates found so far
+    are listed), so what is held here stays within that fraction of the rows.
+    """
+    fallbacks, duplicates, kept_lines = [], [], []
+    too_many = None
+    for records in ledger.read():
+        fallback, dups, kept_line = one_row_per_id(records)
+        usable = dups["rejected"] == 0  # a rejected duplicate is listed and counted already
+        summary.rows_rejected += int(usable.sum())
+        summary.duplicate_id_rows += int(usable.sum())
+        fallbacks.append(fallback)
+        duplicates.append(dups[usable])
+        kept_lines.append(kept_line[usable])
+        try:
+            check_rejects(summary, config.max_bad_fraction, config.input, partial=True)
+        except TooManyRejectsError as e:
+            too_many = e
+            break
+    duplicates_all = np.concatenate(duplicates) if duplicates else np.empty(0, IdLedger.dtype)
+    kept = np.concatenate(kept_lines) if kept_lines else np.empty(0, np.int64)
+    if rejects is not None:
+        _list_duplicates(config.input, duplicates_all, kept, rejects)
+    if too_many is not None:
+        raise too_many
+    if rejects is not None:
+        fallback_all = np.concatenate(fallbacks) if fallbacks else np.empty(0, IdLedger.dtype)
+        fallback_all = fallback_all[np.argsort(fallback_all["line"], kind="stable")]
+        writer.write(fallback_all["id"], uniform(len(fallback_all), writer.num_classes))
+        summary.fallback_rows += len(fallback_all)
+    return np.sort(duplicates_all["line"])
+
+
+def _list_duplicates(path: str, duplicates: np.ndarray, kept_line: np.ndarray, rejects: RejectsFile) -> None:
+    from beam_jobs.csv_reader import Reject
+
+    order = np.argsort(duplicates["line"], kind="stable")
+    for record, line in zip(duplicates[order], kept_line[order]):
+        # the row's text is not kept for usable rows: the line numbers point to both
+        rejects.write(Reject(path, int(record["line"]), cols.ID,
+                             f"duplicate id: line {int(line)} has it too and keeps it", ""), int(record["id"]))
 
 
 # ---------------------------------------------------------------------------------------------
 # Pass 2: one group at a time, windows as views, batches through the serving model
 
-def load_group(path: str, num_features: int, window: int, block_rows: int = 1 << 16
-               ) -> Tuple[np.ndarray, np.ndarray]:
+def load_group(path: str, num_features: int, window: int, excluded: Optional[np.ndarray] = None,
+               block_rows: int = 1 << 16) -> Tuple[np.ndarray, np.ndarray]:
     """A spilled group in time order: (ids int64 [n], padded float32 [n + W - 1, F]).
 
     `padded` is the group's signals after a stable sort by time, preceded by W-1 copies of its
-    first row, so that `window_view(padded, W)[i]` is row i's window.
+    first row, so that `window_view(padded, W)[i]` is row i's window. Rows whose line is in
+    `excluded` (sorted int64: rows that lost their id to another row) are left out, as if the
+    file did not have them.
 
     The file is read twice, `block_rows` at a time: ids and times first (to sort), then the signals,
-    each block scattered straight to its sorted place. Peak: n * (16 + 4F) bytes, where reading the
+    each block scattered straight to its sorted place. Peak: n * (17 + 4F) bytes, where reading the
     whole file and then sorting its signals would hold them twice, n * (32 + 8F).
     """
     dtype = record_dtype(num_features)
     n = os.path.getsize(path) // dtype.itemsize
     times, ids = np.empty(n, np.float64), np.empty(n, np.int64)
+    keep = np.ones(n, bool)
     for start, block in _blocks(path, dtype, block_rows):
-        times[start:start + len(block)], ids[start:start + len(block)] = block["time"], block["id"]
+        rows = slice(start, start + len(block))
+        times[rows], ids[rows] = block["time"], block["id"]
+        if excluded is not None and len(excluded):
+            keep[rows] = ~np.isin(block["line"], excluded)
+    everything = bool(keep.all())
+    if not everything:
+        times, ids = times[keep], ids[keep]
     order = np.argsort(times, kind="stable")  # equal times keep file order
     del times
     ids = ids[order]
-    rank = np.empty(n, np.int64)
-    rank[order] = np.arange(n)  # the file's row j goes to sorted place rank[j]
-    del order
-    padded = np.empty((n + window - 1, num_features), np.float32)
+    rank = np.full(n, -1, np.int64)  # the file's row j goes to sorted place rank[j]; -1: left out
+    rank[order if everything else np.flatnonzero(keep)[order]] = np.arange(len(ids))
+    del order, keep
+    padded = np.empty((len(ids) + window - 1, num_features), np.float32)
     for start, block in _blocks(path, dtype, block_rows):
-        padded[window - 1 + rank[start:start + len(block)]] = block["signals"]
-    if n:
+        place = rank[start:start + len(block)]
+        if everything:
+            padded[window - 1 + place] = block["signals"]
+        else:
+            padded[window - 1 + place[place >= 0]] = block["signals"][place >= 0]
+    if len(ids):
         padded[:window - 1] = padded[window - 1]
     return ids, padded
 
@@ -403,10 +575,11 @@ class ServingModel:
         return self._fn(**{self._input: self._constant(windows)})[self._output].numpy()
 
 
-def group_batches(spill: Spill, keys: Sequence[GroupKey], window: int, batch_size: int, buffers: int = 1
-                  ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+def group_batches(spill: Spill, keys: Sequence[GroupKey], window: int, batch_size: int, buffers: int = 1,
+                  excluded: Optional[np.ndarray] = None) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
     """(ids int64 [b], windows float32 [b, W, F] contiguous) batches, b <= batch_size, group after
-    group. One group is in memory at a time; a batch is the only copy of its windows.
+    group. One group is in memory at a time; a batch is the only copy of its windows. Rows whose
+    line is in `excluded` (sorted) are left out (see load_group).
 
     Batches are written into `buffers` arrays taken in turn (allocated once: no 24 MB allocation
     per batch to fragment the heap), so a yielded batch is overwritten `buffers` yields later: the
@@ -416,8 +589,10 @@ def group_batches(spill: Spill, keys: Sequence[GroupKey], window: int, batch_siz
     ring = [np.empty((batch_size, window, features), np.float32) for _ in range(buffers)]
     turn = 0
     for key in keys:
-        ids, padded = load_group(spill.path(key), features, window)
+        ids, padded = load_group(spill.path(key), features, window, excluded)
         os.remove(spill.path(key))  # in memory now: give the disk space back early
+        if not len(ids):  # every row of the group lost its id to another row
+            continue
         windows = window_view(padded, window)
         for start in range(0, len(ids), batch_size):
             part = windows[start:start + batch_size]
@@ -462,9 +637,51 @@ def _write_batch(ids: np.ndarray, future: Future, writer: "SubmissionWriter", pr
 # ---------------------------------------------------------------------------------------------
 # Output
 
+def _owner() -> str:
+    """`HOST-PID` of this process, carried by every temporary name so a later run can tell the
+    leftovers of a dead run from the files of a live one."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 def _temporary_name(path: str) -> str:
     folder, name = os.path.split(os.path.abspath(path))
-    return os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+    return os.path.join(folder, f".{name}.tmp-{_owner()}-{uuid.uuid4().hex[:8]}")
+
+
+def _left_by_dead_process(entry: str, prefix: str) -> bool:
+    """True for `PREFIX` + `HOST-PID-...` when HOST is this machine and no process PID runs."""
+    head = f"{prefix}{socket.gethostname()}-"
+    pid = entry[len(head):].split("-", 1)[0] if entry.startswith(head) else ""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):  # another user's live process; not a pid at all
+        return False
+    return False
+
+
+def remove_leftovers(output: str, temp_dir: Optional[str]) -> List[str]:
+    """Remove what killed runs on this machine left: temporary outputs beside `output` (and its
+    rejects file) and spill folders in `temp_dir` (default: the system's). Returns their paths."""
+    removed = []
+    folder = os.path.dirname(os.path.abspath(output))
+    for target in (output, rejects_path(output)):
+        prefix = f".{os.path.basename(target)}.tmp-"
+        for entry in sorted(os.listdir(folder)):
+            if _left_by_dead_process(entry, prefix):
+                os.remove(os.path.join(folder, entry))
+                removed.append(os.path.join(folder, entry))
+    temp = temp_dir or tempfile.gettempdir()
+    for entry in sorted(os.listdir(temp)) if os.path.isdir(temp) else []:
+        if _left_by_dead_process(entry, SPILL_PREFIX):
+            shutil.rmtree(os.path.join(temp, entry), ignore_errors=True)
+            removed.append(os.path.join(temp, entry))
+    if removed:
+        _LOG.info("removed %d leftover(s) of killed runs: %s", len(removed), ", ".join(removed))
+    return removed
 
 
 def rejects_path(output: str) -> str:
@@ -522,12 +739,16 @@ def predict(config: PredictConfig, model=None) -> PredictSummary:
 
     `model` (tests only) replaces MODEL/serving's signature: a callable float32 [B, W, F] ->
     [B, K]; the serving config is read from `config.model_dir` either way.
+
+    Raises (nothing written under config.output): FileNotFoundError (no model), CsvLayoutError
+    or BadInputError (the input file), TooManyRejectsError (the rejects file is written).
     """
     from trainer import export
 
     serving = export.read_serving_config(config.model_dir)
     window, features = serving["window"], list(serving["features"])
     check_input(config.input, features)  # a wrong file fails here, before the model loads
+    remove_leftovers(config.output, config.temp_dir)
     model = model or ServingModel(config.model_dir)
     summary = PredictSummary(output=config.output)
     _LOG.info("model %s: windows of %d rows x %d feature(s) (%s); input %s (%.1f MB); worker %d of %d",
@@ -535,28 +756,38 @@ def predict(config: PredictConfig, model=None) -> PredictSummary:
               os.path.getsize(config.input) / 1e6, config.shard[0], config.shard[1])
     writer = SubmissionWriter(config.output, serving["label_vocabulary"])
     rejects = RejectsFile(rejects_path(config.output))
-    committed = False
+    outcome = "failed"  # or "rejects" (the rejects file explains a stop) or "done"
     try:
-        with tempfile.TemporaryDirectory(prefix="crewstream-predict-", dir=config.temp_dir) as folder:
-            spill = Spill(folder, len(features))
+        with tempfile.TemporaryDirectory(prefix=f"{SPILL_PREFIX}{_owner()}-", dir=config.temp_dir) as folder:
+            spill, ledger = Spill(folder, len(features)), IdLedger(os.path.join(folder, "ids"))
+            own_rejects = rejects if config.shard[0] == 0 else None
             started = time.perf_counter()
-            spill_groups(config, features, spill, writer, rejects, summary)
+            spill_groups(config, features, spill, ledger, own_rejects, summary)
+            try:
+                check_rejects(summary, config.max_bad_fraction, config.input)
+                excluded = resolve_ids(config, ledger, writer, own_rejects, summary)
+            except TooManyRejectsError as e:
+                outcome = "rejects"
+                if own_rejects is None:
+                    raise
+                raise TooManyRejectsError(f"{e} (they are listed in {rejects.path})") from None
             summary.read_seconds = time.perf_counter() - started
             _log_pass1(spill, summary)
             started = time.perf_counter()
-            progress = Progress("predict", sum(spill.rows.values()), "windows", config.progress)
+            windows = sum(spill.rows.values()) - (len(excluded) if config.shard[1] == 1 else 0)
+            progress = Progress("predict", windows, "windows", config.progress)
             # concurrent + 2 buffers: a batch is overwritten only after its result was written
             batches = group_batches(spill, sorted(spill.rows), window, config.batch_size,
-                                    buffers=config.concurrent + 2)
+                                    buffers=config.concurrent + 2, excluded=excluded)
             predict_batches(batches, model, writer, progress, summary, config.concurrent)
             progress.close()
             summary.predict_seconds = time.perf_counter() - started
         writer.commit()
-        committed = True
+        outcome = "done"
     finally:
-        if not committed:
+        if outcome != "done":
             writer.abort()
-        summary.rejects_file = rejects.finish(commit=committed)
+        summary.rejects_file = rejects.finish(commit=outcome != "failed")
     return summary
 
 
@@ -567,12 +798,10 @@ def _log_pass1(spill: Spill, summary: PredictSummary) -> None:
               f"{summary.rows_read:,}", summary.read_seconds, f"{summary.rows_rejected:,}",
               summary.groups, f"{summary.largest_group:,}")
     if summary.rows_rejected:
-        _LOG.warning("%s row(s) rejected (listed in the rejects file); %s of them got uniform "
-                     "probabilities, %s had no readable id and are not in the submission",
-                     f"{summary.rows_rejected:,}", f"{summary.fallback_rows:,}",
-                     f"{summary.rows_without_id:,}")
-    if summary.rows_read == 0:
-        _LOG.warning("the input has no data rows: the submission will hold only its header")
+        _LOG.warning("%s row(s) rejected (listed in the rejects file), %s of them for a duplicate id; "
+                     "%s rejected row(s) keep their id with uniform probabilities, %s had no readable "
+                     "id", f"{summary.rows_rejected:,}", f"{summary.duplicate_id_rows:,}",
+                     f"{summary.fallback_rows:,}", f"{summary.rows_without_id:,}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -582,6 +811,16 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
     return value
 
 
@@ -614,11 +853,20 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                              "concatenate the N outputs' rows for the submission")
     parser.add_argument("--temp-dir", default=None,
                         help="where to spill the groups' rows (default: the system temp folder); "
-                             "needs about rows x (16 + 4 x features) bytes")
+                             "needs about rows x (41 + 4 x features) bytes")
     parser.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
                         help="a progress bar on a terminal, log lines otherwise (default auto)")
+    parser.add_argument("--max-bad-fraction", type=_fraction, default=DEFAULT_MAX_BAD_FRACTION,
+                        help="stop (no submission) when more than this fraction of the rows is "
+                             f"rejected (default {DEFAULT_MAX_BAD_FRACTION:g})")
     parser.add_argument("--verbose", action="store_true", help="debug logging and full tracebacks")
     return parser.parse_args(argv)
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    # SIGTERM (a preempted VM, `kill`, a scheduler's timeout) unwinds like Ctrl-C: the temporary
+    # submission and the spill folder are removed on the way out
+    raise SystemExit(128 + signum)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -629,18 +877,18 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     config = PredictConfig(model_dir=args.model_dir, input=args.input, output=args.output,
                            batch_size=args.batch_size, shard=args.shard, temp_dir=args.temp_dir,
-                           progress=args.progress,
+                           progress=args.progress, max_bad_fraction=args.max_bad_fraction,
                            concurrent=args.concurrent or default_concurrency())
-    if not os.path.exists(config.input):
-        print(f"crewstream predict: error: {config.input} not found", file=sys.stderr)
-        return 1
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         summary = predict(config)
-    except (FileNotFoundError, CsvLayoutError, ValueError) as e:
+    except (CsvLayoutError, ValueError, OSError) as e:  # FileNotFoundError, BadInputError included
         if args.verbose:
             raise
         print(f"crewstream predict: error: {e}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     rate = summary.windows / summary.predict_seconds if summary.predict_seconds else 0.0
     print(f"wrote {summary.output}: {summary.windows + summary.fallback_rows:,} rows "
           f"({summary.windows:,} predicted from their window, {summary.fallback_rows:,} rejected rows "

@@ -147,8 +147,8 @@ def test_windows_are_views_and_padding_repeats_the_first_row(tmp_path):
     times = np.array([0.3, 0.1, 0.2, 0.1])  # a tie at 0.1: file order (rows 1 then 3) is kept
     signals = np.arange(8, dtype=np.float32).reshape(4, 2)
     spill = predict.Spill(str(tmp_path), features)
-    spill.append((1, 0, "LOFT"), np.array([10, 11, 12, 13]), times, signals)
-    ids, padded = predict.load_group(spill.path((1, 0, "LOFT")), features, w)
+    spill.append((1, 0, "LOFT"), np.array([10, 11, 12, 13]), np.array([2, 3, 4, 5]), times, signals)
+    ids, padded = predict.load_group(spill.path((1, 0, "LOFT")), features, w, block_rows=3)
     views = predict.window_view(padded, w)
     assert ids.tolist() == [11, 13, 12, 10]
     assert views.shape == (4, w, features) and np.shares_memory(views, padded)
@@ -156,6 +156,13 @@ def test_windows_are_views_and_padding_repeats_the_first_row(tmp_path):
     np.testing.assert_array_equal(views[0], np.stack([s1, s1, s1, s1, s1]))
     np.testing.assert_array_equal(views[1], np.stack([s1, s1, s1, s1, s3]))
     np.testing.assert_array_equal(views[3], np.stack([s1, s1, s3, s2, s0]))
+
+    # leaving out line 3 (id 11, the group's first row in time order): as if it was never there
+    ids, padded = predict.load_group(spill.path((1, 0, "LOFT")), features, w, np.array([3]), block_rows=3)
+    views = predict.window_view(padded, w)
+    assert ids.tolist() == [13, 12, 10]
+    np.testing.assert_array_equal(views[0], np.stack([s3] * 5))
+    np.testing.assert_array_equal(views[2], np.stack([s3, s3, s3, s2, s0]))
 
 
 # --- bounded memory ---------------------------------------------------------------------------
@@ -374,3 +381,100 @@ def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(caplog, monkeyp
         log.close()
     lines = [r.getMessage() for r in caplog.records]
     assert lines and "[" not in lines[0] and "500/1,000 windows" in lines[0] and "/s" in lines[0]
+
+
+# --- killed runs: complete or absent, and a rerun gives the same bytes ---------------------------
+
+def _start(model_dir, csv_path, out, temp_dir, log):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "trainer.predict", "--model-dir", model_dir, "--input",
+                             str(csv_path), "--output", str(out), "--temp-dir", str(temp_dir), "--progress", "none"],
+                            stdout=log, stderr=log, cwd=os.path.dirname(os.path.dirname(predict.__file__)))
+
+
+def _wait_for(process, condition, what, seconds=600.0):
+    """Poll (10 ms) until `condition()`; fail if the process ends first. The deadline only guards
+    against a hang: it is not a timing assertion."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, f"predict ended (exit {process.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"no {what} after {seconds} s"
+        time.sleep(0.01)
+
+
+def _spilled(temp_dir):
+    return [f for d in temp_dir.glob(predict.SPILL_PREFIX + "*") for f in d.glob("*.rows")]
+
+
+def _partial_rows(out):
+    """Bytes of rows in the hidden temporary submission beside `out` (0 while only the header)."""
+    header = len("id,A,B,C,D\n")
+    return max([f.stat().st_size - header for f in out.parent.glob(f".{out.name}.tmp-*")], default=0)
+
+
+def _pass1_done(log_path):
+    return " rows in " in log_path.read_text(errors="replace")  # _log_pass1's "read N rows in S s"
+
+
+@pytest.fixture(scope="module")
+def long_test_csv(tmp_path_factory):
+    """One crew, 4 minutes per seat (122,880 rows, 33 MB): pass 1 spans two 16 MB chunks and pass 2
+    several seconds, so that a kill can land inside each."""
+    from crewstream import synth
+
+    root = tmp_path_factory.mktemp("long")
+    synth.generate(str(root), crews=(1,), seconds=1.0, test_seconds=240.0)
+    return root / "test.csv"
+
+
+@pytest.mark.slow
+def test_a_killed_run_leaves_no_submission_and_a_rerun_gives_the_same_bytes(tmp_path, exported, long_test_csv):
+    import signal
+
+    reference = tmp_path / "reference.csv"
+    predict.predict(predict.PredictConfig(model_dir=exported.model_dir, input=str(long_test_csv),
+                                          output=str(reference), progress="none"))
+    out_dir, temp_dir = tmp_path / "out", tmp_path / "spill"
+    out_dir.mkdir()
+    temp_dir.mkdir()
+    out = out_dir / "sub.csv"
+    out.write_text("the previous submission\n")
+
+    kill_points = {  # name: (what to wait for, the signal)
+        "pass 1": (lambda log: _spilled(temp_dir) and not _pass1_done(log), signal.SIGKILL),
+        "pass 2": (lambda log: _pass1_done(log) and _partial_rows(out) > 0, signal.SIGKILL),
+        "pass 2, SIGTERM": (lambda log: _pass1_done(log) and _partial_rows(out) > 0, signal.SIGTERM),
+    }
+    for name, (reached, sig) in kill_points.items():
+        log_path = tmp_path / f"{name}.log"
+        with open(log_path, "wb") as log:
+            process = _start(exported.model_dir, long_test_csv, out, temp_dir, log)
+            try:
+                _wait_for(process, lambda: reached(log_path), name)
+                process.send_signal(signal.SIGSTOP)  # frozen where it is while we look
+                at_pass1 = not _pass1_done(log_path)
+                leftovers = len(list(temp_dir.iterdir()))
+                process.send_signal(sig)
+                process.send_signal(signal.SIGCONT)
+                code = process.wait(timeout=600)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        assert at_pass1 == (name == "pass 1"), name
+        assert leftovers == 1, name  # the last kill's spill folder went when this run started
+        assert out.read_text() == "the previous submission\n", name
+        assert not (out_dir / "sub.rejects.csv").exists()
+        if sig == signal.SIGKILL:
+            assert code == -signal.SIGKILL
+            assert list(temp_dir.iterdir()) and list(out_dir.glob(".sub.csv.tmp-*")), name  # left behind
+        else:  # SIGTERM unwinds: nothing is left behind
+            assert code == 128 + signal.SIGTERM, log_path.read_text(errors="replace")[-2000:]
+            assert list(temp_dir.iterdir()) == [] and sorted(os.listdir(out_dir)) == ["sub.csv"]
+
+    with open(tmp_path / "rerun.log", "wb") as log:
+        assert _start(exported.model_dir, long_test_csv, out, temp_dir, log).wait(timeout=900) == 0
+    assert out.read_bytes() == reference.read_bytes()
+    assert sorted(os.listdir(out_dir)) == ["sub.csv"] and list(temp_dir.iterdir()) == []

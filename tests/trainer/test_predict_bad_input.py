@@ -1,0 +1,502 @@
+"""trainer.predict on bad input: file-level problems stop the run cleanly, bad rows never shift a window.
+
+Every case builds a small test-layout file here (2 crews x 2 seats x 40 rows, in the real file's
+order: text-ordered times, seats interleaved). The model is a stand-in: a serving config of windows
+of W=4 rows (no SavedModel) and test_predict's fingerprint, a numpy function of the window that
+changes as soon as a window is off by one row. A bad row's effect is checked against predict on the
+same file WITHOUT that row: every other id must get exactly the same numbers; the clean files are
+checked against test_predict's independent pandas reference.
+"""
+
+import bz2
+import gzip
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from beam_jobs import csv_reader
+from tfrecords_schema import csv_layout as cols
+from trainer import predict
+
+from test_predict import fingerprint, reference_windows  # the same folder (pytest's rootdir import)
+
+W = 4
+FEATURES = ["r", "ecg", "gsr"]
+PROBS = ["A", "B", "C", "D"]
+UNIFORM = [0.25] * 4
+OLD = "the previous submission\n"
+ROWS_PER_GROUP = 40
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """MODEL with only what predict reads before the model loads: serving's config."""
+    root = tmp_path_factory.mktemp("model")
+    path = root / "serving" / "assets.extra" / "crewstream.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"window": W, "features": FEATURES, "label_vocabulary": PROBS}))
+    return str(root)
+
+
+@pytest.fixture
+def served(monkeypatch):
+    """main() runs with the fingerprint in place of MODEL/serving's signature."""
+    monkeypatch.setattr(predict, "ServingModel", lambda model_dir: fingerprint)
+
+
+def make_lines(crews=(1, 2), seed=0):
+    """Header + data lines of a test-layout file laid out like the real one; ids 0.. in file order."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for crew in crews:
+        for seat in cols.SEATS:
+            frame = pd.DataFrame(rng.normal(size=(ROWS_PER_GROUP, len(cols.SIGNALS))) * 10 + 100 * seat,
+                                 columns=list(cols.SIGNALS))
+            frame.insert(0, cols.CREW, crew)
+            frame.insert(1, cols.EXPERIMENT, "LOFT")
+            frame.insert(2, cols.TIME, [str(float(t)) for t in np.arange(ROWS_PER_GROUP) / 8])
+            frame.insert(3, cols.SEAT, seat)
+            frames.append(frame)
+    frame = pd.concat(frames).sort_values([cols.CREW, cols.TIME, cols.SEAT], kind="stable")  # TIME is text
+    frame.insert(0, cols.ID, np.arange(len(frame)))
+    return frame.to_csv(index=False).splitlines()
+
+
+@pytest.fixture(scope="module")
+def lines():
+    return make_lines()
+
+
+def write(path, lines, newline="\n", final_newline=True, bom=False):
+    text = newline.join(lines) + (newline if final_newline else "")
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
+    return path
+
+
+def edit(lines, line_no, column, value):
+    """Copy of `lines` with one cell of file line `line_no` (header = line 1) replaced."""
+    header = lines[0].split(",")
+    cells = lines[line_no - 1].split(",")
+    cells[header.index(column)] = value
+    return lines[:line_no - 1] + [",".join(cells)] + lines[line_no:]
+
+
+def without(lines, *line_nos):
+    return [line for no, line in enumerate(lines, 1) if no not in line_nos]
+
+
+def id_of(lines, line_no):
+    return int(lines[line_no - 1].split(",")[0])
+
+
+def run(model_dir, path, out, **kwargs):
+    kwargs.setdefault("progress", "none")
+    kwargs.setdefault("max_bad_fraction", 0.05)  # these files are small: one bad row is 0.6%
+    config = predict.PredictConfig(model_dir=model_dir, input=str(path), output=str(out), **kwargs)
+    summary = predict.predict(config, model=fingerprint)
+    return summary, pd.read_csv(out).set_index(cols.ID)
+
+
+def rejects_of(summary):
+    return pd.read_csv(summary.rejects_file, dtype=str, keep_default_na=False)
+
+
+def assert_contract_windows(sub, path):
+    """Every id of `path` (a file without bad rows) has the fingerprint of its contract window."""
+    ref = reference_windows(path, FEATURES, W)
+    ids = np.array(sorted(ref))
+    assert sorted(sub.index) == list(ids)
+    np.testing.assert_allclose(sub.loc[ids, PROBS].to_numpy(np.float32),
+                               fingerprint(np.stack([ref[i] for i in ids])), rtol=1e-6, atol=1e-4)
+
+
+def assert_same_rows(sub, clean, ids):
+    pd.testing.assert_frame_equal(sub.loc[sorted(ids)], clean.loc[sorted(ids)])
+
+
+# --- file-level problems: one line, nothing written ---------------------------------------------
+
+def fails_cleanly(capsys, model_dir, path, tmp_path, *flags):
+    """Run main on `path` over an older submission; return its one error line after checking that
+    nothing was written, nothing is left behind, and there is no traceback."""
+    out_dir = tmp_path / "out"
+    spill = tmp_path / "spill"
+    out_dir.mkdir()
+    spill.mkdir()
+    (out_dir / "sub.csv").write_text(OLD)
+    code = predict.main(["--model-dir", model_dir, "--input", str(path), "--output", str(out_dir / "sub.csv"),
+                         "--temp-dir", str(spill), "--progress", "none", *flags])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "Traceback" not in err
+    errors = err.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("crewstream predict: error: "), err
+    assert str(path) in errors[0]
+    assert (out_dir / "sub.csv").read_text() == OLD
+    assert os.listdir(out_dir) == ["sub.csv"] and os.listdir(spill) == []
+    return errors[0]
+
+
+def _gzip(path, lines):
+    data = gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0)
+    path.write_bytes(data)
+    return path
+
+
+def _truncated_gzip(tmp_path, lines):
+    path = _gzip(tmp_path / "test.csv.gz", lines)
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * 0.6)])  # header and first rows still decompress
+    return path
+
+
+def _corrupt_gzip(tmp_path, lines):
+    path = _gzip(tmp_path / "test.csv.gz", lines)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _train_layout(tmp_path, lines):
+    rows = [line.split(",")[1:] + ["A"] for line in lines[1:]]
+    return write(tmp_path / "train.csv", [",".join(cols.TRAIN_COLUMNS)] + [",".join(r) for r in rows])
+
+
+def _drop_column(name):
+    def make(tmp_path, lines):
+        at = lines[0].split(",").index(name)
+        return write(tmp_path / "test.csv", [",".join(c for i, c in enumerate(line.split(",")) if i != at)
+                                             for line in lines])
+    return make
+
+
+def _folder(tmp_path, lines):
+    (tmp_path / "test.csv").mkdir()
+    return tmp_path / "test.csv"
+
+
+def _not_utf8_header(tmp_path, lines):
+    path = tmp_path / "test.csv"
+    path.write_bytes(b"id,\xff" + "\n".join(lines).encode())
+    return path
+
+
+FILE_CASES = {  # name: (make the file, what the one error line says)
+    "no file matches": (lambda tmp_path, lines: tmp_path / "missing.csv", "not found"),
+    "a folder": (_folder, "not a file"),
+    "empty file": (lambda tmp_path, lines: write(tmp_path / "test.csv", [], final_newline=False), "empty file"),
+    "header only": (lambda tmp_path, lines: write(tmp_path / "test.csv", lines[:1]), "header only"),
+    "header only, no newline": (
+        lambda tmp_path, lines: write(tmp_path / "test.csv", lines[:1], final_newline=False), "header only"),
+    "a missing feature column": (_drop_column("ecg"), "missing column(s) ecg"),
+    "no id column": (_drop_column(cols.ID), "missing column(s) id"),
+    "a missing key column": (_drop_column(cols.TIME), "missing column(s) time"),
+    "a duplicate column": (
+        lambda tmp_path, lines: write(tmp_path / "test.csv", [lines[0].replace("eeg_o2", "r")] + lines[1:]),
+        "duplicate column(s) r"),
+    "a train-layout file": (_train_layout, "train-layout"),
+    "a truncated .csv.gz": (_truncated_gzip, "truncated or damaged compressed file"),
+    "a corrupt .csv.gz": (_corrupt_gzip, "truncated or damaged compressed file"),
+    "plain text named .csv.gz": (lambda tmp_path, lines: write(tmp_path / "test.csv.gz", lines),
+                                 "truncated or damaged compressed file"),
+    "gzip data named .csv": (lambda tmp_path, lines: _gzip(tmp_path / "test.csv", lines), "not UTF-8"),
+    "a header that is not UTF-8": (_not_utf8_header, "not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", list(FILE_CASES))
+def test_a_file_level_problem_stops_with_one_line_and_writes_nothing(case, tmp_path, model_dir, lines, served,
+                                                                      capsys):
+    make, message = FILE_CASES[case]
+    path = make(tmp_path, lines)
+    line = fails_cleanly(capsys, model_dir, path, tmp_path)
+    assert message in line, line
+
+
+def test_verbose_shows_the_traceback(tmp_path, model_dir, lines, served):
+    path = _truncated_gzip(tmp_path, lines)
+    with pytest.raises(csv_reader.CsvLayoutError, match="truncated") as info:
+        predict.main(["--model-dir", model_dir, "--input", str(path), "--output", str(tmp_path / "sub.csv"),
+                      "--progress", "none", "--verbose"])
+    assert isinstance(info.value.__cause__, EOFError)  # the original error travels with it
+    assert sorted(os.listdir(tmp_path)) == ["test.csv.gz"]
+
+
+def test_a_truncated_gzip_is_never_a_short_read(tmp_path, model_dir, lines):
+    """Python's gzip module raises on a truncated stream; a reader that swallowed that would predict
+    the rows before the cut and stop, so this pins it for predict itself, not only main."""
+    path = _truncated_gzip(tmp_path, lines)
+    with pytest.raises(csv_reader.CsvLayoutError, match=f"{path}: truncated"):
+        run(model_dir, path, tmp_path / "sub.csv")
+    assert sorted(os.listdir(tmp_path)) == ["test.csv.gz"]
+
+
+# --- layouts that work: read by name, the same numbers -------------------------------------------
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory, model_dir, lines):
+    """(path, submission) of the unaltered file; its windows checked against the reference."""
+    root = tmp_path_factory.mktemp("clean")
+    path = write(root / "test.csv", lines)
+    summary, sub = run(model_dir, path, root / "sub.csv")
+    assert summary.rows_rejected == 0 and summary.rejects_file is None
+    assert_contract_windows(sub, path)
+    return path, sub
+
+
+def _reorder(lines, order):
+    table = [line.split(",") for line in lines]
+    return [",".join(row[i] for i in order) for row in table]
+
+
+def test_columns_in_another_order_are_read_by_name(tmp_path, model_dir, lines, clean):
+    n = len(lines[0].split(","))
+    order = list(range(n))[::-1]  # id last, signals reversed, gsr first
+    _, sub = run(model_dir, write(tmp_path / "t.csv", _reorder(lines, order)), tmp_path / "sub.csv")
+    pd.testing.assert_frame_equal(sub.sort_index(), clean[1].sort_index())
+
+
+def test_an_unknown_column_is_ignored_and_noted(tmp_path, model_dir, lines, clean, caplog):
+    extra = [lines[0] + ",note,event"] + [line + ",x y,A" for line in lines[1:]]
+    with caplog.at_level("WARNING", logger="crewstream.predict"):
+        summary, sub = run(model_dir, write(tmp_path / "t.csv", extra), tmp_path / "sub.csv")
+    pd.testing.assert_frame_equal(sub.sort_index(), clean[1].sort_index())
+    assert summary.rows_rejected == 0
+    assert any("note, event" in r.getMessage() and "ignoring" in r.getMessage() for r in caplog.records)
+
+
+def test_a_bad_cell_in_a_column_the_model_does_not_read_keeps_the_row(tmp_path, model_dir, lines, clean):
+    summary, sub = run(model_dir, write(tmp_path / "t.csv", edit(lines, 20, "eeg_fp1", "oops")),
+                       tmp_path / "sub.csv")
+    assert summary.rows_rejected == 0
+    pd.testing.assert_frame_equal(sub.sort_index(), clean[1].sort_index())
+
+
+@pytest.mark.parametrize("bom, newline", [(True, "\n"), (False, "\r\n"), (True, "\r\n")],
+                         ids=["bom", "crlf", "bom+crlf"])
+def test_bom_and_crlf_give_the_same_rows(tmp_path, model_dir, lines, clean, bom, newline):
+    path = write(tmp_path / "t.csv", lines, newline=newline, bom=bom)
+    summary, sub = run(model_dir, path, tmp_path / "sub.csv")
+    assert summary.rows_rejected == 0
+    pd.testing.assert_frame_equal(sub.sort_index(), clean[1].sort_index())
+
+
+@pytest.mark.parametrize("suffix, compress", [(".gz", gzip.compress), (".bz2", bz2.compress)])
+def test_compressed_input_gives_the_same_rows(tmp_path, model_dir, lines, clean, suffix, compress):
+    path = tmp_path / f"test.csv{suffix}"
+    path.write_bytes(compress(("\n".join(lines) + "\n").encode()))
+    _, sub = run(model_dir, path, tmp_path / "sub.csv")
+    pd.testing.assert_frame_equal(sub.sort_index(), clean[1].sort_index())
+
+
+# --- one bad row: rejected, listed, and no other id's window moves -------------------------------
+
+BAD = 23  # a file line in the middle of crew 1, seat 0 (rows after it in time have it in their window)
+
+ROW_CASES = {  # name: (column, bad value, what its id gets, reason in the rejects file)
+    "non-numeric feature": ("r", "abc", "uniform", "not a number"),
+    "nan": ("ecg", "nan", "uniform", "not finite"),
+    "inf": ("gsr", "inf", "uniform", "not finite"),
+    "-inf": ("r", "-inf", "uniform", "not finite"),
+    "1e309": ("r", "1e309", "uniform", "not finite"),
+    "1e39 (finite in float64, not float32)": ("r", "1e39", "uniform", "not finite (float32)"),
+    "empty feature": ("ecg", "", "uniform", "not finite"),
+    "nan time": (cols.TIME, "nan", "uniform", "not finite"),
+    "1e309 time": (cols.TIME, "1e309", "uniform", "not finite"),
+    "negative time": (cols.TIME, "-0.5", "uniform", "negative time"),
+    "seat 2": (cols.SEAT, "2", "uniform", "seat must be one of"),
+    "seat -1": (cols.SEAT, "-1", "uniform", "seat must be one of"),
+    "non-numeric crew": (cols.CREW, "one", "uniform", "not a number"),
+    "unknown experiment": (cols.EXPERIMENT, "XX", "uniform", "unknown experiment"),
+    "empty id": (cols.ID, "", "absent", "missing value"),
+    "non-integer id": (cols.ID, "12.5", "absent", "not an integer"),
+    "non-numeric id": (cols.ID, "x12", "absent", "not a number"),
+    "an extra cell": (None, ",1.0", "uniform", "expected 28 columns, found 29"),
+    "a missing cell": (None, "drop", "uniform", "expected 28 columns, found 27"),
+}
+
+
+def _bad_line(lines, case):
+    column, value, _, _ = ROW_CASES[case]
+    if column is not None:
+        return edit(lines, BAD, column, value)
+    text = lines[BAD - 1] + value if value != "drop" else lines[BAD - 1].rsplit(",", 1)[0]
+    return lines[:BAD - 1] + [text] + lines[BAD:]
+
+
+@pytest.mark.parametrize("case", list(ROW_CASES))
+def test_a_bad_row_is_listed_and_shifts_no_other_window(case, tmp_path, model_dir, lines):
+    column, _, fate, reason = ROW_CASES[case]
+    bad_id = id_of(lines, BAD)
+    summary, sub = run(model_dir, write(tmp_path / "bad.csv", _bad_line(lines, case)), tmp_path / "sub.csv")
+    clean_path = write(tmp_path / "clean.csv", without(lines, BAD))
+    _, clean = run(model_dir, clean_path, tmp_path / "clean_sub.csv")
+    assert_contract_windows(clean, clean_path)
+
+    all_ids = {id_of(lines, no) for no in range(2, len(lines) + 1)}
+    others = all_ids - {bad_id}
+    assert sub.index.is_unique
+    assert set(sub.index) == (all_ids if fate == "uniform" else others)
+    assert_same_rows(sub, clean, others)  # not one other id's window moved
+    if fate == "uniform":
+        assert sub.loc[bad_id, PROBS].tolist() == UNIFORM
+    assert (summary.rows_read, summary.rows_rejected) == (len(lines) - 1, 1)
+    assert summary.windows + summary.rows_rejected == summary.rows_read
+
+    rejects = rejects_of(summary)
+    assert rejects[["line", "column"]].values.tolist() == [[str(BAD), column or ""]]
+    assert reason in rejects["reason"][0]
+    assert rejects["id"][0] == (str(bad_id) if fate == "uniform" else "")
+    assert rejects["file"][0] == str(tmp_path / "bad.csv")
+
+
+def test_a_truncated_last_line_is_rejected_and_the_rest_kept(tmp_path, model_dir, lines):
+    last = len(lines)
+    cut = lines[:-1] + [lines[-1][:len(lines[-1]) // 2]]  # mid-row, no newline: a cut-off download
+    summary, sub = run(model_dir, write(tmp_path / "bad.csv", cut, final_newline=False), tmp_path / "sub.csv")
+    _, clean = run(model_dir, write(tmp_path / "clean.csv", lines[:-1]), tmp_path / "clean_sub.csv")
+    rejects = rejects_of(summary)
+    assert rejects["line"].tolist() == [str(last)] and "columns" in rejects["reason"][0]
+    assert_same_rows(sub, clean, clean.index)
+    assert sub.loc[id_of(lines, last), PROBS].tolist() == UNIFORM  # its id still reads: kept, uniform
+
+
+def test_an_empty_line_in_the_middle_is_rejected_without_an_id(tmp_path, model_dir, lines, clean):
+    summary, sub = run(model_dir, write(tmp_path / "bad.csv", lines[:30] + [""] + lines[30:]),
+                       tmp_path / "sub.csv")
+    pd.testing.assert_frame_equal(sub.sort_index(), clean[1].sort_index())
+    assert rejects_of(summary)[["line", "reason"]].values.tolist() == [["31", "empty line"]]
+
+
+def test_rows_with_the_same_key_and_time_are_both_kept_in_file_order(tmp_path, model_dir, lines):
+    """The contract sorts stably: two rows of one group at one time keep their file order, each
+    id gets its own window, and the later row's window ends with both."""
+    twin = lines[BAD - 1].split(",")
+    twin[0] = "1000"
+    twin[cols.TEST_COLUMNS.index("r")] = "555.5"
+    path = write(tmp_path / "t.csv", lines[:BAD] + [",".join(twin)] + lines[BAD:])
+    summary, sub = run(model_dir, path, tmp_path / "sub.csv")
+    assert summary.rows_rejected == 0 and sub.index.is_unique and len(sub) == len(lines)
+    assert_contract_windows(sub, path)  # the reference sorts stably too
+
+    swapped = write(tmp_path / "s.csv", lines[:BAD - 1] + [",".join(twin), lines[BAD - 1]] + lines[BAD:])
+    other_order = fingerprint(reference_windows(swapped, FEATURES, W, [1000])[1000][None])
+    assert not np.allclose(sub.loc[1000, PROBS].to_numpy(np.float32), other_order[0])  # the check has teeth
+
+
+# --- duplicate ids: each id exactly once ---------------------------------------------------------
+
+def _with_id(lines, line_no, new_id):
+    return edit(lines, line_no, cols.ID, str(new_id))
+
+
+def test_a_repeated_line_is_a_duplicate_id_and_leaves_every_window_alone(tmp_path, model_dir, lines, clean):
+    copy_at = 120
+    repeated = lines[:copy_at - 1] + [lines[BAD - 1]] + lines[copy_at - 1:]  # line BAD again, at line 120
+    summary, sub = run(model_dir, write(tmp_path / "t.csv", repeated), tmp_path / "sub.csv")
+    pd.testing.assert_frame_equal(sub.sort_index(), clean[1].sort_index())
+    rejects = rejects_of(summary)
+    assert rejects[["line", "column", "id"]].values.tolist() == [[str(copy_at), cols.ID, str(id_of(lines, BAD))]]
+    assert f"line {BAD} has it too" in rejects["reason"][0] and rejects["text"][0] == ""
+    assert (summary.rows_rejected, summary.duplicate_id_rows) == (1, 1)
+
+
+def test_the_first_row_keeps_a_duplicate_id_and_the_second_leaves_every_window(tmp_path, model_dir, lines):
+    other = 100  # another group's row gets the id of line BAD
+    dup_id = id_of(lines, BAD)
+    summary, sub = run(model_dir, write(tmp_path / "t.csv", _with_id(lines, other, dup_id)), tmp_path / "sub.csv")
+    _, clean = run(model_dir, write(tmp_path / "c.csv", without(lines, other)), tmp_path / "c_sub.csv")
+    assert sub.index.is_unique
+    assert_same_rows(sub, clean, clean.index)  # dup_id has line BAD's window; nothing else moved
+    assert id_of(lines, other) not in sub.index
+    assert rejects_of(summary)[["line", "id"]].values.tolist() == [[str(other), str(dup_id)]]
+
+
+def test_a_usable_row_keeps_the_id_of_an_earlier_rejected_row(tmp_path, model_dir, lines):
+    """Line BAD is rejected (bad r); a later usable row with its id gets a real window instead of
+    the uniform fallback, and the id is still there once."""
+    later = 100
+    dup_id = id_of(lines, BAD)
+    bad = _with_id(edit(lines, BAD, "r", "abc"), later, dup_id)
+    summary, sub = run(model_dir, write(tmp_path / "t.csv", bad), tmp_path / "sub.csv")
+    _, clean = run(model_dir, write(tmp_path / "c.csv", _with_id(without(lines, BAD), later - 1, dup_id)),
+                   tmp_path / "c_sub.csv")
+    assert sub.index.is_unique and sub.loc[dup_id, PROBS].tolist() != UNIFORM
+    assert_same_rows(sub, clean, clean.index)
+    rejects = rejects_of(summary)
+    assert rejects[["line", "column"]].values.tolist() == [[str(BAD), "r"]]  # no duplicate reject
+    assert (summary.rows_rejected, summary.duplicate_id_rows, summary.fallback_rows) == (1, 0, 0)
+
+
+def test_two_rejected_rows_with_one_id_give_it_one_uniform_row(tmp_path, model_dir, lines):
+    later = 100
+    dup_id = id_of(lines, BAD)
+    bad = _with_id(edit(edit(lines, BAD, "r", "abc"), later, cols.SEAT, "9"), later, dup_id)
+    summary, sub = run(model_dir, write(tmp_path / "t.csv", bad), tmp_path / "sub.csv")
+    assert sub.index.is_unique and sub.loc[dup_id, PROBS].tolist() == UNIFORM
+    assert id_of(lines, later) not in sub.index
+    assert (summary.rows_rejected, summary.fallback_rows) == (2, 1)
+
+
+def test_duplicate_ids_across_shards_still_give_each_id_once(tmp_path, model_dir, lines, clean):
+    """Every worker sees every id, so a duplicate in another worker's group is found too."""
+    other = 100
+    bad = _with_id(lines, other, id_of(lines, BAD))
+    path = write(tmp_path / "t.csv", bad)
+    _, whole = run(model_dir, path, tmp_path / "whole.csv")
+    parts = [run(model_dir, path, tmp_path / f"part{k}.csv", shard=(k, 3))[1] for k in range(3)]
+    together = pd.concat(parts).sort_index()
+    assert together.index.is_unique
+    pd.testing.assert_frame_equal(together, whole.sort_index())
+
+
+def test_ids_are_hashed_evenly_and_one_row_per_id_is_kept(tmp_path):
+    ledger = predict.IdLedger(str(tmp_path), buckets=64)
+    counts = np.bincount(ledger.bucket_of(np.arange(64_000)), minlength=64)
+    assert counts.min() > 800 and counts.max() < 1200  # consecutive ids spread over the buckets
+
+    records = np.array([(5, 10, 1), (5, 3, 1), (5, 20, 0), (7, 4, 0), (7, 2, 0), (9, 8, 1)], ledger.dtype)
+    fallback, dups, kept_line = predict.one_row_per_id(records)
+    assert fallback["line"].tolist() == [8]  # id 9: only a rejected row, it keeps the id
+    assert sorted(zip(dups["id"], dups["line"], kept_line)) == [(5, 3, 20), (5, 10, 20), (7, 4, 2)]
+
+
+# --- too many bad rows --------------------------------------------------------------------------
+
+def test_more_rejects_than_max_bad_fraction_stop_the_run_with_the_rejects_file(
+        tmp_path, model_dir, lines, served, capsys):
+    bad = edit(edit(lines, BAD, "r", "abc"), 50, cols.SEAT, "3")
+    path = write(tmp_path / "t.csv", bad)
+    out = tmp_path / "sub.csv"
+    out.write_text(OLD)
+    args = ["--model-dir", model_dir, "--input", str(path), "--output", str(out), "--progress", "none"]
+    assert predict.main(args) == 1  # default 0.001: 2 of 160 rows is too many
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and "2 of 160 rows rejected" in errors[0] and "--max-bad-fraction 0.001" in errors[0]
+    assert str(tmp_path / "sub.rejects.csv") in errors[0]
+    assert out.read_text() == OLD
+    assert sorted(os.listdir(tmp_path)) == ["sub.csv", "sub.rejects.csv", "t.csv"]
+    assert pd.read_csv(tmp_path / "sub.rejects.csv")["line"].tolist() == [BAD, 50]
+
+    assert predict.main(args + ["--max-bad-fraction", "0.02"]) == 0
+    assert len(pd.read_csv(out)) == len(lines) - 1
+
+
+def test_duplicate_ids_count_toward_max_bad_fraction(tmp_path, model_dir, lines):
+    doubled = lines + lines[1:]  # the file's rows twice over: every id twice
+    with pytest.raises(predict.TooManyRejectsError, match=r"at least \d+ of 320 rows rejected"):
+        run(model_dir, write(tmp_path / "t.csv", doubled), tmp_path / "sub.csv")  # stops at the first
+    assert not (tmp_path / "sub.csv").exists()                                    # bucket over the limit
+    rejects = pd.read_csv(tmp_path / "sub.rejects.csv")
+    assert rejects["line"].min() > len(lines) and (rejects["column"] == cols.ID).all()  # the second copies
+
+
+@pytest.mark.parametrize("text", ["-0.1", "1.5", "x"])
+def test_max_bad_fraction_must_be_a_fraction(text, capsys):
+    with pytest.raises(SystemExit):
+        predict._parse_args(["--model-dir", "m", "--input", "i", "--output", "o", "--max-bad-fraction", text])
+    assert "max-bad-fraction" in capsys.readouterr().err
