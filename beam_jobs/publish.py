@@ -1,7 +1,16 @@
 """Complete or absent: the job writes into a staging folder; this moves it into place.
 
-The old `stats.json` goes first (so the folder stops looking complete), then old outputs are
-replaced by the new ones, and the new `stats.json` is written last.
+What a reader of OUT finds at each instant, a kill (`kill -9`) included:
+  - while the job runs, only `OUT/.staging-XXXX/` is written: OUT keeps the previous complete
+    output (if any), untouched, and readers ignore staging folders (they read the shards
+    stats.json lists, never a glob);
+  - publishing first removes the old `stats.json` (the folder stops looking complete), then
+    replaces each output folder with the staged one, then writes the new `stats.json` (a
+    temporary name, then a rename): until that rename OUT has no stats.json and every reader
+    (tfrecords_schema.read_stats) refuses it;
+  - after it, the staging folder and any `.staging-*` a killed earlier run left are removed;
+    a kill there leaves a complete output plus a leftover the next run removes.
+One run per OUT at a time: a second live run's staging would be removed as a leftover.
 """
 
 from typing import Dict
@@ -10,11 +19,12 @@ from tfrecords_schema import layout, write_stats
 
 PUBLISHED = (layout.TRAIN, layout.EVAL, layout.TRANSFORM_FN_DIR, layout.TRANSFORMED_METADATA_DIR,
              layout.REJECTS_DIR)
+STAGING_PREFIX = ".staging-"  # of the staging folder preprocess.run makes in OUT
 
 
 def publish(staging: str, out: str, stats: Dict) -> str:
-    """Replace OUT's outputs with staging's; write stats.json last; remove staging. Returns the
-    stats.json path."""
+    """Replace OUT's outputs with staging's; write stats.json last; remove staging and the
+    leftovers of killed runs. Returns the stats.json path."""
     import tensorflow as tf
 
     gfile = tf.io.gfile
@@ -29,4 +39,16 @@ def publish(staging: str, out: str, stats: Dict) -> str:
             gfile.rename(src, dst)
     path = write_stats(out, stats)
     gfile.rmtree(staging)
+    remove_leftovers(out)
     return path
+
+
+def remove_leftovers(out: str) -> None:
+    """Remove the `.staging-*` folders that killed runs left in OUT."""
+    import tensorflow as tf
+
+    gfile = tf.io.gfile
+    for name in gfile.listdir(out):
+        path = layout.join(out, name.rstrip("/"))
+        if name.startswith(STAGING_PREFIX) and gfile.isdir(path):
+            gfile.rmtree(path)

@@ -1,14 +1,17 @@
 """`crewstream train`: the model folder, and resuming a killed run where it stopped.
 
-The kill is real: a subprocess runs the same training with a callback that calls os._exit right
-after epoch 1 is checkpointed (no clean-up code runs). The same command then resumes it.
+The kills are real: a subprocess runs the same training with a callback that calls os._exit right
+after epoch 1 is checkpointed (no clean-up code runs), or one that stops in the middle of epoch 2
+until the test sends it SIGKILL. The same command then resumes it.
 """
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import tensorflow as tf
@@ -17,6 +20,7 @@ from trainer import model as model_lib, task, train
 
 EPOCHS = 3
 KILLED = 17  # exit status of the killed run
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _argv(prep_dir, model_dir, epochs=EPOCHS, **extra):
@@ -62,7 +66,7 @@ def killed_run(tmp_path_factory, prep_dir):
         train.train(task._config(task._parse_args(sys.argv[1:])), extra_callbacks=[kill])
     """)
     done = subprocess.run([sys.executable, "-c", script, *_argv(prep_dir, model_dir)],
-                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+                          cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == KILLED, done.stderr[-3000:]
     return model_dir
@@ -96,6 +100,58 @@ def test_rerun_resumes_after_the_last_epoch_and_finishes(killed_run, prep_dir, c
     assert _history(killed_run)["epoch"] == [1, 2, 3]
     assert _run(_argv(prep_dir, killed_run, epochs=4)) == [3]
     assert _history(killed_run)["epoch"] == [1, 2, 3, 4]
+
+
+# Trains like `python -m trainer.task ARGV`, but after batch 3 of epoch 2 it creates MARKER and
+# waits there, mid-epoch, for the test's SIGKILL.
+STOP_MID_EPOCH = textwrap.dedent("""
+    import pathlib, sys, time
+    from trainer import model, task, train
+
+    class StopMidEpoch(model.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 1 and batch == 2:
+                pathlib.Path(sys.argv[1]).touch()
+                while True:
+                    time.sleep(1)
+
+    train.train(task._config(task._parse_args(sys.argv[2:])), extra_callbacks=[StopMidEpoch()])
+""")
+
+
+@pytest.fixture(scope="module")
+def killed_mid_epoch(tmp_path_factory, prep_dir):
+    """MODEL of a run of EPOCHS epochs SIGKILLed in the middle of epoch 2."""
+    root = tmp_path_factory.mktemp("mid_epoch")
+    model_dir, marker = root / "model", root / "mid-epoch-2"
+    with open(root / "stderr", "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-c", STOP_MID_EPOCH, str(marker), *_argv(prep_dir, model_dir)],
+                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        while not marker.exists():
+            assert proc.poll() is None, (root / "stderr").read_text()[-3000:]
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return model_dir
+
+
+def test_killed_mid_epoch_resumes_from_the_last_finished_epoch(killed_mid_epoch, prep_dir):
+    before = _history(killed_mid_epoch)
+    assert before["epoch"] == [1]  # the half of epoch 2 left nothing behind
+    assert os.listdir(killed_mid_epoch / train.CHECKPOINTS_DIR)
+    assert not (killed_mid_epoch / "serving").exists()
+    assert _run(_argv(prep_dir, killed_mid_epoch)) == [1, 2]  # epoch 2 again from its start, then 3
+    history = _history(killed_mid_epoch)
+    assert history["epoch"] == [1, 2, 3]
+    assert history["loss"][0] == before["loss"][0]
+    assert (killed_mid_epoch / "serving" / "saved_model.pb").exists()
+    assert _scalar_steps(killed_mid_epoch / "logs" / "train", "epoch_loss") == [0, 1, 2]
 
 
 def test_resuming_with_other_settings_is_refused(killed_run, prep_dir):

@@ -1,0 +1,196 @@
+"""`crewstream verify OUT`: a real preprocess output passes; each kind of damage is named."""
+
+import gzip
+import json
+import os
+import shutil
+import struct
+
+import pytest
+
+from crewstream import cli
+from tests.crew_csv import make_frame, write_crew_csv
+from tfrecords_schema import verify
+
+SHARD = "train/part-00001-of-00002.tfrecord"
+RECORD = 5  # the record the tests damage
+
+
+@pytest.fixture(scope="module")
+def good_out(tmp_path_factory):
+    """OUT of the real preprocess job on a tiny CSV (read-only: tests damage copies)."""
+    from beam_jobs import preprocess
+
+    root = tmp_path_factory.mktemp("verify")
+    csv = write_crew_csv(root / "train.csv", make_frame(crews=(1, 2), rows_per_group=120, seed=3))
+    out = root / "out"
+    preprocess.run(["--input", csv, "--output", str(out), "--features", "r,ecg,gsr", "--window", "8",
+                    "--stride", "2", "--eval-crews", "2", "--num-shards", "2"])
+    return out
+
+
+@pytest.fixture
+def out(tmp_path, good_out):
+    copy = tmp_path / "out"
+    shutil.copytree(good_out, copy)
+    return copy
+
+
+def record_offsets(path):
+    """(start, length) of each record of an uncompressed TFRecord file, from its framing."""
+    data, offsets, pos = path.read_bytes(), [], 0
+    while pos < len(data):
+        (length,) = struct.unpack("<Q", data[pos:pos + 8])
+        offsets.append((pos, length))
+        pos += 12 + length + 4
+    return offsets
+
+
+def flip_byte(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x20
+    path.write_bytes(bytes(data))
+
+
+def edit_stats(out, change):
+    stats = json.loads((out / "stats.json").read_text())
+    change(stats)
+    (out / "stats.json").write_text(json.dumps(stats))
+
+
+def problems(out):
+    report = verify.verify(str(out))
+    assert not report.ok
+    return report.problems
+
+
+def test_a_complete_output_passes(good_out, capsys):
+    report = verify.verify(str(good_out))
+    stats = json.loads((good_out / "stats.json").read_text())
+    assert report.ok, report.problems
+    assert report.num_records == sum(stats["splits"][s]["num_windows"] for s in ("train", "eval")) > 0
+    assert report.num_shards == 4
+    assert cli.main(["verify", str(good_out)]) == 0
+    assert "ok: 4 shard(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("where, reason", [
+    ("data", "data CRC mismatch (corrupted record)"),
+    ("length", "length CRC mismatch (corrupted record header)"),
+    ("data_crc", "data CRC mismatch (corrupted record)"),
+])
+def test_a_flipped_byte_names_the_shard_and_the_record(out, where, reason, capsys):
+    path = out / SHARD
+    start, length = record_offsets(path)[RECORD]
+    flip_byte(path, start + {"data": 12 + 40, "length": 3, "data_crc": 12 + length}[where])
+    assert problems(out) == [f"{SHARD}: record {RECORD} (byte {start:,}): {reason}"]
+    assert cli.main(["verify", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{SHARD}: record {RECORD} " in err and "1 problem(s)" in err
+
+
+@pytest.mark.parametrize("cut", [12 + 30, 5], ids=["inside-the-data", "inside-the-header"])
+def test_a_truncated_shard_names_the_record_where_it_ends(out, cut):
+    """Cut inside a header too: tf.data would read that file as a valid, shorter one."""
+    path = out / SHARD
+    start, _ = record_offsets(path)[RECORD]
+    path.write_bytes(path.read_bytes()[:start + cut])
+    (problem,) = problems(out)
+    assert problem.startswith(f"{SHARD}: record {RECORD} (byte {start:,}): truncated")
+
+
+def test_a_wrong_record_count_in_stats_json(out):
+    def add_one(stats):  # stays a valid stats.json: the split's totals move with the shard
+        train = stats["splits"]["train"]
+        train["shards"][1]["num_windows"] += 1
+        train["num_windows"] += 1
+        train["class_counts"]["A"] += 1
+
+    edit_stats(out, add_one)
+    n = len(record_offsets(out / SHARD))
+    assert problems(out) == [f"{SHARD}: {n:,} record(s), stats.json lists {n + 1:,}"]
+
+
+def test_wrong_class_counts_in_stats_json(out):
+    def move_one(stats):
+        counts = stats["splits"]["eval"]["class_counts"]
+        label = next(c for c, n in counts.items() if n > 0)
+        other = next(c for c in "ABCD" if c != label)
+        counts[label] -= 1
+        counts[other] += 1
+
+    edit_stats(out, move_one)
+    (problem,) = problems(out)
+    assert problem.startswith("eval: class counts {")
+
+
+def test_a_shard_not_listed_in_stats_json(out):
+    shutil.copy(out / SHARD, out / "train" / "part-00002-of-00003.tfrecord")
+    assert problems(out) == ["train/part-00002-of-00003.tfrecord: not listed in stats.json (no reader will read it)"]
+
+
+def test_a_listed_shard_that_is_missing(out):
+    os.remove(out / SHARD)
+    assert problems(out) == [f"{SHARD}: listed in stats.json but missing"]
+
+
+@pytest.mark.parametrize("damage", ["absent", "invalid"])
+def test_a_folder_without_a_valid_stats_json(out, damage, capsys):
+    if damage == "absent":
+        os.remove(out / "stats.json")
+    else:
+        edit_stats(out, lambda s: s.pop("splits"))
+    (problem,) = problems(out)
+    assert "stats.json" in problem
+    assert cli.main(["verify", str(out)]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_record_that_does_not_parse_with_the_schema(out):
+    """Intact framing around bytes that are not a record of this schema (a foreign writer)."""
+    import tensorflow as tf
+
+    path = out / SHARD
+    records = [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
+    records[RECORD] = b"not an Example"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
+    (problem,) = problems(out)
+    assert problem.startswith(f"{SHARD}: record {RECORD}: does not parse with the schema")
+
+
+def test_a_leftover_staging_folder_is_a_note_not_a_problem(out):
+    (out / ".staging-0123456789ab" / "pieces").mkdir(parents=True)
+    report = verify.verify(str(out))
+    assert report.ok and report.notes == [".staging-0123456789ab: left by a killed run; not part of the output"]
+
+
+def gzip_copy(out):
+    """The same output with GZIP shards (what --compression GZIP writes: the records, gzipped)."""
+    def rename(stats):
+        stats["compression"] = "GZIP"
+        for split in ("train", "eval"):
+            for shard in stats["splits"][split]["shards"]:
+                src = out / shard["file"]
+                shard["file"] += ".gz"
+                (out / shard["file"]).write_bytes(gzip.compress(src.read_bytes()))
+                os.remove(src)
+
+    edit_stats(out, rename)
+    return out / (SHARD + ".gz")
+
+
+def test_gzip_shards_pass_and_a_truncated_one_is_named(out):
+    path = gzip_copy(out)
+    assert verify.verify(str(out)).ok
+    path.write_bytes(path.read_bytes()[:-30])
+    (problem,) = problems(out)
+    assert problem.startswith(f"{SHARD}.gz: record ") and ("truncated" in problem or "gzip" in problem)
+
+
+def test_gzip_shard_with_a_flipped_record_byte_names_the_record(out):
+    start, _ = record_offsets(out / SHARD)[RECORD]
+    flip_byte(out / SHARD, start + 12 + 40)
+    gzip_copy(out)
+    assert problems(out) == [f"{SHARD}.gz: record {RECORD} (byte {start:,}): data CRC mismatch (corrupted record)"]

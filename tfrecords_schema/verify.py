@@ -1,0 +1,275 @@
+"""`crewstream verify OUT` / `python -m tfrecords_schema.verify`: is OUT a complete, intact
+preprocess output?
+
+Checks, against OUT/stats.json (which must be present and valid):
+  - every listed shard exists and reads to its end: each record's TFRecord framing (length,
+    masked CRC32C of the length, data, masked CRC32C of the data), no bytes after the last record,
+    and for `.gz` shards an intact gzip stream;
+  - every record parses with the schema's spec (tfrecords_schema.record), its label is in the
+    vocabulary and its crew belongs to the split;
+  - records per shard, and per class per split, equal the counts stats.json gives;
+  - no shard file sits in train/ or eval/ without being listed (a reader would never see it).
+Every problem names the shard and, for a bad record, its index (0-based, in file order) and
+its byte offset (in the uncompressed stream).
+
+The framing is read here rather than through tf.data: TFRecordDataset reports a CRC failure
+without the record's index, and reads a shard cut inside a record header as a shorter, valid one.
+CRC32C comes from google-crc32c, installed with apache-beam[gcp] (google-cloud-storage needs it).
+"""
+
+import argparse
+import dataclasses
+import gzip
+import posixpath
+import struct
+import sys
+import zlib
+from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import google_crc32c
+
+from tfrecords_schema import layout
+from tfrecords_schema.record import CREW, LABEL, LABEL_VOCABULARY, parse_examples
+from tfrecords_schema.stats import StatsError, read_stats
+
+PARSE_BATCH = 1024  # records parsed at once
+_HEADER = 12  # uint64 length + uint32 masked CRC32C of the length
+_FOOTER = 4  # uint32 masked CRC32C of the data
+STAGING_PREFIX = ".staging-"
+
+
+class CorruptRecord(Exception):
+    """Record `index` of a shard, starting at byte `offset`, is unreadable."""
+
+    def __init__(self, index: int, offset: int, reason: str):
+        super().__init__(f"record {index} (byte {offset:,}): {reason}")
+        self.index, self.offset, self.reason = index, offset, reason
+
+
+def masked_crc32c(data: bytes) -> int:
+    """The checksum TFRecord framing stores: CRC32C rotated right by 15 plus a constant."""
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _read_exact(f: BinaryIO, n: int) -> bytes:
+    parts, got = [], 0
+    while got < n:
+        part = f.read(n - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def read_records(f: BinaryIO) -> Iterator[bytes]:
+    """The records of an uncompressed TFRecord stream, every CRC checked.
+
+    Raises CorruptRecord at the first bad record; a stream that ends inside a record (its header
+    included) is a truncation, never a shorter valid file.
+    """
+    index = offset = 0
+    while True:
+        header = _read_exact(f, _HEADER)
+        if not header:
+            return
+        if len(header) < _HEADER:
+            raise CorruptRecord(index, offset, f"truncated: {len(header)} byte(s) of a record header at the end")
+        length, length_crc = struct.unpack("<QI", header)
+        if masked_crc32c(header[:8]) != length_crc:
+            raise CorruptRecord(index, offset, "length CRC mismatch (corrupted record header)")
+        body = _read_exact(f, length + _FOOTER)
+        if len(body) < length + _FOOTER:
+            raise CorruptRecord(index, offset, f"truncated: the record needs {length + _FOOTER:,} byte(s) "
+                                               f"after its header, {len(body):,} remain")
+        data, (data_crc,) = body[:length], struct.unpack("<I", body[length:])
+        if masked_crc32c(data) != data_crc:
+            raise CorruptRecord(index, offset, "data CRC mismatch (corrupted record)")
+        yield data
+        index += 1
+        offset += _HEADER + length + _FOOTER
+
+
+@dataclasses.dataclass
+class ShardResult:
+    file: str  # as listed in stats.json, relative to OUT
+    num_records: int = 0
+    class_counts: List[int] = dataclasses.field(default_factory=lambda: [0] * len(LABEL_VOCABULARY))
+    problems: List[str] = dataclasses.field(default_factory=list)
+
+
+def _open_records(path: str, compression: str):
+    import tensorflow as tf
+
+    raw = tf.io.gfile.GFile(path, "rb")
+    return raw, (gzip.GzipFile(fileobj=raw, mode="rb") if compression == "GZIP" else raw)
+
+
+class _Batch:
+    """Serialized records waiting to be parsed, with the index of the first."""
+
+    def __init__(self):
+        self.first, self.records = 0, []
+
+
+def check_shard(out_dir: str, entry: Dict[str, Any], split: str, stats: Dict[str, Any]) -> ShardResult:
+    """Read one listed shard to its end; count its records and labels; collect its problems."""
+    import tensorflow as tf
+
+    result = ShardResult(entry["file"])
+    path = layout.join(out_dir, entry["file"])
+    if not tf.io.gfile.exists(path):
+        result.problems.append(f"{entry['file']}: listed in stats.json but missing")
+        return result
+    crews = frozenset(stats["splits"][split]["crews"])
+    batch = _Batch()
+    raw, records = _open_records(path, stats["compression"])
+    try:
+        with raw:
+            for data in read_records(records):
+                batch.records.append(data)
+                if len(batch.records) == PARSE_BATCH:
+                    _parse_batch(batch, stats, crews, result)
+    except CorruptRecord as e:
+        result.problems.append(f"{entry['file']}: {e}")
+    except (EOFError, OSError, zlib.error) as e:  # gzip: truncated stream, bad data or CRC
+        result.problems.append(f"{entry['file']}: record {result.num_records + len(batch.records)}: "
+                               f"unreadable gzip stream ({e})")
+    _parse_batch(batch, stats, crews, result)
+    if not result.problems and result.num_records != entry["num_windows"]:
+        result.problems.append(f"{entry['file']}: {result.num_records:,} record(s), stats.json lists "
+                               f"{entry['num_windows']:,}")
+    return result
+
+
+def _parse_batch(batch: _Batch, stats: Dict[str, Any], crews: frozenset, result: ShardResult) -> None:
+    """Parse the pending records with the schema; count labels; name any record that fails."""
+    import numpy as np
+    import tensorflow as tf
+
+    if not batch.records:
+        return
+    window, num_features = stats["window"], len(stats["features"])
+    try:
+        parsed = parse_examples(tf.constant(batch.records), window, num_features)
+    except tf.errors.InvalidArgumentError:
+        parsed = None
+    if parsed is None:  # find the first record that does not parse
+        for i, record in enumerate(batch.records):
+            try:
+                parse_examples(tf.constant([record]), window, num_features)
+            except tf.errors.InvalidArgumentError as e:
+                result.problems.append(f"{result.file}: record {batch.first + i}: does not parse with "
+                                       f"the schema ({e.message.splitlines()[0]})")
+                break
+    else:
+        labels, record_crews = parsed[LABEL].numpy(), parsed[CREW].numpy()
+        bad = np.flatnonzero((labels < 0) | (labels >= len(LABEL_VOCABULARY)))
+        if len(bad):
+            result.problems.append(f"{result.file}: record {batch.first + bad[0]}: label {labels[bad[0]]} "
+                                   f"is not in {list(LABEL_VOCABULARY)}")
+        foreign = np.flatnonzero(~np.isin(record_crews, list(crews)))
+        if len(foreign):
+            result.problems.append(f"{result.file}: record {batch.first + foreign[0]}: crew "
+                                   f"{record_crews[foreign[0]]} is not one of this split's crews {sorted(crews)}")
+        counts = np.bincount(labels[(labels >= 0) & (labels < len(LABEL_VOCABULARY))],
+                             minlength=len(LABEL_VOCABULARY))
+        result.class_counts = [a + int(b) for a, b in zip(result.class_counts, counts)]
+    result.num_records += len(batch.records)
+    batch.first += len(batch.records)
+    batch.records = []
+
+
+def unlisted_files(out_dir: str, stats: Dict[str, Any]) -> List[str]:
+    """Files in OUT/train and OUT/eval that stats.json does not list (relative to OUT)."""
+    import tensorflow as tf
+
+    listed = {s["file"] for split in layout.SPLITS for s in stats["splits"][split]["shards"]}
+    found = []
+    for split in layout.SPLITS:
+        folder = layout.join(out_dir, split)
+        if tf.io.gfile.isdir(folder):
+            found += [posixpath.join(split, name.rstrip("/")) for name in tf.io.gfile.listdir(folder)]
+    return sorted(set(found) - listed)
+
+
+def staging_folders(out_dir: str) -> List[str]:
+    """`.staging-*` folders a killed preprocess run left in OUT (the next completed run removes them)."""
+    import tensorflow as tf
+
+    if not tf.io.gfile.isdir(out_dir):
+        return []
+    return sorted(name.rstrip("/") for name in tf.io.gfile.listdir(out_dir) if name.startswith(STAGING_PREFIX))
+
+
+@dataclasses.dataclass
+class Report:
+    problems: List[str]
+    notes: List[str]
+    num_shards: int = 0
+    num_records: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(out_dir: str) -> Report:
+    """Check OUT against its stats.json (see the module docstring); never raises for bad data."""
+    import tensorflow as tf
+
+    try:
+        stats = read_stats(out_dir)
+    except StatsError as e:
+        return Report([str(e)], [])
+    report = Report([], [f"{name}: left by a killed run; not part of the output" for name in staging_folders(out_dir)])
+    for name in (layout.TRANSFORM_FN_DIR, layout.TRANSFORMED_METADATA_DIR):
+        if not tf.io.gfile.isdir(layout.join(out_dir, name)):
+            report.problems.append(f"{name}/: missing (tf.Transform's output)")
+    for split in layout.SPLITS:
+        counts = [0] * len(LABEL_VOCABULARY)
+        complete = True
+        for entry in stats["splits"][split]["shards"]:
+            shard = check_shard(out_dir, entry, split, stats)
+            report.problems += shard.problems
+            report.num_shards += 1
+            report.num_records += shard.num_records
+            complete &= not shard.problems
+            counts = [a + b for a, b in zip(counts, shard.class_counts)]
+        expected = [stats["splits"][split]["class_counts"].get(c, 0) for c in LABEL_VOCABULARY]
+        if complete and counts != expected:
+            report.problems.append(f"{split}: class counts {dict(zip(LABEL_VOCABULARY, counts))} in the shards, "
+                                   f"stats.json says {dict(zip(LABEL_VOCABULARY, expected))}")
+    report.problems += [f"{name}: not listed in stats.json (no reader will read it)"
+                        for name in unlisted_files(out_dir, stats)]
+    return report
+
+
+def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="crewstream verify",
+        description="Check a preprocess output folder against its stats.json: every shard's "
+                    "record CRCs and framing, records parse with the schema, record and class "
+                    "counts, no unlisted shards. Exit 0 when intact, 1 with one line per problem.")
+    parser.add_argument("out", metavar="OUT", help="preprocess output folder (local path or gs://...)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parse_args(argv)
+    report = verify(args.out)
+    for note in report.notes:
+        print(f"note: {note}")
+    if not report.ok:
+        for problem in report.problems:
+            print(f"crewstream verify: {args.out}: {problem}", file=sys.stderr)
+        print(f"crewstream verify: {args.out}: {len(report.problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"{args.out}: ok: {report.num_shards} shard(s), {report.num_records:,} record(s); "
+          "CRCs, schema, record and class counts agree with stats.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
