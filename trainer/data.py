@@ -4,6 +4,9 @@
     -> [bounded shuffle buffer] -> [repeat] -> batch -> vectorized parse -> weight by label
     -> prefetch
 
+With `data_service`, everything up to the weights runs on tf.data service workers; the trainer
+only re-cuts the batches it receives (see `offload`).
+
 Nothing here holds a split in memory: what is resident is the shuffle buffer, one read buffer per
 open shard and a few prefetched batches. Window size, feature count and the shard list come from
 stats.json (STYLE.md habit 2); the record is parsed with tfrecords_schema's spec (habit 1).
@@ -27,6 +30,25 @@ _COMPRESSION_TYPES = {"NONE": "", "GZIP": "GZIP"}
 
 class EmptySplitError(ValueError):
     """The split (or this reader's part of it) has no windows."""
+
+
+class ShardingError(ValueError):
+    """A split has fewer shards than the workers that read it by file."""
+
+
+def check_shards(stats: Dict[str, Any], split: str, num_workers: int) -> None:
+    """ShardingError unless every one of `num_workers` workers gets at least one shard of `split`.
+
+    FILE auto-sharding gives worker k the shards k, k + num_workers, ...; with fewer shards than
+    workers some worker would get none (tf.data then fails deep inside the first step). A split
+    without shards is left to EmptySplitError.
+    """
+    shards = len(stats["splits"][split]["shards"])
+    if 0 < shards < num_workers:
+        raise ShardingError(
+            f"split {split!r} has {shards} shard(s) but {num_workers} workers read it by file; "
+            f"re-run preprocess with --num-shards {num_workers} or more (a multiple of the "
+            "workers balances them best), or train on fewer workers")
 
 
 def reader_shards(stats: Dict[str, Any], split: str, num_readers: int = 1,
@@ -64,6 +86,8 @@ def make_dataset(
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     stats: Optional[Dict[str, Any]] = None,
     input_context: Optional[tf.distribute.InputContext] = None,
+    num_workers: int = 1,
+    data_service: Optional[str] = None,
 ) -> tf.data.Dataset:
     """Stream a split of a preprocess output as weighted batches.
 
@@ -85,6 +109,15 @@ def make_dataset(
       input_context: from `distribute_datasets_from_function`: this reader takes shards
         i % num_input_pipelines == input_pipeline_id; without it the dataset is left to tf.data's
         FILE auto-sharding, which assigns shards the same way.
+      num_workers: workers of a MultiWorkerMirroredStrategy that will each read this dataset
+        through tf.distribute (FILE auto-sharding: worker k reads shards k, k + num_workers, ...,
+        the same ones every epoch although the file order is reshuffled: the rewrite cuts the
+        file list before its shuffle). ShardingError when the split has fewer shards. With more
+        than one worker the batches stay global (`batch_size` windows per step over all
+        workers) and the pass is left without a cardinality: the workers' parts differ in size,
+        and tf.distribute's partial-batch handling steps every worker until the last one has
+        run out, so each window is still seen exactly once per epoch.
+      data_service: `grpc://HOST:PORT` of a tf.data service dispatcher: see `offload`.
 
     Returns:
       A dataset of (window float32 [B, W, F], label int64 [B], weight float32 [B]), W and F from
@@ -95,6 +128,13 @@ def make_dataset(
         raise ValueError(f"unknown split {split!r}; expected one of {layout.SPLITS}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if input_context and (num_workers > 1 or data_service):
+        raise ValueError("input_context shards the input itself: it excludes num_workers > 1 "
+                         "and data_service")
+    if data_service and num_workers > 1:
+        raise ValueError("data_service with num_workers > 1 is not supported: each worker would "
+                         "run its own jobs over the whole split")
+    check_shards(stats, split, num_workers)
     readers, index = ((input_context.num_input_pipelines, input_context.input_pipeline_id)
                       if input_context else (1, 0))
     files = shard_files(data_dir, stats, split)[index::readers]
@@ -108,7 +148,7 @@ def make_dataset(
     ds = _interleave_records(files, _COMPRESSION_TYPES[stats["compression"]], shuffle, seed)
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
+    if repeat and not data_service:
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=False)
 
@@ -118,16 +158,41 @@ def make_dataset(
         return parsed[WINDOW], label, tf.gather(lookup, label)
 
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
-    if not repeat:
+    if data_service:
+        ds = offload(ds, data_service, batch_size, repeat)
+    if not repeat and num_workers == 1:
         # Known steps let Keras show a progress bar and restart the pass each epoch; a stats.json
         # that disagrees with the shards fails loudly here instead of training on a partial pass.
         ds = ds.apply(tf.data.experimental.assert_cardinality(
             steps_per_epoch(stats, split, batch_size, readers, index)))
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.OFF if input_context
+        tf.data.experimental.AutoShardPolicy.OFF if input_context or data_service
         else tf.data.experimental.AutoShardPolicy.FILE)
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def offload(batches: tf.data.Dataset, service: str, batch_size: int, repeat: bool) -> tf.data.Dataset:
+    """Run the pipeline `batches` (one pass, not repeated) on the tf.data service at `service`.
+
+    Sharding is DYNAMIC (the mode once called "distributed_epoch"): the dispatcher hands the
+    source's elements, here the shard file names, to the service workers one at a time, so each
+    shard, and therefore each window, is read once per pass however many service workers there
+    are (at most once if a worker dies mid-shard). OFF ("parallel_epochs") would make every
+    service worker produce the whole split, i.e. each window once per service worker.
+
+    Every iteration (Keras starts one per epoch) is a new anonymous job, a fresh pass. Each service
+    worker ends its part with its own partial batch, so the trainer re-cuts the stream into
+    batches of `batch_size`: ceil(windows / batch_size) per pass, as without the service. With
+    `repeat` the passes follow one another forever. The workers read the shards themselves: the
+    data folder must be at the same path for them (a bucket, or a shared file system).
+    """
+    service_ops = tf.data.experimental.service
+    ds = batches.apply(service_ops.distribute(processing_mode=service_ops.ShardingPolicy.DYNAMIC,
+                                              service=service))
+    if repeat:
+        ds = ds.repeat()
+    return ds.rebatch(batch_size, drop_remainder=False)
 
 
 def _interleave_records(files: Sequence[str], compression_type: str, shuffle: bool,

@@ -60,6 +60,16 @@ def build_model(window: int, num_features: int, params: ModelParams = ModelParam
     return model
 
 
+def plain_copy(model: keras.Model) -> keras.Model:
+    """The same network and weights in variables of no tf.distribute strategy (call it outside
+    any strategy scope). Export this, not a model trained under a strategy: reads of mirrored
+    variables are traced with the training cluster's device (e.g. /job:worker/task:0) pinned
+    into the SavedModel, which then fails to run anywhere else."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, numpy and TensorFlow (weight initialization, dropout)."""
     keras.utils.set_random_seed(seed)

@@ -5,6 +5,7 @@ Only the command line: `_parse_args(argv)` -> `main(argv)` -> TrainConfig -> tra
 
 import argparse
 import logging
+import re
 import sys
 from typing import List, Optional
 
@@ -44,6 +45,17 @@ def _weighting(text: str) -> str:
     return text
 
 
+# The strategies of trainer.train, spelled here so that --help needs no TensorFlow import.
+STRATEGIES = ("default", "mirrored", "multiworker")
+_SERVICE_ADDRESS = re.compile(r"^(grpc://)?[^:/\s]+:\d+$")
+
+
+def _service_address(text: str) -> str:
+    if not _SERVICE_ADDRESS.match(text):
+        raise argparse.ArgumentTypeError(f"expected grpc://HOST:PORT, got {text!r}")
+    return text
+
+
 def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="crewstream train",
@@ -71,10 +83,23 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help="Adam learning rate (default 0.001)")
     parser.add_argument("--shuffle-buffer", type=_positive_int, default=None,
                         help="windows in the shuffle buffer (default 2048)")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="default",
+                        help="default: one device; mirrored: the local GPUs (tf.distribute."
+                             "MirroredStrategy); multiworker: every worker of the cluster in "
+                             "TF_CONFIG runs this same command (MultiWorkerMirroredStrategy; the "
+                             "shards are split between workers by file, --batch-size is global, "
+                             "MODEL must be shared and only the chief writes it)")
+    parser.add_argument("--data-service", type=_service_address, default=None, metavar="grpc://HOST:PORT",
+                        help="run the input pipeline on the tf.data service of this dispatcher (its "
+                             "workers read the shards under --data themselves); not with multiworker")
     parser.add_argument("--progress", choices=("bar", "epoch", "none"), default="bar",
                         help="Keras output: a progress bar, one line per epoch, or none (default bar)")
     parser.add_argument("--verbose", action="store_true", help="debug logging and full tracebacks")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.strategy == "multiworker" and args.data_service:
+        parser.error("--data-service cannot be combined with --strategy multiworker: every worker "
+                     "would run its own jobs over the whole split")
+    return args
 
 
 def _config(args: argparse.Namespace):
@@ -87,6 +112,7 @@ def _config(args: argparse.Namespace):
         model=model.ModelParams(units=args.units, layers=args.layers, dropout=args.dropout,
                                 learning_rate=args.learning_rate),
         verbose={"bar": 1, "epoch": 2, "none": 0}[args.progress],
+        strategy=args.strategy, data_service=args.data_service,
     )
 
 
@@ -98,7 +124,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         result = train.train(_config(args))
-    except (StatsError, train.ResumeError, data.EmptySplitError) as e:
+    except (StatsError, train.ResumeError, train.StrategyError, data.EmptySplitError,
+            data.ShardingError) as e:
         if args.verbose:
             raise
         print(f"crewstream train: error: {e}", file=sys.stderr)
@@ -107,7 +134,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     last = {k: v[-1] for k, v in history.items() if v and k != "epoch"}
     print(f"trained {history['epoch'][-1] if history['epoch'] else 0} epoch(s): "
           + ", ".join(f"{k} {v:.4f}" for k, v in sorted(last.items())))
-    print(f"exported {result['serving']}")
+    print(f"exported {result['serving']}" if result["chief"]
+          else f"worker done; {args.model_dir} is written by the chief")
     return 0
 
 

@@ -11,12 +11,24 @@ date after every epoch, export MODEL/serving at the end (DESIGN.md, "The model f
 
 Killed and re-run with the same command, a run restores the last finished epoch from
 MODEL/checkpoints and continues with the next one; history.json keeps the epochs already done.
+
+Strategies (`--strategy`): `default` (one device), `mirrored` (tf.distribute.MirroredStrategy:
+the local GPUs, else the CPU) and `multiworker` (tf.distribute.MultiWorkerMirroredStrategy, the
+cluster and this process's place in it from TF_CONFIG; every worker runs the same command). The
+batch size is global: one step trains on `batch_size` windows over all replicas. Every worker
+restores from MODEL/checkpoints, so MODEL must be on storage all workers share (a bucket, NFS).
+Only the chief (task `chief`, else worker 0) writes MODEL; the other workers write what TF
+needs every worker to write (checkpoints, TensorBoard, the export) to temporary folders that
+they remove.
 """
 
 import dataclasses
 import json
 import logging
-from typing import Any, Dict, List, Optional, Sequence
+import os
+import shutil
+import tempfile
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
@@ -31,7 +43,10 @@ CHECKPOINTS_DIR = "checkpoints"
 LOGS_DIR = "logs"
 PLOTS_DIR = "plots"
 # Settings a resumed run may change: they do not change what the finished epochs computed.
-RESUMABLE_CHANGES = ("epochs", "verbose")
+RESUMABLE_CHANGES = ("epochs", "verbose", "strategy", "data_service")
+DEFAULT, MIRRORED, MULTIWORKER = "default", "mirrored", "multiworker"
+STRATEGIES = (DEFAULT, MIRRORED, MULTIWORKER)
+TF_CONFIG = "TF_CONFIG"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,12 +61,19 @@ class TrainConfig:
     shuffle_buffer: int = data.DEFAULT_SHUFFLE_BUFFER
     model: model_lib.ModelParams = model_lib.ModelParams()
     verbose: int = 1  # Keras: 1 progress bar, 2 one line per epoch, 0 silent
+    strategy: str = DEFAULT  # one of STRATEGIES
+    data_service: Optional[str] = None  # grpc://HOST:PORT of a tf.data service dispatcher
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.shuffle_buffer < 1:
             raise ValueError("epochs, batch_size and shuffle_buffer must be >= 1")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.strategy == MULTIWORKER and self.data_service:
+            raise ValueError("a data service with the multiworker strategy is not supported: every "
+                             "worker would run its own jobs over the whole split")
         weights.parse_method(self.weighting)
 
     def to_json(self) -> Dict[str, Any]:
@@ -60,6 +82,79 @@ class TrainConfig:
 
 class ResumeError(ValueError):
     """MODEL holds checkpoints of a run with other settings."""
+
+
+class StrategyError(ValueError):
+    """The strategy cannot be built: TF_CONFIG is missing or does not describe a cluster."""
+
+
+_TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
+                      '"task": {"type": "worker", "index": 0}}')
+
+
+def read_tf_config(environ: Mapping[str, str] = os.environ) -> Dict[str, Any]:
+    """TF_CONFIG, checked: {"cluster": {"chief": [one "host:port"], "worker": ["host:port", ...]},
+    "task": {"type": "chief" | "worker", "index": i}} (other keys, e.g. Vertex AI's, pass).
+
+    StrategyError, naming what is wrong, when it is missing, not JSON, or not a cluster
+    MultiWorkerMirroredStrategy can run (parameter servers, an evaluator task, a task outside
+    the cluster).
+    """
+    text = environ.get(TF_CONFIG, "").strip()
+    if not text:
+        raise StrategyError(f"--strategy {MULTIWORKER} needs the {TF_CONFIG} environment variable on "
+                            f"every worker, e.g. {TF_CONFIG}='{_TF_CONFIG_EXAMPLE}'")
+    try:
+        tf_config = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise StrategyError(f"{TF_CONFIG} is not JSON ({e}): {text!r}") from None
+    cluster = tf_config.get("cluster") if isinstance(tf_config, dict) else None
+    task = tf_config.get("task") if isinstance(tf_config, dict) else None
+    if not isinstance(cluster, dict) or not isinstance(task, dict):
+        raise StrategyError(f"{TF_CONFIG} needs \"cluster\" and \"task\" objects, e.g. "
+                            f"{_TF_CONFIG_EXAMPLE}; got {text!r}")
+    unsupported = sorted(set(cluster) - {"chief", "worker"})
+    if unsupported:
+        raise StrategyError(f"{TF_CONFIG}: the multiworker strategy runs a cluster of \"chief\" "
+                            f"and \"worker\" tasks only, not {unsupported}")
+    for role, addresses in cluster.items():
+        if (not isinstance(addresses, list) or not addresses
+                or not all(isinstance(a, str) and a.rpartition(":")[2].isdigit() for a in addresses)):
+            raise StrategyError(f"{TF_CONFIG}: cluster.{role} must be a non-empty list of "
+                                f"\"host:port\", got {addresses!r}")
+    if len(cluster.get("chief", [])) > 1:
+        raise StrategyError(f"{TF_CONFIG}: a cluster has at most one chief, got {cluster['chief']}")
+    role, index = task.get("type"), task.get("index")
+    if role not in cluster or not isinstance(index, int) or not 0 <= index < len(cluster[role]):
+        raise StrategyError(f"{TF_CONFIG}: task {task!r} is not one of the cluster's tasks "
+                            f"({', '.join(f'{r} 0..{len(a) - 1}' for r, a in cluster.items())})")
+    return tf_config
+
+
+def num_workers(tf_config: Dict[str, Any]) -> int:
+    """Training processes of the cluster: the chief, if any, and the workers."""
+    return sum(len(tf_config["cluster"].get(role, [])) for role in ("chief", "worker"))
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The tf.distribute strategy `name` (one of STRATEGIES).
+
+    `multiworker` must be built before TensorFlow runs any op in the process (it configures
+    the collective ops), and starts this worker's gRPC server at the address TF_CONFIG gives.
+    """
+    if name == MULTIWORKER:
+        read_tf_config()
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == MIRRORED:
+        return tf.distribute.MirroredStrategy()
+    if name == DEFAULT:
+        return tf.distribute.get_strategy()
+    raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes MODEL: always, but for the non-chief workers of a cluster."""
+    return strategy.extended.should_checkpoint
 
 
 def _path(config: TrainConfig, *parts: str) -> str:
@@ -82,8 +177,9 @@ def _write_json(path: str, obj: Any) -> None:
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def check_resumable(config: TrainConfig) -> None:
-    """Record the run's settings in MODEL; ResumeError if MODEL has checkpoints of other ones."""
+def check_resumable(config: TrainConfig, write: bool = True) -> None:
+    """Record the run's settings in MODEL (unless not `write`); ResumeError if MODEL has
+    checkpoints of other ones."""
     path = _path(config, CONFIG_FILE)
     previous = _read_json(path)
     current = config.to_json()
@@ -95,8 +191,9 @@ def check_resumable(config: TrainConfig) -> None:
                 f"{config.model_dir} holds checkpoints of a run with other settings "
                 f"({', '.join(f'{k}: {previous.get(k)!r} -> {current.get(k)!r}' for k in changed)}); "
                 "re-run with the same settings to resume, or use a new --model-dir")
-    tf.io.gfile.makedirs(config.model_dir)
-    _write_json(path, current)
+    if write:
+        tf.io.gfile.makedirs(config.model_dir)
+        _write_json(path, current)
 
 
 class HistoryFile:
@@ -104,11 +201,17 @@ class HistoryFile:
 
     Epochs are numbered from 1 as the progress bar shows them. An entry for an epoch that is
     about to run again (the run was killed after writing it, before its checkpoint) is dropped.
+    With `write` False (a non-chief worker) the file is read but only kept up to date in memory.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, write: bool = True):
         self.path = path
+        self.write = write
         self.history: Dict[str, List[Any]] = _read_json(path) or {"epoch": []}
+
+    def _save(self) -> None:
+        if self.write:
+            _write_json(self.path, self.history)
 
     def _truncate(self, epochs_done: int) -> None:
         keep = sum(1 for e in self.history["epoch"] if e <= epochs_done)
@@ -117,23 +220,64 @@ class HistoryFile:
     def on_epoch_begin(self, epoch: int, logs: Optional[Dict] = None) -> None:
         if self.history["epoch"] and self.history["epoch"][-1] > epoch:
             self._truncate(epoch)
-            _write_json(self.path, self.history)
+            self._save()
 
     def on_epoch_end(self, epoch: int, logs: Optional[Dict] = None) -> None:
         self._truncate(epoch)
         self.history["epoch"].append(epoch + 1)
         for key, value in sorted((logs or {}).items()):
             self.history.setdefault(key, []).append(float(value))
-        _write_json(self.path, self.history)
+        self._save()
 
 
-def _describe(stats: Dict[str, Any], config: TrainConfig, train_steps: int) -> str:
+def _describe(stats: Dict[str, Any], config: TrainConfig, workers: int) -> str:
     train = stats["splits"][layout.TRAIN]
     w = weights.class_weights(train["class_counts"], config.weighting)
+    if config.steps_per_epoch:
+        steps = f"{config.steps_per_epoch:,} steps"
+    elif workers == 1:
+        steps = f"{data.steps_per_epoch(stats, layout.TRAIN, config.batch_size):,} steps"
+    else:  # tf.distribute steps every worker until the last has run out of its part
+        steps = "one pass"
+    if workers > 1:
+        parts = [data.num_windows(stats, layout.TRAIN, workers, k) for k in range(workers)]
+        steps += f" over {workers} workers reading by file ({', '.join(f'{n:,}' for n in parts)} windows)"
+    if config.data_service:
+        steps += f", input on the tf.data service {config.data_service}"
     return (f"train: {train['num_windows']:,} windows of {stats['window']} x {len(stats['features'])} "
-            f"({','.join(stats['features'])}) in {len(train['shards'])} shard(s); {train_steps:,} "
-            f"steps of {config.batch_size} per epoch; weights ({config.weighting}) "
+            f"({','.join(stats['features'])}) in {len(train['shards'])} shard(s); {steps} of "
+            f"{config.batch_size} per epoch; weights ({config.weighting}) "
             + ", ".join(f"{k} {v:.3g}" for k, v in w.items()))
+
+
+def _datasets(config: TrainConfig, stats: Dict[str, Any], workers: int):
+    """(train, eval or None) datasets; both splits are checked before any training starts."""
+    common = dict(stats=stats, num_workers=workers, data_service=config.data_service)
+    train_ds = data.make_dataset(config.data, layout.TRAIN, config.batch_size, config.weighting,
+                                 shuffle=True, repeat=config.steps_per_epoch is not None,
+                                 seed=config.seed, shuffle_buffer=config.shuffle_buffer, **common)
+    eval_ds = None
+    if stats["splits"][layout.EVAL]["num_windows"]:
+        eval_ds = data.make_dataset(config.data, layout.EVAL, config.batch_size, config.weighting,
+                                    **common)
+    return train_ds, eval_ds
+
+
+def _export(net, config: TrainConfig, stats: Dict[str, Any], chief: bool) -> Optional[str]:
+    """MODEL/serving on the chief. The other workers save too, as TF asks of every worker of a
+    cluster (a save may read variables through collectives), into a temporary folder they remove;
+    they return None. Under a strategy the export is of a plain copy of the network, so that the
+    SavedModel runs outside the cluster."""
+    if config.strategy != DEFAULT:
+        net = model_lib.plain_copy(net)
+    if chief:
+        return export.export_serving(net, config.data, config.model_dir, stats)
+    scratch = tempfile.mkdtemp(prefix="crewstream-worker-export-")
+    try:
+        export.export_serving(net, config.data, scratch, stats)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return None
 
 
 def train(config: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> Dict[str, Any]:
@@ -141,27 +285,32 @@ def train(config: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> Dict[str,
 
     `extra_callbacks` (Keras callbacks, e.g. from trainer.model.epoch_callback) run after the
     run's own, so at their on_epoch_end the epoch is already checkpointed and in history.json.
-    Returns {"history": the whole run's history, "serving": path}.
+    Returns {"history": the whole run's history, "serving": path (None on a non-chief worker),
+    "chief": whether this process wrote MODEL, "model": the trained Keras model}.
+    Raises StrategyError (TF_CONFIG), data.ShardingError (fewer shards than workers),
+    ResumeError, data.EmptySplitError, StatsError.
     """
+    # Everything that can be wrong with the input is found before the cluster starts (building
+    # the multiworker strategy waits for every worker), and nothing before it runs a TF op.
+    workers = num_workers(read_tf_config()) if config.strategy == MULTIWORKER else 1
     stats = read_stats(config.data)
-    check_resumable(config)
+    for split in layout.SPLITS:
+        if stats["splits"][split]["num_windows"]:
+            data.check_shards(stats, split, workers)
+    strategy = make_strategy(config.strategy)
+    chief = is_chief(strategy)
+    check_resumable(config, write=chief)
     model_lib.set_seed(config.seed)
-    repeat = config.steps_per_epoch is not None
-    train_ds = data.make_dataset(config.data, layout.TRAIN, config.batch_size, config.weighting,
-                                 shuffle=True, repeat=repeat, seed=config.seed,
-                                 shuffle_buffer=config.shuffle_buffer, stats=stats)
-    eval_ds = None
-    if stats["splits"][layout.EVAL]["num_windows"]:
-        eval_ds = data.make_dataset(config.data, layout.EVAL, config.batch_size, config.weighting,
-                                    stats=stats)
-    train_steps = config.steps_per_epoch or data.steps_per_epoch(stats, layout.TRAIN, config.batch_size)
-    _LOG.info(_describe(stats, config, train_steps))
+    train_ds, eval_ds = _datasets(config, stats, workers)
+    _LOG.info(_describe(stats, config, workers))
 
-    net = model_lib.build_model(stats["window"], len(stats["features"]), config.model)
-    history = HistoryFile(_path(config, HISTORY_FILE))
+    with strategy.scope():
+        net = model_lib.build_model(stats["window"], len(stats["features"]), config.model)
+    history = HistoryFile(_path(config, HISTORY_FILE), write=chief)
     callbacks = [
         # history before the backup: a kill between the two re-runs the epoch and rewrites its entry
         model_lib.epoch_callback(history.on_epoch_begin, history.on_epoch_end),
+        # both write to MODEL on the chief only (to temporary folders on the other workers)
         model_lib.backup_and_restore(_path(config, CHECKPOINTS_DIR)),
         model_lib.tensorboard(_path(config, LOGS_DIR)),
         *extra_callbacks,
@@ -169,6 +318,7 @@ def train(config: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> Dict[str,
     net.fit(train_ds, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
             validation_data=eval_ds, callbacks=callbacks, verbose=config.verbose)
 
-    serving = export.export_serving(net, config.data, config.model_dir, stats)
-    plots.plot_history(history.history, _path(config, PLOTS_DIR))
-    return {"history": history.history, "serving": serving}
+    serving = _export(net, config, stats, chief)
+    if chief:
+        plots.plot_history(history.history, _path(config, PLOTS_DIR))
+    return {"history": history.history, "serving": serving, "chief": chief, "model": net}

@@ -1,0 +1,277 @@
+"""`crewstream train --strategy multiworker|mirrored`: TF_CONFIG, sharding by file, and a real
+two-worker cluster on loopback (two processes, MultiWorkerMirroredStrategy) that trains, is
+killed, and resumes.
+
+Each worker is `python -c WORKER_SCRIPT` with its own TF_CONFIG; it runs the trainer's command
+line in-process and dumps its final weights to an npz file, so the test can compare the
+workers' models.
+"""
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from trainer import data, task, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+KILLED = 17  # exit status of a worker killed after its first epoch
+WORKER_SCRIPT = textwrap.dedent(f"""
+    import json, os, sys
+    import numpy as np
+    from trainer import model, task, train
+    out, kill = sys.argv[1], sys.argv[2] == "kill"
+    started = []
+    callbacks = [model.epoch_callback(on_epoch_begin=lambda epoch, logs: started.append(epoch))]
+    if kill:  # after epoch 1 is checkpointed: no clean-up code runs
+        callbacks.append(model.epoch_callback(on_epoch_end=lambda epoch, logs: os._exit({KILLED})))
+    result = train.train(task._config(task._parse_args(sys.argv[3:])), extra_callbacks=callbacks)
+    np.savez(out + ".npz", *result["model"].get_weights())
+    with open(out + ".json", "w") as f:
+        json.dump({{"chief": result["chief"], "started": started, "history": result["history"],
+                   "serving": result["serving"]}}, f)
+""")
+
+
+def _tf_config(ports, index, role="worker"):
+    return json.dumps({"cluster": {"worker": [f"localhost:{p}" for p in ports]},
+                       "task": {"type": role, "index": index}})
+
+
+def _free_ports(n):
+    """n ports free now (bound to 0 and released: another process could take one meanwhile)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("localhost", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _argv(prep_dir, model_dir, epochs=2):
+    return ["--data", prep_dir, "--model-dir", str(model_dir), "--epochs", str(epochs),
+            "--batch-size", "64", "--units", "8", "--seed", "3", "--progress", "none",
+            "--strategy", "multiworker"]
+
+
+def _run_cluster(tmp_path, name, argv, kill=False, workers=2):
+    """Start `workers` worker processes on loopback, wait for all; returns their outputs' prefixes
+    and exit statuses."""
+    ports = _free_ports(workers)
+    procs, outs = [], []
+    for index in range(workers):
+        out = str(tmp_path / f"{name}-worker{index}")
+        env = dict(os.environ, TF_CONFIG=_tf_config(ports, index), PYTHONPATH=REPO,
+                   TF_CPP_MIN_LOG_LEVEL="2")
+        log = open(out + ".log", "w")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", WORKER_SCRIPT, out, "kill" if kill else "run", *argv],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+        outs.append(out)
+    try:
+        codes = [p.wait(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return outs, codes
+
+
+def _log(out):
+    with open(out + ".log") as f:
+        return f.read()[-3000:]
+
+
+def _result(out):
+    with open(out + ".json") as f:
+        result = json.load(f)
+    weights = np.load(out + ".npz")
+    result["weights"] = [weights[k] for k in weights.files]
+    return result
+
+
+def _assert_same_weights(results):
+    first = results[0]["weights"]
+    for other in results[1:]:
+        assert len(other["weights"]) == len(first)
+        for a, b in zip(first, other["weights"]):
+            np.testing.assert_array_equal(a, b)
+
+
+# --- TF_CONFIG ---------------------------------------------------------------------------------
+
+def test_tf_config_of_a_vertex_style_cluster():
+    tf_config = {"cluster": {"chief": ["c:2222"], "worker": ["w0:2222", "w1:2222"]},
+                 "task": {"type": "worker", "index": 1, "trial": ""}, "environment": "cloud"}
+    parsed = train.read_tf_config({"TF_CONFIG": json.dumps(tf_config)})
+    assert parsed == tf_config
+    assert train.num_workers(parsed) == 3
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "needs the TF_CONFIG"),
+    ("{cluster", "not JSON"),
+    ('{"cluster": {"worker": ["a:1"]}}', '"task"'),
+    ('{"cluster": {"worker": ["a:1"], "ps": ["p:1"]}, "task": {"type": "worker", "index": 0}}', "'ps'"),
+    ('{"cluster": {"worker": ["a"]}, "task": {"type": "worker", "index": 0}}', "host:port"),
+    ('{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}', "non-empty"),
+    ('{"cluster": {"chief": ["a:1", "b:1"]}, "task": {"type": "chief", "index": 0}}', "one chief"),
+    ('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 2}}', "worker 0..1"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "evaluator", "index": 0}}', "not one of"),
+])
+def test_bad_tf_config_is_named(text, message):
+    with pytest.raises(train.StrategyError, match=message):
+        train.read_tf_config({"TF_CONFIG": text})
+
+
+def test_multiworker_without_tf_config_is_a_clear_error(prep_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert task.main(_argv(prep_dir, tmp_path / "model")) == 1
+    assert "needs the TF_CONFIG environment variable" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()
+
+
+def test_fewer_shards_than_workers_is_a_clear_error(prep_dir, tmp_path, monkeypatch, capsys):
+    """3 shards per split, 4 workers: refused before the cluster would start (and wait)."""
+    monkeypatch.setenv("TF_CONFIG", _tf_config([1, 2, 3, 4], 0))
+    assert task.main(_argv(prep_dir, tmp_path / "model")) == 1
+    err = capsys.readouterr().err
+    assert "3 shard(s) but 4 workers" in err and "--num-shards 4" in err
+    assert not (tmp_path / "model").exists()
+
+
+def test_the_command_line_offers_the_trainers_strategies():
+    assert task.STRATEGIES == train.STRATEGIES
+    assert task._config(task._parse_args(["--data", "d", "--model-dir", "m", "--strategy",
+                                          "mirrored"])).strategy == train.MIRRORED
+
+
+def test_data_service_with_multiworker_is_a_usage_error():
+    with pytest.raises(SystemExit) as e:
+        task._parse_args(["--data", "d", "--model-dir", "m", "--strategy", "multiworker",
+                          "--data-service", "grpc://localhost:5000"])
+    assert e.value.code == 2
+
+
+# --- sharding by file ----------------------------------------------------------------------------
+
+def _keys(windows):
+    return sorted(hashlib.sha1(w.tobytes()).hexdigest() for w in windows)
+
+
+def test_file_auto_sharding_gives_each_worker_the_same_shards_every_epoch(prep_dir, stats, records):
+    """What tf.distribute does to each worker's dataset (its FILE auto-shard rewrite, called
+    here directly): worker k reads exactly shards k, k+2, ... in every epoch, though the file
+    order is reshuffled each epoch; together the workers read every window once."""
+    from tensorflow.python.distribute import input_ops  # the rewrite tf.distribute applies
+
+    from tfrecords_schema import WINDOW
+
+    all_windows = records("train")[WINDOW]
+    per_worker = []
+    for worker in range(2):
+        ds = data.make_dataset(prep_dir, "train", 64, shuffle=True, seed=0, num_workers=2)
+        sharded = input_ops.auto_shard_dataset(ds, 2, worker, 2)
+        expected = data.num_windows(stats, "train", 2, worker)
+        epochs = [_keys(w for x, _, _ in sharded for w in x.numpy()) for _ in range(3)]
+        assert len(epochs[0]) == expected
+        assert epochs[1] == epochs[0] and epochs[2] == epochs[0]
+        per_worker.append(epochs[0])
+    assert sorted(per_worker[0] + per_worker[1]) == _keys(all_windows)
+    assert len(per_worker[0]) != len(per_worker[1])  # 2 shards vs 1: the parts differ in size
+
+
+def test_check_shards(stats):
+    data.check_shards(stats, "train", 3)
+    with pytest.raises(data.ShardingError, match="'eval' has 3 shard"):
+        data.check_shards(stats, "eval", 4)
+
+
+# --- mirrored --------------------------------------------------------------------------------
+
+def test_mirrored_strategy_trains_and_writes_the_model_folder(prep_dir, tmp_path):
+    model_dir = tmp_path / "model"
+    argv = ["--data", prep_dir, "--model-dir", str(model_dir), "--epochs", "1", "--batch-size", "64",
+            "--units", "4", "--progress", "none", "--strategy", "mirrored"]
+    result = train.train(task._config(task._parse_args(argv)))
+    assert result["chief"] and result["history"]["epoch"] == [1]
+    assert np.isfinite(result["history"]["loss"][0])
+    assert result["model"].distribute_strategy.num_replicas_in_sync >= 1
+    assert type(result["model"].distribute_strategy).__name__ == "MirroredStrategy"
+    assert (model_dir / "serving" / "saved_model.pb").exists()
+
+
+# --- two workers on loopback ---------------------------------------------------------------------
+
+def _assert_whole_splits(history, stats):
+    """Keras aggregates accuracy over all replicas: each epoch's accuracy is a whole number of
+    correct windows out of the split's windows, as when every window is seen once."""
+    for split, key in (("train", "accuracy"), ("eval", "val_accuracy")):
+        n = stats["splits"][split]["num_windows"]
+        for accuracy in history[key]:
+            assert abs(accuracy * n - round(accuracy * n)) < 1e-3, (split, accuracy, n)
+
+
+@pytest.mark.slow
+def test_two_workers_finish_with_identical_weights(prep_dir, stats, tmp_path):
+    model_dir = tmp_path / "model"
+    outs, codes = _run_cluster(tmp_path, "run", _argv(prep_dir, model_dir))
+    assert codes == [0, 0], "\n".join(_log(o) for o in outs)
+    chief, worker = (_result(o) for o in outs)
+    assert chief["chief"] and not worker["chief"]
+    _assert_same_weights([chief, worker])
+    assert chief["history"] == worker["history"]
+    assert chief["history"]["epoch"] == [1, 2]
+    _assert_whole_splits(chief["history"], stats)
+
+    # only the chief wrote MODEL, and the worker left no temporary folder behind
+    with open(model_dir / train.HISTORY_FILE) as f:
+        assert json.load(f) == chief["history"]
+    assert chief["serving"] == str(model_dir / "serving") and worker["serving"] is None
+    assert sorted(os.listdir(model_dir)) == sorted(
+        ["checkpoints", "history.json", "logs", "plots", "serving", "train_config.json"])
+    assert os.listdir(model_dir / "checkpoints") == ["chief"]
+    assert sorted(os.listdir(model_dir / "logs")) == ["train", "validation"]
+
+    # the export is the chief's model: same probabilities as the worker's weights give
+    from trainer import export, model as model_lib
+
+    net = model_lib.build_model(stats["window"], len(stats["features"]),
+                                model_lib.ModelParams(units=8))
+    net.set_weights(worker["weights"])
+    windows = np.random.default_rng(0).normal(size=(5, stats["window"], len(stats["features"])))
+    windows = windows.astype(np.float32)
+    scaled = export.load_serving(str(model_dir)).signatures[export.SCALED_SIGNATURE]
+    np.testing.assert_allclose(scaled(window=windows)[export.PROBABILITIES].numpy(),
+                               net(windows, training=False).numpy(), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_killed_workers_resume_under_the_strategy(prep_dir, stats, tmp_path):
+    """Both workers die (os._exit) after epoch 1 of 2 is checkpointed; the same command on both
+    resumes from the chief's checkpoint at epoch 2, and the workers end identical."""
+    model_dir = tmp_path / "model"
+    outs, codes = _run_cluster(tmp_path, "killed", _argv(prep_dir, model_dir), kill=True)
+    assert codes == [KILLED, KILLED], "\n".join(_log(o) for o in outs)
+    with open(model_dir / train.HISTORY_FILE) as f:
+        killed_history = json.load(f)
+    assert killed_history["epoch"] == [1]
+
+    outs, codes = _run_cluster(tmp_path, "resumed", _argv(prep_dir, model_dir))
+    assert codes == [0, 0], "\n".join(_log(o) for o in outs)
+    chief, worker = (_result(o) for o in outs)
+    assert chief["started"] == [1] and worker["started"] == [1]  # not from epoch 0
+    _assert_same_weights([chief, worker])
+    assert chief["history"]["epoch"] == [1, 2]
+    assert chief["history"]["loss"][0] == killed_history["loss"][0]  # epoch 1 is the killed run's
+    _assert_whole_splits(chief["history"], stats)
+    assert (model_dir / "serving" / "saved_model.pb").exists()
+    assert os.listdir(model_dir / "checkpoints") == ["chief"]
