@@ -1,19 +1,25 @@
-"""Blocks: the rows of one recording (crew, seat, experiment) found in one chunk of CSV.
+"""Blocks: rows of one recording (crew, seat, experiment), moved through files, never through the
+runner's shuffle.
 
-The preprocess job groups rows by recording through files, not through the runner's shuffle:
-each chunk's rows of a recording are written as one block file, and only block paths are grouped.
-Beam's local runner holds a shuffled PCollection in memory two to three times over (decoded,
-re-encoded, copied); block files keep memory bounded by one recording, whatever the data size, and
-on a cluster they are ordinary files on the job's filesystem (gs://, hdfs://, local).
+The preprocess job groups rows through files: each chunk's rows of a recording are written as one
+block file, and only block paths are grouped. Beam's local runner holds a shuffled PCollection in
+memory two to three times over (decoded, re-encoded, copied); block files keep memory bounded
+whatever the data size, and on a cluster they are ordinary files on the job's filesystem (gs://,
+hdfs://, local).
 
-A block's name is derived from where its rows came from (file index, first line), so a retried
-bundle rewrites the same file with the same bytes.
+A recording is never gathered whole: it is cut into time blocks of at most `block_rows` raw rows
+at the edges of time bins (`plan_blocks`, from its rows per bin), each block is sorted on its own
+and written as a sorted block file of fixed-size records (`write_rows`), whose tail a following
+block reads for the W-1 rows of context its first windows need (`read_rows(..., last=k)`).
+
+A block file's name is derived from where its rows came from (file index, first line), so a
+retried bundle rewrites the same file with the same bytes.
 """
 
 import dataclasses
 import pickle
 import posixpath
-from typing import Iterator, Tuple
+from typing import Iterable, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -81,3 +87,134 @@ def read_block(path: str) -> Block:
 
     with tf.io.gfile.GFile(path, "rb") as f:
         return pickle.loads(f.read())
+
+
+# Time blocks: a recording cut at time-bin edges into blocks of at most `block_rows` raw rows.
+# Every row of one time falls in one bin, so duplicates of a time always meet in one block.
+BIN_SECONDS = 1.0
+DEFAULT_BLOCK_ROWS = 1 << 18  # --block-rows: 262,144 rows, about 17 min at 256 Hz
+
+
+class BlockPlanError(ValueError):
+    """A recording cannot be cut into blocks of the requested size."""
+
+
+def time_bins(time: np.ndarray, bin_seconds: float = BIN_SECONDS) -> np.ndarray:
+    """int64 [n]: the bin of each time, floor(time / bin_seconds)."""
+    return np.floor(np.asarray(time, dtype=np.float64) / bin_seconds).astype(np.int64)
+
+
+def time_histogram(time: np.ndarray, bin_seconds: float = BIN_SECONDS) -> Tuple[np.ndarray, np.ndarray]:
+    """(bins int64 [k] ascending, rows int64 [k]) of one batch of a recording's times."""
+    bins, counts = np.unique(time_bins(time, bin_seconds), return_counts=True)
+    return bins, counts.astype(np.int64)
+
+
+def merge_histograms(parts: Iterable[Tuple[np.ndarray, np.ndarray]]) -> Tuple[np.ndarray, np.ndarray]:
+    """Histograms of several batches of one recording -> one, bins ascending."""
+    parts = list(parts)
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    bins, inverse = np.unique(np.concatenate([b for b, _ in parts]), return_inverse=True)
+    counts = np.bincount(inverse.ravel(), weights=np.concatenate([c for _, c in parts]), minlength=len(bins))
+    return bins, counts.astype(np.int64)
+
+
+def plan_blocks(bins: np.ndarray, counts: np.ndarray, block_rows: int, bin_seconds: float = BIN_SECONDS) -> np.ndarray:
+    """Cut a recording's time histogram greedily into blocks of at most `block_rows` rows.
+
+    Returns int64 [K-1]: the first bin of blocks 1..K-1 (block 0 starts at the first row);
+    `block_of` maps times to block indices with it. BlockPlanError if one bin alone holds more
+    than `block_rows` rows.
+    """
+    if block_rows < 1:
+        raise BlockPlanError(f"block_rows must be >= 1, not {block_rows}")
+    too_big = np.flatnonzero(counts > block_rows)
+    if len(too_big):
+        b = int(bins[too_big[0]])
+        raise BlockPlanError(
+            f"{int(counts[too_big[0]]):,} rows in the {bin_seconds:g} s from time {b * bin_seconds:g}: more than "
+            f"--block-rows {block_rows:,} (rows of one such time bin always share a block); raise --block-rows")
+    firsts, filled = [], 0
+    for b, c in zip(bins.tolist(), counts.tolist()):
+        if filled + c > block_rows:
+            firsts.append(b)
+            filled = 0
+        filled += c
+    return np.array(firsts, dtype=np.int64)
+
+
+def block_of(time: np.ndarray, first_bins: np.ndarray, bin_seconds: float = BIN_SECONDS) -> np.ndarray:
+    """int64 [n]: the block index of each time under a plan from `plan_blocks`."""
+    return np.searchsorted(first_bins, time_bins(time, bin_seconds), side="right").astype(np.int64)
+
+
+def split_by_block(block: Block, first_bins: np.ndarray, bin_seconds: float = BIN_SECONDS) -> Iterator[Tuple[int, Block]]:
+    """(block index, its rows) for each time block present in `block`, in block order."""
+    index = block_of(block.time, first_bins, bin_seconds)
+    for b in np.unique(index).tolist():
+        yield b, block.take(index == b)
+
+
+def part_path(chunk_path: str, block_index: int) -> str:
+    """Where the rows of a chunk's block file that fall in time block `block_index` go."""
+    head, name = posixpath.split(chunk_path)
+    return posixpath.join(head, f"b{block_index:05d}", name)
+
+
+# Sorted blocks: a block's kept rows in time order as raw fixed-size records, so that the rows
+# another block needs as context (its last W-1) are read from the tail without the rest.
+def row_dtype(num_features: int) -> np.dtype:
+    return np.dtype([("time", "<f8"), ("line", "<i8"), ("source", "<i4"), ("label", "i1"),
+                     ("signals", "<f4", (num_features,))])
+
+
+def sorted_path(staging: str, key: RecordingKey, block_index: int) -> str:
+    crew, seat, experiment = key
+    return layout.join(staging, "sorted", f"crew{crew}-seat{seat}-{experiment}", f"b{block_index:05d}.rows")
+
+
+def write_rows(path: str, block: Block) -> None:
+    import tensorflow as tf
+
+    records = np.empty(len(block), dtype=row_dtype(block.signals.shape[1]))
+    for name in records.dtype.names:
+        records[name] = getattr(block, name)
+    tf.io.gfile.makedirs(posixpath.dirname(path))
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(records.tobytes())
+
+
+def read_rows(path: str, num_features: int, last: Optional[int] = None) -> Block:
+    """The rows of a sorted block file; with `last`, only its last `last` rows (read from the tail)."""
+    import tensorflow as tf
+
+    dtype = row_dtype(num_features)
+    with tf.io.gfile.GFile(path, "rb") as f:
+        if last is not None:
+            f.seek(max(0, f.size() - last * dtype.itemsize))
+        records = np.frombuffer(f.read(), dtype=dtype)
+    return Block(records["time"].copy(), np.ascontiguousarray(records["signals"]), records["label"].copy(),
+                 records["line"].copy(), records["source"].copy())
+
+
+@dataclasses.dataclass(frozen=True)
+class SortedBlock:
+    """What windowing needs to know of a sorted block without reading it: where it is, its rows
+    (`num_rows`, `first_time`, `last_time`) and `gap_starts`, its local rows whose time is more
+    than max_gap after the previous row's (each starts a segment)."""
+
+    recording: RecordingKey
+    index: int
+    path: str
+    num_rows: int
+    num_features: int
+    first_time: float
+    last_time: float
+    gap_starts: Tuple[int, ...]
+
+
+def summarize_sorted(recording: RecordingKey, index: int, path: str, block: Block, max_gap: float) -> SortedBlock:
+    gaps = np.flatnonzero(np.diff(block.time) > max_gap) + 1
+    return SortedBlock(recording, index, path, len(block), block.signals.shape[1], float(block.time[0]),
+                       float(block.time[-1]), tuple(gaps.tolist()))

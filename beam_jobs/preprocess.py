@@ -3,19 +3,24 @@ TFRecord shards, class-count statistics and a tf.Transform graph (DESIGN.md, "Th
 
 This module only wires: the work is in beam_jobs.transforms and the plain modules it calls.
 
-    read CSV chunks -> validate (rejects -> OUT/rejects/) -> analyze scaling on TRAIN crews
-    (tf.Transform) -> scale every row -> group by (crew, seat, experiment) -> sort by time ->
-    cut windows -> tf.train.Example -> shards -> OUT/stats.json (last)
+    read CSV chunks -> validate (rejects -> OUT/rejects/) -> cut each (crew, seat, experiment)
+    into time blocks of at most --block-rows rows -> sort each block by time, reject duplicate
+    times -> analyze scaling on TRAIN crews (tf.Transform) -> per block: scale, cut the windows
+    ending in it (with the W-1 rows before it) -> tf.train.Example -> shards -> OUT/stats.json (last)
 
-The CSVs are parsed once: validated rows feed tf.Transform's analyzers and are spilled, raw, to
-block files per recording (beam_jobs.blocks). A full pass has to finish before any row can be
-scaled; the windowing step then reads each recording's blocks back, scales them with the written
-transform graph (the same graph serving applies) and cuts its windows.
+The CSVs are parsed once: validated rows are spilled, raw, to block files per recording
+(beam_jobs.blocks), with their rows per time bin, from which each recording's time blocks are
+planned. Each block is sorted and written once; its kept TRAIN rows feed tf.Transform's
+analyzers. A full pass has to finish before any row can be scaled; the windowing step then reads
+each block back (plus the tail of the one before), scales it with the written transform graph
+(the same graph serving applies) and cuts the windows whose last row is in it, numbered as if
+the recording were cut whole, so the output does not depend on --block-rows.
 """
 
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 import uuid
@@ -23,11 +28,12 @@ from typing import Dict, List, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, PortableOptions,
+                                                  StandardOptions)
 
-from beam_jobs import csv_reader
+from beam_jobs import blocks, csv_reader
 from tfrecords_schema import LABEL_VOCABULARY, csv_layout, layout
-from tfrecords_schema.stats import SCALES
+from tfrecords_schema.stats import SCALES, validate_stats
 
 _LOG = logging.getLogger("crewstream.preprocess")
 LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner")
@@ -68,14 +74,25 @@ def _parse_args(argv: Optional[Sequence[str]]):
                         help=argparse.SUPPRESS)
     parser.add_argument("--split-bytes", type=int, default=csv_reader.DEFAULT_SPLIT_BYTES,
                         help="bytes of an uncompressed CSV one worker parses (default 64 MiB)")
+    parser.add_argument("--max-bad-fraction", type=float, default=0.001,
+                        help="fail, publishing nothing, if more than this fraction of the rows read "
+                             "is rejected (default 0.001)")
+    parser.add_argument("--block-rows", type=int, default=blocks.DEFAULT_BLOCK_ROWS,
+                        help="most rows of a (crew, seat, experiment) one worker holds at once: longer "
+                             "recordings are cut into time blocks of at most this many rows, each with "
+                             "the W-1 rows before it; the output does not depend on it "
+                             f"(default {blocks.DEFAULT_BLOCK_ROWS:,})")
     parser.add_argument("--verbose", action="store_true", help="debug logging and full tracebacks")
     args, beam_args = parser.parse_known_args(argv)
     args.features = [f.strip() for f in args.features.split(",") if f.strip()]
-    for name, value in (("--window", args.window), ("--stride", args.stride), ("--num-shards", args.num_shards)):
+    for name, value in (("--window", args.window), ("--stride", args.stride), ("--num-shards", args.num_shards),
+                        ("--block-rows", args.block_rows)):
         if value < 1:
             parser.error(f"{name} must be >= 1")
     if args.max_gap <= 0:
         parser.error("--max-gap must be > 0")
+    if not 0 <= args.max_bad_fraction <= 1:
+        parser.error("--max-bad-fraction must be between 0 and 1")
     unknown = [f for f in args.features if f not in csv_layout.SIGNALS]
     if unknown or not args.features or len(set(args.features)) != len(args.features):
         parser.error(f"--features: unknown or repeated {unknown or args.features}; "
@@ -83,40 +100,72 @@ def _parse_args(argv: Optional[Sequence[str]]):
     return args, beam_args
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute, URLs (gs://...) as they are: workers resolve a relative path in
+    their own working directory, which on a portable runner is not the launcher's."""
+    return path if FileSystems.get_scheme(path) else os.path.abspath(path)
+
+
 def match_inputs(patterns: Sequence[str]) -> List[str]:
     """Every file the patterns match, sorted (the file index in rejects and sorting is stable)."""
     files = set()
     for pattern in patterns:
-        found = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+        found = [m.path for m in FileSystems.match([absolute(pattern)])[0].metadata_list]
         if not found:
             raise PreprocessError(f"no file matches {pattern!r}")
         files.update(found)
     return sorted(files)
 
 
-def check_headers(files: Sequence[str], features: Sequence[str]) -> None:
-    """File-level problems stop the run before anything is written."""
+def check_inputs(files: Sequence[str], features: Sequence[str]) -> None:
+    """File-level problems stop the run before anything is written: a missing or wrong header,
+    no data rows, a compressed file that does not decompress to its end (read through here once,
+    since a truncated gzip is only noticed at its end). Columns outside the layout are logged."""
+    from beam_jobs.transforms import open_csv
+
     for path in files:
-        with FileSystems.open(path) as f:
-            try:
-                header = csv_reader.read_header(f, path)
-                csv_reader.check_header(header, features, path)
-            except csv_reader.CsvLayoutError as e:
-                raise PreprocessError(str(e)) from None
+        try:
+            with open_csv(path) as f:
+                ignored = csv_reader.check_file(f, path, features, read_through=csv_reader.is_compressed(path))
+        except csv_reader.CsvLayoutError as e:
+            raise PreprocessError(str(e)) from None
+        if ignored:
+            _LOG.warning("%s: column(s) %s are not part of the layout and are ignored", path, ", ".join(ignored))
 
 
 def make_runner(options: PipelineOptions):
-    """The runner: a local DirectRunner request runs on the in-process FnApiRunner directly.
+    """The runner: a local DirectRunner request runs on the FnApiRunner directly.
 
     Beam's DirectRunner would first hand the pipeline to the Prism runner, which downloads a
     binary; our machines are offline, so we take the FnApiRunner path it would fall back to.
-    `--direct_num_workers` and `--direct_running_mode` still apply.
+    `--direct_num_workers` and `--direct_running_mode` still apply. With `--environment_type
+    EXTERNAL --environment_config HOST:PORT` it runs `--direct_num_workers` SDK workers taken from
+    a worker pool (`python -m apache_beam.runners.worker.worker_pool_main`): the portable runners'
+    machinery with several workers, which Beam's embedded job service (`--runner PortableRunner
+    --job_endpoint embed`) cannot give: it always asks the pool for one.
+
+    Any other runner is built by Beam from `--runner`, except that a job service on this machine
+    (`--job_endpoint embed`) with a DOCKER environment, Beam's default, is refused: it would pull
+    Beam's SDK container here.
     """
     name = options.view_as(StandardOptions).runner
+    portable = options.view_as(PortableOptions)
     if name in LOCAL_RUNNERS:
         from apache_beam.runners.portability.fn_api_runner import fn_runner
 
-        return fn_runner.FnApiRunner()
+        if portable.environment_type is None:
+            return fn_runner.FnApiRunner()
+        if portable.environment_type != "EXTERNAL" or \
+                options.view_as(DirectOptions).direct_running_mode != "in_memory":
+            raise PreprocessError("a local run takes --environment_type EXTERNAL (workers from a worker "
+                                  "pool) without --direct_running_mode, or no --environment_type")
+        from apache_beam.transforms import environments
+
+        return fn_runner.FnApiRunner(default_environment=environments.ExternalEnvironment.from_options(portable))
+    if portable.job_endpoint == "embed" and portable.environment_type in (None, "DOCKER"):
+        raise PreprocessError("--job_endpoint embed runs the SDK workers on this machine: add --environment_type "
+                              "EXTERNAL --environment_config HOST:PORT (a worker pool) or LOOPBACK; the "
+                              "default, DOCKER, would pull Beam's SDK container")
     return None  # Beam builds the runner named by --runner
 
 
@@ -128,34 +177,39 @@ def build_pipeline(pipeline: beam.Pipeline, files: Sequence[str], args, staging:
     from beam_jobs import transforms as t
 
     features, eval_crews = list(args.features), frozenset(args.eval_crews)
+    params = t.WindowParams(args.window, args.stride, args.max_gap, args.num_shards, eval_crews,
+                            staging, tuple(files), args.block_rows)
     read = pipeline | "ReadCrewCsv" >> t.ReadCrewCsv(files, features, args.chunk_bytes, args.split_bytes)
+    # Scaling is analyzed on the rows the windows use: TRAIN crews, duplicate times rejected.
+    sorted_blocks = read.rows | "SortBlocks" >> t.SortBlocks(params)
     with tft_beam.Context(temp_dir=layout.join(staging, "tft_tmp")):
-        train_batches = (
-            read.rows
-            | "KeepTrainCrews" >> beam.ParDo(t.SelectSplitFn(layout.TRAIN, eval_crews))
-            | "TrainSignals" >> beam.Map(lambda rows: scaling.signals_record_batch(rows.signals))
-        )
         transform_fn = (
-            (train_batches, scaling.tensor_adapter_config(len(features)))
+            (sorted_blocks[t.TRAIN_SIGNALS], scaling.tensor_adapter_config(len(features)))
             | "AnalyzeScaling" >> tft_beam.AnalyzeDataset(scaling.PREPROCESSING_FNS[args.scale])
         )
-        transform_ready = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staging)
+        transform_ready = transform_fn | "WriteTransformFn" >> scaling.WriteTransformFn(staging)
 
-    params = t.WindowParams(args.window, args.stride, args.max_gap, args.num_shards, eval_crews,
-                            staging, tuple(files))
-    cut = read.rows | "CutWindows" >> t.CutWindows(params, transform_ready)
-    shard_meta = cut.pieces | "WriteShards" >> t.WriteShards(staging, args.num_shards, args.compression)
+    pieces = sorted_blocks.blocks | "CutWindows" >> t.CutWindows(params, transform_ready)
+    shard_meta = pieces | "WriteShards" >> t.WriteShards(staging, args.num_shards, args.compression)
     rejected = (
-        (read.rejects, cut.rejects)
+        (read.rejects, sorted_blocks.rejects)
         | "AllRejects" >> beam.Flatten()
         | "WriteRejects" >> t.WriteRejects(staging)
     )
+    tallies = (
+        (read.tally, sorted_blocks.tally)
+        | "AllTallies" >> beam.Flatten()
+        | "SumTallies" >> beam.CombinePerKey(sum)
+    )
+    files = list(files)
     _ = (
         pipeline
         | "ManifestTrigger" >> beam.Create([layout.join(staging, "manifest.json")])
         | "WriteManifest" >> beam.Map(
-            lambda path, shard_list, groups, n: t.write_manifest(shard_list, groups, n, path),
-            beam.pvalue.AsList(shard_meta), beam.pvalue.AsList(cut.groups), beam.pvalue.AsSingleton(rejected))
+            lambda path, shard_list, groups, n, tally: t.write_manifest(
+                shard_list, groups, n, path, t.input_accounting(files, tally)),
+            beam.pvalue.AsList(shard_meta), beam.pvalue.AsList(sorted_blocks.groups), beam.pvalue.AsSingleton(rejected),
+            beam.pvalue.AsList(tallies))
     )
 
 
@@ -177,8 +231,43 @@ def build_stats(args, manifest: Dict, scaling_stats: Dict) -> Dict:
         "window": args.window, "stride": args.stride, "max_gap": args.max_gap,
         "features": list(args.features), "label_vocabulary": list(LABEL_VOCABULARY),
         "scale": args.scale, "scaling": scaling_stats, "compression": args.compression,
-        "rejected_rows": manifest["rejected_rows"], "splits": splits,
+        "rejected_rows": manifest["rejected_rows"], "splits": splits, "inputs": manifest["inputs"],
     }
+
+
+def check_rejects(manifest: Dict, max_bad_fraction: float, staging: str) -> None:
+    """PreprocessError if rejected rows / rows read exceeds `max_bad_fraction`; it quotes the
+    first rejects (rejects.csv is sorted by file and line)."""
+    rows_read = sum(entry["rows_read"] for entry in manifest["inputs"])
+    rejected = manifest["rejected_rows"]
+    if rows_read == 0 or rejected / rows_read <= max_bad_fraction:
+        return
+    first = "; ".join(f"{file} line {line} ({column or 'row'}): {reason}"
+                      for file, line, column, reason in _first_rejects(staging, 3))
+    raise PreprocessError(
+        f"{rejected:,} of {rows_read:,} rows rejected ({rejected / rows_read:.3%}), more than "
+        f"--max-bad-fraction {max_bad_fraction}; nothing was published. First: {first}")
+
+
+def _first_rejects(staging: str, n: int) -> List[tuple]:
+    import csv
+
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(layout.join(staging, layout.REJECTS_DIR, layout.REJECTS_FILE)) as f:
+        reader = csv.reader(f)
+        next(reader)  # the header
+        return [tuple(r[:4]) for _, r in zip(range(n), reader)]
+
+
+def _discard(staging: str, out: str, out_existed: bool) -> None:
+    """A failed run leaves OUT as it found it."""
+    import tensorflow as tf
+
+    if tf.io.gfile.exists(staging):
+        tf.io.gfile.rmtree(staging)
+    if not out_existed and tf.io.gfile.exists(out) and not tf.io.gfile.listdir(out):
+        tf.io.gfile.rmtree(out)
 
 
 def _read_manifest(staging: str) -> Dict:
@@ -197,10 +286,11 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
 
     started = time.time()
     files = match_inputs(args.input)
-    check_headers(files, args.features)
+    check_inputs(files, args.features)
     if not args.eval_crews:
         _LOG.warning("no --eval-crews given: every crew goes to train and the eval split is empty")
-    staging = layout.join(args.output, f".staging-{uuid.uuid4().hex[:12]}")
+    staging = layout.join(absolute(args.output), f".staging-{uuid.uuid4().hex[:12]}")
+    out_existed = FileSystems.exists(args.output)
     _LOG.info("preprocess %d file(s) -> %s (W=%d, stride=%d, %d feature(s), %s)", len(files),
               args.output, args.window, args.stride, len(args.features), args.scale)
     options = PipelineOptions(beam_args)
@@ -208,12 +298,17 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
         build_pipeline(pipeline, files, args, staging)
 
     manifest = _read_manifest(staging)
-    train_rows = sum(g["num_rows"] for g in manifest["groups"] if g["split"] == layout.TRAIN)
-    if train_rows == 0:
-        raise PreprocessError("no usable training rows: every row was rejected or belongs to an "
-                              f"eval crew (--eval-crews {args.eval_crews})")
+    try:
+        check_rejects(manifest, args.max_bad_fraction, staging)
+        train_rows = sum(g["num_rows"] for g in manifest["groups"] if g["split"] == layout.TRAIN)
+        if train_rows == 0:
+            raise PreprocessError("no usable training rows: every row was rejected or belongs to an "
+                                  f"eval crew (--eval-crews {args.eval_crews})")
+    except PreprocessError:
+        _discard(staging, args.output, out_existed)
+        raise
     scaling_stats = scaling.scaling_stats(tft.TFTransformOutput(staging), args.features, args.scale)
-    stats = build_stats(args, manifest, scaling_stats)
+    stats = validate_stats(build_stats(args, manifest, scaling_stats))  # before anything moves
     path = publish.publish(staging, args.output, stats)
     _LOG.info("wrote %s in %.1f s", path, time.time() - started)
     return stats
@@ -221,8 +316,10 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
 
 def summarize(stats: Dict) -> str:
     """A readable table of a stats.json."""
+    read = sum(entry["rows_read"] for entry in stats.get("inputs", []))
     lines = [f"window {stats['window']} x {len(stats['features'])} feature(s), stride {stats['stride']}, "
-             f"scale {stats['scale']}, rejected rows {stats['rejected_rows']:,}",
+             f"scale {stats['scale']}, rejected rows {stats['rejected_rows']:,}"
+             + (f" of {read:,} read (see rejects/)" if stats["rejected_rows"] else ""),
              f"{'split':<6} {'crews':<14} {'rows':>12} {'windows':>10}  " + "  ".join(
                  f"{c:>8}" for c in LABEL_VOCABULARY) + "  shards"]
     for split in layout.SPLITS:
@@ -240,7 +337,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         stats = run(argv)
-    except (PreprocessError, csv_reader.CsvLayoutError) as e:
+    except (PreprocessError, csv_reader.CsvLayoutError, blocks.BlockPlanError) as e:
         if verbose:
             raise
         print(f"crewstream preprocess: error: {e}", file=sys.stderr)

@@ -11,6 +11,7 @@ float32 (see `_as_float32`); the arithmetic of scaling is float64.
 
 from typing import Dict, Sequence
 
+import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import tensorflow as tf
@@ -18,7 +19,7 @@ import tensorflow_transform as tft
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.tfxio import tensor_adapter
 
-from tfrecords_schema import RAW_SIGNALS, SCALED_SIGNALS
+from tfrecords_schema import RAW_SIGNALS, SCALED_SIGNALS, layout
 from tfrecords_schema.stats import SCALE_PARAMS
 
 # Only the signals go through tf.Transform; the preprocess job keeps the other columns itself.
@@ -117,3 +118,61 @@ def scaling_stats(transform_output: tft.TFTransformOutput, features: Sequence[st
     shift, divisor = affine_params(transform_output, len(features))
     a, b = SCALE_PARAMS[scale]
     return {name: {a: float(shift[i]), b: float(divisor[i])} for i, name in enumerate(features)}
+
+
+class WriteTransformFn(beam.PTransform):
+    """tft_beam.WriteTransformFn(path), made safe to replay.
+
+    tf.Transform's own writer renames a temporary folder into place and then deletes the
+    temporary root, so a runner that retries that bundle (after a lost worker, or the FnApiRunner's
+    `--direct_runner_bundle_repeat`) finds nothing to rename and the job fails
+    (tests/beam_jobs/test_replay.py). Here every step can run again: the metadata is written in
+    place and the graph copied over any earlier attempt's copy. `path` is the job's private staging
+    folder, which nobody reads before the output is published, so no rename is needed.
+    Input and output as tf.Transform's: (transform_fn, metadata) -> a one-element PCollection
+    that exists once both are written.
+    """
+
+    def __init__(self, path: str):
+        super().__init__()
+        self._path = path
+
+    def _extract_input_pvalues(self, transform_fn):  # the input is a (PCollection, metadata) pair
+        from tensorflow_transform.beam.tft_beam_io import beam_metadata_io
+
+        saved_model_dir, metadata = transform_fn
+        pvalues = [saved_model_dir]
+        if isinstance(metadata, beam_metadata_io.BeamDatasetMetadata):
+            pvalues.append(metadata.deferred_metadata)
+        return transform_fn, pvalues
+
+    def expand(self, transform_fn):
+        from tensorflow_transform.beam.tft_beam_io import beam_metadata_io
+
+        saved_model_dir, metadata = transform_fn
+        pipeline = saved_model_dir.pipeline
+        written = metadata | "WriteMetadata" >> beam_metadata_io.WriteMetadata(
+            layout.join(self._path, tft.TFTransformOutput.TRANSFORMED_METADATA_DIR), pipeline)
+        copied = saved_model_dir | "CopyTransformFn" >> beam.Map(
+            replace_tree, layout.join(self._path, tft.TFTransformOutput.TRANSFORM_FN_DIR))
+        return (
+            pipeline
+            | "Sole" >> beam.Create([None])
+            | "WhenBothWritten" >> beam.Map(_last, beam.pvalue.AsSingleton(written), beam.pvalue.AsSingleton(copied))
+        )
+
+
+def _last(_, *written: str) -> str:
+    return written[-1]
+
+
+def replace_tree(source: str, destination: str) -> str:
+    """Copy folder `source` to `destination`, replacing whatever is there (gfile: any filesystem)."""
+    if tf.io.gfile.exists(destination):
+        tf.io.gfile.rmtree(destination)
+    for folder, _, files in tf.io.gfile.walk(source):
+        target = layout.join(destination, folder[len(source):].lstrip("/"))
+        tf.io.gfile.makedirs(target)
+        for name in files:
+            tf.io.gfile.copy(layout.join(folder, name), layout.join(target, name), overwrite=True)
+    return destination

@@ -1,9 +1,9 @@
 """Writing windows to TFRecord shards deterministically, without shuffling window bytes.
 
-Windows are written where they are cut: each (group, shard) piece goes to its own temporary
-TFRecord file. Then each final shard is the concatenation of its pieces in (crew, seat,
-experiment) order (TFRecord framing is self-delimiting, so concatenated files are a valid file),
-gzip-compressed on the way when asked. Only small piece metadata crosses a shuffle, so no runner
+Windows are written where they are cut: each (group, time block, shard) piece goes to its own
+temporary TFRecord file. Then each final shard is the concatenation of its pieces, group after
+group in the shard's own order and a group's pieces in time-block order (TFRecord framing is
+self-delimiting, so concatenated files are a valid file), gzip-compressed on the way when asked. Only small piece metadata crosses a shuffle, so no runner
 ever holds the windows of a whole shard in memory, and the same input and flags give
 byte-identical shards whatever the number of workers or the bundle boundaries.
 """
@@ -41,8 +41,9 @@ def class_counts(labels: np.ndarray) -> Dict[str, int]:
     return {name: int(counts[i]) for i, name in enumerate(LABEL_VOCABULARY)}
 
 
-def piece_path(staging: str, split: str, crew: int, seat: int, experiment: str, shard: int) -> str:
-    return layout.join(staging, "pieces", split, f"{group_name(crew, seat, experiment)}-{shard:05d}.tfrecord")
+def piece_path(staging: str, split: str, crew: int, seat: int, experiment: str, shard: int, block: int = 0) -> str:
+    """The piece of a group's time block `block` that goes to `shard`."""
+    return layout.join(staging, "pieces", split, f"{group_name(crew, seat, experiment)}-b{block:05d}-{shard:05d}.tfrecord")
 
 
 def write_records(path: str, records: Iterable[bytes]) -> int:

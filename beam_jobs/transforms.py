@@ -4,10 +4,12 @@ Elements are batches (`Rows` of up to a chunk of CSV, Arrow record batches for t
 never one Python object per CSV row.
 """
 
+import collections
+import contextlib
 import dataclasses
 import logging
 import posixpath
-from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+from typing import BinaryIO, Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -24,6 +26,14 @@ _LOG = logging.getLogger(__name__)
 NAMESPACE = "crewstream"
 REJECTS = "rejects"
 GROUPS = "groups"
+# The `tally` outputs: ((file index, field), rows) with field one of TALLY_FIELDS. Summed per
+# file they give stats.json's `inputs`, where rows read = rows used + rows rejected.
+TALLY = "tally"
+TALLY_FIELDS = ("rows_read", "rows_used", "rows_rejected")
+# SortBlocks' outputs: per recording rows per time bin; kept TRAIN-crew signals for the analyzers.
+HISTOGRAM = "histogram"
+TRAIN_SIGNALS = "train_signals"
+ROWS_PER_KEY = "rows_per_key"  # distribution: rows one key (a time block) holds at once
 ENCODE_CHUNK = 512  # windows encoded at once: bounds the copy a large group needs
 
 
@@ -51,16 +61,29 @@ class PlanRangesFn(beam.DoFn):
 
     def process(self, element: Tuple[int, str]):
         index, path = element
-        splittable = CompressionTypes.detect_compression_type(path) == CompressionTypes.UNCOMPRESSED
+        splittable = not csv_reader.is_compressed(path)
         size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes if splittable else None
         for number, (start, end) in enumerate(csv_reader.plan_ranges(size, self._split_bytes)):
             yield ByteRange(index, path, number, start, end)
 
 
-def _open(byte_range: ByteRange):
-    if byte_range.end is None:
-        return FileSystems.open(byte_range.path)  # compression from the extension (.gz)
-    return FileSystems.open(byte_range.path, compression_type=CompressionTypes.UNCOMPRESSED)
+@contextlib.contextmanager
+def open_csv(path: str) -> Iterator[BinaryIO]:
+    """An input CSV's bytes, decompressed (.gz, .bz2) by csv_reader rather than by Beam, whose
+    reader returns a truncated gzip's rows without an error."""
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        with csv_reader.decompressed(raw, path) as f:
+            yield f
+
+
+def _tally(index: int, field: str, count: int):
+    return beam.pvalue.TaggedOutput(TALLY, ((int(index), field), int(count)))
+
+
+def _tally_sources(field: str, sources: np.ndarray):
+    """One TALLY output per file among `sources` (the file index of each row)."""
+    for index, count in zip(*np.unique(sources, return_counts=True)):
+        yield _tally(index, field, count)
 
 
 class CountNewlinesFn(beam.DoFn):
@@ -70,14 +93,15 @@ class CountNewlinesFn(beam.DoFn):
     def process(self, byte_range: ByteRange):
         if byte_range.end is None:
             return
-        with _open(byte_range) as f:
+        with open_csv(byte_range.path) as f:
             count = csv_reader.count_newlines(f, byte_range.start, byte_range.end)
         yield (byte_range.index, byte_range.number), count
 
 
 class ReadCsvChunksFn(beam.DoFn):
-    """ByteRange -> `Rows` per chunk; `Reject`s to the `rejects` output. `newline_counts` maps
-    (file index, range number) to the newlines in that range."""
+    """ByteRange -> `Rows` per chunk; `Reject`s to the `rejects` output; rows read and rejected
+    to the `tally` output. `newline_counts` maps (file index, range number) to the newlines in
+    that range."""
 
     def __init__(self, features: Sequence[str], chunk_bytes: int):
         self._features = list(features)
@@ -88,7 +112,7 @@ class ReadCsvChunksFn(beam.DoFn):
     def process(self, byte_range: ByteRange, newline_counts: Dict[Tuple[int, int], int]):
         before = sum(newline_counts.get((byte_range.index, k), 0) for k in range(byte_range.number))
         done = rejected = 0
-        with _open(byte_range) as f:
+        with open_csv(byte_range.path) as f:
             for rows, rejects in csv_reader.read_file_chunks(
                     f, byte_range.path, self._features, self._chunk_bytes,
                     byte_range=(byte_range.start, byte_range.end), newlines_before=before):
@@ -101,12 +125,15 @@ class ReadCsvChunksFn(beam.DoFn):
                     yield beam.pvalue.TaggedOutput(REJECTS, reject)
                 if len(rows):
                     yield rows
+        yield _tally(byte_range.index, "rows_read", done)
+        yield _tally(byte_range.index, "rows_rejected", rejected)
         where = "" if byte_range.end is None else f" bytes {byte_range.start:,}-{byte_range.end:,}"
         _LOG.info("%s%s: %s rows read, %s rejected", byte_range.path, where, f"{done:,}", f"{rejected:,}")
 
 
 class ReadCrewCsv(beam.PTransform):
-    """Read crew CSVs (paths, `.csv` or `.csv.gz`) into `Rows` batches plus a `rejects` output.
+    """Read crew CSVs (paths, `.csv`, `.csv.gz` or `.csv.bz2`) into `Rows` batches plus a
+    `rejects` output and a `tally` output (rows read and rejected per file).
 
     Uncompressed files are split into byte ranges of `split_bytes` read in parallel; a line
     belongs to the range its first byte is in, and line numbers stay the file's own.
@@ -131,7 +158,7 @@ class ReadCrewCsv(beam.PTransform):
         counts = ranges | "CountNewlines" >> beam.ParDo(CountNewlinesFn())
         return ranges | "ParseChunks" >> beam.ParDo(
             ReadCsvChunksFn(self._features, self._chunk_bytes), newline_counts=beam.pvalue.AsDict(counts)
-        ).with_outputs(REJECTS, main="rows")
+        ).with_outputs(REJECTS, TALLY, main="rows")
 
 
 class SelectSplitFn(beam.DoFn):
@@ -148,21 +175,11 @@ class SelectSplitFn(beam.DoFn):
             yield rows.take(keep)
 
 
-class SpillByRecordingFn(beam.DoFn):
-    """Rows -> ((crew, seat, experiment), block file path) for each recording in the batch."""
-
-    def __init__(self, staging: str):
-        self._staging = staging
-
-    def process(self, rows: Rows):
-        for key, block in blocks.split_by_recording(rows):
-            path = blocks.block_path(self._staging, key, block)
-            blocks.write_block(path, block)
-            yield key, path
-
-
 @dataclasses.dataclass(frozen=True)
 class WindowParams:
+    """What the windowing steps need: the Windows contract's W, stride and max_gap, the shards,
+    the split, where to write, the input files (for rejects) and the time blocks' size."""
+
     window: int
     stride: int
     max_gap: float
@@ -170,55 +187,200 @@ class WindowParams:
     eval_crews: FrozenSet[int]
     staging: str
     files: Tuple[str, ...]
+    block_rows: int = blocks.DEFAULT_BLOCK_ROWS
+    bin_seconds: float = blocks.BIN_SECONDS
 
 
-class CutAndWriteWindowsFn(beam.DoFn):
-    """One recording's raw rows -> scaled -> its windows written as per-shard pieces; yields piece
-    metadata.
+class SpillByRecordingFn(beam.DoFn):
+    """Rows -> (recording, (block file path, first time bin, last time bin)) for each recording
+    in the batch, written as one block file; its rows per time bin, (recording, (bins, rows)),
+    go to the `histogram` output."""
 
-    Rows are sorted by (time, file, line), so the order never depends on how bundles arrived.
-    A row repeating the (crew, seat, experiment, time) of an earlier one goes to `rejects`.
-    Scaling applies the tf.Transform graph written under `params.staging` (the `transform_ready`
-    side input orders this after it is written), loaded once per DoFn instance.
+    def __init__(self, staging: str, bin_seconds: float = blocks.BIN_SECONDS):
+        self._staging = staging
+        self._bin_seconds = bin_seconds
+
+    def process(self, rows: Rows):
+        for key, block in blocks.split_by_recording(rows):
+            path = blocks.block_path(self._staging, key, block)
+            blocks.write_block(path, block)
+            bins, counts = blocks.time_histogram(block.time, self._bin_seconds)
+            yield beam.pvalue.TaggedOutput(HISTOGRAM, (key, (bins, counts)))
+            yield key, (path, int(bins[0]), int(bins[-1]))
+
+
+class MergeHistogramsFn(beam.CombineFn):
+    """(bins, rows) histograms of one recording -> their sum."""
+
+    def create_accumulator(self):
+        return blocks.merge_histograms([])
+
+    def add_input(self, accumulator, histogram):
+        return blocks.merge_histograms([accumulator, histogram])
+
+    def merge_accumulators(self, accumulators):
+        return blocks.merge_histograms(accumulators)
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+def plan_recording(element, block_rows: int, bin_seconds: float):
+    """(recording, its histogram) -> (recording, first bin of each block after the first)."""
+    key, (bins, counts) = element
+    return key, blocks.plan_blocks(bins, counts, block_rows, bin_seconds)
+
+
+class AssignBlocksFn(beam.DoFn):
+    """(recording, (block file, first bin, last bin)) -> ((recording, time block), file) for each
+    time block the file has rows in. A file within one time block passes as it is (no read); one
+    spanning several is split into a file per time block. `plans`: {recording: first bins}."""
+
+    def __init__(self, bin_seconds: float = blocks.BIN_SECONDS):
+        self._bin_seconds = bin_seconds
+
+    def process(self, element, plans):
+        key, (path, first_bin, last_bin) = element
+        first_bins = plans[key]
+        lo, hi = np.searchsorted(first_bins, [first_bin, last_bin], side="right").tolist()
+        if lo == hi:
+            yield (key, lo), path
+            return
+        for index, part in blocks.split_by_block(blocks.read_block(path), first_bins, self._bin_seconds):
+            part_path = blocks.part_path(path, index)
+            blocks.write_block(part_path, part)
+            yield (key, index), part_path
+
+
+class SortBlockFn(beam.DoFn):
+    """((recording, time block), its block files) -> the block's rows sorted by (time, file,
+    line) and written as a sorted block file (beam_jobs.blocks.write_rows); yields its
+    `SortedBlock`.
+
+    A row repeating the (crew, seat, experiment, time) of an earlier one goes to `rejects` (all
+    rows of one time share a block); rows kept and rejected are counted per input file on
+    `tally`; `groups` gets {split, crew, num_rows} of the block; for a TRAIN crew the kept
+    signals go to `train_signals` as a record batch for tf.Transform's analyzers. The rows held
+    are recorded in the `rows_per_key` distribution.
+    """
+
+    def __init__(self, params: "WindowParams"):
+        self._p = params
+        self._rows_per_key = Metrics.distribution(NAMESPACE, ROWS_PER_KEY)
+
+    def process(self, element):
+        from beam_jobs import scaling
+
+        (key, index), paths = element
+        p = self._p
+        raw = Block.concat([blocks.read_block(path) for path in sorted(paths)])
+        self._rows_per_key.update(len(raw))
+        rows, dropped, twin_lines = blocks.drop_duplicate_times(raw.sorted_by_time())
+        del raw
+        for source, line, twin in zip(dropped.source, dropped.line, twin_lines):
+            yield beam.pvalue.TaggedOutput(REJECTS, Reject(
+                p.files[source], int(line), "time", f"duplicate (crew, seat, experiment, time) of line {twin}", ""))
+        yield from _tally_sources("rows_rejected", dropped.source)
+        yield from _tally_sources("rows_used", rows.source)
+        split = split_of(key[0], p.eval_crews)
+        yield beam.pvalue.TaggedOutput(GROUPS, {"split": split, "crew": key[0], "num_rows": len(rows)})
+        if split == layout.TRAIN:
+            yield beam.pvalue.TaggedOutput(TRAIN_SIGNALS, scaling.signals_record_batch(rows.signals))
+        path = blocks.sorted_path(p.staging, key, index)
+        blocks.write_rows(path, rows)
+        yield blocks.summarize_sorted(key, index, path, rows, p.max_gap)
+
+
+class SortBlocks(beam.PTransform):
+    """Raw `Rows` -> each recording cut into time blocks of at most `params.block_rows` raw rows,
+    each sorted, deduplicated and written once (`SortedBlock`s, the main output). Other outputs
+    as `SortBlockFn`'s: `rejects`, `tally`, `groups`, `train_signals`.
+
+    Block edges are time-bin edges chosen from each recording's rows per time bin (a first pass
+    over the spilled rows' histograms), so no recording is ever gathered in one place. Rows
+    travel through block files (beam_jobs.blocks): only paths and histograms are shuffled.
+    """
+
+    def __init__(self, params: WindowParams):
+        super().__init__()
+        self._params = params
+
+    def expand(self, rows):
+        p = self._params
+        spilled = rows | "SpillByRecording" >> beam.ParDo(
+            SpillByRecordingFn(p.staging, p.bin_seconds)).with_outputs(HISTOGRAM, main="files")
+        plans = (
+            spilled[HISTOGRAM]
+            | "SumHistograms" >> beam.CombinePerKey(MergeHistogramsFn())
+            | "PlanBlocks" >> beam.Map(plan_recording, p.block_rows, p.bin_seconds)
+        )
+        return (
+            spilled.files
+            | "AssignBlocks" >> beam.ParDo(AssignBlocksFn(p.bin_seconds), plans=beam.pvalue.AsDict(plans))
+            | "GroupByBlock" >> beam.GroupByKey()
+            | "SortBlock" >> beam.ParDo(SortBlockFn(p)).with_outputs(
+                REJECTS, GROUPS, TALLY, TRAIN_SIGNALS, main="blocks")
+        )
+
+
+class CutBlockWindowsFn(beam.DoFn):
+    """SortedBlock -> the windows of its recording whose LAST row is in it, scaled and written as
+    pieces per shard (`shards.piece_path`); yields piece metadata.
+
+    `recordings` maps each recording to its SortedBlocks in block order: from their sizes, edge
+    times and gaps the block learns its rows' place in the recording, the segments and the
+    global index j of each of its windows (window j goes to shard (offset + j) % N, as if the
+    recording were cut whole). The W-1 rows before the block that its first windows need are
+    read from the tails of the preceding blocks. Scaling applies the tf.Transform graph written
+    under `params.staging` (the `transform_ready` side input orders this after it is written).
     """
 
     def __init__(self, params: WindowParams):
         self._p = params
         self._scaler = None
         self._windows = Metrics.counter(NAMESPACE, "windows_written")
+        self._rows_per_key = Metrics.distribution(NAMESPACE, ROWS_PER_KEY)
 
-    def process(self, element, transform_ready=None):
+    def process(self, block: blocks.SortedBlock, recordings, transform_ready=None):
         from beam_jobs.scaling import Scaler
 
-        (crew, seat, experiment), paths = element
         p = self._p
+        recording = recordings[block.recording]
+        assert [b.index for b in recording] == list(range(len(recording))), "time blocks are numbered 0..K-1"
+        bounds = windows.blocked_segment_bounds([b.num_rows for b in recording], [b.first_time for b in recording],
+                                                [b.last_time for b in recording], [b.gap_starts for b in recording],
+                                                p.max_gap)
+        first_row = sum(b.num_rows for b in recording[:block.index])
+        starts, index = windows.windows_ending_in(bounds, first_row, block.num_rows, p.window, p.stride)
+        if not len(index):
+            return
         if self._scaler is None:
             self._scaler = Scaler(p.staging)
-        rows, dropped, twin_lines = blocks.drop_duplicate_times(
-            Block.concat([blocks.read_block(path) for path in sorted(paths)]).sorted_by_time())
-        for source, line, twin in zip(dropped.source, dropped.line, twin_lines):
-            yield beam.pvalue.TaggedOutput(REJECTS, Reject(
-                p.files[source], int(line), "time", f"duplicate (crew, seat, experiment, time) of line {twin}", ""))
-        split = split_of(crew, p.eval_crews)
-        yield beam.pvalue.TaggedOutput(GROUPS, {"split": split, "crew": crew, "num_rows": len(rows)})
+        context = max(0, first_row - int(starts.min()))
+        rows = Block.concat(_tail_rows(recording[:block.index], context)
+                            + [blocks.read_rows(block.path, block.num_features)])
+        self._rows_per_key.update(len(rows))
         rows.signals = self._scaler.scale(rows.signals)
-        cut = windows.cut_windows(rows.time, rows.label, p.window, p.stride, p.max_gap)
-        yield from self._write_pieces(cut, rows, split, (crew, seat, experiment))
+        local = starts - (first_row - context)
+        last = local + p.window - 1
+        cut = windows.Windows(local, rows.label[last].astype(np.int64), rows.time[last], p.window)
+        split = split_of(block.recording[0], p.eval_crews)
+        yield from self._write_pieces(cut, rows, index, split, block)
         self._windows.inc(len(cut))
-        _LOG.info("crew %d seat %d %s: %s rows -> %s windows (%s)", crew, seat, experiment,
-                  f"{len(rows):,}", f"{len(cut):,}", split)
 
-    def _write_pieces(self, cut: windows.Windows, rows: Block, split: str, key: blocks.RecordingKey):
+    def _write_pieces(self, cut: windows.Windows, rows: Block, index: np.ndarray, split: str,
+                      block: blocks.SortedBlock):
         """Window j of the recording goes to shard (offset + j) % N; one piece file per shard."""
         p = self._p
-        offset = shards.shard_offset(*key, p.num_shards)
+        key = block.recording
+        shard_of = (shards.shard_offset(*key, p.num_shards) + index) % p.num_shards
         for shard in range(p.num_shards):
-            idx = shards.windows_of_shard(len(cut), offset, shard, p.num_shards)
+            idx = np.flatnonzero(shard_of == shard)
             if not len(idx):
                 continue
-            path = shards.piece_path(p.staging, split, *key, shard)
+            path = shards.piece_path(p.staging, split, *key, shard, block=block.index)
             shards.write_records(path, self._encode(cut, rows, idx, *key))
-            yield {"split": split, "shard": shard, "file": path, "group": key,
+            yield {"split": split, "shard": shard, "file": path, "group": key, "block": block.index,
                    "num_windows": len(idx), "class_counts": shards.class_counts(cut.labels[idx])}
 
     @staticmethod
@@ -229,11 +391,31 @@ class CutAndWriteWindowsFn(beam.DoFn):
                                       experiment, cut.end_times[part])
 
 
-class CutWindows(beam.PTransform):
-    """Raw `Rows` -> scaled windows written as shard pieces. Outputs: piece metadata (main),
-    `groups` ({split, crew, num_rows} per recording) and `rejects` (duplicate rows).
+def _tail_rows(preceding: Sequence[blocks.SortedBlock], needed: int) -> List[Block]:
+    """The last `needed` rows of the blocks `preceding`, in time order, read from their tails
+    (several blocks when the last ones are short)."""
+    parts = []
+    for block in reversed(preceding):
+        if needed <= 0:
+            break
+        take = min(needed, block.num_rows)
+        parts.insert(0, blocks.read_rows(block.path, block.num_features, last=take))
+        needed -= take
+    return parts
 
-    Rows reach their recording through block files (beam_jobs.blocks): only paths are shuffled.
+
+def _by_recording(block: blocks.SortedBlock):
+    return block.recording, block
+
+
+def _in_block_order(key: blocks.RecordingKey, sorted_blocks):
+    return key, sorted(sorted_blocks, key=lambda b: b.index)
+
+
+class CutWindows(beam.PTransform):
+    """SortedBlocks (`SortBlocks`' main output) -> scaled windows written as shard pieces; yields
+    piece metadata.
+
     `transform_ready` is a PCollection that has an element once the transform graph is written
     to `params.staging` (tft_beam.WriteTransformFn's output).
     """
@@ -243,15 +425,16 @@ class CutWindows(beam.PTransform):
         self._params = params
         self._ready = transform_ready
 
-    def expand(self, rows):
-        return (
-            rows
-            | "SpillByRecording" >> beam.ParDo(SpillByRecordingFn(self._params.staging))
+    def expand(self, sorted_blocks):
+        recordings = (
+            sorted_blocks
+            | "KeyByRecording" >> beam.Map(_by_recording)
             | "GroupByRecording" >> beam.GroupByKey()
-            | "CutAndWrite" >> beam.ParDo(
-                CutAndWriteWindowsFn(self._params), transform_ready=beam.pvalue.AsSingleton(self._ready))
-            .with_outputs(REJECTS, GROUPS, main="pieces")
+            | "InBlockOrder" >> beam.MapTuple(_in_block_order)
         )
+        return sorted_blocks | "CutAndWrite" >> beam.ParDo(
+            CutBlockWindowsFn(self._params), recordings=beam.pvalue.AsDict(recordings),
+            transform_ready=beam.pvalue.AsSingleton(self._ready))
 
 
 class ConcatShardFn(beam.DoFn):
@@ -265,9 +448,11 @@ class ConcatShardFn(beam.DoFn):
     def process(self, element):
         (split, shard), pieces = element
         # Each shard holds its recordings in its own fixed order, so a reader interleaving the
-        # shards mixes as many recordings as it has shards open, not the same one from each.
+        # shards mixes as many recordings as it has shards open, not the same one from each; a
+        # recording's pieces follow its time blocks, so the bytes do not depend on --block-rows.
         pieces = sorted((p for p in pieces if p is not None),
-                        key=lambda p: (shards.shard_offset(*p["group"], 1 << 30, salt=shard), p["group"]))
+                        key=lambda p: (shards.shard_offset(*p["group"], 1 << 30, salt=shard), tuple(p["group"]),
+                                       p.get("block", 0)))
         relative = layout.shard_path(split, shard, self._num_shards, self._compression)
         shards.concatenate([p["file"] for p in pieces], layout.join(self._staging, relative), self._compression)
         counts = {name: sum(p["class_counts"][name] for p in pieces) for name in shards.class_counts([])}
@@ -340,14 +525,24 @@ def _write_rejects(rejects: List[Reject], path: str) -> int:
     return len(rejects)
 
 
-def write_manifest(shard_meta: List[Dict], groups: List[Dict], rejected: int, path: str) -> str:
+def input_accounting(files: Sequence[str], tallies: Iterable[Tuple[Tuple[int, str], int]]) -> List[Dict]:
+    """stats.json's `inputs`: for every file (in the job's order) its rows read, used, rejected."""
+    totals = collections.Counter()
+    for key, count in tallies:
+        totals[key] += count
+    return [{"file": path, **{field: totals[(index, field)] for field in TALLY_FIELDS}}
+            for index, path in enumerate(files)]
+
+
+def write_manifest(shard_meta: List[Dict], groups: List[Dict], rejected: int, path: str,
+                   inputs: Sequence[Dict] = ()) -> str:
     """Everything the launcher needs for stats.json, as one small JSON file."""
     import json
 
     import tensorflow as tf
 
     manifest = {"shards": sorted(shard_meta, key=lambda s: s["file"]), "groups": groups,
-                "rejected_rows": rejected}
+                "rejected_rows": rejected, "inputs": list(inputs)}
     with tf.io.gfile.GFile(path, "w") as f:
         json.dump(manifest, f)
     return path

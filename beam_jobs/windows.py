@@ -6,7 +6,7 @@ windows start at rows 0, s, 2s, ... while start + W <= n. A window's label is th
 last row and its `end_time` the time of its last row.
 """
 
-from typing import Iterator, NamedTuple, Tuple
+from typing import Iterator, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
@@ -74,3 +74,49 @@ def chunks(n: int, size: int) -> Iterator[Tuple[int, int]]:
     """[start, stop) ranges covering range(n) in pieces of at most `size`."""
     for start in range(0, n, size):
         yield start, min(start + size, n)
+
+
+def blocked_segment_bounds(num_rows: Sequence[int], first_times: Sequence[float], last_times: Sequence[float],
+                           gap_starts: Sequence[Sequence[int]], max_gap: float) -> np.ndarray:
+    """`segment_bounds` of a group known only block by block, its rows global (blocks in time
+    order, block b holding rows [sum(num_rows[:b]), sum(num_rows[:b+1]))).
+
+    Args:
+      num_rows: rows of each block (>= 1).
+      first_times, last_times: time of each block's first and last row.
+      gap_starts: per block, its local rows whose time exceeds the previous row's by > max_gap.
+    Returns int64 [K, 2], equal to segment_bounds(time of the whole group, max_gap).
+    """
+    sizes = np.asarray(num_rows, dtype=np.int64)
+    n = int(sizes.sum())
+    if n == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    at_edges = offsets[1:][np.asarray(first_times[1:], float) - np.asarray(last_times[:-1], float) > max_gap]
+    inside = [offsets[b] + np.asarray(g, dtype=np.int64) for b, g in enumerate(gap_starts)]
+    starts = np.unique(np.concatenate([[0], at_edges, *inside]).astype(np.int64))
+    return np.stack([starts, np.append(starts[1:], n)], axis=1).astype(np.int64)
+
+
+def windows_ending_in(bounds: np.ndarray, first_row: int, num_rows: int, window: int,
+                      stride: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The windows of a group whose LAST row is in rows [first_row, first_row + num_rows).
+
+    Returns (starts int64 [k], index int64 [k]): each window's first row and its index among the
+    group's windows (the order `cut_windows` gives them), both global. Over consecutive row
+    ranges that tile the group they tile cut_windows' windows.
+    """
+    if window < 1 or stride < 1:
+        raise ValueError(f"window ({window}) and stride ({stride}) must be >= 1")
+    a, e = bounds[:, 0], bounds[:, 1]
+    count = np.where(e - a >= window, (e - a - window) // stride + 1, 0)
+    before = np.concatenate([[0], np.cumsum(count)[:-1]])
+    # window i of a segment ends at a + i*stride + window - 1: keep first_row <= that < first_row + num_rows
+    lo = np.clip(-((a + window - 1 - first_row) // stride), 0, count)
+    hi = np.clip(-((a + window - 1 - first_row - num_rows) // stride), 0, count)
+    i = [np.arange(l, h, dtype=np.int64) for l, h in zip(lo, hi) if h > l]
+    seg = [np.full(h - l, k, dtype=np.int64) for k, (l, h) in enumerate(zip(lo, hi)) if h > l]
+    if not i:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    i, seg = np.concatenate(i), np.concatenate(seg)
+    return a[seg] + i * stride, before[seg] + i

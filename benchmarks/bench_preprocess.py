@@ -7,9 +7,23 @@ Measures, side by side in one run, on the same CSV and flags:
     beam1     python -m beam_jobs.preprocess ...             (FnApiRunner, 1 worker, the default)
     beam2mp   python -m beam_jobs.preprocess ... --direct_num_workers 2 --direct_running_mode multi_processing
 
-and, on request (--variants), `inmemory-tolist`: the reference building each FloatList from
-`window.ravel().tolist()` rather than from the ndarray, the fastest pure-Python way; it shows how
-much of the baseline's time is that one idiom.
+and, on request (--variants):
+
+    inmemory-tolist  the reference building each FloatList from `window.ravel().tolist()` rather
+              than from the ndarray, the fastest pure-Python way; it shows how much of the
+              baseline's time is that one idiom;
+    portable1 python -m beam_jobs.preprocess ... --runner PortableRunner --job_endpoint embed
+              --environment_type EXTERNAL --environment_config localhost:PORT
+              (Beam's portability layer: the job goes through the embedded job service to an
+              SDK worker that a worker pool started; that service always asks for one worker);
+    portable2 python -m beam_jobs.preprocess ... --environment_type EXTERNAL
+              --environment_config localhost:PORT --direct_num_workers 2
+              (the FnApiRunner with two SDK workers from the same kind of pool).
+
+For the portable variants the script starts a worker pool
+(`python -m apache_beam.runners.worker.worker_pool_main`, this interpreter first on PATH) before
+the run and stops it after; the pool and its workers are measured with the run (their memory in
+every sample, their CPU from per-process samples, since the pool never reaps its workers).
 
 Each variant runs as its own subprocess, one after the other (never two at once), with its output
 folder under --workdir removed before and after the run. For each run the script records:
@@ -54,6 +68,8 @@ import re
 import select
 import shlex
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -78,9 +94,19 @@ VARIANTS = {
     "inmemory-tolist": "in-memory reference, FloatList from .tolist()",
     "beam1": "Beam job, 1 worker (default)",
     "beam2mp": "Beam job, 2 workers, multi_processing",
+    "portable1": "Beam job, PortableRunner (embedded job service), 1 pool worker",
+    "portable2": "Beam job, FnApiRunner, 2 pool workers (EXTERNAL)",
 }
 DEFAULT_VARIANTS = ("inmemory", "beam1", "beam2mp")
-BEAM_EXTRA = {"beam1": [], "beam2mp": ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]}
+POOL = "{pool}"  # replaced by the worker pool's localhost:PORT
+BEAM_EXTRA = {
+    "beam1": [],
+    "beam2mp": ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"],
+    "portable1": ["--runner", "PortableRunner", "--job_endpoint", "embed",
+                  "--environment_type", "EXTERNAL", "--environment_config", POOL],
+    "portable2": ["--environment_type", "EXTERNAL", "--environment_config", POOL, "--direct_num_workers", "2"],
+}
+POOL_START_TIMEOUT_S = 120
 CHECK_ATOL = 1e-5
 PSS_PERIOD_S = 1.0
 
@@ -115,17 +141,24 @@ def _tree(root: psutil.Process) -> List[psutil.Process]:
         return []
 
 
-def sample_tree(root: psutil.Process, with_pss: bool) -> Tuple[int, int, int, int]:
+def sample_tree(root: psutil.Process, with_pss: bool, others: Sequence[psutil.Process] = (),
+                cpu_seen: Optional[Dict[int, float]] = None) -> Tuple[int, int, int, int]:
     """(sum of RSS, sum of PSS, largest single RSS, number of processes) over root and its
-    descendants right now. A process that exits while being read is skipped."""
+    descendants, plus `others` and theirs, right now. A process that exits while being read is
+    skipped. For the processes of `others`' trees, `cpu_seen` gets pid -> user + system CPU s."""
     rss_sum = pss_sum = biggest = count = 0
-    for proc in _tree(root):
+    trees = [(proc, False) for proc in _tree(root)]
+    trees += [(proc, True) for other in others for proc in _tree(other)]
+    for proc, outside in trees:
         try:
             if with_pss:
                 info = proc.memory_full_info()
                 pss_sum += info.pss
             else:
                 info = proc.memory_info()
+            if outside and cpu_seen is not None:
+                times = proc.cpu_times()
+                cpu_seen[proc.pid] = times.user + times.system
         except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
             continue
         rss_sum += info.rss
@@ -134,8 +167,10 @@ def sample_tree(root: psutil.Process, with_pss: bool) -> Tuple[int, int, int, in
     return rss_sum, pss_sum, biggest, count
 
 
-def measure(cmd: Sequence[str], log_path: Path, interval: float, with_pss: bool, env: Dict[str, str]):
-    """Run `cmd` to completion, sampling its process tree; returns a partial Run's numbers."""
+def measure(cmd: Sequence[str], log_path: Path, interval: float, with_pss: bool, env: Dict[str, str],
+            others: Sequence[psutil.Process] = ()):
+    """Run `cmd` to completion, sampling its process tree and those of `others` (processes it
+    uses but did not start: a worker pool); returns a partial Run's numbers."""
     with open(log_path, "wb") as log:
         log.write(("$ " + shlex.join(cmd) + "\n").encode())
         log.flush()
@@ -150,13 +185,17 @@ def measure(cmd: Sequence[str], log_path: Path, interval: float, with_pss: bool,
         # Reading PSS costs about 15 ms per TensorFlow process (smaps_rollup walks every mapping),
         # so it is read once a second, not at every sample: the sampler must not steal a core.
         pss_every, samples = max(1, round(PSS_PERIOD_S / interval)), 0
+        cpu_seen: Dict[int, float] = {}  # CPU s of `others`' processes, which wait4 cannot see
+        sample_tree(root, False, others, cpu_seen)
+        cpu_before = sum(cpu_seen.values())  # a pool's start-up, before this run
         try:
             while True:
                 # wait4 (not Popen.wait) gets the rusage of the child and its reaped descendants.
                 pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
                 if pid:
                     break
-                rss, pss, single, count = sample_tree(root, with_pss and samples % pss_every == 0)
+                rss, pss, single, count = sample_tree(root, with_pss and samples % pss_every == 0,
+                                                      others, cpu_seen)
                 samples += 1
                 peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
                 biggest, procs = max(biggest, single), max(procs, count)
@@ -178,8 +217,57 @@ def measure(cmd: Sequence[str], log_path: Path, interval: float, with_pss: bool,
     proc.returncode = os.waitstatus_to_exitcode(status)
     return dict(wall_s=wall, peak_tree_rss=peak_rss, peak_tree_pss=peak_pss,
                 max_single_rss=max(biggest, usage.ru_maxrss * 1024), max_procs=procs,
-                cpu_s=usage.ru_utime + usage.ru_stime, returncode=proc.returncode,
+                cpu_s=usage.ru_utime + usage.ru_stime + sum(cpu_seen.values()) - cpu_before,
+                returncode=proc.returncode,
                 log=str(log_path), started_at=started_at)
+
+
+class WorkerPool:
+    """`python -m apache_beam.runners.worker.worker_pool_main` on a free port, for the portable
+    variants: started (and listening) on entry, stopped with the workers it started on exit. It
+    starts workers with a bare `python`, so this interpreter's folder goes first on PATH."""
+
+    def __init__(self, log_path: Path, env: Dict[str, str]):
+        self._log_path = log_path
+        self._env = dict(env, PATH=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""))
+        self.endpoint = ""
+        self.process: Optional[psutil.Process] = None
+        self._popen: Optional[subprocess.Popen] = None
+
+    def __enter__(self) -> "WorkerPool":
+        with socket.socket() as s:
+            s.bind(("localhost", 0))
+            port = s.getsockname()[1]
+        with open(self._log_path, "wb") as log:
+            self._popen = subprocess.Popen(
+                [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", "--service_port", str(port)],
+                stdout=log, stderr=subprocess.STDOUT, cwd=self._log_path.parent, env=self._env,
+                start_new_session=True)
+        self.process = psutil.Process(self._popen.pid)
+        deadline = time.monotonic() + POOL_START_TIMEOUT_S
+        while True:
+            try:
+                socket.create_connection(("localhost", port), timeout=1).close()
+                break
+            except OSError:
+                if self._popen.poll() is not None or time.monotonic() > deadline:
+                    self.__exit__()
+                    raise SystemExit(f"the worker pool did not start: see {self._log_path}") from None
+                time.sleep(0.2)
+        self.endpoint = f"localhost:{port}"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        # SIGTERM to the pool's own session: the pool and any worker still alive.
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self._popen.pid, sig)
+                self._popen.wait(timeout=20)
+                return
+            except ProcessLookupError:
+                return
+            except subprocess.TimeoutExpired:
+                continue
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,7 +323,7 @@ def count_rows(path: Path) -> int:
 # ---------------------------------------------------------------------------------------------
 # Variants
 
-def variant_command(variant: str, args, csv: Path, out: Path) -> List[str]:
+def variant_command(variant: str, args, csv: Path, out: Path, pool: str = "localhost:PORT") -> List[str]:
     common = ["--input", str(csv), "--output", str(out)]
     if list(args.features) != list(csv_layout.SIGNALS):  # both default to all 23 in file order
         common += ["--features", ",".join(args.features)]
@@ -244,7 +332,8 @@ def variant_command(variant: str, args, csv: Path, out: Path) -> List[str]:
     if variant.startswith("inmemory"):
         extra = ["--tolist"] if variant == "inmemory-tolist" else []
         return [sys.executable, "-m", "benchmarks.inmemory_reference"] + common + extra
-    return [sys.executable, "-m", "beam_jobs.preprocess"] + common + BEAM_EXTRA[variant]
+    extra = [pool if flag == POOL else flag for flag in BEAM_EXTRA[variant]]
+    return [sys.executable, "-m", "beam_jobs.preprocess"] + common + extra
 
 
 def read_written(variant: str, out: Path) -> Dict:
@@ -261,9 +350,15 @@ def run_variant(variant: str, repeat: int, args, csv: Path, env: Dict[str, str],
     out = args.workdir / "out" / variant
     shutil.rmtree(out, ignore_errors=True)
     log_path = args.workdir / "logs" / f"{variant}-{repeat}.log"
-    cmd = variant_command(variant, args, csv, out)
-    print(f"[{repeat}/{args.repeats}] {variant}: {shlex.join(cmd)}", file=sys.stderr)
-    numbers = measure(cmd, log_path, args.interval, not args.no_pss, env)
+    if POOL in BEAM_EXTRA.get(variant, []):
+        with WorkerPool(args.workdir / "logs" / f"{variant}-{repeat}-pool.log", env) as pool:
+            cmd = variant_command(variant, args, csv, out, pool.endpoint)
+            print(f"[{repeat}/{args.repeats}] {variant}: {shlex.join(cmd)}", file=sys.stderr)
+            numbers = measure(cmd, log_path, args.interval, not args.no_pss, env, [pool.process])
+    else:
+        cmd = variant_command(variant, args, csv, out)
+        print(f"[{repeat}/{args.repeats}] {variant}: {shlex.join(cmd)}", file=sys.stderr)
+        numbers = measure(cmd, log_path, args.interval, not args.no_pss, env)
     run = Run(variant, repeat, **numbers)
     written = read_written(variant, out)
     if written:
@@ -511,6 +606,10 @@ def print_report(args, argv: Sequence[str], csv: Path, rows: int, header: List[s
     print("\nCommands (cwd = repository root):")
     for v in args.variants:
         print(f"- {v}: `{shlex.join(variant_command(v, args, csv, args.workdir / 'out' / v))}`")
+    if any(POOL in BEAM_EXTRA.get(v, []) for v in args.variants):
+        print(f"- worker pool of the portable variants, started before and stopped after each of their runs, "
+              f"measured with it: `PATH={os.path.dirname(sys.executable)}:$PATH python -m "
+              f"apache_beam.runners.worker.worker_pool_main --service_port PORT`")
 
     counts = {json.dumps(r.windows, sort_keys=True) for rs in runs.values() for r in rs if r.windows}
     if len(counts) > 1:

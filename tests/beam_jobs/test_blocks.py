@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from beam_jobs import blocks
 from beam_jobs.csv_reader import Rows
@@ -37,3 +38,48 @@ def test_split_by_recording_and_round_trip(tmp_path):
     back = blocks.read_block(path)
     np.testing.assert_array_equal(back.signals, [[3, 4]])
     assert back.time.tolist() == [0.25]
+
+
+def test_histograms_merge_and_plan_blocks_at_bin_edges():
+    parts = [blocks.time_histogram(np.array([0.1, 0.2, 3.5, 1.0])), blocks.time_histogram(np.array([1.9, 5.0, -0.5]))]
+    bins, counts = blocks.merge_histograms(parts)
+    assert bins.tolist() == [-1, 0, 1, 3, 5] and counts.tolist() == [1, 2, 2, 1, 1]
+    first_bins = blocks.plan_blocks(bins, counts, block_rows=3)
+    assert first_bins.tolist() == [1, 5]  # blocks of 3, 3 and 1 rows
+    assert blocks.block_of(np.array([-0.5, 0.99, 1.0, 4.99, 5.0, 9.0]), first_bins).tolist() == [0, 0, 1, 1, 2, 2]
+    assert blocks.plan_blocks(bins, counts, block_rows=100).tolist() == []
+    assert blocks.plan_blocks(*blocks.merge_histograms([]), block_rows=3).tolist() == []
+
+
+def test_plan_blocks_refuses_a_bin_larger_than_a_block():
+    with pytest.raises(blocks.BlockPlanError, match="raise --block-rows"):
+        blocks.plan_blocks(np.array([0, 1]), np.array([2, 5]), block_rows=4)
+
+
+def test_plan_blocks_never_exceeds_block_rows():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        counts = rng.integers(1, 30, size=int(rng.integers(1, 60)))
+        bins = np.cumsum(rng.integers(1, 4, size=len(counts)))
+        index = blocks.block_of(bins.astype(float), blocks.plan_blocks(bins, counts, block_rows=40))
+        per_block = np.bincount(index, weights=counts)
+        assert per_block.max() <= 40 and np.all(per_block > 0)
+        assert np.all(np.diff(index) >= 0)
+
+
+def test_split_by_block_and_sorted_rows_read_from_the_tail(tmp_path):
+    b = block([0.5, 2.5, 1.5, 0.7], [2, 3, 4, 5])
+    parts = dict(blocks.split_by_block(b, np.array([1, 2])))
+    assert {k: v.line.tolist() for k, v in parts.items()} == {0: [2, 5], 1: [4], 2: [3]}
+    assert blocks.part_path("/s/blocks/crew1-seat0-CA/f0-l2.block", 7) == "/s/blocks/crew1-seat0-CA/b00007/f0-l2.block"
+    rows = b.sorted_by_time()
+    path = blocks.sorted_path(str(tmp_path), (1, 0, "CA"), 3)
+    blocks.write_rows(path, rows)
+    back = blocks.read_rows(path, 2)
+    for name in ("time", "signals", "label", "line", "source"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(rows, name))
+    tail = blocks.read_rows(path, 2, last=2)
+    assert tail.line.tolist() == [4, 3] and tail.signals.tolist() == rows.signals[2:].tolist()
+    assert blocks.read_rows(path, 2, last=9).line.tolist() == [2, 5, 4, 3]
+    summary = blocks.summarize_sorted((1, 0, "CA"), 3, path, rows, max_gap=0.5)
+    assert (summary.num_rows, summary.first_time, summary.last_time, summary.gap_starts) == (4, 0.5, 2.5, (2, 3))

@@ -58,6 +58,8 @@ def test_windows_scaling_and_stats_equal_reference(tmp_path, gap_frame, window, 
     assert stats["splits"]["train"]["crews"] == [1, 3] and stats["splits"]["eval"]["crews"] == [2]
     assert stats["splits"]["train"]["num_rows"] == 2 * 700 * 3 * 2
     assert stats["rejected_rows"] == 0
+    assert stats["inputs"] == [{"file": csv, "rows_read": len(gap_frame), "rows_used": len(gap_frame),
+                                "rows_rejected": 0}]
     assert sorted(os.listdir(out)) == ["eval", "stats.json", "train", "transform_fn", "transformed_metadata"]
     assert len(os.listdir(out / "train")) == 3
 
@@ -71,13 +73,14 @@ def test_bad_rows_go_to_rejects_and_good_rows_are_all_kept(tmp_path):
     with open(csv, "w") as f:
         f.write("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    stats = run_job(csv, out, "--window", 32, "--stride", 8, "--num-shards", 2)
-    assert stats["rejected_rows"] == 2
+    stats = run_job(csv, out, "--window", 32, "--stride", 8, "--num-shards", 2, "--max-bad-fraction", 0.002)
+    assert stats["rejected_rows"] == 2  # 2 of 1,201 rows: under --max-bad-fraction 0.002
     rejects = (out / "rejects" / "rejects.csv").read_text().splitlines()
     assert rejects[0] == "file,line,column,reason,text"
     assert [r.split(",")[1:3] for r in rejects[1:]] == [["11", "event"], ["32", "time"]]
     total = stats["splits"]["train"]["num_rows"] + stats["splits"]["eval"]["num_rows"]
     assert total == len(frame) - 1  # the label-E row; the duplicate's twin stays
+    assert stats["inputs"] == [{"file": csv, "rows_read": len(frame) + 1, "rows_used": total, "rows_rejected": 2}]
 
 
 def test_rerun_with_fewer_shards_leaves_no_stale_shard(tmp_path, gap_frame):

@@ -81,10 +81,16 @@ def test_spill_by_recording_writes_one_block_per_recording(tmp_path):
 
     rows = rows_of([1, 1, 2, 1])
     rows.seat[:] = [0, 1, 0, 0]
+    rows.time[:] = [0.5, 0.25, 3.0, 2.5]
     with pipeline() as p:
-        out = (p | beam.Create([rows], reshuffle=False) | beam.ParDo(t.SpillByRecordingFn(str(tmp_path)))
-               | beam.Map(lambda kv: (kv[0], blocks.read_block(kv[1]).line.tolist())))
-        assert_that(out, equal_to([((1, 0, "CA"), [2, 5]), ((1, 1, "CA"), [3]), ((2, 0, "CA"), [4])]))
+        out = (p | beam.Create([rows], reshuffle=False)
+               | beam.ParDo(t.SpillByRecordingFn(str(tmp_path))).with_outputs(t.HISTOGRAM, main="files"))
+        files = out.files | beam.Map(lambda kv: (kv[0], blocks.read_block(kv[1][0]).line.tolist(), kv[1][1:]))
+        assert_that(files, equal_to([((1, 0, "CA"), [2, 5], (0, 2)), ((1, 1, "CA"), [3], (0, 0)),
+                                     ((2, 0, "CA"), [4], (3, 3))]), label="files")
+        histograms = out[t.HISTOGRAM] | beam.Map(lambda kv: (kv[0], kv[1][0].tolist(), kv[1][1].tolist()))
+        assert_that(histograms, equal_to([((1, 0, "CA"), [0, 2], [1, 1]), ((1, 1, "CA"), [0], [1]),
+                                          ((2, 0, "CA"), [3], [1])]), label="histograms")
 
 
 def test_spill_by_recording_empty(tmp_path):
@@ -93,8 +99,8 @@ def test_spill_by_recording_empty(tmp_path):
         assert_that(out, equal_to([]))
 
 
-def _params(tmp_path, window=2, stride=1, shards=2):
-    return t.WindowParams(window, stride, 1.0, shards, frozenset([2]), str(tmp_path), ("f.csv",))
+def _params(tmp_path, window=2, stride=1, shards=2, block_rows=1 << 18):
+    return t.WindowParams(window, stride, 1.0, shards, frozenset([2]), str(tmp_path), ("f.csv",), block_rows)
 
 
 def _identity_transform(p, staging):
@@ -111,22 +117,37 @@ def _identity_transform(p, staging):
         return transform_fn | tft_beam.WriteTransformFn(staging)
 
 
-def test_cut_windows_writes_pieces_counts_groups_and_rejects_duplicates(tmp_path):
+def _read_pieces(folder):
+    records = []
+    for piece in sorted(folder.iterdir()):
+        records += [r.numpy() for r in tf.data.TFRecordDataset(str(piece))]
+    return parse_examples(tf.constant(records), 2, 3)
+
+
+def test_sort_blocks_sorts_counts_groups_rejects_duplicates_and_feeds_the_analyzers(tmp_path):
     first, second = rows_of([1, 1, 1]), rows_of([1, 1], t0=3 / 256, first_line=5)
     dup = rows_of([1], t0=1 / 256, first_line=99)
     with pipeline() as p:
-        ready = _identity_transform(p, str(tmp_path))
-        out = p | beam.Create([first, second, dup], reshuffle=False) | t.CutWindows(_params(tmp_path), ready)
-        assert_that(out.pieces | beam.Map(lambda m: (m["split"], m["shard"], m["num_windows"])),
-                    equal_to([("train", 0, 2), ("train", 1, 2)]), label="pieces")
+        out = p | beam.Create([first, second, dup], reshuffle=False) | t.SortBlocks(_params(tmp_path))
+        assert_that(out.blocks | beam.Map(lambda b: (b.recording, b.index, b.num_rows, b.gap_starts)),
+                    equal_to([((1, 0, "CA"), 0, 5, ())]), label="blocks")
         assert_that(out.groups, equal_to([{"split": "train", "crew": 1, "num_rows": 5}]), label="groups")
         assert_that(out.rejects | beam.Map(lambda r: (r.line, r.column, r.reason)),
                     equal_to([(99, "time", "duplicate (crew, seat, experiment, time) of line 3")]),
                     label="rejects")
-    records = []
-    for piece in sorted((tmp_path / "pieces" / "train").iterdir()):
-        records += [r.numpy() for r in tf.data.TFRecordDataset(str(piece))]
-    parsed = parse_examples(tf.constant(records), 2, 3)
+        assert_that(out.tally, equal_to([((0, "rows_used"), 5), ((0, "rows_rejected"), 1)]), label="tally")
+        assert_that(out[t.TRAIN_SIGNALS] | beam.Map(lambda batch: batch.num_rows), equal_to([5]), label="train")
+
+
+def test_cut_windows_writes_pieces_of_scaled_windows(tmp_path):
+    first, second = rows_of([1, 1, 1]), rows_of([1, 1], t0=3 / 256, first_line=5)
+    with pipeline() as p:
+        ready = _identity_transform(p, str(tmp_path))
+        sorted_blocks = p | beam.Create([first, second], reshuffle=False) | t.SortBlocks(_params(tmp_path))
+        pieces = sorted_blocks.blocks | t.CutWindows(_params(tmp_path), ready)
+        assert_that(pieces | beam.Map(lambda m: (m["split"], m["shard"], m["block"], m["num_windows"])),
+                    equal_to([("train", 0, 0, 2), ("train", 1, 0, 2)]), label="pieces")
+    parsed = _read_pieces(tmp_path / "pieces" / "train")
     order = np.argsort(parsed["end_time"].numpy())
     np.testing.assert_array_equal(parsed["end_time"].numpy()[order], np.float32([1, 2, 3, 4]) / 256)
     signals = np.concatenate([first.signals, second.signals])  # identity scaling, time order
@@ -134,12 +155,31 @@ def test_cut_windows_writes_pieces_counts_groups_and_rejects_duplicates(tmp_path
     np.testing.assert_allclose(parsed["window"].numpy()[order], expected, rtol=1e-6)
 
 
-def test_cut_windows_empty(tmp_path):
+def test_cut_windows_across_time_blocks_reads_the_rows_before_the_block(tmp_path):
+    rows = rows_of([1] * 6)
+    rows.time[:] = [0.1, 0.6, 1.1, 1.6, 2.1, 2.6]  # two rows a second: blocks of 2 rows at block_rows 3
+    params = _params(tmp_path, window=3, stride=1, block_rows=3)
     with pipeline() as p:
         ready = _identity_transform(p, str(tmp_path))
-        out = p | beam.Create([]) | t.CutWindows(_params(tmp_path), ready)
-        assert_that(out.pieces, equal_to([]), label="pieces")
-        assert_that(out.groups, equal_to([]), label="groups")
+        sorted_blocks = p | beam.Create([rows], reshuffle=False) | t.SortBlocks(params)
+        pieces = sorted_blocks.blocks | t.CutWindows(params, ready)
+        assert_that(pieces | beam.Map(lambda m: (m["block"], m["num_windows"])) | beam.CombinePerKey(sum),
+                    equal_to([(1, 2), (2, 2)]), label="windows per block")
+    records = []
+    for piece in sorted((tmp_path / "pieces" / "train").iterdir()):
+        records += [r.numpy() for r in tf.data.TFRecordDataset(str(piece))]
+    parsed = parse_examples(tf.constant(records), 3, 3)
+    order = np.argsort(parsed["end_time"].numpy())
+    np.testing.assert_allclose(parsed["window"].numpy()[order], np.stack([rows.signals[i:i + 3] for i in range(4)]))
+
+
+def test_sort_blocks_and_cut_windows_empty(tmp_path):
+    with pipeline() as p:
+        ready = _identity_transform(p, str(tmp_path))
+        sorted_blocks = p | beam.Create([]) | t.SortBlocks(_params(tmp_path))
+        pieces = sorted_blocks.blocks | t.CutWindows(_params(tmp_path), ready)
+        assert_that(pieces, equal_to([]), label="pieces")
+        assert_that(sorted_blocks.groups, equal_to([]), label="groups")
 
 
 def test_write_shards_concatenates_whole_pieces_and_writes_empty_shards(tmp_path):

@@ -68,3 +68,42 @@ def test_take_copies_only_the_selected_windows():
     part = cut.take(values, np.array([1, 3]))
     np.testing.assert_array_equal(part, np.stack([values[4:8], values[12:16]]))
     assert part.flags["C_CONTIGUOUS"] and part.base is None or part.base.size == part.size
+
+
+def _random_group(rng, n):
+    """Times with steps of 0.01-0.5 s, gaps of exactly max_gap (no break) and of 1.5 s."""
+    steps = rng.choice([0.01, 0.5, 1.0, 1.5], size=n, p=[0.85, 0.07, 0.03, 0.05])
+    return np.cumsum(steps)
+
+
+@pytest.mark.parametrize("window, stride", [(8, 3), (1, 1), (5, 7), (16, 1), (3, 3)])
+def test_blocked_windows_equal_cut_windows_on_the_whole_group(window, stride):
+    rng = np.random.default_rng(window * 31 + stride)
+    for trial in range(40):
+        n = int(rng.integers(0, 200))
+        time = _random_group(rng, n)
+        whole = windows.cut_windows(time, np.zeros(n, int), window, stride, max_gap=1.0)
+        edges = np.unique(rng.integers(1, max(n, 2), size=int(rng.integers(0, 12))))
+        edges = edges[edges < n] if n else edges[:0]
+        ranges = list(zip(np.concatenate([[0], edges]), np.concatenate([edges, [n]]))) if n else []
+        bounds = windows.blocked_segment_bounds(
+            [b - a for a, b in ranges], [time[a] for a, b in ranges], [time[b - 1] for a, b in ranges],
+            [np.flatnonzero(np.diff(time[a:b]) > 1.0) + 1 for a, b in ranges], max_gap=1.0)
+        np.testing.assert_array_equal(bounds, windows.segment_bounds(time, 1.0).reshape(-1, 2))
+        starts, index = [], []
+        for a, b in ranges:
+            s, j = windows.windows_ending_in(bounds, a, b - a, window, stride)
+            assert np.all((s + window - 1 >= a) & (s + window - 1 < b))
+            starts.append(s)
+            index.append(j)
+        starts = np.concatenate(starts) if starts else np.zeros(0, np.int64)
+        index = np.concatenate(index) if index else np.zeros(0, np.int64)
+        np.testing.assert_array_equal(starts, whole.starts)
+        np.testing.assert_array_equal(index, np.arange(len(whole)))
+
+
+def test_windows_ending_in_a_block_shorter_than_the_window():
+    bounds = np.array([[0, 20]])
+    starts, index = windows.windows_ending_in(bounds, 10, 2, window=8, stride=3)
+    assert starts.tolist() == [3] and index.tolist() == [1]  # rows 3..10 end in rows [10, 12)
+    assert [x.tolist() for x in windows.windows_ending_in(bounds, 0, 5, 8, 3)] == [[], []]
