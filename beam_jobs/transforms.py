@@ -161,20 +161,6 @@ class ReadCrewCsv(beam.PTransform):
         ).with_outputs(REJECTS, TALLY, main="rows")
 
 
-class SelectSplitFn(beam.DoFn):
-    """Keep the rows of one split (crews in `eval_crews` are eval, the rest train)."""
-
-    def __init__(self, split: str, eval_crews: Iterable[int]):
-        self._split = split
-        self._eval = frozenset(eval_crews)
-
-    def process(self, rows: Rows):
-        in_eval = np.isin(rows.crew, list(self._eval))
-        keep = in_eval if self._split == layout.EVAL else ~in_eval
-        if keep.any():
-            yield rows.take(keep)
-
-
 @dataclasses.dataclass(frozen=True)
 class WindowParams:
     """What the windowing steps need: the Windows contract's W, stride and max_gap, the shards,

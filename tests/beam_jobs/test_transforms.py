@@ -29,10 +29,6 @@ def rows_of(crews, t0=0.0, first_line=2):
                 label=np.arange(k) % 4, line=np.arange(k) + first_line, source=np.zeros(k, np.int64))
 
 
-def summary(rows):
-    return tuple(zip(rows.crew.tolist(), rows.seat.tolist(), rows.time.tolist()))
-
-
 @pytest.mark.parametrize("split_bytes", [1 << 20, 3000])
 def test_read_crew_csv_rows_and_rejects(tmp_path, split_bytes):
     frame = make_frame(crews=(1, 2), experiments=("CA",), rows_per_group=50, features=FEATURES)
@@ -60,20 +56,6 @@ def test_read_crew_csv_header_only(tmp_path):
         out = p | t.ReadCrewCsv([str(path)], FEATURES)
         assert_that(out.rows, equal_to([]), label="rows")
         assert_that(out.rejects, equal_to([]), label="rejects")
-
-
-@pytest.mark.parametrize("split, expected", [("train", [(1, 0, 0.0), (3, 0, 2 / 256)]), ("eval", [(2, 0, 1 / 256)])])
-def test_select_split(split, expected):
-    with pipeline() as p:
-        out = (p | beam.Create([rows_of([1, 2, 3])], reshuffle=False)
-               | beam.ParDo(t.SelectSplitFn(split, [2])) | beam.FlatMap(summary))
-        assert_that(out, equal_to(expected))
-
-
-def test_select_split_empty():
-    with pipeline() as p:
-        out = p | beam.Create([]) | beam.ParDo(t.SelectSplitFn("train", [2]))
-        assert_that(out, equal_to([]))
 
 
 def test_spill_by_recording_writes_one_block_per_recording(tmp_path):
