@@ -289,7 +289,7 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
     check_inputs(files, args.features)
     if not args.eval_crews:
         _LOG.warning("no --eval-crews given: every crew goes to train and the eval split is empty")
-    staging = layout.join(absolute(args.output), f".staging-{uuid.uuid4().hex[:12]}")
+    staging = layout.join(absolute(args.output), f"{layout.STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
     out_existed = FileSystems.exists(args.output)
     _LOG.info("preprocess %d file(s) -> %s (W=%d, stride=%d, %d feature(s), %s)", len(files),
               args.output, args.window, args.stride, len(args.features), args.scale)

@@ -19,7 +19,6 @@ from tfrecords_schema import layout, write_stats
 
 PUBLISHED = (layout.TRAIN, layout.EVAL, layout.TRANSFORM_FN_DIR, layout.TRANSFORMED_METADATA_DIR,
              layout.REJECTS_DIR)
-STAGING_PREFIX = ".staging-"  # of the staging folder preprocess.run makes in OUT
 
 
 def publish(staging: str, out: str, stats: Dict) -> str:
@@ -50,5 +49,5 @@ def remove_leftovers(out: str) -> None:
     gfile = tf.io.gfile
     for name in gfile.listdir(out):
         path = layout.join(out, name.rstrip("/"))
-        if name.startswith(STAGING_PREFIX) and gfile.isdir(path):
+        if name.startswith(layout.STAGING_PREFIX) and gfile.isdir(path):
             gfile.rmtree(path)

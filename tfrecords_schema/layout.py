@@ -18,6 +18,7 @@ SPLITS = (TRAIN, EVAL)
 STATS_FILE = "stats.json"
 REJECTS_DIR = "rejects"
 REJECTS_FILE = "rejects.csv"
+STAGING_PREFIX = ".staging-"  # OUT/.staging-XXXX/: a run's private folder until it publishes
 TRANSFORM_FN_DIR = "transform_fn"
 TRANSFORMED_METADATA_DIR = "transformed_metadata"
 

@@ -35,7 +35,6 @@ from tfrecords_schema.stats import StatsError, read_stats
 PARSE_BATCH = 1024  # records parsed at once
 _HEADER = 12  # uint64 length + uint32 masked CRC32C of the length
 _FOOTER = 4  # uint32 masked CRC32C of the data
-STAGING_PREFIX = ".staging-"
 
 
 class CorruptRecord(Exception):
@@ -200,7 +199,7 @@ def staging_folders(out_dir: str) -> List[str]:
 
     if not tf.io.gfile.isdir(out_dir):
         return []
-    return sorted(name.rstrip("/") for name in tf.io.gfile.listdir(out_dir) if name.startswith(STAGING_PREFIX))
+    return sorted(name.rstrip("/") for name in tf.io.gfile.listdir(out_dir) if name.startswith(layout.STAGING_PREFIX))
 
 
 @dataclasses.dataclass
