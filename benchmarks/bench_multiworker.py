@@ -40,7 +40,7 @@ from typing import Dict, List, Sequence
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.bench_preprocess import machine_header  # noqa: E402
-from benchmarks.bench_trainer import make_sample, table  # noqa: E402
+from benchmarks.bench_trainer import add_sample_args, make_sample, table  # noqa: E402
 from tfrecords_schema import layout, read_stats, write_stats  # noqa: E402
 
 VARIANTS = {
@@ -144,14 +144,7 @@ def report(runs: Dict[str, List[Dict]], windows: int, args) -> str:
 
 def _parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", help="an existing preprocess output (default: make a synth sample)")
-    parser.add_argument("--workdir", help="sample and models go here (default: a temp dir, removed)")
-    parser.add_argument("--crews", default="1,2,3", help="synth crews (default 1,2,3)")
-    parser.add_argument("--eval-crews", default="2", help="preprocess --eval-crews (default 2)")
-    parser.add_argument("--seconds", type=float, default=60.0, help="synth seconds per recording (default 60)")
-    parser.add_argument("--features", default="", help="preprocess --features (default: all 23)")
-    parser.add_argument("--window", type=int, default=256)
-    parser.add_argument("--stride", type=int, default=32)
+    add_sample_args(parser)
     parser.add_argument("--num-shards", type=int, default=8, help="preprocess --num-shards (default 8)")
     parser.add_argument("--batch-size", type=int, default=256, help="global batch (default 256)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run, the first untimed (default 3)")

@@ -290,8 +290,8 @@ def bench_weighting(out: str, workdir: str, args) -> str:
 
 # --- main ---------------------------------------------------------------------------------------
 
-def _parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_sample_args(parser: argparse.ArgumentParser) -> None:
+    """The flags make_sample reads (and --data, which skips it)."""
     parser.add_argument("--data", help="an existing preprocess output (default: make a synth sample)")
     parser.add_argument("--workdir", help="where to write the sample and models (default: a temp dir, removed)")
     parser.add_argument("--crews", default="1,2,3", help="synth crews (default 1,2,3)")
@@ -300,6 +300,11 @@ def _parse_args(argv):
     parser.add_argument("--features", default="", help="preprocess --features (default: all 23)")
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--stride", type=int, default=32)
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_sample_args(parser)
     parser.add_argument("--num-shards", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measure (default 5)")
