@@ -13,11 +13,13 @@ and written as a sorted block file of fixed-size records (`write_rows`), whose t
 block reads for the W-1 rows of context its first windows need (`read_rows(..., last=k)`).
 
 A block file's name is derived from where its rows came from (file index, first line), so a
-retried bundle rewrites the same file with the same bytes.
+retried bundle rewrites the same file with the same bytes. Block files hold data only (numpy's
+.npy format of `row_dtype` records, never a pickle): a file planted where a block is expected
+(whoever can write into OUT while a job runs) is refused with BlockFileError, never executed.
 """
 
 import dataclasses
-import pickle
+import io
 import posixpath
 from typing import Iterable, Iterator, Optional, Tuple
 
@@ -74,19 +76,38 @@ def block_path(staging: str, key: RecordingKey, block: Block) -> str:
     return layout.join(staging, "blocks", name)
 
 
+class BlockFileError(ValueError):
+    """A file where a block file is expected is not one (refused, never unpickled)."""
+
+
 def write_block(path: str, block: Block) -> None:
+    """Write `block` as a block file: one .npy array (numpy's format: a fixed magic string, then a
+    header giving dtype and shape) of `row_dtype` records. Data only; `read_block` reads it back."""
     import tensorflow as tf
 
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, _records(block), allow_pickle=False)
     tf.io.gfile.makedirs(posixpath.dirname(path))
     with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(pickle.dumps(block, protocol=5))
+        f.write(buffer.getvalue())
 
 
 def read_block(path: str) -> Block:
+    """The Block `write_block` wrote at `path`. BlockFileError if the file is anything else (a
+    pickle included: nothing in it is executed) or its records are not `row_dtype`'s."""
     import tensorflow as tf
 
     with tf.io.gfile.GFile(path, "rb") as f:
-        return pickle.loads(f.read())
+        data = f.read()
+    try:
+        records = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, EOFError) as e:
+        raise BlockFileError(f"{path}: not a block file ({e})") from None
+    signals = (records.dtype.fields or {}).get("signals")
+    if records.ndim != 1 or signals is None or len(signals[0].shape) != 1 \
+            or records.dtype != row_dtype(signals[0].shape[0]):
+        raise BlockFileError(f"{path}: not a block file (records {records.dtype}, shape {records.shape})")
+    return _block(records)
 
 
 # Time blocks: a recording cut at time-bin edges into blocks of at most `block_rows` raw rows.
@@ -177,9 +198,7 @@ def sorted_path(staging: str, key: RecordingKey, block_index: int) -> str:
 def write_rows(path: str, block: Block) -> None:
     import tensorflow as tf
 
-    records = np.empty(len(block), dtype=row_dtype(block.signals.shape[1]))
-    for name in records.dtype.names:
-        records[name] = getattr(block, name)
+    records = _records(block)
     tf.io.gfile.makedirs(posixpath.dirname(path))
     with tf.io.gfile.GFile(path, "wb") as f:
         f.write(records.tobytes())
@@ -194,6 +213,18 @@ def read_rows(path: str, num_features: int, last: Optional[int] = None) -> Block
         if last is not None:
             f.seek(max(0, f.size() - last * dtype.itemsize))
         records = np.frombuffer(f.read(), dtype=dtype)
+    return _block(records)
+
+
+def _records(block: Block) -> np.ndarray:
+    """A block's rows as `row_dtype` records (the layout of block and sorted block files)."""
+    records = np.empty(len(block), dtype=row_dtype(block.signals.shape[1]))
+    for name in records.dtype.names:
+        records[name] = getattr(block, name)
+    return records
+
+
+def _block(records: np.ndarray) -> Block:
     return Block(records["time"].copy(), np.ascontiguousarray(records["signals"]), records["label"].copy(),
                  records["line"].copy(), records["source"].copy())
 

@@ -1,3 +1,5 @@
+import pickle
+
 import numpy as np
 import pytest
 
@@ -38,6 +40,52 @@ def test_split_by_recording_and_round_trip(tmp_path):
     back = blocks.read_block(path)
     np.testing.assert_array_equal(back.signals, [[3, 4]])
     assert back.time.tolist() == [0.25]
+
+
+def test_a_block_file_is_a_numpy_array_of_row_records(tmp_path):
+    """Read back with numpy's own reader, pickles refused: the file holds data only."""
+    b = block([0.5, 0.25, 3.0], [10, 11, 12], source=[2, 2, 1])
+    path = str(tmp_path / "one.block")
+    blocks.write_block(path, b)
+    records = np.load(path, allow_pickle=False)
+    assert records.dtype == blocks.row_dtype(2)
+    assert records["line"].tolist() == [10, 11, 12] and records["source"].tolist() == [2, 2, 1]
+    np.testing.assert_array_equal(records["signals"], b.signals)
+    back = blocks.read_block(path)
+    for name in ("time", "signals", "label", "line", "source"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(b, name))
+
+
+class _Planted:
+    """Unpickling this runs `open(marker, "w")`: what a planted pickle could do on a worker."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_pickle_where_a_block_is_expected_is_refused_not_executed(tmp_path):
+    marker = tmp_path / "executed"
+    path = tmp_path / "crew1-seat0-CA" / "f0-l1.block"
+    path.parent.mkdir()
+    path.write_bytes(pickle.dumps(_Planted(str(marker)), protocol=5))
+    with pytest.raises(blocks.BlockFileError, match=r"f0-l1.block: not a block file"):
+        blocks.read_block(str(path))
+    assert not marker.exists()
+    # A pickled Block, what block files held before, is refused the same way.
+    path.write_bytes(pickle.dumps(block([1.0], [3]), protocol=5))
+    with pytest.raises(blocks.BlockFileError):
+        blocks.read_block(str(path))
+
+
+def test_an_npy_of_other_records_is_not_a_block(tmp_path):
+    path = tmp_path / "x.block"
+    np.save(path.with_suffix(""), np.arange(4.0))  # np.save appends .npy
+    (tmp_path / "x.npy").rename(path)
+    with pytest.raises(blocks.BlockFileError, match="not a block file"):
+        blocks.read_block(str(path))
 
 
 def test_histograms_merge_and_plan_blocks_at_bin_edges():
