@@ -4,7 +4,15 @@ Plain functions, no Beam: `ReadCrewCsv` (beam_jobs.transforms) is a thin shell a
 
 A chunk is parsed with column types given (the fast path). Rows that cannot be used go to the
 dead-letter output as `Reject`s naming file, line, column and reason; every other row of the chunk
-is kept. Rows read = rows kept + rows rejected, line by line: empty lines are rows too.
+is kept. Rows read = rows kept + rows rejected, line by line: empty lines are rows too, except
+blank lines at the end of a file, which are not rows at all.
+
+What a row can get wrong, and costs only that row wherever it sits (any place in a chunk, across
+chunk and byte-range boundaries): text that is not CSV (bytes that are not UTF-8, NUL, a lone
+CR, a quote character: quoted cells are not read, a line of MAX_LINE_BYTES or more), the wrong
+number of cells, a value that is not a number, not finite, not an integer or outside what its
+field holds (crew, seat, id: int64, read exactly; time: below MAX_TIME), an unknown experiment,
+seat or label. A clean chunk pays only a few scans at memory speed for the text checks.
 
 `with_id=True` reads the test layout (crewstream predict): the `id` column must be in the header,
 a row without an integer id is rejected, and the rows come as `IdRows` (`Rows` plus `id`).
@@ -19,6 +27,7 @@ import contextlib
 import dataclasses
 import gzip
 import io
+import itertools
 import zlib
 from typing import BinaryIO, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -34,6 +43,17 @@ from tfrecords_schema import csv_layout as cols
 
 DEFAULT_CHUNK_BYTES = 16 << 20  # bytes parsed at once: one Beam element of rows
 DEFAULT_SPLIT_BYTES = 64 << 20  # bytes of an uncompressed file one worker reads: the unit of parallelism
+# A line this long or longer (its newline not counted) is rejected. pyarrow's parser needs each
+# line within two of its blocks: a chunk with a line of _BLOCK_BYTES or more is parsed in blocks
+# of MAX_LINE_BYTES (measured: the larger block parses clean chunks about 10% slower).
+MAX_LINE_BYTES = 2 << 20
+_BLOCK_BYTES = 1 << 20  # pyarrow's default block size
+# Times must be below 2**32 s (136 years). Below it float64 resolves 2**-20 s (< 1 us), so times
+# written with up to 6 decimals stay distinct and in order (sorting and the duplicate-time check
+# see the file's times), and a time bin, floor(time / 1 s), is an exact int64 (and float64).
+# Above it a 1e19 cast to a bin overflowed, and the output depended on --block-rows.
+MAX_TIME = 2.0 ** 32
+_TEXT_LIMIT = 1000  # characters of a defective line shown as its reject text
 _INT_COLUMNS = (cols.CREW, cols.SEAT)
 _STR_COLUMNS = (cols.EXPERIMENT, cols.EVENT)
 _DECOMPRESSORS = {".gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
@@ -122,8 +142,12 @@ def check_file(f: BinaryIO, file: str, features: Sequence[str], labelled: bool =
     with stream_errors_as_layout_errors(file):
         header = read_header(f, file)
         check_header(header, features, file, labelled, with_id)
-        if not f.read(1):
-            raise CsvLayoutError(f"{file}: header only, no data rows")
+        while True:  # blank lines after the header are not rows
+            data = f.read(1 << 16)
+            if not data:
+                raise CsvLayoutError(f"{file}: header only, no data rows")
+            if data.strip():
+                break
         while read_through and f.read(1 << 20):
             pass
     known = set(cols.KEY_COLUMNS + cols.SIGNALS) | ({cols.EVENT} if labelled else set()) | (
@@ -133,9 +157,11 @@ def check_file(f: BinaryIO, file: str, features: Sequence[str], labelled: bool =
 
 def read_header(f: BinaryIO, file: str) -> List[str]:
     """Column names of the header line (UTF-8 BOM and CRLF tolerated)."""
-    line = f.readline()
+    line = f.readline(MAX_LINE_BYTES)
     if not line:
         raise CsvLayoutError(f"{file}: empty file (no header line)")
+    if len(line) == MAX_LINE_BYTES and not line.endswith(b"\n"):
+        raise CsvLayoutError(f"{file}: no newline in the first {MAX_LINE_BYTES:,} bytes: not a CSV header")
     try:
         text = line.decode("utf-8-sig").rstrip("\r\n")
     except UnicodeDecodeError:
@@ -146,6 +172,10 @@ def read_header(f: BinaryIO, file: str) -> List[str]:
 def check_header(header: Sequence[str], features: Sequence[str], file: str, labelled: bool = True,
                  with_id: bool = False) -> None:
     """CsvLayoutError naming the missing columns, or the wrong layout, before anything is read."""
+    quoted = [name for name in header if '"' in name]
+    if quoted:
+        raise CsvLayoutError(f"{file}: quoted column name(s) in the header ({', '.join(quoted[:3])}); "
+                             "crewstream reads CSV without quotes (write the file without quoting)")
     needed = ([cols.ID] if with_id else []) + list(cols.KEY_COLUMNS) + list(features) + (
         [cols.EVENT] if labelled else [])
     missing = [name for name in needed if name not in header]
@@ -163,42 +193,95 @@ def check_header(header: Sequence[str], features: Sequence[str], file: str, labe
 
 
 def iter_line_chunks(f: BinaryIO, chunk_bytes: int = DEFAULT_CHUNK_BYTES, first_line: int = 2,
-                     start: int = 0, end: Optional[int] = None) -> Iterator[Tuple[int, bytes]]:
+                     start: int = 0, end: Optional[int] = None,
+                     max_line: int = MAX_LINE_BYTES) -> Iterator[Tuple[int, bytes]]:
     """Yield (line number of the chunk's first line, bytes of whole lines).
 
     `f` is positioned at byte `start`, the start of line `first_line` (lines are 1-based as an
     editor shows them; the header is line 1). Only lines that START before byte `end` are
     yielded (all when `end` is None), so byte ranges that tile a file yield every line once.
     A last line without a newline is yielded as it is.
+
+    Blank lines (ASCII whitespace only) after the file's last other line are not yielded: they
+    are not rows. A range that ends in blank lines reads on to tell whether a row follows.
+    A line of `max_line` bytes or more (newline not counted) that does not end within one read
+    is yielded cut to its first `max_line` bytes and a newline (`parse_chunk` rejects it), so
+    memory stays within a few chunk_bytes + max_line whatever the file holds.
     """
-    line, pos, rest = first_line, start, b""  # pos: the file offset of rest[0]
     if end is not None and start >= end:
         return
+    limit = None if end is None else end - start  # lines starting before this offset are ours
+    pieces = _whole_line_pieces(f, chunk_bytes, max_line)
+    line, held, beyond = first_line, b"", None  # held: blank lines no row has followed yet
+    for offset, data, length in pieces:
+        if limit is not None and offset >= limit:
+            beyond = itertools.chain([data], (rest for _, rest, _ in pieces))
+            break
+        if limit is not None and offset + length > limit and length == len(data):
+            newline = data.find(b"\n", limit - 1 - offset)  # ends the line holding byte end-1
+            if newline != -1:
+                data, after = data[:newline + 1], data[newline + 1:]
+                beyond = itertools.chain([after], (rest for _, rest, _ in pieces))
+        buf = held + data
+        keep = _through_last_row(buf)
+        if keep:
+            yield line, buf[:keep]
+            line += buf.count(b"\n", 0, keep)
+        held = buf[keep:]
+        if beyond is not None:
+            break
+    if held and beyond is not None and any(rest.strip() for rest in beyond):
+        yield line, held  # blank lines with a row after them (in the next range): rows, rejected
+
+
+def _whole_line_pieces(f: BinaryIO, chunk_bytes: int, max_line: int) -> Iterator[Tuple[int, bytes, int]]:
+    """(offset from where `f` was, bytes, their length in the file) for consecutive pieces of
+    whole lines of `f`: the file's own bytes, except that a line of `max_line` bytes or more
+    that does not end within one read comes alone, as its first `max_line` bytes and a newline
+    (its length: the line's in the file). The file's last line may lack its newline."""
+    offset, pending, pending_bytes, carry = 0, [], 0, b""  # pending: a line's start, no newline yet
     while True:
-        data = f.read(chunk_bytes)
-        buf = rest + data
-        if end is not None and pos + len(buf) >= end:
-            # The buffer holds byte end-1: the range's last line ends at the next newline.
-            newline = buf.find(b"\n", end - 1 - pos)
-            if newline == -1 and data:
-                rest = buf
-                continue
-            last = buf if newline == -1 else buf[:newline + 1]
-            if last:
-                yield line, last
-            return
+        data, carry = (carry, b"") if carry else (f.read(chunk_bytes), b"")
         if not data:
-            if buf:
-                yield line, buf
+            if pending:
+                yield offset, b"".join(pending), pending_bytes
             return
-        cut = buf.rfind(b"\n") + 1
-        if cut == 0:
-            rest = buf
-            continue
-        chunk, rest = buf[:cut], buf[cut:]
-        yield line, chunk
-        line += chunk.count(b"\n")
-        pos += cut
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            piece = b"".join(pending + [data[:cut]])
+            yield offset, piece, len(piece)
+            offset += len(piece)
+            pending, pending_bytes = [], 0
+        if cut < len(data):
+            pending.append(data[cut:])
+            pending_bytes += len(data) - cut
+        if pending_bytes >= max_line:  # a line whose end is not in sight: keep its head, skip the rest
+            head, length = b"".join(pending)[:max_line], pending_bytes
+            pending, pending_bytes = [], 0
+            while True:
+                data = f.read(chunk_bytes)
+                newline = data.find(b"\n")
+                length += len(data) if newline == -1 else newline + 1
+                if newline != -1 or not data:
+                    carry = data[newline + 1:] if newline != -1 else b""
+                    break
+            yield offset, head + b"\n", length
+            offset += length
+
+
+def _through_last_row(buf: bytes) -> int:
+    """Bytes of `buf` up to the end of its last line that is not blank (0: every line is blank)."""
+    tail = 256  # look at the end first: a chunk rarely ends in more than one blank line
+    while True:
+        piece = buf[-tail:]
+        content = len(piece.rstrip())
+        if content or tail >= len(buf):
+            break
+        tail *= 16
+    if not content:
+        return 0
+    newline = buf.find(b"\n", len(buf) - len(piece) + content)
+    return len(buf) if newline == -1 else newline + 1
 
 
 def plan_ranges(size: Optional[int], split_bytes: int) -> List[Tuple[int, Optional[int]]]:
@@ -226,9 +309,20 @@ def seek_first_line(f: BinaryIO, start: int, newlines_before: int) -> Tuple[int,
     """Position `f` at the first line starting at or after byte `start` (> 0); return (its
     offset, its line number), given the number of newlines in bytes [0, start)."""
     f.seek(start - 1)
-    skipped = f.readline()  # the rest of the line holding byte start-1, newline included
-    offset = start - 1 + len(skipped)
+    skipped = _skip_line(f)  # the rest of the line holding byte start-1, newline included
+    offset = start - 1 + skipped
     return offset, 1 + newlines_before + (1 if offset > start else 0)
+
+
+def _skip_line(f: BinaryIO, block: int = 1 << 16) -> int:
+    """Read past the next newline (or to the end), never holding more than `block` bytes of an
+    over-long line; returns the bytes read."""
+    skipped = 0
+    while True:
+        part = f.readline(block)
+        skipped += len(part)
+        if not part or part.endswith(b"\n"):
+            return skipped
 
 
 def _column_types(header: Sequence[str], features: Sequence[str],
@@ -240,7 +334,105 @@ def _column_types(header: Sequence[str], features: Sequence[str],
     return {k: v for k, v in types.items() if k in header}
 
 
-def _read_table(chunk: bytes, header: Sequence[str], types: Dict[str, pa.DataType]):
+# Defects that make a line unreadable as CSV text, found before pyarrow sees the chunk. The rank
+# orders two defects at one byte (an over-long line's is its first byte).
+_LONG, _BAD_BYTE, _NUL, _LONE_CR, _QUOTE = range(5)
+
+
+def find_defects(chunk: bytes, header: Sequence[str], max_line: int = MAX_LINE_BYTES) -> Dict[int, Tuple[str, str]]:
+    """{index of a line in `chunk`: (column, reason)} for each line that cannot be read as CSV
+    text: bytes that are not UTF-8, a NUL byte, a carriage return not followed by a newline (a
+    lone CR; CRLF line ends are fine), a quote character, or `max_line` bytes or more.
+
+    Quotes are not CSV syntax here (the header is read without them, and the Kaggle files have
+    none): a line holding one is rejected rather than split differently from how its text reads.
+    The column is the header's name for the cell holding the line's first defect ("" for an
+    over-long line, or a cell beyond the header's). A clean chunk costs a few scans at memory
+    speed; the line-by-line search runs only in a chunk that has one of these.
+    """
+    lone_cr = b"\r" in chunk and chunk.count(b"\r") != chunk.count(b"\r\n") + chunk.endswith(b"\r")
+    if not (lone_cr or b"\0" in chunk or b'"' in chunk or not _is_utf8(chunk)
+            or _has_long_line(chunk, max_line)):
+        return {}
+    return _locate_defects(chunk, header, max_line)
+
+
+def _is_utf8(data: bytes) -> bool:
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _has_long_line(chunk: bytes, max_line: int) -> bool:
+    """Whether a line of `chunk` has `max_line` bytes or more before its newline, in one pass:
+    the last newline within max_line bytes of a line's start bounds every line started before."""
+    start = 0
+    while len(chunk) - start >= max_line:
+        newline = chunk.rfind(b"\n", start, start + max_line)
+        if newline == -1:
+            return True
+        start = newline + 1
+    return False
+
+
+def _locate_defects(chunk: bytes, header: Sequence[str], max_line: int) -> Dict[int, Tuple[str, str]]:
+    data = np.frombuffer(chunk, np.uint8)
+    newlines = np.flatnonzero(data == ord("\n"))
+    starts = np.r_[0, newlines + 1]
+    ends = np.r_[newlines, len(chunk)]
+    cr = np.flatnonzero(data == ord("\r"))
+    cr = cr[cr + 1 < len(chunk)]  # a CR ending the file's last line ends it
+    found = [(starts[ends - starts >= max_line], _LONG),
+             (np.flatnonzero(data == 0), _NUL),
+             (cr[data[cr + 1] != ord("\n")], _LONE_CR),
+             (np.flatnonzero(data == ord('"')), _QUOTE),
+             (_bad_utf8(chunk, starts, ends, newlines, np.flatnonzero(data >= 0x80)), _BAD_BYTE)]
+    where = np.concatenate([positions for positions, _ in found]).astype(np.int64)
+    kind = np.concatenate([np.full(len(positions), k) for positions, k in found])
+    line = np.searchsorted(newlines, where)  # newlines before the byte
+    order = np.lexsort((kind, where, line))
+    lines, first = np.unique(line[order], return_index=True)
+    defects = {}
+    for i, at, k in zip(lines.tolist(), where[order][first].tolist(), kind[order][first].tolist()):
+        cell = chunk.count(b",", int(starts[i]), at)
+        column = header[cell] if k != _LONG and cell < len(header) else ""
+        defects[i] = (column, _defect_reason(k, chunk[at], max_line))
+    return defects
+
+
+def _bad_utf8(chunk: bytes, starts, ends, newlines, high) -> np.ndarray:
+    """The first undecodable byte of each line holding a non-ASCII byte that is not UTF-8."""
+    bad = []
+    for i in np.unique(np.searchsorted(newlines, high)).tolist():
+        try:
+            chunk[starts[i]:ends[i]].decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad.append(int(starts[i]) + e.start)
+    return np.asarray(bad, np.int64)
+
+
+def _defect_reason(kind: int, byte: int, max_line: int) -> str:
+    return {_LONG: f"line of {max_line:,} bytes or more",
+            _BAD_BYTE: f"not UTF-8 text (byte 0x{byte:02x})",
+            _NUL: "NUL byte",
+            _LONE_CR: "carriage return inside the line (a CR not followed by LF)",
+            _QUOTE: 'quote character (") in a cell: quoted cells are not read'}[kind]
+
+
+def _blanked(chunk: bytes, lines: Sequence[int]) -> bytes:
+    """`chunk` with the given lines replaced by one space (a row of one cell, which pyarrow counts
+    as a row of the wrong shape): pyarrow never sees their text, line numbers stay."""
+    parts = chunk.split(b"\n")
+    for i in lines:
+        parts[i] = b" "
+    return b"\n".join(parts)
+
+
+def _read_table(chunk: bytes, header: Sequence[str], types: Dict[str, pa.DataType], block_size: int):
     """Parse with the given types; returns (table, {chunk row index: reason}) for bad-shape rows."""
     bad_shape: Dict[int, str] = {}
 
@@ -250,49 +442,89 @@ def _read_table(chunk: bytes, header: Sequence[str], types: Dict[str, pa.DataTyp
 
     table = pacsv.read_csv(
         io.BytesIO(chunk),
-        read_options=pacsv.ReadOptions(column_names=list(header), use_threads=False),
+        read_options=pacsv.ReadOptions(column_names=list(header), use_threads=False, block_size=block_size),
         parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False,
-                                          newlines_in_values=False),
+                                          newlines_in_values=False, quote_char=False),
         convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(types),
                                              null_values=[""], strings_can_be_null=False),
     )
     return table, bad_shape
 
 
-def _to_numeric(table: pa.Table, types: Dict[str, pa.DataType]) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
-    """Columns as numpy; for a column that was read as text (slow path), a mask of unparsable cells."""
-    values, unparsable = {}, {}
+@dataclasses.dataclass
+class _Cells:
+    """A chunk's cells as numpy: `values` per column (float64 for numbers, object for text),
+    `ints` exact int64 of the integer columns, and masks of cells that are not numbers
+    (`unparsable`, slow path only) or integers outside int64 (`outside`)."""
+
+    values: Dict[str, np.ndarray]
+    ints: Dict[str, np.ndarray]
+    unparsable: Dict[str, np.ndarray]
+    outside: Dict[str, np.ndarray]
+
+
+def _to_numeric(table: pa.Table, types: Dict[str, pa.DataType]) -> _Cells:
+    """Columns as numpy. A column read as text (the slow path: this chunk had a cell the typed
+    parse refused) is parsed here, integers exactly: never through float64 above 2**53, never
+    cast with overflow."""
+    cells = _Cells({}, {}, {}, {})
     for name, kind in types.items():
         column = table.column(name)
         if name in _STR_COLUMNS:
-            values[name] = np.asarray(column.to_pylist(), dtype=object)
+            cells.values[name] = np.asarray(column.to_pylist(), dtype=object)
             continue
-        if pa.types.is_string(column.type):  # slow path: this chunk had a non-numeric cell
+        if pa.types.is_string(column.type):  # slow path
             text = pd.Series(column.to_pylist(), dtype=object)
             parsed = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
             stripped = text.str.strip().str.lower()
-            unparsable[name] = np.isnan(parsed) & (stripped != "nan").to_numpy() & (stripped != "").to_numpy()
-            values[name] = parsed
+            cells.unparsable[name] = np.isnan(parsed) & (stripped != "nan").to_numpy() & (stripped != "").to_numpy()
+            cells.values[name] = parsed
+            if kind == pa.int64():
+                cells.ints[name], cells.outside[name] = _exact_ints(text, parsed)
             continue
+        if kind == pa.int64():  # typed: pyarrow parsed these exactly, or refused the chunk
+            cells.ints[name] = pc.fill_null(column, 0).to_numpy()
+            cells.outside[name] = np.zeros(len(table), bool)
         array = column.to_numpy(zero_copy_only=False)
-        values[name] = array.astype(np.float64) if kind == pa.float64() else array
-    return values, unparsable
+        cells.values[name] = array.astype(np.float64) if kind == pa.float64() else array
+    return cells
 
 
-def _first_problems(values, unparsable, features, labelled,
-                    with_id: bool = False) -> List[Tuple[np.ndarray, str, str]]:
+def _exact_ints(text: pd.Series, parsed: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(int64 values, mask of cells outside int64) of integral cells; 0 elsewhere. float64 is
+    exact below 2**53; larger cells are read again from their text (`12`, `1e19`)."""
+    integral = np.isfinite(parsed) & (parsed == np.round(parsed))
+    small = integral & (np.abs(parsed) < 2.0**53)
+    values = np.where(small, parsed, 0).astype(np.int64)
+    outside = np.zeros(len(parsed), bool)
+    for i in np.flatnonzero(integral & ~small).tolist():
+        value = _exact_int(text.iloc[i].strip())
+        if -2**63 <= value < 2**63:
+            values[i] = value
+        else:
+            outside[i] = True
+    return values, outside
+
+
+def _exact_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # `12.0`, `1e3`: integral values written as floats
+        return int(float(text))
+
+
+def _first_problems(cells: _Cells, features, labelled, with_id: bool = False) -> List[Tuple[np.ndarray, str, str]]:
     """(bad-row mask, column, reason) in the order a row is checked; the first hit is reported."""
+    values = cells.values
     n = len(values[cols.TIME])
     checks: List[Tuple[np.ndarray, str, str]] = []
-    for name in unparsable:
-        checks.append((unparsable[name], name, "not a number"))
+    for name in cells.unparsable:
+        checks.append((cells.unparsable[name], name, "not a number"))
     for name in ((cols.ID,) if with_id else ()) + _INT_COLUMNS:
         column = np.asarray(values[name], dtype=np.float64)
         checks.append((np.isnan(column), name, "missing value"))
         checks.append((~np.isnan(column) & (column != np.round(column)), name, "not an integer"))
-    if with_id:  # a 20-digit id parses as a float on the slow path; int64 cannot hold it
-        ids = np.asarray(values[cols.ID], dtype=np.float64)
-        checks.append((np.abs(ids) >= 2.0**63, cols.ID, "outside the int64 range"))
+        checks.append((cells.outside[name], name, "outside the int64 range"))
     seat = np.asarray(values[cols.SEAT], dtype=np.float64)
     checks.append((~np.isin(seat, cols.SEATS) & ~np.isnan(seat), cols.SEAT, f"seat must be one of {cols.SEATS}"))
     checks.append((~np.isin(values[cols.EXPERIMENT], cols.EXPERIMENTS), cols.EXPERIMENT,
@@ -300,6 +532,7 @@ def _first_problems(values, unparsable, features, labelled,
     time = values[cols.TIME]
     checks.append((~np.isfinite(time), cols.TIME, "missing or not finite"))
     checks.append((time < 0, cols.TIME, "negative time"))
+    checks.append((time >= MAX_TIME, cols.TIME, "too large: times must be below 2**32 s"))
     for name in features:
         column = values[name]
         with np.errstate(over="ignore"):  # 1e39 is finite in float64, inf in float32: rejected
@@ -321,6 +554,12 @@ def parse_chunk(
 ) -> Tuple[Rows, List[Reject]]:
     """Parse whole CSV lines into validated `Rows` plus a `Reject` for every unusable line.
 
+    Every line is a row: kept, or rejected with its file, line, column (where one applies) and
+    reason. First the lines that are not readable CSV text (`find_defects`); then pyarrow parses
+    the rest with column types given (the fast path), or, if a cell refuses its type, as text
+    (the slow path, this chunk only); then every value is checked (`_first_problems`).
+    A rejected line never changes how another line is read.
+
     Args:
       chunk: bytes of whole lines (no header), as from `iter_line_chunks`.
       header: the file's column names (columns are found by name; extra ones are ignored).
@@ -329,32 +568,41 @@ def parse_chunk(
       labelled: True for the train layout (an `event` column is required).
       with_id: the test layout: also read the `id` column, and return `IdRows`.
     """
+    defects = find_defects(chunk, header)
+    readable = _blanked(chunk, list(defects)) if defects else chunk
+    n_lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+    if not _through_last_row(readable):  # blank lines only: pyarrow would see an empty file
+        readable = b" \n" * n_lines
     types = _column_types(header, features, with_id)
+    block_size = MAX_LINE_BYTES if _has_long_line(readable, _BLOCK_BYTES) else _BLOCK_BYTES
     try:
-        table, bad_shape = _read_table(chunk, header, types)
+        table, bad_shape = _read_table(readable, header, types, block_size)
     except pa.ArrowInvalid:
         text_types = {k: (pa.string() if v != pa.string() else v) for k, v in types.items()}
-        table, bad_shape = _read_table(chunk, header, text_types)
-    values, unparsable = _to_numeric(table, types)
+        table, bad_shape = _read_table(readable, header, text_types, block_size)
+    cells = _to_numeric(table, types)
 
-    n_lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+    if len(table) + len(bad_shape) != n_lines:  # cannot happen once find_defects has run
+        raise CsvLayoutError(f"{file}: lines {first_line}-{first_line + n_lines - 1}: the CSV parser "
+                             f"found {len(table) + len(bad_shape)} rows in {n_lines} lines")
     kept = np.ones(n_lines, dtype=bool)
     kept[list(bad_shape)] = False
     lines = first_line + np.flatnonzero(kept)
     reason = np.full(len(lines), None, dtype=object)
     column = np.full(len(lines), None, dtype=object)
-    for mask, name, why in _first_problems(values, unparsable, features, labelled, with_id):
+    for mask, name, why in _first_problems(cells, features, labelled, with_id):
         hit = mask & (reason == None)  # noqa: E711 (elementwise on an object array)
         reason[hit], column[hit] = why, name
     good = reason == None  # noqa: E711
 
     rejects = [Reject(file, first_line + i, "", why, "") for i, why in bad_shape.items()]
     rejects += [Reject(file, int(lines[i]), column[i], reason[i], "") for i in np.flatnonzero(~good)]
-    rejects = _with_text(sorted(rejects, key=lambda r: r.line), chunk, first_line)
+    rejects = _with_text(sorted(rejects, key=lambda r: r.line), chunk, first_line, defects)
 
+    values = cells.values
     rows = (IdRows if with_id else Rows)(
-        crew=np.asarray(values[cols.CREW], dtype=np.float64)[good].astype(np.int64),
-        seat=np.asarray(values[cols.SEAT], dtype=np.float64)[good].astype(np.int64),
+        crew=cells.ints[cols.CREW][good],
+        seat=cells.ints[cols.SEAT][good],
         experiment=values[cols.EXPERIMENT][good],
         time=values[cols.TIME][good],
         signals=np.stack([values[name][good] for name in features], axis=1).astype(np.float32)
@@ -363,38 +611,37 @@ def parse_chunk(
                if labelled else np.full(int(good.sum()), -1, np.int64)),
         line=lines[good].astype(np.int64),
         source=np.zeros(int(good.sum()), np.int64),
-        **({"id": _ids(table.column(cols.ID), good)} if with_id else {}),
+        **({"id": cells.ints[cols.ID][good]} if with_id else {}),
     )
     return rows, rejects
 
 
-def _ids(column: pa.ChunkedArray, good: np.ndarray) -> np.ndarray:
-    """Exact int64 ids of the good rows (checked to hold integers). Never through float64, which
-    would round ids above 2**53: int64 cells as they are, text cells (the slow path) by int()."""
-    if pa.types.is_integer(column.type):
-        return pc.fill_null(column, 0).to_numpy()[good].astype(np.int64)
-    return np.array([_exact_int(text) for text in np.asarray(column.to_pylist(), dtype=object)[good]],
-                    dtype=np.int64)
-
-
-def _exact_int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:  # `12.0`, `1e3`: integral values written as floats
-        return int(float(text))
-
-
-def _with_text(rejects: List[Reject], chunk: bytes, first_line: int) -> List[Reject]:
-    """Attach each rejected line's text (rare, so splitting the chunk here is cheap enough)."""
+def _with_text(rejects: List[Reject], chunk: bytes, first_line: int, defects: Dict[int, Tuple[str, str]]) -> List[Reject]:
+    """Attach each rejected line's text (rare, so splitting the chunk here is cheap enough). A
+    line in `defects` (emptied before parsing) gets its column and reason from there."""
     if not rejects:
         return rejects
     lines = chunk.split(b"\n")
     out = []
     for r in rejects:
-        text = lines[r.line - first_line].decode("utf-8", "replace").rstrip("\r")
+        raw = lines[r.line - first_line]
+        if r.line - first_line in defects:
+            column, reason = defects[r.line - first_line]
+            out.append(dataclasses.replace(r, column=column, reason=reason, text=_shown(raw)))
+            continue
+        text = raw.decode("utf-8").rstrip("\r")  # UTF-8: checked by find_defects
         out.append(dataclasses.replace(r, text=text) if text.strip()
                    else dataclasses.replace(r, column="", reason="empty line", text=""))
     return out
+
+
+def _shown(raw: bytes) -> str:
+    """A defective line as reject text, one line of valid text: bytes that are not UTF-8, NUL and
+    CR as backslash escapes; at most _TEXT_LIMIT characters (then "...")."""
+    raw = raw[:-1] if raw.endswith(b"\r") else raw
+    cut = raw[:4 * _TEXT_LIMIT]
+    text = cut.decode("utf-8", "backslashreplace").replace("\0", "\\x00").replace("\r", "\\r")
+    return text[:_TEXT_LIMIT] + "..." if len(text) > _TEXT_LIMIT or len(cut) < len(raw) else text
 
 
 def empty_rows(num_features: int) -> Rows:
@@ -428,8 +675,7 @@ def read_file_chunks(
     offset, line = f.tell(), 2
     if start > offset:
         offset, line = seek_first_line(f, start, newlines_before)
-    elif start > 0:
-        raise ValueError(f"{file}: byte range {byte_range} starts inside the header")
+    # else: the range starts in the header; its lines are those after it (none if it ends there)
     chunks = iter_line_chunks(f, chunk_bytes, line, offset, end)
     while True:
         with stream_errors_as_layout_errors(file):  # around the read only, not the parse
@@ -437,4 +683,7 @@ def read_file_chunks(
         if item is None:
             return
         first_line, chunk = item
-        yield parse_chunk(chunk, header, features, file, first_line, labelled, with_id)
+        try:
+            yield parse_chunk(chunk, header, features, file, first_line, labelled, with_id)
+        except pa.ArrowException as e:  # not seen once find_defects runs; if it is, name the file
+            raise CsvLayoutError(f"{file}: from line {first_line}: the CSV parser failed ({e})") from e

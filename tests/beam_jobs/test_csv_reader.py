@@ -1,5 +1,6 @@
 import gzip
 import io
+import re
 
 import numpy as np
 import pandas as pd
@@ -192,3 +193,218 @@ def test_check_file_returns_the_columns_it_will_ignore():
     test_layout = ",".join(cols.TEST_COLUMNS) + ",extra\n0," + row().rsplit(",", 1)[0] + ",1\n"
     assert csv_reader.check_file(io.BytesIO(test_layout.encode()), "t.csv", FEATURES, labelled=False,
                                  with_id=True) == ["extra"]
+
+
+# --- every row-level defect costs its row alone, wherever it sits (issue 11) ----------------------
+
+MAX_LINE = csv_reader.MAX_LINE_BYTES
+
+# (case, cells of a row that make it a reject, column, reason): one case per defect.
+DEFECT_CASES = [
+    ("not-utf8", {"r": "1.\udcff5"}, "r", "not UTF-8 text (byte 0xff)"),
+    ("latin1-label", {"event": "\udce9"}, "event", "not UTF-8 text (byte 0xe9)"),
+    ("nul", {"ecg": "1\x005"}, "ecg", "NUL byte"),
+    ("lone-cr", {"gsr": "1\r5"}, "gsr", "carriage return inside the line"),
+    ("quoted-cell", {"experiment": '"CA"'}, "experiment", 'quote character (")'),
+    ("unbalanced-quote", {"r": '"1.5'}, "r", 'quote character (")'),
+    ("quoted-comma", {"r": '"1,5"'}, "r", 'quote character (")'),
+    ("over-long-line", {"r": "1" * MAX_LINE}, "", f"line of {MAX_LINE:,} bytes or more"),
+    ("crew-1e19", {"crew": "1e19"}, "crew", "outside the int64 range"),
+    ("crew-2**63", {"crew": str(2**63)}, "crew", "outside the int64 range"),
+    ("seat-1e19", {"seat": "1e19"}, "seat", "outside the int64 range"),
+    ("time-1e19", {"time": "1e19"}, "time", "too large"),
+    ("time-2**32", {"time": str(2**32)}, "time", "too large"),
+]
+GOOD_LINES = 40
+
+
+def raw(line: str) -> bytes:
+    """A line's bytes; lone surrogates (\\udcXX) stand for the undecodable byte XX."""
+    return line.encode("utf-8", "surrogateescape")
+
+
+def file_with(bad: bytes, at: int, final_newline: bool = True):
+    """(file bytes, the bad line's number, the good lines' numbers, their r values): GOOD_LINES
+    good rows (r = 0, 1, ...) with `bad` inserted as data line `at` (0-based)."""
+    lines = [raw(row(time=str(i / 256), r=str(i))) for i in range(GOOD_LINES)]
+    lines.insert(at, bad)
+    data = raw(HEADER) + b"\n" + b"\n".join(lines) + (b"\n" if final_newline else b"")
+    good_numbers = [n + 2 for n in range(len(lines)) if n != at]
+    return data, at + 2, good_numbers, [float(i) for i in range(GOOD_LINES)]
+
+
+def read_bytes(data: bytes, chunk_bytes: int, features=FEATURES, **kwargs):
+    rows, rejects = [], []
+    for r, bad in csv_reader.read_file_chunks(io.BytesIO(data), "f.csv", features, chunk_bytes, **kwargs):
+        rows.append(r)
+        rejects += bad
+    return type(rows[0]).concat(rows) if rows else csv_reader.empty_rows(len(features)), rejects
+
+
+def read_ranges(path, cut: int, chunk_bytes: int):
+    """Read `path` the way ReadCrewCsv does, each byte range on its own: [0, cut) and [cut, end)."""
+    rows, rejects, before = [], [], 0
+    size = path.stat().st_size
+    for start, end in [(0, min(cut, size)), (min(cut, size), size)]:
+        with open(path, "rb") as f:
+            for r, bad in csv_reader.read_file_chunks(f, "f.csv", FEATURES, chunk_bytes, byte_range=(start, end),
+                                                      newlines_before=before):
+                rows.append(r)
+                rejects += bad
+        with open(path, "rb") as f:
+            before += csv_reader.count_newlines(f, start, end)
+    return csv_reader.Rows.concat(rows) if rows else csv_reader.empty_rows(len(FEATURES)), rejects
+
+
+def boundaries_around(data: bytes, line_no: int):
+    """(chunk sizes, range cuts) that put a read or range boundary just before, inside and just
+    after data line `line_no` (reads count from the end of the header); plus one beyond the file."""
+    header_end = data.index(b"\n") + 1
+    start = header_end
+    for _ in range(line_no - 2):
+        start = data.index(b"\n", start) + 1
+    end = data.find(b"\n", start)
+    end = len(data) if end == -1 else end + 1
+    reads = {max(start - header_end, 1), (start + end) // 2 - header_end, end - header_end + 1, len(data) * 2}
+    ranges = {start, (start + end) // 2, end, len(data) * 2}
+    return sorted(reads), sorted(ranges)
+
+
+def assert_only(rows, rejects, bad_no, good_numbers, values, column, reason, how):
+    assert rows.line.tolist() == good_numbers, how
+    np.testing.assert_array_equal(rows.signals[:, 0], values, err_msg=how)
+    assert [(r.file, r.line, r.column) for r in rejects] == [("f.csv", bad_no, column)], how
+    assert reason in rejects[0].reason, how
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last", "last-no-newline"])
+@pytest.mark.parametrize("case, cells, column, reason", DEFECT_CASES, ids=[c[0] for c in DEFECT_CASES])
+def test_a_defect_costs_its_row_alone_at_any_chunk_or_range_boundary(tmp_path, case, cells, column, reason, where):
+    at = {"first": 0, "middle": GOOD_LINES // 2}.get(where, GOOD_LINES)
+    bad = raw(row(**{"time": "9.5", **cells}))
+    data, bad_no, good_numbers, values = file_with(bad, at, final_newline=where != "last-no-newline")
+    reads, ranges = boundaries_around(data, bad_no)
+    for chunk_bytes in reads:  # the bad line starts, ends, straddles or sits inside a read
+        rows, rejects = read_bytes(data, chunk_bytes)
+        assert_only(rows, rejects, bad_no, good_numbers, values, column, reason, f"chunk_bytes={chunk_bytes}")
+    (tmp_path / "f.csv").write_bytes(data)
+    for cut in ranges:  # ... or a byte range, read with small and large chunks
+        for chunk_bytes in (700, 1 << 20):
+            rows, rejects = read_ranges(tmp_path / "f.csv", cut, chunk_bytes)
+            assert_only(rows, rejects, bad_no, good_numbers, values, column, reason,
+                        f"range cut at {cut}, chunk_bytes={chunk_bytes}")
+
+
+@pytest.mark.parametrize("case, cells, column, reason", DEFECT_CASES, ids=[c[0] for c in DEFECT_CASES])
+def test_a_defective_line_is_shown_as_one_line_of_text(case, cells, column, reason):
+    line = row(**{"time": "9.5", **cells})
+    _, rejects = read_bytes(raw("\n".join([HEADER, row(), line, row(time="1")]) + "\n"), 1 << 20)
+    text = rejects[0].text
+    assert not any(c in text for c in "\r\n\x00\ufffd") and len(text) <= 1003
+    if case == "over-long-line":
+        assert text == line[:1000] + "..."
+    else:  # the line as written; bytes that are not text, NUL and CR as escapes
+        assert text == line.replace("\udcff", "\\xff").replace("\udce9", "\\xe9").replace(
+            "\x00", "\\x00").replace("\r", "\\r")
+
+
+def test_a_line_just_under_the_limit_is_read_and_one_at_it_is_rejected():
+    # pyarrow needs a line within two of its blocks: a line of MAX_LINE - 1 bytes after others
+    # straddles block edges and must still parse (r = 1.000...0).
+    def padded(length):
+        line = row(time="9.5", r="1.")
+        return line.replace(",1.,", ",1." + "0" * (length - len(line)) + ",", 1)
+
+    lines = [row(time=str(i / 256)) for i in range(3000)]
+    text = "\n".join([HEADER] + lines[:1500] + [padded(MAX_LINE - 1)] + lines[1500:] + [padded(MAX_LINE)]) + "\n"
+    assert len(padded(MAX_LINE - 1)) == MAX_LINE - 1
+    rows, rejects = read_bytes(raw(text), 16 << 20)
+    assert len(rows) == 3001 and rows.line.tolist()[1500] == 1502 and rows.signals[1500, 0] == 1.0
+    assert [(r.line, r.reason) for r in rejects] == [(3003, f"line of {MAX_LINE:,} bytes or more")]
+
+
+def test_a_line_far_beyond_the_limit_is_skipped_in_small_reads():
+    huge = row(r="1" * (5 * MAX_LINE))  # read 4 KiB at a time: never held whole
+    data = raw("\n".join([HEADER, row(time="0.1"), huge, row(time="0.2")]) + "\n")
+    chunks = list(csv_reader.iter_line_chunks(io.BytesIO(data[len(HEADER) + 1:]), 4096))
+    assert max(len(chunk) for _, chunk in chunks) <= MAX_LINE + 1 + 4096
+    rows, rejects = read_bytes(data, 4096)
+    assert rows.line.tolist() == [2, 4] and [(r.line, r.column) for r in rejects] == [(3, "")]
+
+
+@pytest.mark.parametrize("ending", ["\n", "\n\n", "\n\n\n\n", "\r\n\r\n", "\n \n\t\n", "\n\n  "])
+def test_blank_lines_at_the_end_of_a_file_are_not_rows(tmp_path, ending):
+    lines = [row(time=str(i / 256), r=str(i)) for i in range(GOOD_LINES)]
+    data = raw(HEADER + "\n" + "\n".join(lines) + ending)
+    (tmp_path / "f.csv").write_bytes(data)
+    size = len(data)
+    for chunk_bytes in (50, 333, 1 << 20):
+        rows, rejects = read_bytes(data, chunk_bytes)
+        assert rejects == [] and len(rows) == GOOD_LINES, chunk_bytes
+    for cut in (size - 1, size - 2, size - len(ending), 997):  # a range of blank lines only, too
+        rows, rejects = read_ranges(tmp_path / "f.csv", cut, 700)
+        assert rejects == [] and rows.line.tolist() == list(range(2, GOOD_LINES + 2)), cut
+
+
+def test_blank_lines_followed_by_a_row_are_rejected_even_across_boundaries(tmp_path):
+    lines = [row(time=str(i / 256), r=str(i)) for i in range(GOOD_LINES)]
+    data = raw(HEADER + "\n" + "\n".join(lines[:20] + ["", " ", "", "\r", ""] + lines[20:]) + "\n\n")
+    (tmp_path / "f.csv").write_bytes(data)
+    blank_start = data.index(b"\n\n") + 1
+    expected = [(line, "empty line") for line in range(22, 27)]
+    for chunk_bytes in (blank_start - len(HEADER), blank_start - len(HEADER) + 3, 1 << 20):
+        rows, rejects = read_bytes(data, chunk_bytes)
+        assert [(r.line, r.reason) for r in rejects] == expected and len(rows) == GOOD_LINES, chunk_bytes
+    for cut in (blank_start, blank_start + 2, blank_start + 5):  # a range ends in the blank run
+        rows, rejects = read_ranges(tmp_path / "f.csv", cut, 700)
+        assert [(r.line, r.reason) for r in rejects] == expected and len(rows) == GOOD_LINES, cut
+
+
+@pytest.mark.parametrize("slow_path", [False, True], ids=["typed", "text"])
+def test_integers_are_read_exactly_and_never_wrap(slow_path):
+    # The text path (a chunk with a non-numeric cell) reads via float64, exact only below 2**53.
+    header = ",".join(cols.TEST_COLUMNS)
+    lines = {str(2**63 - 1): "kept", str(-2**63): "kept", str(2**63): "outside", "1e19": "outside",
+             str(2**53 + 1): "kept", "99999999999999999999": "outside"}
+    text = [header]
+    for number in lines:
+        text.append(number + "," + row(crew=number if number != str(-2**63) else 3).rsplit(",", 1)[0])
+    if slow_path:
+        text.append("5," + row(r="oops").rsplit(",", 1)[0])
+    rows, rejects = read_bytes(raw("\n".join(text) + "\n"), 1 << 20, labelled=False, with_id=True)
+    kept = [int(n) for n, fate in lines.items() if fate == "kept"]
+    assert rows.id.tolist() == kept
+    assert rows.crew.tolist() == [n if n != -2**63 else 3 for n in kept]
+    outside = [(r.line, r.column, r.reason) for r in rejects if r.column != "r"]
+    assert outside == [(i + 2, "id", "outside the int64 range") for i, fate in enumerate(lines.values())
+                       if fate == "outside"]
+
+
+def test_times_below_2_to_the_32_are_kept_exactly():
+    below = repr(2.0**32 - 2.0**-20)  # the largest float64 below the bound
+    rows, rejects = read_all("\n".join([HEADER, row(time=below), row(time="4294967295.999999"),
+                                        row(time="4294967296.0")]) + "\n")
+    assert rows.time.tolist() == [2.0**32 - 2.0**-20, 4294967295.999999]
+    assert [(r.line, r.column) for r in rejects] == [(4, "time")]
+
+
+@pytest.mark.parametrize("text, message", [
+    (HEADER + "\n\n\r\n  \n", "header only, no data rows"),
+    ('"crew","experiment","time"\n1,CA,0.5\n', 'quoted column name(s) in the header ("crew"'),
+    ("x" * (MAX_LINE + 10), f"no newline in the first {MAX_LINE:,} bytes"),
+])
+def test_check_file_refuses_blank_rows_quoted_headers_and_endless_first_lines(text, message):
+    with pytest.raises(csv_reader.CsvLayoutError, match=re.escape(f"f.csv: {message}")):
+        csv_reader.check_file(io.BytesIO(text.encode()), "f.csv", FEATURES)
+
+
+def test_find_defects_is_empty_for_clean_text_and_crlf():
+    clean = raw("\r\n".join(row(time=str(i)) for i in range(100)) + "\r\n")
+    assert csv_reader.find_defects(clean, cols.TRAIN_COLUMNS) == {}
+    assert csv_reader.find_defects(raw(row() + ",é\n"), list(cols.TRAIN_COLUMNS) + ["note"]) == {}  # UTF-8
+    assert cols.SIGNALS.index("ecg") < cols.SIGNALS.index("r")
+    two = raw("\n".join([row(r='"1"', ecg="\x00"), row(), row(gsr="\udcff") + "\r"]))  # last: CR ends the file
+    assert csv_reader.find_defects(two, cols.TRAIN_COLUMNS) == {0: ("ecg", "NUL byte"),  # the line's first
+                                                                2: ("gsr", "not UTF-8 text (byte 0xff)")}
+    assert csv_reader.find_defects(raw(row() + ',"x"\n'), cols.TRAIN_COLUMNS) == {  # a cell beyond the header's
+        0: ("", 'quote character (") in a cell: quoted cells are not read')}
