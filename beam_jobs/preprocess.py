@@ -225,7 +225,8 @@ def build_stats(args, manifest: Dict, scaling_stats: Dict) -> Dict:
             "num_rows": sum(g["num_rows"] for g in groups),
             "num_windows": sum(s["num_windows"] for s in shard_list),
             "class_counts": counts,
-            "shards": [{"file": s["file"], "num_windows": s["num_windows"]} for s in shard_list],
+            "shards": [{"file": s["file"], "num_windows": s["num_windows"], "sha256": s["sha256"]}
+                       for s in shard_list],
         }
     return {
         "window": args.window, "stride": args.stride, "max_gap": args.max_gap,
@@ -282,7 +283,8 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
     args, beam_args = _parse_args(argv)
     import tensorflow_transform as tft
 
-    from beam_jobs import publish, scaling
+    from beam_jobs import publish
+    from tfrecords_schema import transform_graph
 
     started = time.time()
     files = match_inputs(args.input)
@@ -307,7 +309,7 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
     except PreprocessError:
         _discard(staging, args.output, out_existed)
         raise
-    scaling_stats = scaling.scaling_stats(tft.TFTransformOutput(staging), args.features, args.scale)
+    scaling_stats = transform_graph.scaling_stats(tft.TFTransformOutput(staging), args.features, args.scale)
     stats = validate_stats(build_stats(args, manifest, scaling_stats))  # before anything moves
     path = publish.publish(staging, args.output, stats)
     _LOG.info("wrote %s in %.1f s", path, time.time() - started)

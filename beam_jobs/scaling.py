@@ -7,6 +7,9 @@ float32 (see `_as_float32`); the arithmetic of scaling is float64.
 - zscore: (x - mean) / std, population std (ddof 0); a zero std divides by 1.
 - minmax: (x - min) / (max - min); a zero range divides by 1 (tft.scale_to_0_1 would use a
   sigmoid there instead, which is not the contract).
+
+What a written graph applies is read back by tfrecords_schema.transform_graph (stats.json's
+`scaling`), which `crewstream verify` uses too without importing Beam.
 """
 
 from typing import Dict, Sequence
@@ -20,7 +23,6 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.tfxio import tensor_adapter
 
 from tfrecords_schema import RAW_SIGNALS, SCALED_SIGNALS, layout
-from tfrecords_schema.stats import SCALE_PARAMS
 
 # Only the signals go through tf.Transform; the preprocess job keeps the other columns itself.
 ARROW_SCHEMA = pa.schema([(RAW_SIGNALS, pa.list_(pa.float32()))])
@@ -88,36 +90,6 @@ class Scaler:
     def _scale_chunk(self, chunk: np.ndarray) -> np.ndarray:
         raw = {RAW_SIGNALS: tf.constant(chunk, tf.float32)}
         return self._output.transform_raw_features(raw)[SCALED_SIGNALS].numpy()
-
-
-def affine_params(transform_output: tft.TFTransformOutput, num_features: int) -> np.ndarray:
-    """Read back from the transform graph the (shift, divisor) it applies to each feature: [2, F].
-
-    The graph is probed rather than re-derived, so stats.json can never disagree with what
-    serving applies. Two probes keep float32 outputs precise: a rough one at 0 and 1, then one at
-    the rough shift and shift + divisor, where the outputs are near 0 and 1.
-    """
-    def scaled(x: np.ndarray) -> np.ndarray:
-        out = transform_output.transform_raw_features({RAW_SIGNALS: tf.constant(x, tf.float32)})
-        return out[SCALED_SIGNALS].numpy().astype(np.float64)
-
-    def solve(x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
-        f0, f1 = scaled(np.stack([x0, x1]).astype(np.float32))
-        x0, x1 = x0.astype(np.float32).astype(np.float64), x1.astype(np.float32).astype(np.float64)
-        scale = (x1 - x0) / (f1 - f0)
-        return np.stack([x0 - f0 * scale, scale])
-
-    rough = solve(np.zeros(num_features), np.ones(num_features))
-    fine = solve(rough[0], rough[0] + rough[1])
-    # Where shift + divisor rounds to shift in float32 the second probe says nothing new.
-    return np.where(np.isfinite(fine), fine, rough)
-
-
-def scaling_stats(transform_output: tft.TFTransformOutput, features: Sequence[str], scale: str) -> Dict:
-    """stats.json's `scaling`: {feature: {mean, std}} (zscore) or {feature: {min, range}} (minmax)."""
-    shift, divisor = affine_params(transform_output, len(features))
-    a, b = SCALE_PARAMS[scale]
-    return {name: {a: float(shift[i]), b: float(divisor[i])} for i, name in enumerate(features)}
 
 
 class WriteTransformFn(beam.PTransform):

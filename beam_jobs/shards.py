@@ -8,7 +8,7 @@ ever holds the windows of a whole shard in memory, and the same input and flags 
 byte-identical shards whatever the number of workers or the bundle boundaries.
 """
 
-import os
+import hashlib
 import posixpath
 import zlib
 from typing import Dict, Iterable, List
@@ -59,43 +59,37 @@ def write_records(path: str, records: Iterable[bytes]) -> int:
     return n
 
 
-def concatenate(pieces: List[str], path: str, compression: str) -> None:
-    """Concatenate uncompressed TFRecord files into `path`, gzip-compressing when GZIP.
+def concatenate(pieces: List[str], path: str, compression: str) -> str:
+    """Concatenate uncompressed TFRecord files into `path`, gzip-compressing when GZIP; return
+    the sha256 (hex) of the bytes written, the shard's digest in stats.json.
 
-    Local files are copied by the kernel (copy_file_range); other filesystems stream through
-    TensorFlow's. GZIP uses level 1: these signals compress by under a tenth at any level, and
-    level 6 is several times slower.
+    The digest is taken as the bytes go out, so the shard is never read again to get it. Local
+    files are read with Python's own I/O, others through TensorFlow's filesystems. GZIP uses
+    level 1: these signals compress by under a tenth at any level, and level 6 is several times
+    slower.
     """
     import tensorflow as tf
 
     tf.io.gfile.makedirs(posixpath.dirname(path))
-    if compression == "NONE" and _is_local(path) and all(map(_is_local, pieces)):
-        _local_concatenate(pieces, path)
-        return
-    with tf.io.gfile.GFile(path, "wb") as out:
-        gz = zlib.compressobj(1, zlib.DEFLATED, 31) if compression == "GZIP" else None
+    opener = open if _is_local(path) and all(map(_is_local, pieces)) else tf.io.gfile.GFile
+    digest = hashlib.sha256()
+    gz = zlib.compressobj(1, zlib.DEFLATED, 31) if compression == "GZIP" else None
+    with opener(path, "wb") as out:
+        def emit(data: bytes) -> None:
+            digest.update(data)
+            out.write(data)
+
         for piece in pieces:
-            with tf.io.gfile.GFile(piece, "rb") as f:
+            with opener(piece, "rb") as f:
                 while True:
                     block = f.read(COPY_BLOCK)
                     if not block:
                         break
-                    out.write(gz.compress(block) if gz else block)
+                    emit(gz.compress(block) if gz else block)
         if gz:
-            out.write(gz.flush())
+            emit(gz.flush())
+    return digest.hexdigest()
 
 
 def _is_local(path: str) -> bool:
     return "://" not in path
-
-
-def _local_concatenate(pieces: List[str], path: str) -> None:
-    with open(path, "wb") as out:
-        for piece in pieces:
-            with open(piece, "rb") as f:
-                remaining = os.fstat(f.fileno()).st_size
-                while remaining > 0:
-                    copied = os.copy_file_range(f.fileno(), out.fileno(), remaining)
-                    if copied == 0:
-                        break
-                    remaining -= copied

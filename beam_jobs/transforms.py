@@ -424,7 +424,8 @@ class CutWindows(beam.PTransform):
 
 
 class ConcatShardFn(beam.DoFn):
-    """((split, shard), [piece metadata]) -> the final shard file and its metadata."""
+    """((split, shard), [piece metadata]) -> the final shard file and its metadata: {split, file
+    (relative to OUT), num_windows, class_counts, sha256 (of the file's bytes)}."""
 
     def __init__(self, staging: str, num_shards: int, compression: str):
         self._staging = staging
@@ -440,10 +441,11 @@ class ConcatShardFn(beam.DoFn):
                         key=lambda p: (shards.shard_offset(*p["group"], 1 << 30, salt=shard), tuple(p["group"]),
                                        p.get("block", 0)))
         relative = layout.shard_path(split, shard, self._num_shards, self._compression)
-        shards.concatenate([p["file"] for p in pieces], layout.join(self._staging, relative), self._compression)
+        digest = shards.concatenate([p["file"] for p in pieces], layout.join(self._staging, relative),
+                                    self._compression)
         counts = {name: sum(p["class_counts"][name] for p in pieces) for name in shards.class_counts([])}
         yield {"split": split, "file": relative, "num_windows": sum(p["num_windows"] for p in pieces),
-               "class_counts": counts}
+               "class_counts": counts, "sha256": digest}
 
 
 class WriteShards(beam.PTransform):

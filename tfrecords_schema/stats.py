@@ -5,10 +5,16 @@ completed. Readers learn window size, features, scaling and class counts from it
 constants (STYLE.md habit 2). `validate_stats` checks every field and the arithmetic between them.
 
 `inputs` accounts for every input file: rows read = rows used + rows rejected. Runs before it
-existed wrote none; such a stats.json is still valid.
+existed wrote none; such a stats.json is still valid. The same holds for two later additions:
+  - each shard's `sha256`, the digest of the shard file's bytes (`crewstream verify` checks it);
+    a stats.json lists it for every shard or for none;
+  - each split's `segments` (time segments of its recordings, DESIGN.md "Windows") and
+    `short_segments` (those shorter than `window`, which give no window): the split has windows
+    exactly when some segment is not short, and rows exactly when it has segments.
 """
 
 import json
+import re
 from typing import Any, Dict, List
 
 from tfrecords_schema import layout
@@ -26,6 +32,8 @@ _SPLIT_FIELDS = {
     "crews": list, "num_rows": int, "num_windows": int, "class_counts": dict, "shards": list,
 }
 _INPUT_FIELDS = {"file": str, "rows_read": int, "rows_used": int, "rows_rejected": int}
+_SEGMENT_FIELDS = {"segments": int, "short_segments": int}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class StatsError(ValueError):
@@ -61,9 +69,25 @@ def _validate_split(name: str, split: Dict[str, Any], compression: str) -> None:
                f"{where}.shards[{i}]", "expected {file, num_windows}")
         _check(shard["file"].startswith(name + "/") and shard["file"].endswith(suffix),
                f"{where}.shards[{i}].file", f"{shard['file']!r} is not a {name}/*{suffix} shard")
+        _check("sha256" not in shard or (isinstance(shard["sha256"], str) and _SHA256.fullmatch(shard["sha256"])),
+               f"{where}.shards[{i}].sha256", "expected 64 lowercase hex digits")
         total += shard["num_windows"]
     _check(total == split["num_windows"], f"{where}.shards",
            f"shard counts sum to {total}, num_windows is {split['num_windows']}")
+    if any(key in split for key in _SEGMENT_FIELDS):
+        _validate_segments(where, split)
+
+
+def _validate_segments(where: str, split: Dict[str, Any]) -> None:
+    """0 <= short_segments <= segments; windows exactly when a segment is not short; rows
+    exactly when there are segments."""
+    _check_fields(split, _SEGMENT_FIELDS, where)
+    segments, short = split["segments"], split["short_segments"]
+    _check(0 <= short <= segments, f"{where}.short_segments", f"{short} is not within 0..segments ({segments})")
+    _check((split["num_windows"] > 0) == (segments > short), f"{where}.short_segments",
+           f"{short} of {segments} segment(s) shorter than the window, yet {split['num_windows']} window(s)")
+    _check((split["num_rows"] > 0) == (segments > 0), f"{where}.segments",
+           f"{segments} segment(s) for {split['num_rows']} row(s)")
 
 
 def _validate_inputs(stats: Dict[str, Any]) -> None:
@@ -111,6 +135,8 @@ def validate_stats(stats: Dict[str, Any]) -> Dict[str, Any]:
     _check(set(stats["splits"]) == set(layout.SPLITS), "splits", f"expected {list(layout.SPLITS)}")
     for name in layout.SPLITS:
         _validate_split(name, stats["splits"][name], stats["compression"])
+    listed = [("sha256" in shard) for name in layout.SPLITS for shard in stats["splits"][name]["shards"]]
+    _check(all(listed) or not any(listed), "shards", "sha256 is listed for some shards and not for others")
     if "inputs" in stats:
         _validate_inputs(stats)
     return stats

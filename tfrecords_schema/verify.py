@@ -5,6 +5,11 @@ Checks, against OUT/stats.json (which must be present and valid):
   - every listed shard exists and reads to its end: each record's TFRecord framing (length,
     masked CRC32C of the length, data, masked CRC32C of the data), no bytes after the last record,
     and for `.gz` shards an intact gzip stream;
+  - every listed shard's bytes have the sha256 stats.json lists for it (a shard of another run,
+    or two shards swapped, pass every other check);
+  - `tft.TFTransformOutput(OUT)` loads and its graph runs; it takes as many signals as stats.json
+    has `features` and applies, feature by feature in that order, exactly stats.json's `scaling`
+    (read back from the graph by tfrecords_schema.transform_graph);
   - every record parses with the schema's spec (tfrecords_schema.record), its label is in the
     vocabulary and its crew belongs to the split;
   - records per shard, and per class per split, equal the counts stats.json gives;
@@ -20,6 +25,7 @@ CRC32C comes from google-crc32c, installed with apache-beam[gcp] (google-cloud-s
 import argparse
 import dataclasses
 import gzip
+import hashlib
 import posixpath
 import struct
 import sys
@@ -30,9 +36,10 @@ import google_crc32c
 
 from tfrecords_schema import layout
 from tfrecords_schema.record import CREW, LABEL, LABEL_VOCABULARY, parse_examples
-from tfrecords_schema.stats import StatsError, read_stats
+from tfrecords_schema.stats import SCALE_PARAMS, StatsError, read_stats
 
 PARSE_BATCH = 1024  # records parsed at once
+COPY_BLOCK = 16 << 20  # bytes read at once to finish a shard's digest
 _HEADER = 12  # uint64 length + uint32 masked CRC32C of the length
 _FOOTER = 4  # uint32 masked CRC32C of the data
 
@@ -98,10 +105,37 @@ class ShardResult:
     problems: List[str] = dataclasses.field(default_factory=list)
 
 
+class _Hashing:
+    """A binary file whose bytes, as they are read, go into a sha256 too."""
+
+    def __init__(self, f: BinaryIO):
+        self._f, self.digest = f, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self.digest.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        """The digest of the whole file: what was not read yet is read first."""
+        while self.read(COPY_BLOCK):
+            pass
+        return self.digest.hexdigest()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def _open_records(path: str, compression: str):
     import tensorflow as tf
 
-    raw = tf.io.gfile.GFile(path, "rb")
+    raw = _Hashing(tf.io.gfile.GFile(path, "rb"))
     return raw, (gzip.GzipFile(fileobj=raw, mode="rb") if compression == "GZIP" else raw)
 
 
@@ -130,6 +164,10 @@ def check_shard(out_dir: str, entry: Dict[str, Any], split: str, stats: Dict[str
                 batch.records.append(data)
                 if len(batch.records) == PARSE_BATCH:
                     _parse_batch(batch, stats, crews, result)
+            digest = raw.hexdigest()
+        if "sha256" in entry and digest != entry["sha256"]:
+            result.problems.append(f"{entry['file']}: its bytes are not the shard stats.json lists (sha256 "
+                                   f"{digest[:16]}..., listed {entry['sha256'][:16]}...): replaced or moved")
     except CorruptRecord as e:
         result.problems.append(f"{entry['file']}: {e}")
     except (EOFError, OSError, zlib.error) as e:  # gzip: truncated stream, bad data or CRC
@@ -180,6 +218,40 @@ def _parse_batch(batch: _Batch, stats: Dict[str, Any], crews: frozenset, result:
     batch.records = []
 
 
+def check_transform(out_dir: str, stats: Dict[str, Any]) -> List[str]:
+    """Problems with OUT's transform graph: it does not load or run (`tft.TFTransformOutput(OUT)`
+    and a transform of two probe rows), it takes another number of signals than stats.json's
+    `features`, or what it applies to a feature is not that feature's `scaling` in stats.json
+    (the shift to 1e-6 of the divisor, the divisor to 1e-6 of itself)."""
+    import numpy as np
+    import tensorflow_transform as tft
+
+    from tfrecords_schema import transform_graph
+
+    features, (shift_name, divisor_name) = stats["features"], SCALE_PARAMS[stats["scale"]]
+    try:
+        output = tft.TFTransformOutput(out_dir)
+        width = transform_graph.num_features(output)
+        if width != len(features):
+            return [f"features: stats.json lists {len(features)}, the transform graph takes {width} signal(s)"]
+        applied = transform_graph.scaling_stats(output, features, stats["scale"])
+    except Exception as e:  # whatever stops the graph loading or running is the finding
+        reason = (str(e).strip().splitlines() or [""])[0][:300]
+        return [f"{layout.TRANSFORM_FN_DIR}/: tft.TFTransformOutput(OUT) does not load or run "
+                f"({type(e).__name__}: {reason})"]
+    problems = []
+    for i, name in enumerate(features):
+        listed, graph = stats["scaling"][name], applied[name]
+        divisor = abs(graph[divisor_name])
+        if not (np.isclose(listed[shift_name], graph[shift_name], rtol=0, atol=1e-6 * divisor)
+                and np.isclose(listed[divisor_name], graph[divisor_name], rtol=1e-6, atol=0)):
+            problems.append(
+                f"scaling.{name}: stats.json says {shift_name} {listed[shift_name]:.9g}, {divisor_name} "
+                f"{listed[divisor_name]:.9g}; the transform graph applies {graph[shift_name]:.9g}, "
+                f"{graph[divisor_name]:.9g} to signal {i} (`features` lists {name} there)")
+    return problems
+
+
 def unlisted_files(out_dir: str, stats: Dict[str, Any]) -> List[str]:
     """Files in OUT/train and OUT/eval that stats.json does not list (relative to OUT)."""
     import tensorflow as tf
@@ -226,6 +298,11 @@ def verify(out_dir: str) -> Report:
     for name in (layout.TRANSFORM_FN_DIR, layout.TRANSFORMED_METADATA_DIR):
         if not tf.io.gfile.isdir(layout.join(out_dir, name)):
             report.problems.append(f"{name}/: missing (tf.Transform's output)")
+    if not report.problems:
+        report.problems += check_transform(out_dir, stats)
+    if not any("sha256" in s for split in layout.SPLITS for s in stats["splits"][split]["shards"]):
+        report.notes.append("stats.json lists no shard digests (a run before they existed): shard contents "
+                            "are checked by CRCs and counts only")
     for split in layout.SPLITS:
         counts = [0] * len(LABEL_VOCABULARY)
         complete = True
@@ -249,8 +326,9 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="crewstream verify",
         description="Check a preprocess output folder against its stats.json: every shard's "
-                    "record CRCs and framing, records parse with the schema, record and class "
-                    "counts, no unlisted shards. Exit 0 when intact, 1 with one line per problem.")
+                    "record CRCs and framing, shard digests, records parse with the schema, record "
+                    "and class counts, no unlisted shards; the transform graph loads and applies "
+                    "stats.json's scaling. Exit 0 when intact, 1 with one line per problem.")
     parser.add_argument("out", metavar="OUT", help="preprocess output folder (local path or gs://...)")
     return parser.parse_args(argv)
 
@@ -266,7 +344,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"crewstream verify: {args.out}: {len(report.problems)} problem(s)", file=sys.stderr)
         return 1
     print(f"{args.out}: ok: {report.num_shards} shard(s), {report.num_records:,} record(s); "
-          "CRCs, schema, record and class counts agree with stats.json")
+          "CRCs, digests, schema, record and class counts, transform graph agree with stats.json")
     return 0
 
 

@@ -10,7 +10,7 @@ from tensorflow_transform.beam import tft_unit
 from tensorflow_transform.tf_metadata import dataset_metadata
 
 from beam_jobs import scaling
-from tfrecords_schema import RAW_SIGNALS, SCALED_SIGNALS
+from tfrecords_schema import RAW_SIGNALS, SCALED_SIGNALS, transform_graph
 
 ROWS = np.array([[1.0, 5.0, -4520.0], [2.0, 5.0, -4480.0], [4.0, 5.0, -4600.0], [9.0, 5.0, -4400.0]],
                 dtype=np.float32)
@@ -62,7 +62,7 @@ def test_scaling_stats_read_back_from_the_graph_equal_numpy(tmp_path):
     # Magnitudes of the real signals: EEG tens, ecg thousands and negative, gsr hundreds.
     values = (rng.normal(size=(5000, 3)) * [20.0, 300.0, 150.0] + [3.0, -4520.0, 800.0]).astype(np.float32)
     output = _analyze(tmp_path, values, scaling.zscore_preprocessing_fn)
-    stats = scaling.scaling_stats(output, ["eeg_fp1", "ecg", "gsr"], "zscore")
+    stats = transform_graph.scaling_stats(output, ["eeg_fp1", "ecg", "gsr"], "zscore")
     as64 = values.astype(np.float64)
     for i, name in enumerate(["eeg_fp1", "ecg", "gsr"]):
         assert abs(stats[name]["mean"] - as64[:, i].mean()) <= 1e-6 * as64[:, i].std()
@@ -72,7 +72,7 @@ def test_scaling_stats_read_back_from_the_graph_equal_numpy(tmp_path):
 def test_minmax_stats_read_back(tmp_path):
     values = np.array([[1.0, 7.0], [3.0, 7.0], [-5.0, 7.0]], dtype=np.float32)
     output = _analyze(tmp_path, values, scaling.minmax_preprocessing_fn)
-    stats = scaling.scaling_stats(output, ["r", "gsr"], "minmax")
+    stats = transform_graph.scaling_stats(output, ["r", "gsr"], "minmax")
     np.testing.assert_allclose([stats["r"]["min"], stats["r"]["range"]], [-5.0, 8.0], rtol=1e-6)
     np.testing.assert_allclose([stats["gsr"]["min"], stats["gsr"]["range"]], [7.0, 1.0], rtol=1e-6)
 

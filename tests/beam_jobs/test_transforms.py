@@ -1,5 +1,6 @@
 """Every PTransform of the preprocess job on a TestPipeline, empty input included."""
 
+import hashlib
 import os
 
 import apache_beam as beam
@@ -181,6 +182,9 @@ def test_write_shards_concatenates_whole_pieces_and_writes_empty_shards(tmp_path
                               ("train/part-00001-of-00002.tfrecord.gz", 3, 3),
                               ("eval/part-00000-of-00002.tfrecord.gz", 0, 0),
                               ("eval/part-00001-of-00002.tfrecord.gz", 0, 0)]))
+        # Each shard's digest, taken as it was written, is the sha256 of the file's bytes.
+        assert_that(out | beam.Map(lambda m: m["sha256"] == hashlib.sha256(
+            open(os.path.join(staging, m["file"]), "rb").read()).hexdigest()), equal_to([True] * 4), label="digests")
     read = [r.numpy() for r in tf.data.TFRecordDataset(
         os.path.join(staging, "train/part-00001-of-00002.tfrecord.gz"), compression_type="GZIP")]
     assert read in ([b"a", b"b", b"c"], [b"c", b"a", b"b"])  # whole pieces, in the shard's own order

@@ -103,3 +103,37 @@ def test_invalid_inputs_name_the_problem(mutate, message):
     mutate(stats)
     with pytest.raises(StatsError, match=message):
         validate_stats(stats)
+
+
+def stats_with_digests_and_segments():
+    stats = good_stats()
+    for i, shard in enumerate(stats["splits"]["train"]["shards"]):
+        shard["sha256"] = f"{i:064x}"
+    stats["splits"]["train"].update(segments=4, short_segments=1)
+    stats["splits"]["eval"].update(segments=0, short_segments=0)
+    return stats
+
+
+def test_digests_and_segments_are_optional_and_checked_when_present(tmp_path):
+    write_stats(str(tmp_path), stats_with_digests_and_segments())
+    assert read_stats(str(tmp_path)) == stats_with_digests_and_segments()
+    every_short = stats_with_digests_and_segments()  # rows but no window: valid, every segment is short
+    every_short["splits"]["eval"].update(num_rows=30, segments=2, short_segments=2)
+    assert validate_stats(every_short)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda s: s["splits"]["train"]["shards"][0].update(sha256="ABC"), r"shards\[0\].sha256: expected 64 lowercase hex"),
+    (lambda s: s["splits"]["train"]["shards"][0].update(sha256="F" * 64), "lowercase hex"),
+    (lambda s: s["splits"]["train"]["shards"][1].pop("sha256"), "listed for some shards and not for others"),
+    (lambda s: s["splits"]["train"].pop("short_segments"), r"splits.train: missing field 'short_segments'"),
+    (lambda s: s["splits"]["train"].update(short_segments=5), r"5 is not within 0..segments \(4\)"),
+    (lambda s: s["splits"]["train"].update(short_segments=4), r"4 of 4 segment\(s\) shorter than the window, yet 5"),
+    (lambda s: s["splits"]["eval"].update(segments=1, short_segments=1), r"1 segment\(s\) for 0 row\(s\)"),
+    (lambda s: s["splits"]["train"].update(segments=1.5), "expected"),
+])
+def test_invalid_digests_or_segments_name_the_problem(mutate, message):
+    stats = stats_with_digests_and_segments()
+    mutate(stats)
+    with pytest.raises(StatsError, match=message):
+        validate_stats(stats)

@@ -1,11 +1,13 @@
 """`crewstream verify OUT`: a real preprocess output passes; each kind of damage is named."""
 
 import gzip
+import hashlib
 import json
 import os
 import shutil
 import struct
 
+import numpy as np
 import pytest
 
 from crewstream import cli
@@ -156,8 +158,9 @@ def test_a_record_that_does_not_parse_with_the_schema(out):
     with tf.io.TFRecordWriter(str(path)) as writer:
         for record in records:
             writer.write(record)
-    (problem,) = problems(out)
-    assert problem.startswith(f"{SHARD}: record {RECORD}: does not parse with the schema")
+    digest, parse = problems(out)
+    assert parse.startswith(f"{SHARD}: record {RECORD}: does not parse with the schema")
+    assert digest.startswith(f"{SHARD}: its bytes are not the shard stats.json lists (sha256 ")
 
 
 def test_a_leftover_staging_folder_is_a_note_not_a_problem(out):
@@ -175,6 +178,7 @@ def gzip_copy(out):
                 src = out / shard["file"]
                 shard["file"] += ".gz"
                 (out / shard["file"]).write_bytes(gzip.compress(src.read_bytes()))
+                shard["sha256"] = hashlib.sha256((out / shard["file"]).read_bytes()).hexdigest()
                 os.remove(src)
 
     edit_stats(out, rename)
@@ -194,3 +198,90 @@ def test_gzip_shard_with_a_flipped_record_byte_names_the_record(out):
     flip_byte(out / SHARD, start + 12 + 40)
     gzip_copy(out)
     assert problems(out) == [f"{SHARD}.gz: record {RECORD} (byte {start:,}): data CRC mismatch (corrupted record)"]
+
+
+# Content, not just counts: each case below passed `verify` before shard digests and the
+# transform graph were checked.
+
+def test_stats_json_lists_the_sha256_of_every_shard(good_out):
+    stats = json.loads((good_out / "stats.json").read_text())
+    for split in ("train", "eval"):
+        for shard in stats["splits"][split]["shards"]:
+            assert shard["sha256"] == hashlib.sha256((good_out / shard["file"]).read_bytes()).hexdigest()
+
+
+def another_runs_shard(path, shift=0.5):
+    """The same windows (count, labels, crews, times) with other values: what a run with other
+    scaling writes. Re-encoded with the schema's own encoder."""
+    import tensorflow as tf
+
+    from tfrecords_schema import encode_windows, parse_examples
+
+    records = [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
+    parsed = parse_examples(tf.constant(records), 8, 3)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i in range(len(records)):
+            (record,) = encode_windows(parsed["window"][i:i + 1].numpy() + shift, parsed["label"][i:i + 1].numpy(),
+                                       int(parsed["crew"][i]), int(parsed["seat"][i]),
+                                       parsed["experiment"][i].numpy().decode(), parsed["end_time"][i:i + 1].numpy())
+            writer.write(record)
+    return len(records)
+
+
+def test_a_shard_replaced_by_a_same_count_shard_of_another_run(out):
+    n = len(record_offsets(out / SHARD))
+    assert another_runs_shard(out / SHARD) == n == len(record_offsets(out / SHARD))
+    (problem,) = problems(out)
+    assert problem.startswith(f"{SHARD}: its bytes are not the shard stats.json lists (sha256 ")
+    assert problem.endswith("...): replaced or moved")
+
+
+def test_two_shards_swapped(out):
+    a, b = out / "train/part-00000-of-00002.tfrecord", out / SHARD
+    assert len(record_offsets(a)) == len(record_offsets(b))  # same counts: only content tells them apart
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(data_b)
+    b.write_bytes(data_a)
+    assert [p.split(":")[0] for p in problems(out)] == ["train/part-00000-of-00002.tfrecord", SHARD]
+
+
+def test_an_edited_scaling_in_stats_json(out):
+    edit_stats(out, lambda s: s["scaling"]["ecg"].update(mean=s["scaling"]["ecg"]["mean"] + 0.01))
+    (problem,) = problems(out)
+    assert problem.startswith("scaling.ecg: stats.json says mean ")
+    assert "the transform graph applies" in problem and "to signal 1 (`features` lists ecg there)" in problem
+
+
+def test_swapped_features_in_stats_json(out):
+    """`features` r,ecg,gsr edited to ecg,r,gsr: still a valid stats.json with the same window size."""
+    edit_stats(out, lambda s: s.update(features=["ecg", "r", "gsr"]))
+    found = problems(out)
+    assert [p.split(":")[0] for p in found] == ["scaling.ecg", "scaling.r"]
+    assert "to signal 0 (`features` lists ecg there)" in found[0]
+
+
+def test_deleted_transform_variables(out, capsys):
+    import tensorflow_transform as tft
+
+    shutil.rmtree(out / "transform_fn" / "variables")
+    with pytest.raises(Exception):  # what a reader of this output meets
+        tft.TFTransformOutput(str(out)).transform_raw_features({"signals": np.zeros((1, 3), np.float32)})
+    (problem,) = problems(out)
+    assert problem.startswith("transform_fn/: tft.TFTransformOutput(OUT) does not load or run (")
+    assert "variables" in problem
+    assert cli.main(["verify", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "does not load or run" in err
+
+
+def test_no_digests_is_a_note(out):
+    """A stats.json written before digests existed: content is checked by CRCs and counts only."""
+    def drop(stats):
+        for split in ("train", "eval"):
+            for shard in stats["splits"][split]["shards"]:
+                del shard["sha256"]
+
+    edit_stats(out, drop)
+    report = verify.verify(str(out))
+    assert report.ok and report.notes == ["stats.json lists no shard digests (a run before they existed): shard "
+                                          "contents are checked by CRCs and counts only"]
