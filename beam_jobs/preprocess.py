@@ -32,7 +32,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
                                                   StandardOptions)
 
 from beam_jobs import blocks, csv_reader
-from tfrecords_schema import LABEL_VOCABULARY, csv_layout, layout
+from tfrecords_schema import LABEL_VOCABULARY, csv_layout, layout, ownership
 from tfrecords_schema.stats import SCALES, validate_stats
 
 _LOG = logging.getLogger("crewstream.preprocess")
@@ -262,11 +262,13 @@ def _first_rejects(staging: str, n: int) -> List[tuple]:
 
 
 def _discard(staging: str, out: str, out_existed: bool) -> None:
-    """A failed run leaves OUT as it found it."""
+    """A failed run leaves OUT as it found it (but for the marker of an earlier output written
+    before markers existed)."""
     import tensorflow as tf
 
     if tf.io.gfile.exists(staging):
-        tf.io.gfile.rmtree(staging)
+        ownership.remove_tree(staging)
+    ownership.unclaim(out)
     if not out_existed and tf.io.gfile.exists(out) and not tf.io.gfile.listdir(out):
         tf.io.gfile.rmtree(out)
 
@@ -281,18 +283,22 @@ def _read_manifest(staging: str) -> Dict:
 def run(argv: Optional[Sequence[str]] = None) -> Dict:
     """Run the job; returns the stats.json it wrote. Raises PreprocessError on bad input."""
     args, beam_args = _parse_args(argv)
+    started = time.time()
+    files = match_inputs(args.input)
+    # OUT must be crewstream's to write (new, empty or an earlier preprocess output), before any work
+    owned = ownership.check_output_folder(args.output, ownership.PREPROCESS, inputs=files)
     import tensorflow_transform as tft
 
     from beam_jobs import publish
     from tfrecords_schema import transform_graph
 
-    started = time.time()
-    files = match_inputs(args.input)
     check_inputs(files, args.features)
     if not args.eval_crews:
         _LOG.warning("no --eval-crews given: every crew goes to train and the eval split is empty")
     staging = layout.join(absolute(args.output), f"{layout.STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
     out_existed = FileSystems.exists(args.output)
+    ownership.claim(args.output, ownership.PREPROCESS, owned)
+    ownership.write_marker(staging, ownership.STAGING_KIND)  # remove_leftovers knows it by this
     _LOG.info("preprocess %d file(s) -> %s (W=%d, stride=%d, %d feature(s), %s)", len(files),
               args.output, args.window, args.stride, len(args.features), args.scale)
     options = PipelineOptions(beam_args)
@@ -311,7 +317,11 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
         raise
     scaling_stats = transform_graph.scaling_stats(tft.TFTransformOutput(staging), args.features, args.scale)
     stats = validate_stats(build_stats(args, manifest, scaling_stats))  # before anything moves
-    path = publish.publish(staging, args.output, stats)
+    try:
+        path = publish.publish(staging, args.output, stats)
+    except ownership.OwnershipError:  # a file appeared in OUT's entries during the run
+        _discard(staging, args.output, out_existed)
+        raise
     _LOG.info("wrote %s in %.1f s", path, time.time() - started)
     return stats
 
@@ -339,7 +349,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         stats = run(argv)
-    except (PreprocessError, csv_reader.CsvLayoutError, blocks.BlockPlanError) as e:
+    except (PreprocessError, csv_reader.CsvLayoutError, blocks.BlockPlanError, ownership.OwnershipError) as e:
         if verbose:
             raise
         print(f"crewstream preprocess: error: {e}", file=sys.stderr)

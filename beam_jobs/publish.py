@@ -11,11 +11,18 @@ What a reader of OUT finds at each instant, a kill (`kill -9`) included:
   - after it, the staging folder and any `.staging-*` a killed earlier run left are removed;
     a kill there leaves a complete output plus a leftover the next run removes.
 One run per OUT at a time: a second live run's staging would be removed as a leftover.
+
+Ownership (tfrecords_schema.ownership): OUT's marker lists every file crewstream wrote in OUT's
+entries. Before anything is removed, publishing checks OUT again (a file that appeared in an entry
+during the run stops it, nothing replaced) and adds the staged files to the marker, so that a kill
+at any later instant leaves no file in an entry the marker does not list. Of the earlier output
+only the listed files are deleted (never through a symbolic link), and of the `.staging-*` folders
+only crewstream's (they hold a staging marker).
 """
 
 from typing import Dict
 
-from tfrecords_schema import layout, write_stats
+from tfrecords_schema import layout, ownership, write_stats
 
 PUBLISHED = (layout.TRAIN, layout.EVAL, layout.TRANSFORM_FN_DIR, layout.TRANSFORMED_METADATA_DIR,
              layout.REJECTS_DIR)
@@ -23,31 +30,30 @@ PUBLISHED = (layout.TRAIN, layout.EVAL, layout.TRANSFORM_FN_DIR, layout.TRANSFOR
 
 def publish(staging: str, out: str, stats: Dict) -> str:
     """Replace OUT's outputs with staging's; write stats.json last; remove staging and the
-    leftovers of killed runs. Returns the stats.json path."""
+    leftovers of killed runs. Returns the stats.json path. OwnershipError, with OUT untouched,
+    if OUT's entries hold a file crewstream did not write or a symbolic link."""
     import tensorflow as tf
 
     gfile = tf.io.gfile
+    kind = ownership.PREPROCESS
+    owned = ownership.check_output_folder(out, kind)
+    new = ownership.list_files(staging, PUBLISHED) | {layout.STATS_FILE}
+    ownership.write_marker(out, kind.name, owned | new)
     old_stats = layout.join(out, layout.STATS_FILE)
     if gfile.exists(old_stats):
         gfile.remove(old_stats)
     for name in PUBLISHED:
         dst, src = layout.join(out, name), layout.join(staging, name)
-        if gfile.exists(dst):
-            gfile.rmtree(dst)
+        ownership.remove_owned(out, name, owned)
         if gfile.exists(src):
             gfile.rename(src, dst)
     path = write_stats(out, stats)
-    gfile.rmtree(staging)
+    ownership.write_marker(out, kind.name, new)
+    ownership.remove_tree(staging)
     remove_leftovers(out)
     return path
 
 
 def remove_leftovers(out: str) -> None:
-    """Remove the `.staging-*` folders that killed runs left in OUT."""
-    import tensorflow as tf
-
-    gfile = tf.io.gfile
-    for name in gfile.listdir(out):
-        path = layout.join(out, name.rstrip("/"))
-        if name.startswith(layout.STAGING_PREFIX) and gfile.isdir(path):
-            gfile.rmtree(path)
+    """Remove the `.staging-*` folders that killed crewstream runs left in OUT."""
+    ownership.remove_leftover_stagings(out)

@@ -14,6 +14,20 @@ import time
 from typing import List, Optional, Sequence, Tuple
 
 from crewstream import cli
+from tfrecords_schema import ownership
+
+SAMPLE, OUT, MODEL, SUBMISSION = "sample", "out", "model", "submission.csv"
+SUBMISSION_REJECTS = "submission.rejects.csv"  # trainer.predict.rejects_path(SUBMISSION)
+
+
+def _earlier_demo(workdir: str):
+    """A demo folder written before markers existed holds nothing but the demo's entries (each
+    step then checks its own: synth's sample, preprocess's out, train's model, predict's files)."""
+    return frozenset() if set(os.listdir(workdir)) <= set(OUTPUT.entries) else None
+
+
+# What `crewstream demo --workdir DIR` owns in DIR (tfrecords_schema.ownership).
+OUTPUT = ownership.Kind("demo", (SAMPLE, OUT, MODEL, SUBMISSION, SUBMISSION_REJECTS), earlier=_earlier_demo)
 
 
 def _parse_args(argv):
@@ -29,7 +43,8 @@ def _parse_args(argv):
 
 def steps(workdir: str, seconds: float, epochs: int) -> List[Tuple[str, str, List[str]]]:
     """(title, subcommand, argv) of every step, in order."""
-    sample, out, model = (os.path.join(workdir, name) for name in ("sample", "out", "model"))
+    sample, out, model = (os.path.join(workdir, name) for name in (SAMPLE, OUT, MODEL))
+    submission = os.path.join(workdir, SUBMISSION)
     return [
         ("generate a sample", "synth",
          ["--out", sample, "--crews", "1,2,3", "--seconds", str(seconds), "--test-seconds", "30"]),
@@ -39,14 +54,20 @@ def steps(workdir: str, seconds: float, epochs: int) -> List[Tuple[str, str, Lis
         ("train", "train", ["--data", out, "--model-dir", model, "--epochs", str(epochs)]),
         ("evaluate", "evaluate", ["--data", out, "--model-dir", model, "--split", "eval"]),
         ("predict", "predict", ["--model-dir", model, "--input", os.path.join(sample, "test.csv"),
-                                        "--output", os.path.join(workdir, "submission.csv")]),
-        ("score", "score", ["--submission", os.path.join(workdir, "submission.csv"),
+                                        "--output", submission]),
+        ("score", "score", ["--submission", submission,
                                     "--truth", os.path.join(sample, "test_truth.csv")]),
     ]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parse_args(argv)
+    try:
+        ownership.check_output_folder(args.workdir, OUTPUT, flag="--workdir")
+    except ownership.OwnershipError as e:
+        print(f"crewstream demo: error: {e}", file=sys.stderr)
+        return 1
+    ownership.claim(args.workdir, OUTPUT)
     started = time.time()
     for title, subcommand, step_argv in steps(args.workdir, args.seconds, args.epochs):
         module = cli.SUBCOMMANDS[subcommand][0]

@@ -51,11 +51,15 @@ from tfrecords_schema.csv_layout import (
     CREW, EVENT, EXPERIMENT, EXPERIMENTS, ID, SAMPLE_RATE_HZ, SEAT, SEATS, SIGNALS, TEST_COLUMNS,
     TEST_EXPERIMENTS, TIME, TRAIN_COLUMNS, TRAIN_EXPERIMENTS,
 )
+from tfrecords_schema import ownership
 from tfrecords_schema.record import LABEL_VOCABULARY
 
 TRAIN_FILE = "train.csv"
 TEST_FILE = "test.csv"
 TRUTH_FILE = "test_truth.csv"
+# What `crewstream synth --out DIR` owns in DIR (tfrecords_schema.ownership). A folder without
+# synth's marker is never written: a folder of the real Kaggle files has the same names.
+OUTPUT = ownership.Kind("synth", (TRAIN_FILE, TEST_FILE, TRUTH_FILE))
 TRUTH_COLUMNS = (ID, EVENT)
 
 A, B, C, D = (LABEL_VOCABULARY.index(name) for name in "ABCD")
@@ -525,11 +529,12 @@ def _close(writer: Optional[pa_csv.CSVWriter], sink: pa.NativeFile, names: Seque
 
 def generate(out_dir: str, crews: Sequence[int] = (1, 2, 3), seconds: float = 60.0,
              test_crews: Optional[Sequence[int]] = None, test_seconds: float = 30.0,
-             seed: int = 0) -> Dict[str, Dict[str, object]]:
+             seed: int = 0, claim: bool = False) -> Dict[str, Dict[str, object]]:
     """Write out_dir/train.csv, out_dir/test.csv and out_dir/test_truth.csv.
 
     `seconds` / `test_seconds` are per (crew, seat, experiment): each gives round(s * 256) rows.
-    `test_crews` defaults to `crews`. Crews are written in ascending order.
+    `test_crews` defaults to `crews`. Crews are written in ascending order. With `claim`, out_dir
+    is marked as a synth output (ownership.claim; the command checks it first) before any file.
     Returns {"train" | "test" | "test_truth": {"path": str, "rows": int}}.
     """
     crews = _check_crews(crews)
@@ -537,6 +542,8 @@ def generate(out_dir: str, crews: Sequence[int] = (1, 2, 3), seconds: float = 60
     n_train, n_test = _samples(seconds), _samples(test_seconds)
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
+    if claim:
+        ownership.claim(out_dir, OUTPUT)
     os.makedirs(out_dir, exist_ok=True)
     paths = {name: os.path.join(out_dir, file) for name, file in
              (("train", TRAIN_FILE), ("test", TEST_FILE), ("test_truth", TRUTH_FILE))}
@@ -580,7 +587,8 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
             "OUT/test_truth.csv (id,event). Same layout and quirks as the real files: rows ordered "
             "by time as text with the seats interleaved, shortest-repr floats. Deterministic per seed."),
         epilog="Kaggle-sized train.csv: --crews 1,2,3,4,5,6,7,8,13 --seconds 352 (4.87M rows, ~1.2 GB).")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="output folder: new, empty, or an earlier synth output (created if missing)")
     parser.add_argument("--crews", type=_crew_list, default=(1, 2, 3), metavar="1,2,3",
                         help="train crews, comma-separated (default: 1,2,3)")
     parser.add_argument("--seconds", type=float, default=60.0, metavar="S",
@@ -596,9 +604,10 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parse_args(argv)
     started = time.perf_counter()
-    try:
+    try:  # OwnershipError is a ValueError too
+        ownership.check_output_folder(args.out, OUTPUT, flag="--out")
         written = generate(args.out, crews=args.crews, seconds=args.seconds, test_crews=args.test_crews,
-                           test_seconds=args.test_seconds, seed=args.seed)
+                           test_seconds=args.test_seconds, seed=args.seed, claim=True)
     except ValueError as error:
         print(f"crewstream synth: {error}", file=sys.stderr)
         return 2

@@ -684,6 +684,19 @@ def remove_leftovers(output: str, temp_dir: Optional[str]) -> List[str]:
     return removed
 
 
+def check_outputs(config: PredictConfig) -> None:
+    """OwnershipError (tfrecords_schema.ownership) unless the submission and its rejects file may
+    be written: neither is the input, and each is absent or a file crewstream wrote, known by its
+    exact first line (`id,A,B,C,D`; REJECT_HEADER), never a folder or a symbolic link."""
+    from tfrecords_schema import LABEL_VOCABULARY, ownership
+
+    label = f"--output {config.output}"
+    ownership.check_output_file(config.output, ",".join([cols.ID, *LABEL_VOCABULARY]), [config.input], label)
+    rejects = rejects_path(config.output)
+    ownership.check_output_file(rejects, ",".join(REJECT_HEADER), [config.input],
+                                f"{label}: its rejects file {rejects}")
+
+
 def rejects_path(output: str) -> str:
     """`sub.csv` -> `sub.rejects.csv` (also for `sub.csv.gz` and names without `.csv`)."""
     base = output[:-3] if output.endswith(".gz") else output
@@ -740,9 +753,11 @@ def predict(config: PredictConfig, model=None) -> PredictSummary:
     `model` (tests only) replaces MODEL/serving's signature: a callable float32 [B, W, F] ->
     [B, K]; the serving config is read from `config.model_dir` either way.
 
-    Raises (nothing written under config.output): FileNotFoundError (no model), CsvLayoutError
-    or BadInputError (the input file), TooManyRejectsError (the rejects file is written).
+    Raises (nothing written under config.output): OwnershipError (the output or its rejects file
+    is not crewstream's to write), FileNotFoundError (no model), CsvLayoutError or BadInputError
+    (the input file), TooManyRejectsError (the rejects file is written).
     """
+    check_outputs(config)  # before any work
     from trainer import export
 
     serving = export.read_serving_config(config.model_dir)

@@ -9,7 +9,7 @@ import re
 import sys
 from typing import List, Optional
 
-from tfrecords_schema import StatsError
+from tfrecords_schema import StatsError, ownership
 from trainer import weights
 
 DEFAULTS = {"epochs": 10, "batch_size": 64, "seed": 0, "units": 64, "layers": 1, "dropout": 0.2,
@@ -120,6 +120,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:  # MODEL must be crewstream's to write (tfrecords_schema.ownership), checked before TensorFlow loads
+        ownership.check_output_folder(args.model_dir, ownership.MODEL, inputs=[args.data], flag="--model-dir")
+    except ownership.OwnershipError as e:
+        if args.verbose:
+            raise
+        print(f"crewstream train: error: {e}", file=sys.stderr)
+        return 1
     from trainer import data, train  # TensorFlow is imported only once the arguments are good
 
     try:

@@ -265,7 +265,7 @@ def test_rejected_rows_are_listed_and_never_shift_another_window(tmp_path, expor
 
 
 def test_a_clean_rerun_removes_a_stale_rejects_file(tmp_path, exported, test_csv):
-    (tmp_path / "sub.rejects.csv").write_text("from an earlier run\n")
+    (tmp_path / "sub.rejects.csv").write_text(",".join(predict.REJECT_HEADER) + "\nt.csv,2,r,not a number,0,x\n")
     summary, _ = run(exported.model_dir, test_csv, tmp_path / "sub.csv", model=fingerprint)
     assert summary.rejects_file is None and not (tmp_path / "sub.rejects.csv").exists()
 
@@ -328,7 +328,7 @@ def test_batch_buffers_are_reused_only_once_their_results_are_written(tmp_path, 
 
 def test_a_failed_run_leaves_no_partial_submission(tmp_path, exported, test_csv):
     out = tmp_path / "sub.csv"
-    out.write_text("the previous submission\n")
+    out.write_text("id,A,B,C,D\n0,0.25,0.25,0.25,0.25\n")
     calls = []
 
     def failing(windows):
@@ -339,7 +339,7 @@ def test_a_failed_run_leaves_no_partial_submission(tmp_path, exported, test_csv)
 
     with pytest.raises(RuntimeError, match="killed"):
         run(exported.model_dir, test_csv, out, model=failing, batch_size=100)
-    assert out.read_text() == "the previous submission\n"
+    assert out.read_text() == "id,A,B,C,D\n0,0.25,0.25,0.25,0.25\n"
     assert sorted(os.listdir(tmp_path)) == ["sub.csv"]
 
 
@@ -440,7 +440,7 @@ def test_a_killed_run_leaves_no_submission_and_a_rerun_gives_the_same_bytes(tmp_
     out_dir.mkdir()
     temp_dir.mkdir()
     out = out_dir / "sub.csv"
-    out.write_text("the previous submission\n")
+    out.write_text("id,A,B,C,D\n0,0.25,0.25,0.25,0.25\n")
 
     kill_points = {  # name: (what to wait for, the signal)
         "pass 1": (lambda log: _spilled(temp_dir) and not _pass1_done(log), signal.SIGKILL),
@@ -465,7 +465,7 @@ def test_a_killed_run_leaves_no_submission_and_a_rerun_gives_the_same_bytes(tmp_
                     process.wait()
         assert at_pass1 == (name == "pass 1"), name
         assert leftovers == 1, name  # the last kill's spill folder went when this run started
-        assert out.read_text() == "the previous submission\n", name
+        assert out.read_text() == "id,A,B,C,D\n0,0.25,0.25,0.25,0.25\n", name
         assert not (out_dir / "sub.rejects.csv").exists()
         if sig == signal.SIGKILL:
             assert code == -signal.SIGKILL

@@ -1,0 +1,388 @@
+"""Outputs crewstream owns (docs/DESIGN.md, "Outputs crewstream owns"): the one home of the rules.
+
+A command writes into an output folder OUT only if OUT is
+  - absent or empty, or
+  - an earlier crewstream output of the same kind: OUT holds MARKER (`.crewstream.json`,
+    {"kind": KIND, "files": [paths relative to OUT]}) naming that kind, written by the command
+    before any work; or, written before markers existed, it shows the kind's own sign (a preprocess
+    folder with a valid stats.json, a model folder with train_config.json).
+Everything else is refused with one line (OwnershipError), before any work and with nothing written:
+  - OUT is an existing file (or a link to one);
+  - an input is OUT or lies inside OUT (compared after resolving symbolic links);
+  - OUT is not empty and not an earlier crewstream output of the kind (another kind's included);
+  - one of the kind's entries (OUT/train, OUT/stats.json, ...) is a symbolic link, or a folder
+    entry holds a symbolic link anywhere inside;
+  - for a kind that lists its files (preprocess), an entry holds a file the marker (or the
+    earlier stats.json) does not list: crewstream refuses rather than delete it.
+Inside an earlier output only the kind's entries are replaced, and of a listing kind only the
+listed files; files beside the entries are left alone. Deleting never follows a symbolic link
+(remove_owned, remove_tree) and never leaves the folder it was given.
+
+An output FILE (predict's submission and its rejects file) is written only if it is absent, or a
+regular file whose first line is exactly the header crewstream writes there; it is refused if it
+is an input, a folder or a symbolic link (check_output_file).
+
+Local paths go through os (so that symbolic links are seen; tf.io.gfile follows them); URLs
+(gs://...) through tf.io.gfile, imported only then: for local paths the checks run before
+TensorFlow is imported. Object stores have no symbolic links.
+"""
+
+import dataclasses
+import gzip
+import json
+import os
+import posixpath
+import shutil
+from typing import Callable, FrozenSet, Iterable, List, Optional, Tuple
+
+from tfrecords_schema import layout
+
+MARKER = ".crewstream.json"
+STAGING_KIND = "staging"  # the marker of a preprocess run's private OUT/.staging-XXXX/ folder
+
+
+class OwnershipError(ValueError):
+    """The output is not crewstream's to write (one line; the command prints it and exits 1)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """What a command writes into its output folder.
+
+    `entries`: the names it writes directly in the folder (files or folders); nothing else there
+    is ever touched. `lists_files`: the marker lists every file the entries hold, and an entry
+    holding any other file is refused (for commands that delete inside their entries).
+    `earlier(out)`: for an unmarked folder, the files an output of this kind written before
+    markers existed owns (relative paths; empty when the kind does not list files), or None when
+    `out` is not one.
+    """
+
+    name: str
+    entries: Tuple[str, ...]
+    lists_files: bool = False
+    earlier: Optional[Callable[[str], Optional[FrozenSet[str]]]] = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths: os for local ones (links seen), tf.io.gfile for URLs
+
+def _remote(path: str) -> bool:
+    return "://" in path
+
+
+def _gfile():
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
+def _exists(path: str) -> bool:
+    return _gfile().exists(path) if _remote(path) else os.path.lexists(path)
+
+
+def _is_link(path: str) -> bool:
+    return not _remote(path) and os.path.islink(path)
+
+
+def _is_dir(path: str) -> bool:
+    """A real folder (a link to one is not)."""
+    return _gfile().isdir(path) if _remote(path) else os.path.isdir(path) and not os.path.islink(path)
+
+
+def _listdir(path: str) -> List[str]:
+    names = _gfile().listdir(path) if _remote(path) else os.listdir(path)
+    return sorted(name.rstrip("/") for name in names)
+
+
+def _walk(root: str) -> Iterable[Tuple[str, List[str], List[str]]]:
+    """(folder, subfolders, files) under `root`, never entering a link; links are listed as files."""
+    if _remote(root):
+        for folder, dirs, files in _gfile().walk(root):
+            yield folder, [d.rstrip("/") for d in dirs], list(files)
+        return
+    for folder, dirs, files in os.walk(root):
+        links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]
+        dirs[:] = [d for d in dirs if d not in links]
+        yield folder, dirs, files + links
+
+
+def _resolved(path: str) -> str:
+    return path.rstrip("/") if _remote(path) else os.path.realpath(path)
+
+
+def is_inside(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or lies inside it, after resolving symbolic links (local)."""
+    p, f = _resolved(path), _resolved(folder)
+    return p == f or p.startswith(f.rstrip("/") + "/")
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name the same file (a hard or symbolic link to it included)."""
+    if not _remote(a) and not _remote(b) and os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return _resolved(a) == _resolved(b)
+
+
+def list_files(root: str, entries: Iterable[str]) -> FrozenSet[str]:
+    """Paths relative to `root` of every file under root/ENTRY (an entry may be a file)."""
+    found = set()
+    for entry in entries:
+        path = layout.join(root, entry)
+        if not _exists(path):
+            continue
+        if not _is_dir(path):
+            found.add(entry)
+            continue
+        for folder, _, files in _walk(path):
+            relative = posixpath.relpath(folder, root) if _remote(root) else os.path.relpath(folder, root)
+            found.update(posixpath.join(relative.replace(os.sep, "/"), name) for name in files)
+    return frozenset(found)
+
+
+# ---------------------------------------------------------------------------------------------
+# The marker
+
+def read_marker(folder: str) -> Optional[dict]:
+    """FOLDER/MARKER as {"kind": str, "files": [str]}, None when absent; OwnershipError when it is
+    not one crewstream wrote."""
+    path = layout.join(folder, MARKER)
+    if not _exists(path):
+        return None
+    try:
+        if _remote(path):
+            with _gfile().GFile(path) as f:
+                marker = json.load(f)
+        else:
+            with open(path) as f:
+                marker = json.load(f)
+    except (OSError, ValueError) as e:
+        raise OwnershipError(f"{path} is not a crewstream marker ({e})") from None
+    if not (isinstance(marker, dict) and isinstance(marker.get("kind"), str)
+            and isinstance(marker.get("files"), list) and all(isinstance(f, str) for f in marker["files"])):
+        raise OwnershipError(f"{path} is not a crewstream marker (expected {{\"kind\": ..., \"files\": [...]}})")
+    return marker
+
+
+def write_marker(folder: str, kind: str, files: Iterable[str] = ()) -> str:
+    """Write FOLDER/MARKER (creating FOLDER) through a temporary name; return its path."""
+    path = layout.join(folder, MARKER)
+    text = json.dumps({"kind": kind, "files": sorted(set(files))}, indent=1) + "\n"
+    tmp = path + ".tmp"
+    if _remote(folder):
+        gfile = _gfile()
+        gfile.makedirs(folder)
+        with gfile.GFile(tmp, "w") as f:
+            f.write(text)
+        gfile.rename(tmp, path, overwrite=True)
+    else:
+        os.makedirs(folder, exist_ok=True)
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    return path
+
+
+def claim(out: str, kind: Kind, owned: FrozenSet[str] = frozenset()) -> None:
+    """Mark OUT (created if absent) as a `kind` output owning `owned`, unless it is already marked.
+    Call after check_output_folder and before any work."""
+    if read_marker(out) is None:
+        write_marker(out, kind.name, owned)
+
+
+def unclaim(out: str) -> None:
+    """Remove the marker of a claim that owns nothing (a failed first run leaves OUT as it was)."""
+    marker = read_marker(out) if _exists(out) else None
+    if marker is not None and not marker["files"]:
+        path = layout.join(out, MARKER)
+        _gfile().remove(path) if _remote(path) else os.remove(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The checks
+
+def _listing(out: str, names: List[str]) -> str:
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return shown or "nothing"
+
+
+def check_output_folder(out: str, kind: Kind, inputs: Iterable[str] = (),
+                        flag: str = "--output") -> FrozenSet[str]:
+    """Raise OwnershipError (one line naming `flag` and the reason) unless the command may write
+    its `kind` output into OUT (the module's rules); return the files of OUT's entries crewstream
+    wrote (relative to OUT; empty for a new or empty OUT, or a kind that does not list files).
+    Writes nothing."""
+    label = f"{flag} {out}"
+    # OUT itself may be a link to a folder: the user named it, and nothing is deleted through it
+    if _exists(out) and not (_is_dir(out) or os.path.isdir(out)):
+        raise OwnershipError(f"{label} is an existing file, not a folder; give a new or empty folder")
+    for path in inputs:
+        if is_inside(path, out):
+            raise OwnershipError(f"{label} holds the input {path}; a run would write over it: move the "
+                                 "input or choose another output folder")
+    if not _exists(out):
+        return frozenset()
+    names = [n for n in _listdir(out) if n != MARKER]
+    marker = read_marker(out)
+    if marker is None and not names:
+        return frozenset()
+    if marker is not None and marker["kind"] != kind.name:
+        raise OwnershipError(f"{label} is a crewstream {marker['kind']} output, not a {kind.name} output; "
+                             "choose another folder")
+    owned = frozenset(marker["files"]) if marker is not None else (kind.earlier(out) if kind.earlier else None)
+    if owned is None:
+        raise OwnershipError(f"{label} is not empty ({_listing(out, names)}) and not the output of an earlier "
+                             f"crewstream {kind.name} run; choose a new or empty folder")
+    _check_entries(out, kind, owned, label)
+    return owned
+
+
+def _check_entries(out: str, kind: Kind, owned: FrozenSet[str], label: str) -> None:
+    for entry in kind.entries:
+        path = layout.join(out, entry)
+        if _is_link(path):
+            raise OwnershipError(f"{label}: {entry} is a symbolic link; crewstream never writes or deletes "
+                                 "through one: remove the link or choose another folder")
+        if not _exists(path):
+            continue
+        files = list_files(out, [entry])
+        links = sorted(f for f in files if _is_link(layout.join(out, f)))
+        if links:
+            raise OwnershipError(f"{label}: {links[0]} is a symbolic link; crewstream never writes or deletes "
+                                 "through one: remove the link or choose another folder")
+        foreign = sorted(files - owned) if kind.lists_files else []
+        if foreign:
+            raise OwnershipError(f"{label}: {_listing(out, foreign)} not written by crewstream (a run would "
+                                 "replace it): move it or choose another folder")
+
+
+def check_output_file(path: str, header: str, inputs: Iterable[str] = (), label: Optional[str] = None) -> None:
+    """Raise OwnershipError unless `path` may be (re)written: it is not an input, and it is absent
+    or a regular file whose first line is `header` (gzip-decompressed for a `.gz` name)."""
+    label = label or path
+    for source in inputs:
+        if same_file(path, source):
+            raise OwnershipError(f"{label} is the input {source}; choose another output file")
+    if not os.path.lexists(path):
+        return
+    if os.path.islink(path):
+        raise OwnershipError(f"{label} is a symbolic link; crewstream never writes through one: "
+                             "remove the link or choose another output file")
+    if os.path.isdir(path):
+        raise OwnershipError(f"{label} is a folder, not a file; choose an output file")
+    if _first_line(path) != header:
+        raise OwnershipError(f"{label} exists and was not written by crewstream (its first line is not "
+                             f"{header!r}); move it or choose another output file")
+
+
+def _first_line(path: str) -> Optional[str]:
+    try:
+        with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
+            line = f.readline(1 << 16)
+    except (OSError, EOFError):
+        return None
+    try:
+        return line.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Deleting
+
+def remove_tree(path: str) -> None:
+    """Delete the folder `path` and everything in it, removing links found inside (never what they
+    point to). OwnershipError if `path` itself is a link."""
+    if _is_link(path):
+        raise OwnershipError(f"{path} is a symbolic link; crewstream never deletes through one")
+    if _remote(path):
+        _gfile().rmtree(path)
+    else:
+        shutil.rmtree(path)  # does not follow links inside (os.rmdir/unlink on them)
+
+
+def remove_owned(out: str, entry: str, owned: FrozenSet[str]) -> None:
+    """Delete the files of OUT/ENTRY that `owned` lists (relative to OUT), then its emptied
+    folders; OwnershipError, before deleting anything, if it holds any other file or is a link."""
+    path = layout.join(out, entry)
+    if _is_link(path):
+        raise OwnershipError(f"{path} is a symbolic link; crewstream never deletes through one")
+    if not _exists(path):
+        return
+    foreign = sorted(list_files(out, [entry]) - owned)
+    if foreign:
+        raise OwnershipError(f"{path} holds {_listing(out, foreign)}, not written by crewstream; "
+                             "nothing was replaced: move it and run again")
+    for relative in list_files(out, [entry]):
+        target = layout.join(out, relative)
+        _gfile().remove(target) if _remote(target) else os.remove(target)
+    if _remote(path):
+        if _exists(path):
+            _gfile().rmtree(path)  # only empty folders are left (object stores: prefixes)
+        return
+    for folder, _, _ in os.walk(path, topdown=False):
+        os.rmdir(folder)  # empty by now; rmdir never follows a link
+
+
+def remove_leftover_stagings(out: str) -> List[str]:
+    """Remove OUT/.staging-* folders that are crewstream's (they hold a staging marker, or are
+    empty: a run killed while creating one); leave any other. Returns the removed paths."""
+    removed = []
+    for name in _listdir(out) if _exists(out) else []:
+        path = layout.join(out, name)
+        if not name.startswith(layout.STAGING_PREFIX) or not _is_dir(path):
+            continue
+        try:  # empty, or only a half-written marker: a run killed while creating it
+            ours = set(_listdir(path)) <= {MARKER + ".tmp"} or \
+                (read_marker(path) or {}).get("kind") == STAGING_KIND
+        except OwnershipError:
+            ours = False
+        if ours:
+            remove_tree(path)
+            removed.append(path)
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------
+# The kinds this package knows (the commands define theirs beside them: crewstream.synth, ...)
+
+def _read_json(path: str):
+    if _remote(path):
+        with _gfile().GFile(path) as f:
+            return json.load(f)
+    with open(path) as f:
+        return json.load(f)
+
+
+def _earlier_preprocess(out: str) -> Optional[FrozenSet[str]]:
+    """An unmarked preprocess output has a valid stats.json; it owns stats.json, the shards it
+    lists, rejects/rejects.csv and tf.Transform's two folders."""
+    from tfrecords_schema.stats import StatsError, validate_stats
+
+    path = layout.join(out, layout.STATS_FILE)
+    if not _exists(path) or _is_link(path):
+        return None
+    try:
+        stats = validate_stats(_read_json(path))
+    except (OSError, ValueError, StatsError):
+        return None
+    shards = {s["file"] for split in layout.SPLITS for s in stats["splits"][split]["shards"]}
+    graph = list_files(out, [layout.TRANSFORM_FN_DIR, layout.TRANSFORMED_METADATA_DIR])
+    return frozenset({layout.STATS_FILE, posixpath.join(layout.REJECTS_DIR, layout.REJECTS_FILE)}
+                     | shards | graph)
+
+
+def _earlier_model(out: str) -> Optional[FrozenSet[str]]:
+    """An unmarked model folder holds the train_config.json a train run writes first."""
+    path = layout.join(out, MODEL.entries[0])
+    return frozenset() if _exists(path) and not _is_dir(path) else None
+
+
+# OUT of `crewstream preprocess` (layout.py): publishing deletes inside these, so every file is listed.
+PREPROCESS = Kind("preprocess", (layout.TRAIN, layout.EVAL, layout.TRANSFORM_FN_DIR,
+                                 layout.TRANSFORMED_METADATA_DIR, layout.REJECTS_DIR, layout.STATS_FILE),
+                  lists_files=True, earlier=_earlier_preprocess)
+# MODEL of `crewstream train` and `evaluate` (trainer.train's CONFIG_FILE, ..., trainer.export's
+# SERVING_DIR; tests/tfrecords_schema/test_ownership.py keeps the two spellings equal). Nothing in
+# it is deleted but MODEL/serving, replaced by a new export: no file list, no link inside.
+MODEL = Kind("model", ("train_config.json", "checkpoints", "history.json", "logs", "plots", "serving",
+                       "eval.json"), earlier=_earlier_model)
