@@ -261,11 +261,10 @@ class SortBlockFn(beam.DoFn):
         p = self._p
         raw = Block.concat([blocks.read_block(path) for path in sorted(paths)])
         self._rows_per_key.update(len(raw))
-        rows, dropped, twin_lines = blocks.drop_duplicate_times(raw.sorted_by_time())
+        rows, dropped, _ = blocks.drop_duplicate_times(raw.sorted_by_time())
         del raw
-        for source, line, twin in zip(dropped.source, dropped.line, twin_lines):
-            yield beam.pvalue.TaggedOutput(REJECTS, Reject(
-                p.files[source], int(line), "time", f"duplicate (crew, seat, experiment, time) of line {twin}", ""))
+        for reject in duplicate_time_rejects(rows, dropped, p.files):
+            yield beam.pvalue.TaggedOutput(REJECTS, reject)
         yield from _tally_sources("rows_rejected", dropped.source)
         yield from _tally_sources("rows_used", rows.source)
         split = split_of(key[0], p.eval_crews)
@@ -275,6 +274,17 @@ class SortBlockFn(beam.DoFn):
         path = blocks.sorted_path(p.staging, key, index)
         blocks.write_rows(path, rows)
         yield blocks.summarize_sorted(key, index, path, rows, p.max_gap)
+
+
+def duplicate_time_rejects(kept: Block, dropped: Block, files: Sequence[str]) -> Iterator[Reject]:
+    """A reject for each dropped row, naming the kept row it repeats by line AND file (the two
+    may come from different inputs). `kept` is sorted by time with no time twice, so each
+    dropped row's twin is where its time falls in `kept`."""
+    twin = np.searchsorted(kept.time, dropped.time)
+    for source, line, twin_source, twin_line in zip(dropped.source.tolist(), dropped.line.tolist(),
+                                                    kept.source[twin].tolist(), kept.line[twin].tolist()):
+        yield Reject(files[source], line, "time", "duplicate (crew, seat, experiment, time): "
+                     f"repeats line {twin_line} of {files[twin_source]}", "")
 
 
 class SortBlocks(beam.PTransform):

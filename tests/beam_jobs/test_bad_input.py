@@ -40,7 +40,31 @@ CELL_CASES = [
     ("seat-2", {"seat": "2"}, "seat", "seat must be one of (0, 1)"),
     ("seat-minus-1", {"seat": "-1"}, "seat", "seat must be one of (0, 1)"),
     ("negative-time", {"time": "-0.5"}, "time", "negative time"),
+    # Lines that are not CSV text, and numbers outside what their field holds (issue 11); the
+    # shared run reads with small chunks and byte ranges (READ_FLAGS), so these sit at and
+    # across their boundaries too.
+    ("not-utf8", {"r": "1.\udcff5"}, "r", "not UTF-8 text (byte 0xff)"),
+    ("nul", {"ecg": "1\x005"}, "ecg", "NUL byte"),
+    ("lone-cr", {"gsr": "1\r5"}, "gsr", "carriage return inside the line"),
+    ("quoted-cell", {"experiment": '"CA"'}, "experiment", 'quote character (")'),
+    ("unbalanced-quote", {"r": '"1.5'}, "r", 'quote character (")'),
+    ("over-long-line", {"r": "1" * (2 << 20)}, "", "line of 2,097,152 bytes or more"),
+    ("crew-1e19", {"crew": "1e19"}, "crew", "outside the int64 range"),
+    ("seat-1e19", {"seat": "1e19"}, "seat", "outside the int64 range"),
+    ("time-1e19", {"time": "1e19"}, "time", "too large: times must be below 2**32 s"),
 ]
+READ_FLAGS = ("--chunk-bytes", "65536", "--split-bytes", "300000")  # several chunks and ranges per file
+
+
+def shown(text):
+    """A reject's text for a line as written: undecodable bytes (lone surrogates here), NUL and CR
+    escaped, an over-long line cut to 1,000 characters."""
+    text = text.replace("\udcff", "\\xff").replace("\x00", "\\x00").replace("\r", "\\r")
+    return text if len(text) <= 1000 else text[:1000] + "..."
+
+
+def write_lines(path, lines, end=""):
+    path.write_bytes(("\n".join(lines) + end).encode("utf-8", "surrogateescape"))
 
 
 def crew_frame(crew):
@@ -77,12 +101,22 @@ def write_bad_file(path):
     truncated = lines[3][:len(lines[3]) // 3]  # the last line, cut: no newline after it either
     assert truncated.count(",") < len(header) - 1
     lines.append(truncated)
-    path.write_text("\n".join([header_line] + lines))
-    where = {case: (lines.index(text) + 2, column, reason, text) for case, (column, reason, text) in bad.items()}
-    where["duplicate"] = (original + 3, "time", f"duplicate (crew, seat, experiment, time) of line {original + 2}",
+    write_lines(path, [header_line] + lines)
+    where = {case: (lines.index(text) + 2, column, reason, shown(text)) for case, (column, reason, text) in bad.items()}
+    where["duplicate"] = (original + 3, "time",
+                          f"duplicate (crew, seat, experiment, time): repeats line {original + 2} of {path}",
                           lines[original])
     where["truncated-last-line"] = (len(lines) + 1, "", f"expected {len(header)} columns, found", truncated)
     return frame, where
+
+
+def write_repeat_file(path, main_path):
+    """One row repeating a crew-2 (eval) row of `main_path`, in a file that sorts after it: the
+    repeat is rejected, naming the line AND the file it repeats. Returns (line, column, reason)."""
+    header_line, *lines = main_path.read_bytes().decode("utf-8", "surrogateescape").split("\n")
+    original = [i for i, line in enumerate(lines) if line.startswith("2,") and lines.count(line) == 1][-1]
+    write_lines(path, [header_line, lines[original]], end="\n")
+    return 2, "time", f"duplicate (crew, seat, experiment, time): repeats line {original + 2} of {main_path}"
 
 
 def write_quirk_files(root):
@@ -103,6 +137,9 @@ def write_quirk_files(root):
     frame = crew_frame(7)
     files["gzip"] = root / "good.csv.gz", frame
     (root / "good.csv.gz").write_bytes(gzip.compress(csv_text(frame).encode()))
+    frame = crew_frame(8)
+    files["trailing-blank-lines"] = root / "blank-end.csv", frame  # blank lines at the end are not rows
+    (root / "blank-end.csv").write_text(csv_text(frame) + "\n\r\n  \n")
     return files
 
 
@@ -117,7 +154,7 @@ class _Messages(logging.Handler):
 
 def job_args(inputs, out, *extra):
     args = ["--output", str(out), "--features", ",".join(FEATURES), "--eval-crews", "2",
-            "--window", str(WINDOW), "--stride", str(STRIDE), "--num-shards", "2", *map(str, extra)]
+            "--window", str(WINDOW), "--stride", str(STRIDE), "--num-shards", "2", *READ_FLAGS, *map(str, extra)]
     for path in inputs:
         args += ["--input", str(path)]
     return args
@@ -128,10 +165,12 @@ def bad_run(tmp_path_factory):
     """One run over the bad file and the quirk files, accepting exactly its share of rejects."""
     root = tmp_path_factory.mktemp("bad_input")
     bad_frame, where = write_bad_file(root / "main.csv")
+    repeat = write_repeat_file(root / "zz-repeat.csv", root / "main.csv")
     quirks = write_quirk_files(root)
-    inputs = [root / "main.csv"] + [path for path, _ in quirks.values()]
-    rows_read = len(bad_frame) + len(where) + sum(len(frame) for _, frame in quirks.values())
-    fraction = len(where) / rows_read
+    inputs = [root / "main.csv", root / "zz-repeat.csv"] + [path for path, _ in quirks.values()]
+    rows_read = len(bad_frame) + len(where) + 1 + sum(len(frame) for _, frame in quirks.values())
+    n_bad = len(where) + 1
+    fraction = n_bad / rows_read
     log = _Messages()
     logger = logging.getLogger("crewstream.preprocess")
     logger.addHandler(log)
@@ -143,7 +182,8 @@ def bad_run(tmp_path_factory):
         rejects = list(csv.DictReader(f))
     good = pd.concat([bad_frame] + [frame for _, frame in quirks.values()], ignore_index=True)
     return {"root": root, "stats": stats, "where": where, "quirks": quirks, "rejects": rejects, "good": good,
-            "inputs": inputs, "fraction": fraction, "log": log.messages, "out": root / "out"}
+            "inputs": inputs, "fraction": fraction, "log": log.messages, "out": root / "out", "repeat": repeat,
+            "n_bad": n_bad, "n_read": rows_read}
 
 
 @pytest.mark.parametrize("case", [c[0] for c in CELL_CASES] + ["duplicate", "truncated-last-line"])
@@ -157,9 +197,20 @@ def test_bad_row_goes_to_rejects_with_file_line_column_reason(bad_run, case):
     assert found[0]["text"] == ("" if case == "duplicate" else text)
 
 
+def test_a_repeat_of_a_row_in_another_file_names_that_file(bad_run):
+    line, column, reason = bad_run["repeat"]
+    found = [r for r in bad_run["rejects"] if r["file"] == str(bad_run["root"] / "zz-repeat.csv")]
+    assert [(r["line"], r["column"], r["reason"], r["text"]) for r in found] == [(str(line), column, reason, "")]
+    entry = next(e for e in bad_run["stats"]["inputs"] if e["file"] == str(bad_run["root"] / "zz-repeat.csv"))
+    assert (entry["rows_read"], entry["rows_used"], entry["rows_rejected"]) == (1, 0, 1)
+
+
 def test_every_reject_is_one_of_the_bad_rows(bad_run):
-    assert sorted(int(r["line"]) for r in bad_run["rejects"]) == sorted(w[0] for w in bad_run["where"].values())
-    assert bad_run["stats"]["rejected_rows"] == len(bad_run["where"])
+    main = str(bad_run["root"] / "main.csv")
+    expected = sorted([(main, w[0]) for w in bad_run["where"].values()]
+                      + [(str(bad_run["root"] / "zz-repeat.csv"), bad_run["repeat"][0])])
+    assert sorted((r["file"], int(r["line"])) for r in bad_run["rejects"]) == expected
+    assert bad_run["stats"]["rejected_rows"] == bad_run["n_bad"]
 
 
 def test_no_good_row_is_lost_and_no_bad_row_reaches_windows_or_scaling(bad_run):
@@ -174,6 +225,7 @@ def test_each_input_file_accounts_for_every_row(bad_run):
     inputs = {entry["file"]: entry for entry in bad_run["stats"]["inputs"]}
     assert sorted(inputs) == sorted(str(p) for p in bad_run["inputs"])
     main = inputs.pop(str(bad_run["root"] / "main.csv"))
+    inputs.pop(str(bad_run["root"] / "zz-repeat.csv"))  # test_a_repeat_of_a_row_in_another_file_names_that_file
     n_bad = len(bad_run["where"])
     n_good = 4 * ROWS
     assert main == {"file": main["file"], "rows_read": n_good + n_bad, "rows_used": n_good, "rows_rejected": n_bad}
@@ -182,7 +234,8 @@ def test_each_input_file_accounts_for_every_row(bad_run):
     assert (bad_run["out"] / "stats.json").read_text().count('"rows_read"') == len(bad_run["inputs"])
 
 
-@pytest.mark.parametrize("quirk", ["utf8-bom", "crlf", "columns-reordered", "extra-column", "gzip"])
+@pytest.mark.parametrize("quirk", ["utf8-bom", "crlf", "columns-reordered", "extra-column", "gzip",
+                                   "trailing-blank-lines"])
 def test_harmless_quirk_file_is_read_whole(bad_run, quirk):
     path, frame = bad_run["quirks"][quirk]
     crew = int(frame["crew"].iloc[0])
@@ -202,12 +255,12 @@ def test_extra_column_is_noted_in_the_log(bad_run):
 
 
 def test_max_bad_fraction_exceeded_fails_and_publishes_nothing(bad_run, tmp_path):
-    just_below = (len(bad_run["where"]) - 1) / (len(bad_run["good"]) + len(bad_run["where"]))
+    just_below = (bad_run["n_bad"] - 1) / bad_run["n_read"]
     out = tmp_path / "out"
     with pytest.raises(preprocess.PreprocessError) as error:
         preprocess.run(job_args(bad_run["inputs"], out, "--max-bad-fraction", repr(just_below)))
     message = str(error.value)
-    n_bad, n_read = len(bad_run["where"]), len(bad_run["good"]) + len(bad_run["where"])
+    n_bad, n_read = bad_run["n_bad"], bad_run["n_read"]
     assert f"{n_bad} of {n_read} rows rejected" in message and "--max-bad-fraction" in message
     assert "nothing was published" in message and "\n" not in message
     first = min(w[0] for w in bad_run["where"].values())

@@ -116,10 +116,26 @@ def test_sort_blocks_sorts_counts_groups_rejects_duplicates_and_feeds_the_analyz
                     equal_to([((1, 0, "CA"), 0, 5, ())]), label="blocks")
         assert_that(out.groups, equal_to([{"split": "train", "crew": 1, "num_rows": 5}]), label="groups")
         assert_that(out.rejects | beam.Map(lambda r: (r.line, r.column, r.reason)),
-                    equal_to([(99, "time", "duplicate (crew, seat, experiment, time) of line 3")]),
+                    equal_to([(99, "time", "duplicate (crew, seat, experiment, time): repeats line 3 of f.csv")]),
                     label="rejects")
         assert_that(out.tally, equal_to([((0, "rows_used"), 5), ((0, "rows_rejected"), 1)]), label="tally")
         assert_that(out[t.TRAIN_SIGNALS] | beam.Map(lambda batch: batch.num_rows), equal_to([5]), label="train")
+
+
+def test_a_duplicate_time_names_the_line_and_file_it_repeats():
+    from beam_jobs.blocks import Block
+
+    def block(times, lines, sources):
+        k = len(times)
+        return Block(np.array(times, float), np.zeros((k, 1), np.float32), np.zeros(k, np.int8),
+                     np.array(lines, np.int64), np.array(sources, np.int32))
+
+    kept = block([0.0, 0.5, 1.0], [7, 8, 9], [1, 0, 1])
+    dropped = block([0.5, 1.0, 1.0], [3, 4, 12], [1, 0, 1])
+    got = [(r.file, r.line, r.column, r.reason) for r in t.duplicate_time_rejects(kept, dropped, ["a.csv", "b.csv"])]
+    why = "duplicate (crew, seat, experiment, time): repeats line "
+    assert got == [("b.csv", 3, "time", why + "8 of a.csv"), ("a.csv", 4, "time", why + "9 of b.csv"),
+                   ("b.csv", 12, "time", why + "9 of b.csv")]
 
 
 def test_cut_windows_writes_pieces_of_scaled_windows(tmp_path):
