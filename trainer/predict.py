@@ -25,7 +25,8 @@ plus 17 per row for the id ledger.
 Bad input. File-level problems (no such file, empty file, header only, a missing column, a
 train-layout file, a truncated or damaged .gz / .bz2 stream) raise `BadInputError` or csv_reader's
 `CsvLayoutError`, and nothing is written under OUTPUT. Row-level problems (bad cell, wrong
-column count, seat not 0/1, negative time, ...) leave the row out of every window and list it in
+column count, seat not 0/1, negative time, a number outside its field's range, a line that is not
+CSV text: csv_reader.find_defects) leave the row out of every window and list it in
 OUTPUT's rejects file (`NAME.rejects.csv`: file,line,column,reason,id,text): every other id's window
 is the one it would have without that row. Each id gets exactly one submission row: ids are
 checked after pass 1 (IdLedger: hashed into buckets on disk, so one bucket at a time is in memory),
@@ -482,7 +483,8 @@ def _list_duplicates(path: str, duplicates: np.ndarray, kept_line: np.ndarray, r
     for record, line in zip(duplicates[order], kept_line[order]):
         # the row's text is not kept for usable rows: the line numbers point to both
         rejects.write(Reject(path, int(record["line"]), cols.ID,
-                             f"duplicate id: line {int(line)} has it too and keeps it", ""), int(record["id"]))
+                             f"duplicate id: line {int(line)} of {path} has it too and keeps it", ""),
+                      int(record["id"]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -71,8 +71,9 @@ def lines():
 
 
 def write(path, lines, newline="\n", final_newline=True, bom=False):
+    """Lines to `path`; a lone surrogate \\udcXX in them stands for the undecodable byte XX."""
     text = newline.join(lines) + (newline if final_newline else "")
-    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8", "surrogateescape"))
     return path
 
 
@@ -317,7 +318,21 @@ ROW_CASES = {  # name: (column, bad value, what its id gets, reason in the rejec
     "non-numeric id": (cols.ID, "x12", "absent", "not a number"),
     "an extra cell": (None, ",1.0", "uniform", "expected 28 columns, found 29"),
     "a missing cell": (None, "drop", "uniform", "expected 28 columns, found 27"),
+    # Lines that are not CSV text, numbers outside their field's range (issue 11); the test reads
+    # in small chunks (ROW_CHUNK_BYTES), so a bad line can sit on a chunk boundary too.
+    "a byte that is not UTF-8": ("r", "1.\udcff5", "uniform", "not UTF-8 text (byte 0xff)"),
+    "a NUL byte": ("ecg", "1\x005", "uniform", "NUL byte"),
+    "a lone CR": ("gsr", "1\r5", "uniform", "carriage return inside the line"),
+    "a quoted cell": (cols.EXPERIMENT, '"LOFT"', "uniform", 'quote character (")'),
+    "an unbalanced quote": ("r", '"1.5', "uniform", 'quote character (")'),
+    "a line of 2 MiB": (None, "1" * (2 << 20), "uniform", "line of 2,097,152 bytes or more"),
+    "crew 1e19": (cols.CREW, "1e19", "uniform", "outside the int64 range"),
+    "seat 1e19": (cols.SEAT, "1e19", "uniform", "outside the int64 range"),
+    "time 1e19": (cols.TIME, "1e19", "uniform", "too large: times must be below 2**32 s"),
+    "id 1e19": (cols.ID, "1e19", "absent", "outside the int64 range"),
+    "id 2**63": (cols.ID, str(2**63), "absent", "outside the int64 range"),
 }
+ROW_CHUNK_BYTES = 4000  # about 8 lines: every file here is read in many chunks
 
 
 def _bad_line(lines, case):
@@ -332,9 +347,10 @@ def _bad_line(lines, case):
 def test_a_bad_row_is_listed_and_shifts_no_other_window(case, tmp_path, model_dir, lines):
     column, _, fate, reason = ROW_CASES[case]
     bad_id = id_of(lines, BAD)
-    summary, sub = run(model_dir, write(tmp_path / "bad.csv", _bad_line(lines, case)), tmp_path / "sub.csv")
+    summary, sub = run(model_dir, write(tmp_path / "bad.csv", _bad_line(lines, case)), tmp_path / "sub.csv",
+                       chunk_bytes=ROW_CHUNK_BYTES)
     clean_path = write(tmp_path / "clean.csv", without(lines, BAD))
-    _, clean = run(model_dir, clean_path, tmp_path / "clean_sub.csv")
+    _, clean = run(model_dir, clean_path, tmp_path / "clean_sub.csv", chunk_bytes=ROW_CHUNK_BYTES)
     assert_contract_windows(clean, clean_path)
 
     all_ids = {id_of(lines, no) for no in range(2, len(lines) + 1)}
@@ -363,6 +379,16 @@ def test_a_truncated_last_line_is_rejected_and_the_rest_kept(tmp_path, model_dir
     assert rejects["line"].tolist() == [str(last)] and "columns" in rejects["reason"][0]
     assert_same_rows(sub, clean, clean.index)
     assert sub.loc[id_of(lines, last), PROBS].tolist() == UNIFORM  # its id still reads: kept, uniform
+
+
+@pytest.mark.parametrize("ending", ["\n\n", "\n\n\n", "\n\r\n \n"], ids=["one", "two", "crlf-and-space"])
+def test_blank_lines_at_the_end_are_not_rows(tmp_path, model_dir, lines, clean, ending):
+    # A file of 160 rows: one rejected row would be over the default --max-bad-fraction 0.001.
+    path = tmp_path / "t.csv"
+    path.write_text("\n".join(lines) + ending)
+    summary, sub = run(model_dir, path, tmp_path / "sub.csv", max_bad_fraction=predict.DEFAULT_MAX_BAD_FRACTION)
+    assert (summary.rows_read, summary.rows_rejected, summary.rejects_file) == (len(lines) - 1, 0, None)
+    pd.testing.assert_frame_equal(sub.sort_index(), clean[1].sort_index())
 
 
 def test_an_empty_line_in_the_middle_is_rejected_without_an_id(tmp_path, model_dir, lines, clean):
@@ -401,7 +427,8 @@ def test_a_repeated_line_is_a_duplicate_id_and_leaves_every_window_alone(tmp_pat
     pd.testing.assert_frame_equal(sub.sort_index(), clean[1].sort_index())
     rejects = rejects_of(summary)
     assert rejects[["line", "column", "id"]].values.tolist() == [[str(copy_at), cols.ID, str(id_of(lines, BAD))]]
-    assert f"line {BAD} has it too" in rejects["reason"][0] and rejects["text"][0] == ""
+    assert rejects["reason"][0] == f"duplicate id: line {BAD} of {tmp_path / 't.csv'} has it too and keeps it"
+    assert rejects["text"][0] == ""
     assert (summary.rows_rejected, summary.duplicate_id_rows) == (1, 1)
 
 
