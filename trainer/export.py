@@ -7,39 +7,50 @@ Signatures:
   reshaped back, so serving and training can never scale differently.
 - `scaled`: the same output from windows already scaled (what the TFRecords hold); evaluate uses
   it, so the numbers it reports are those of the exported model.
+- `sequence` (tcn models only): `rows` float32 [None, T, F] RAW rows, any T >= 1 ->
+  `probabilities` float32 [None, T, 4]: the per-step network run once over the rows (scaled
+  inside the same way). Step t >= W-1 equals `serving_default` on the window ending at row t
+  (the receptive field is at most W, every layer causal); earlier steps see zero padding.
 
 The tf.Transform layer is an attribute of the exported module, so its variables and assets are
 saved with it: the model loads and runs after OUT has been deleted.
 
 `serving/assets.extra/crewstream.json` (TF Serving's folder for files the loader ignores) tells a
-consumer what to feed the signature without OUT: {"window": W, "features": [names, in stats.json
-order], "label_vocabulary": ["A", "B", "C", "D"]} (the order of the `probabilities` columns).
-`read_serving_config(model_dir)` reads it back.
+consumer what to feed the signatures without OUT: {"window": W, "features": [names, in stats.json
+order], "label_vocabulary": ["A", "B", "C", "D"] (the order of the `probabilities` columns),
+"model": "lstm" | "tcn", "receptive_field": rows one output depends on (W for the lstm),
+"signatures": [the signature names above that the model has]}. `read_serving_config(model_dir)`
+reads it back (the one reader), filling in the lstm's values for exports older than the last three.
 """
 
 import json
 import logging
 import uuid
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from tfrecords_schema import RAW_SIGNALS, SCALED_SIGNALS, WINDOW, layout, read_stats
+from trainer import model as model_lib
 
 _LOG = logging.getLogger("crewstream.export")
 
 SERVING_DIR = "serving"
 SERVING_SIGNATURE = "serving_default"
 SCALED_SIGNATURE = "scaled"
+SEQUENCE_SIGNATURE = "sequence"
+SEQUENCE_INPUT = "rows"
 PROBABILITIES = "probabilities"
 SERVING_CONFIG_FILE = "assets.extra/crewstream.json"
 
 
 class ServingModule(tf.Module):
-    """Raw or scaled windows [None, W, F] -> {`probabilities`: [None, num_classes]}."""
+    """Raw or scaled windows [None, W, F] -> {`probabilities`: [None, num_classes]}; with a
+    `sequence` network (rows [B, T, F] -> [B, T, K]), raw rows [None, T, F] -> [None, T, K] too."""
 
-    def __init__(self, model: tf.Module, transform_layer: tf.Module, window: int, num_features: int):
+    def __init__(self, model: tf.Module, transform_layer: tf.Module, window: int, num_features: int,
+                 sequence: Optional[tf.Module] = None):
         super().__init__(name="crewstream_serving")
         self.model = model
         self.transform_layer = transform_layer  # tracked: carries transform_fn's variables and assets
@@ -47,15 +58,44 @@ class ServingModule(tf.Module):
         spec = tf.TensorSpec([None, window, num_features], tf.float32, name=WINDOW)
         self.serve_raw = tf.function(self._raw, input_signature=[spec])
         self.serve_scaled = tf.function(self._scaled, input_signature=[spec])
+        self.serve_sequence = None
+        if sequence is not None:
+            self.sequence = sequence
+            rows = tf.TensorSpec([None, None, num_features], tf.float32, name=SEQUENCE_INPUT)
+            self.serve_sequence = tf.function(self._sequence, input_signature=[rows])
 
     def _scaled(self, window: tf.Tensor) -> Dict[str, tf.Tensor]:
-        return {PROBABILITIES: self.model(window, training=False)}
+        return {PROBABILITIES: _call_nonempty(self.model, window)}
+
+    def _scale(self, values: tf.Tensor) -> tf.Tensor:
+        # The transform graph scales rows [N, F]: flatten [B, T, F] to rows and fold them back.
+        rows = tf.reshape(values, [-1, self._num_features])
+        scaled = self.transform_layer({RAW_SIGNALS: rows})[SCALED_SIGNALS]
+        scaled = tf.reshape(scaled, tf.shape(values))
+        scaled.set_shape(values.shape)  # keep the static W and F the networks are built for
+        return scaled
 
     def _raw(self, window: tf.Tensor) -> Dict[str, tf.Tensor]:
-        # The transform graph scales rows [N, F]: flatten the windows' rows and fold them back.
-        rows = tf.reshape(window, [-1, self._num_features])
-        scaled = self.transform_layer({RAW_SIGNALS: rows})[SCALED_SIGNALS]
-        return self._scaled(tf.reshape(scaled, [-1, self._window, self._num_features]))
+        return self._scaled(self._scale(window))
+
+    def _sequence(self, rows: tf.Tensor) -> Dict[str, tf.Tensor]:
+        return {PROBABILITIES: _call_nonempty(self.sequence, self._scale(rows))}
+
+    def signatures(self) -> Dict[str, Any]:
+        """{name: concrete function} of every signature this module serves."""
+        out = {SERVING_SIGNATURE: self.serve_raw.get_concrete_function(),
+               SCALED_SIGNATURE: self.serve_scaled.get_concrete_function()}
+        if self.serve_sequence is not None:
+            out[SEQUENCE_SIGNATURE] = self.serve_sequence.get_concrete_function()
+        return out
+
+
+def _call_nonempty(network: tf.Module, x: tf.Tensor) -> tf.Tensor:
+    """network(x) for a batch of any size: TensorFlow's dilated convolutions fail on an empty
+    batch, so that one is fed one row of zeros, whose output is then dropped."""
+    n = tf.shape(x)[0]
+    padding = [[0, tf.maximum(1 - n, 0)]] + [[0, 0]] * (len(x.shape) - 1)
+    return network(tf.pad(x, padding), training=False)[:n]
 
 
 def serving_dir(model_dir: str) -> str:
@@ -63,23 +103,28 @@ def serving_dir(model_dir: str) -> str:
 
 
 def export_serving(model: tf.Module, data_dir: str, model_dir: str,
-                   stats: Optional[Dict[str, Any]] = None) -> str:
-    """Write MODEL/serving for `model` (scaled windows [B, W, F] -> probabilities [B, 4]) with the
-    scaling of the preprocess output `data_dir`; return its path.
+                   stats: Optional[Dict[str, Any]] = None,
+                   params: model_lib.ModelParams = model_lib.ModelParams()) -> str:
+    """Write MODEL/serving for `model` (scaled windows [B, W, F] -> probabilities [B, 4], built by
+    model_lib.build_model with `params`) with the scaling of the preprocess output `data_dir`;
+    return its path. A tcn also gets the `sequence` signature.
 
     The SavedModel is written beside the old one and moved into place, so MODEL/serving is either
     the previous complete export or the new one.
     """
     stats = read_stats(data_dir) if stats is None else stats
+    params = params.for_window(stats["window"])
+    sequence = model_lib.sequence_network(model)
+    if (sequence is not None) != (params.kind == model_lib.TCN):
+        raise ValueError(f"the model to export is {'not ' if sequence is None else ''}a "
+                         f"{model_lib.TCN}, its settings say {params.kind}")
     transform_layer = tft.TFTransformOutput(data_dir).transform_features_layer()
-    module = ServingModule(model, transform_layer, stats["window"], len(stats["features"]))
+    module = ServingModule(model, transform_layer, stats["window"], len(stats["features"]), sequence)
     final = serving_dir(model_dir)
     staging = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
-    tf.saved_model.save(module, staging, signatures={
-        SERVING_SIGNATURE: module.serve_raw.get_concrete_function(),
-        SCALED_SIGNATURE: module.serve_scaled.get_concrete_function(),
-    })
-    _write_serving_config(staging, stats)
+    signatures = module.signatures()
+    tf.saved_model.save(module, staging, signatures=signatures)
+    _write_serving_config(staging, stats, params, sorted(signatures))
     if tf.io.gfile.exists(final):
         tf.io.gfile.rmtree(final)
     tf.io.gfile.rename(staging, final)
@@ -87,18 +132,22 @@ def export_serving(model: tf.Module, data_dir: str, model_dir: str,
     return final
 
 
-def _write_serving_config(saved_model_dir: str, stats: Dict[str, Any]) -> None:
+def _write_serving_config(saved_model_dir: str, stats: Dict[str, Any], params: model_lib.ModelParams,
+                          signatures: List[str]) -> None:
     path = layout.join(saved_model_dir, SERVING_CONFIG_FILE)
     tf.io.gfile.makedirs(layout.join(saved_model_dir, SERVING_CONFIG_FILE.rsplit("/", 1)[0]))
     config = {"window": stats["window"], "features": list(stats["features"]),
-              "label_vocabulary": list(stats["label_vocabulary"])}
+              "label_vocabulary": list(stats["label_vocabulary"]), "model": params.kind,
+              "receptive_field": params.receptive_field or stats["window"], "signatures": signatures}
     with tf.io.gfile.GFile(path, "w") as f:
         json.dump(config, f, indent=2)
         f.write("\n")
 
 
 def read_serving_config(model_dir: str) -> Dict[str, Any]:
-    """{"window": int, "features": [str], "label_vocabulary": [str]} of MODEL/serving.
+    """{"window": int, "features": [str], "label_vocabulary": [str], "model": str,
+    "receptive_field": int in 1..window, "signatures": [str]} of MODEL/serving; an export that
+    predates the last three keys gets the lstm's ("lstm", window, [scaled, serving_default]).
 
     FileNotFoundError when MODEL/serving has none (exported before it was written: re-export);
     ValueError when it is malformed.
@@ -114,6 +163,15 @@ def read_serving_config(model_dir: str) -> Dict[str, Any]:
             and all(isinstance(n, str) for n in features) and isinstance(labels, list) and labels):
         raise ValueError(f"{path}: expected {{window: int >= 1, features: [str, ...], "
                          f"label_vocabulary: [str, ...]}}, got {config}")
+    config.setdefault("model", model_lib.LSTM)
+    config.setdefault("receptive_field", window)
+    config.setdefault("signatures", [SCALED_SIGNATURE, SERVING_SIGNATURE])
+    field, signatures = config["receptive_field"], config["signatures"]
+    if not (config["model"] in model_lib.MODELS and isinstance(field, int) and 1 <= field <= window
+            and isinstance(signatures, list) and SERVING_SIGNATURE in signatures
+            and all(isinstance(n, str) for n in signatures)):
+        raise ValueError(f"{path}: expected model one of {list(model_lib.MODELS)}, receptive_field an "
+                         f"int in 1..window, signatures [str, ...] with {SERVING_SIGNATURE}; got {config}")
     return config
 
 

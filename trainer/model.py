@@ -4,9 +4,18 @@ tf_keras (the Keras 2 API), not Keras 3: tf.Transform's TransformFeaturesLayer i
 model, and Keras 3's `fit` fails under MultiWorkerMirroredStrategy on TF 2.21 (DESIGN.md,
 "Decisions already taken"). Other trainer modules reach Keras only through the functions here.
 
-Default model: windows float32 [B, W, F] (scaled) -> LSTM(64, dropout 0.2) -> Dense(4, softmax)
--> probabilities float32 [B, 4]; sparse categorical cross-entropy, weighted by the per-sample
-weights `fit` receives as the third element of each batch; Adam.
+Models (`ModelParams.kind`), both windows float32 [B, W, F] (scaled) -> probabilities [B, 4]:
+- `lstm` (the default): LSTM(64, dropout 0.2) -> Dense(4, softmax).
+- `tcn`: a temporal convolutional network. A nested model named `sequence` (SEQUENCE_LAYER) maps
+  rows [B, T, F] (any T) -> [B, T, 4]: `blocks` residual blocks of two causal dilated Conv1D of
+  `filters` (kernel `kernel_size`, dilation 1, 2, 4, ... doubling per block, ReLU, dropout), a 1x1
+  Conv1D on the skip path where the width changes, then Dense(4, softmax) applied per time step.
+  Nothing is pooled, flattened or normalized over time, so output step t depends on rows
+  t-R+1..t only, R = receptive_field(kernel_size, blocks) = 1 + 2 (k-1) (2^blocks - 1). The
+  classifier of windows is the last step of `sequence` on the window: with R <= W, `sequence` run
+  once over a long run of rows gives at step t the classifier's output on the window ending at t.
+Both: sparse categorical cross-entropy, weighted by the per-sample weights `fit` receives as the
+third element of each batch; Adam.
 """
 
 import dataclasses
@@ -18,22 +27,89 @@ import tf_keras as keras
 from tfrecords_schema import NUM_CLASSES, WINDOW
 
 
+LSTM, TCN = "lstm", "tcn"
+MODELS = (LSTM, TCN)
+SEQUENCE_LAYER = "sequence"  # the tcn's per-time-step network, nested in the classifier
+
+
+class ModelError(ValueError):
+    """The model's settings cannot work with the data, e.g. a receptive field larger than W."""
+
+
+def receptive_field(kernel_size: int, blocks: int, input_rows: int = 1) -> int:
+    """Rows a tcn output step depends on: each block adds 2 (k-1) d rows (two convolutions of
+    dilation d = 2^i). `input_rows` is the look-back of a causal stage before the blocks (1: none;
+    a rolling normalization over L rows would pass L)."""
+    return input_rows + 2 * (kernel_size - 1) * (2 ** blocks - 1)
+
+
+def max_blocks(kernel_size: int, window: int) -> int:
+    """The most blocks whose receptive field fits `window` rows (0 when not even one does)."""
+    blocks = 0
+    while receptive_field(kernel_size, blocks + 1) <= window:
+        blocks += 1
+    return blocks
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelParams:
-    """The flags that shape and train the network."""
+    """The flags that shape and train the network.
+
+    `units`, `layers`: the lstm's; `filters`, `kernel_size`, `blocks`: the tcn's (blocks None:
+    as many as fit the window, see `for_window`); `dropout`, `learning_rate`: both.
+    """
 
     units: int = 64
     layers: int = 1
     dropout: float = 0.2
     learning_rate: float = 1e-3
+    kind: str = LSTM
+    filters: int = 32
+    kernel_size: int = 3
+    blocks: Optional[int] = None
 
     def __post_init__(self):
+        if self.kind not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.kind!r}")
         if self.units < 1 or self.layers < 1:
             raise ValueError(f"units ({self.units}) and layers ({self.layers}) must be >= 1")
+        if self.filters < 1 or self.kernel_size < 2 or (self.blocks is not None and self.blocks < 1):
+            raise ValueError(f"filters ({self.filters}) and blocks ({self.blocks}) must be >= 1, "
+                             f"kernel_size ({self.kernel_size}) >= 2")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+    @property
+    def receptive_field(self) -> Optional[int]:
+        """Rows one output depends on: the tcn's (None until `blocks` is set); None for the lstm,
+        which sees its whole window."""
+        if self.kind != TCN or self.blocks is None:
+            return None
+        return receptive_field(self.kernel_size, self.blocks)
+
+    def describe(self) -> str:
+        """One line for the log, e.g. `tcn: 4 blocks of 32 filters, kernel 3, receptive field 61 rows`."""
+        if self.kind == TCN:
+            return (f"tcn: {self.blocks} blocks of {self.filters} filters, kernel {self.kernel_size}, "
+                    f"receptive field {self.receptive_field} rows, dropout {self.dropout:g}")
+        return f"lstm: {self.layers} x {self.units} units, dropout {self.dropout:g}"
+
+    def for_window(self, window: int) -> "ModelParams":
+        """These settings for windows of `window` rows: a tcn's `blocks` filled in (as many as
+        fit), checked. ModelError when the receptive field exceeds the window: the windowed model
+        would then see its own zero padding, and one pass could not equal it."""
+        if self.kind != TCN:
+            return self
+        blocks = max_blocks(self.kernel_size, window) if self.blocks is None else self.blocks
+        if blocks < 1 or receptive_field(self.kernel_size, blocks) > window:
+            fits = max_blocks(self.kernel_size, window)
+            hint = (f"use --blocks {fits} or fewer" if fits else "use a smaller --kernel-size")
+            raise ModelError(f"tcn with --kernel-size {self.kernel_size} and --blocks {max(blocks, 1)} "
+                             f"has a receptive field of {receptive_field(self.kernel_size, max(blocks, 1))} "
+                             f"rows, more than the window of {window} rows: {hint}")
+        return dataclasses.replace(self, blocks=blocks)
 
 
 def build_model(window: int, num_features: int, params: ModelParams = ModelParams(),
@@ -41,15 +117,21 @@ def build_model(window: int, num_features: int, params: ModelParams = ModelParam
     """A compiled, built classifier of scaled windows.
 
     Input float32 [None, window, num_features] (time-major, features in stats.json order);
-    output float32 [None, num_classes] softmax probabilities. `layers` LSTMs of `units` are
-    stacked, each but the last returning its sequence.
+    output float32 [None, num_classes] softmax probabilities. lstm: `layers` LSTMs of `units`
+    are stacked, each but the last returning its sequence. tcn: the last step of the nested
+    `sequence` network (see `sequence_network`); ModelError when its receptive field exceeds
+    `window`.
     """
     inputs = keras.Input(shape=(window, num_features), dtype="float32", name=WINDOW)
-    x = inputs
-    for i in range(params.layers):
-        x = keras.layers.LSTM(params.units, dropout=params.dropout,
-                              return_sequences=i < params.layers - 1, name=f"lstm_{i}")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    if params.kind == TCN:
+        per_step = _tcn(num_features, params.for_window(window), num_classes)
+        outputs = LastStep(name="probabilities")(per_step(inputs))
+    else:
+        x = inputs
+        for i in range(params.layers):
+            x = keras.layers.LSTM(params.units, dropout=params.dropout,
+                                  return_sequences=i < params.layers - 1, name=f"lstm_{i}")(x)
+        outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
     model = keras.Model(inputs, outputs, name="crew_state")
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate),
@@ -58,6 +140,41 @@ def build_model(window: int, num_features: int, params: ModelParams = ModelParam
         weighted_metrics=[],  # accuracy counts every window once; only the loss is weighted
     )
     return model
+
+
+def _tcn(num_features: int, params: ModelParams, num_classes: int) -> keras.Model:
+    """rows float32 [B, T, F] -> per-step probabilities [B, T, num_classes], for any T."""
+    rows = keras.Input(shape=(None, num_features), dtype="float32", name="rows")
+    # Hook: a causal stage that looks back over rows (e.g. a rolling per-feature z-score over L
+    # rows) goes here, and its look-back into receptive_field(..., input_rows=L).
+    x = rows
+    for i in range(params.blocks):
+        skip = x
+        for j in range(2):
+            x = keras.layers.Conv1D(params.filters, params.kernel_size, padding="causal",
+                                    dilation_rate=2 ** i, activation="relu", name=f"block{i}_conv{j}")(x)
+            x = keras.layers.Dropout(params.dropout, name=f"block{i}_dropout{j}")(x)
+        if skip.shape[-1] != params.filters:  # a per-step projection: causal, receptive field 1
+            skip = keras.layers.Conv1D(params.filters, 1, name=f"block{i}_skip")(skip)
+        x = keras.layers.Activation("relu", name=f"block{i}_out")(keras.layers.Add()([x, skip]))
+    # Dense on [B, T, C] acts on the last axis: the same softmax at every step
+    probabilities = keras.layers.Dense(num_classes, activation="softmax", name="per_step")(x)
+    return keras.Model(rows, probabilities, name=SEQUENCE_LAYER)
+
+
+class LastStep(keras.layers.Layer):
+    """[B, T, C] -> [B, C]: the last time step."""
+
+    def call(self, inputs):
+        return inputs[:, -1, :]
+
+
+def sequence_network(model: keras.Model) -> Optional[keras.Model]:
+    """The per-step network (rows [B, T, F] -> [B, T, K]) of a tcn classifier; None for an lstm."""
+    try:
+        return model.get_layer(SEQUENCE_LAYER)
+    except ValueError:
+        return None
 
 
 def plain_copy(model: keras.Model) -> keras.Model:

@@ -13,7 +13,9 @@ from tfrecords_schema import StatsError, ownership
 from trainer import weights
 
 DEFAULTS = {"epochs": 10, "batch_size": 64, "seed": 0, "units": 64, "layers": 1, "dropout": 0.2,
-            "learning_rate": 1e-3}
+            "learning_rate": 1e-3, "model": "lstm", "filters": 32, "kernel_size": 3}
+# The models of trainer.model, spelled here so that --help needs no TensorFlow import.
+MODELS = ("lstm", "tcn")
 
 
 def _positive_int(text: str) -> int:
@@ -34,6 +36,13 @@ def _dropout(text: str) -> float:
     value = float(text)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _kernel_size(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text}")
     return value
 
 
@@ -59,9 +68,10 @@ def _service_address(text: str) -> str:
 def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="crewstream train",
-        description="Stream the TFRecord shards of a preprocess output into an LSTM classifier "
-                    "with per-sample class weights, checkpoint every epoch, and export "
-                    "MODEL/serving (raw windows in, probabilities out). Re-running the same "
+        description="Stream the TFRecord shards of a preprocess output into a classifier (an "
+                    "LSTM, or a causal convolutional network) with per-sample class weights, "
+                    "checkpoint every epoch, and export MODEL/serving (raw windows in, "
+                    "probabilities out). Re-running the same "
                     "command after a kill resumes from the last finished epoch.")
     parser.add_argument("--data", required=True, help="preprocess output folder OUT (with stats.json)")
     parser.add_argument("--model-dir", required=True, help="folder of the run, MODEL (created)")
@@ -75,10 +85,22 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help="batches per epoch over the repeated train split (default: one exact "
                              "pass, ceil(train windows / batch size))")
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="random seed (default 0)")
+    parser.add_argument("--model", choices=MODELS, default=DEFAULTS["model"],
+                        help="lstm: LSTM over the window; tcn: residual blocks of causal dilated "
+                             "convolutions with a softmax at every step, whose serving model also "
+                             "predicts a whole recording in one pass (default lstm)")
     parser.add_argument("--units", type=_positive_int, default=DEFAULTS["units"], help="LSTM units (default 64)")
     parser.add_argument("--layers", type=_positive_int, default=DEFAULTS["layers"], help="stacked LSTMs (default 1)")
+    parser.add_argument("--filters", type=_positive_int, default=DEFAULTS["filters"],
+                        help=f"tcn: convolution filters, the width (default {DEFAULTS['filters']})")
+    parser.add_argument("--kernel-size", type=_kernel_size, default=DEFAULTS["kernel_size"],
+                        help=f"tcn: convolution kernel, >= 2 (default {DEFAULTS['kernel_size']})")
+    parser.add_argument("--blocks", type=_positive_int, default=None,
+                        help="tcn: residual blocks (dilations 1, 2, 4, ...), the depth; the receptive "
+                             "field is 1 + 2 (kernel - 1) (2^blocks - 1) rows and must fit the "
+                             "window (default: as many blocks as fit)")
     parser.add_argument("--dropout", type=_dropout, default=DEFAULTS["dropout"],
-                        help="LSTM input dropout (default 0.2)")
+                        help="LSTM input dropout; tcn: dropout after each convolution (default 0.2)")
     parser.add_argument("--learning-rate", type=_positive_float, default=DEFAULTS["learning_rate"],
                         help="Adam learning rate (default 0.001)")
     parser.add_argument("--shuffle-buffer", type=_positive_int, default=None,
@@ -110,7 +132,8 @@ def _config(args: argparse.Namespace):
         weighting=args.weighting, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
         shuffle_buffer=args.shuffle_buffer or data.DEFAULT_SHUFFLE_BUFFER,
         model=model.ModelParams(units=args.units, layers=args.layers, dropout=args.dropout,
-                                learning_rate=args.learning_rate),
+                                learning_rate=args.learning_rate, kind=args.model, filters=args.filters,
+                                kernel_size=args.kernel_size, blocks=args.blocks),
         verbose={"bar": 1, "epoch": 2, "none": 0}[args.progress],
         strategy=args.strategy, data_service=args.data_service,
     )
@@ -127,12 +150,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print(f"crewstream train: error: {e}", file=sys.stderr)
         return 1
-    from trainer import data, train  # TensorFlow is imported only once the arguments are good
+    from trainer import data, model, train  # TensorFlow is imported only once the arguments are good
 
     try:
         result = train.train(_config(args))
     except (StatsError, train.ResumeError, train.StrategyError, data.EmptySplitError,
-            data.ShardingError) as e:
+            data.ShardingError, model.ModelError) as e:
         if args.verbose:
             raise
         print(f"crewstream train: error: {e}", file=sys.stderr)

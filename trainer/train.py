@@ -77,7 +77,10 @@ class TrainConfig:
         weights.parse_method(self.weighting)
 
     def to_json(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The settings, and the model's receptive field (rows; null for the lstm: its window)."""
+        settings = dataclasses.asdict(self)
+        settings["model"]["receptive_field"] = self.model.receptive_field
+        return settings
 
 
 class ResumeError(ValueError):
@@ -271,10 +274,10 @@ def _export(net, config: TrainConfig, stats: Dict[str, Any], chief: bool) -> Opt
     if config.strategy != DEFAULT:
         net = model_lib.plain_copy(net)
     if chief:
-        return export.export_serving(net, config.data, config.model_dir, stats)
+        return export.export_serving(net, config.data, config.model_dir, stats, config.model)
     scratch = tempfile.mkdtemp(prefix="crewstream-worker-export-")
     try:
-        export.export_serving(net, config.data, scratch, stats)
+        export.export_serving(net, config.data, scratch, stats, config.model)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return None
@@ -288,12 +291,14 @@ def train(config: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> Dict[str,
     Returns {"history": the whole run's history, "serving": path (None on a non-chief worker),
     "chief": whether this process wrote MODEL, "model": the trained Keras model}.
     Raises StrategyError (TF_CONFIG), data.ShardingError (fewer shards than workers),
-    ResumeError, data.EmptySplitError, StatsError.
+    model_lib.ModelError (a tcn whose receptive field exceeds the window), ResumeError,
+    data.EmptySplitError, StatsError.
     """
     # Everything that can be wrong with the input is found before the cluster starts (building
     # the multiworker strategy waits for every worker), and nothing before it runs a TF op.
     workers = num_workers(read_tf_config()) if config.strategy == MULTIWORKER else 1
     stats = read_stats(config.data)
+    config = dataclasses.replace(config, model=config.model.for_window(stats["window"]))  # ModelError
     for split in layout.SPLITS:
         if stats["splits"][split]["num_windows"]:
             data.check_shards(stats, split, workers)
@@ -303,6 +308,7 @@ def train(config: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> Dict[str,
     model_lib.set_seed(config.seed)
     train_ds, eval_ds = _datasets(config, stats, workers)
     _LOG.info(_describe(stats, config, workers))
+    _LOG.info("model %s", config.model.describe())
 
     with strategy.scope():
         net = model_lib.build_model(stats["window"], len(stats["features"]), config.model)

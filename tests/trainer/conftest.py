@@ -66,22 +66,38 @@ def records(prep_dir, stats):
     return read
 
 
-@pytest.fixture(scope="session")
-def exported(tmp_path_factory, prep_dir, stats):
-    """A briefly trained model exported to MODEL/serving from a COPY of OUT that is then deleted.
-
-    Returns SimpleNamespace(model=the Keras model, model_dir=MODEL).
-    """
+def _train_and_export(tmp_path_factory, prep_dir, stats, name, params):
+    """A model of `params` trained 2 epochs, exported to MODEL/serving from a COPY of OUT that is
+    then deleted. Returns SimpleNamespace(model=the Keras model, model_dir=MODEL, params)."""
     from trainer import data, export, model as model_lib
 
-    root = tmp_path_factory.mktemp("exported")
+    root = tmp_path_factory.mktemp(name)
     copy = root / "out"
     shutil.copytree(prep_dir, copy)
     model_lib.set_seed(1)
-    net = model_lib.build_model(stats["window"], len(stats["features"]),
-                                model_lib.ModelParams(units=16, learning_rate=1e-2))
+    params = params.for_window(stats["window"])
+    net = model_lib.build_model(stats["window"], len(stats["features"]), params)
     net.fit(data.make_dataset(str(copy), "train", 64, shuffle=True, seed=1), epochs=2, verbose=0)
     model_dir = root / "model"
-    export.export_serving(net, str(copy), str(model_dir))
+    export.export_serving(net, str(copy), str(model_dir), params=params)
     shutil.rmtree(copy)
-    return SimpleNamespace(model=net, model_dir=str(model_dir))
+    return SimpleNamespace(model=net, model_dir=str(model_dir), params=params)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, prep_dir, stats):
+    """A briefly trained LSTM (see _train_and_export)."""
+    from trainer import model as model_lib
+
+    return _train_and_export(tmp_path_factory, prep_dir, stats, "exported",
+                             model_lib.ModelParams(units=16, learning_rate=1e-2))
+
+
+@pytest.fixture(scope="session")
+def exported_tcn(tmp_path_factory, prep_dir, stats):
+    """A briefly trained tcn (see _train_and_export): 8 filters, kernel 3, 4 blocks (the most
+    that fit W = 64: receptive field 61 rows)."""
+    from trainer import model as model_lib
+
+    return _train_and_export(tmp_path_factory, prep_dir, stats, "exported_tcn",
+                             model_lib.ModelParams(kind=model_lib.TCN, filters=8, learning_rate=1e-2))

@@ -197,16 +197,27 @@ def test_check_shards(stats):
 
 # --- mirrored --------------------------------------------------------------------------------
 
-def test_mirrored_strategy_trains_and_writes_the_model_folder(prep_dir, tmp_path):
+@pytest.mark.parametrize("model", ["lstm", "tcn"])
+def test_mirrored_strategy_trains_and_writes_the_model_folder(prep_dir, tmp_path, model):
     model_dir = tmp_path / "model"
     argv = ["--data", prep_dir, "--model-dir", str(model_dir), "--epochs", "1", "--batch-size", "64",
-            "--units", "4", "--progress", "none", "--strategy", "mirrored"]
+            "--units", "4", "--filters", "4", "--model", model, "--progress", "none",
+            "--strategy", "mirrored"]
     result = train.train(task._config(task._parse_args(argv)))
     assert result["chief"] and result["history"]["epoch"] == [1]
     assert np.isfinite(result["history"]["loss"][0])
     assert result["model"].distribute_strategy.num_replicas_in_sync >= 1
     assert type(result["model"].distribute_strategy).__name__ == "MirroredStrategy"
     assert (model_dir / "serving" / "saved_model.pb").exists()
+    # the export is a plain copy (runs outside the strategy), the tcn's sequence signature included
+    from trainer import export
+
+    loaded = export.load_serving(str(model_dir))
+    windows = np.random.default_rng(0).normal(size=(3, 64, 3)).astype(np.float32)
+    expected = result["model"](windows, training=False).numpy()
+    got = loaded.signatures[export.SCALED_SIGNATURE](window=windows)[export.PROBABILITIES].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert (export.SEQUENCE_SIGNATURE in loaded.signatures) == (model == "tcn")
 
 
 # --- two workers on loopback ---------------------------------------------------------------------

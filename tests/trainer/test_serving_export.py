@@ -3,6 +3,7 @@
 The `exported` fixture exports from a copy of OUT and deletes the copy before any test loads it.
 """
 
+import json
 import os
 
 import numpy as np
@@ -70,11 +71,12 @@ def test_scaled_signature_is_the_keras_model(exported, serving, records):
     np.testing.assert_allclose(got.numpy(), exported.model(x, training=False).numpy(), atol=1e-6)
 
 
-def test_any_batch_size(serving, stats):
-    sig = serving.signatures[export.SERVING_SIGNATURE]
-    for n in (0, 1, 7):
-        x = tf.zeros([n, stats["window"], len(stats["features"])])
-        assert sig(**{WINDOW: x})[export.PROBABILITIES].shape == (n, NUM_CLASSES)
+def test_any_batch_size(serving, tcn_serving, stats):
+    for model in (serving, tcn_serving):
+        sig = model.signatures[export.SERVING_SIGNATURE]
+        for n in (0, 1, 7):
+            x = tf.zeros([n, stats["window"], len(stats["features"])])
+            assert sig(**{WINDOW: x})[export.PROBABILITIES].shape == (n, NUM_CLASSES)
 
 
 def test_export_replaces_a_previous_export(tmp_path, exported, prep_dir):
@@ -94,7 +96,10 @@ def test_serving_config_tells_a_consumer_what_to_feed_without_out(exported, stat
     assert not os.path.exists(os.path.join(os.path.dirname(exported.model_dir), "out"))
     config = export.read_serving_config(exported.model_dir)
     assert config == {"window": stats["window"], "features": stats["features"],
-                      "label_vocabulary": stats["label_vocabulary"]}
+                      "label_vocabulary": stats["label_vocabulary"], "model": "lstm",
+                      "receptive_field": stats["window"],
+                      "signatures": [export.SCALED_SIGNATURE, export.SERVING_SIGNATURE]}
+    assert export.SEQUENCE_SIGNATURE not in export.load_serving(exported.model_dir).signatures
     sig = export.load_serving(exported.model_dir).signatures[export.SERVING_SIGNATURE]
     shape = sig.structured_input_signature[1][WINDOW].shape.as_list()
     assert shape == [None, config["window"], len(config["features"])]
@@ -103,3 +108,99 @@ def test_serving_config_tells_a_consumer_what_to_feed_without_out(exported, stat
 def test_a_serving_model_without_its_config_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="export it again"):
         export.read_serving_config(str(tmp_path))
+
+
+def _write_config(model_dir, config):
+    path = os.path.join(export.serving_dir(str(model_dir)), export.SERVING_CONFIG_FILE)
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as f:
+        json.dump(config, f)
+
+
+def test_a_config_from_before_the_model_kinds_reads_as_an_lstm(tmp_path):
+    _write_config(tmp_path, {"window": 8, "features": ["r"], "label_vocabulary": ["A", "B"]})
+    config = export.read_serving_config(str(tmp_path))
+    assert (config["model"], config["receptive_field"], config["signatures"]) == (
+        "lstm", 8, [export.SCALED_SIGNATURE, export.SERVING_SIGNATURE])
+
+
+@pytest.mark.parametrize("extra", [{"receptive_field": 9}, {"receptive_field": 0}, {"model": "gru"},
+                                   {"signatures": ["sequence"]}])
+def test_a_malformed_config_is_refused(tmp_path, extra):
+    _write_config(tmp_path, {"window": 8, "features": ["r"], "label_vocabulary": ["A"], **extra})
+    with pytest.raises(ValueError, match="receptive_field"):
+        export.read_serving_config(str(tmp_path))
+
+
+# --- the tcn's `sequence` signature ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tcn_serving(exported_tcn):
+    assert not os.path.exists(os.path.join(os.path.dirname(exported_tcn.model_dir), "out"))
+    return export.load_serving(exported_tcn.model_dir)
+
+
+def test_tcn_config_lists_its_signatures_and_receptive_field(exported_tcn, tcn_serving, stats):
+    config = export.read_serving_config(exported_tcn.model_dir)
+    assert config == {"window": stats["window"], "features": stats["features"],
+                      "label_vocabulary": stats["label_vocabulary"], "model": "tcn",
+                      "receptive_field": 61, "signatures": sorted(tcn_serving.signatures)}
+    assert sorted(tcn_serving.signatures) == [export.SCALED_SIGNATURE, export.SEQUENCE_SIGNATURE,
+                                              export.SERVING_SIGNATURE]
+    sig = tcn_serving.signatures[export.SEQUENCE_SIGNATURE]
+    (inputs,) = sig.structured_input_signature[1].values()
+    assert list(sig.structured_input_signature[1]) == [export.SEQUENCE_INPUT]
+    assert inputs.dtype == tf.float32 and inputs.shape.as_list() == [None, None, len(stats["features"])]
+    assert sig.structured_outputs[export.PROBABILITIES].shape.as_list() == [None, None, NUM_CLASSES]
+
+
+def _raw_rows(csv_path, stats, length):
+    """float32 [2, length, F]: the first `length` rows in time order of two groups of the CSV,
+    RAW, plus noise on the second (so it is not a recording the model was trained on)."""
+    df = pd.read_csv(csv_path)
+    groups = [g.sort_values(csv_layout.TIME, kind="stable")[stats["features"]].to_numpy(np.float32)[:length]
+              for _, g in df.groupby([csv_layout.CREW, csv_layout.SEAT, csv_layout.EXPERIMENT])]
+    rows = np.stack(groups[:2])
+    rng = np.random.default_rng(3)
+    rows[1] += rng.normal(size=rows[1].shape).astype(np.float32) * rows[1].std(axis=0)
+    return rows
+
+
+def test_hermetic_sequence_step_t_is_serving_default_on_the_window_ending_at_t(
+        tcn_serving, stats, sample_dir):
+    """OUT is gone; raw rows through `sequence` equal raw windows through serving_default."""
+    w = stats["window"]
+    rows = _raw_rows(sample_dir / "train.csv", stats, 400)
+    sequence = tcn_serving.signatures[export.SEQUENCE_SIGNATURE]
+    windows = tcn_serving.signatures[export.SERVING_SIGNATURE]
+    one_pass = sequence(**{export.SEQUENCE_INPUT: tf.constant(rows)})[export.PROBABILITIES].numpy()
+    assert one_pass.shape == (2, 400, NUM_CLASSES)
+    for b in range(2):
+        cut = np.stack([rows[b, t - w + 1:t + 1] for t in range(w - 1, 400)])
+        expected = windows(**{WINDOW: tf.constant(cut)})[export.PROBABILITIES].numpy()
+        np.testing.assert_allclose(one_pass[b, w - 1:], expected, atol=1e-5)
+        assert expected.std(axis=0).max() > 1e-3  # outputs vary between windows: the check has teeth
+
+
+def test_sequence_takes_any_length(tcn_serving, stats):
+    sig = tcn_serving.signatures[export.SEQUENCE_SIGNATURE]
+    for batch, length in ((1, 1), (3, 5), (0, 7), (2, 1000)):
+        rows = tf.random.normal([batch, length, len(stats["features"])], seed=2)
+        out = sig(**{export.SEQUENCE_INPUT: rows})[export.PROBABILITIES].numpy()
+        assert out.shape == (batch, length, NUM_CLASSES)
+        np.testing.assert_allclose(out.sum(axis=-1), 1.0, atol=1e-5)
+
+
+def test_tcn_serving_default_is_the_keras_model(exported_tcn, tcn_serving, records):
+    rec = records("eval")
+    got = tcn_serving.signatures[export.SCALED_SIGNATURE](**{WINDOW: tf.constant(rec[WINDOW][:300])})
+    np.testing.assert_allclose(got[export.PROBABILITIES].numpy(),
+                               exported_tcn.model(rec[WINDOW][:300], training=False).numpy(), atol=1e-6)
+
+
+def test_exporting_with_settings_of_another_model_is_refused(tmp_path, exported, prep_dir):
+    from trainer import model as model_lib
+
+    with pytest.raises(ValueError, match="is not a tcn"):
+        export.export_serving(exported.model, prep_dir, str(tmp_path),
+                              params=model_lib.ModelParams(kind=model_lib.TCN))

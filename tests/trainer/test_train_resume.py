@@ -180,7 +180,9 @@ def test_history_file_drops_epochs_that_run_again(tmp_path):
 
 @pytest.mark.parametrize("argv", [["--epochs", "0"], ["--batch-size", "-1"], ["--weighting", "focal"],
                                   ["--weighting", "effective:1.5"], ["--dropout", "1"],
-                                  ["--learning-rate", "0"], ["--steps-per-epoch", "0"]])
+                                  ["--learning-rate", "0"], ["--steps-per-epoch", "0"],
+                                  ["--model", "gru"], ["--kernel-size", "1"], ["--blocks", "0"],
+                                  ["--filters", "0"], ["--early-stopping", "0"]])
 def test_bad_flags_are_usage_errors(argv):
     with pytest.raises(SystemExit) as e:
         task._parse_args(["--data", "d", "--model-dir", "m", *argv])
@@ -190,3 +192,31 @@ def test_bad_flags_are_usage_errors(argv):
 def test_not_a_preprocess_output(tmp_path, capsys):
     assert task.main(["--data", str(tmp_path), "--model-dir", str(tmp_path / "m")]) == 1
     assert "stats.json" in capsys.readouterr().err
+
+
+def test_tcn_trains_resumes_and_records_its_receptive_field(tmp_path, prep_dir):
+    """`--model tcn` with the default depth: the most blocks that fit W = 64 (4, receptive field
+    61 rows), in train_config.json and the serving config; resumed like the lstm."""
+    from trainer import export
+
+    model_dir = tmp_path / "model"
+    assert _run(_argv(prep_dir, model_dir, epochs=1, model="tcn", filters=4)) == [0]
+    with open(model_dir / train.CONFIG_FILE) as f:
+        settings = json.load(f)["model"]
+    assert (settings["kind"], settings["blocks"], settings["kernel_size"], settings["receptive_field"]) == (
+        "tcn", 4, 3, 61)
+    serving = export.read_serving_config(str(model_dir))
+    assert (serving["model"], serving["receptive_field"]) == ("tcn", 61)
+    assert export.SEQUENCE_SIGNATURE in serving["signatures"]
+    assert _run(_argv(prep_dir, model_dir, epochs=2, model="tcn", filters=4)) == [1]  # resumed at epoch 2
+    assert _history(model_dir)["epoch"] == [1, 2]
+    with pytest.raises(train.ResumeError, match="model"):
+        _run(_argv(prep_dir, model_dir, epochs=3, model="tcn", filters=8))
+
+
+def test_a_receptive_field_wider_than_the_window_is_one_line_before_any_training(tmp_path, prep_dir, capsys):
+    assert task.main(_argv(prep_dir, tmp_path / "model", model="tcn", blocks=5)) == 1
+    err = capsys.readouterr().err
+    assert err == ("crewstream train: error: tcn with --kernel-size 3 and --blocks 5 has a receptive field "
+                   "of 125 rows, more than the window of 64 rows: use --blocks 4 or fewer\n")
+    assert not (tmp_path / "model").exists()

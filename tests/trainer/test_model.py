@@ -1,0 +1,93 @@
+"""trainer.model: the tcn's receptive field, causality, and one pass equal to its windows.
+
+The receptive field is measured on the network itself (which input rows move an output step),
+not taken from the formula it is checked against.
+"""
+
+import numpy as np
+import pytest
+
+from trainer import model as model_lib
+
+W, F = 64, 3
+
+
+def _tcn(**kwargs):
+    model_lib.set_seed(7)
+    params = model_lib.ModelParams(kind=model_lib.TCN, filters=8, **kwargs).for_window(W)
+    return model_lib.build_model(W, F, params), params
+
+
+def _windows(rows, window):
+    """float32 [T - W + 1, W, F]: the window ending at each row from row W-1 on (a copy)."""
+    return np.stack([rows[t - window + 1:t + 1] for t in range(window - 1, len(rows))])
+
+
+@pytest.mark.parametrize("kernel, window, blocks, field", [
+    (3, 64, 4, 61), (4, 64, 3, 43), (3, 256, 6, 253), (2, 256, 7, 255), (5, 17, 1, 9)])
+def test_default_depth_is_the_deepest_that_fits_the_window(kernel, window, blocks, field):
+    params = model_lib.ModelParams(kind=model_lib.TCN, kernel_size=kernel).for_window(window)
+    assert (params.blocks, params.receptive_field) == (blocks, field)
+    deeper = model_lib.ModelParams(kind=model_lib.TCN, kernel_size=kernel, blocks=blocks + 1)
+    assert deeper.receptive_field > window
+    with pytest.raises(model_lib.ModelError, match=f"--blocks {blocks} or fewer"):
+        deeper.for_window(window)
+
+
+def test_a_kernel_too_wide_for_one_block_is_refused():
+    with pytest.raises(model_lib.ModelError, match="receptive field of 79 rows, more than the window of 64 "
+                                                   "rows: use a smaller --kernel-size"):
+        model_lib.ModelParams(kind=model_lib.TCN, kernel_size=40).for_window(64)
+
+
+def test_the_lstm_is_unchanged_by_the_window():
+    params = model_lib.ModelParams()
+    assert params.for_window(W) == params and params.receptive_field is None
+    assert model_lib.sequence_network(model_lib.build_model(W, F, params)) is None
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"kernel_size": 4, "blocks": 2}])
+def test_each_step_depends_on_exactly_the_receptive_field(kwargs):
+    """Perturbing row t-R+1 moves output step t; perturbing every row up to t-R does not, and
+    neither does any later row (causal)."""
+    net, params = _tcn(**kwargs)
+    seq = model_lib.sequence_network(net)
+    field = params.receptive_field
+    rows = np.random.default_rng(0).normal(size=(1, 3 * W, F)).astype(np.float32)
+    base = seq(rows, training=False).numpy()[0]
+    for t in (field - 1, field + 20, 3 * W - 1):
+        first = rows.copy()
+        first[0, t - field + 1] += 5.0
+        assert np.abs(seq(first, training=False).numpy()[0, t] - base[t]).max() > 1e-4, t
+        outside = rows.copy()
+        outside[0, :t - field + 1] = 7.0
+        outside[0, t + 1:] = -7.0
+        np.testing.assert_allclose(seq(outside, training=False).numpy()[0, t], base[t], atol=1e-6)
+
+
+def test_one_pass_equals_the_classifier_on_every_window():
+    net, _ = _tcn()
+    seq = model_lib.sequence_network(net)
+    rows = np.random.default_rng(1).normal(size=(2, 300, F)).astype(np.float32)
+    one_pass = seq(rows, training=False).numpy()
+    assert one_pass.shape == (2, 300, 4)
+    for b in range(2):
+        windowed = net(_windows(rows[b], W), training=False).numpy()
+        np.testing.assert_allclose(one_pass[b, W - 1:], windowed, atol=1e-5)
+        assert windowed.std(axis=0).max() > 1e-3  # outputs vary: the check has teeth
+    np.testing.assert_allclose(one_pass.sum(axis=-1), 1.0, atol=1e-5)
+
+
+def test_a_plain_copy_keeps_the_sequence_network_and_weights():
+    net, _ = _tcn()
+    copy = model_lib.plain_copy(net)
+    rows = np.random.default_rng(2).normal(size=(1, 100, F)).astype(np.float32)
+    np.testing.assert_array_equal(model_lib.sequence_network(copy)(rows).numpy(),
+                                  model_lib.sequence_network(net)(rows).numpy())
+
+
+@pytest.mark.parametrize("kwargs", [{"kind": "gru"}, {"kind": model_lib.TCN, "kernel_size": 1},
+                                    {"kind": model_lib.TCN, "blocks": 0}, {"filters": 0}])
+def test_bad_settings(kwargs):
+    with pytest.raises(ValueError):
+        model_lib.ModelParams(**kwargs)
