@@ -18,6 +18,7 @@ the recording were cut whole, so the output does not depend on --block-rows.
 """
 
 import argparse
+import difflib
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from typing import Dict, List, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options import pipeline_options as beam_options
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, PortableOptions,
                                                   StandardOptions)
 
@@ -51,9 +53,10 @@ def _parse_args(argv: Optional[Sequence[str]]):
     parser = argparse.ArgumentParser(
         prog="crewstream preprocess",
         description="Turn crew CSVs (Kaggle layout, any size, unsorted) into scaled, windowed "
-                    "TFRecord shards with class-count statistics. Unknown flags go to Beam "
-                    "(e.g. --runner DataflowRunner --project P --region R --temp_location gs://...; "
-                    "locally --direct_num_workers 2 --direct_running_mode multi_processing).")
+                    "TFRecord shards with class-count statistics. Other flags go to Beam's "
+                    "PipelineOptions (e.g. --runner DataflowRunner --project P --region R --temp_location "
+                    "gs://...; locally --direct_num_workers 2 --direct_running_mode multi_processing); "
+                    "a flag neither knows is refused.")
     parser.add_argument("--input", required=True, action="append",
                         help="CSV path or glob (.csv or .csv.gz); repeat for several")
     parser.add_argument("--output", required=True, help="output folder OUT (local path or gs://...)")
@@ -84,6 +87,7 @@ def _parse_args(argv: Optional[Sequence[str]]):
                              f"(default {blocks.DEFAULT_BLOCK_ROWS:,})")
     parser.add_argument("--verbose", action="store_true", help="debug logging and full tracebacks")
     args, beam_args = parser.parse_known_args(argv)
+    refuse_unknown_flags(parser, beam_args)
     args.features = [f.strip() for f in args.features.split(",") if f.strip()]
     for name, value in (("--window", args.window), ("--stride", args.stride), ("--num-shards", args.num_shards),
                         ("--block-rows", args.block_rows)):
@@ -98,6 +102,43 @@ def _parse_args(argv: Optional[Sequence[str]]):
         parser.error(f"--features: unknown or repeated {unknown or args.features}; "
                      f"choose from {','.join(csv_layout.SIGNALS)}")
     return args, beam_args
+
+
+class _BeamFlagParser(beam_options._BeamArgumentParser):
+    """The parser Beam builds from every PipelineOptions class, its errors one line."""
+
+    def error(self, message):
+        if not message.startswith("ambiguous option: "):  # Beam ignores those too
+            self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def beam_flag_parser(prog: str) -> argparse.ArgumentParser:
+    """The parser Beam's PipelineOptions.get_all_options builds (every PipelineOptions class's
+    flags, no abbreviations); what it leaves unparsed, Beam logs and drops."""
+    parser = _BeamFlagParser(prog=prog, allow_abbrev=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)
+    return parser
+
+
+def refuse_unknown_flags(parser: argparse.ArgumentParser, beam_args: Sequence[str]) -> None:
+    """Exit 2 with one line if `beam_args` (what `parser` did not know) holds a flag Beam's
+    PipelineOptions do not know either, naming the closest known flag the way Beam's own warning
+    does (difflib over the option strings), crewstream's own among them. Beam would only log it
+    and the run would go on with defaults."""
+    beam_parser = beam_flag_parser(parser.prog)
+    unknown = beam_parser.parse_known_args(list(beam_args))[1]
+    if not unknown:
+        return
+    arg = next((a for a in unknown if a.startswith("-")), unknown[0])
+    if not arg.startswith("-"):
+        parser.exit(2, f"{parser.prog}: error: unexpected argument {arg!r}\n")
+    name = arg.split("=", 1)[0]
+    known = [s for p in (parser, beam_parser) for action in p._actions for s in action.option_strings]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    parser.exit(2, f"{parser.prog}: error: unknown flag {name}: neither {parser.prog} nor Beam's "
+                   f"PipelineOptions know it{hint}\n")
 
 
 def absolute(path: str) -> str:
@@ -206,10 +247,10 @@ def build_pipeline(pipeline: beam.Pipeline, files: Sequence[str], args, staging:
         pipeline
         | "ManifestTrigger" >> beam.Create([layout.join(staging, "manifest.json")])
         | "WriteManifest" >> beam.Map(
-            lambda path, shard_list, groups, n, tally: t.write_manifest(
-                shard_list, groups, n, path, t.input_accounting(files, tally)),
+            lambda path, shard_list, groups, n, tally, sorted_list: t.write_manifest(
+                shard_list, groups, n, path, t.input_accounting(files, tally), t.segment_counts(sorted_list, params)),
             beam.pvalue.AsList(shard_meta), beam.pvalue.AsList(sorted_blocks.groups), beam.pvalue.AsSingleton(rejected),
-            beam.pvalue.AsList(tallies))
+            beam.pvalue.AsList(tallies), beam.pvalue.AsList(sorted_blocks.blocks))
     )
 
 
@@ -218,6 +259,7 @@ def build_stats(args, manifest: Dict, scaling_stats: Dict) -> Dict:
     splits = {}
     for split in layout.SPLITS:
         groups = [g for g in manifest["groups"] if g["split"] == split]
+        recordings = [r for r in manifest["segments"] if r["split"] == split]
         shard_list = sorted((s for s in manifest["shards"] if s["split"] == split), key=lambda s: s["file"])
         counts = {name: sum(s["class_counts"][name] for s in shard_list) for name in LABEL_VOCABULARY}
         splits[split] = {
@@ -225,6 +267,8 @@ def build_stats(args, manifest: Dict, scaling_stats: Dict) -> Dict:
             "num_rows": sum(g["num_rows"] for g in groups),
             "num_windows": sum(s["num_windows"] for s in shard_list),
             "class_counts": counts,
+            "segments": sum(r["segments"] for r in recordings),
+            "short_segments": sum(r["short_segments"] for r in recordings),
             "shards": [{"file": s["file"], "num_windows": s["num_windows"], "sha256": s["sha256"]}
                        for s in shard_list],
         }
@@ -234,6 +278,42 @@ def build_stats(args, manifest: Dict, scaling_stats: Dict) -> Dict:
         "scale": args.scale, "scaling": scaling_stats, "compression": args.compression,
         "rejected_rows": manifest["rejected_rows"], "splits": splits, "inputs": manifest["inputs"],
     }
+
+
+def check_eval_crews(manifest: Dict, eval_crews: Sequence[int]) -> None:
+    """PreprocessError if a crew of --eval-crews has no usable row: the eval split asked for
+    cannot be given."""
+    found = sorted({g["crew"] for g in manifest["groups"]})
+    missing = sorted(set(eval_crews) - set(found))
+    if missing:
+        raise PreprocessError(
+            f"--eval-crews {','.join(map(str, eval_crews))}: crew {', '.join(map(str, missing))} has no usable row "
+            f"in the input (crews found: {', '.join(map(str, found)) or 'none'}); nothing was published")
+
+
+def check_splits(manifest: Dict, args) -> None:
+    """PreprocessError if the train split (always) or the eval split (with --eval-crews) has no
+    window: no usable row, or every time segment of its crews shorter than --window."""
+    for split in [layout.TRAIN] + ([layout.EVAL] if args.eval_crews else []):
+        rows = sum(g["num_rows"] for g in manifest["groups"] if g["split"] == split)
+        if rows == 0:
+            raise PreprocessError(f"no usable {split} rows: every row was rejected or belongs to an "
+                                  f"eval crew (--eval-crews {','.join(map(str, args.eval_crews)) or 'none'})")
+        if any(s["num_windows"] for s in manifest["shards"] if s["split"] == split):
+            continue
+        recordings = [r for r in manifest["segments"] if r["split"] == split]
+        raise PreprocessError(
+            f"no {split} windows: all {sum(r['segments'] for r in recordings):,} time segment(s) of the {split} crews "
+            f"are shorter than --window {args.window:,} rows (the longest has "
+            f"{max(r['longest_segment'] for r in recordings):,}; a time gap over --max-gap {args.max_gap:g} s "
+            f"starts a segment); nothing was published")
+
+
+def short_segment_notes(stats: Dict) -> List[str]:
+    """One line per split with time segments shorter than the window (they give no window)."""
+    return [f"{split}: {s['short_segments']:,} of {s['segments']:,} time segment(s) are shorter than the "
+            f"window ({stats['window']:,} rows) and give no window"
+            for split, s in stats["splits"].items() if s.get("short_segments")]
 
 
 def check_rejects(manifest: Dict, max_bad_fraction: float, staging: str) -> None:
@@ -308,15 +388,15 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
     manifest = _read_manifest(staging)
     try:
         check_rejects(manifest, args.max_bad_fraction, staging)
-        train_rows = sum(g["num_rows"] for g in manifest["groups"] if g["split"] == layout.TRAIN)
-        if train_rows == 0:
-            raise PreprocessError("no usable training rows: every row was rejected or belongs to an "
-                                  f"eval crew (--eval-crews {args.eval_crews})")
+        check_eval_crews(manifest, args.eval_crews)
+        check_splits(manifest, args)
     except PreprocessError:
         _discard(staging, args.output, out_existed)
         raise
     scaling_stats = transform_graph.scaling_stats(tft.TFTransformOutput(staging), args.features, args.scale)
     stats = validate_stats(build_stats(args, manifest, scaling_stats))  # before anything moves
+    for note in short_segment_notes(stats):
+        _LOG.warning("%s", note)
     try:
         path = publish.publish(staging, args.output, stats)
     except ownership.OwnershipError:  # a file appeared in OUT's entries during the run
@@ -340,7 +420,7 @@ def summarize(stats: Dict) -> str:
                      f"{s['num_windows']:>10,}  " + "  ".join(
                          f"{s['class_counts'].get(c, 0):>8,}" for c in LABEL_VOCABULARY)
                      + f"  {len(s['shards'])}")
-    return "\n".join(lines)
+    return "\n".join(lines + [f"warning: {note}" for note in short_segment_notes(stats)])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

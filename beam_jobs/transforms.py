@@ -523,6 +523,28 @@ def _write_rejects(rejects: List[Reject], path: str) -> int:
     return len(rejects)
 
 
+def segment_counts(sorted_blocks: Iterable[blocks.SortedBlock], params: WindowParams) -> List[Dict]:
+    """Per recording, in key order: {split, crew, seat, experiment, segments, short_segments,
+    longest_segment}: its time segments (DESIGN.md, "Windows"), how many are shorter than the
+    window (they give no window) and the rows of the longest. From the blocks' summaries alone
+    (`SortBlocks`' main output), as CutBlockWindowsFn finds the segments."""
+    by_recording = collections.defaultdict(list)
+    for block in sorted_blocks:
+        by_recording[block.recording].append(block)
+    counts = []
+    for key in sorted(by_recording):
+        recording = sorted(by_recording[key], key=lambda b: b.index)
+        bounds = windows.blocked_segment_bounds(
+            [b.num_rows for b in recording], [b.first_time for b in recording], [b.last_time for b in recording],
+            [b.gap_starts for b in recording], params.max_gap)
+        lengths = bounds[:, 1] - bounds[:, 0]
+        counts.append({"split": split_of(key[0], params.eval_crews), "crew": key[0], "seat": key[1],
+                       "experiment": key[2], "segments": len(lengths),
+                       "short_segments": int(np.sum(lengths < params.window)),
+                       "longest_segment": int(lengths.max(initial=0))})
+    return counts
+
+
 def input_accounting(files: Sequence[str], tallies: Iterable[Tuple[Tuple[int, str], int]]) -> List[Dict]:
     """stats.json's `inputs`: for every file (in the job's order) its rows read, used, rejected."""
     totals = collections.Counter()
@@ -533,14 +555,15 @@ def input_accounting(files: Sequence[str], tallies: Iterable[Tuple[Tuple[int, st
 
 
 def write_manifest(shard_meta: List[Dict], groups: List[Dict], rejected: int, path: str,
-                   inputs: Sequence[Dict] = ()) -> str:
-    """Everything the launcher needs for stats.json, as one small JSON file."""
+                   inputs: Sequence[Dict] = (), segments: Sequence[Dict] = ()) -> str:
+    """Everything the launcher needs for stats.json, as one small JSON file (`segments`: from
+    `segment_counts`)."""
     import json
 
     import tensorflow as tf
 
     manifest = {"shards": sorted(shard_meta, key=lambda s: s["file"]), "groups": groups,
-                "rejected_rows": rejected, "inputs": list(inputs)}
+                "rejected_rows": rejected, "inputs": list(inputs), "segments": list(segments)}
     with tf.io.gfile.GFile(path, "w") as f:
         json.dump(manifest, f)
     return path

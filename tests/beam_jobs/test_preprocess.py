@@ -1,5 +1,6 @@
 """The preprocess job end to end, against the independent reference in tests/reference.py."""
 
+import argparse
 import os
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from beam_jobs import preprocess
 from tests.crew_csv import make_frame, write_crew_csv
 from tests.reference import read_output, reference_windows
 from tfrecords_schema import LABEL_VOCABULARY
+from tfrecords_schema import csv_layout as cols
+from tfrecords_schema import ownership
 
 FEATURES = ["r", "ecg", "gsr"]
 
@@ -60,7 +63,8 @@ def test_windows_scaling_and_stats_equal_reference(tmp_path, gap_frame, window, 
     assert stats["rejected_rows"] == 0
     assert stats["inputs"] == [{"file": csv, "rows_read": len(gap_frame), "rows_used": len(gap_frame),
                                 "rows_rejected": 0}]
-    assert sorted(os.listdir(out)) == ["eval", "stats.json", "train", "transform_fn", "transformed_metadata"]
+    assert sorted(os.listdir(out)) == sorted([ownership.MARKER, "eval", "stats.json", "train", "transform_fn",
+                                              "transformed_metadata"])
     assert len(os.listdir(out / "train")) == 3
 
 
@@ -129,3 +133,101 @@ def test_two_worker_processes_write_byte_identical_shards_and_stats(tmp_path, ga
     assert (tmp_path / "one" / "stats.json").read_bytes() == (tmp_path / "two" / "stats.json").read_bytes()
     for shard in stats1["splits"]["train"]["shards"] + stats1["splits"]["eval"]["shards"]:
         assert (tmp_path / "one" / shard["file"]).read_bytes() == (tmp_path / "two" / shard["file"]).read_bytes()
+
+
+# Runs that cannot give what was asked fail with one line, publishing nothing.
+
+@pytest.mark.parametrize("flags, line", [
+    (["--eval_crews", "2"], "unknown flag --eval_crews: neither crewstream preprocess nor Beam's PipelineOptions "
+                            "know it; did you mean --eval-crews?"),
+    (["--runnr", "DataflowRunner"], "unknown flag --runnr: neither crewstream preprocess nor Beam's PipelineOptions "
+                                    "know it; did you mean --runner?"),
+    (["--direct_num_workerz=2"], "unknown flag --direct_num_workerz: neither crewstream preprocess nor Beam's "
+                                 "PipelineOptions know it; did you mean --direct_num_workers?"),
+    (["stray"], "unexpected argument 'stray'"),
+])
+def test_a_flag_neither_crewstream_nor_beam_knows_is_refused(tmp_path, capsys, flags, line):
+    """Beam would log it and drop it, and the run would go on with defaults."""
+    with pytest.raises(SystemExit) as e:
+        preprocess.run(["--input", str(tmp_path / "train.csv"), "--output", str(tmp_path / "out"), *flags])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == f"crewstream preprocess: error: {line}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_beam_flags_pass_and_the_cli_refuses_an_unknown_one_before_any_work(tmp_path):
+    args, beam_args = preprocess._parse_args(["--input", "a.csv", "--output", "o", "--direct_num_workers", "2",
+                                              "--runner=DirectRunner", "--eval-crews", "2"])
+    assert beam_args == ["--direct_num_workers", "2", "--runner=DirectRunner"] and args.eval_crews == [2]
+    result = _cli("--input", tmp_path / "train.csv", "--output", tmp_path / "out", "--eval_crews", "2")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["crewstream preprocess: error: unknown flag --eval_crews: neither crewstream "
+                                          "preprocess nor Beam's PipelineOptions know it; did you mean --eval-crews?"]
+    assert not (tmp_path / "out").exists()
+
+
+def reference_segments(frame, window, max_gap, eval_crews):
+    """{split: (segments, segments shorter than window, rows of the longest)}, by pandas: a
+    recording's rows sorted by time, a gap over max_gap starting a segment."""
+    found = {"train": [], "eval": []}
+    for (crew, _, _), rows in frame.groupby([cols.CREW, cols.SEAT, cols.EXPERIMENT]):
+        time = np.sort(rows[cols.TIME].to_numpy())
+        lengths = [len(part) for part in np.split(time, np.flatnonzero(np.diff(time) > max_gap) + 1)]
+        found["eval" if crew in eval_crews else "train"] += lengths
+    return {split: (len(n), sum(1 for k in n if k < window), max(n, default=0)) for split, n in found.items()}
+
+
+@pytest.fixture(scope="module")
+def short_head_frame():
+    """Two crews; every recording starts with a 10-row segment, then a 2 s gap, then 110 rows."""
+    return make_frame(crews=(1, 2), rows_per_group=120, gap_at=(10, 2.0), seed=3)
+
+
+def test_segments_shorter_than_the_window_are_counted_and_warned_about(tmp_path, short_head_frame, caplog):
+    csv = write_crew_csv(tmp_path / "train.csv", short_head_frame)
+    with caplog.at_level("WARNING", logger="crewstream.preprocess"):
+        stats = run_job(csv, tmp_path / "out", "--window", 16, "--stride", 2, "--num-shards", 2)
+    assert_matches_reference(short_head_frame, tmp_path / "out", 16, 2)
+    expected = reference_segments(short_head_frame, 16, 1.0, [2])
+    assert expected == {"train": (12, 6, 110), "eval": (12, 6, 110)}
+    notes = []
+    for split in ("train", "eval"):
+        segments, short, _ = expected[split]
+        assert (stats["splits"][split]["segments"], stats["splits"][split]["short_segments"]) == (segments, short)
+        notes.append(f"{split}: {short} of {segments} time segment(s) are shorter than the window (16 rows) "
+                     "and give no window")
+    assert [r.getMessage() for r in caplog.records if "time segment" in r.getMessage()] == notes
+    assert preprocess.summarize(stats).splitlines()[-2:] == [f"warning: {note}" for note in notes]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--window", 100000], "no train windows: all 12 time segment(s) of the train crews are shorter than --window "
+                           "100,000 rows (the longest has 110; a time gap over --max-gap 1 s starts a segment); "
+                           "nothing was published"),
+    (["--window", 16, "--eval-crews", "2,7"], "--eval-crews 2,7: crew 7 has no usable row in the input (crews "
+                                              "found: 1, 2); nothing was published"),
+])
+def test_a_run_that_cannot_give_what_was_asked_fails_and_publishes_nothing(tmp_path, short_head_frame, extra, message):
+    csv = write_crew_csv(tmp_path / "train.csv", short_head_frame)
+    with pytest.raises(preprocess.PreprocessError) as e:
+        run_job(csv, tmp_path / "out", "--stride", 2, "--num-shards", 2, *extra)
+    assert str(e.value) == message
+    assert not (tmp_path / "out").exists()
+
+
+def _manifest(eval_windows):
+    """What check_splits reads of a manifest: one train and one eval recording."""
+    return {"groups": [{"split": "train", "crew": 1, "num_rows": 50}, {"split": "eval", "crew": 2, "num_rows": 20}],
+            "shards": [{"split": "train", "num_windows": 3}, {"split": "eval", "num_windows": eval_windows}],
+            "segments": [{"split": "train", "segments": 1, "short_segments": 0, "longest_segment": 50},
+                         {"split": "eval", "segments": 2, "short_segments": 2 if not eval_windows else 1,
+                          "longest_segment": 12}]}
+
+
+def test_an_eval_split_without_windows_fails_only_when_eval_crews_are_asked_for():
+    args = argparse.Namespace(eval_crews=[2], window=16, max_gap=1.0)
+    preprocess.check_splits(_manifest(eval_windows=1), args)
+    with pytest.raises(preprocess.PreprocessError, match=r"^no eval windows: all 2 time segment\(s\) of the eval "
+                                                           r"crews are shorter than --window 16 rows \(the longest has 12;"):
+        preprocess.check_splits(_manifest(eval_windows=0), args)
+    preprocess.check_splits(_manifest(eval_windows=0), argparse.Namespace(eval_crews=[], window=16, max_gap=1.0))
