@@ -523,7 +523,8 @@ def _first_problems(cells: _Cells, features, labelled, with_id: bool = False) ->
     for name in ((cols.ID,) if with_id else ()) + _INT_COLUMNS:
         column = np.asarray(values[name], dtype=np.float64)
         checks.append((np.isnan(column), name, "missing value"))
-        checks.append((~np.isnan(column) & (column != np.round(column)), name, "not an integer"))
+        integral = np.isfinite(column) & (column == np.round(column))
+        checks.append((~np.isnan(column) & ~integral, name, "not an integer"))  # inf included
         checks.append((cells.outside[name], name, "outside the int64 range"))
     seat = np.asarray(values[cols.SEAT], dtype=np.float64)
     checks.append((~np.isin(seat, cols.SEATS) & ~np.isnan(seat), cols.SEAT, f"seat must be one of {cols.SEATS}"))

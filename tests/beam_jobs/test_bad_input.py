@@ -51,6 +51,7 @@ CELL_CASES = [
     ("over-long-line", {"r": "1" * (2 << 20)}, "", "line of 2,097,152 bytes or more"),
     ("crew-1e19", {"crew": "1e19"}, "crew", "outside the int64 range"),
     ("seat-1e19", {"seat": "1e19"}, "seat", "outside the int64 range"),
+    ("crew-inf", {"crew": "inf"}, "crew", "not an integer"),
     ("time-1e19", {"time": "1e19"}, "time", "too large: times must be below 2**32 s"),
 ]
 READ_FLAGS = ("--chunk-bytes", "65536", "--split-bytes", "300000")  # several chunks and ranges per file

@@ -212,6 +212,7 @@ DEFECT_CASES = [
     ("crew-1e19", {"crew": "1e19"}, "crew", "outside the int64 range"),
     ("crew-2**63", {"crew": str(2**63)}, "crew", "outside the int64 range"),
     ("seat-1e19", {"seat": "1e19"}, "seat", "outside the int64 range"),
+    ("crew-inf", {"crew": "inf"}, "crew", "not an integer"),
     ("time-1e19", {"time": "1e19"}, "time", "too large"),
     ("time-2**32", {"time": str(2**32)}, "time", "too large"),
 ]

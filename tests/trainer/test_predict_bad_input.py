@@ -331,6 +331,7 @@ ROW_CASES = {  # name: (column, bad value, what its id gets, reason in the rejec
     "time 1e19": (cols.TIME, "1e19", "uniform", "too large: times must be below 2**32 s"),
     "id 1e19": (cols.ID, "1e19", "absent", "outside the int64 range"),
     "id 2**63": (cols.ID, str(2**63), "absent", "outside the int64 range"),
+    "id inf": (cols.ID, "inf", "absent", "not an integer"),
 }
 ROW_CHUNK_BYTES = 4000  # about 8 lines: every file here is read in many chunks
 
