@@ -105,6 +105,10 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help="Adam learning rate (default 0.001)")
     parser.add_argument("--shuffle-buffer", type=_positive_int, default=None,
                         help="windows in the shuffle buffer (default 2048)")
+    parser.add_argument("--early-stopping", type=_positive_int, default=None, metavar="PATIENCE",
+                        help="stop when the eval loss (val_loss) has not improved for PATIENCE "
+                             "epochs, and export the best epoch's weights, not the last (default: "
+                             "train every epoch, export the last)")
     parser.add_argument("--strategy", choices=STRATEGIES, default="default",
                         help="default: one device; mirrored: the local GPUs (tf.distribute."
                              "MirroredStrategy); multiworker: every worker of the cluster in "
@@ -135,8 +139,25 @@ def _config(args: argparse.Namespace):
                                 learning_rate=args.learning_rate, kind=args.model, filters=args.filters,
                                 kernel_size=args.kernel_size, blocks=args.blocks),
         verbose={"bar": 1, "epoch": 2, "none": 0}[args.progress],
-        strategy=args.strategy, data_service=args.data_service,
+        strategy=args.strategy, data_service=args.data_service, early_stopping=args.early_stopping,
     )
+
+
+def _summary(history, args: argparse.Namespace) -> str:
+    """The line a run ends with: epochs trained and the metrics of the exported epoch (the last,
+    or with --early-stopping the best one, history["best_epoch"])."""
+    epochs = history["epoch"]
+    done = f"trained {epochs[-1] if epochs else 0} epoch(s)"
+    row = -1
+    if args.early_stopping:
+        kept = history.get("best_epoch")
+        if epochs and epochs[-1] < args.epochs:
+            done += f", stopped early (val_loss not lower for {args.early_stopping} epoch(s))"
+        if kept in epochs:
+            row = epochs.index(kept)
+            done += f"; kept epoch {kept}"
+    values = {k: v[row] for k, v in history.items() if isinstance(v, list) and v and k != "epoch"}
+    return done + ": " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items()))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -160,10 +181,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print(f"crewstream train: error: {e}", file=sys.stderr)
         return 1
-    history = result["history"]
-    last = {k: v[-1] for k, v in history.items() if v and k != "epoch"}
-    print(f"trained {history['epoch'][-1] if history['epoch'] else 0} epoch(s): "
-          + ", ".join(f"{k} {v:.4f}" for k, v in sorted(last.items())))
+    print(_summary(result["history"], args))
     print(f"exported {result['serving']}" if result["chief"]
           else f"worker done; {args.model_dir} is written by the chief")
     return 0

@@ -4,13 +4,18 @@ date after every epoch, export MODEL/serving at the end (DESIGN.md, "The model f
     MODEL/train_config.json   the settings of the run (a resumed run must use the same ones)
     MODEL/checkpoints/        model, optimizer and epoch after each epoch (BackupAndRestore)
     MODEL/history.json        {"epoch": [1, 2, ...], "loss": [...], "accuracy": [...],
-                               "val_loss": [...], "val_accuracy": [...]}, rewritten every epoch
+                               "val_loss": [...], "val_accuracy": [...]}, rewritten every epoch;
+                              with --early-stopping also "best_epoch": the epoch exported
+    MODEL/checkpoints/best_epoch.npz   with --early-stopping: the best epoch's weights
     MODEL/logs/               TensorBoard
     MODEL/plots/loss.png  MODEL/plots/accuracy.png
     MODEL/serving/            trainer.export
 
 Killed and re-run with the same command, a run restores the last finished epoch from
 MODEL/checkpoints and continues with the next one; history.json keeps the epochs already done.
+
+Early stopping (`--early-stopping PATIENCE`) is Keras' EarlyStopping(monitor="val_loss",
+patience=PATIENCE) made resumable: see EarlyStopping.
 
 Strategies (`--strategy`): `default` (one device), `mirrored` (tf.distribute.MirroredStrategy:
 the local GPUs, else the CPU) and `multiworker` (tf.distribute.MultiWorkerMirroredStrategy, the
@@ -23,13 +28,15 @@ they remove.
 """
 
 import dataclasses
+import io
 import json
 import logging
 import os
 import shutil
 import tempfile
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from tfrecords_schema import layout, read_stats
@@ -47,6 +54,9 @@ RESUMABLE_CHANGES = ("epochs", "verbose", "strategy", "data_service")
 DEFAULT, MIRRORED, MULTIWORKER = "default", "mirrored", "multiworker"
 STRATEGIES = (DEFAULT, MIRRORED, MULTIWORKER)
 TF_CONFIG = "TF_CONFIG"
+MONITOR = "val_loss"  # what early stopping watches: the weighted loss on the eval split
+BEST_EPOCH = "best_epoch"  # history.json: the epoch whose weights are exported (early stopping)
+BEST_WEIGHTS_FILE = "best_epoch.npz"  # in CHECKPOINTS_DIR
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,12 +73,15 @@ class TrainConfig:
     verbose: int = 1  # Keras: 1 progress bar, 2 one line per epoch, 0 silent
     strategy: str = DEFAULT  # one of STRATEGIES
     data_service: Optional[str] = None  # grpc://HOST:PORT of a tf.data service dispatcher
+    early_stopping: Optional[int] = None  # patience in epochs; None: train every epoch, export the last
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.shuffle_buffer < 1:
             raise ValueError("epochs, batch_size and shuffle_buffer must be >= 1")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
+        if self.early_stopping is not None and self.early_stopping < 1:
+            raise ValueError(f"early_stopping (patience) must be >= 1, got {self.early_stopping}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.strategy == MULTIWORKER and self.data_service:
@@ -217,8 +230,15 @@ class HistoryFile:
             _write_json(self.path, self.history)
 
     def _truncate(self, epochs_done: int) -> None:
+        """Keep the first `epochs_done` epochs' entries; drop the run-level keys (e.g. BEST_EPOCH):
+        they are set again at the end of the next epoch."""
         keep = sum(1 for e in self.history["epoch"] if e <= epochs_done)
-        self.history = {k: v[:keep] for k, v in self.history.items()}
+        self.history = {k: v[:keep] for k, v in self.history.items() if isinstance(v, list)}
+
+    def set(self, key: str, value: Any) -> None:
+        """A run-level entry (not a per-epoch list), e.g. BEST_EPOCH."""
+        self.history[key] = value
+        self._save()
 
     def on_epoch_begin(self, epoch: int, logs: Optional[Dict] = None) -> None:
         if self.history["epoch"] and self.history["epoch"][-1] > epoch:
@@ -231,6 +251,110 @@ class HistoryFile:
         for key, value in sorted((logs or {}).items()):
             self.history.setdefault(key, []).append(float(value))
         self._save()
+
+
+def best_epoch(history: Mapping[str, Any]) -> Optional[int]:
+    """The epoch (as numbered in history["epoch"]) of the lowest MONITOR value, the first of
+    equal ones, as Keras' EarlyStopping counts an improvement (strictly lower; NaN never is);
+    None before any finite value."""
+    best, lowest = None, float("inf")
+    for epoch, value in zip(history.get("epoch", []), history.get(MONITOR, [])):
+        if value < lowest:
+            best, lowest = epoch, value
+    return best
+
+
+def stops_after(history: Mapping[str, Any], patience: int) -> bool:
+    """Whether early stopping ends the run after the last epoch of `history`: MONITOR has not
+    improved for `patience` epochs (Keras: wait >= patience, never after the first epoch)."""
+    epochs = history.get("epoch", [])
+    if len(epochs) < 2:
+        return False
+    best = best_epoch(history)
+    return epochs[-1] - (best if best is not None else 0) >= patience
+
+
+def _save_weights(path: str, epoch: int, arrays: Sequence[np.ndarray]) -> None:
+    """An npz of the epoch number and the model's weights in get_weights() order (no pickles),
+    written then renamed: a run killed mid-write leaves the previous file whole."""
+    buffer = io.BytesIO()
+    np.savez(buffer, epoch=np.int64(epoch), **{f"weight_{i:04d}": a for i, a in enumerate(arrays)})
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "wb") as f:
+        f.write(buffer.getvalue())
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _load_weights(path: str, epoch: int) -> List[np.ndarray]:
+    """The weights _save_weights wrote for `epoch`; ResumeError if the file is missing or holds
+    another epoch."""
+    if not tf.io.gfile.exists(path):
+        raise ResumeError(f"{path} is missing: the weights of epoch {epoch}, the best one in "
+                          f"{HISTORY_FILE}, cannot be exported; re-train in a new --model-dir")
+    with tf.io.gfile.GFile(path, "rb") as f:
+        saved = np.load(io.BytesIO(f.read()), allow_pickle=False)
+    if int(saved["epoch"]) != epoch:
+        raise ResumeError(f"{path} holds epoch {int(saved['epoch'])}, but the best one in "
+                          f"{HISTORY_FILE} is {epoch}; re-train in a new --model-dir")
+    return [saved[k] for k in sorted(k for k in saved.files if k.startswith("weight_"))]
+
+
+class EarlyStopping:
+    """`--early-stopping PATIENCE`: stop when MONITOR (the eval loss) has not improved for
+    PATIENCE epochs, as Keras' EarlyStopping(monitor="val_loss", patience=PATIENCE) does, and
+    keep the best epoch's weights for the export (whether or not the run stopped early).
+
+    Nothing lives only in this object, so a killed run resumes it: the best epoch and the epochs
+    waited are derived from `history` (history.json) every time, and the best epoch's weights
+    are kept in memory and, by the chief, in MODEL/checkpoints/best_epoch.npz. Its on_epoch_end
+    runs after the backup, so a kill in between leaves the best epoch checkpointed but not kept:
+    on_epoch_begin then keeps the weights BackupAndRestore has just restored, which are that
+    epoch's.
+
+    Under the multiworker strategy every worker decides alone, from the same numbers: val_loss
+    is aggregated over all workers before Keras logs it (history.json is identical on every
+    worker), so all set stop_training after the same epoch; only the chief writes files, and
+    every worker holds the same best weights.
+    """
+
+    def __init__(self, net, patience: int, history: HistoryFile, weights_path: str, write: bool):
+        self.net, self.patience, self.history = net, patience, history
+        self.weights_path, self.write = weights_path, write
+        self._kept: Optional[Tuple[int, List[np.ndarray]]] = None  # (epoch, weights)
+
+    def best_epoch(self) -> Optional[int]:
+        return best_epoch(self.history.history)
+
+    def stopped(self) -> bool:
+        """Whether the run so far has already stopped (a re-run then trains nothing)."""
+        return stops_after(self.history.history, self.patience)
+
+    def _keep(self, epoch: int) -> None:
+        self._kept = (epoch, self.net.get_weights())
+        if self.write:
+            _save_weights(self.weights_path, epoch, self._kept[1])
+
+    def on_epoch_begin(self, epoch: int, logs: Optional[Dict] = None) -> None:
+        best = self.best_epoch()  # over the `epoch` epochs done: history dropped any later entry
+        if best is not None and best == epoch and (self._kept is None or self._kept[0] != best):
+            self._keep(best)
+
+    def on_epoch_end(self, epoch: int, logs: Optional[Dict] = None) -> None:
+        best = self.best_epoch()
+        if best == epoch + 1:
+            self._keep(best)
+        self.history.set(BEST_EPOCH, best)
+        if stops_after(self.history.history, self.patience):
+            self.net.stop_training = True
+
+    def best_weights(self) -> Optional[List[np.ndarray]]:
+        """The best epoch's weights (None before any finite MONITOR value)."""
+        best = self.best_epoch()
+        if best is None:
+            return None
+        if self._kept is not None and self._kept[0] == best:
+            return self._kept[1]
+        return _load_weights(self.weights_path, best)
 
 
 def _describe(stats: Dict[str, Any], config: TrainConfig, workers: int) -> str:
@@ -289,7 +413,8 @@ def train(config: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> Dict[str,
     `extra_callbacks` (Keras callbacks, e.g. from trainer.model.epoch_callback) run after the
     run's own, so at their on_epoch_end the epoch is already checkpointed and in history.json.
     Returns {"history": the whole run's history, "serving": path (None on a non-chief worker),
-    "chief": whether this process wrote MODEL, "model": the trained Keras model}.
+    "chief": whether this process wrote MODEL, "model": the trained Keras model (with early
+    stopping, holding the exported best epoch's weights)}.
     Raises StrategyError (TF_CONFIG), data.ShardingError (fewer shards than workers),
     model_lib.ModelError (a tcn whose receptive field exceeds the window), ResumeError,
     data.EmptySplitError, StatsError.
@@ -302,6 +427,9 @@ def train(config: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> Dict[str,
     for split in layout.SPLITS:
         if stats["splits"][split]["num_windows"]:
             data.check_shards(stats, split, workers)
+    if config.early_stopping and not stats["splits"][layout.EVAL]["num_windows"]:
+        raise data.EmptySplitError(f"{config.data}: --early-stopping watches the eval loss, but split "
+                                   f"'eval' has no windows (preprocess with --eval-crews)")
     strategy = make_strategy(config.strategy)
     chief = is_chief(strategy)
     check_resumable(config, write=chief)
@@ -319,10 +447,23 @@ def train(config: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> Dict[str,
         # both write to MODEL on the chief only (to temporary folders on the other workers)
         model_lib.backup_and_restore(_path(config, CHECKPOINTS_DIR)),
         model_lib.tensorboard(_path(config, LOGS_DIR)),
-        *extra_callbacks,
     ]
-    net.fit(train_ds, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
-            validation_data=eval_ds, callbacks=callbacks, verbose=config.verbose)
+    early = None
+    if config.early_stopping:
+        # after the backup: see EarlyStopping
+        early = EarlyStopping(net, config.early_stopping, history,
+                              _path(config, CHECKPOINTS_DIR, BEST_WEIGHTS_FILE), write=chief)
+        callbacks.append(model_lib.epoch_callback(early.on_epoch_begin, early.on_epoch_end))
+    if early is not None and early.stopped():  # a re-run of a run that stopped early
+        _LOG.info("the run stopped early after epoch %d: nothing to train", history.history["epoch"][-1])
+    else:
+        net.fit(train_ds, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
+                validation_data=eval_ds, callbacks=[*callbacks, *extra_callbacks],
+                verbose=config.verbose)
+    kept = early.best_weights() if early is not None else None
+    if kept is not None:
+        _LOG.info("exporting epoch %d, the lowest %s", early.best_epoch(), MONITOR)
+        net.set_weights(kept)
 
     serving = _export(net, config, stats, chief)
     if chief:

@@ -7,16 +7,20 @@ until the test sends it SIGKILL. The same command then resumes it.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import types
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import model as model_lib, task, train
+from tfrecords_schema import WINDOW
+from trainer import data, model as model_lib, task, train
 
 EPOCHS = 3
 KILLED = 17  # exit status of the killed run
@@ -160,9 +164,30 @@ def test_resuming_with_other_settings_is_refused(killed_run, prep_dir):
     assert task.main(_argv(prep_dir, killed_run, learning_rate=0.5)) == 1
 
 
-def test_steps_per_epoch_repeats_the_split(tmp_path, prep_dir):
-    started = _run(_argv(prep_dir, tmp_path / "model", epochs=2, steps_per_epoch=3))
-    assert started == [0, 1]
+class BatchCounter(model_lib.keras.callbacks.Callback):
+    """Counts the train batches of every epoch: `batches[i]` for the i-th epoch that started."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.append(0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches[-1] += 1
+
+
+def test_steps_per_epoch_repeats_the_split(tmp_path, prep_dir, stats):
+    steps = 3
+    one_pass = data.steps_per_epoch(stats, "train", 64)
+    assert one_pass > steps  # so 3 steps is neither a whole pass nor what the default would do
+    counter = BatchCounter()
+    result = train.train(task._config(task._parse_args(_argv(prep_dir, tmp_path / "model", epochs=2,
+                                                             steps_per_epoch=steps))),
+                         extra_callbacks=[counter])
+    assert counter.batches == [steps, steps]
+    assert int(result["model"].optimizer.iterations.numpy()) == 2 * steps
     assert _history(tmp_path / "model")["epoch"] == [1, 2]
 
 
@@ -194,6 +219,146 @@ def test_not_a_preprocess_output(tmp_path, capsys):
     assert "stats.json" in capsys.readouterr().err
 
 
+# --- early stopping ---------------------------------------------------------------------------
+
+PATIENCE = 3
+ES_EPOCHS = 8
+ASCENT_FROM = 2  # 0-based: from epoch 3 on, AscentAndSnapshots trains by gradient ascent
+ES_LEARNING_RATE = 0.02
+
+
+class AscentAndSnapshots(model_lib.keras.callbacks.Callback):
+    """Makes val_loss stop improving on any data, and records the reference weights.
+
+    From epoch ASCENT_FROM + 1 on the learning rate is negated (gradient ascent on the train
+    loss), so the eval loss climbs and early stopping must end the run before ES_EPOCHS. After
+    every epoch the weights go to DIR/epoch-N.npz, the reference the export is compared with;
+    after epoch `kill_after` the process dies (os._exit: no clean-up code runs).
+    """
+
+    def __init__(self, out_dir, kill_after=None):
+        super().__init__()
+        self.out_dir, self.kill_after = str(out_dir), kill_after
+
+    def on_epoch_begin(self, epoch, logs=None):
+        rate = -ES_LEARNING_RATE if epoch >= ASCENT_FROM else ES_LEARNING_RATE
+        self.model.optimizer.learning_rate.assign(rate)
+
+    def on_epoch_end(self, epoch, logs=None):
+        np.savez(os.path.join(self.out_dir, f"epoch-{epoch + 1}.npz"), *self.model.get_weights())
+        if self.kill_after == epoch + 1:
+            os._exit(KILLED)
+
+
+def _es_argv(prep_dir, model_dir):
+    return _argv(prep_dir, model_dir, epochs=ES_EPOCHS, early_stopping=PATIENCE,
+                 learning_rate=ES_LEARNING_RATE)
+
+
+def _keras_early_stopping(val_loss, patience):
+    """(best epoch, epoch it stops after or None) by Keras' own EarlyStopping(monitor='val_loss',
+    patience) fed these per-epoch losses, epochs numbered from 1: the independent reference."""
+    stub = types.SimpleNamespace(stop_training=False)
+    reference = model_lib.keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience)
+    reference.set_model(stub)
+    reference.on_train_begin()
+    for epoch, value in enumerate(val_loss):
+        reference.on_epoch_end(epoch, {"val_loss": value})
+        if stub.stop_training:
+            return reference.best_epoch + 1, epoch + 1
+    return reference.best_epoch + 1, None
+
+
+def _snapshot(snapshots, epoch):
+    with np.load(snapshots / f"epoch-{epoch}.npz") as f:
+        return [f[k] for k in f.files]
+
+
+def _assert_exports(model_dir, snapshots, epoch, other_epoch, stats, records):
+    """MODEL/serving gives the probabilities of the network with epoch `epoch`'s weights, and
+    not those of `other_epoch`'s."""
+    from trainer import export
+
+    windows = records("eval")[WINDOW][:64]
+    scaled = export.load_serving(str(model_dir)).signatures[export.SCALED_SIGNATURE]
+    exported = scaled(window=tf.constant(windows))[export.PROBABILITIES].numpy()
+    net = model_lib.build_model(stats["window"], len(stats["features"]), model_lib.ModelParams(units=8))
+    net.set_weights(_snapshot(snapshots, epoch))
+    np.testing.assert_allclose(exported, net(windows, training=False).numpy(), atol=1e-6)
+    net.set_weights(_snapshot(snapshots, other_epoch))
+    assert np.abs(exported - net(windows, training=False).numpy()).max() > 1e-3
+
+
+@pytest.fixture(scope="module")
+def early_run(tmp_path_factory, prep_dir):
+    """(MODEL, snapshots folder) of an uninterrupted run with --early-stopping PATIENCE."""
+    root = tmp_path_factory.mktemp("early")
+    (root / "snapshots").mkdir()
+    train.train(task._config(task._parse_args(_es_argv(prep_dir, root / "model"))),
+                extra_callbacks=[AscentAndSnapshots(root / "snapshots")])
+    return root / "model", root / "snapshots"
+
+
+def test_early_stopping_stops_as_keras_does_and_exports_the_best_epoch(early_run, stats, records):
+    model_dir, snapshots = early_run
+    history = _history(model_dir)
+    best, stop = _keras_early_stopping(history["val_loss"], PATIENCE)
+    assert stop is not None and stop < ES_EPOCHS, history  # the ascent made it stop early
+    assert history["epoch"] == list(range(1, stop + 1))  # not one epoch more, nor less
+    assert history["best_epoch"] == best
+    assert best < stop
+    _assert_exports(model_dir, snapshots, best, stop, stats, records)
+
+
+def test_rerun_of_a_stopped_run_trains_nothing_and_says_which_epoch_it_kept(early_run, prep_dir,
+                                                                            stats, records, capsys):
+    model_dir, snapshots = early_run
+    before = _history(model_dir)
+    assert task.main(_es_argv(prep_dir, model_dir)) == 0
+    assert _history(model_dir) == before
+    summary = capsys.readouterr().out.splitlines()[0]
+    assert summary.startswith(f"trained {before['epoch'][-1]} epoch(s), stopped early")
+    best = before["best_epoch"]
+    assert f"kept epoch {best}: " in summary
+    assert f"val_loss {before['val_loss'][best - 1]:.4f}" in summary
+    _assert_exports(model_dir, snapshots, best, before["epoch"][-1], stats, records)
+
+
+KILL_AFTER_ASCENT = textwrap.dedent("""
+    import sys
+    from tests.trainer.test_train_resume import AscentAndSnapshots
+    from trainer import task, train
+    callback = AscentAndSnapshots(sys.argv[1], kill_after=int(sys.argv[2]))
+    train.train(task._config(task._parse_args(sys.argv[3:])), extra_callbacks=[callback])
+""")
+
+
+@pytest.mark.slow
+def test_early_stopping_survives_a_kill_between_best_and_stop(tmp_path, prep_dir, stats, records):
+    """Killed after epoch ASCENT_FROM + 1, past the best epoch (gradient ascent from there on) and
+    before the stop: the resumed run must not restart the patience count, and must export the
+    best epoch's weights although this process never held them."""
+    model_dir, snapshots, kill_after = tmp_path / "model", tmp_path / "snapshots", ASCENT_FROM + 1
+    snapshots.mkdir()
+    done = subprocess.run([sys.executable, "-c", KILL_AFTER_ASCENT, str(snapshots), str(kill_after),
+                           *_es_argv(prep_dir, model_dir)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == KILLED, done.stderr[-3000:]
+    killed = _history(model_dir)
+    assert killed["epoch"] == list(range(1, kill_after + 1))
+    assert not (model_dir / "serving").exists()
+
+    train.train(task._config(task._parse_args(_es_argv(prep_dir, model_dir))),
+                extra_callbacks=[AscentAndSnapshots(snapshots)])
+    history = _history(model_dir)
+    assert {k: v[:kill_after] for k, v in history.items() if k != "best_epoch"} == {
+        k: v for k, v in killed.items() if k != "best_epoch"}
+    best, stop = _keras_early_stopping(history["val_loss"], PATIENCE)
+    assert best < kill_after < stop, history  # the case this test is about
+    assert history["epoch"] == list(range(1, stop + 1)) and history["best_epoch"] == best
+    _assert_exports(model_dir, snapshots, best, stop, stats, records)
+
+
 def test_tcn_trains_resumes_and_records_its_receptive_field(tmp_path, prep_dir):
     """`--model tcn` with the default depth: the most blocks that fit W = 64 (4, receptive field
     61 rows), in train_config.json and the serving config; resumed like the lstm."""
@@ -220,3 +385,20 @@ def test_a_receptive_field_wider_than_the_window_is_one_line_before_any_training
     assert err == ("crewstream train: error: tcn with --kernel-size 3 and --blocks 5 has a receptive field "
                    "of 125 rows, more than the window of 64 rows: use --blocks 4 or fewer\n")
     assert not (tmp_path / "model").exists()
+
+
+def test_early_stopping_without_an_eval_split_is_refused(tmp_path, prep_dir, capsys):
+    """A preprocess output whose eval split is empty (no --eval-crews): one line, nothing trained."""
+    out = tmp_path / "out"
+    shutil.copytree(prep_dir, out)
+    stats_path = out / "stats.json"
+    stats = json.loads(stats_path.read_text())
+    stats["splits"]["eval"] = {"crews": [], "num_rows": 0, "num_windows": 0,
+                               "class_counts": {c: 0 for c in stats["label_vocabulary"]}, "shards": []}
+    stats.pop("inputs")  # its per-file row counts would include the dropped eval rows
+    stats_path.write_text(json.dumps(stats))
+    shutil.rmtree(out / "eval")
+    assert task.main(_es_argv(str(out), tmp_path / "model")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--early-stopping" in err[0] and "'eval' has no windows" in err[0], err
+    assert not (tmp_path / "model" / train.HISTORY_FILE).exists()
