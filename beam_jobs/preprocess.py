@@ -429,7 +429,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         stats = run(argv)
-    except (PreprocessError, csv_reader.CsvLayoutError, blocks.BlockPlanError, ownership.OwnershipError) as e:
+    except (PreprocessError, csv_reader.CsvLayoutError, blocks.BlockPlanError, blocks.BlockFileError,
+            ownership.OwnershipError) as e:
         if verbose:
             raise
         print(f"crewstream preprocess: error: {e}", file=sys.stderr)
