@@ -162,6 +162,9 @@ def test_resuming_with_other_settings_is_refused(killed_run, prep_dir):
     with pytest.raises(train.ResumeError, match="units"):
         _run(_argv(prep_dir, killed_run, units=16))
     assert task.main(_argv(prep_dir, killed_run, learning_rate=0.5)) == 1
+    # its earlier epochs' weights were not kept: early stopping could not export the best one
+    with pytest.raises(train.ResumeError, match="early_stopping"):
+        _run(_argv(prep_dir, killed_run, early_stopping=2))
 
 
 class BatchCounter(model_lib.keras.callbacks.Callback):
@@ -402,3 +405,60 @@ def test_early_stopping_without_an_eval_split_is_refused(tmp_path, prep_dir, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--early-stopping" in err[0] and "'eval' has no windows" in err[0], err
     assert not (tmp_path / "model" / train.HISTORY_FILE).exists()
+
+
+@pytest.mark.parametrize("patience", [1, 2, 4])
+def test_stopping_rule_is_keras_on_any_losses(patience):
+    """train.best_epoch / stops_after, which a resumed run derives from history.json, against Keras'
+    own EarlyStopping on many loss sequences (ties and NaN included), after every epoch."""
+    rng = np.random.default_rng(patience)
+    for _ in range(300):
+        losses = rng.choice([0.5, 0.6, 0.7, 0.8, float("nan")], size=rng.integers(1, 12)).tolist()
+        for n in range(1, len(losses) + 1):
+            best, stop = _keras_early_stopping(losses[:n], patience)
+            history = {"epoch": list(range(1, n + 1)), "val_loss": losses[:n]}
+            assert train.stops_after(history, patience) == (stop == n), losses[:n]
+            if stop == n or n == len(losses):
+                # Keras names epoch 1 best until a finite loss is seen; we name none
+                assert train.best_epoch(history) == (best if np.isfinite(losses[:n]).any() else None)
+            if stop is not None:
+                break
+
+
+class _FakeNet:
+    """What EarlyStopping uses of a Keras model: get_weights() and stop_training."""
+
+    def __init__(self, weights):
+        self.weights, self.stop_training = weights, False
+
+    def get_weights(self):
+        return list(self.weights)
+
+
+def test_a_kill_between_the_backup_and_keeping_the_best_weights(tmp_path):
+    """Epoch 2 was the best and was checkpointed, but the run died before EarlyStopping kept its
+    weights (the file still holds epoch 1's). Resumed, BackupAndRestore hands back epoch 2's
+    weights; EarlyStopping must keep those before epoch 3 trains, not export the stale file."""
+    path = str(tmp_path / train.BEST_WEIGHTS_FILE)
+    history = train.HistoryFile(str(tmp_path / train.HISTORY_FILE))
+    first = train.EarlyStopping(_FakeNet([np.zeros(3)]), 2, history, path, write=True)
+    history.on_epoch_end(0, {"val_loss": 1.0})
+    first.on_epoch_end(0)
+    history.on_epoch_end(1, {"val_loss": 0.5})  # ... killed here, after the backup of epoch 2
+
+    restored = [np.full(3, 2.0)]
+    resumed_history = train.HistoryFile(str(tmp_path / train.HISTORY_FILE))
+    resumed = train.EarlyStopping(_FakeNet(restored), 2, resumed_history, path, write=True)
+    assert not resumed.stopped()
+    resumed_history.on_epoch_begin(2)
+    resumed.on_epoch_begin(2)
+    resumed.net.weights = [np.full(3, 3.0)]  # epoch 3 trains, and is worse
+    resumed_history.on_epoch_end(2, {"val_loss": 0.9})
+    resumed.on_epoch_end(2)
+    assert _history(tmp_path)["best_epoch"] == 2 and not resumed.net.stop_training
+    np.testing.assert_array_equal(resumed.best_weights()[0], restored[0])
+
+    # and what a later process reads back from the file
+    again = train.EarlyStopping(_FakeNet([np.zeros(3)]), 2, train.HistoryFile(str(tmp_path / train.HISTORY_FILE)),
+                                path, write=False)
+    np.testing.assert_array_equal(again.best_weights()[0], restored[0])
