@@ -48,9 +48,10 @@ DEFAULT_SPLIT_BYTES = 64 << 20  # bytes of an uncompressed file one worker reads
 # of MAX_LINE_BYTES (measured: the larger block parses clean chunks about 10% slower).
 MAX_LINE_BYTES = 2 << 20
 _BLOCK_BYTES = 1 << 20  # pyarrow's default block size
-# Times must be below 2**32 s (136 years). Below it float64 resolves 2**-20 s (< 1 us), so times
-# written with up to 6 decimals stay distinct and in order (sorting and the duplicate-time check
-# see the file's times), and a time bin, floor(time / 1 s), is an exact int64 (and float64).
+# Times must be below 2**32 s (136 years). Below it float64's spacing is at most 2**-21 s
+# (< 0.5 us), so times written with up to 6 decimals stay distinct and in order (sorting and the
+# duplicate-time check see the file's times), and a time bin, floor(time / 1 s), is an exact int64
+# (and float64).
 # Above it a 1e19 cast to a bin overflowed, and the output depended on --block-rows.
 MAX_TIME = 2.0 ** 32
 _TEXT_LIMIT = 1000  # characters of a defective line shown as its reject text
@@ -350,11 +351,17 @@ def find_defects(chunk: bytes, header: Sequence[str], max_line: int = MAX_LINE_B
     over-long line, or a cell beyond the header's). A clean chunk costs a few scans at memory
     speed; the line-by-line search runs only in a chunk that has one of these.
     """
-    lone_cr = b"\r" in chunk and chunk.count(b"\r") != chunk.count(b"\r\n") + chunk.endswith(b"\r")
-    if not (lone_cr or b"\0" in chunk or b'"' in chunk or not _is_utf8(chunk)
-            or _has_long_line(chunk, max_line)):
-        return {}
-    return _locate_defects(chunk, header, max_line)
+    return {} if _looks_clean(chunk, max_line) else _locate_defects(chunk, header, max_line)
+
+
+def _looks_clean(chunk: bytes, max_line: int, lone_cr: bool = True) -> bool:
+    """No line of `chunk` has a defect (find_defects), by scans of the whole chunk at memory
+    speed. `lone_cr=False` skips the slowest, the lone-CR scan (a fifth of a parse's time in a
+    CRLF file): parse_chunk finds a lone CR by pyarrow's row count instead, as pyarrow ends a
+    line at one."""
+    if lone_cr and b"\r" in chunk and chunk.count(b"\r") != chunk.count(b"\r\n") + chunk.endswith(b"\r"):
+        return False
+    return not (b"\0" in chunk or b'"' in chunk or not _is_utf8(chunk) or _has_long_line(chunk, max_line))
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -380,6 +387,7 @@ def _has_long_line(chunk: bytes, max_line: int) -> bool:
 
 
 def _locate_defects(chunk: bytes, header: Sequence[str], max_line: int) -> Dict[int, Tuple[str, str]]:
+    """find_defects' answer, line by line: every defect's byte, then each line's first."""
     data = np.frombuffer(chunk, np.uint8)
     newlines = np.flatnonzero(data == ord("\n"))
     starts = np.r_[0, newlines + 1]
@@ -430,6 +438,21 @@ def _blanked(chunk: bytes, lines: Sequence[int]) -> bytes:
     for i in lines:
         parts[i] = b" "
     return b"\n".join(parts)
+
+
+def _parse_lines(chunk: bytes, n_lines: int, defects: Dict[int, Tuple[str, str]], header: Sequence[str],
+                 types: Dict[str, pa.DataType]):
+    """(table, bad-shape rows) of the chunk's lines, `defects` emptied first: typed (the fast
+    path), or as text if a cell refuses its type (the slow path)."""
+    readable = _blanked(chunk, list(defects)) if defects else chunk
+    if not _through_last_row(readable):  # blank lines only: pyarrow would see an empty file
+        readable = b" \n" * n_lines
+    block_size = MAX_LINE_BYTES if _has_long_line(readable, _BLOCK_BYTES) else _BLOCK_BYTES
+    try:
+        return _read_table(readable, header, types, block_size)
+    except pa.ArrowInvalid:
+        text_types = {k: (pa.string() if v != pa.string() else v) for k, v in types.items()}
+        return _read_table(readable, header, text_types, block_size)
 
 
 def _read_table(chunk: bytes, header: Sequence[str], types: Dict[str, pa.DataType], block_size: int):
@@ -556,10 +579,11 @@ def parse_chunk(
     """Parse whole CSV lines into validated `Rows` plus a `Reject` for every unusable line.
 
     Every line is a row: kept, or rejected with its file, line, column (where one applies) and
-    reason. First the lines that are not readable CSV text (`find_defects`); then pyarrow parses
-    the rest with column types given (the fast path), or, if a cell refuses its type, as text
-    (the slow path, this chunk only); then every value is checked (`_first_problems`).
-    A rejected line never changes how another line is read.
+    reason. First the lines that are not readable CSV text (`find_defects`; a lone CR is found
+    only if pyarrow's rows and the lines disagree, then the chunk is parsed again without it);
+    pyarrow parses the rest with column types given (the fast path), or, if a cell refuses its
+    type, as text (the slow path, this chunk only); then every value is checked
+    (`_first_problems`). A rejected line never changes how another line is read.
 
     Args:
       chunk: bytes of whole lines (no header), as from `iter_line_chunks`.
@@ -569,23 +593,18 @@ def parse_chunk(
       labelled: True for the train layout (an `event` column is required).
       with_id: the test layout: also read the `id` column, and return `IdRows`.
     """
-    defects = find_defects(chunk, header)
-    readable = _blanked(chunk, list(defects)) if defects else chunk
     n_lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
-    if not _through_last_row(readable):  # blank lines only: pyarrow would see an empty file
-        readable = b" \n" * n_lines
     types = _column_types(header, features, with_id)
-    block_size = MAX_LINE_BYTES if _has_long_line(readable, _BLOCK_BYTES) else _BLOCK_BYTES
-    try:
-        table, bad_shape = _read_table(readable, header, types, block_size)
-    except pa.ArrowInvalid:
-        text_types = {k: (pa.string() if v != pa.string() else v) for k, v in types.items()}
-        table, bad_shape = _read_table(readable, header, text_types, block_size)
-    cells = _to_numeric(table, types)
-
-    if len(table) + len(bad_shape) != n_lines:  # cannot happen once find_defects has run
+    located = not _looks_clean(chunk, MAX_LINE_BYTES, lone_cr=False) or not _through_last_row(chunk)
+    defects = _locate_defects(chunk, header, MAX_LINE_BYTES) if located else {}
+    table, bad_shape = _parse_lines(chunk, n_lines, defects, header, types)
+    if len(table) + len(bad_shape) != n_lines and not located:  # a lone CR: pyarrow ended a line there
+        defects = _locate_defects(chunk, header, MAX_LINE_BYTES)
+        table, bad_shape = _parse_lines(chunk, n_lines, defects, header, types)
+    if len(table) + len(bad_shape) != n_lines:  # not seen once the defects are out
         raise CsvLayoutError(f"{file}: lines {first_line}-{first_line + n_lines - 1}: the CSV parser "
                              f"found {len(table) + len(bad_shape)} rows in {n_lines} lines")
+    cells = _to_numeric(table, types)
     kept = np.ones(n_lines, dtype=bool)
     kept[list(bad_shape)] = False
     lines = first_line + np.flatnonzero(kept)

@@ -382,11 +382,13 @@ def test_integers_are_read_exactly_and_never_wrap(slow_path):
 
 
 def test_times_below_2_to_the_32_are_kept_exactly():
-    below = repr(2.0**32 - 2.0**-20)  # the largest float64 below the bound
-    rows, rejects = read_all("\n".join([HEADER, row(time=below), row(time="4294967295.999999"),
-                                        row(time="4294967296.0")]) + "\n")
-    assert rows.time.tolist() == [2.0**32 - 2.0**-20, 4294967295.999999]
-    assert [(r.line, r.column) for r in rejects] == [(4, "time")]
+    below = 2.0**32 - 2.0**-21
+    assert below == np.nextafter(2.0**32, 0)  # the largest float64 below the bound
+    rows, rejects = read_all("\n".join([HEADER, row(time=repr(below)), row(time="4294967295.999999"),
+                                        row(time="4294967295.999998"), row(time="4294967296.0")]) + "\n")
+    assert rows.time.tolist() == [below, 4294967295.999999, 4294967295.999998]
+    assert rows.time[1] > rows.time[2]  # 1 us apart at the bound: still distinct, still in order
+    assert [(r.line, r.column) for r in rejects] == [(5, "time")]
 
 
 @pytest.mark.parametrize("text, message", [
