@@ -125,11 +125,14 @@ def decompressed(raw: BinaryIO, path: str) -> ContextManager[BinaryIO]:
 
 @contextlib.contextmanager
 def stream_errors_as_layout_errors(file: str) -> Iterator[None]:
-    """A truncated or damaged compressed file is a file-level problem naming the file."""
+    """A truncated or damaged compressed file, or a read that fails, is a file-level problem
+    naming the file."""
     try:
         yield
     except _STREAM_ERRORS as e:
         if not is_compressed(file):
+            if isinstance(e, OSError):
+                raise CsvLayoutError(f"{file}: cannot be read ({e.strerror or e})") from e
             raise
         raise CsvLayoutError(f"{file}: truncated or damaged compressed file ({e})") from e
 

@@ -411,3 +411,12 @@ def test_find_defects_is_empty_for_clean_text_and_crlf():
                                                                 2: ("gsr", "not UTF-8 text (byte 0xff)")}
     assert csv_reader.find_defects(raw(row() + ',"x"\n'), cols.TRAIN_COLUMNS) == {  # a cell beyond the header's
         0: ("", 'quote character (") in a cell: quoted cells are not read')}
+
+
+def test_a_read_that_fails_is_a_layout_error_naming_the_file():
+    class Failing(io.BytesIO):
+        def read(self, *args):
+            raise OSError(5, "Input/output error")
+
+    with pytest.raises(csv_reader.CsvLayoutError, match="f.csv: cannot be read \\(Input/output error\\)"):
+        list(csv_reader.read_file_chunks(Failing(raw(HEADER + "\n" + row() + "\n")), "f.csv", FEATURES))
