@@ -184,13 +184,16 @@ def _read_json(path: str) -> Optional[Any]:
         return json.load(f)
 
 
-def _write_json(path: str, obj: Any) -> None:
+def _write_file(path: str, content: bytes) -> None:
     """Write then rename: a run killed mid-write leaves the previous file whole."""
     tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
+    with tf.io.gfile.GFile(tmp, "wb") as f:
+        f.write(content)
     tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _write_json(path: str, obj: Any) -> None:
+    _write_file(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def check_resumable(config: TrainConfig, write: bool = True) -> None:
@@ -275,14 +278,10 @@ def stops_after(history: Mapping[str, Any], patience: int) -> bool:
 
 
 def _save_weights(path: str, epoch: int, arrays: Sequence[np.ndarray]) -> None:
-    """An npz of the epoch number and the model's weights in get_weights() order (no pickles),
-    written then renamed: a run killed mid-write leaves the previous file whole."""
+    """An npz of the epoch number and the model's weights in get_weights() order (no pickles)."""
     buffer = io.BytesIO()
     np.savez(buffer, epoch=np.int64(epoch), **{f"weight_{i:04d}": a for i, a in enumerate(arrays)})
-    tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "wb") as f:
-        f.write(buffer.getvalue())
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    _write_file(path, buffer.getvalue())
 
 
 def _load_weights(path: str, epoch: int) -> List[np.ndarray]:
