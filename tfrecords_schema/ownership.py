@@ -200,7 +200,7 @@ def unclaim(out: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # The checks
 
-def _listing(out: str, names: List[str]) -> str:
+def _listing(names: List[str]) -> str:
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     return shown or "nothing"
 
@@ -230,7 +230,7 @@ def check_output_folder(out: str, kind: Kind, inputs: Iterable[str] = (),
                              "choose another folder")
     owned = frozenset(marker["files"]) if marker is not None else (kind.earlier(out) if kind.earlier else None)
     if owned is None:
-        raise OwnershipError(f"{label} is not empty ({_listing(out, names)}) and not the output of an earlier "
+        raise OwnershipError(f"{label} is not empty ({_listing(names)}) and not the output of an earlier "
                              f"crewstream {kind.name} run; choose a new or empty folder")
     _check_entries(out, kind, owned, label)
     return owned
@@ -251,7 +251,7 @@ def _check_entries(out: str, kind: Kind, owned: FrozenSet[str], label: str) -> N
                                  "through one: remove the link or choose another folder")
         foreign = sorted(files - owned) if kind.lists_files else []
         if foreign:
-            raise OwnershipError(f"{label}: {_listing(out, foreign)} not written by crewstream (a run would "
+            raise OwnershipError(f"{label}: {_listing(foreign)} not written by crewstream (a run would "
                                  "replace it): move it or choose another folder")
 
 
@@ -310,7 +310,7 @@ def remove_owned(out: str, entry: str, owned: FrozenSet[str]) -> None:
         return
     foreign = sorted(list_files(out, [entry]) - owned)
     if foreign:
-        raise OwnershipError(f"{path} holds {_listing(out, foreign)}, not written by crewstream; "
+        raise OwnershipError(f"{path} holds {_listing(foreign)}, not written by crewstream; "
                              "nothing was replaced: move it and run again")
     for relative in list_files(out, [entry]):
         target = layout.join(out, relative)

@@ -1,5 +1,5 @@
 """tfrecords_schema.ownership, the rules of DESIGN.md "Outputs crewstream owns", on plain folders
-(no command, no pipeline). tests/test_ownership.py runs the commands against the same cases."""
+(no command, no pipeline). tests/test_output_ownership.py runs the commands against the same cases."""
 
 import gzip
 import json
