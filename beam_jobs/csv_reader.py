@@ -71,7 +71,8 @@ class CsvLayoutError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Reject:
-    """One unusable input row: where it is and why it was not used."""
+    """One unusable input row: where it is and why it was not used. `text` is the line as written
+    (at most 1,000 characters, then "..."; a line that is not text: with backslash escapes)."""
 
     file: str
     line: int
@@ -653,7 +654,7 @@ def _with_text(rejects: List[Reject], chunk: bytes, first_line: int, defects: Di
             out.append(dataclasses.replace(r, column=column, reason=reason, text=_shown(raw)))
             continue
         text = raw.decode("utf-8").rstrip("\r")  # UTF-8: checked by find_defects
-        out.append(dataclasses.replace(r, text=text) if text.strip()
+        out.append(dataclasses.replace(r, text=_clipped(text)) if text.strip()
                    else dataclasses.replace(r, column="", reason="empty line", text=""))
     return out
 
@@ -664,7 +665,13 @@ def _shown(raw: bytes) -> str:
     raw = raw[:-1] if raw.endswith(b"\r") else raw
     cut = raw[:4 * _TEXT_LIMIT]
     text = cut.decode("utf-8", "backslashreplace").replace("\0", "\\x00").replace("\r", "\\r")
-    return text[:_TEXT_LIMIT] + "..." if len(text) > _TEXT_LIMIT or len(cut) < len(raw) else text
+    return _clipped(text + ("..." if len(cut) < len(raw) else ""))
+
+
+def _clipped(text: str) -> str:
+    """At most _TEXT_LIMIT characters of a reject's text, then "...": a rejects file stays
+    readable by csv readers (Python's refuses a field over 131,072 characters)."""
+    return text if len(text) <= _TEXT_LIMIT else text[:_TEXT_LIMIT] + "..."
 
 
 def empty_rows(num_features: int) -> Rows:

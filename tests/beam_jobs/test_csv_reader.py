@@ -420,3 +420,10 @@ def test_a_read_that_fails_is_a_layout_error_naming_the_file():
 
     with pytest.raises(csv_reader.CsvLayoutError, match="f.csv: cannot be read \\(Input/output error\\)"):
         list(csv_reader.read_file_chunks(Failing(raw(HEADER + "\n" + row() + "\n")), "f.csv", FEATURES))
+
+
+def test_a_reject_text_is_at_most_1000_characters():
+    wide = row(r="x" * 200_000)  # a bad cell in a long line (under the limit): its text is cut
+    _, rejects = read_all("\n".join([HEADER, wide, row()]) + "\n")
+    assert [(r.line, r.column, r.reason) for r in rejects] == [(2, "r", "not a number")]
+    assert rejects[0].text == wide[:1000] + "..."
