@@ -7,7 +7,11 @@
     pass 2  one group at a time: load it, stable-sort by time, left-pad it with W-1 copies of its
             first row, view its stride-1 windows (a numpy view, no copy), copy --batch-size of them
             at a time into a [B, W, F] batch, call MODEL/serving's `serving_default` (--concurrent
-            calls in flight, on threads: one LSTM call leaves cores idle), append `id,A,B,C,D` rows
+            calls in flight, on threads: one LSTM call leaves cores idle), append `id,A,B,C,D` rows.
+            A model with the `sequence` signature (a tcn) is swept instead (--path auto): the padded
+            group is fed once, in chunks of --sweep-rows rows plus the W-1 rows before them, and
+            every output step after those W-1 is a row's prediction (the output of the window
+            ending at that row: DESIGN.md, "Models"); --path windows forces the windowed calls
     end     the submission is written under a hidden temporary name and renamed into place, so a
             killed run leaves no partial file under the final name
 
@@ -18,8 +22,10 @@ time gaps: at prediction every row needs a window. Values go in RAW; the serving
 W, the feature list and the class order come from MODEL/serving (export.read_serving_config).
 
 Memory: one group at a time (n rows take about n * (17 + 4F) bytes), one bucket of the id ledger
-(rows / 64 x 17 bytes), --concurrent + 2 batch buffers of B * W * F * 4 bytes (allocated once), and
-TensorFlow with --concurrent calls' working sets; never all windows, never the whole file. The spill folder needs 24 + 4F bytes per row of disk,
+(rows / 64 x 17 bytes), --concurrent + 2 batch buffers of B * W * F * 4 bytes (allocated once;
+sweeping: chunks of (--sweep-rows + W - 1) * F * 4 bytes), and TensorFlow with --concurrent calls'
+working sets (sweeping: a few activations of --sweep-rows x filters floats per call); never all
+windows, never the whole file. The spill folder needs 24 + 4F bytes per row of disk,
 plus 17 per row for the id ledger.
 
 Bad input. File-level problems (no such file, empty file, header only, a missing column, a
@@ -71,6 +77,10 @@ _LOG = logging.getLogger("crewstream.predict")
 DEFAULT_BATCH_SIZE = 1024
 DEFAULT_CHUNK_BYTES = 16 << 20  # CSV bytes parsed at once (csv_reader's own default)
 DEFAULT_MAX_BAD_FRACTION = 0.001  # as preprocess's --max-bad-fraction
+DEFAULT_SWEEP_ROWS = 1 << 16  # rows predicted per sequence call (plus W-1 rows of context); 32k-128k
+# measured alike on 2 cores (a small tcn, W = 256, 23 features)
+AUTO, WINDOWS, SWEEP = "auto", "windows", "sweep"
+PATHS = (AUTO, WINDOWS, SWEEP)
 REJECT_HEADER = ("file", "line", "column", "reason", "id", "text")
 SPILL_PREFIX = "crewstream-predict-"
 
@@ -96,6 +106,8 @@ class PredictConfig:
     concurrent: int = dataclasses.field(default_factory=default_concurrency)  # model calls in flight
     progress: str = "auto"  # auto (a bar on a terminal, log lines otherwise), bar, log, none
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION  # rejected / read above this stops the run
+    path: str = AUTO  # windows, sweep, or auto: sweep when the model has a `sequence` signature
+    sweep_rows: int = DEFAULT_SWEEP_ROWS  # rows predicted per sequence call when sweeping
 
 
 class BadInputError(ValueError):
@@ -577,6 +589,61 @@ class ServingModel:
         return self._fn(**{self._input: self._constant(windows)})[self._output].numpy()
 
 
+class SweepModel:
+    """MODEL/serving's `sequence` signature as predict sweeps it: a chunk of padded rows float32
+    [W - 1 + c, F] (RAW) -> float32 [c, K], the outputs of the c windows ending at its last c rows
+    (the first W-1 output steps, the context's, are dropped).
+
+    `sequence` (tests only) replaces the signature: rows [T, F] -> per-step outputs [T, K].
+    """
+
+    def __init__(self, model_dir: str, sequence=None):
+        from trainer import export
+
+        self.config = export.read_serving_config(model_dir)
+        self.window = self.config["window"]
+        self._sequence = sequence
+        if sequence is None:
+            import tensorflow as tf
+
+            if export.SEQUENCE_SIGNATURE not in self.config["signatures"]:
+                raise ValueError(f"{model_dir}: a {self.config['model']} model has no "
+                                 f"`{export.SEQUENCE_SIGNATURE}` signature to sweep with")
+            self._loaded = export.load_serving(model_dir)  # keep it alive for its variables
+            fn = self._loaded.signatures[export.SEQUENCE_SIGNATURE]
+            self._sequence = lambda rows: fn(**{export.SEQUENCE_INPUT: tf.constant(rows[None])})[
+                export.PROBABILITIES].numpy()[0]
+
+    def __call__(self, chunk: np.ndarray) -> np.ndarray:
+        return self._sequence(chunk)[self.window - 1:]
+
+
+def choose_path(requested: str, serving: dict, model_dir: str) -> str:
+    """WINDOWS or SWEEP for `--path requested` and the model's serving config; ValueError for
+    `sweep` with a model that has no `sequence` signature."""
+    from trainer import export
+
+    can_sweep = export.SEQUENCE_SIGNATURE in serving["signatures"]
+    if requested == SWEEP and not can_sweep:
+        raise ValueError(f"{model_dir}: --path {SWEEP} needs a model with the `{export.SEQUENCE_SIGNATURE}` "
+                         f"signature (train --model tcn); this one is a {serving['model']} "
+                         f"(use --path {WINDOWS} or {AUTO})")
+    return SWEEP if can_sweep and requested != WINDOWS else WINDOWS
+
+
+def loaded_groups(spill: Spill, keys: Sequence[GroupKey], window: int,
+                  excluded: Optional[np.ndarray] = None) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """(ids, padded) of each group with rows left (see load_group), one at a time; each spill file
+    is removed once loaded (in memory now: the disk space goes back early)."""
+    features = spill.dtype["signals"].shape[0]
+    for key in keys:
+        ids, padded = load_group(spill.path(key), features, window, excluded)
+        os.remove(spill.path(key))
+        if len(ids):  # else every row of the group lost its id to another row
+            yield ids, padded
+        del ids, padded  # before the next group loads, not after: one group at a time
+
+
 def group_batches(spill: Spill, keys: Sequence[GroupKey], window: int, batch_size: int, buffers: int = 1,
                   excluded: Optional[np.ndarray] = None) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
     """(ids int64 [b], windows float32 [b, W, F] contiguous) batches, b <= batch_size, group after
@@ -590,11 +657,7 @@ def group_batches(spill: Spill, keys: Sequence[GroupKey], window: int, batch_siz
     features = spill.dtype["signals"].shape[0]
     ring = [np.empty((batch_size, window, features), np.float32) for _ in range(buffers)]
     turn = 0
-    for key in keys:
-        ids, padded = load_group(spill.path(key), features, window, excluded)
-        os.remove(spill.path(key))  # in memory now: give the disk space back early
-        if not len(ids):  # every row of the group lost its id to another row
-            continue
+    for ids, padded in loaded_groups(spill, keys, window, excluded):
         windows = window_view(padded, window)
         for start in range(0, len(ids), batch_size):
             part = windows[start:start + batch_size]
@@ -602,7 +665,26 @@ def group_batches(spill: Spill, keys: Sequence[GroupKey], window: int, batch_siz
             np.copyto(batch, part)
             turn += 1
             yield ids[start:start + batch_size], batch
-        del ids, padded, windows  # before the next group loads, not after: one group at a time
+
+
+def group_chunks(spill: Spill, keys: Sequence[GroupKey], window: int, sweep_rows: int, buffers: int = 1,
+                 excluded: Optional[np.ndarray] = None) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """(ids int64 [c], chunk float32 [W - 1 + c, F] contiguous), c <= sweep_rows, group after group:
+    the padded group (see load_group) cut into runs of rows that overlap by W-1, so that the last c
+    rows of a chunk are rows ids and the W-1 before them are the context their windows need. Row
+    i of a group is padded row W-1+i; its chunk ends at or after it, and starts W-1 rows earlier
+    than the first row it predicts. Buffers are reused as in group_batches.
+    """
+    features = spill.dtype["signals"].shape[0]
+    ring = [np.empty((window - 1 + sweep_rows, features), np.float32) for _ in range(buffers)]
+    turn = 0
+    for ids, padded in loaded_groups(spill, keys, window, excluded):
+        for start in range(0, len(ids), sweep_rows):
+            part = padded[start:start + window - 1 + sweep_rows]
+            chunk = ring[turn % buffers][:len(part)]
+            np.copyto(chunk, part)
+            turn += 1
+            yield ids[start:start + sweep_rows], chunk
 
 
 def predict_batches(batches: Iterator[Tuple[np.ndarray, np.ndarray]], model, writer: "SubmissionWriter",
@@ -749,11 +831,12 @@ class SubmissionWriter:
 # ---------------------------------------------------------------------------------------------
 # The run
 
-def predict(config: PredictConfig, model=None) -> PredictSummary:
+def predict(config: PredictConfig, model=None, sequence=None) -> PredictSummary:
     """Predict `config.input` into `config.output`; return what was done.
 
-    `model` (tests only) replaces MODEL/serving's signature: a callable float32 [B, W, F] ->
-    [B, K]; the serving config is read from `config.model_dir` either way.
+    Tests only: `model` replaces MODEL/serving's `serving_default` on the windowed path (a callable
+    float32 [B, W, F] -> [B, K]), `sequence` its `sequence` signature on the sweep (rows [T, F] ->
+    [T, K]); the serving config, and with it the path, is read from `config.model_dir` either way.
 
     Raises (nothing written under config.output): OwnershipError (the output or its rejects file
     is not crewstream's to write), FileNotFoundError (no model), CsvLayoutError or BadInputError
@@ -764,12 +847,18 @@ def predict(config: PredictConfig, model=None) -> PredictSummary:
 
     serving = export.read_serving_config(config.model_dir)
     window, features = serving["window"], list(serving["features"])
+    path = choose_path(config.path, serving, config.model_dir)
     check_input(config.input, features)  # a wrong file fails here, before the model loads
     remove_leftovers(config.output, config.temp_dir)
-    model = model or ServingModel(config.model_dir)
+    if path == SWEEP:
+        model = SweepModel(config.model_dir, sequence)
+    else:
+        model = model or ServingModel(config.model_dir)
     summary = PredictSummary(output=config.output)
-    _LOG.info("model %s: windows of %d rows x %d feature(s) (%s); input %s (%.1f MB); worker %d of %d",
-              config.model_dir, window, len(features), ",".join(features), config.input,
+    _LOG.info("model %s (%s): windows of %d rows x %d feature(s) (%s), %s; input %s (%.1f MB); "
+              "worker %d of %d", config.model_dir, serving["model"], window, len(features),
+              ",".join(features), f"one sweep per group in chunks of {config.sweep_rows:,} rows"
+              if path == SWEEP else f"batches of {config.batch_size:,} windows", config.input,
               os.path.getsize(config.input) / 1e6, config.shard[0], config.shard[1])
     writer = SubmissionWriter(config.output, serving["label_vocabulary"])
     rejects = RejectsFile(rejects_path(config.output))
@@ -794,8 +883,12 @@ def predict(config: PredictConfig, model=None) -> PredictSummary:
             windows = sum(spill.rows.values()) - (len(excluded) if config.shard[1] == 1 else 0)
             progress = Progress("predict", windows, "windows", config.progress)
             # concurrent + 2 buffers: a batch is overwritten only after its result was written
-            batches = group_batches(spill, sorted(spill.rows), window, config.batch_size,
-                                    buffers=config.concurrent + 2, excluded=excluded)
+            if path == SWEEP:
+                batches = group_chunks(spill, sorted(spill.rows), window, config.sweep_rows,
+                                       buffers=config.concurrent + 2, excluded=excluded)
+            else:
+                batches = group_batches(spill, sorted(spill.rows), window, config.batch_size,
+                                        buffers=config.concurrent + 2, excluded=excluded)
             predict_batches(batches, model, writer, progress, summary, config.concurrent)
             progress.close()
             summary.predict_seconds = time.perf_counter() - started
@@ -862,6 +955,13 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--output", required=True, help="submission CSV to write (.csv or .csv.gz)")
     parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
                         help=f"windows per model call (default {DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--path", choices=PATHS, default=AUTO,
+                        help=f"{SWEEP}: run the model's `sequence` signature once over each group "
+                             f"(a tcn); {WINDOWS}: call serving_default on every row's window; "
+                             f"{AUTO}: {SWEEP} when the model can (default {AUTO})")
+    parser.add_argument("--sweep-rows", type=_positive_int, default=DEFAULT_SWEEP_ROWS,
+                        help="rows predicted per sequence call when sweeping, fed with the W-1 rows "
+                             f"before them (default {DEFAULT_SWEEP_ROWS:,})")
     parser.add_argument("--concurrent", type=_positive_int, default=None,
                         help=f"model calls in flight at once (default: one per usable core, at most 8; "
                              f"here {default_concurrency()})")
@@ -895,7 +995,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     config = PredictConfig(model_dir=args.model_dir, input=args.input, output=args.output,
                            batch_size=args.batch_size, shard=args.shard, temp_dir=args.temp_dir,
                            progress=args.progress, max_bad_fraction=args.max_bad_fraction,
-                           concurrent=args.concurrent or default_concurrency())
+                           concurrent=args.concurrent or default_concurrency(), path=args.path,
+                           sweep_rows=args.sweep_rows)
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         summary = predict(config)

@@ -62,10 +62,10 @@ def fingerprint(windows):
                      np.einsum("bwf,w->b", w, weights) / weights.sum()], axis=1).astype(np.float32)
 
 
-def run(model_dir, csv_path, out_path, model=None, **kwargs):
+def run(model_dir, csv_path, out_path, model=None, sequence=None, **kwargs):
     kwargs.setdefault("progress", "none")
     config = predict.PredictConfig(model_dir=str(model_dir), input=str(csv_path), output=str(out_path), **kwargs)
-    summary = predict.predict(config, model=model)
+    summary = predict.predict(config, model=model, sequence=sequence)
     return summary, pd.read_csv(out_path)
 
 
@@ -167,14 +167,14 @@ def test_windows_are_views_and_padding_repeats_the_first_row(tmp_path):
 
 # --- bounded memory ---------------------------------------------------------------------------
 
-def traced_peak(model_dir, csv_path, out_path, **kwargs):
+def traced_peak(model_dir, csv_path, out_path, sequence=None, **kwargs):
     """Peak bytes of Python/numpy allocations (tracemalloc) during one predict run."""
     config = predict.PredictConfig(model_dir=str(model_dir), input=str(csv_path), output=str(out_path),
                                    batch_size=256, concurrent=1, chunk_bytes=1 << 18, progress="none",
                                    **kwargs)
     tracemalloc.start()
     try:
-        predict.predict(config, model=fingerprint)
+        predict.predict(config, model=fingerprint, sequence=sequence)
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -478,3 +478,102 @@ def test_a_killed_run_leaves_no_submission_and_a_rerun_gives_the_same_bytes(tmp_
         assert _start(exported.model_dir, long_test_csv, out, temp_dir, log).wait(timeout=900) == 0
     assert out.read_bytes() == reference.read_bytes()
     assert sorted(os.listdir(out_dir)) == ["sub.csv"] and list(temp_dir.iterdir()) == []
+
+
+# --- the sweep (a model with the `sequence` signature) -----------------------------------------
+
+def sequence_fingerprint(window):
+    """A causal stand-in for the `sequence` signature: rows [T, F] -> [T, 4], step t the
+    fingerprint of rows t-W+1..t, NaN at the first W-1 steps (a context step ever written would
+    come out as the uniform row, unlike its window's fingerprint)."""
+    def sequence(rows):
+        out = np.full((len(rows), 4), np.nan, np.float32)
+        if len(rows) >= window:
+            out[window - 1:] = fingerprint(np.lib.stride_tricks.sliding_window_view(
+                rows, window, axis=0).transpose(0, 2, 1))
+        return out
+    return sequence
+
+
+@pytest.mark.parametrize("sweep_rows", [3, 63, 64, 1000, 1 << 20])
+def test_sweep_chunks_give_every_row_its_window(tmp_path, exported_tcn, test_csv, fingerprinted, sweep_rows):
+    """Chunks of 3 rows (W-1 context each), W-1, W, a size that leaves a short last chunk, and
+    whole groups: every row gets exactly its window's fingerprint, padding rows included."""
+    w = export.read_serving_config(exported_tcn.model_dir)["window"]
+    summary, sub = run(exported_tcn.model_dir, test_csv, tmp_path / "sub.csv", path=predict.SWEEP,
+                       sequence=sequence_fingerprint(w), sweep_rows=sweep_rows, concurrent=2)
+    assert summary.nonfinite_rows == 0 and summary.windows == len(sub)
+    pd.testing.assert_frame_equal(sub.sort_values(cols.ID, ignore_index=True),
+                                  fingerprinted[1].sort_values(cols.ID, ignore_index=True))
+
+
+@pytest.fixture(scope="module")
+def tcn_windowed(tmp_path_factory, exported_tcn, test_csv):
+    """The tcn's submission through serving_default on every row's window (the reference)."""
+    out = tmp_path_factory.mktemp("tcn_windows") / "sub.csv"
+    return run(exported_tcn.model_dir, test_csv, out, path=predict.WINDOWS, batch_size=512)
+
+
+def test_sweep_submission_equals_the_windowed_one(tmp_path, exported_tcn, test_csv, tcn_windowed):
+    """The real tcn: the sweep (auto picks it; chunk boundaries at odd places) gives every id the
+    windowed path's probabilities to 1e-5, the padded rows at each group's start included."""
+    summary, sub = run(exported_tcn.model_dir, test_csv, tmp_path / "sub.csv", sweep_rows=1001)
+    windowed = tcn_windowed[1].set_index(cols.ID).sort_index()
+    swept = sub.set_index(cols.ID).sort_index()
+    assert swept.index.equals(windowed.index) and summary.windows == tcn_windowed[0].windows
+    np.testing.assert_allclose(swept.to_numpy(), windowed.to_numpy(), atol=1e-5)
+    assert windowed.to_numpy().std(axis=0).max() > 1e-3  # outputs vary between rows: the check has teeth
+
+
+def test_sweep_beside_rejected_and_duplicate_rows_equals_the_windowed_path(tmp_path, exported_tcn, test_csv):
+    path = tmp_path / "bad.csv"
+    bad = corrupt(test_csv, path)
+    lines = path.read_text().splitlines()
+    lines.append(lines[1234])  # a duplicate of line 1235's id, appended: rejected, no window moves
+    path.write_text("\n".join(lines) + "\n")
+    windowed_summary, windowed = run(exported_tcn.model_dir, path, tmp_path / "w.csv", path=predict.WINDOWS)
+    summary, swept = run(exported_tcn.model_dir, path, tmp_path / "s.csv", sweep_rows=777)
+    assert (summary.rows_rejected, summary.duplicate_id_rows, summary.fallback_rows) == (4, 1, 2)
+    assert summary.windows == windowed_summary.windows
+    windowed, swept = (df.set_index(cols.ID).sort_index() for df in (windowed, swept))
+    assert swept.index.equals(windowed.index) and bad[5000][1] not in swept.index
+    np.testing.assert_allclose(swept.to_numpy(), windowed.to_numpy(), atol=1e-5)
+
+
+def test_the_path_follows_the_model(exported, exported_tcn):
+    lstm = export.read_serving_config(exported.model_dir)
+    tcn = export.read_serving_config(exported_tcn.model_dir)
+    assert predict.choose_path(predict.AUTO, lstm, "m") == predict.WINDOWS
+    assert predict.choose_path(predict.AUTO, tcn, "m") == predict.SWEEP
+    assert predict.choose_path(predict.WINDOWS, tcn, "m") == predict.WINDOWS
+    with pytest.raises(ValueError, match="--path sweep needs a model with the `sequence` signature"):
+        predict.choose_path(predict.SWEEP, lstm, "m")
+
+
+def test_sweeping_an_lstm_is_a_one_line_error(tmp_path, exported, test_csv, capsys):
+    assert predict.main(["--model-dir", exported.model_dir, "--input", str(test_csv), "--output",
+                         str(tmp_path / "s.csv"), "--path", "sweep"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "this one is a lstm" in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_sweep_chunks_overlap_by_w_minus_1(tmp_path):
+    features, w = 1, 4
+    signals = np.arange(10, dtype=np.float32).reshape(10, 1)
+    spill = predict.Spill(str(tmp_path), features)
+    spill.append((1, 0, "LOFT"), np.arange(100, 110), np.arange(2, 12), np.arange(10.0), signals)
+    chunks = [(ids.copy(), chunk.copy()) for ids, chunk in
+              predict.group_chunks(spill, [(1, 0, "LOFT")], w, sweep_rows=4, buffers=3)]
+    assert [ids.tolist() for ids, _ in chunks] == [[100, 101, 102, 103], [104, 105, 106, 107], [108, 109]]
+    assert [chunk[:, 0].tolist() for _, chunk in chunks] == [
+        [0, 0, 0, 0, 1, 2, 3], [1, 2, 3, 4, 5, 6, 7], [5, 6, 7, 8, 9]]
+
+
+def test_sweep_peak_memory_does_not_grow_with_the_file(tmp_path, exported_tcn, one_and_four_crews):
+    w = export.read_serving_config(exported_tcn.model_dir)["window"]
+    kwargs = dict(path=predict.SWEEP, sequence=sequence_fingerprint(w), sweep_rows=2000)
+    small = traced_peak(exported_tcn.model_dir, one_and_four_crews / "one" / "test.csv", tmp_path / "1.csv", **kwargs)
+    large = traced_peak(exported_tcn.model_dir, one_and_four_crews / "four" / "test.csv", tmp_path / "4.csv", **kwargs)
+    assert len(pd.read_csv(tmp_path / "4.csv")) == 4 * len(pd.read_csv(tmp_path / "1.csv"))
+    assert large < small * 1.25 + (256 << 10), (small, large)
