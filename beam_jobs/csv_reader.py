@@ -171,6 +171,9 @@ def read_header(f: BinaryIO, file: str) -> List[str]:
         text = line.decode("utf-8-sig").rstrip("\r\n")
     except UnicodeDecodeError:
         raise CsvLayoutError(f"{file}: the first line is not UTF-8 text (a binary or compressed file?)") from None
+    if "\r" in text:
+        raise CsvLayoutError(f"{file}: a carriage return inside the header line (lines ending in CR "
+                             "alone?); crewstream reads LF or CRLF line ends")
     return [name.strip() for name in text.split(",")]
 
 

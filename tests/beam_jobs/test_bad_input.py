@@ -311,6 +311,7 @@ FILE_CASES = [
     ("no-file-matches", lambda root: root / "nothing*.csv", "no file matches"),
     ("empty-file", lambda root: _write(root, ""), "empty file"),
     ("header-only", lambda root: _write(root, ",".join(crew_frame(1).columns) + "\n"), "header only"),
+    ("header-and-blank-lines", lambda root: _write(root, ",".join(crew_frame(1).columns) + "\n\n \n"), "header only"),
     ("missing-column", lambda root: _write(root, csv_text(crew_frame(1).drop(columns="gsr"))),
      "missing column(s) gsr"),
     ("test-layout", _test_layout, "test-layout file"),

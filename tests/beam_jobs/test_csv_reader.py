@@ -395,6 +395,7 @@ def test_times_below_2_to_the_32_are_kept_exactly():
     (HEADER + "\n\n\r\n  \n", "header only, no data rows"),
     ('"crew","experiment","time"\n1,CA,0.5\n', 'quoted column name(s) in the header ("crew"'),
     ("x" * (MAX_LINE + 10), f"no newline in the first {MAX_LINE:,} bytes"),
+    (HEADER + "\r" + row() + "\r", "a carriage return inside the header line"),
 ])
 def test_check_file_refuses_blank_rows_quoted_headers_and_endless_first_lines(text, message):
     with pytest.raises(csv_reader.CsvLayoutError, match=re.escape(f"f.csv: {message}")):

@@ -191,6 +191,8 @@ FILE_CASES = {  # name: (make the file, what the one error line says)
     "a folder": (_folder, "not a file"),
     "empty file": (lambda tmp_path, lines: write(tmp_path / "test.csv", [], final_newline=False), "empty file"),
     "header only": (lambda tmp_path, lines: write(tmp_path / "test.csv", lines[:1]), "header only"),
+    "header and blank lines": (lambda tmp_path, lines: write(tmp_path / "test.csv", lines[:1] + ["", " "]),
+                               "header only"),
     "header only, no newline": (
         lambda tmp_path, lines: write(tmp_path / "test.csv", lines[:1], final_newline=False), "header only"),
     "a missing feature column": (_drop_column("ecg"), "missing column(s) ecg"),
