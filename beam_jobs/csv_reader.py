@@ -643,7 +643,8 @@ def parse_chunk(
     return rows, rejects
 
 
-def _with_text(rejects: List[Reject], chunk: bytes, first_line: int, defects: Dict[int, Tuple[str, str]]) -> List[Reject]:
+def _with_text(rejects: List[Reject], chunk: bytes, first_line: int,
+               defects: Dict[int, Tuple[str, str]]) -> List[Reject]:
     """Attach each rejected line's text (rare, so splitting the chunk here is cheap enough). A
     line in `defects` (emptied before parsing) gets its column and reason from there."""
     if not rejects:
