@@ -200,7 +200,7 @@ def check_resumable(config: TrainConfig, write: bool = True) -> None:
     """Record the run's settings in MODEL (unless not `write`); ResumeError if MODEL has
     checkpoints of other ones."""
     path = _path(config, CONFIG_FILE)
-    previous = _read_json(path)
+    previous = _with_model_kind(_read_json(path))
     current = config.to_json()
     if previous is not None and tf.io.gfile.exists(_path(config, CHECKPOINTS_DIR)):
         changed = sorted(k for k in set(previous) | set(current)
@@ -213,6 +213,16 @@ def check_resumable(config: TrainConfig, write: bool = True) -> None:
     if write:
         tf.io.gfile.makedirs(config.model_dir)
         _write_json(path, current)
+
+
+def _with_model_kind(settings: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """A train_config.json as this version writes it: one written before the tcn existed has no
+    model "kind"; its run was an lstm, whose tcn settings (and receptive field) have their defaults."""
+    model = settings.get("model") if isinstance(settings, dict) else None
+    if isinstance(model, dict) and "kind" not in model:
+        defaults = dict(dataclasses.asdict(model_lib.ModelParams()), receptive_field=None)
+        settings = dict(settings, model={**defaults, **model})
+    return settings
 
 
 class HistoryFile:

@@ -382,6 +382,20 @@ def test_tcn_trains_resumes_and_records_its_receptive_field(tmp_path, prep_dir):
         _run(_argv(prep_dir, model_dir, epochs=3, model="tcn", filters=8))
 
 
+def test_a_run_killed_before_the_tcn_existed_still_resumes(tmp_path, prep_dir):
+    """Its train_config.json has no model kind, filters, kernel_size, blocks, receptive_field."""
+    config = task._config(task._parse_args(_argv(prep_dir, tmp_path)))
+    old = config.to_json()
+    for key in ("kind", "filters", "kernel_size", "blocks", "receptive_field"):
+        del old["model"][key]
+    (tmp_path / train.CHECKPOINTS_DIR).mkdir()
+    (tmp_path / train.CONFIG_FILE).write_text(json.dumps(old))
+    train.check_resumable(config, write=False)
+    for flags in ({"units": 16}, {"model": "tcn"}):
+        with pytest.raises(train.ResumeError, match="model"):
+            train.check_resumable(task._config(task._parse_args(_argv(prep_dir, tmp_path, **flags))), write=False)
+
+
 def test_a_receptive_field_wider_than_the_window_is_one_line_before_any_training(tmp_path, prep_dir, capsys):
     assert task.main(_argv(prep_dir, tmp_path / "model", model="tcn", blocks=5)) == 1
     err = capsys.readouterr().err
