@@ -7,13 +7,14 @@ block boundary, duplicate times, a recording shorter than W, and blocks shorter 
 second of 3 rows followed by one of 99).
 """
 
+import functools
 import os
+import threading
 
 import apache_beam as beam
 import numpy as np
 import pandas as pd
 import pytest
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
 from beam_jobs import blocks, preprocess
@@ -143,20 +144,59 @@ def _rows_in_chunks(frame, chunks, seed=0):
                      line=part.astype(np.int64) + 2, source=np.zeros(len(part), np.int64))
 
 
-def test_no_key_holds_more_than_block_rows_plus_window_minus_one(tmp_path):
+def _rows_read_per_call(monkeypatch):
+    """{"sort": [...], "cut": [...]}: the rows each call of SortBlockFn.process and of
+    CutBlockWindowsFn.process read from block files, measured from the outside: the block-file
+    readers (blocks.read_block, blocks.read_rows) and the two DoFns' process methods are wrapped
+    here, so the figure does not come from the job's own `rows_per_key` metric. Filled as the
+    pipeline runs (in this process: FnApiRunner)."""
+    per_call = {"sort": [], "cut": []}
+    current = threading.local()
+
+    def counting(read):
+        def wrapper(*args, **kwargs):
+            rows = read(*args, **kwargs)
+            if getattr(current, "rows", None) is not None:
+                current.rows += len(rows)
+            return rows
+        return wrapper
+
+    def measured(process, name):
+        @functools.wraps(process)
+        def wrapper(self, *args, **kwargs):
+            current.rows = 0
+            try:
+                yield from process(self, *args, **kwargs)
+                per_call[name].append(current.rows)
+            finally:
+                current.rows = None
+        return wrapper
+
+    monkeypatch.setattr(blocks, "read_block", counting(blocks.read_block))
+    monkeypatch.setattr(blocks, "read_rows", counting(blocks.read_rows))
+    monkeypatch.setattr(t.SortBlockFn, "process", measured(t.SortBlockFn.process, "sort"))
+    monkeypatch.setattr(t.CutBlockWindowsFn, "process", measured(t.CutBlockWindowsFn.process, "cut"))
+    return per_call
+
+
+def test_no_key_holds_more_than_block_rows_plus_window_minus_one(tmp_path, monkeypatch):
     from tests.beam_jobs.test_transforms import _identity_transform
 
+    frame = block_frame()
+    per_call = _rows_read_per_call(monkeypatch)
     params = t.WindowParams(WINDOW, STRIDE, 1.0, 3, frozenset([2]), str(tmp_path), ("f.csv",), BLOCK_ROWS)
     p = beam.Pipeline(runner=fn_runner.FnApiRunner())
     ready = _identity_transform(p, str(tmp_path))
-    sorted_blocks = p | beam.Create(list(_rows_in_chunks(block_frame(), 13)), reshuffle=False) | t.SortBlocks(params)
+    sorted_blocks = p | beam.Create(list(_rows_in_chunks(frame, 13)), reshuffle=False) | t.SortBlocks(params)
     _ = sorted_blocks.blocks | t.CutWindows(params, ready)
-    result = p.run()
-    result.wait_until_finish()
-    held = result.metrics().query(MetricsFilter().with_name(t.ROWS_PER_KEY))["distributions"]
-    assert held
-    largest = max(d.committed.max for d in held)
-    assert BLOCK_ROWS < largest <= BLOCK_ROWS + WINDOW - 1  # a full block plus its context was held
+    p.run().wait_until_finish()
+    # sorting: every row passed through exactly one key, and no key read more than a block's rows
+    assert sum(per_call["sort"]) == len(frame)
+    assert len(per_call["sort"]) > len(recording_times())  # recordings were cut into several blocks
+    assert max(per_call["sort"]) <= BLOCK_ROWS
+    # cutting: a block's rows plus at most the W-1 rows of context before it; some full block
+    # did read its context
+    assert BLOCK_ROWS < max(per_call["cut"]) <= BLOCK_ROWS + WINDOW - 1
 
 
 def test_more_rows_in_one_second_than_block_rows_is_a_clear_error(tmp_path, capsys):
