@@ -65,7 +65,7 @@ class ServingModule(tf.Module):
             self.serve_sequence = tf.function(self._sequence, input_signature=[rows])
 
     def _scaled(self, window: tf.Tensor) -> Dict[str, tf.Tensor]:
-        return {PROBABILITIES: _call_nonempty(self.model, window)}
+        return {PROBABILITIES: self.model(window, training=False)}
 
     def _scale(self, values: tf.Tensor) -> tf.Tensor:
         # The transform graph scales rows [N, F]: flatten [B, T, F] to rows and fold them back.
@@ -79,7 +79,7 @@ class ServingModule(tf.Module):
         return self._scaled(self._scale(window))
 
     def _sequence(self, rows: tf.Tensor) -> Dict[str, tf.Tensor]:
-        return {PROBABILITIES: _call_nonempty(self.sequence, self._scale(rows))}
+        return {PROBABILITIES: self.sequence(self._scale(rows), training=False)}
 
     def signatures(self) -> Dict[str, Any]:
         """{name: concrete function} of every signature this module serves."""
@@ -88,14 +88,6 @@ class ServingModule(tf.Module):
         if self.serve_sequence is not None:
             out[SEQUENCE_SIGNATURE] = self.serve_sequence.get_concrete_function()
         return out
-
-
-def _call_nonempty(network: tf.Module, x: tf.Tensor) -> tf.Tensor:
-    """network(x) for a batch of any size: TensorFlow's dilated convolutions fail on an empty
-    batch, so that one is fed one row of zeros, whose output is then dropped."""
-    n = tf.shape(x)[0]
-    padding = [[0, tf.maximum(1 - n, 0)]] + [[0, 0]] * (len(x.shape) - 1)
-    return network(tf.pad(x, padding), training=False)[:n]
 
 
 def serving_dir(model_dir: str) -> str:

@@ -147,7 +147,7 @@ def _tcn(num_features: int, params: ModelParams, num_classes: int) -> keras.Mode
     rows = keras.Input(shape=(None, num_features), dtype="float32", name="rows")
     # Hook: a causal stage that looks back over rows (e.g. a rolling per-feature z-score over L
     # rows) goes here, and its look-back into receptive_field(..., input_rows=L).
-    x = rows
+    x = NonEmptyBatch(name="non_empty")(rows)
     for i in range(params.blocks):
         skip = x
         for j in range(2):
@@ -159,14 +159,38 @@ def _tcn(num_features: int, params: ModelParams, num_classes: int) -> keras.Mode
         x = keras.layers.Activation("relu", name=f"block{i}_out")(keras.layers.Add()([x, skip]))
     # Dense on [B, T, C] acts on the last axis: the same softmax at every step
     probabilities = keras.layers.Dense(num_classes, activation="softmax", name="per_step")(x)
+    probabilities = FirstOfBatch(name="batch")([probabilities, rows])
     return keras.Model(rows, probabilities, name=SEQUENCE_LAYER)
 
 
+@keras.utils.register_keras_serializable(package="crewstream")
 class LastStep(keras.layers.Layer):
     """[B, T, C] -> [B, C]: the last time step."""
 
     def call(self, inputs):
         return inputs[:, -1, :]
+
+
+# Layers inside the nested `sequence` network are registered: plain_copy (clone_model) rebuilds
+# that network from its config, which finds custom layers only by their registered names.
+@keras.utils.register_keras_serializable(package="crewstream")
+class NonEmptyBatch(keras.layers.Layer):
+    """[B, ...] -> [max(B, 1), ...]: an empty batch gets one row of zeros. TensorFlow's
+    convolutions fail on an empty batch, which a multi-worker step can hand a worker at the end
+    of its part and a serving call may send; FirstOfBatch drops the row again."""
+
+    def call(self, inputs):
+        extra = tf.maximum(1 - tf.shape(inputs)[0], 0)
+        return tf.pad(inputs, [[0, extra]] + [[0, 0]] * (len(inputs.shape) - 1))
+
+
+@keras.utils.register_keras_serializable(package="crewstream")
+class FirstOfBatch(keras.layers.Layer):
+    """[outputs [B', ...], inputs [B, ...]] -> outputs[:B]."""
+
+    def call(self, inputs):
+        outputs, like = inputs
+        return outputs[:tf.shape(like)[0]]
 
 
 def sequence_network(model: keras.Model) -> Optional[keras.Model]:

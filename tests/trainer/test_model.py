@@ -78,6 +78,18 @@ def test_one_pass_equals_the_classifier_on_every_window():
     np.testing.assert_allclose(one_pass.sum(axis=-1), 1.0, atol=1e-5)
 
 
+def test_an_empty_batch_passes_through_the_tcn():
+    """TensorFlow's convolutions fail on an empty batch; a multi-worker step can give a worker
+    one at the end of its part, and a serving call may send one."""
+    net, _ = _tcn()
+    assert net(np.zeros((0, W, F), np.float32), training=False).shape == (0, 4)
+    assert model_lib.sequence_network(net)(np.zeros((0, 9, F), np.float32)).shape == (0, 9, 4)
+    net.train_on_batch(np.zeros((0, W, F), np.float32), np.zeros(0, np.int64),
+                       sample_weight=np.zeros(0, np.float32))
+    copy = model_lib.plain_copy(net)
+    assert copy(np.zeros((0, W, F), np.float32)).shape == (0, 4)
+
+
 def test_a_plain_copy_keeps_the_sequence_network_and_weights():
     net, _ = _tcn()
     copy = model_lib.plain_copy(net)
