@@ -27,13 +27,10 @@ import time
 import uuid
 from typing import Dict, List, Optional, Sequence
 
-import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options import pipeline_options as beam_options
-from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, PortableOptions,
-                                                  StandardOptions)
-
+# Beam, TensorFlow and tf.Transform are imported only once the arguments and local paths are good
+# (crewstream.console): a usage error is reported in about a second.
 from beam_jobs import blocks, csv_reader
+from crewstream import console
 from tfrecords_schema import LABEL_VOCABULARY, csv_layout, layout, ownership
 from tfrecords_schema.stats import SCALES, validate_stats
 
@@ -85,9 +82,10 @@ def _parse_args(argv: Optional[Sequence[str]]):
                              "recordings are cut into time blocks of at most this many rows, each with "
                              "the W-1 rows before it; the output does not depend on it "
                              f"(default {blocks.DEFAULT_BLOCK_ROWS:,})")
-    parser.add_argument("--verbose", action="store_true", help="debug logging and full tracebacks")
+    console.add_verbose(parser)
     args, beam_args = parser.parse_known_args(argv)
-    refuse_unknown_flags(parser, beam_args)
+    if beam_args:  # only then is Beam imported to know its flags
+        refuse_unknown_flags(parser, beam_args)
     args.features = [f.strip() for f in args.features.split(",") if f.strip()]
     for name, value in (("--window", args.window), ("--stride", args.stride), ("--num-shards", args.num_shards),
                         ("--block-rows", args.block_rows)):
@@ -104,19 +102,18 @@ def _parse_args(argv: Optional[Sequence[str]]):
     return args, beam_args
 
 
-class _BeamFlagParser(beam_options._BeamArgumentParser):
-    """The parser Beam builds from every PipelineOptions class, its errors one line."""
-
-    def error(self, message):
-        if not message.startswith("ambiguous option: "):  # Beam ignores those too
-            self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def beam_flag_parser(prog: str) -> argparse.ArgumentParser:
     """The parser Beam's PipelineOptions.get_all_options builds (every PipelineOptions class's
-    flags, no abbreviations); what it leaves unparsed, Beam logs and drops."""
+    flags, no abbreviations), its errors one line; what it leaves unparsed, Beam logs and drops."""
+    from apache_beam.options import pipeline_options as beam_options
+
+    class _BeamFlagParser(beam_options._BeamArgumentParser):
+        def error(self, message):
+            if not message.startswith("ambiguous option: "):  # Beam ignores those too
+                self.exit(2, f"{self.prog}: error: {message}\n")
+
     parser = _BeamFlagParser(prog=prog, allow_abbrev=False)
-    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+    for cls in {str(c): c for c in beam_options.PipelineOptions.__subclasses__()}.values():
         cls._add_argparse_args(parser)
     return parser
 
@@ -144,6 +141,8 @@ def refuse_unknown_flags(parser: argparse.ArgumentParser, beam_args: Sequence[st
 def absolute(path: str) -> str:
     """A local path made absolute, URLs (gs://...) as they are: workers resolve a relative path in
     their own working directory, which on a portable runner is not the launcher's."""
+    from apache_beam.io.filesystems import FileSystems
+
     return path if FileSystems.get_scheme(path) else os.path.abspath(path)
 
 
@@ -151,11 +150,25 @@ def match_inputs(patterns: Sequence[str]) -> List[str]:
     """Every file the patterns match, sorted (the file index in rejects and sorting is stable)."""
     files = set()
     for pattern in patterns:
-        found = [m.path for m in FileSystems.match([absolute(pattern)])[0].metadata_list]
+        found = _match(pattern)
         if not found:
             raise PreprocessError(f"no file matches {pattern!r}")
         files.update(found)
     return sorted(files)
+
+
+def _match(pattern: str) -> List[str]:
+    """The files one pattern matches. A local path without wildcards is looked up with os (no
+    Beam import, so that a wrong path is reported at once); anything else by Beam's FileSystems."""
+    if not console.is_remote(pattern) and not any(c in pattern for c in "*?["):
+        path = os.path.abspath(pattern)
+        if os.path.isfile(path):
+            return [path]
+        if not os.path.exists(path):
+            return []
+    from apache_beam.io.filesystems import FileSystems
+
+    return [m.path for m in FileSystems.match([absolute(pattern)])[0].metadata_list]
 
 
 def check_inputs(files: Sequence[str], features: Sequence[str]) -> None:
@@ -174,7 +187,7 @@ def check_inputs(files: Sequence[str], features: Sequence[str]) -> None:
             _LOG.warning("%s: column(s) %s are not part of the layout and are ignored", path, ", ".join(ignored))
 
 
-def make_runner(options: PipelineOptions):
+def make_runner(options: "PipelineOptions"):
     """The runner: a local DirectRunner request runs on the FnApiRunner directly.
 
     Beam's DirectRunner would first hand the pipeline to the Prism runner, which downloads a
@@ -189,6 +202,8 @@ def make_runner(options: PipelineOptions):
     (`--job_endpoint embed`) with a DOCKER environment, Beam's default, is refused: it would pull
     Beam's SDK container here.
     """
+    from apache_beam.options.pipeline_options import DirectOptions, PortableOptions, StandardOptions
+
     name = options.view_as(StandardOptions).runner
     portable = options.view_as(PortableOptions)
     if name in LOCAL_RUNNERS:
@@ -210,8 +225,9 @@ def make_runner(options: PipelineOptions):
     return None  # Beam builds the runner named by --runner
 
 
-def build_pipeline(pipeline: beam.Pipeline, files: Sequence[str], args, staging: str) -> None:
+def build_pipeline(pipeline: "beam.Pipeline", files: Sequence[str], args, staging: str) -> None:
     """Wire the job into `pipeline`; everything it writes goes under `staging`."""
+    import apache_beam as beam
     import tensorflow_transform.beam as tft_beam
 
     from beam_jobs import scaling
@@ -367,7 +383,10 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
     files = match_inputs(args.input)
     # OUT must be crewstream's to write (new, empty or an earlier preprocess output), before any work
     owned = ownership.check_output_folder(args.output, ownership.PREPROCESS, inputs=files)
+    import apache_beam as beam
     import tensorflow_transform as tft
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
 
     from beam_jobs import publish
     from tfrecords_schema import transform_graph
@@ -424,9 +443,8 @@ def summarize(stats: Dict) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    verbose = "--verbose" in (argv or sys.argv[1:])
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    verbose = console.verbose_requested(argv)
+    console.setup(verbose)
     try:
         stats = run(argv)
     except (PreprocessError, csv_reader.CsvLayoutError, blocks.BlockPlanError, blocks.BlockFileError,

@@ -5,7 +5,9 @@ importing TensorFlow and `crewstream --help` is instant.
 """
 
 import importlib
+import importlib.metadata
 import importlib.util
+import os
 import sys
 from typing import List, Optional
 
@@ -25,7 +27,7 @@ SUBCOMMANDS = {
 def _usage() -> str:
     names = [name for name, (module, _) in SUBCOMMANDS.items() if available(module)]
     width = max(len(name) for name in SUBCOMMANDS)
-    lines = ["usage: crewstream SUBCOMMAND [--help] [args...]", "", "subcommands:"]
+    lines = ["usage: crewstream [--version] SUBCOMMAND [--help] [args...]", "", "subcommands:"]
     lines += [f"  {name:<{width}}  {SUBCOMMANDS[name][1]}" for name in names]
     return "\n".join(lines)
 
@@ -37,10 +39,36 @@ def available(module: str) -> bool:
         return False
 
 
+def version() -> str:
+    """The installed distribution's version (setup.py's `version`, its one source)."""
+    try:
+        return importlib.metadata.version("crewstream")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """The console script: run a subcommand; a closed stdout (`| head -1`) ends it quietly."""
+    try:
+        try:
+            return _dispatch(argv)
+        finally:  # inside the try: the flush at exit would otherwise fail with a traceback
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Python's documented recipe (signal module, "Note on SIGPIPE"): point stdout at devnull
+        # so that the interpreter's own flush at exit does not fail again; exit 1 as Python does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _dispatch(argv: Optional[List[str]]) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"crewstream {version()}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS or not available(SUBCOMMANDS[name][0]):

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import List, Optional, Sequence, Tuple
 
-from crewstream import cli
+from crewstream import cli, console
 from tfrecords_schema import ownership
 
 SAMPLE, OUT, MODEL, SUBMISSION = "sample", "out", "model", "submission.csv"
@@ -38,6 +38,7 @@ def _parse_args(argv):
     # The default LSTM needs 5-8 epochs of the demo's 5,676 windows before its accuracy on the eval
     # crew levels off (0.94-0.96 after 8 with the default balanced weighting, 0.36-0.66 after 3).
     parser.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
+    console.add_verbose(parser)  # passed on to every step
     return parser.parse_args(argv)
 
 
@@ -62,6 +63,7 @@ def steps(workdir: str, seconds: float, epochs: int) -> List[Tuple[str, str, Lis
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parse_args(argv)
+    console.setup(args.verbose)
     try:
         ownership.check_output_folder(args.workdir, OUTPUT, flag="--workdir")
     except ownership.OwnershipError as e:
@@ -70,6 +72,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ownership.claim(args.workdir, OUTPUT)
     started = time.time()
     for title, subcommand, step_argv in steps(args.workdir, args.seconds, args.epochs):
+        step_argv += ["--verbose"] if args.verbose else []
         module = cli.SUBCOMMANDS[subcommand][0]
         if not cli.available(module):
             print(f"\n== {title}: skipped (`crewstream {subcommand}` is not part of this version)", flush=True)

@@ -51,6 +51,7 @@ from tfrecords_schema.csv_layout import (
     CREW, EVENT, EXPERIMENT, EXPERIMENTS, ID, SAMPLE_RATE_HZ, SEAT, SEATS, SIGNALS, TEST_COLUMNS,
     TEST_EXPERIMENTS, TIME, TRAIN_COLUMNS, TRAIN_EXPERIMENTS,
 )
+from crewstream import console
 from tfrecords_schema import ownership
 from tfrecords_schema.record import LABEL_VOCABULARY
 
@@ -587,8 +588,9 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
             "OUT/test_truth.csv (id,event). Same layout and quirks as the real files: rows ordered "
             "by time as text with the seats interleaved, shortest-repr floats. Deterministic per seed."),
         epilog="Kaggle-sized train.csv: --crews 1,2,3,4,5,6,7,8,13 --seconds 352 (4.87M rows, ~1.2 GB).")
-    parser.add_argument("--out", required=True, metavar="DIR",
-                        help="output folder: new, empty, or an earlier synth output (created if missing)")
+    parser.add_argument("--output", "--out", dest="out", required=True, metavar="DIR",
+                        help="output folder: new, empty, or an earlier synth output (created if missing); "
+                             "--out is the earlier spelling")
     parser.add_argument("--crews", type=_crew_list, default=(1, 2, 3), metavar="1,2,3",
                         help="train crews, comma-separated (default: 1,2,3)")
     parser.add_argument("--seconds", type=float, default=60.0, metavar="S",
@@ -598,17 +600,21 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--test-seconds", type=float, default=30.0, metavar="S",
                         help="test (LOFT) seconds per (crew, seat) (default: 30)")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="random seed, >= 0 (default: 0)")
+    console.add_verbose(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parse_args(argv)
+    console.setup(args.verbose)
     started = time.perf_counter()
     try:  # OwnershipError is a ValueError too
-        ownership.check_output_folder(args.out, OUTPUT, flag="--out")
+        ownership.check_output_folder(args.out, OUTPUT, flag="--output")
         written = generate(args.out, crews=args.crews, seconds=args.seconds, test_crews=args.test_crews,
                            test_seconds=args.test_seconds, seed=args.seed, claim=True)
     except ValueError as error:
+        if args.verbose:
+            raise
         print(f"crewstream synth: {error}", file=sys.stderr)
         return 2
     for info in written.values():

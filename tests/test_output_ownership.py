@@ -210,13 +210,13 @@ CASES = {
     # synth --out
     "synth: a folder of the real files": synth_case(
         lambda out: put(f"{out}/train.csv", "crew,experiment,time,seat\n"),
-        "--out {out} is not empty (train.csv) and not the output of an earlier crewstream synth run; "
+        "--output {out} is not empty (train.csv) and not the output of an earlier crewstream synth run; "
         "choose a new or empty folder"),
     "synth: train.csv is a link in an earlier output": synth_case(
         lambda out: ownership.write_marker(out, "synth") and os.symlink("/etc/hostname", f"{out}/train.csv"),
-        "--out {out}: train.csv " + LINK),
+        "--output {out}: train.csv " + LINK),
     "synth: --out is a file": synth_case(
-        lambda out: put(out), "--out {out} is an existing file, not a folder; give a new or empty folder"),
+        lambda out: put(out), "--output {out} is an existing file, not a folder; give a new or empty folder"),
     # demo --workdir
     "demo: a user's folder": demo_case(
         lambda workdir: put(f"{workdir}/notes.txt"),

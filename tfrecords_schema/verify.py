@@ -34,6 +34,7 @@ from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import google_crc32c
 
+from crewstream import console
 from tfrecords_schema import layout
 from tfrecords_schema.record import CREW, LABEL, LABEL_VOCABULARY, parse_examples
 from tfrecords_schema.stats import SCALE_PARAMS, StatsError, read_stats
@@ -329,13 +330,26 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                     "record CRCs and framing, shard digests, records parse with the schema, record "
                     "and class counts, no unlisted shards; the transform graph loads and applies "
                     "stats.json's scaling. Exit 0 when intact, 1 with one line per problem.")
-    parser.add_argument("out", metavar="OUT", help="preprocess output folder (local path or gs://...)")
-    return parser.parse_args(argv)
+    parser.add_argument("out", metavar="OUT", nargs="?", help="preprocess output folder (local path or gs://...)")
+    parser.add_argument("--data", metavar="OUT", default=None,
+                        help="the same folder, with the flag train and evaluate name it by")
+    console.add_verbose(parser)
+    args = parser.parse_args(argv)
+    if (args.out is None) == (args.data is None):
+        parser.error("name the preprocess output folder once: OUT or --data OUT")
+    args.out = args.out or args.data
+    return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parse_args(argv)
-    report = verify(args.out)
+    console.setup(args.verbose)
+    try:  # before TensorFlow is imported
+        console.check_exists(layout.join(args.out, layout.STATS_FILE), "OUT",
+                             f"{args.out} is not the output of a completed preprocess run")
+        report = verify(args.out)
+    except console.UsageError as e:
+        report = Report([str(e)], [])
     for note in report.notes:
         print(f"note: {note}")
     if not report.ok:

@@ -18,7 +18,8 @@ import logging
 import sys
 from typing import Any, Dict, List, Optional
 
-from tfrecords_schema import LABEL_VOCABULARY, StatsError, WINDOW, layout
+from crewstream import console
+from tfrecords_schema import LABEL_VOCABULARY, StatsError, WINDOW, layout, read_stats
 from trainer import metrics, weights
 
 _LOG = logging.getLogger("crewstream.evaluate")
@@ -31,6 +32,7 @@ class EvalConfig:
     model_dir: str
     split: str = layout.EVAL
     batch_size: int = DEFAULT_BATCH_SIZE
+    progress: str = "none"  # crewstream.console.PROGRESS_MODES, on stderr
 
 
 def report_path(model_dir: str, split: str) -> str:
@@ -44,14 +46,20 @@ def evaluate(config: EvalConfig) -> Dict[str, Any]:
 
     from trainer import data, export, plots
 
+    from trainer.predict import Progress
+
     loaded = export.load_serving(config.model_dir)
     predict = loaded.signatures[export.SCALED_SIGNATURE]
     stream = metrics.StreamingMetrics(LABEL_VOCABULARY)
+    total = read_stats(config.data)["splits"][config.split]["num_windows"]
+    progress = Progress(config.split, total, "windows", console.resolve_progress(config.progress))
     # Weights play no part in the report: every window counts once.
     for window, label, _ in data.make_dataset(config.data, config.split, config.batch_size,
                                                  weighting=weights.NONE):
         probabilities = predict(**{WINDOW: window})[export.PROBABILITIES]
         stream.update(label.numpy(), probabilities.numpy())
+        progress.update(int(label.shape[0]))
+    progress.close()
     report = {"split": config.split, **stream.report()}
     path = report_path(config.model_dir, config.split)
     with tf.io.gfile.GFile(path, "w") as f:
@@ -75,7 +83,8 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--split", choices=layout.SPLITS, default=layout.EVAL, help="split (default eval)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help=f"windows per batch (default {DEFAULT_BATCH_SIZE})")
-    parser.add_argument("--verbose", action="store_true", help="debug logging and full tracebacks")
+    console.add_progress(parser, "windows evaluated")
+    console.add_verbose(parser)
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
@@ -84,12 +93,18 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console.setup(args.verbose)
+    try:  # before TensorFlow is imported
+        console.check_exists(layout.join(args.data, layout.STATS_FILE), "--data",
+                             f"{args.data} is not the output of a completed preprocess run")
+        console.check_exists(args.model_dir, "--model-dir", "train a model first")
+    except console.UsageError as e:
+        print(f"crewstream evaluate: error: {e}", file=sys.stderr)
+        return 1
     from trainer import data, export
 
     config = EvalConfig(data=args.data, model_dir=args.model_dir, split=args.split,
-                        batch_size=args.batch_size)
+                        batch_size=args.batch_size, progress=args.progress)
     if not _exists(export.serving_dir(config.model_dir)):
         print(f"crewstream evaluate: error: {export.serving_dir(config.model_dir)} not found: "
               "train a model first", file=sys.stderr)

@@ -70,6 +70,7 @@ from typing import BinaryIO, Deque, Dict, Iterator, List, Optional, Sequence, Tu
 
 import numpy as np
 
+from crewstream import console
 from tfrecords_schema import csv_layout as cols
 
 _LOG = logging.getLogger("crewstream.predict")
@@ -149,8 +150,7 @@ class Progress:
     def __init__(self, label: str, total: float, unit: str, mode: str = "auto", stream=None,
                  log_every: float = 30.0, scale: float = 1.0, width: int = 24):
         self.stream = stream or sys.stderr
-        if mode == "auto":
-            mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "log"
+        mode = console.resolve_progress(mode, self.stream)
         self.label, self.total, self.unit, self.mode = label, max(float(total), 0.0), unit, mode
         self.scale, self.width, self.log_every = scale, width, log_every
         self.done = 0.0
@@ -971,12 +971,11 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--temp-dir", default=None,
                         help="where to spill the groups' rows (default: the system temp folder); "
                              "needs about rows x (41 + 4 x features) bytes")
-    parser.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
-                        help="a progress bar on a terminal, log lines otherwise (default auto)")
+    console.add_progress(parser, "rows read and windows predicted")
     parser.add_argument("--max-bad-fraction", type=_fraction, default=DEFAULT_MAX_BAD_FRACTION,
                         help="stop (no submission) when more than this fraction of the rows is "
                              f"rejected (default {DEFAULT_MAX_BAD_FRACTION:g})")
-    parser.add_argument("--verbose", action="store_true", help="debug logging and full tracebacks")
+    console.add_verbose(parser)
     return parser.parse_args(argv)
 
 
@@ -988,8 +987,13 @@ def _stop_on_sigterm(signum, frame) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console.setup(args.verbose)
+    try:  # before TensorFlow is imported
+        console.check_exists(args.input, "--input")
+        console.check_exists(args.model_dir, "--model-dir", "train a model first")
+    except console.UsageError as e:
+        print(f"crewstream predict: error: {e}", file=sys.stderr)
+        return 1
     from beam_jobs.csv_reader import CsvLayoutError
 
     config = PredictConfig(model_dir=args.model_dir, input=args.input, output=args.output,

@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from crewstream import console
 from tfrecords_schema import LABEL_VOCABULARY
 from tfrecords_schema import csv_layout as cols
 
@@ -174,17 +175,24 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                     "[1e-15, 1-1e-15] and rows renormalized; also accuracy and macro F1.")
     parser.add_argument("--submission", required=True, help="submission CSV: id,A,B,C,D (.csv or .csv.gz)")
     parser.add_argument("--truth", required=True, help="truth CSV: id,event (e.g. synth's test_truth.csv)")
-    parser.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON here")
+    parser.add_argument("--output", "--json", dest="json", default=None, metavar="PATH",
+                        help="also write the report as JSON here (--json is the earlier spelling)")
+    console.add_verbose(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parse_args(argv)
+    console.setup(args.verbose)
     from trainer import metrics
 
     try:
+        console.check_exists(args.submission, "--submission")
+        console.check_exists(args.truth, "--truth")
         report = score(args.submission, args.truth)
-    except (ScoreError, FileNotFoundError) as e:
+    except (console.UsageError, ScoreError, FileNotFoundError) as e:
+        if args.verbose:
+            raise
         print(f"crewstream score: error: {e}", file=sys.stderr)
         return 1
     if args.json:

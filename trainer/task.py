@@ -4,12 +4,12 @@ Only the command line: `_parse_args(argv)` -> `main(argv)` -> TrainConfig -> tra
 """
 
 import argparse
-import logging
 import re
 import sys
 from typing import List, Optional
 
-from tfrecords_schema import StatsError, ownership
+from crewstream import console
+from tfrecords_schema import StatsError, layout, ownership
 from trainer import weights
 
 DEFAULTS = {"epochs": 10, "batch_size": 64, "seed": 0, "units": 64, "layers": 1, "dropout": 0.2,
@@ -118,9 +118,8 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--data-service", type=_service_address, default=None, metavar="grpc://HOST:PORT",
                         help="run the input pipeline on the tf.data service of this dispatcher (its "
                              "workers read the shards under --data themselves); not with multiworker")
-    parser.add_argument("--progress", choices=("bar", "epoch", "none"), default="bar",
-                        help="Keras output: a progress bar, one line per epoch, or none (default bar)")
-    parser.add_argument("--verbose", action="store_true", help="debug logging and full tracebacks")
+    console.add_progress(parser, "Keras output (log: one line per epoch; 'epoch' is accepted for log)")
+    console.add_verbose(parser)
     args = parser.parse_args(argv)
     if args.strategy == "multiworker" and args.data_service:
         parser.error("--data-service cannot be combined with --strategy multiworker: every worker "
@@ -138,7 +137,7 @@ def _config(args: argparse.Namespace):
         model=model.ModelParams(units=args.units, layers=args.layers, dropout=args.dropout,
                                 learning_rate=args.learning_rate, kind=args.model, filters=args.filters,
                                 kernel_size=args.kernel_size, blocks=args.blocks),
-        verbose={"bar": 1, "epoch": 2, "none": 0}[args.progress],
+        verbose={"bar": 1, "log": 2, "none": 0}[console.resolve_progress(args.progress, sys.stdout)],
         strategy=args.strategy, data_service=args.data_service, early_stopping=args.early_stopping,
     )
 
@@ -162,11 +161,12 @@ def _summary(history, args: argparse.Namespace) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console.setup(args.verbose)
     try:  # MODEL must be crewstream's to write (tfrecords_schema.ownership), checked before TensorFlow loads
+        console.check_exists(layout.join(args.data, layout.STATS_FILE), "--data",
+                             f"{args.data} is not the output of a completed preprocess run")
         ownership.check_output_folder(args.model_dir, ownership.MODEL, inputs=[args.data], flag="--model-dir")
-    except ownership.OwnershipError as e:
+    except (console.UsageError, ownership.OwnershipError) as e:
         if args.verbose:
             raise
         print(f"crewstream train: error: {e}", file=sys.stderr)

@@ -1,0 +1,152 @@
+"""What every subcommand's command line shares: quiet output, the shared flags, early path checks.
+
+Every `main(argv)` (run by `crewstream SUBCOMMAND` or `python -m MODULE`) parses its arguments,
+calls `setup(args.verbose)`, checks its paths with `check_exists` and only then imports TensorFlow
+or Beam, so that a usage error returns in about a second. This module imports neither.
+
+By default a command prints only crewstream's own lines (loggers `crewstream`, `beam_jobs`,
+`trainer`, `tfrecords_schema`, at INFO): TensorFlow's C++ logs (TF_CPP_MIN_LOG_LEVEL, unless the
+user set it, and the start-up lines TensorFlow's libraries write to stderr while `tensorflow` is
+imported), absl's, Beam's and tf.Transform's Python logs below ERROR are silenced. `--verbose`
+leaves all of them on and logs at DEBUG.
+
+The shared flags mean the same in every subcommand: `--verbose` (above, and full tracebacks),
+`--progress auto|bar|log|none` (auto: a bar on a terminal, plain log lines otherwise).
+"""
+
+import argparse
+import contextlib
+import importlib.abc
+import importlib.machinery
+import logging
+import os
+import sys
+import tempfile
+from typing import IO, Iterator, Optional
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+OWN_LOGGERS = ("crewstream", "beam_jobs", "trainer", "tfrecords_schema")
+QUIET_MODULES = ("tensorflow",)  # their import writes start-up lines to the stderr file descriptor
+
+PROGRESS_MODES = ("auto", "bar", "log", "none")
+PROGRESS_ALIASES = {"epoch": "log"}  # train's earlier spelling
+
+
+class UsageError(ValueError):
+    """A bad argument or a missing path, found before any work (one line; the command exits 2)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Quiet by default
+
+def setup(verbose: bool) -> None:
+    """Configure logging for a command and, unless `verbose`, silence the libraries' own output.
+
+    Call before TensorFlow is imported (the C++ log level is read when it loads); calling it
+    again (the demo runs several commands in one process) changes nothing already set.
+    """
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        if not any(isinstance(f, _QuietImportFinder) for f in sys.meta_path):
+            sys.meta_path.insert(0, _QuietImportFinder())
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.ERROR, format=LOG_FORMAT)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+@contextlib.contextmanager
+def stderr_captured() -> Iterator[IO[bytes]]:
+    """File descriptor 2 (what C++ libraries write to) goes to a temporary file inside the block;
+    the file is yielded, and on an exception its text is written back to stderr before it rises."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield captured
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """Runs a module's real loader with stderr captured (dropped when the import succeeds)."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        module.__loader__ = module.__spec__.loader = self._loader  # the module sees its own loader
+        with stderr_captured():
+            self._loader.exec_module(module)
+
+
+class _QuietImportFinder(importlib.abc.MetaPathFinder):
+    """Finds QUIET_MODULES as the path finder would, their loading wrapped in _QuietLoader."""
+
+    def find_spec(self, name, path, target=None):
+        if name not in QUIET_MODULES:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def verbose_requested(argv: Optional[list]) -> bool:
+    """Whether `--verbose` is among the arguments (for set-up before they are parsed)."""
+    return "--verbose" in (sys.argv[1:] if argv is None else argv)
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared flags
+
+def add_verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", action="store_true",
+                        help="also the libraries' logs (TensorFlow, Beam, absl), debug logging and "
+                             "full tracebacks")
+
+
+def progress_mode(text: str) -> str:
+    """argparse type of --progress: one of PROGRESS_MODES (or an alias of one)."""
+    mode = PROGRESS_ALIASES.get(text, text)
+    if mode not in PROGRESS_MODES:
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(PROGRESS_MODES)})")
+    return mode
+
+
+def add_progress(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--progress", type=progress_mode, default="auto", metavar="{" + ",".join(PROGRESS_MODES) + "}",
+                        help=f"{what}: a bar, plain log lines, or nothing; auto: a bar on a terminal, "
+                             "log lines otherwise (default auto)")
+
+
+def resolve_progress(mode: str, stream: Optional[IO] = None) -> str:
+    """`mode` with auto made concrete: "bar" when `stream` (default stderr) is a terminal, else "log"."""
+    if mode != "auto":
+        return mode
+    stream = sys.stderr if stream is None else stream
+    return "bar" if getattr(stream, "isatty", lambda: False)() else "log"
+
+
+# ---------------------------------------------------------------------------------------------
+# Early path checks
+
+def is_remote(path: str) -> bool:
+    """A URL (gs://...), which only TensorFlow's or Beam's file systems can check."""
+    return "://" in path
+
+
+def check_exists(path: str, flag: str, reason: str = "") -> None:
+    """UsageError unless the local `path` exists; a URL is left to the command (checked later,
+    after TensorFlow or Beam is imported). `reason` follows the message after a colon."""
+    if not is_remote(path) and not os.path.exists(path):
+        raise UsageError(f"{flag}: {path} not found" + (f": {reason}" if reason else ""))

@@ -1,0 +1,149 @@
+"""The command line as a user meets it: quiet by default, usage errors before TensorFlow or Beam
+loads, the same flags everywhere, `--version`, and a closed pipe ends it without a traceback.
+
+The subprocess tests run `python -m crewstream.cli` with TF_CPP_MIN_LOG_LEVEL unset (tests/
+conftest.py sets it for the suite), as a user's shell would.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crewstream import console
+from trainer import evaluate, predict, score, task
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args, **kwargs):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run([sys.executable, "-m", "crewstream.cli", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def test_version_is_the_one_in_setup_py():
+    declared = re.search(r'version="([^"]+)"', (REPO / "setup.py").read_text()).group(1)
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"crewstream {declared}\n"
+
+
+@pytest.mark.parametrize("command", ["help", "synth"])
+def test_a_closed_pipe_ends_the_command_without_a_traceback(command, tmp_path):
+    # `crewstream --help | head -0`, `crewstream synth ... | head -0`: stdout's reader is gone
+    args = {"help": ["--help"],
+            "synth": ["synth", "--output", tmp_path, "--crews", "1", "--seconds", "1", "--test-seconds", "1"]}
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    child = subprocess.Popen([sys.executable, "-m", "crewstream.cli", *map(str, args[command])], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()  # before the child (still starting Python) writes: its writes hit a closed pipe
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=120) == 1  # Python's own exit status on EPIPE
+    assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err, err
+
+
+# In a child process: each usage error, its exit status, its stderr, and the heavy modules loaded.
+USAGE_ERRORS = r"""
+import contextlib, io, json, sys
+from crewstream import cli
+results = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli.main(argv)
+    results.append([code, err.getvalue()])
+heavy = sorted(m for m in ("tensorflow", "tensorflow_transform", "apache_beam", "tf_keras") if m in sys.modules)
+print(json.dumps({"results": results, "heavy": heavy}))
+"""
+
+
+def test_a_missing_path_is_reported_before_tensorflow_or_beam_is_imported(tmp_path):
+    missing = str(tmp_path / "nope")
+    commands = [
+        ["preprocess", "--input", f"{missing}.csv", "--output", str(tmp_path / "out")],
+        ["train", "--data", missing, "--model-dir", str(tmp_path / "model")],
+        ["evaluate", "--data", missing, "--model-dir", missing],
+        ["predict", "--model-dir", missing, "--input", f"{missing}.csv", "--output", str(tmp_path / "s.csv")],
+        ["verify", missing],
+    ]
+    child = subprocess.run([sys.executable, "-c", USAGE_ERRORS, json.dumps(commands)], cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr
+    report = json.loads(child.stdout)
+    assert report["heavy"] == []
+    for argv, (code, err) in zip(commands, report["results"]):
+        assert code == 1, (argv, err)
+        lines = err.splitlines()
+        assert lines and all(line.startswith(f"crewstream {argv[0]}: ") and missing in line for line in lines), err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "model").exists()
+
+
+def test_only_crewstreams_lines_by_default_and_the_libraries_with_verbose(tmp_path):
+    # evaluate imports TensorFlow and tf.Transform (trainer.export) before it finds no MODEL/serving
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "stats.json").write_text("{}")
+    (tmp_path / "model").mkdir()
+    argv = ["evaluate", "--data", tmp_path / "out", "--model-dir", tmp_path / "model"]
+    quiet, verbose = run_cli(*argv), run_cli(*argv, "--verbose")
+    expected = f"crewstream evaluate: error: {tmp_path / 'model' / 'serving'} not found: train a model first\n"
+    assert (quiet.returncode, quiet.stderr) == (1, expected)
+    assert verbose.returncode == 1
+    assert verbose.stderr.endswith(expected)
+    # TensorFlow's start-up lines (C++, written while it loads) and its Python loggers are back
+    assert re.search(r"^[IWE]\d{4} .*\.cc:\d+\]", verbose.stderr, re.M), verbose.stderr[:2000]
+    assert re.search(r"^\S+ \S+ DEBUG (?!crewstream)", verbose.stderr, re.M), verbose.stderr[:2000]
+
+
+# ---------------------------------------------------------------------------------------------
+# The same flag, the same meaning
+
+PROGRESS_PARSERS = {
+    "train": (task._parse_args, ["--data", "d", "--model-dir", "m"]),
+    "evaluate": (evaluate._parse_args, ["--data", "d", "--model-dir", "m"]),
+    "predict": (predict._parse_args, ["--model-dir", "m", "--input", "t.csv", "--output", "s.csv"]),
+}
+
+
+@pytest.mark.parametrize("command", sorted(PROGRESS_PARSERS))
+def test_progress_takes_the_same_modes_everywhere(command, capsys):
+    parse, required = PROGRESS_PARSERS[command]
+    assert parse(required).progress == "auto"
+    for mode in console.PROGRESS_MODES:
+        assert parse(required + ["--progress", mode]).progress == mode
+    assert parse(required + ["--progress", "epoch"]).progress == "log"  # train's earlier spelling
+    with pytest.raises(SystemExit) as exit_info:
+        parse(required + ["--progress", "epochs"])
+    assert exit_info.value.code == 2
+    assert "--progress: invalid choice: 'epochs' (choose from auto, bar, log, none)" in capsys.readouterr().err
+
+
+def test_auto_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(tmp_path):
+    with open(tmp_path / "log", "w") as not_a_terminal:
+        assert console.resolve_progress("auto", not_a_terminal) == "log"
+
+    class Terminal:
+        def isatty(self):
+            return True
+
+    assert console.resolve_progress("auto", Terminal()) == "bar"
+    assert console.resolve_progress("none", Terminal()) == "none"
+    # train's Keras verbosity follows it: log is one line per epoch
+    args = task._parse_args(["--data", "d", "--model-dir", "m", "--progress", "log"])
+    assert task._config(args).verbose == 2
+
+
+def test_earlier_spellings_still_work():
+    from crewstream import synth
+    from tfrecords_schema import verify
+
+    assert synth._parse_args(["--out", "x"]).out == synth._parse_args(["--output", "x"]).out == "x"
+    assert score._parse_args(["--submission", "s", "--truth", "t", "--json", "r"]).json == "r"
+    assert score._parse_args(["--submission", "s", "--truth", "t", "--output", "r"]).json == "r"
+    assert verify._parse_args(["o"]).out == verify._parse_args(["--data", "o"]).out == "o"
+    with pytest.raises(SystemExit):
+        verify._parse_args([])
