@@ -1,5 +1,5 @@
 """`crewstream preprocess` / `python -m beam_jobs.preprocess`: crew CSVs -> scaled, windowed
-TFRecord shards, class-count statistics and a tf.Transform graph (DESIGN.md, "The flow").
+TFRecord shards, class-count statistics and a tf.Transform graph (docs/DESIGN.md, "The flow").
 
 This module only wires: the work is in beam_jobs.transforms and the plain modules it calls.
 
@@ -271,7 +271,7 @@ def build_pipeline(pipeline: "beam.Pipeline", files: Sequence[str], args, stagin
 
 
 def build_stats(args, manifest: Dict, scaling_stats: Dict) -> Dict:
-    """stats.json from the run's manifest (DESIGN.md, "The output folder of a preprocess run")."""
+    """stats.json from the run's manifest (docs/DESIGN.md, "The output folder of a preprocess run")."""
     splits = {}
     for split in layout.SPLITS:
         groups = [g for g in manifest["groups"] if g["split"] == split]

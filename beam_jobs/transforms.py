@@ -525,7 +525,7 @@ def _write_rejects(rejects: List[Reject], path: str) -> int:
 
 def segment_counts(sorted_blocks: Iterable[blocks.SortedBlock], params: WindowParams) -> List[Dict]:
     """Per recording, in key order: {split, crew, seat, experiment, segments, short_segments,
-    longest_segment}: its time segments (DESIGN.md, "Windows"), how many are shorter than the
+    longest_segment}: its time segments (docs/DESIGN.md, "Windows"), how many are shorter than the
     window (they give no window) and the rows of the longest. From the blocks' summaries alone
     (`SortBlocks`' main output), as CutBlockWindowsFn finds the segments."""
     by_recording = collections.defaultdict(list)

@@ -1,4 +1,4 @@
-"""Cutting windows out of one recording: the Windows contract of DESIGN.md, in plain numpy.
+"""Cutting windows out of one recording: the Windows contract of docs/DESIGN.md, in plain numpy.
 
 A group is one (crew, seat, experiment), its rows sorted numerically by time. A gap in time larger
 than `max_gap` seconds starts a new segment; windows never cross a segment. In a segment of n rows

@@ -1,4 +1,4 @@
-"""Benchmark: `crewstream predict` against the in-memory way of DATA.md, side by side in one run.
+"""Benchmark: `crewstream predict` against the in-memory way of docs/DATA.md, side by side in one run.
 
     .venv/bin/python -m benchmarks.bench_predict                            # the default set
     .venv/bin/python -m benchmarks.bench_predict --sizes one --features 1   # a quick look
@@ -6,7 +6,7 @@
 
 Test files (written by `crewstream synth`, seed 0; 256 rows per second per (crew, seat)):
 
-    one            crew 1 x 1077 s: 551,424 rows, the size of DATA.md's one-crew baseline
+    one            crew 1 x 1077 s: 551,424 rows, the size of docs/DATA.md's one-crew baseline
     four           crews 1-4 x 1077 s: 2,205,696 rows, 4x `one` with groups of the same size
     kaggle-groups  crew 1 x 3899 s: 1,996,288 rows in groups of Kaggle's size (about 1M rows)
     kaggle         crews 1-8, 13 x 3899 s: 17,965,184 rows, the size of Kaggle's test.csv
@@ -128,7 +128,7 @@ def child_model(data: str, model_dir: str) -> None:
 # --- the in-memory way ------------------------------------------------------------------------
 
 def child_inmemory(csv: str, model_dir: str, batch_size: int, max_bytes: int, output: str, report: str) -> None:
-    """DATA.md's way, every window in memory at once; writes phase times to `report` (JSON)."""
+    """docs/DATA.md's way, every window in memory at once; writes phase times to `report` (JSON)."""
     import numpy as np
     import pandas as pd
 
@@ -331,7 +331,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ["# bench_predict", *header, f"- load average at end (1, 5, 15 min): {load}",
          f"- window {WINDOW}, stride 1 (one window per row), model LSTM(64) -> Dense(4); crewstream with its "
          f"defaults (batch 1024, --concurrent {_concurrency()}); total {time.perf_counter() - started:.0f} s", "",
-         table("predict: in-memory (DATA.md) vs crewstream", HEADER, rows_of(results)), "",
+         table("predict: in-memory (docs/DATA.md) vs crewstream", HEADER, rows_of(results)), "",
          *ratios(results), *checks])
     print("\n" + report)
     (workdir / "results.md").write_text(report + "\n")

@@ -1,7 +1,7 @@
 """`crewstream synth`: write a sample train.csv / test.csv / test_truth.csv in the Kaggle layout.
 
 The real competition files cannot be reached from our machines, so everything downstream is built
-and tested on files made here. They reproduce the layout and the quirks that DATA.md lists:
+and tested on files made here. They reproduce the layout and the quirks that docs/DATA.md lists:
 
 * headers exactly `csv_layout.TRAIN_COLUMNS` / `csv_layout.TEST_COLUMNS`, values never quoted;
 * rows of one (crew, experiment) together, the two seats interleaved, and within that the rows

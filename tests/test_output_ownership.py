@@ -1,4 +1,4 @@
-"""Every command that writes refuses an output that is not crewstream's (DESIGN.md, "Outputs
+"""Every command that writes refuses an output that is not crewstream's (docs/DESIGN.md, "Outputs
 crewstream owns"; issue 11, item 1): one case per row of CASES, each refused with its exact line,
 exit code 1 (synth: 2), and the tmp folder, links and bytes included, exactly as before.
 

@@ -1,4 +1,4 @@
-"""The output folder of a preprocess run (DESIGN.md, "The output folder of a preprocess run").
+"""The output folder of a preprocess run (docs/DESIGN.md, "The output folder of a preprocess run").
 
     OUT/train/part-SSSSS-of-NNNNN.tfrecord[.gz]
     OUT/eval/part-SSSSS-of-NNNNN.tfrecord[.gz]

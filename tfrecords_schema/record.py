@@ -1,4 +1,4 @@
-"""One tf.train.Example per window: the record contract of DESIGN.md.
+"""One tf.train.Example per window: the record contract of docs/DESIGN.md.
 
 | key          | type              | value                                                |
 |--------------|-------------------|------------------------------------------------------|

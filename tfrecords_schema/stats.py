@@ -2,13 +2,13 @@
 
 It is written last (atomically: a temporary name, then a rename), so its presence means the run
 completed. Readers learn window size, features, scaling and class counts from it rather than from
-constants (STYLE.md habit 2). `validate_stats` checks every field and the arithmetic between them.
+constants. `validate_stats` checks every field and the arithmetic between them.
 
 `inputs` accounts for every input file: rows read = rows used + rows rejected. Runs before it
 existed wrote none; such a stats.json is still valid. The same holds for two later additions:
   - each shard's `sha256`, the digest of the shard file's bytes (`crewstream verify` checks it);
     a stats.json lists it for every shard or for none;
-  - each split's `segments` (time segments of its recordings, DESIGN.md "Windows") and
+  - each split's `segments` (time segments of its recordings, docs/DESIGN.md "Windows") and
     `short_segments` (those shorter than `window`, which give no window): the split has windows
     exactly when some segment is not short, and rows exactly when it has segments.
 """

@@ -9,7 +9,7 @@ only re-cuts the batches it receives (see `offload`).
 
 Nothing here holds a split in memory: what is resident is the shuffle buffer, one read buffer per
 open shard and a few prefetched batches. Window size, feature count and the shard list come from
-stats.json (STYLE.md habit 2); the record is parsed with tfrecords_schema's spec (habit 1).
+stats.json (the reader learns the data from the artifact); the record is parsed with tfrecords_schema's spec.
 """
 
 import math

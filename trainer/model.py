@@ -1,7 +1,7 @@
 """The classifier and the Keras pieces the trainer needs: the one module that imports tf_keras.
 
 tf_keras (the Keras 2 API), not Keras 3: tf.Transform's TransformFeaturesLayer is a tf_keras
-model, and Keras 3's `fit` fails under MultiWorkerMirroredStrategy on TF 2.21 (DESIGN.md,
+model, and Keras 3's `fit` fails under MultiWorkerMirroredStrategy on TF 2.21 (docs/DESIGN.md,
 "Decisions already taken"). Other trainer modules reach Keras only through the functions here.
 
 Models (`ModelParams.kind`), both windows float32 [B, W, F] (scaled) -> probabilities [B, 4]:

@@ -11,11 +11,11 @@
             A model with the `sequence` signature (a tcn) is swept instead (--path auto): the padded
             group is fed once, in chunks of --sweep-rows rows plus the W-1 rows before them, and
             every output step after those W-1 is a row's prediction (the output of the window
-            ending at that row: DESIGN.md, "Models"); --path windows forces the windowed calls
+            ending at that row: docs/DESIGN.md, "Models"); --path windows forces the windowed calls
     end     the submission is written under a hidden temporary name and renamed into place, so a
             killed run leaves no partial file under the final name
 
-The prediction contract (DESIGN.md, "Prediction"): the window of row i is the W rows of its group
+The prediction contract (docs/DESIGN.md, "Prediction"): the window of row i is the W rows of its group
 ending at row i in time order; a row with fewer than W-1 earlier rows is left-padded by repeating
 the group's first row. Rows with equal times keep their file order (a stable sort). Windows cross
 time gaps: at prediction every row needs a window. Values go in RAW; the serving model scales them.

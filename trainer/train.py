@@ -1,5 +1,5 @@
 """The training run behind `crewstream train`: stream the shards into the model, keep MODEL/ up to
-date after every epoch, export MODEL/serving at the end (DESIGN.md, "The model folder").
+date after every epoch, export MODEL/serving at the end (docs/DESIGN.md, "The model folder").
 
     MODEL/train_config.json   the settings of the run (a resumed run must use the same ones)
     MODEL/checkpoints/        model, optimizer and epoch after each epoch (BackupAndRestore)

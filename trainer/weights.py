@@ -1,4 +1,4 @@
-"""Per-sample weights from the TRAIN split's class counts (DESIGN.md, "Per-sample weights").
+"""Per-sample weights from the TRAIN split's class counts (docs/DESIGN.md, "Per-sample weights").
 
 - `none`: 1 for every class.
 - `balanced`: N / (K * n_c), with N windows and K classes present; scikit-learn's

@@ -1,4 +1,4 @@
-"""tfrecords_schema.ownership, the rules of DESIGN.md "Outputs crewstream owns", on plain folders
+"""tfrecords_schema.ownership, the rules of docs/DESIGN.md "Outputs crewstream owns", on plain folders
 (no command, no pipeline). tests/test_output_ownership.py runs the commands against the same cases."""
 
 import gzip

@@ -7,7 +7,7 @@ from tfrecords_schema import (LABEL_VOCABULARY, encode_windows, feature_spec, la
 
 
 def test_feature_spec_golden():
-    # The record contract of DESIGN.md, spelled out once more on purpose: changing it must be a
+    # The record contract of docs/DESIGN.md, spelled out once more on purpose: changing it must be a
     # deliberate act that breaks this test.
     assert feature_spec(256, 23) == {
         "window": tf.io.FixedLenFeature([256 * 23], tf.float32),

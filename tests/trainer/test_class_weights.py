@@ -1,4 +1,4 @@
-"""trainer.weights: the "Per-sample weights" contract of DESIGN.md."""
+"""trainer.weights: the "Per-sample weights" contract of docs/DESIGN.md."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""trainer.predict: every id once, windows per DESIGN.md's Prediction contract, bounded memory.
+"""trainer.predict: every id once, windows per docs/DESIGN.md's Prediction contract, bounded memory.
 
 The reference windows here are rebuilt independently from the CSV with pandas (group, stable sort
 by time) and an explicit per-row slice with the padding spelled out, never with predict's code.
