@@ -32,7 +32,8 @@ OUTPUT = ownership.Kind("demo", (SAMPLE, OUT, MODEL, SUBMISSION, SUBMISSION_REJE
 
 def _parse_args(argv):
     parser = argparse.ArgumentParser(prog="crewstream demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", default="demo-run", help="folder for everything the demo writes")
+    parser.add_argument("--workdir", "--output", dest="workdir", default="demo-run",
+                        help="folder for everything the demo writes (--output: the same)")
     parser.add_argument("--seconds", type=float, default=60.0,
                         help="seconds of train recording per (crew, seat, experiment) (default 60)")
     # The default LSTM needs 5-8 epochs of the demo's 5,676 windows before its accuracy on the eval
