@@ -3,9 +3,13 @@
 import gzip
 import hashlib
 import json
+import logging
 import os
 import shutil
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -285,3 +289,18 @@ def test_no_digests_is_a_note(out):
     report = verify.verify(str(out))
     assert report.ok and report.notes == ["stats.json lists no shard digests (a run before they existed): shard "
                                           "contents are checked by CRCs and counts only"]
+
+
+def test_the_command_prints_no_library_notices_by_default(good_out, caplog):
+    """tf.Transform logs a notice per optional module it lacks each time it applies the graph
+    (struct2tensor...), and TensorFlow writes start-up lines while it loads: the command hides
+    both (crewstream.console), the library call shows that there are notices to hide."""
+    with caplog.at_level(logging.INFO, logger="tensorflow"):
+        assert verify.verify(str(good_out)).ok
+    assert any("is not available" in r.getMessage() for r in caplog.records)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-m", "crewstream.cli", "verify", str(good_out)], env=env,
+                            cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.startswith(f"{good_out}: ok: 4 shard(s)")
