@@ -8,7 +8,10 @@ By default a command prints only crewstream's own lines (loggers `crewstream`, `
 `trainer`, `tfrecords_schema`, at INFO): TensorFlow's C++ logs (TF_CPP_MIN_LOG_LEVEL, unless the
 user set it, and the start-up lines TensorFlow's libraries write to stderr while `tensorflow` is
 imported), absl's, Beam's and tf.Transform's Python logs below ERROR are silenced. `--verbose`
-leaves all of them on and logs at DEBUG.
+leaves all of them on and logs at DEBUG. Worker processes that Beam starts itself
+(`--direct_running_mode multi_processing`, a worker pool) inherit TF_CPP_MIN_LOG_LEVEL but not
+the capture: each still writes TensorFlow's start-up lines when it loads it (Beam's local runner
+passes workers no options through which to reach them).
 
 The shared flags mean the same in every subcommand: `--verbose` (above, and full tracebacks),
 `--progress auto|bar|log|none` (auto: a bar on a terminal, plain log lines otherwise).
@@ -46,12 +49,17 @@ def setup(verbose: bool) -> None:
     again (the demo runs several commands in one process) changes nothing already set.
     """
     if not verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        if not any(isinstance(f, _QuietImportFinder) for f in sys.meta_path):
-            sys.meta_path.insert(0, _QuietImportFinder())
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # inherited by worker processes
+        quiet_imports()
     logging.basicConfig(level=logging.DEBUG if verbose else logging.ERROR, format=LOG_FORMAT)
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def quiet_imports() -> None:
+    """From now on, the first import of each of QUIET_MODULES runs with stderr captured."""
+    if not any(isinstance(f, _QuietImportFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImportFinder())
 
 
 @contextlib.contextmanager
