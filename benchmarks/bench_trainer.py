@@ -11,7 +11,10 @@ Prints, for the machine it runs on (CPU model, cores, RAM):
 2. training windows/s: model.fit on the streaming dataset against the in-memory one;
 3. peak RSS of a training process, streaming vs in-memory, as the train split doubles (the
    doubled split lists every train shard twice, so it is exactly 2x);
-4. per-class recall and macro-F1 on eval of --weighting none vs balanced (a figure, not a test).
+4. per-class recall and macro-F1 on eval of --weighting none vs balanced (a figure, not a test);
+5. training windows/s of each model kind (--models, default lstm,tcn: train's default settings
+   of each), on the same streaming input (make_dataset, shuffled, balanced weights) and batch, and
+   the seconds per epoch they imply (train windows / windows/s).
 Timings are medians of --repeats runs after a warm-up pass.
 """
 
@@ -288,6 +291,37 @@ def bench_weighting(out: str, workdir: str, args) -> str:
                  + ["macro F1", "accuracy", "log loss", "s"], rows)
 
 
+# --- 5. model kinds -----------------------------------------------------------------------------
+
+def bench_models(out: str, stats: Dict, args) -> str:
+    """Training windows/s of each kind in args.models on the same input and batch (part 5)."""
+    from trainer import data, model as model_lib
+
+    runs, described = {}, {}
+    for kind in args.models:
+        params = model_lib.ModelParams(kind=kind).for_window(stats["window"])
+        model_lib.set_seed(0)
+        net = model_lib.build_model(stats["window"], len(stats["features"]), params)
+        ds = data.make_dataset(out, layout.TRAIN, args.batch_size, shuffle=True, repeat=True, seed=0)
+
+        def fit(ds=ds, net=net) -> int:
+            net.fit(ds, epochs=1, steps_per_epoch=args.train_steps, verbose=0)
+            return args.train_steps * args.batch_size
+
+        runs[kind], described[kind] = fit, f"{params.describe()}; {net.count_params():,} weights"
+    rates = median_rates(runs, args.repeats)
+    windows = stats["splits"][layout.TRAIN]["num_windows"]
+    first = statistics.median(rates[args.models[0]])
+    rows = [(kind, f"{statistics.median(r):,.0f}", spread(r), f"{windows / statistics.median(r):,.0f}",
+             f"{statistics.median(r) / first:.2f}") for kind, r in rates.items()]
+    return (table(f"5. training windows/s by model: {args.train_steps} steps of {args.batch_size}, streaming "
+                  f"input (make_dataset, shuffle, balanced weights), train split {windows:,} windows of "
+                  f"{stats['window']} x {len(stats['features'])} (median of {args.repeats}, rounds alternate the "
+                  f"models); s/epoch = train windows / windows/s",
+                  ["model", "windows/s", "min-max", "s/epoch", f"x {args.models[0]}"], rows)
+            + "\n" + "\n".join(f"  {text}" for text in described.values()))
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 def add_sample_args(parser: argparse.ArgumentParser) -> None:
@@ -311,11 +345,17 @@ def _parse_args(argv):
     parser.add_argument("--train-steps", type=int, default=20, help="steps per timed fit (default 20)")
     parser.add_argument("--memory-repeats", type=int, default=1)
     parser.add_argument("--weighting-epochs", type=int, default=5)
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: input,training,memory,weighting")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated parts to skip: input,training,memory,weighting,models")
+    parser.add_argument("--models", default="lstm,tcn", help="model kinds of part 5 (default lstm,tcn)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.crews = tuple(int(c) for c in args.crews.split(","))
     args.skip = set(filter(None, args.skip.split(",")))
+    args.models = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(args.models) - {"lstm", "tcn"})
+    if unknown or not args.models:
+        parser.error(f"--models: expected lstm and/or tcn, got {args.models}")
     return args
 
 
@@ -334,7 +374,8 @@ def main(argv=None) -> int:
         parts = [("input", lambda: bench_input(out, stats, args)),
                  ("training", lambda: bench_training(out, stats, args)),
                  ("memory", lambda: bench_memory(out, doubled(out, os.path.join(workdir, "out2x")), stats, args)),
-                 ("weighting", lambda: bench_weighting(out, workdir, args))]
+                 ("weighting", lambda: bench_weighting(out, workdir, args)),
+                 ("models", lambda: bench_models(out, stats, args))]
         for name, run in parts:
             if name not in args.skip:
                 start = time.perf_counter()
