@@ -19,8 +19,10 @@ saved with it: the model loads and runs after OUT has been deleted.
 consumer what to feed the signatures without OUT: {"window": W, "features": [names, in stats.json
 order], "label_vocabulary": ["A", "B", "C", "D"] (the order of the `probabilities` columns),
 "model": "lstm" | "tcn", "receptive_field": rows one output depends on (W for the lstm),
-"signatures": [the signature names above that the model has]}. `read_serving_config(model_dir)`
-reads it back (the one reader), filling in the lstm's values for exports older than the last three.
+"signatures": [the signature names above that the model has], "normalize": the model's input
+normalization (trainer.model.NORMALIZATIONS; inside both networks, so raw rows still go in),
+"norm_rows": rows it looks back over (null for none)}. `read_serving_config(model_dir)` reads it
+back (the one reader), filling in the lstm's values for exports older than the last five.
 """
 
 import json
@@ -130,7 +132,8 @@ def _write_serving_config(saved_model_dir: str, stats: Dict[str, Any], params: m
     tf.io.gfile.makedirs(layout.join(saved_model_dir, SERVING_CONFIG_FILE.rsplit("/", 1)[0]))
     config = {"window": stats["window"], "features": list(stats["features"]),
               "label_vocabulary": list(stats["label_vocabulary"]), "model": params.kind,
-              "receptive_field": params.receptive_field or stats["window"], "signatures": signatures}
+              "receptive_field": params.receptive_field or stats["window"], "signatures": signatures,
+              "normalize": params.normalize, "norm_rows": params.norm_rows}
     with tf.io.gfile.GFile(path, "w") as f:
         json.dump(config, f, indent=2)
         f.write("\n")
@@ -138,8 +141,9 @@ def _write_serving_config(saved_model_dir: str, stats: Dict[str, Any], params: m
 
 def read_serving_config(model_dir: str) -> Dict[str, Any]:
     """{"window": int, "features": [str], "label_vocabulary": [str], "model": str,
-    "receptive_field": int in 1..window, "signatures": [str]} of MODEL/serving; an export that
-    predates the last three keys gets the lstm's ("lstm", window, [scaled, serving_default]).
+    "receptive_field": int in 1..window, "signatures": [str], "normalize": str, "norm_rows": int
+    or None} of MODEL/serving; an export that predates the last five keys gets the lstm's
+    ("lstm", window, [scaled, serving_default], "none", None).
 
     FileNotFoundError when MODEL/serving has none (exported before it was written: re-export);
     ValueError when it is malformed.
@@ -158,12 +162,16 @@ def read_serving_config(model_dir: str) -> Dict[str, Any]:
     config.setdefault("model", model_lib.LSTM)
     config.setdefault("receptive_field", window)
     config.setdefault("signatures", [SCALED_SIGNATURE, SERVING_SIGNATURE])
+    config.setdefault("normalize", model_lib.NORM_NONE)
+    config.setdefault("norm_rows", None)
     field, signatures = config["receptive_field"], config["signatures"]
     if not (config["model"] in model_lib.MODELS and isinstance(field, int) and 1 <= field <= window
             and isinstance(signatures, list) and SERVING_SIGNATURE in signatures
-            and all(isinstance(n, str) for n in signatures)):
+            and all(isinstance(n, str) for n in signatures)
+            and config["normalize"] in model_lib.NORMALIZATIONS):
         raise ValueError(f"{path}: expected model one of {list(model_lib.MODELS)}, receptive_field an "
-                         f"int in 1..window, signatures [str, ...] with {SERVING_SIGNATURE}; got {config}")
+                         f"int in 1..window, signatures [str, ...] with {SERVING_SIGNATURE}, normalize one of "
+                         f"{list(model_lib.NORMALIZATIONS)}; got {config}")
     return config
 
 

@@ -29,6 +29,11 @@ from tfrecords_schema import NUM_CLASSES, WINDOW
 
 LSTM, TCN = "lstm", "tcn"
 MODELS = (LSTM, TCN)
+# --normalize: what the network does to its (globally scaled) input rows first, per feature, over
+# the last `norm_rows` rows up to each step (causal): nothing; subtract their mean; z-score.
+NORM_NONE, NORM_CENTER, NORM_ZSCORE = "none", "center", "zscore"
+NORMALIZATIONS = (NORM_NONE, NORM_CENTER, NORM_ZSCORE)
+NORM_EPSILON = 1e-4  # added to the rolling variance (of globally scaled values) before its root
 SEQUENCE_LAYER = "sequence"  # the tcn's per-time-step network, nested in the classifier
 
 
@@ -43,10 +48,11 @@ def receptive_field(kernel_size: int, blocks: int, input_rows: int = 1) -> int:
     return input_rows + 2 * (kernel_size - 1) * (2 ** blocks - 1)
 
 
-def max_blocks(kernel_size: int, window: int) -> int:
-    """The most blocks whose receptive field fits `window` rows (0 when not even one does)."""
+def max_blocks(kernel_size: int, window: int, input_rows: int = 1) -> int:
+    """The most blocks whose receptive field (see `receptive_field`) fits `window` rows (0 when
+    not even one does)."""
     blocks = 0
-    while receptive_field(kernel_size, blocks + 1) <= window:
+    while receptive_field(kernel_size, blocks + 1, input_rows) <= window:
         blocks += 1
     return blocks
 
@@ -57,6 +63,9 @@ class ModelParams:
 
     `units`, `layers`: the lstm's; `filters`, `kernel_size`, `blocks`: the tcn's (blocks None:
     as many as fit the window, see `for_window`); `dropout`, `learning_rate`: both.
+    `normalize` (one of NORMALIZATIONS) over `norm_rows` rows (None: half the window, see
+    `for_window`): the causal input stage of both models (RollingNormalization); a tcn's
+    receptive field then counts those rows too.
     """
 
     units: int = 64
@@ -67,8 +76,14 @@ class ModelParams:
     filters: int = 32
     kernel_size: int = 3
     blocks: Optional[int] = None
+    normalize: str = NORM_NONE
+    norm_rows: Optional[int] = None
 
     def __post_init__(self):
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
+        if self.norm_rows is not None and self.norm_rows < 2:
+            raise ValueError(f"norm_rows must be >= 2, got {self.norm_rows}")
         if self.kind not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {self.kind!r}")
         if self.units < 1 or self.layers < 1:
@@ -87,29 +102,48 @@ class ModelParams:
         which sees its whole window."""
         if self.kind != TCN or self.blocks is None:
             return None
-        return receptive_field(self.kernel_size, self.blocks)
+        return receptive_field(self.kernel_size, self.blocks, self.input_rows)
+
+    @property
+    def input_rows(self) -> int:
+        """Rows the input stage looks back over: `norm_rows` when normalizing, else 1."""
+        return 1 if self.normalize == NORM_NONE else (self.norm_rows or 1)
 
     def describe(self) -> str:
         """One line for the log, e.g. `tcn: 4 blocks of 32 filters, kernel 3, receptive field 61 rows`."""
+        norm = "" if self.normalize == NORM_NONE else f"; input {self.normalize} over {self.norm_rows} rows"
         if self.kind == TCN:
             return (f"tcn: {self.blocks} blocks of {self.filters} filters, kernel {self.kernel_size}, "
-                    f"receptive field {self.receptive_field} rows, dropout {self.dropout:g}")
-        return f"lstm: {self.layers} x {self.units} units, dropout {self.dropout:g}"
+                    f"receptive field {self.receptive_field} rows, dropout {self.dropout:g}{norm}")
+        return f"lstm: {self.layers} x {self.units} units, dropout {self.dropout:g}{norm}"
 
     def for_window(self, window: int) -> "ModelParams":
         """These settings for windows of `window` rows: a tcn's `blocks` filled in (as many as
         fit), checked. ModelError when the receptive field exceeds the window: the windowed model
-        would then see its own zero padding, and one pass could not equal it."""
+        would then see its own zero padding, and one pass could not equal it. With a
+        normalization, `norm_rows` None becomes half the window, and more rows than the window
+        are refused the same way."""
+        params = self
+        if self.normalize != NORM_NONE:
+            rows = max(2, window // 2) if self.norm_rows is None else self.norm_rows
+            if rows > window:
+                raise ModelError(f"--normalize {self.normalize} over --norm-rows {rows} rows, more than "
+                                 f"the window of {window} rows: use --norm-rows {window} or fewer")
+            params = dataclasses.replace(self, norm_rows=rows)
         if self.kind != TCN:
-            return self
-        blocks = max_blocks(self.kernel_size, window) if self.blocks is None else self.blocks
-        if blocks < 1 or receptive_field(self.kernel_size, blocks) > window:
-            fits = max_blocks(self.kernel_size, window)
-            hint = (f"use --blocks {fits} or fewer" if fits else "use a smaller --kernel-size")
-            raise ModelError(f"tcn with --kernel-size {self.kernel_size} and --blocks {max(blocks, 1)} "
-                             f"has a receptive field of {receptive_field(self.kernel_size, max(blocks, 1))} "
+            return params
+        look_back = params.input_rows
+        fits = max_blocks(self.kernel_size, window, look_back)
+        blocks = fits if self.blocks is None else self.blocks
+        if blocks < 1 or receptive_field(self.kernel_size, blocks, look_back) > window:
+            hint = (f"use --blocks {fits} or fewer" if fits else
+                    "use a smaller --kernel-size" + (" or --norm-rows" if look_back > 1 else ""))
+            norm = f", --norm-rows {look_back}" if look_back > 1 else ""
+            raise ModelError(f"tcn with --kernel-size {self.kernel_size} and --blocks {max(blocks, 1)}{norm} "
+                             f"has a receptive field of "
+                             f"{receptive_field(self.kernel_size, max(blocks, 1), look_back)} "
                              f"rows, more than the window of {window} rows: {hint}")
-        return dataclasses.replace(self, blocks=blocks)
+        return dataclasses.replace(params, blocks=blocks)
 
 
 def build_model(window: int, num_features: int, params: ModelParams = ModelParams(),
@@ -123,11 +157,12 @@ def build_model(window: int, num_features: int, params: ModelParams = ModelParam
     `window`.
     """
     inputs = keras.Input(shape=(window, num_features), dtype="float32", name=WINDOW)
+    params = params.for_window(window)
     if params.kind == TCN:
-        per_step = _tcn(num_features, params.for_window(window), num_classes)
+        per_step = _tcn(num_features, params, num_classes)
         outputs = LastStep(name="probabilities")(per_step(inputs))
     else:
-        x = inputs
+        x = _normalized(inputs, params)
         for i in range(params.layers):
             x = keras.layers.LSTM(params.units, dropout=params.dropout,
                                   return_sequences=i < params.layers - 1, name=f"lstm_{i}")(x)
@@ -145,9 +180,8 @@ def build_model(window: int, num_features: int, params: ModelParams = ModelParam
 def _tcn(num_features: int, params: ModelParams, num_classes: int) -> keras.Model:
     """rows float32 [B, T, F] -> per-step probabilities [B, T, num_classes], for any T."""
     rows = keras.Input(shape=(None, num_features), dtype="float32", name="rows")
-    # Hook: a causal stage that looks back over rows (e.g. a rolling per-feature z-score over L
-    # rows) goes here, and its look-back into receptive_field(..., input_rows=L).
     x = NonEmptyBatch(name="non_empty")(rows)
+    x = _normalized(x, params)  # looks back params.input_rows rows, counted in the receptive field
     for i in range(params.blocks):
         skip = x
         for j in range(2):
@@ -161,6 +195,48 @@ def _tcn(num_features: int, params: ModelParams, num_classes: int) -> keras.Mode
     probabilities = keras.layers.Dense(num_classes, activation="softmax", name="per_step")(x)
     probabilities = FirstOfBatch(name="batch")([probabilities, rows])
     return keras.Model(rows, probabilities, name=SEQUENCE_LAYER)
+
+
+def _normalized(rows, params: ModelParams):
+    """rows [B, T, F] through the input stage `params.normalize` (the same tensor for none)."""
+    if params.normalize == NORM_NONE:
+        return rows
+    return RollingNormalization(params.norm_rows, scale=params.normalize == NORM_ZSCORE,
+                                name="rolling_normalization")(rows)
+
+
+@keras.utils.register_keras_serializable(package="crewstream")  # see NonEmptyBatch
+class RollingNormalization(keras.layers.Layer):
+    """[B, T, F] -> [B, T, F], causal, per feature: step t minus the mean of rows t-L+1..t
+    (`rows` L; only rows 0..t before step L-1), and with `scale` divided by
+    sqrt(their population variance + NORM_EPSILON). No weights; step t >= L-1 depends on
+    exactly rows t-L+1..t, so it is the same in a window and in one pass over a longer run."""
+
+    def __init__(self, rows: int, scale: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.rows, self.scale = int(rows), bool(scale)
+
+    def get_config(self):
+        return {**super().get_config(), "rows": self.rows, "scale": self.scale}
+
+    def _rolling_mean(self, x, count):
+        # zero rows before the start, a sum over the L rows ending at each step, / rows counted
+        padded = tf.pad(x, [[0, 0], [self.rows - 1, 0], [0, 0]])
+        total = tf.nn.avg_pool1d(padded, ksize=self.rows, strides=1, padding="VALID") * self.rows
+        return total / count
+
+    def call(self, inputs):
+        # float64: the variance is E[x^2] - E[x]^2, which float32 would lose for a feature whose
+        # level is far from 0 in units of its local spread
+        x = tf.cast(inputs, tf.float64)
+        steps = tf.shape(x)[1]
+        count = tf.cast(tf.minimum(tf.range(1, steps + 1), self.rows), tf.float64)[None, :, None]
+        mean = self._rolling_mean(x, count)
+        out = x - mean
+        if self.scale:
+            variance = tf.maximum(self._rolling_mean(tf.square(x), count) - tf.square(mean), 0.0)
+            out = out * tf.math.rsqrt(variance + NORM_EPSILON)
+        return tf.cast(out, inputs.dtype)
 
 
 @keras.utils.register_keras_serializable(package="crewstream")

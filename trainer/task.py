@@ -13,9 +13,11 @@ from tfrecords_schema import StatsError, layout, ownership
 from trainer import weights
 
 DEFAULTS = {"epochs": 10, "batch_size": 64, "seed": 0, "units": 64, "layers": 1, "dropout": 0.2,
-            "learning_rate": 1e-3, "model": "lstm", "filters": 32, "kernel_size": 3}
-# The models of trainer.model, spelled here so that --help needs no TensorFlow import.
+            "learning_rate": 1e-3, "model": "lstm", "filters": 32, "kernel_size": 3, "normalize": "none"}
+# The models and input normalizations of trainer.model, spelled here so that --help needs no
+# TensorFlow import.
 MODELS = ("lstm", "tcn")
+NORMALIZATIONS = ("none", "center", "zscore")
 
 
 def _positive_int(text: str) -> int:
@@ -40,6 +42,13 @@ def _dropout(text: str) -> float:
 
 
 def _kernel_size(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text}")
+    return value
+
+
+def _norm_rows(text: str) -> int:
     value = int(text)
     if value < 2:
         raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text}")
@@ -101,6 +110,15 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                              "window (default: as many blocks as fit)")
     parser.add_argument("--dropout", type=_dropout, default=DEFAULTS["dropout"],
                         help="LSTM input dropout; tcn: dropout after each convolution (default 0.2)")
+    parser.add_argument("--normalize", choices=NORMALIZATIONS, default=DEFAULTS["normalize"],
+                        help="the model's first stage, per feature and causal, carried by the "
+                             "serving model: none; center (minus the mean of the last --norm-rows "
+                             "rows); zscore (that, divided by their standard deviation). Removes "
+                             "a person's levels and gains, so that a model can recognize a state "
+                             f"in a person it has not seen (default {DEFAULTS['normalize']})")
+    parser.add_argument("--norm-rows", type=_norm_rows, default=None,
+                        help="rows --normalize looks back over, >= 2; a tcn's receptive field "
+                             "counts them (default: half the window)")
     parser.add_argument("--learning-rate", type=_positive_float, default=DEFAULTS["learning_rate"],
                         help="Adam learning rate (default 0.001)")
     parser.add_argument("--shuffle-buffer", type=_positive_int, default=None,
@@ -136,7 +154,8 @@ def _config(args: argparse.Namespace):
         shuffle_buffer=args.shuffle_buffer or data.DEFAULT_SHUFFLE_BUFFER,
         model=model.ModelParams(units=args.units, layers=args.layers, dropout=args.dropout,
                                 learning_rate=args.learning_rate, kind=args.model, filters=args.filters,
-                                kernel_size=args.kernel_size, blocks=args.blocks),
+                                kernel_size=args.kernel_size, blocks=args.blocks,
+                                normalize=args.normalize, norm_rows=args.norm_rows),
         verbose={"bar": 1, "log": 2, "none": 0}[console.resolve_progress(args.progress, sys.stdout)],
         strategy=args.strategy, data_service=args.data_service, early_stopping=args.early_stopping,
     )

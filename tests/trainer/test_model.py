@@ -103,3 +103,70 @@ def test_a_plain_copy_keeps_the_sequence_network_and_weights():
 def test_bad_settings(kwargs):
     with pytest.raises(ValueError):
         model_lib.ModelParams(**kwargs)
+
+
+def _rolling_reference(rows, window, scale, epsilon=model_lib.NORM_EPSILON):
+    """numpy, row by row in float64: each step minus the mean of the (at most) `window` rows ending
+    there, divided by sqrt(their population variance + epsilon) when `scale`."""
+    out = np.empty(rows.shape, np.float64)
+    for t in range(rows.shape[1]):
+        past = rows[:, max(0, t - window + 1):t + 1].astype(np.float64)
+        out[:, t] = rows[:, t] - past.mean(axis=1)
+        if scale:
+            out[:, t] /= np.sqrt(past.var(axis=1) + epsilon)
+    return out
+
+
+@pytest.mark.parametrize("scale", [True, False])
+def test_rolling_normalization_against_numpy(scale):
+    """Per feature, causal, count-normalized before step L-1; offsets and gains of a feature do
+    not survive the z-score (what makes a new person's levels harmless)."""
+    rng = np.random.default_rng(3)
+    rows = (rng.normal(size=(2, 90, F)) * [1.0, 0.05, 3.0] + [0.0, 2.0, -4.0]).astype(np.float32)
+    layer = model_lib.RollingNormalization(16, scale=scale)
+    got = layer(rows).numpy()
+    np.testing.assert_allclose(got, _rolling_reference(rows, 16, scale), atol=1e-5, rtol=1e-5)
+    # a person's level (an offset per feature) is gone either way
+    np.testing.assert_allclose(layer(rows + [[[40.0, -9.0, 5.0]]]).numpy(), got, atol=1e-4)
+    if scale:  # and a gain too, up to epsilon's share of the variance (small next to these)
+        gain = np.float32([[[8.0, 20.0, 0.5]]])
+        np.testing.assert_allclose(layer(rows * gain).numpy()[..., [0, 2]], got[..., [0, 2]], atol=1e-3)
+
+
+@pytest.mark.parametrize("normalize", [model_lib.NORM_CENTER, model_lib.NORM_ZSCORE])
+def test_the_normalization_counts_in_the_receptive_field(normalize):
+    params = model_lib.ModelParams(kind=model_lib.TCN, normalize=normalize, norm_rows=20).for_window(W)
+    assert (params.blocks, params.receptive_field) == (3, 20 + 28)  # 4 blocks: 20 + 60 > 64
+    assert model_lib.ModelParams(kind=model_lib.TCN, normalize=normalize).for_window(W).norm_rows == W // 2
+    with pytest.raises(model_lib.ModelError, match="--norm-rows 20 has a receptive field of 80 rows, "
+                                                   "more than the window of 64 rows: use --blocks 3"):
+        model_lib.ModelParams(kind=model_lib.TCN, normalize=normalize, norm_rows=20, blocks=4).for_window(W)
+    with pytest.raises(model_lib.ModelError, match="--norm-rows 65 rows, more than the window of 64"):
+        model_lib.ModelParams(normalize=normalize, norm_rows=65).for_window(W)
+
+
+@pytest.mark.parametrize("normalize", [model_lib.NORM_CENTER, model_lib.NORM_ZSCORE])
+def test_one_pass_equals_the_windows_with_the_normalization(normalize):
+    """Rows with large offsets per feature (a person's levels): the rolling statistics of step t
+    in one pass are those of the window ending at t, so the outputs match to 1e-5."""
+    model_lib.set_seed(7)
+    params = model_lib.ModelParams(kind=model_lib.TCN, filters=8, normalize=normalize, norm_rows=24)
+    net = model_lib.build_model(W, F, params)
+    seq = model_lib.sequence_network(net)
+    assert params.for_window(W).receptive_field == 24 + 28 <= W
+    rows = (np.random.default_rng(4).normal(size=(2, 260, F)) * [1, 3, 0.2] + [5, -20, 1]).astype(np.float32)
+    one_pass = seq(rows, training=False).numpy()
+    for b in range(2):
+        windowed = net(_windows(rows[b], W), training=False).numpy()
+        np.testing.assert_allclose(one_pass[b, W - 1:], windowed, atol=1e-5)
+        assert windowed.std(axis=0).max() > 1e-3
+    copy = model_lib.plain_copy(net)  # the layer survives cloning (what a strategy's export uses)
+    np.testing.assert_allclose(model_lib.sequence_network(copy)(rows).numpy(), one_pass, atol=1e-6)
+
+
+def test_an_lstm_normalizes_its_window():
+    """The lstm's output is unchanged by an offset and gain per feature of the whole window."""
+    model_lib.set_seed(7)
+    net = model_lib.build_model(W, F, model_lib.ModelParams(units=8, normalize=model_lib.NORM_ZSCORE))
+    rows = np.random.default_rng(5).normal(size=(4, W, F)).astype(np.float32)
+    np.testing.assert_allclose(net(rows * 50.0 - 30.0).numpy(), net(rows).numpy(), atol=1e-3)

@@ -98,7 +98,8 @@ def test_serving_config_tells_a_consumer_what_to_feed_without_out(exported, stat
     assert config == {"window": stats["window"], "features": stats["features"],
                       "label_vocabulary": stats["label_vocabulary"], "model": "lstm",
                       "receptive_field": stats["window"],
-                      "signatures": [export.SCALED_SIGNATURE, export.SERVING_SIGNATURE]}
+                      "signatures": [export.SCALED_SIGNATURE, export.SERVING_SIGNATURE],
+                      "normalize": "none", "norm_rows": None}
     assert export.SEQUENCE_SIGNATURE not in export.load_serving(exported.model_dir).signatures
     sig = export.load_serving(exported.model_dir).signatures[export.SERVING_SIGNATURE]
     shape = sig.structured_input_signature[1][WINDOW].shape.as_list()
@@ -120,12 +121,12 @@ def _write_config(model_dir, config):
 def test_a_config_from_before_the_model_kinds_reads_as_an_lstm(tmp_path):
     _write_config(tmp_path, {"window": 8, "features": ["r"], "label_vocabulary": ["A", "B"]})
     config = export.read_serving_config(str(tmp_path))
-    assert (config["model"], config["receptive_field"], config["signatures"]) == (
-        "lstm", 8, [export.SCALED_SIGNATURE, export.SERVING_SIGNATURE])
+    assert (config["model"], config["receptive_field"], config["signatures"], config["normalize"]) == (
+        "lstm", 8, [export.SCALED_SIGNATURE, export.SERVING_SIGNATURE], "none")
 
 
 @pytest.mark.parametrize("extra", [{"receptive_field": 9}, {"receptive_field": 0}, {"model": "gru"},
-                                   {"signatures": ["sequence"]}])
+                                   {"signatures": ["sequence"]}, {"normalize": "minmax"}])
 def test_a_malformed_config_is_refused(tmp_path, extra):
     _write_config(tmp_path, {"window": 8, "features": ["r"], "label_vocabulary": ["A"], **extra})
     with pytest.raises(ValueError, match="receptive_field"):
@@ -144,7 +145,8 @@ def test_tcn_config_lists_its_signatures_and_receptive_field(exported_tcn, tcn_s
     config = export.read_serving_config(exported_tcn.model_dir)
     assert config == {"window": stats["window"], "features": stats["features"],
                       "label_vocabulary": stats["label_vocabulary"], "model": "tcn",
-                      "receptive_field": 61, "signatures": sorted(tcn_serving.signatures)}
+                      "receptive_field": 52, "signatures": sorted(tcn_serving.signatures),
+                      "normalize": "zscore", "norm_rows": 24}
     assert sorted(tcn_serving.signatures) == [export.SCALED_SIGNATURE, export.SEQUENCE_SIGNATURE,
                                               export.SERVING_SIGNATURE]
     sig = tcn_serving.signatures[export.SEQUENCE_SIGNATURE]
@@ -180,6 +182,27 @@ def test_hermetic_sequence_step_t_is_serving_default_on_the_window_ending_at_t(
         expected = windows(**{WINDOW: tf.constant(cut)})[export.PROBABILITIES].numpy()
         np.testing.assert_allclose(one_pass[b, w - 1:], expected, atol=1e-5)
         assert expected.std(axis=0).max() > 1e-3  # outputs vary between windows: the check has teeth
+
+
+def test_a_persons_levels_do_not_move_the_normalized_tcn(tcn_serving, exported, stats, sample_dir):
+    """The serving model z-scores its input over the last norm_rows rows (after the global
+    scaling): raw rows shifted by a constant per feature, as another person's levels would be,
+    give the same probabilities at every step, and scaled by a gain per feature too, up to the
+    variance's epsilon (once the rolling variance is of norm_rows rows). The same shift moves
+    the unnormalized lstm (the check has teeth)."""
+    w = stats["window"]
+    rows = _raw_rows(sample_dir / "train.csv", stats, 200)
+    sequence = tcn_serving.signatures[export.SEQUENCE_SIGNATURE]
+    run = lambda x: sequence(**{export.SEQUENCE_INPUT: tf.constant(x)})[export.PROBABILITIES].numpy()  # noqa: E731
+    base = run(rows)
+    spread = rows.std(axis=(0, 1))
+    offset = (np.random.default_rng(5).uniform(1, 2, spread.shape) * spread).astype(np.float32)
+    np.testing.assert_allclose(run(rows + offset), base, atol=1e-4)
+    # from step norm_rows - 1 on, when the variance is of 24 rows (of 1 or 2 it is epsilon's)
+    np.testing.assert_allclose(run(rows * np.float32(3.0) + offset)[:, 23:], base[:, 23:], atol=1e-2)
+    lstm = export.load_serving(exported.model_dir).signatures[export.SERVING_SIGNATURE]
+    windows = lambda x: lstm(**{WINDOW: tf.constant(x[:, -w:])})[export.PROBABILITIES].numpy()  # noqa: E731
+    assert np.abs(windows(rows + offset) - windows(rows)).max() > 1e-2
 
 
 def test_sequence_takes_any_length(tcn_serving, stats):

@@ -5,6 +5,7 @@ after epoch 1 is checkpointed (no clean-up code runs), or one that stops in the 
 until the test sends it SIGKILL. The same command then resumes it.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -394,6 +395,21 @@ def test_a_run_killed_before_the_tcn_existed_still_resumes(tmp_path, prep_dir):
     for flags in ({"units": 16}, {"model": "tcn"}):
         with pytest.raises(train.ResumeError, match="model"):
             train.check_resumable(task._config(task._parse_args(_argv(prep_dir, tmp_path, **flags))), write=False)
+
+
+def test_a_run_killed_before_normalize_existed_still_resumes(tmp_path, prep_dir):
+    """Its train_config.json's model has a kind but no normalize, norm_rows: it had none."""
+    config = task._config(task._parse_args(_argv(prep_dir, tmp_path, model="tcn")))
+    config = dataclasses.replace(config, model=config.model.for_window(64))
+    old = config.to_json()
+    for key in ("normalize", "norm_rows"):
+        del old["model"][key]
+    (tmp_path / train.CHECKPOINTS_DIR).mkdir()
+    (tmp_path / train.CONFIG_FILE).write_text(json.dumps(old))
+    train.check_resumable(config, write=False)
+    normalized = task._config(task._parse_args(_argv(prep_dir, tmp_path, model="tcn", normalize="zscore")))
+    with pytest.raises(train.ResumeError, match="normalize"):
+        train.check_resumable(dataclasses.replace(normalized, model=normalized.model.for_window(64)), write=False)
 
 
 def test_a_receptive_field_wider_than_the_window_is_one_line_before_any_training(tmp_path, prep_dir, capsys):
