@@ -988,9 +988,8 @@ def _stop_on_sigterm(signum, frame) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parse_args(argv)
     console.setup(args.verbose)
-    try:  # before TensorFlow is imported
+    try:  # before TensorFlow is imported (--model-dir is checked after the outputs, by predict)
         console.check_exists(args.input, "--input")
-        console.check_exists(args.model_dir, "--model-dir", "train a model first")
     except console.UsageError as e:
         print(f"crewstream predict: error: {e}", file=sys.stderr)
         return 1

@@ -182,9 +182,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parse_args(argv)
     console.setup(args.verbose)
     try:  # MODEL must be crewstream's to write (tfrecords_schema.ownership), checked before TensorFlow loads
+        ownership.check_output_folder(args.model_dir, ownership.MODEL, inputs=[args.data], flag="--model-dir")
         console.check_exists(layout.join(args.data, layout.STATS_FILE), "--data",
                              f"{args.data} is not the output of a completed preprocess run")
-        ownership.check_output_folder(args.model_dir, ownership.MODEL, inputs=[args.data], flag="--model-dir")
     except (console.UsageError, ownership.OwnershipError) as e:
         if args.verbose:
             raise
