@@ -244,7 +244,7 @@ def build_pipeline(pipeline: "beam.Pipeline", files: Sequence[str], args, stagin
             (sorted_blocks[t.TRAIN_SIGNALS], scaling.tensor_adapter_config(len(features)))
             | "AnalyzeScaling" >> tft_beam.AnalyzeDataset(scaling.PREPROCESSING_FNS[args.scale])
         )
-        transform_ready = transform_fn | "WriteTransformFn" >> scaling.WriteTransformFn(staging)
+        transform_ready = transform_fn | "WriteTransformFn" >> scaling.WriteTransformFn(staging, len(features))
 
     pieces = sorted_blocks.blocks | "CutWindows" >> t.CutWindows(params, transform_ready)
     shard_meta = pieces | "WriteShards" >> t.WriteShards(staging, args.num_shards, args.compression)

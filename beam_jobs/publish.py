@@ -24,8 +24,7 @@ from typing import Dict
 
 from tfrecords_schema import layout, ownership, write_stats
 
-PUBLISHED = (layout.TRAIN, layout.EVAL, layout.TRANSFORM_FN_DIR, layout.TRANSFORMED_METADATA_DIR,
-             layout.REJECTS_DIR)
+PUBLISHED = (layout.TRAIN, layout.EVAL, *layout.TRANSFORM_DIRS, layout.REJECTS_DIR)
 
 
 def publish(staging: str, out: str, stats: Dict) -> str:

@@ -22,7 +22,7 @@ import tensorflow_transform as tft
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.tfxio import tensor_adapter
 
-from tfrecords_schema import RAW_SIGNALS, SCALED_SIGNALS, layout
+from tfrecords_schema import RAW_SIGNALS, SCALED_SIGNALS, layout, transform_graph
 
 # Only the signals go through tf.Transform; the preprocess job keeps the other columns itself.
 ARROW_SCHEMA = pa.schema([(RAW_SIGNALS, pa.list_(pa.float32()))])
@@ -101,13 +101,17 @@ class WriteTransformFn(beam.PTransform):
     (tests/beam_jobs/test_replay.py). Here every step can run again: the metadata is written in
     place and the graph copied over any earlier attempt's copy. `path` is the job's private staging
     folder, which nobody reads before the output is published, so no rename is needed.
+    Beside tf.Transform's two folders it writes the raw metadata (path/metadata/schema.pbtxt,
+    transform_graph.raw_metadata(num_features)) the way TFX's Transform does with
+    tft_beam.WriteMetadata, so that TFTransformOutput(path).raw_feature_spec() works.
     Input and output as tf.Transform's: (transform_fn, metadata) -> a one-element PCollection
-    that exists once both are written.
+    that exists once all three are written.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, num_features: int):
         super().__init__()
         self._path = path
+        self._num_features = num_features
 
     def _extract_input_pvalues(self, transform_fn):  # the input is a (PCollection, metadata) pair
         from tensorflow_transform.beam.tft_beam_io import beam_metadata_io
@@ -127,10 +131,13 @@ class WriteTransformFn(beam.PTransform):
             layout.join(self._path, tft.TFTransformOutput.TRANSFORMED_METADATA_DIR), pipeline)
         copied = saved_model_dir | "CopyTransformFn" >> beam.Map(
             replace_tree, layout.join(self._path, tft.TFTransformOutput.TRANSFORM_FN_DIR))
+        raw = transform_graph.raw_metadata(self._num_features) | "WriteRawMetadata" >> beam_metadata_io.WriteMetadata(
+            layout.join(self._path, tft.TFTransformOutput.RAW_METADATA_DIR), pipeline)
         return (
             pipeline
             | "Sole" >> beam.Create([None])
-            | "WhenBothWritten" >> beam.Map(_last, beam.pvalue.AsSingleton(written), beam.pvalue.AsSingleton(copied))
+            | "WhenAllWritten" >> beam.Map(_last, beam.pvalue.AsSingleton(raw), beam.pvalue.AsSingleton(written),
+                                           beam.pvalue.AsSingleton(copied))
         )
 
 

@@ -7,13 +7,13 @@ from tfrecords_schema import csv_layout, layout
 from tfrecords_schema.record import (
     CREW, END_TIME, EXPERIMENT, LABEL, LABEL_VOCABULARY, NUM_CLASSES, RAW_SIGNALS, RECORD_KEYS,
     SCALED_SIGNALS, SEAT, WINDOW,
-    encode_windows, feature_spec, label_index, parse_examples,
+    encode_windows, feature_spec, label_index, parse_examples, raw_signals_spec, raw_window_spec,
 )
 from tfrecords_schema.stats import StatsError, read_stats, shard_files, validate_stats, write_stats
 
 __all__ = [
     "csv_layout", "layout", "CREW", "END_TIME", "EXPERIMENT", "LABEL", "LABEL_VOCABULARY",
     "NUM_CLASSES", "RAW_SIGNALS", "RECORD_KEYS", "SCALED_SIGNALS", "SEAT", "WINDOW", "encode_windows", "feature_spec",
-    "label_index", "parse_examples", "StatsError", "read_stats", "shard_files", "validate_stats",
+    "label_index", "parse_examples", "raw_signals_spec", "raw_window_spec", "StatsError", "read_stats", "shard_files", "validate_stats",
     "write_stats",
 ]

@@ -4,6 +4,8 @@
     OUT/eval/part-SSSSS-of-NNNNN.tfrecord[.gz]
     OUT/stats.json            written last; its presence means the run completed
     OUT/transform_fn/  OUT/transformed_metadata/   (tf.Transform's own layout)
+    OUT/metadata/schema.pbtxt  the raw schema (the graph's input), as tft_beam.WriteMetadata writes
+                              it: tft.TFTransformOutput(OUT).raw_feature_spec() reads it
     OUT/rejects/              dead-letter rows with file, line and reason
 
 Paths are joined with `posixpath` so that the same code names files on gs://, s3:// and local disk.
@@ -21,6 +23,9 @@ REJECTS_FILE = "rejects.csv"
 STAGING_PREFIX = ".staging-"  # OUT/.staging-XXXX/: a run's private folder until it publishes
 TRANSFORM_FN_DIR = "transform_fn"
 TRANSFORMED_METADATA_DIR = "transformed_metadata"
+RAW_METADATA_DIR = "metadata"  # tft.TFTransformOutput.RAW_METADATA_DIR
+# tf.Transform's output as TFTransformOutput(OUT) reads it: the graph and both schemas
+TRANSFORM_DIRS = (TRANSFORM_FN_DIR, TRANSFORMED_METADATA_DIR, RAW_METADATA_DIR)
 
 COMPRESSIONS = {"NONE": ".tfrecord", "GZIP": ".tfrecord.gz"}
 

@@ -20,7 +20,9 @@ listed files; files beside the entries are left alone. Deleting never follows a 
 
 An output FILE (predict's submission and its rejects file) is written only if it is absent, or a
 regular file whose first line is exactly the header crewstream writes there; it is refused if it
-is an input, a folder or a symbolic link (check_output_file).
+is an input, a folder or a symbolic link (check_output_file). A JSON report (score's --output,
+evaluate's MODEL/eval.json) likewise, its sign being a JSON object with the report's keys
+(check_output_json).
 
 Local paths go through os (so that symbolic links are seen; tf.io.gfile follows them); URLs
 (gs://...) through tf.io.gfile, imported only then: for local paths the checks run before
@@ -274,6 +276,32 @@ def check_output_file(path: str, header: str, inputs: Iterable[str] = (), label:
                              f"{header!r}); move it or choose another output file")
 
 
+def check_output_json(path: str, keys: Iterable[str], inputs: Iterable[str] = (),
+                      label: Optional[str] = None) -> None:
+    """Raise OwnershipError unless the JSON report `path` (local or URL) may be (re)written: it is
+    not an input, and it is absent or a regular file holding a JSON object with every key in
+    `keys` (the report crewstream writes there)."""
+    label = label or path
+    for source in inputs:
+        if same_file(path, source):
+            raise OwnershipError(f"{label} is the input {source}; choose another output file")
+    if not _exists(path):
+        return
+    if _is_link(path):
+        raise OwnershipError(f"{label} is a symbolic link; crewstream never writes through one: "
+                             "remove the link or choose another output file")
+    if _is_dir(path) or os.path.isdir(path):
+        raise OwnershipError(f"{label} is a folder, not a file; choose an output file")
+    try:
+        found = _read_json(path)
+    except (OSError, ValueError):
+        found = None
+    missing = sorted(set(keys) - set(found)) if isinstance(found, dict) else None
+    if missing is None or missing:
+        raise OwnershipError(f"{label} exists and was not written by crewstream (not a JSON object with "
+                             f"{', '.join(sorted(keys))}); move it or choose another output file")
+
+
 def _first_line(path: str) -> Optional[str]:
     try:
         with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
@@ -355,7 +383,7 @@ def _read_json(path: str):
 
 def _earlier_preprocess(out: str) -> Optional[FrozenSet[str]]:
     """An unmarked preprocess output has a valid stats.json; it owns stats.json, the shards it
-    lists, rejects/rejects.csv and tf.Transform's two folders."""
+    lists, rejects/rejects.csv and tf.Transform's folders (layout.TRANSFORM_DIRS)."""
     from tfrecords_schema.stats import StatsError, validate_stats
 
     path = layout.join(out, layout.STATS_FILE)
@@ -366,7 +394,7 @@ def _earlier_preprocess(out: str) -> Optional[FrozenSet[str]]:
     except (OSError, ValueError, StatsError):
         return None
     shards = {s["file"] for split in layout.SPLITS for s in stats["splits"][split]["shards"]}
-    graph = list_files(out, [layout.TRANSFORM_FN_DIR, layout.TRANSFORMED_METADATA_DIR])
+    graph = list_files(out, layout.TRANSFORM_DIRS)
     return frozenset({layout.STATS_FILE, posixpath.join(layout.REJECTS_DIR, layout.REJECTS_FILE)}
                      | shards | graph)
 
@@ -378,11 +406,11 @@ def _earlier_model(out: str) -> Optional[FrozenSet[str]]:
 
 
 # OUT of `crewstream preprocess` (layout.py): publishing deletes inside these, so every file is listed.
-PREPROCESS = Kind("preprocess", (layout.TRAIN, layout.EVAL, layout.TRANSFORM_FN_DIR,
-                                 layout.TRANSFORMED_METADATA_DIR, layout.REJECTS_DIR, layout.STATS_FILE),
+PREPROCESS = Kind("preprocess", (layout.TRAIN, layout.EVAL, *layout.TRANSFORM_DIRS, layout.REJECTS_DIR,
+                                 layout.STATS_FILE),
                   lists_files=True, earlier=_earlier_preprocess)
 # MODEL of `crewstream train` and `evaluate` (trainer.train's CONFIG_FILE, ..., trainer.export's
 # SERVING_DIR; tests/tfrecords_schema/test_ownership.py keeps the two spellings equal). Nothing in
 # it is deleted but MODEL/serving, replaced by a new export: no file list, no link inside.
 MODEL = Kind("model", ("train_config.json", "checkpoints", "history.json", "logs", "plots", "serving",
-                       "eval.json"), earlier=_earlier_model)
+                       "eval.json", "eval_train.json"), earlier=_earlier_model)

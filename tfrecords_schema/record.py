@@ -134,3 +134,21 @@ def encode_windows(
 # `signals_scaled` float32 [N, F].
 RAW_SIGNALS = "signals"
 SCALED_SIGNALS = "signals_scaled"
+
+
+def raw_signals_spec(num_features: int) -> Dict[str, object]:
+    """The raw feature spec of the tf.Transform graph: one row's `signals` float32 [F], raw values
+    in stats.json feature order. It is what the preprocess job analyzes, and what OUT/metadata
+    holds (tft.TFTransformOutput(OUT).raw_feature_spec() returns it)."""
+    import tensorflow as tf
+
+    if num_features < 1:
+        raise ValueError(f"num_features ({num_features}) must be >= 1")
+    return {RAW_SIGNALS: tf.io.FixedLenFeature([num_features], tf.float32)}
+
+
+def raw_window_spec(window: int, num_features: int) -> Dict[str, object]:
+    """The `tf.io.parse_example` spec of a RAW window, the serving model's tf.Example input:
+    `window` float_list of W*F raw (unscaled) values, time-major like the record's. Any other
+    feature in the Example (a record's `label`, `crew`, ...) is ignored."""
+    return {WINDOW: feature_spec(window, num_features)[WINDOW]}

@@ -12,14 +12,23 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from tfrecords_schema.record import RAW_SIGNALS, SCALED_SIGNALS
+from tfrecords_schema.record import RAW_SIGNALS, SCALED_SIGNALS, raw_signals_spec
 from tfrecords_schema.stats import SCALE_PARAMS
 
 
 def num_features(transform_output: tft.TFTransformOutput) -> int:
     """F, the width of the graph's `signals_scaled` output (its input's: one map per feature), from
-    OUT/transformed_metadata (the raw metadata tf.Transform could write is not in OUT)."""
+    OUT/transformed_metadata (outputs written before OUT/metadata existed have only that)."""
     return int(transform_output.transformed_feature_spec()[SCALED_SIGNALS].shape[0])
+
+
+def raw_metadata(num_features: int):
+    """The raw DatasetMetadata the preprocess job writes to OUT/metadata (tft_beam.WriteMetadata's
+    layout: schema.pbtxt): the schema of `raw_signals_spec(num_features)`. Its text is a function
+    of F alone, so it is byte-identical across runs and worker counts."""
+    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+    return dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_signals_spec(num_features)))
 
 
 def affine_params(transform_output: tft.TFTransformOutput, num_features: int) -> np.ndarray:

@@ -10,6 +10,9 @@ Checks, against OUT/stats.json (which must be present and valid):
   - `tft.TFTransformOutput(OUT)` loads and its graph runs; it takes as many signals as stats.json
     has `features` and applies, feature by feature in that order, exactly stats.json's `scaling`
     (read back from the graph by tfrecords_schema.transform_graph);
+  - `tft.TFTransformOutput(OUT).raw_feature_spec()` loads (OUT/metadata) and is the raw spec the
+    job analyzed (tfrecords_schema.raw_signals_spec of stats.json's features); an output written
+    before OUT/metadata existed gets a note instead;
   - every record parses with the schema's spec (tfrecords_schema.record), its label is in the
     vocabulary and its crew belongs to the split;
   - records per shard, and per class per split, equal the counts stats.json gives;
@@ -253,6 +256,26 @@ def check_transform(out_dir: str, stats: Dict[str, Any]) -> List[str]:
     return problems
 
 
+def check_raw_metadata(out_dir: str, stats: Dict[str, Any]) -> List[str]:
+    """Problems with OUT/metadata: `tft.TFTransformOutput(OUT).raw_feature_spec()` does not load,
+    or is not raw_signals_spec of stats.json's features (the graph's input)."""
+    import tensorflow_transform as tft
+
+    from tfrecords_schema.record import raw_signals_spec
+
+    try:
+        found = tft.TFTransformOutput(out_dir).raw_feature_spec()
+    except Exception as e:  # whatever stops it loading is the finding
+        reason = (str(e).strip().splitlines() or [""])[0][:300]
+        return [f"{layout.RAW_METADATA_DIR}/: tft.TFTransformOutput(OUT).raw_feature_spec() does not load "
+                f"({type(e).__name__}: {reason})"]
+    expected = raw_signals_spec(len(stats["features"]))
+    if found != expected:
+        return [f"{layout.RAW_METADATA_DIR}/: the raw feature spec is {found}, expected {expected} "
+                "(the graph's input for stats.json's features)"]
+    return []
+
+
 def unlisted_files(out_dir: str, stats: Dict[str, Any]) -> List[str]:
     """Files in OUT/train and OUT/eval that stats.json does not list (relative to OUT)."""
     import tensorflow as tf
@@ -301,6 +324,11 @@ def verify(out_dir: str) -> Report:
             report.problems.append(f"{name}/: missing (tf.Transform's output)")
     if not report.problems:
         report.problems += check_transform(out_dir, stats)
+    if not tf.io.gfile.isdir(layout.join(out_dir, layout.RAW_METADATA_DIR)):
+        report.notes.append(f"{layout.RAW_METADATA_DIR}/: absent (a run before it was written): "
+                            "tft.TFTransformOutput(OUT).raw_feature_spec() is unavailable")
+    else:
+        report.problems += check_raw_metadata(out_dir, stats)
     if not any("sha256" in s for split in layout.SPLITS for s in stats["splits"][split]["shards"]):
         report.notes.append("stats.json lists no shard digests (a run before they existed): shard contents "
                             "are checked by CRCs and counts only")

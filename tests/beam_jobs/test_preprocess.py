@@ -65,7 +65,7 @@ def test_windows_scaling_and_stats_equal_reference(tmp_path, gap_frame, window, 
     assert stats["inputs"] == [{"file": csv, "rows_read": len(gap_frame), "rows_used": len(gap_frame),
                                 "rows_rejected": 0}]
     assert sorted(os.listdir(out)) == sorted([ownership.MARKER, "eval", "stats.json", "train", "transform_fn",
-                                              "transformed_metadata"])
+                                              "transformed_metadata", "metadata"])
     assert len(os.listdir(out / "train")) == 3
 
 
@@ -139,7 +139,8 @@ def test_two_worker_processes_write_byte_identical_shards_and_stats(tmp_path, ga
     for key in found1:
         assert found1[key][:2] == found2[key][:2]
         np.testing.assert_array_equal(found1[key][2], found2[key][2])
-    assert (tmp_path / "one" / "stats.json").read_bytes() == (tmp_path / "two" / "stats.json").read_bytes()
+    for name in ("stats.json", "metadata/schema.pbtxt", "transformed_metadata/schema.pbtxt"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
     for shard in stats1["splits"]["train"]["shards"] + stats1["splits"]["eval"]["shards"]:
         assert (tmp_path / "one" / shard["file"]).read_bytes() == (tmp_path / "two" / shard["file"]).read_bytes()
 

@@ -291,6 +291,43 @@ def test_no_digests_is_a_note(out):
                                           "contents are checked by CRCs and counts only"]
 
 
+def test_raw_feature_spec_is_the_raw_row_the_job_analyzed(good_out):
+    """TFX's reading of OUT: raw tf.Examples parsed with raw_feature_spec() and transformed by the
+    graph give stats.json's scaling of those values."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    output = tft.TFTransformOutput(str(good_out))
+    assert output.raw_feature_spec() == {"signals": tf.io.FixedLenFeature([3], tf.float32)}
+    rows = np.array([[0.5, -2.0, 7.25], [3.0, 1.0, -1.5]], np.float32)
+    examples = [tf.train.Example(features=tf.train.Features(feature={"signals": tf.train.Feature(
+        float_list=tf.train.FloatList(value=row))})).SerializeToString() for row in rows]
+    parsed = tf.io.parse_example(examples, output.raw_feature_spec())
+    scaled = output.transform_raw_features(parsed)["signals_scaled"].numpy()
+    stats = json.loads((good_out / "stats.json").read_text())
+    mean = np.array([stats["scaling"][f]["mean"] for f in ("r", "ecg", "gsr")])
+    std = np.array([stats["scaling"][f]["std"] for f in ("r", "ecg", "gsr")])
+    np.testing.assert_allclose(scaled, (rows - mean) / std, rtol=1e-5, atol=1e-5)
+
+
+def test_missing_raw_metadata_is_a_note(out):
+    """An output written before OUT/metadata existed still verifies; the note says what is missing."""
+    shutil.rmtree(out / "metadata")
+    report = verify.verify(str(out))
+    assert report.ok and report.notes == ["metadata/: absent (a run before it was written): "
+                                          "tft.TFTransformOutput(OUT).raw_feature_spec() is unavailable"]
+
+
+def test_raw_metadata_of_another_width_or_unreadable_is_named(out):
+    schema = out / "metadata" / "schema.pbtxt"
+    schema.write_text(schema.read_text().replace("size: 3", "size: 2"))
+    (problem,) = problems(out)
+    assert problem.startswith("metadata/: the raw feature spec is ") and "shape=[2]" in problem
+    schema.write_text("feature {")
+    (problem,) = problems(out)
+    assert problem.startswith("metadata/: tft.TFTransformOutput(OUT).raw_feature_spec() does not load (")
+
+
 def test_the_command_prints_no_library_notices_by_default(good_out, caplog):
     """tf.Transform logs a notice per optional module it lacks each time it applies the graph
     (struct2tensor...), and TensorFlow writes start-up lines while it loads: the command hides
