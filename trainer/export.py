@@ -11,6 +11,10 @@ Signatures:
   `probabilities` float32 [None, T, 4]: the per-step network run once over the rows (scaled
   inside the same way). Step t >= W-1 equals `serving_default` on the window ending at row t
   (the receptive field is at most W, every layer causal); earlier steps see zero padding.
+- `serving_examples`: `examples` string [None], serialized tf.train.Example of RAW windows (TF
+  Serving's and TFX's usual input; the feature `window`, W*F raw values time-major, parsed with
+  tfrecords_schema.raw_window_spec; other features ignored) -> `probabilities` float32 [None, 4],
+  exactly `serving_default` on the same windows.
 
 The tf.Transform layer is an attribute of the exported module, so its variables and assets are
 saved with it: the model loads and runs after OUT has been deleted.
@@ -33,7 +37,7 @@ from typing import Any, Dict, List, Optional
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from tfrecords_schema import RAW_SIGNALS, SCALED_SIGNALS, WINDOW, layout, read_stats
+from tfrecords_schema import RAW_SIGNALS, SCALED_SIGNALS, WINDOW, layout, raw_window_spec, read_stats
 from trainer import model as model_lib
 
 _LOG = logging.getLogger("crewstream.export")
@@ -43,6 +47,8 @@ SERVING_SIGNATURE = "serving_default"
 SCALED_SIGNATURE = "scaled"
 SEQUENCE_SIGNATURE = "sequence"
 SEQUENCE_INPUT = "rows"
+EXAMPLES_SIGNATURE = "serving_examples"
+EXAMPLES_INPUT = "examples"  # TFX's name for a serialized tf.Example batch
 PROBABILITIES = "probabilities"
 SERVING_CONFIG_FILE = "assets.extra/crewstream.json"
 
@@ -60,6 +66,8 @@ class ServingModule(tf.Module):
         spec = tf.TensorSpec([None, window, num_features], tf.float32, name=WINDOW)
         self.serve_raw = tf.function(self._raw, input_signature=[spec])
         self.serve_scaled = tf.function(self._scaled, input_signature=[spec])
+        examples = tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)
+        self.serve_examples = tf.function(self._examples, input_signature=[examples])
         self.serve_sequence = None
         if sequence is not None:
             self.sequence = sequence
@@ -80,13 +88,18 @@ class ServingModule(tf.Module):
     def _raw(self, window: tf.Tensor) -> Dict[str, tf.Tensor]:
         return self._scaled(self._scale(window))
 
+    def _examples(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
+        parsed = tf.io.parse_example(examples, raw_window_spec(self._window, self._num_features))
+        return self._raw(tf.reshape(parsed[WINDOW], [-1, self._window, self._num_features]))
+
     def _sequence(self, rows: tf.Tensor) -> Dict[str, tf.Tensor]:
         return {PROBABILITIES: self.sequence(self._scale(rows), training=False)}
 
     def signatures(self) -> Dict[str, Any]:
         """{name: concrete function} of every signature this module serves."""
         out = {SERVING_SIGNATURE: self.serve_raw.get_concrete_function(),
-               SCALED_SIGNATURE: self.serve_scaled.get_concrete_function()}
+               SCALED_SIGNATURE: self.serve_scaled.get_concrete_function(),
+               EXAMPLES_SIGNATURE: self.serve_examples.get_concrete_function()}
         if self.serve_sequence is not None:
             out[SEQUENCE_SIGNATURE] = self.serve_sequence.get_concrete_function()
         return out

@@ -64,6 +64,33 @@ def test_hermetic_raw_windows_give_the_keras_model_on_scaled_windows(
     assert expected.std(axis=0).max() > 0.01  # a model whose outputs vary: the check has teeth
 
 
+def raw_window_examples(raw):
+    """Serialized tf.train.Example of raw windows [N, W, F], built by hand: `window` W*F floats,
+    time-major, and a `label` feature a serving client may leave in (ignored)."""
+    return [tf.train.Example(features=tf.train.Features(feature={
+        "window": tf.train.Feature(float_list=tf.train.FloatList(value=w.reshape(-1))),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[3]))})).SerializeToString()
+        for w in raw]
+
+
+def test_hermetic_serving_examples_equal_serving_default(serving, tcn_serving, stats, records, sample_dir):
+    """OUT is gone; TFX's input (serialized tf.Examples of raw windows, a 1-D string tensor
+    `examples`) gives serving_default's probabilities on the same windows, for both models."""
+    rec = records("eval")
+    raw = raw_windows_from_csv(sample_dir / "train.csv", stats, rec)[:200]
+    examples = tf.constant(raw_window_examples(raw))
+    for model in (serving, tcn_serving):
+        sig = model.signatures[export.EXAMPLES_SIGNATURE]
+        (spec,) = sig.structured_input_signature[1].values()
+        assert list(sig.structured_input_signature[1]) == [export.EXAMPLES_INPUT]
+        assert spec.dtype == tf.string and spec.shape.as_list() == [None]
+        got = sig(**{export.EXAMPLES_INPUT: examples})[export.PROBABILITIES].numpy()
+        expected = model.signatures[export.SERVING_SIGNATURE](**{WINDOW: tf.constant(raw)})[export.PROBABILITIES]
+        np.testing.assert_allclose(got, expected.numpy(), atol=1e-6, rtol=0)
+        assert expected.numpy().std(axis=0).max() > 1e-3  # outputs vary between windows: the check has teeth
+        assert sig(**{export.EXAMPLES_INPUT: tf.constant([], tf.string)})[export.PROBABILITIES].shape == (0, NUM_CLASSES)
+
+
 def test_scaled_signature_is_the_keras_model(exported, serving, records):
     rec = records("train")
     x = rec[WINDOW][:300]
@@ -98,7 +125,7 @@ def test_serving_config_tells_a_consumer_what_to_feed_without_out(exported, stat
     assert config == {"window": stats["window"], "features": stats["features"],
                       "label_vocabulary": stats["label_vocabulary"], "model": "lstm",
                       "receptive_field": stats["window"],
-                      "signatures": [export.SCALED_SIGNATURE, export.SERVING_SIGNATURE],
+                      "signatures": [export.SCALED_SIGNATURE, export.SERVING_SIGNATURE, export.EXAMPLES_SIGNATURE],
                       "normalize": "none", "norm_rows": None}
     assert export.SEQUENCE_SIGNATURE not in export.load_serving(exported.model_dir).signatures
     sig = export.load_serving(exported.model_dir).signatures[export.SERVING_SIGNATURE]
@@ -148,7 +175,7 @@ def test_tcn_config_lists_its_signatures_and_receptive_field(exported_tcn, tcn_s
                       "receptive_field": 52, "signatures": sorted(tcn_serving.signatures),
                       "normalize": "zscore", "norm_rows": 24}
     assert sorted(tcn_serving.signatures) == [export.SCALED_SIGNATURE, export.SEQUENCE_SIGNATURE,
-                                              export.SERVING_SIGNATURE]
+                                              export.SERVING_SIGNATURE, export.EXAMPLES_SIGNATURE]
     sig = tcn_serving.signatures[export.SEQUENCE_SIGNATURE]
     (inputs,) = sig.structured_input_signature[1].values()
     assert list(sig.structured_input_signature[1]) == [export.SEQUENCE_INPUT]
