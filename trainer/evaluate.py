@@ -8,7 +8,9 @@ Writes MODEL/eval.json (MODEL/eval_SPLIT.json for a split other than `eval`):
     {split, num_windows, log_loss, accuracy, macro_f1,
      per_class: {A: {precision, recall, f1, support}, ...},
      labels: [A, B, C, D], confusion_matrix: rows true, columns predicted, in label order}
-and MODEL/plots/confusion_matrix_SPLIT.png, and prints a table.
+and MODEL/plots/confusion_matrix_SPLIT.png, and prints a table. Following
+tfrecords_schema.ownership, an existing report file is replaced only if it is such a report (a
+JSON object with EVAL_KEYS); anything else there is refused with one line, before any work.
 """
 
 import argparse
@@ -19,11 +21,13 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from crewstream import console
-from tfrecords_schema import LABEL_VOCABULARY, StatsError, WINDOW, layout, read_stats
+from tfrecords_schema import LABEL_VOCABULARY, StatsError, WINDOW, layout, ownership, read_stats
 from trainer import metrics, weights
 
 _LOG = logging.getLogger("crewstream.evaluate")
 DEFAULT_BATCH_SIZE = 256
+# The keys that make a JSON file an evaluate report (what a new report may replace)
+EVAL_KEYS = ("split", "num_windows", "log_loss", "accuracy", "macro_f1", "confusion_matrix")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,13 +45,16 @@ def report_path(model_dir: str, split: str) -> str:
 
 
 def evaluate(config: EvalConfig) -> Dict[str, Any]:
-    """Stream `config.split` through MODEL/serving; write the report and the plot; return the report."""
+    """Stream `config.split` through MODEL/serving; write the report and the plot; return the report.
+    OwnershipError, before any work, if the report's path holds a file that is not a report."""
     import tensorflow as tf
 
     from trainer import data, export, plots
 
     from trainer.predict import Progress
 
+    path = report_path(config.model_dir, config.split)
+    ownership.check_output_json(path, EVAL_KEYS)
     loaded = export.load_serving(config.model_dir)
     predict = loaded.signatures[export.SCALED_SIGNATURE]
     stream = metrics.StreamingMetrics(LABEL_VOCABULARY)
@@ -61,7 +68,6 @@ def evaluate(config: EvalConfig) -> Dict[str, Any]:
         progress.update(int(label.shape[0]))
     progress.close()
     report = {"split": config.split, **stream.report()}
-    path = report_path(config.model_dir, config.split)
     with tf.io.gfile.GFile(path, "w") as f:
         json.dump(report, f, indent=2)
         f.write("\n")
@@ -111,7 +117,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     try:
         report = evaluate(config)
-    except (StatsError, data.EmptySplitError) as e:
+    except (StatsError, data.EmptySplitError, ownership.OwnershipError) as e:
         if args.verbose:
             raise
         print(f"crewstream evaluate: error: {e}", file=sys.stderr)

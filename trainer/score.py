@@ -14,23 +14,38 @@ Rows are matched by id, in any order. As on Kaggle, every truth id must be in th
 once and no other id may be; a missing, repeated or unknown id, or a probability that is not a
 finite number, is an error (exit 1) naming it.
 
+Paths: local, or any file system TensorFlow's tf.io.gfile knows (gs://...), for --submission,
+--truth and --output. A URL is read and written through tf.io.gfile (TensorFlow imported only
+then); a local path through Arrow and open(), as before, so scoring a local file never loads
+TensorFlow.
+
+--output (--json) writes the report as JSON: {log_loss, accuracy, macro_f1, per_class, labels,
+confusion_matrix, num_windows, rows}. Following tfrecords_schema.ownership, an existing file there
+is replaced only if it is such a report (a JSON object with SCORE_KEYS); anything else is refused
+with one line, before scoring.
+
 Memory: the truth's ids and labels (sorted, about 10 bytes a row); the submission is streamed.
 """
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import json
+import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from crewstream import console
-from tfrecords_schema import LABEL_VOCABULARY
+from tfrecords_schema import LABEL_VOCABULARY, ownership
 from tfrecords_schema import csv_layout as cols
 
 CLIP = 1e-15  # Kaggle's bounds: [CLIP, 1 - CLIP]
 _BLOCK_BYTES = 16 << 20  # CSV bytes per streamed batch
+# The keys that make a JSON file a score report (what --output may replace)
+SCORE_KEYS = ("log_loss", "accuracy", "macro_f1", "confusion_matrix", "rows")
 
 
 class ScoreError(ValueError):
@@ -55,25 +70,77 @@ class Truth:
     labels: np.ndarray
 
 
+@contextlib.contextmanager
+def _csv_source(path: str, what: str):
+    """What Arrow reads `path` from: the path itself when local (Arrow opens it and decompresses
+    `.gz`); a tf.io.gfile stream for a URL (gunzipped for `.gz`). ScoreError when a URL is absent."""
+    import pyarrow as pa
+
+    if not console.is_remote(path):
+        yield path
+        return
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(path):
+        raise ScoreError(f"{what} {path}: not found")
+    with tf.io.gfile.GFile(path, "rb") as f:
+        yield pa.input_stream(io.BufferedReader(_RawGFile(f)), compression="gzip" if path.endswith(".gz") else None)
+
+
+class _RawGFile(io.RawIOBase):
+    """A tf.io.gfile.GFile as the raw stream io.BufferedReader wraps (Arrow takes io streams, not a
+    GFile, which lacks `closed`)."""
+
+    def __init__(self, gfile):
+        super().__init__()
+        self._gfile = gfile
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._gfile.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
 def _batches(path: str, types: Dict[str, Any], what: str):
     """Record batches of the named columns; ScoreError when the header lacks one."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
-    try:
-        reader = pa_csv.open_csv(
-            path, read_options=pa_csv.ReadOptions(block_size=_BLOCK_BYTES),
-            convert_options=pa_csv.ConvertOptions(column_types=types, include_columns=list(types),
-                                                  strings_can_be_null=True))
-    except (pa.ArrowInvalid, KeyError) as e:
-        raise ScoreError(f"{what} {path}: cannot read the columns {', '.join(types)} ({e})") from None
-    while True:
+    with _csv_source(path, what) as source:
         try:
-            yield reader.read_next_batch()
-        except StopIteration:
-            return
-        except pa.ArrowInvalid as e:
-            raise ScoreError(f"{what} {path}: {e}") from None
+            reader = pa_csv.open_csv(
+                source, read_options=pa_csv.ReadOptions(block_size=_BLOCK_BYTES),
+                convert_options=pa_csv.ConvertOptions(column_types=types, include_columns=list(types),
+                                                      strings_can_be_null=True))
+        except (pa.ArrowInvalid, KeyError) as e:
+            raise ScoreError(f"{what} {path}: cannot read the columns {', '.join(types)} ({e})") from None
+        while True:
+            try:
+                yield reader.read_next_batch()
+            except StopIteration:
+                return
+            except pa.ArrowInvalid as e:
+                raise ScoreError(f"{what} {path}: {e}") from None
+
+
+def write_report(report: Dict[str, Any], path: str) -> None:
+    """The report as JSON at `path` (local, or a URL through tf.io.gfile), through a temporary
+    name: a kill mid-write leaves the earlier report whole."""
+    text = json.dumps(report, indent=2) + "\n"
+    tmp = path + ".tmp"
+    if console.is_remote(path):
+        import tensorflow as tf
+
+        with tf.io.gfile.GFile(tmp, "w") as f:
+            f.write(text)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+        return
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def read_truth(path: str, labels: Sequence[str] = LABEL_VOCABULARY) -> Truth:
@@ -189,16 +256,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         console.check_exists(args.submission, "--submission")
         console.check_exists(args.truth, "--truth")
+        if args.json:
+            ownership.check_output_json(args.json, SCORE_KEYS, [args.submission, args.truth],
+                                        label=f"--output {args.json}")
         report = score(args.submission, args.truth)
-    except (console.UsageError, ScoreError, FileNotFoundError) as e:
+        if args.json:
+            write_report(report, args.json)
+    except (console.UsageError, ScoreError, ownership.OwnershipError, OSError) as e:
         if args.verbose:
             raise
         print(f"crewstream score: error: {e}", file=sys.stderr)
         return 1
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
     print(f"{args.submission} against {args.truth}: {report['rows']:,} ids\n")
     print(metrics.format_report(report))
     print(f"\nlog loss (Kaggle: clipped to [1e-15, 1-1e-15], rows renormalized) {report['log_loss']:.5f}  "

@@ -81,6 +81,8 @@ def test_evaluate_writes_scikit_learn_numbers(tmp_path, exported, prep_dir, reco
     predictions of the same SavedModel, computed here from the records read directly."""
     model_dir = tmp_path / "model"
     shutil.copytree(exported.model_dir, model_dir)
+    earlier = {"split": "eval", "num_windows": 1, "log_loss": 9.0, "accuracy": 0, "macro_f1": 0, "confusion_matrix": []}
+    (model_dir / "eval.json").write_text(json.dumps(earlier))  # an earlier report: replaced
     assert evaluate.main(["--data", prep_dir, "--model-dir", str(model_dir), "--batch-size", "100"]) == 0
 
     with open(model_dir / "eval.json") as f:
@@ -108,3 +110,19 @@ def test_evaluate_train_split_goes_to_its_own_file(tmp_path, exported, prep_dir)
 def test_evaluate_without_a_model_fails_cleanly(tmp_path, prep_dir, capsys):
     assert evaluate.main(["--data", prep_dir, "--model-dir", str(tmp_path)]) == 1
     assert "train a model first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", ["my notes\n", '{"log_loss": 0.5}\n'])
+def test_an_eval_json_crewstream_did_not_write_is_refused(tmp_path, exported, prep_dir, capsys, content):
+    """tfrecords_schema.ownership: one line, before any work; the file and the folder as they were."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(exported.model_dir, model_dir)
+    (model_dir / "eval.json").write_text(content)
+    capsys.readouterr()
+    assert evaluate.main(["--data", prep_dir, "--model-dir", str(model_dir)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"crewstream evaluate: error: {model_dir / 'eval.json'} exists and was not written by crewstream (not a "
+        "JSON object with accuracy, confusion_matrix, log_loss, macro_f1, num_windows, split); move it or "
+        "choose another output file"]
+    assert (model_dir / "eval.json").read_text() == content
+    assert sorted(os.listdir(model_dir)) == ["eval.json", "serving"]

@@ -4,6 +4,9 @@ The expected numbers come from scikit-learn: log_loss on probabilities clipped t
 and renormalized per row, which is what Kaggle does before scoring.
 """
 
+import json
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -102,3 +105,60 @@ def test_score_of_a_predicted_synth_test_file(tmp_path, exported, sample_dir, ca
     report = pd.read_json(tmp_path / "score.json", typ="series")
     assert report["log_loss"] == pytest.approx(expected, rel=1e-9)
     assert f"{expected:.5f}" in out
+
+
+def test_output_replaces_a_score_report_and_refuses_any_other_file(tmp_path, capsys):
+    """--output follows tfrecords_schema.ownership: an earlier score report is replaced; a file
+    crewstream did not write is refused with one line, before scoring, and left as it was."""
+    y, p = make_case(n=300, seed=3)
+    sub_path, truth_path = write_files(tmp_path, y, p)
+    report_path = tmp_path / "score.json"
+    report_path.write_text('{"log_loss": 9, "accuracy": 0, "macro_f1": 0, "confusion_matrix": [], "rows": 1}\n')
+    assert score.main(["--submission", sub_path, "--truth", truth_path, "--output", str(report_path)]) == 0
+    written = json.loads(report_path.read_text())
+    assert written["log_loss"] == pytest.approx(log_loss(y, kaggle_clip(p), labels=[0, 1, 2, 3]), rel=1e-12)
+    for name, content in [("notes.json", '{"log_loss": 1.0}\n'), ("notes.txt", "my notes\n"),
+                          ("eval.json", '{"split": "eval", "log_loss": 1.0, "accuracy": 0.5}\n')]:
+        other = tmp_path / name
+        other.write_text(content)
+        capsys.readouterr()
+        assert score.main(["--submission", sub_path, "--truth", truth_path, "--output", str(other)]) == 1
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line == (f"crewstream score: error: --output {other} exists and was not written by crewstream "
+                        "(not a JSON object with accuracy, confusion_matrix, log_loss, macro_f1, rows); move it "
+                        "or choose another output file")
+        assert other.read_text() == content
+    assert score.main(["--submission", sub_path, "--truth", truth_path, "--output", truth_path]) == 1
+    assert "is the input" in capsys.readouterr().err
+
+
+def test_urls_are_read_and_written_through_gfile(tmp_path, capsys):
+    """TensorFlow's in-memory file system (ram://) stands for gs://: the same files, a gzipped truth
+    among them, give the same report as on local disk, written back through tf.io.gfile."""
+    import gzip
+
+    import tensorflow as tf
+
+    y, p = make_case(n=400, seed=4)
+    sub_path, truth_path = write_files(tmp_path, y, p)
+    local_json = tmp_path / "score.json"
+    assert score.main(["--submission", sub_path, "--truth", truth_path, "--output", str(local_json)]) == 0
+    root = f"ram://crewstream-score-{os.getpid()}"
+    tf.io.gfile.makedirs(root)
+    with open(sub_path, "rb") as f, tf.io.gfile.GFile(f"{root}/sub.csv", "wb") as g:
+        g.write(f.read())
+    with open(truth_path, "rb") as f, tf.io.gfile.GFile(f"{root}/truth.csv.gz", "wb") as g:
+        g.write(gzip.compress(f.read()))
+    assert not os.path.exists(f"{root}/sub.csv")  # not a local path in disguise
+    assert score.main(["--submission", f"{root}/sub.csv", "--truth", f"{root}/truth.csv.gz",
+                       "--output", f"{root}/score.json"]) == 0
+    with tf.io.gfile.GFile(f"{root}/score.json") as f:
+        assert json.load(f) == json.loads(local_json.read_text())
+    with tf.io.gfile.GFile(f"{root}/notes.json", "w") as f:
+        f.write("[]")
+    assert score.main(["--submission", f"{root}/sub.csv", "--truth", f"{root}/truth.csv.gz",
+                       "--output", f"{root}/notes.json"]) == 1
+    capsys.readouterr()
+    assert score.main(["--submission", f"{root}/missing.csv", "--truth", f"{root}/truth.csv.gz"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"crewstream score: error: submission {root}/missing.csv: not found"]
