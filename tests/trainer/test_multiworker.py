@@ -23,12 +23,36 @@ from trainer import data, task, train
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KILLED = 17  # exit status of a worker killed after its first epoch
 WORKER_SCRIPT = textwrap.dedent(f"""
-    import json, os, sys
+    import hashlib, json, os, sys
     import numpy as np
+    import tensorflow as tf
+    import tf_keras
     from trainer import model, task, train
     out, kill = sys.argv[1], sys.argv[2] == "kill"
+
+    # What this worker's model steps on, by split and epoch: the sha1 of each window a train or
+    # test step receives (tapped in Keras' Model, outside the trainer's code).
+    seen, epoch_now = {{}}, [None]
+    def tap(split, step):
+        def record(windows):
+            seen.setdefault(f"{{split}}/{{epoch_now[0]}}", []).extend(
+                hashlib.sha1(w.tobytes()).hexdigest() for w in windows.numpy())
+            return []
+        def traced_step(self, batch):
+            tf.py_function(record, [batch[0]], [])
+            return step(self, batch)
+        return traced_step
+    tf_keras.Model.train_step = tap("train", tf_keras.Model.train_step)
+    tf_keras.Model.test_step = tap("eval", tf_keras.Model.test_step)
     started = []
-    callbacks = [model.epoch_callback(on_epoch_begin=lambda epoch, logs: started.append(epoch))]
+    def begin(epoch, logs):
+        started.append(epoch)
+        epoch_now[0] = epoch
+    def save_seen(epoch, logs):  # at each epoch's end, validation included
+        with open(out + ".seen.json", "w") as f:
+            json.dump(seen, f)
+
+    callbacks = [model.epoch_callback(on_epoch_begin=begin), model.epoch_callback(on_epoch_end=save_seen)]
     if kill:  # after epoch 1 is checkpointed: no clean-up code runs
         callbacks.append(model.epoch_callback(on_epoch_end=lambda epoch, logs: os._exit({KILLED})))
     result = train.train(task._config(task._parse_args(sys.argv[3:])), extra_callbacks=callbacks)
@@ -222,17 +246,30 @@ def test_mirrored_strategy_trains_and_writes_the_model_folder(prep_dir, tmp_path
 
 # --- two workers on loopback ---------------------------------------------------------------------
 
-def _assert_whole_splits(history, stats):
-    """Keras aggregates accuracy over all replicas: each epoch's accuracy is a whole number of
-    correct windows out of the split's windows, as when every window is seen once."""
+def _assert_each_window_once_per_epoch(outs, records, stats, history, epochs):
+    """In each of `epochs` (0-based), the windows the workers' models stepped on (WORKER_SCRIPT's
+    tap) are each window of the split exactly once, both workers having some; and Keras
+    aggregates accuracy over all replicas, so each epoch's accuracy is a whole number of correct
+    windows out of the split's windows."""
+    from tfrecords_schema import WINDOW
+
+    seen = []
+    for out in outs:
+        with open(out + ".seen.json") as f:
+            seen.append(json.load(f))
     for split, key in (("train", "accuracy"), ("eval", "val_accuracy")):
+        expected = _keys(records(split)[WINDOW])
+        for epoch in epochs:
+            parts = [worker.get(f"{split}/{epoch}", []) for worker in seen]
+            assert all(parts), (split, epoch, [len(p) for p in parts])
+            assert sorted(sum(parts, [])) == expected, (split, epoch, [len(p) for p in parts], len(expected))
         n = stats["splits"][split]["num_windows"]
         for accuracy in history[key]:
             assert abs(accuracy * n - round(accuracy * n)) < 1e-3, (split, accuracy, n)
 
 
 @pytest.mark.slow
-def test_two_workers_finish_with_identical_weights(prep_dir, stats, tmp_path):
+def test_two_workers_finish_with_identical_weights(prep_dir, stats, records, tmp_path):
     model_dir = tmp_path / "model"
     outs, codes = _run_cluster(tmp_path, "run", _argv(prep_dir, model_dir))
     assert codes == [0, 0], "\n".join(_log(o) for o in outs)
@@ -241,7 +278,7 @@ def test_two_workers_finish_with_identical_weights(prep_dir, stats, tmp_path):
     _assert_same_weights([chief, worker])
     assert chief["history"] == worker["history"]
     assert chief["history"]["epoch"] == [1, 2]
-    _assert_whole_splits(chief["history"], stats)
+    _assert_each_window_once_per_epoch(outs, records, stats, chief["history"], epochs=[0, 1])
 
     # only the chief wrote MODEL, and the worker left no temporary folder behind
     with open(model_dir / train.HISTORY_FILE) as f:
@@ -266,7 +303,7 @@ def test_two_workers_finish_with_identical_weights(prep_dir, stats, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_workers_resume_under_the_strategy(prep_dir, stats, tmp_path):
+def test_killed_workers_resume_under_the_strategy(prep_dir, stats, records, tmp_path):
     """Both workers die (os._exit) after epoch 1 of 2 is checkpointed; the same command on both
     resumes from the chief's checkpoint at epoch 2, and the workers end identical."""
     model_dir = tmp_path / "model"
@@ -275,6 +312,7 @@ def test_killed_workers_resume_under_the_strategy(prep_dir, stats, tmp_path):
     with open(model_dir / train.HISTORY_FILE) as f:
         killed_history = json.load(f)
     assert killed_history["epoch"] == [1]
+    _assert_each_window_once_per_epoch(outs, records, stats, killed_history, epochs=[0])
 
     outs, codes = _run_cluster(tmp_path, "resumed", _argv(prep_dir, model_dir))
     assert codes == [0, 0], "\n".join(_log(o) for o in outs)
@@ -283,6 +321,6 @@ def test_killed_workers_resume_under_the_strategy(prep_dir, stats, tmp_path):
     _assert_same_weights([chief, worker])
     assert chief["history"]["epoch"] == [1, 2]
     assert chief["history"]["loss"][0] == killed_history["loss"][0]  # epoch 1 is the killed run's
-    _assert_whole_splits(chief["history"], stats)
+    _assert_each_window_once_per_epoch(outs, records, stats, chief["history"], epochs=[1])
     assert (model_dir / "serving" / "saved_model.pb").exists()
     assert os.listdir(model_dir / "checkpoints") == ["chief"]
