@@ -79,7 +79,15 @@ def _gfile():
 
 
 def _exists(path: str) -> bool:
-    return _gfile().exists(path) if _remote(path) else os.path.lexists(path)
+    """OwnershipError (one line) when a URL's file system cannot answer (unknown scheme, access)."""
+    if not _remote(path):
+        return os.path.lexists(path)
+    import tensorflow as tf
+
+    try:
+        return tf.io.gfile.exists(path)
+    except tf.errors.OpError as e:
+        raise OwnershipError(f"{path}: {e.message}") from None
 
 
 def _is_link(path: str) -> bool:

@@ -81,10 +81,13 @@ def _csv_source(path: str, what: str):
         return
     import tensorflow as tf
 
-    if not tf.io.gfile.exists(path):
-        raise ScoreError(f"{what} {path}: not found")
-    with tf.io.gfile.GFile(path, "rb") as f:
-        yield pa.input_stream(io.BufferedReader(_RawGFile(f)), compression="gzip" if path.endswith(".gz") else None)
+    try:
+        if not tf.io.gfile.exists(path):
+            raise ScoreError(f"{what} {path}: not found")
+        with tf.io.gfile.GFile(path, "rb") as f:
+            yield pa.input_stream(io.BufferedReader(_RawGFile(f)), compression="gzip" if path.endswith(".gz") else None)
+    except tf.errors.OpError as e:  # permission, network: one line, as for a local file
+        raise ScoreError(f"{what} {path}: {e.message}") from None
 
 
 class _RawGFile(io.RawIOBase):
@@ -128,15 +131,19 @@ def _batches(path: str, types: Dict[str, Any], what: str):
 
 def write_report(report: Dict[str, Any], path: str) -> None:
     """The report as JSON at `path` (local, or a URL through tf.io.gfile), through a temporary
-    name: a kill mid-write leaves the earlier report whole."""
+    name: a kill mid-write leaves the earlier report whole. ScoreError when a URL cannot be
+    written (the file system's reason)."""
     text = json.dumps(report, indent=2) + "\n"
     tmp = path + ".tmp"
     if console.is_remote(path):
         import tensorflow as tf
 
-        with tf.io.gfile.GFile(tmp, "w") as f:
-            f.write(text)
-        tf.io.gfile.rename(tmp, path, overwrite=True)
+        try:
+            with tf.io.gfile.GFile(tmp, "w") as f:
+                f.write(text)
+            tf.io.gfile.rename(tmp, path, overwrite=True)
+        except tf.errors.OpError as e:
+            raise ScoreError(f"--output {path}: {e.message}") from None
         return
     with open(tmp, "w") as f:
         f.write(text)

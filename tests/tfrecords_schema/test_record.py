@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from tfrecords_schema import (LABEL_VOCABULARY, encode_windows, feature_spec, label_index, layout,
-                              parse_examples)
+                              parse_examples, raw_signals_spec, raw_window_spec)
 
 
 def test_feature_spec_golden():
@@ -18,6 +18,19 @@ def test_feature_spec_golden():
         "end_time": tf.io.FixedLenFeature([], tf.float32),
     }
     assert LABEL_VOCABULARY == ("A", "B", "C", "D")
+
+
+def test_raw_specs_golden():
+    """The tf.Transform graph's raw input (OUT/metadata) and the serving model's raw tf.Example,
+    spelled out; tf.Transform's own name for the raw metadata folder is layout's."""
+    import tensorflow_transform as tft
+
+    assert raw_signals_spec(23) == {"signals": tf.io.FixedLenFeature([23], tf.float32)}
+    assert raw_window_spec(256, 23) == {"window": tf.io.FixedLenFeature([256 * 23], tf.float32)}
+    assert layout.RAW_METADATA_DIR == tft.TFTransformOutput.RAW_METADATA_DIR
+    assert layout.TRANSFORM_DIRS == (tft.TFTransformOutput.TRANSFORM_FN_DIR,
+                                     tft.TFTransformOutput.TRANSFORMED_METADATA_DIR,
+                                     tft.TFTransformOutput.RAW_METADATA_DIR)
 
 
 def test_encode_then_parse_round_trip():

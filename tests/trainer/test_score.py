@@ -162,3 +162,12 @@ def test_urls_are_read_and_written_through_gfile(tmp_path, capsys):
     assert score.main(["--submission", f"{root}/missing.csv", "--truth", f"{root}/truth.csv.gz"]) == 1
     assert capsys.readouterr().err.splitlines() == [
         f"crewstream score: error: submission {root}/missing.csv: not found"]
+    # a file system TensorFlow does not know: one line, for an input and for the output
+    assert score.main(["--submission", f"{root}/sub.csv", "--truth", "nosuch://b/truth.csv"]) == 1
+    assert score.main(["--submission", f"{root}/sub.csv", "--truth", f"{root}/truth.csv.gz",
+                       "--output", "nosuch://b/score.json"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "crewstream score: error: truth nosuch://b/truth.csv: File system scheme 'nosuch' not implemented "
+        "(file: 'nosuch://b/truth.csv')",
+        "crewstream score: error: nosuch://b/score.json: File system scheme 'nosuch' not implemented "
+        "(file: 'nosuch://b/score.json')"]
