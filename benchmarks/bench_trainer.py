@@ -293,13 +293,25 @@ def bench_weighting(out: str, workdir: str, args) -> str:
 
 # --- 5. model kinds -----------------------------------------------------------------------------
 
+def default_params(kind: str, window: int):
+    """trainer.model.ModelParams of a `kind` model as `crewstream train --model KIND` builds it with
+    no other flag (task.DEFAULTS), filled in for `window` (a tcn's blocks: as many as fit)."""
+    import dataclasses
+
+    from trainer import model as model_lib, task
+
+    fields = {f.name for f in dataclasses.fields(model_lib.ModelParams)}
+    defaults = {k: v for k, v in task.DEFAULTS.items() if k in fields}
+    return model_lib.ModelParams(**{**defaults, "kind": kind}).for_window(window)
+
+
 def bench_models(out: str, stats: Dict, args) -> str:
     """Training windows/s of each kind in args.models on the same input and batch (part 5)."""
     from trainer import data, model as model_lib
 
     runs, described = {}, {}
     for kind in args.models:
-        params = model_lib.ModelParams(kind=kind).for_window(stats["window"])
+        params = default_params(kind, stats["window"])
         model_lib.set_seed(0)
         net = model_lib.build_model(stats["window"], len(stats["features"]), params)
         ds = data.make_dataset(out, layout.TRAIN, args.batch_size, shuffle=True, repeat=True, seed=0)
