@@ -1,26 +1,49 @@
 """Classification metrics accumulated batch by batch, in memory independent of the split's size.
 
 The definitions are scikit-learn's, so the numbers can be checked against it:
-- log_loss: mean of -log p(true class), p clipped to [eps, 1 - eps] with eps of the
-  probabilities' dtype (`sklearn.metrics.log_loss`);
+- log_loss: mean of -log p(true class) (`log_loss_terms`), p clipped to [eps, 1 - eps] with eps of
+  the probabilities' dtype (`sklearn.metrics.log_loss`), or, for `crewstream score`, the
+  competition's clip (1e-15) and rows renormalized;
 - precision / recall / f1 per class, 0 where undefined (`zero_division=0`);
 - macro_f1: mean f1 over the classes that occur as truth or prediction
   (`f1_score(average='macro')`);
 - confusion matrix: rows true, columns predicted, classes in label order.
 """
 
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
 
-class StreamingMetrics:
-    """Feed (labels int [B], probabilities float [B, K]) batches; `report()` at the end."""
+def log_loss_terms(probabilities: np.ndarray, labels: np.ndarray, clip: Optional[float] = None,
+                   renormalize: bool = False) -> np.ndarray:
+    """-ln p(true class) per row: float64 [n]. The one log-loss definition (evaluate and score).
 
-    def __init__(self, labels: Sequence[str]):
+    probabilities: float [n, K]; labels: int [n] in [0, K). Each probability is clipped to
+    [clip, 1 - clip]; clip None means the machine epsilon of the probabilities' dtype (float64's
+    for a non-float array), as scikit-learn's log_loss. renormalize: after clipping, divide each
+    row by its sum (the competition's rule; clipping first means a row of zeros cannot divide by 0).
+    """
+    probabilities = np.asarray(probabilities)
+    if clip is None:
+        clip = np.finfo(probabilities.dtype if probabilities.dtype.kind == "f" else float).eps
+    p = np.clip(probabilities.astype(np.float64), clip, 1 - clip)
+    if renormalize:
+        p /= p.sum(axis=1, keepdims=True)
+    return -np.log(p[np.arange(len(labels)), labels])
+
+
+class StreamingMetrics:
+    """Feed (labels int [B], probabilities float [B, K]) batches; `report()` at the end.
+
+    clip, renormalize: the log loss's rule, as in `log_loss_terms` (defaults: scikit-learn's).
+    """
+
+    def __init__(self, labels: Sequence[str], clip: Optional[float] = None, renormalize: bool = False):
         self.labels = list(labels)
         k = len(self.labels)
         self.confusion = np.zeros((k, k), dtype=np.int64)
+        self._clip, self._renormalize = clip, renormalize
         self._log_loss_sum = 0.0
         self.count = 0
 
@@ -32,9 +55,7 @@ class StreamingMetrics:
             raise ValueError(f"probabilities {probabilities.shape} do not match labels ({len(labels)}, {k})")
         if len(labels) and (labels.min() < 0 or labels.max() >= k):
             raise ValueError(f"labels outside [0, {k}): {sorted(set(labels.tolist()))}")
-        eps = np.finfo(probabilities.dtype).eps if probabilities.dtype.kind == "f" else np.finfo(float).eps
-        p_true = np.clip(probabilities[np.arange(len(labels)), labels], eps, 1 - eps)
-        self._log_loss_sum += float(-np.log(p_true.astype(np.float64)).sum())
+        self._log_loss_sum += float(log_loss_terms(probabilities, labels, self._clip, self._renormalize).sum())
         np.add.at(self.confusion, (labels, probabilities.argmax(axis=1)), 1)
         self.count += len(labels)
 

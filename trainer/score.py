@@ -4,7 +4,8 @@
 
 - log_loss: the competition's multi-class log loss. Each probability is clipped to
   [1e-15, 1 - 1e-15], each row is then divided by its sum, and the score is the mean over the
-  truth's rows of -ln p(true class). (Clipping first means a row of zeros cannot divide by zero.)
+  truth's rows of -ln p(true class) (trainer.metrics.log_loss_terms; clipping first means a row of
+  zeros cannot divide by zero).
 - accuracy, macro_f1, per-class precision / recall / F1 / support and the confusion matrix: of the
   arg-max class, with scikit-learn's definitions (trainer.metrics).
 
@@ -50,16 +51,6 @@ SCORE_KEYS = ("log_loss", "accuracy", "macro_f1", "confusion_matrix", "rows")
 
 class ScoreError(ValueError):
     """The submission or the truth cannot be scored (layout, ids, values)."""
-
-
-def kaggle_log_loss_terms(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """-ln p(true class) per row, as the competition computes it: float64 [n].
-
-    probabilities: float [n, K] (need not sum to 1); labels: int [n] in [0, K).
-    """
-    p = np.clip(np.asarray(probabilities, np.float64), CLIP, 1 - CLIP)
-    p /= p.sum(axis=1, keepdims=True)
-    return -np.log(p[np.arange(len(labels)), labels])
 
 
 @dataclasses.dataclass
@@ -188,8 +179,7 @@ def score(submission: str, truth_path: str, labels: Sequence[str] = LABEL_VOCABU
     truth = read_truth(truth_path, labels)
     n = len(truth.ids)
     seen = np.zeros(n, dtype=bool)
-    stream = metrics.StreamingMetrics(labels)
-    loss_sum = 0.0
+    stream = metrics.StreamingMetrics(labels, clip=CLIP, renormalize=True)  # the competition's log loss
     types = {cols.ID: pa.int64(), **{label: pa.float64() for label in labels}}
     for batch in _batches(submission, types, "submission"):
         if batch.column(cols.ID).null_count:
@@ -202,7 +192,6 @@ def score(submission: str, truth_path: str, labels: Sequence[str] = LABEL_VOCABU
             raise ScoreError(f"submission {submission}: id {ids[row]}: probabilities {p[row].tolist()} "
                              "are not all finite numbers")
         y = truth.labels[where].astype(np.int64)
-        loss_sum += float(kaggle_log_loss_terms(p, y).sum())
         stream.update(y, p)
     if not seen.all():
         missing = truth.ids[~seen]
@@ -211,7 +200,6 @@ def score(submission: str, truth_path: str, labels: Sequence[str] = LABEL_VOCABU
     if n == 0:
         raise ScoreError(f"truth {truth_path}: no rows")
     report = stream.report()
-    report["log_loss"] = loss_sum / n
     report["rows"] = n
     return report
 
