@@ -11,6 +11,7 @@ from typing import List, Optional
 from crewstream import console
 from tfrecords_schema import StatsError, layout, ownership
 from trainer import weights
+from trainer.choices import STRATEGIES
 
 DEFAULTS = {"epochs": 10, "batch_size": 64, "seed": 0, "units": 64, "layers": 1, "dropout": 0.2,
             "learning_rate": 1e-3, "model": "lstm", "filters": 32, "kernel_size": 3, "normalize": "none"}
@@ -63,8 +64,6 @@ def _weighting(text: str) -> str:
     return text
 
 
-# The strategies of trainer.train, spelled here so that --help needs no TensorFlow import.
-STRATEGIES = ("default", "mirrored", "multiworker")
 _SERVICE_ADDRESS = re.compile(r"^(grpc://)?[^:/\s]+:\d+$")
 
 

@@ -41,6 +41,7 @@ import tensorflow as tf
 
 from tfrecords_schema import layout, read_stats
 from trainer import data, export, model as model_lib, plots, weights
+from trainer.choices import DEFAULT, MIRRORED, MULTIWORKER, STRATEGIES
 
 _LOG = logging.getLogger("crewstream.train")
 
@@ -51,8 +52,6 @@ LOGS_DIR = "logs"
 PLOTS_DIR = "plots"
 # Settings a resumed run may change: they do not change what the finished epochs computed.
 RESUMABLE_CHANGES = ("epochs", "verbose", "strategy", "data_service")
-DEFAULT, MIRRORED, MULTIWORKER = "default", "mirrored", "multiworker"
-STRATEGIES = (DEFAULT, MIRRORED, MULTIWORKER)
 TF_CONFIG = "TF_CONFIG"
 MONITOR = "val_loss"  # what early stopping watches: the weighted loss on the eval split
 BEST_EPOCH = "best_epoch"  # history.json: the epoch whose weights are exported (early stopping)

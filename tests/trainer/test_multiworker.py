@@ -173,9 +173,11 @@ def test_fewer_shards_than_workers_is_a_clear_error(prep_dir, tmp_path, monkeypa
 
 
 def test_the_command_line_offers_the_trainers_strategies():
-    assert task.STRATEGIES == train.STRATEGIES
-    assert task._config(task._parse_args(["--data", "d", "--model-dir", "m", "--strategy",
-                                          "mirrored"])).strategy == train.MIRRORED
+    for name in train.STRATEGIES:
+        assert task._config(task._parse_args(["--data", "d", "--model-dir", "m", "--strategy",
+                                              name])).strategy == name
+    with pytest.raises(SystemExit):
+        task._parse_args(["--data", "d", "--model-dir", "m", "--strategy", "parameter_server"])
 
 
 def test_data_service_with_multiworker_is_a_usage_error():
