@@ -220,10 +220,11 @@ class RollingNormalization(keras.layers.Layer):
         return {**super().get_config(), "rows": self.rows, "scale": self.scale}
 
     def _rolling_mean(self, x, count):
-        # zero rows before the start, a sum over the L rows ending at each step, / rows counted
-        padded = tf.pad(x, [[0, 0], [self.rows - 1, 0], [0, 0]])
-        total = tf.nn.avg_pool1d(padded, ksize=self.rows, strides=1, padding="VALID") * self.rows
-        return total / count
+        # the sum of the L rows ending at step t is cumsum[t] - cumsum[t-L] (0 before the start):
+        # O(T) whatever L; in float64 a run of millions of rows loses nothing near 1e-5
+        total = tf.cumsum(x, axis=1)
+        earlier = tf.pad(total, [[0, 0], [self.rows, 0], [0, 0]])[:, :tf.shape(x)[1]]
+        return (total - earlier) / count
 
     def call(self, inputs):
         # float64: the variance is E[x^2] - E[x]^2, which float32 would lose for a feature whose

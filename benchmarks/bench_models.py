@@ -1,0 +1,130 @@
+"""Model benchmark: the candidate models and input normalizations, trained alike, scored on a new crew.
+
+    .venv/bin/python -m benchmarks.bench_models                        # demo-size synth sample, made here
+    .venv/bin/python -m benchmarks.bench_models --data OUT             # an existing preprocess output
+    .venv/bin/python -m benchmarks.bench_models --candidates lstm,tcn-zscore --epochs 3
+
+Every candidate is trained by trainer.train (the code `crewstream train` runs) on the same
+preprocess output (by default synth crews 1,2,3 x 60 s, all 23 signals, W 256, stride 32, crew 2
+held out as the eval split), with the same epochs, batch size, seed and per-sample weighting, and
+scored by trainer.evaluate on the held-out crew through its exported serving model. Prints, for
+the machine it runs on, one row per candidate: macro F1, per-class recall, log loss, accuracy and
+seconds per epoch (the median over the run's epochs; a shared machine's load moves it).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from typing import Dict, List
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.bench_trainer import add_sample_args, machine, make_sample, table  # noqa: E402
+from tfrecords_schema import LABEL_VOCABULARY, layout, read_stats  # noqa: E402
+
+# name -> trainer.model.ModelParams fields (the rest are train's defaults). norm_rows None: half W.
+CANDIDATES: Dict[str, Dict[str, object]] = {
+    "lstm": {"kind": "lstm"},
+    "lstm-center": {"kind": "lstm", "normalize": "center"},
+    "lstm-zscore": {"kind": "lstm", "normalize": "zscore"},
+    "tcn": {"kind": "tcn"},
+    "tcn-center": {"kind": "tcn", "normalize": "center"},
+    "tcn-zscore": {"kind": "tcn", "normalize": "zscore"},
+}
+
+
+def run_candidate(name: str, out: str, workdir: str, args) -> Dict[str, object]:
+    """Train candidate `name` into WORKDIR/model-NAME, evaluate it on the eval split; its figures."""
+    from trainer import evaluate, model as model_lib, train
+
+    fields = dict(CANDIDATES[name])
+    if fields.get("normalize") and args.norm_rows:
+        fields["norm_rows"] = args.norm_rows
+    params = model_lib.ModelParams(**fields)
+    model_dir = os.path.join(workdir, f"model-{name}")
+    shutil.rmtree(model_dir, ignore_errors=True)
+    seconds: List[float] = []
+    clock = {}
+    timer = model_lib.epoch_callback(lambda epoch, logs: clock.update(start=time.perf_counter()),
+                                     lambda epoch, logs: seconds.append(time.perf_counter() - clock["start"]))
+    result = train.train(train.TrainConfig(data=out, model_dir=model_dir, epochs=args.epochs,
+                                           batch_size=args.batch_size, weighting=args.weighting,
+                                           seed=args.seed, model=params, verbose=0), extra_callbacks=[timer])
+    report = evaluate.evaluate(evaluate.EvalConfig(out, model_dir))
+    with open(os.path.join(model_dir, "train_config.json")) as f:
+        described = model_lib.ModelParams(**{k: v for k, v in json.load(f)["model"].items()
+                                             if k != "receptive_field"}).describe()
+    return {"name": name, "model": described, "macro_f1": report["macro_f1"],
+            "recall": {c: report["per_class"][c]["recall"] for c in LABEL_VOCABULARY},
+            "log_loss": report["log_loss"], "accuracy": report["accuracy"],
+            "seconds_per_epoch": statistics.median(seconds), "epochs": len(result["history"]["epoch"])}
+
+
+def render(results: List[Dict[str, object]], out: str, args) -> str:
+    stats = read_stats(out)
+    ev, tr = stats["splits"][layout.EVAL], stats["splits"][layout.TRAIN]
+    rows = [[r["name"]] + [f"{r['macro_f1']:.3f}"] + [f"{r['recall'][c]:.3f}" for c in LABEL_VOCABULARY]
+            + [f"{r['log_loss']:.3f}", f"{r['accuracy']:.3f}", f"{r['seconds_per_epoch']:.1f}"] for r in results]
+    title = (f"held-out eval split after {args.epochs} epochs, batch {args.batch_size}, --weighting "
+             f"{args.weighting}, seed {args.seed}; {len(stats['features'])} features, W {stats['window']}; "
+             f"train {tr['num_windows']:,} windows, eval {ev['num_windows']:,} ("
+             + ", ".join(f"{c} {ev['class_counts'][c]:,}" for c in LABEL_VOCABULARY) + ")")
+    legend = "\n".join(f"  {r['name']} = {r['model']}" for r in results)
+    return table(title, ["candidate", "macro F1"] + [f"recall {c}" for c in LABEL_VOCABULARY]
+                 + ["log loss", "accuracy", "s/epoch"], rows) + "\n" + legend
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_sample_args(parser)
+    parser.add_argument("--num-shards", type=int, default=8)
+    parser.add_argument("--candidates", default=",".join(CANDIDATES),
+                        help=f"comma-separated, of {', '.join(CANDIDATES)} (default: all)")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--weighting", default="balanced")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--norm-rows", type=int, default=None,
+                        help="rows of the candidates' normalization (default: train's, half the window)")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    args.crews = tuple(int(c) for c in args.crews.split(","))
+    args.candidates = [c for c in args.candidates.split(",") if c]
+    unknown = sorted(set(args.candidates) - set(CANDIDATES))
+    if unknown:
+        parser.error(f"unknown candidates {unknown}; known: {', '.join(CANDIDATES)}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = _parse_args(argv)
+    workdir = args.workdir or tempfile.mkdtemp(prefix="bench_models-")
+    os.makedirs(workdir, exist_ok=True)
+    try:
+        print(f"machine: {machine()}", flush=True)
+        print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+        out = args.data or make_sample(workdir, args)
+        results = []
+        for name in args.candidates:
+            start = time.perf_counter()
+            results.append(run_candidate(name, out, workdir, args))
+            r = results[-1]
+            print(f"{name}: macro F1 {r['macro_f1']:.3f}, {r['seconds_per_epoch']:.1f} s/epoch "
+                  f"({time.perf_counter() - start:.0f} s; load average {os.getloadavg()[0]:.2f})", flush=True)
+        print("\n" + render(results, out, args), flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=2)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
