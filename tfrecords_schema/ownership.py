@@ -37,7 +37,7 @@ import posixpath
 import shutil
 from typing import Callable, FrozenSet, Iterable, List, Optional, Tuple
 
-from tfrecords_schema import layout
+from tfrecords_schema import atomic_write, layout
 
 MARKER = ".crewstream.json"
 STAGING_KIND = "staging"  # the marker of a preprocess run's private OUT/.staging-XXXX/ folder
@@ -177,18 +177,11 @@ def write_marker(folder: str, kind: str, files: Iterable[str] = ()) -> str:
     """Write FOLDER/MARKER (creating FOLDER) through a temporary name; return its path."""
     path = layout.join(folder, MARKER)
     text = json.dumps({"kind": kind, "files": sorted(set(files))}, indent=1) + "\n"
-    tmp = path + ".tmp"
     if _remote(folder):
-        gfile = _gfile()
-        gfile.makedirs(folder)
-        with gfile.GFile(tmp, "w") as f:
-            f.write(text)
-        gfile.rename(tmp, path, overwrite=True)
+        _gfile().makedirs(folder)
     else:
         os.makedirs(folder, exist_ok=True)
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
+    atomic_write.write_atomic(path, text)
     return path
 
 
@@ -368,7 +361,7 @@ def remove_leftover_stagings(out: str) -> List[str]:
         if not name.startswith(layout.STAGING_PREFIX) or not _is_dir(path):
             continue
         try:  # empty, or only a half-written marker: a run killed while creating it
-            ours = set(_listdir(path)) <= {MARKER + ".tmp"} or \
+            ours = set(_listdir(path)) <= {atomic_write.temporary_name(MARKER)} or \
                 (read_marker(path) or {}).get("kind") == STAGING_KIND
         except OwnershipError:
             ours = False

@@ -17,7 +17,7 @@ import json
 import re
 from typing import Any, Dict, List
 
-from tfrecords_schema import layout
+from tfrecords_schema import atomic_write, layout
 from tfrecords_schema.record import LABEL_VOCABULARY
 
 SCALES = ("zscore", "minmax")
@@ -159,15 +159,9 @@ def read_stats(out_dir: str) -> Dict[str, Any]:
 
 def write_stats(out_dir: str, stats: Dict[str, Any]) -> str:
     """Validate, then write OUT/stats.json atomically; return its path."""
-    import tensorflow as tf
-
     validate_stats(stats)
     path = layout.join(out_dir, layout.STATS_FILE)
-    tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        json.dump(stats, f, indent=2, sort_keys=False)
-        f.write("\n")
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    atomic_write.write_atomic(path, json.dumps(stats, indent=2, sort_keys=False) + "\n")
     return path
 
 

@@ -33,14 +33,13 @@ import contextlib
 import dataclasses
 import io
 import json
-import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from crewstream import console
-from tfrecords_schema import LABEL_VOCABULARY, ownership
+from tfrecords_schema import LABEL_VOCABULARY, atomic_write, ownership
 from tfrecords_schema import csv_layout as cols
 
 CLIP = 1e-15  # Kaggle's bounds: [CLIP, 1 - CLIP]
@@ -125,20 +124,15 @@ def write_report(report: Dict[str, Any], path: str) -> None:
     name: a kill mid-write leaves the earlier report whole. ScoreError when a URL cannot be
     written (the file system's reason)."""
     text = json.dumps(report, indent=2) + "\n"
-    tmp = path + ".tmp"
-    if console.is_remote(path):
-        import tensorflow as tf
-
-        try:
-            with tf.io.gfile.GFile(tmp, "w") as f:
-                f.write(text)
-            tf.io.gfile.rename(tmp, path, overwrite=True)
-        except tf.errors.OpError as e:
-            raise ScoreError(f"--output {path}: {e.message}") from None
+    if not console.is_remote(path):
+        atomic_write.write_atomic(path, text)
         return
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    import tensorflow as tf
+
+    try:
+        atomic_write.write_atomic(path, text)
+    except tf.errors.OpError as e:
+        raise ScoreError(f"--output {path}: {e.message}") from None
 
 
 def read_truth(path: str, labels: Sequence[str] = LABEL_VOCABULARY) -> Truth:

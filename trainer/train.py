@@ -39,7 +39,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfrecords_schema import layout, read_stats
+from tfrecords_schema import atomic_write, layout, read_stats
 from trainer import data, export, model as model_lib, plots, weights
 from trainer.choices import DEFAULT, MIRRORED, MULTIWORKER, STRATEGIES
 
@@ -183,16 +183,8 @@ def _read_json(path: str) -> Optional[Any]:
         return json.load(f)
 
 
-def _write_file(path: str, content: bytes) -> None:
-    """Write then rename: a run killed mid-write leaves the previous file whole."""
-    tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "wb") as f:
-        f.write(content)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
 def _write_json(path: str, obj: Any) -> None:
-    _write_file(path, (json.dumps(obj, indent=2) + "\n").encode())
+    atomic_write.write_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def check_resumable(config: TrainConfig, write: bool = True) -> None:
@@ -293,7 +285,7 @@ def _save_weights(path: str, epoch: int, arrays: Sequence[np.ndarray]) -> None:
     """An npz of the epoch number and the model's weights in get_weights() order (no pickles)."""
     buffer = io.BytesIO()
     np.savez(buffer, epoch=np.int64(epoch), **{f"weight_{i:04d}": a for i, a in enumerate(arrays)})
-    _write_file(path, buffer.getvalue())
+    atomic_write.write_atomic(path, buffer.getvalue())
 
 
 def _load_weights(path: str, epoch: int) -> List[np.ndarray]:
