@@ -343,25 +343,18 @@ class CutBlockWindowsFn(beam.DoFn):
         p = self._p
         recording = recordings[block.recording]
         assert [b.index for b in recording] == list(range(len(recording))), "time blocks are numbered 0..K-1"
-        bounds = windows.blocked_segment_bounds([b.num_rows for b in recording], [b.first_time for b in recording],
-                                                [b.last_time for b in recording], [b.gap_starts for b in recording],
-                                                p.max_gap)
-        first_row = sum(b.num_rows for b in recording[:block.index])
-        starts, index = windows.windows_ending_in(bounds, first_row, block.num_rows, p.window, p.stride)
-        if not len(index):
+        found = windows.block_windows(recording, block.index, p.max_gap, p.window, p.stride)
+        if not len(found.index):
             return
         if self._scaler is None:
             self._scaler = Scaler(p.staging)
-        context = max(0, first_row - int(starts.min()))
-        rows = Block.concat(_tail_rows(recording[:block.index], context)
+        rows = Block.concat(_tail_rows(recording[:block.index], found.context)
                             + [blocks.read_rows(block.path, block.num_features)])
         self._rows_per_key.update(len(rows))
         rows.signals = self._scaler.scale(rows.signals)
-        local = starts - (first_row - context)
-        last = local + p.window - 1
-        cut = windows.Windows(local, rows.label[last].astype(np.int64), rows.time[last], p.window)
+        cut = windows.windows_at(found.starts - (found.first_row - found.context), rows.label, rows.time, p.window)
         split = split_of(block.recording[0], p.eval_crews)
-        yield from self._write_pieces(cut, rows, index, split, block)
+        yield from self._write_pieces(cut, rows, found.index, split, block)
         self._windows.inc(len(cut))
 
     def _write_pieces(self, cut: windows.Windows, rows: Block, index: np.ndarray, split: str,
@@ -534,9 +527,7 @@ def segment_counts(sorted_blocks: Iterable[blocks.SortedBlock], params: WindowPa
     counts = []
     for key in sorted(by_recording):
         recording = sorted(by_recording[key], key=lambda b: b.index)
-        bounds = windows.blocked_segment_bounds(
-            [b.num_rows for b in recording], [b.first_time for b in recording], [b.last_time for b in recording],
-            [b.gap_starts for b in recording], params.max_gap)
+        bounds = windows.recording_segments(recording, params.max_gap)
         lengths = bounds[:, 1] - bounds[:, 0]
         counts.append({"split": split_of(key[0], params.eval_crews), "crew": key[0], "seat": key[1],
                        "experiment": key[2], "segments": len(lengths),

@@ -1,12 +1,18 @@
 """Cutting windows out of one recording: the Windows contract of docs/DESIGN.md, in plain numpy.
+The arithmetic the preprocess job runs (CutBlockWindowsFn only calls it).
 
 A group is one (crew, seat, experiment), its rows sorted numerically by time. A gap in time larger
 than `max_gap` seconds starts a new segment; windows never cross a segment. In a segment of n rows
 windows start at rows 0, s, 2s, ... while start + W <= n. A window's label is the label of its
 last row and its `end_time` the time of its last row.
+
+The job knows a recording block by block (its time blocks, in time order, each summarized by
+num_rows, first_time, last_time and gap_starts: beam_jobs.blocks.SortedBlock): `recording_segments`
+finds the segments from the summaries alone, `block_windows` the windows whose last row is in one
+block, and `windows_at` labels them from the rows read.
 """
 
-from typing import Iterator, NamedTuple, Sequence, Tuple
+from typing import Any, Iterator, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
@@ -33,39 +39,10 @@ class Windows(NamedTuple):
         return len(self.starts)
 
 
-def sort_by_time(time: np.ndarray) -> np.ndarray:
-    """The permutation that orders a group's rows by numeric time (stable, so equal times keep
-    their input order)."""
-    return np.argsort(time, kind="stable")
-
-
-def segment_bounds(time: np.ndarray, max_gap: float) -> np.ndarray:
-    """[(start, stop)] row ranges of the segments of a time-sorted group, as int64 [K, 2]."""
-    n = len(time)
-    if n == 0:
-        return np.zeros((0, 2), dtype=np.int64)
-    breaks = np.flatnonzero(np.diff(time) > max_gap) + 1
-    starts = np.concatenate([[0], breaks])
-    stops = np.concatenate([breaks, [n]])
-    return np.stack([starts, stops], axis=1).astype(np.int64)
-
-
-def window_starts(bounds: np.ndarray, window: int, stride: int) -> np.ndarray:
-    """Row indices (into the sorted group) where windows start, segment after segment."""
-    if window < 1 or stride < 1:
-        raise ValueError(f"window ({window}) and stride ({stride}) must be >= 1")
-    starts = [np.arange(a, b - window + 1, stride, dtype=np.int64) for a, b in bounds if b - a >= window]
-    return np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
-
-
-def cut_windows(time: np.ndarray, labels: np.ndarray, window: int, stride: int, max_gap: float) -> Windows:
-    """The windows of one group whose rows are already sorted by time.
-
-    Args:
-      time: float64 [n], non-decreasing.
-      labels: int [n] label index of each row.
-    """
-    starts = window_starts(segment_bounds(time, max_gap), window, stride)
+def windows_at(starts: np.ndarray, labels: np.ndarray, time: np.ndarray, window: int) -> Windows:
+    """The windows starting at rows `starts` (int [k], into the time-sorted rows), labelled by the
+    rows' `labels` (int [n]) and `time` (float64 [n]) of their last row."""
+    starts = np.asarray(starts, dtype=np.int64)
     last = starts + window - 1
     return Windows(starts, np.asarray(labels)[last].astype(np.int64), np.asarray(time)[last], window)
 
@@ -78,14 +55,15 @@ def chunks(n: int, size: int) -> Iterator[Tuple[int, int]]:
 
 def blocked_segment_bounds(num_rows: Sequence[int], first_times: Sequence[float], last_times: Sequence[float],
                            gap_starts: Sequence[Sequence[int]], max_gap: float) -> np.ndarray:
-    """`segment_bounds` of a group known only block by block, its rows global (blocks in time
-    order, block b holding rows [sum(num_rows[:b]), sum(num_rows[:b+1]))).
+    """The segments of a group known only block by block, as [(start, stop)] row ranges, its rows
+    global (blocks in time order, block b holding rows [sum(num_rows[:b]), sum(num_rows[:b+1]))).
 
     Args:
       num_rows: rows of each block (>= 1).
       first_times, last_times: time of each block's first and last row.
       gap_starts: per block, its local rows whose time exceeds the previous row's by > max_gap.
-    Returns int64 [K, 2], equal to segment_bounds(time of the whole group, max_gap).
+    Returns int64 [K, 2]: a new segment starts at row 0 and at every row whose time exceeds the
+    previous row's by more than max_gap.
     """
     sizes = np.asarray(num_rows, dtype=np.int64)
     n = int(sizes.sum())
@@ -103,8 +81,8 @@ def windows_ending_in(bounds: np.ndarray, first_row: int, num_rows: int, window:
     """The windows of a group whose LAST row is in rows [first_row, first_row + num_rows).
 
     Returns (starts int64 [k], index int64 [k]): each window's first row and its index among the
-    group's windows (the order `cut_windows` gives them), both global. Over consecutive row
-    ranges that tile the group they tile cut_windows' windows.
+    group's windows (segment after segment, start after start), both global. Over consecutive
+    row ranges that tile the group they tile the group's windows.
     """
     if window < 1 or stride < 1:
         raise ValueError(f"window ({window}) and stride ({stride}) must be >= 1")
@@ -120,3 +98,36 @@ def windows_ending_in(bounds: np.ndarray, first_row: int, num_rows: int, window:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     i, seg = np.concatenate(i), np.concatenate(seg)
     return a[seg] + i * stride, before[seg] + i
+
+
+def recording_segments(blocks: Sequence[Any], max_gap: float) -> np.ndarray:
+    """`blocked_segment_bounds` of a recording's time blocks, given in time order as summaries with
+    num_rows, first_time, last_time and gap_starts (beam_jobs.blocks.SortedBlock): int64 [K, 2]."""
+    return blocked_segment_bounds([b.num_rows for b in blocks], [b.first_time for b in blocks],
+                                  [b.last_time for b in blocks], [b.gap_starts for b in blocks], max_gap)
+
+
+class BlockWindows(NamedTuple):
+    """The windows of a recording whose LAST row is in one of its time blocks, rows global.
+
+    `first_row`: the block's first row in the recording; `starts` int64 [k]: each window's first
+    row; `index` int64 [k]: each window's index among the recording's windows.
+    """
+
+    first_row: int
+    starts: np.ndarray
+    index: np.ndarray
+
+    @property
+    def context(self) -> int:
+        """Rows before the block that its windows need (at most W - 1)."""
+        return max(0, self.first_row - int(self.starts.min())) if len(self.starts) else 0
+
+
+def block_windows(recording: Sequence[Any], block: int, max_gap: float, window: int, stride: int) -> BlockWindows:
+    """The windows whose last row is in `recording[block]` (summaries as in `recording_segments`,
+    in time order); over all blocks they are the recording's windows, each once."""
+    first_row = int(sum(b.num_rows for b in recording[:block]))
+    starts, index = windows_ending_in(recording_segments(recording, max_gap), first_row,
+                                      recording[block].num_rows, window, stride)
+    return BlockWindows(first_row, starts, index)
