@@ -37,11 +37,9 @@ import tempfile
 import time
 from typing import Dict, List, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.bench_preprocess import machine_header  # noqa: E402
-from benchmarks.bench_trainer import add_sample_args, make_sample, table  # noqa: E402
-from tfrecords_schema import layout, read_stats, write_stats  # noqa: E402
+from benchmarks.bench_preprocess import REPO_ROOT, machine_header
+from benchmarks.bench_trainer import add_sample_args, make_sample, table
+from tfrecords_schema import layout, read_stats, write_stats
 
 VARIANTS = {
     "default": (1, "1 process, --strategy default"),
@@ -109,8 +107,8 @@ def run_variant(variant: str, data: str, model_dir: str, args) -> Dict:
             env["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"localhost:{p}" for p in ports]},
                                            "task": {"type": "worker", "index": index}})
         procs.append(subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--child", json.dumps({"argv": argv})],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            [sys.executable, "-m", "benchmarks.bench_multiworker", "--child", json.dumps({"argv": argv})],
+            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     results, walls = [], []
     for p in procs:
         stdout, stderr = p.communicate(timeout=args.timeout)

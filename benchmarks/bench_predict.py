@@ -58,13 +58,11 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # run as a file: `python benchmarks/bench_predict.py`
-    sys.path.insert(0, str(REPO_ROOT))
+from benchmarks.bench_preprocess import machine_header, measure
+from benchmarks.bench_trainer import default_params, table
+from tfrecords_schema import csv_layout
 
-from benchmarks.bench_preprocess import machine_header, measure  # noqa: E402
-from benchmarks.bench_trainer import default_params, table  # noqa: E402
-from tfrecords_schema import csv_layout  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 GiB = 2**30
 WINDOW = 256

@@ -81,11 +81,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # run as a file: `python benchmarks/bench_preprocess.py`
-    sys.path.insert(0, str(REPO_ROOT))
+from tfrecords_schema import csv_layout, layout
 
-from tfrecords_schema import csv_layout, layout  # noqa: E402  (after the path fix above)
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 KAGGLE = "1,2,3,4,5,6,7,8,13:352"
 GiB = 2**30

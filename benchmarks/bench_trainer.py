@@ -31,13 +31,12 @@ import tempfile
 import time
 from typing import Callable, Dict, List, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import psutil
 
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
+from tfrecords_schema import LABEL_VOCABULARY, layout, read_stats, write_stats
 
-from tfrecords_schema import LABEL_VOCABULARY, layout, read_stats, write_stats  # noqa: E402
-
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `-m benchmarks.X` runs
 
 # --- the machine --------------------------------------------------------------------------------
 
@@ -258,9 +257,9 @@ def bench_memory(out: str, out2: str, stats: Dict, args) -> str:
             runs = []
             for _ in range(args.memory_repeats):
                 done = subprocess.run(
-                    [sys.executable, os.path.abspath(__file__), "--child", json.dumps(
+                    [sys.executable, "-m", "benchmarks.bench_trainer", "--child", json.dumps(
                         {"out": path, "mode": mode, "batch": args.batch_size, "steps": args.train_steps})],
-                    capture_output=True, text=True, check=True)
+                    capture_output=True, text=True, check=True, cwd=REPO_ROOT)
                 runs.append(json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mib"])
             peaks[size] = statistics.median(runs)
         rows.append((mode, f"{peaks['1x']:,.0f}", f"{peaks['2x']:,.0f}", f"{peaks['2x'] - peaks['1x']:+,.0f}"))

@@ -10,18 +10,13 @@
 """
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:  # benchmarks/ is a folder of scripts, not an installed package
-    sys.path.insert(0, str(REPO_ROOT))
-
-from benchmarks import bench_predict as bench  # noqa: E402
-from tfrecords_schema import LABEL_VOCABULARY, csv_layout as cols  # noqa: E402
+from benchmarks import bench_predict as bench
+from tfrecords_schema import LABEL_VOCABULARY, csv_layout as cols
 
 W = 16
 FEATURES = ["r", "ecg", "gsr", "eeg_fp1"]

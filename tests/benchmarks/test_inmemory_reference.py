@@ -5,18 +5,11 @@ here it and `beam_jobs.preprocess` run on the same tiny file (with a time gap in
 must give the same windows, keys, labels and values.
 """
 
-import sys
-from pathlib import Path
-
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:  # benchmarks/ is a folder of scripts, not an installed package
-    sys.path.insert(0, str(REPO_ROOT))
-
-from benchmarks import inmemory_reference as ref  # noqa: E402
-from tests.crew_csv import make_frame, write_crew_csv  # noqa: E402
-from tfrecords_schema import CREW, END_TIME, EXPERIMENT, LABEL, SEAT, WINDOW  # noqa: E402
+from benchmarks import inmemory_reference as ref
+from tests.crew_csv import make_frame, write_crew_csv
+from tfrecords_schema import CREW, END_TIME, EXPERIMENT, LABEL, SEAT, WINDOW
 
 W, S = 64, 16
 
