@@ -15,7 +15,7 @@ from typing import List, Optional
 SUBCOMMANDS = {
     "synth": ("crewstream.synth", "write a sample train.csv / test.csv in the Kaggle layout"),
     "preprocess": ("beam_jobs.preprocess", "Beam + tf.Transform: CSVs -> scaled windowed TFRecord shards"),
-    "verify": ("tfrecords_schema.verify", "check a preprocess output: record CRCs, counts, unlisted shards"),
+    "verify": ("crewstream.verify", "check a preprocess output: record CRCs, counts, unlisted shards"),
     "train": ("trainer.task", "stream the shards into a tf_keras model; export a serving model"),
     "evaluate": ("trainer.evaluate", "evaluate a trained model on a split; write eval.json"),
     "predict": ("trainer.predict", "predict a test CSV in bounded memory; write a submission"),

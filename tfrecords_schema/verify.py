@@ -1,5 +1,5 @@
-"""`crewstream verify OUT` / `python -m tfrecords_schema.verify`: is OUT a complete, intact
-preprocess output?
+"""Is OUT a complete, intact preprocess output? (`verify(OUT) -> Report`; the command line,
+`crewstream verify OUT` / `python -m crewstream.verify`, is crewstream/verify.py.)
 
 Checks, against OUT/stats.json (which must be present and valid):
   - every listed shard exists and reads to its end: each record's TFRecord framing (length,
@@ -25,19 +25,16 @@ without the record's index, and reads a shard cut inside a record header as a sh
 CRC32C comes from google-crc32c, installed with apache-beam[gcp] (google-cloud-storage needs it).
 """
 
-import argparse
 import dataclasses
 import gzip
 import hashlib
 import posixpath
 import struct
-import sys
 import zlib
-from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, BinaryIO, Dict, Iterator, List, Tuple
 
 import google_crc32c
 
-from crewstream import console
 from tfrecords_schema import layout
 from tfrecords_schema.record import CREW, LABEL, LABEL_VOCABULARY, parse_examples
 from tfrecords_schema.stats import SCALE_PARAMS, StatsError, read_stats
@@ -349,46 +346,3 @@ def verify(out_dir: str) -> Report:
     report.problems += [f"{name}: not listed in stats.json (no reader will read it)"
                         for name in unlisted_files(out_dir, stats)]
     return report
-
-
-def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="crewstream verify",
-        description="Check a preprocess output folder against its stats.json: every shard's "
-                    "record CRCs and framing, shard digests, records parse with the schema, record "
-                    "and class counts, no unlisted shards; the transform graph loads and applies "
-                    "stats.json's scaling. Exit 0 when intact, 1 with one line per problem.")
-    parser.add_argument("out", metavar="OUT", nargs="?", help="preprocess output folder (local path or gs://...)")
-    parser.add_argument("--data", metavar="OUT", default=None,
-                        help="the same folder, with the flag train and evaluate name it by")
-    console.add_verbose(parser)
-    args = parser.parse_args(argv)
-    if (args.out is None) == (args.data is None):
-        parser.error("name the preprocess output folder once: OUT or --data OUT")
-    args.out = args.out or args.data
-    return args
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = _parse_args(argv)
-    console.setup(args.verbose)
-    try:  # before TensorFlow is imported
-        console.check_exists(layout.join(args.out, layout.STATS_FILE), "OUT",
-                             f"{args.out} is not the output of a completed preprocess run")
-        report = verify(args.out)
-    except console.UsageError as e:
-        report = Report([str(e)], [])
-    for note in report.notes:
-        print(f"note: {note}")
-    if not report.ok:
-        for problem in report.problems:
-            print(f"crewstream verify: {args.out}: {problem}", file=sys.stderr)
-        print(f"crewstream verify: {args.out}: {len(report.problems)} problem(s)", file=sys.stderr)
-        return 1
-    print(f"{args.out}: ok: {report.num_shards} shard(s), {report.num_records:,} record(s); "
-          "CRCs, digests, schema, record and class counts, transform graph agree with stats.json")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -138,8 +138,7 @@ def test_auto_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(tmp_path):
 
 
 def test_output_and_data_name_the_same_things_everywhere_and_earlier_spellings_still_work():
-    from crewstream import demo, synth
-    from tfrecords_schema import verify
+    from crewstream import demo, synth, verify
 
     assert synth._parse_args(["--out", "x"]).out == synth._parse_args(["--output", "x"]).out == "x"
     assert demo._parse_args(["--output", "x"]).workdir == demo._parse_args(["--workdir", "x"]).workdir == "x"

@@ -341,3 +341,19 @@ def test_the_command_prints_no_library_notices_by_default(good_out, caplog):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert result.stdout.startswith(f"{good_out}: ok: 4 shard(s)")
+
+
+def test_the_contract_package_depends_on_neither_crewstream_nor_beam():
+    """tfrecords_schema is imported by every other package: importing all of it (verify included)
+    loads no crewstream module and no Beam."""
+    import pkgutil
+    import subprocess
+    import sys
+
+    import tfrecords_schema
+
+    names = [f"tfrecords_schema.{m.name}" for m in pkgutil.iter_modules(tfrecords_schema.__path__)]
+    code = (f"import importlib, sys; [importlib.import_module(n) for n in {names!r}]; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('crewstream', 'apache_beam')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "tfrecords_schema.verify" in names and out.strip() == "[]"
