@@ -14,7 +14,8 @@ the capture: each still writes TensorFlow's start-up lines when it loads it (Bea
 passes workers no options through which to reach them).
 
 The shared flags mean the same in every subcommand: `--verbose` (above, and full tracebacks),
-`--progress auto|bar|log|none` (auto: a bar on a terminal, plain log lines otherwise).
+`--progress auto|bar|log|none` (auto: a bar on a terminal, plain log lines otherwise), drawn by
+`Progress`.
 """
 
 import argparse
@@ -22,9 +23,11 @@ import contextlib
 import importlib.abc
 import importlib.machinery
 import logging
+import math
 import os
 import sys
 import tempfile
+import time
 from typing import IO, Iterator, Optional
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -143,6 +146,71 @@ def resolve_progress(mode: str, stream: Optional[IO] = None) -> str:
         return mode
     stream = sys.stderr if stream is None else stream
     return "bar" if getattr(stream, "isatty", lambda: False)() else "log"
+
+
+class Progress:
+    """Work done toward a known total: a one-line bar on a terminal, periodic log lines otherwise.
+
+    mode: "bar", "log" or "none" ("auto" picks bar or log by whether `stream` is a terminal).
+    Log lines go to `logger` at INFO (default: the `crewstream` logger).
+    """
+
+    def __init__(self, label: str, total: float, unit: str, mode: str = "auto", stream=None,
+                 log_every: float = 30.0, scale: float = 1.0, width: int = 24,
+                 logger: Optional[logging.Logger] = None):
+        self.stream = stream or sys.stderr
+        mode = resolve_progress(mode, self.stream)
+        self.label, self.total, self.unit, self.mode = label, max(float(total), 0.0), unit, mode
+        self.scale, self.width, self.log_every = scale, width, log_every
+        self.logger = logger or logging.getLogger("crewstream")
+        self.done = 0.0
+        self.started = self._last = time.monotonic()
+
+    def update(self, amount: float) -> None:
+        self.done += amount
+        now = time.monotonic()
+        if self.mode == "bar" and now - self._last >= 0.2:
+            self._last = now
+            self.stream.write("\r" + self.line())
+            self.stream.flush()
+        elif self.mode == "log" and now - self._last >= self.log_every:
+            self._last = now
+            self.logger.info("%s", self.line(bar=False))
+
+    def close(self) -> None:
+        if self.mode == "bar":
+            self.stream.write("\r" + self.line() + "\n")
+            self.stream.flush()
+        elif self.mode == "log":
+            self.logger.info("%s", self.line(bar=False))
+
+    def line(self, bar: bool = True) -> str:
+        """`LABEL [####......]  41%  226,304/551,424 windows  3,210 windows/s  1:41 left` (no bar: no [...])."""
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = self.done / elapsed
+        fraction = min(self.done / self.total, 1.0) if self.total else 1.0
+        left = (self.total - self.done) / rate if rate > 0 else float("nan")
+        filled = int(round(fraction * self.width))
+        parts = [self.label]
+        if bar:
+            parts.append("[" + "#" * filled + "." * (self.width - filled) + "]")
+        parts += [f"{fraction:4.0%}", f"{self._n(self.done)}/{self._n(self.total)} {self.unit}",
+                  f"{self._n(rate)} {self.unit}/s", f"{_clock(left)} left" if self.done < self.total
+                  else f"in {_clock(elapsed)}"]
+        return "  ".join(parts)
+
+    def _n(self, value: float) -> str:
+        value /= self.scale
+        return f"{value:,.0f}" if self.scale == 1 else f"{value:,.1f}"
+
+
+def _clock(seconds: float) -> str:
+    """h:mm:ss, or m:ss under an hour; ?:?? when unknown."""
+    if not math.isfinite(seconds):
+        return "?:??"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -51,15 +51,14 @@ def evaluate(config: EvalConfig) -> Dict[str, Any]:
 
     from trainer import data, export, plots
 
-    from trainer.predict import Progress
-
     path = report_path(config.model_dir, config.split)
     ownership.check_output_json(path, EVAL_KEYS)
     loaded = export.load_serving(config.model_dir)
     predict = loaded.signatures[export.SCALED_SIGNATURE]
     stream = metrics.StreamingMetrics(LABEL_VOCABULARY)
     total = read_stats(config.data)["splits"][config.split]["num_windows"]
-    progress = Progress(config.split, total, "windows", console.resolve_progress(config.progress))
+    progress = console.Progress(config.split, total, "windows", console.resolve_progress(config.progress),
+                                logger=_LOG)
     # Weights play no part in the report: every window counts once.
     for window, label, _ in data.make_dataset(config.data, config.split, config.batch_size,
                                                  weighting=weights.NONE):

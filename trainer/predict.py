@@ -71,6 +71,7 @@ from typing import BinaryIO, Deque, Dict, Iterator, List, Optional, Sequence, Tu
 import numpy as np
 
 from crewstream import console
+from crewstream.console import Progress
 from tfrecords_schema import csv_layout as cols
 
 _LOG = logging.getLogger("crewstream.predict")
@@ -136,70 +137,6 @@ class PredictSummary:
     predict_seconds: float = 0.0
     output: str = ""
     rejects_file: Optional[str] = None
-
-
-# ---------------------------------------------------------------------------------------------
-# Progress
-
-class Progress:
-    """Work done toward a known total: a one-line bar on a terminal, periodic log lines otherwise.
-
-    mode: "bar", "log" or "none" ("auto" picks bar or log by whether `stream` is a terminal).
-    """
-
-    def __init__(self, label: str, total: float, unit: str, mode: str = "auto", stream=None,
-                 log_every: float = 30.0, scale: float = 1.0, width: int = 24):
-        self.stream = stream or sys.stderr
-        mode = console.resolve_progress(mode, self.stream)
-        self.label, self.total, self.unit, self.mode = label, max(float(total), 0.0), unit, mode
-        self.scale, self.width, self.log_every = scale, width, log_every
-        self.done = 0.0
-        self.started = self._last = time.monotonic()
-
-    def update(self, amount: float) -> None:
-        self.done += amount
-        now = time.monotonic()
-        if self.mode == "bar" and now - self._last >= 0.2:
-            self._last = now
-            self.stream.write("\r" + self.line())
-            self.stream.flush()
-        elif self.mode == "log" and now - self._last >= self.log_every:
-            self._last = now
-            _LOG.info("%s", self.line(bar=False))
-
-    def close(self) -> None:
-        if self.mode == "bar":
-            self.stream.write("\r" + self.line() + "\n")
-            self.stream.flush()
-        elif self.mode == "log":
-            _LOG.info("%s", self.line(bar=False))
-
-    def line(self, bar: bool = True) -> str:
-        """`LABEL [####......]  41%  226,304/551,424 windows  3,210 windows/s  1:41 left` (no bar: no [...])."""
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        rate = self.done / elapsed
-        fraction = min(self.done / self.total, 1.0) if self.total else 1.0
-        left = (self.total - self.done) / rate if rate > 0 else float("nan")
-        filled = int(round(fraction * self.width))
-        parts = [self.label]
-        if bar:
-            parts.append("[" + "#" * filled + "." * (self.width - filled) + "]")
-        parts += [f"{fraction:4.0%}", f"{self._n(self.done)}/{self._n(self.total)} {self.unit}",
-                  f"{self._n(rate)} {self.unit}/s", f"{_clock(left)} left" if self.done < self.total
-                  else f"in {_clock(elapsed)}"]
-        return "  ".join(parts)
-
-    def _n(self, value: float) -> str:
-        value /= self.scale
-        return f"{value:,.0f}" if self.scale == 1 else f"{value:,.1f}"
-
-
-def _clock(seconds: float) -> str:
-    if not np.isfinite(seconds):
-        return "?:??"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,7 +342,7 @@ def spill_groups(config: PredictConfig, features: Sequence[str], spill: Spill, l
     from beam_jobs import csv_reader
 
     shard, num_shards = config.shard
-    progress = Progress("read", os.path.getsize(config.input), "MB", config.progress, scale=1e6)
+    progress = Progress("read", os.path.getsize(config.input), "MB", config.progress, scale=1e6, logger=_LOG)
     with open_input(config.input) as (f, raw):
         with csv_reader.stream_errors_as_layout_errors(config.input):
             id_column = csv_reader.read_header(f, config.input).index(cols.ID)  # checked: it is there
@@ -881,7 +818,7 @@ def predict(config: PredictConfig, model=None, sequence=None) -> PredictSummary:
             _log_pass1(spill, summary)
             started = time.perf_counter()
             windows = sum(spill.rows.values()) - (len(excluded) if config.shard[1] == 1 else 0)
-            progress = Progress("predict", windows, "windows", config.progress)
+            progress = Progress("predict", windows, "windows", config.progress, logger=_LOG)
             # concurrent + 2 buffers: a batch is overwritten only after its result was written
             if path == SWEEP:
                 batches = group_chunks(spill, sorted(spill.rows), window, config.sweep_rows,

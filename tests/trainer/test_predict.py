@@ -359,30 +359,6 @@ def test_main_predicts_and_reports_errors(tmp_path, exported, test_csv, sample_d
     assert not (tmp_path / "x.csv").exists()
 
 
-class _Terminal(io.StringIO):
-    def isatty(self):
-        return True
-
-
-def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(caplog, monkeypatch):
-    clock = iter(np.arange(0.0, 100.0, 1.0))
-    monkeypatch.setattr(predict.time, "monotonic", lambda: next(clock))
-    terminal = _Terminal()
-    bar = predict.Progress("predict", 1000, "windows", "auto", stream=terminal)
-    bar.update(250)
-    bar.close()
-    text = terminal.getvalue()
-    assert text.startswith("\r") and "[######" in text and "25%" in text and "250/1,000 windows" in text
-    assert "left" in text and text.endswith("\n")
-
-    with caplog.at_level("INFO", logger="crewstream.predict"):
-        log = predict.Progress("predict", 1000, "windows", "auto", stream=io.StringIO(), log_every=1.0)
-        log.update(500)
-        log.close()
-    lines = [r.getMessage() for r in caplog.records]
-    assert lines and "[" not in lines[0] and "500/1,000 windows" in lines[0] and "/s" in lines[0]
-
-
 # --- killed runs: complete or absent, and a rerun gives the same bytes ---------------------------
 
 def _start(model_dir, csv_path, out, temp_dir, log):
