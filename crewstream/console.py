@@ -226,3 +226,11 @@ def check_exists(path: str, flag: str, reason: str = "") -> None:
     after TensorFlow or Beam is imported). `reason` follows the message after a colon."""
     if not is_remote(path) and not os.path.exists(path):
         raise UsageError(f"{flag}: {path} not found" + (f": {reason}" if reason else ""))
+
+
+def check_preprocess_output(out: str, flag: str) -> None:
+    """UsageError unless the local folder `out` holds stats.json (written last by preprocess); a
+    URL is left to the command, as in check_exists."""
+    from tfrecords_schema import layout
+
+    check_exists(layout.join(out, layout.STATS_FILE), flag, f"{out} is not the output of a completed preprocess run")

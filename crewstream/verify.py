@@ -8,7 +8,6 @@ import sys
 from typing import Optional, Sequence
 
 from crewstream import console
-from tfrecords_schema import layout
 from tfrecords_schema.verify import Report, verify
 
 
@@ -34,8 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parse_args(argv)
     console.setup(args.verbose)
     try:  # before TensorFlow is imported
-        console.check_exists(layout.join(args.out, layout.STATS_FILE), "OUT",
-                             f"{args.out} is not the output of a completed preprocess run")
+        console.check_preprocess_output(args.out, "OUT")
         report = verify(args.out)
     except console.UsageError as e:
         report = Report([str(e)], [])

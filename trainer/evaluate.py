@@ -100,8 +100,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parse_args(argv)
     console.setup(args.verbose)
     try:  # before TensorFlow is imported
-        console.check_exists(layout.join(args.data, layout.STATS_FILE), "--data",
-                             f"{args.data} is not the output of a completed preprocess run")
+        console.check_preprocess_output(args.data, "--data")
         console.check_exists(args.model_dir, "--model-dir", "train a model first")
     except console.UsageError as e:
         print(f"crewstream evaluate: error: {e}", file=sys.stderr)

@@ -9,7 +9,7 @@ import sys
 from typing import List, Optional
 
 from crewstream import console
-from tfrecords_schema import StatsError, layout, ownership
+from tfrecords_schema import StatsError, ownership
 from trainer import weights
 from trainer.choices import STRATEGIES
 
@@ -182,8 +182,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     console.setup(args.verbose)
     try:  # MODEL must be crewstream's to write (tfrecords_schema.ownership), checked before TensorFlow loads
         ownership.check_output_folder(args.model_dir, ownership.MODEL, inputs=[args.data], flag="--model-dir")
-        console.check_exists(layout.join(args.data, layout.STATS_FILE), "--data",
-                             f"{args.data} is not the output of a completed preprocess run")
+        console.check_preprocess_output(args.data, "--data")
     except (console.UsageError, ownership.OwnershipError) as e:
         if args.verbose:
             raise
