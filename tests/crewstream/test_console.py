@@ -1,8 +1,10 @@
-"""console.Progress: the bar on a terminal, log lines elsewhere (predict and evaluate draw it)."""
+"""crewstream.console: Progress (the bar on a terminal, log lines elsewhere) and the early path checks."""
 
 import io
 import itertools
 import logging
+
+import pytest
 
 from crewstream import console
 
@@ -40,3 +42,13 @@ def test_progress_counts_in_its_scale_and_says_when_done(monkeypatch):
     assert progress.line(bar=False) == "read  100%  3.0/3.0 MB  0.5 MB/s  in 0:06"
     assert console._clock(3725) == "1:02:05" and console._clock(65) == "1:05"
     assert console._clock(float("nan")) == "?:??"
+
+
+def test_a_folder_without_stats_json_is_not_a_preprocess_output(tmp_path):
+    with pytest.raises(console.UsageError) as e:
+        console.check_preprocess_output(str(tmp_path), "--data")
+    assert str(e.value) == (f"--data: {tmp_path / 'stats.json'} not found: {tmp_path} is not the output of a "
+                            "completed preprocess run")
+    (tmp_path / "stats.json").write_text("{}\n")
+    console.check_preprocess_output(str(tmp_path), "--data")
+    console.check_preprocess_output("gs://bucket/out", "OUT")  # a URL: the command checks it later
