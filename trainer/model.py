@@ -25,14 +25,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfrecords_schema import NUM_CLASSES, WINDOW
+from trainer.choices import LSTM, MODELS, NORM_CENTER, NORM_NONE, NORM_ZSCORE, NORMALIZATIONS, TCN  # noqa: F401
 
-
-LSTM, TCN = "lstm", "tcn"
-MODELS = (LSTM, TCN)
-# --normalize: what the network does to its (globally scaled) input rows first, per feature, over
-# the last `norm_rows` rows up to each step (causal): nothing; subtract their mean; z-score.
-NORM_NONE, NORM_CENTER, NORM_ZSCORE = "none", "center", "zscore"
-NORMALIZATIONS = (NORM_NONE, NORM_CENTER, NORM_ZSCORE)
 NORM_EPSILON = 1e-4  # added to the rolling variance (of globally scaled values) before its root
 SEQUENCE_LAYER = "sequence"  # the tcn's per-time-step network, nested in the classifier
 

@@ -11,14 +11,10 @@ from typing import List, Optional
 from crewstream import console
 from tfrecords_schema import StatsError, ownership
 from trainer import weights
-from trainer.choices import STRATEGIES
+from trainer.choices import MODELS, NORMALIZATIONS, STRATEGIES
 
 DEFAULTS = {"epochs": 10, "batch_size": 64, "seed": 0, "units": 64, "layers": 1, "dropout": 0.2,
             "learning_rate": 1e-3, "model": "lstm", "filters": 32, "kernel_size": 3, "normalize": "none"}
-# The models and input normalizations of trainer.model, spelled here so that --help needs no
-# TensorFlow import.
-MODELS = ("lstm", "tcn")
-NORMALIZATIONS = ("none", "center", "zscore")
 
 
 def _positive_int(text: str) -> int:

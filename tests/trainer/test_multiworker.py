@@ -180,6 +180,17 @@ def test_the_command_line_offers_the_trainers_strategies():
         task._parse_args(["--data", "d", "--model-dir", "m", "--strategy", "parameter_server"])
 
 
+def test_the_command_line_offers_the_models_kinds_and_normalizations():
+    from trainer import model as model_lib
+
+    for flag, names, field in [("--model", model_lib.MODELS, "kind"), ("--normalize", model_lib.NORMALIZATIONS, "normalize")]:
+        for name in names:
+            config = task._config(task._parse_args(["--data", "d", "--model-dir", "m", flag, name]))
+            assert getattr(config.model, field) == name
+        with pytest.raises(SystemExit):
+            task._parse_args(["--data", "d", "--model-dir", "m", flag, "gru"])
+
+
 def test_data_service_with_multiworker_is_a_usage_error():
     with pytest.raises(SystemExit) as e:
         task._parse_args(["--data", "d", "--model-dir", "m", "--strategy", "multiworker",
