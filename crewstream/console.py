@@ -30,6 +30,8 @@ import tempfile
 import time
 from typing import IO, Iterator, Optional
 
+from tfrecords_schema import layout
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 OWN_LOGGERS = ("crewstream", "beam_jobs", "trainer", "tfrecords_schema")
 QUIET_MODULES = ("tensorflow",)  # their import writes start-up lines to the stderr file descriptor
@@ -216,9 +218,7 @@ def _clock(seconds: float) -> str:
 # ---------------------------------------------------------------------------------------------
 # Early path checks
 
-def is_remote(path: str) -> bool:
-    """A URL (gs://...), which only TensorFlow's or Beam's file systems can check."""
-    return "://" in path
+is_remote = layout.is_remote  # a URL (gs://...), which only TensorFlow's or Beam's file systems can check
 
 
 def check_exists(path: str, flag: str, reason: str = "") -> None:
@@ -231,6 +231,4 @@ def check_exists(path: str, flag: str, reason: str = "") -> None:
 def check_preprocess_output(out: str, flag: str) -> None:
     """UsageError unless the local folder `out` holds stats.json (written last by preprocess); a
     URL is left to the command, as in check_exists."""
-    from tfrecords_schema import layout
-
     check_exists(layout.join(out, layout.STATS_FILE), flag, f"{out} is not the output of a completed preprocess run")

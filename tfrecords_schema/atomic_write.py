@@ -8,6 +8,8 @@ tf.io.gfile, imported only then, whose errors (tf.errors.OpError) the caller may
 import os
 from typing import Union
 
+from tfrecords_schema import layout
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -21,7 +23,7 @@ def write_atomic(path: str, content: Union[str, bytes]) -> None:
     there. The folder must exist."""
     data = content.encode() if isinstance(content, str) else content
     tmp = temporary_name(path)
-    if "://" in path:
+    if layout.is_remote(path):
         import tensorflow as tf
 
         with tf.io.gfile.GFile(tmp, "wb") as f:

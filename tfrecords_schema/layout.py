@@ -44,6 +44,12 @@ def shard_path(split: str, shard: int, num_shards: int, compression: str = "NONE
     return posixpath.join(split, shard_name(shard, num_shards, compression))
 
 
+def is_remote(path: str) -> bool:
+    """A URL (gs://..., ram://...), which only TensorFlow's or Beam's file systems read and write;
+    anything else is a local path."""
+    return "://" in path
+
+
 def join(root: str, *parts: str) -> str:
     """Join OUT (local path or URL such as gs://bucket/x) with relative parts."""
     return posixpath.join(root.rstrip("/") if root not in ("/",) else root, *parts)

@@ -68,10 +68,6 @@ class Kind:
 # ---------------------------------------------------------------------------------------------
 # Paths: os for local ones (links seen), tf.io.gfile for URLs
 
-def _remote(path: str) -> bool:
-    return "://" in path
-
-
 def _gfile():
     import tensorflow as tf
 
@@ -80,7 +76,7 @@ def _gfile():
 
 def _exists(path: str) -> bool:
     """OwnershipError (one line) when a URL's file system cannot answer (unknown scheme, access)."""
-    if not _remote(path):
+    if not layout.is_remote(path):
         return os.path.lexists(path)
     import tensorflow as tf
 
@@ -91,22 +87,22 @@ def _exists(path: str) -> bool:
 
 
 def _is_link(path: str) -> bool:
-    return not _remote(path) and os.path.islink(path)
+    return not layout.is_remote(path) and os.path.islink(path)
 
 
 def _is_dir(path: str) -> bool:
     """A real folder (a link to one is not)."""
-    return _gfile().isdir(path) if _remote(path) else os.path.isdir(path) and not os.path.islink(path)
+    return _gfile().isdir(path) if layout.is_remote(path) else os.path.isdir(path) and not os.path.islink(path)
 
 
 def _listdir(path: str) -> List[str]:
-    names = _gfile().listdir(path) if _remote(path) else os.listdir(path)
+    names = _gfile().listdir(path) if layout.is_remote(path) else os.listdir(path)
     return sorted(name.rstrip("/") for name in names)
 
 
 def _walk(root: str) -> Iterable[Tuple[str, List[str], List[str]]]:
     """(folder, subfolders, files) under `root`, never entering a link; links are listed as files."""
-    if _remote(root):
+    if layout.is_remote(root):
         for folder, dirs, files in _gfile().walk(root):
             yield folder, [d.rstrip("/") for d in dirs], list(files)
         return
@@ -117,7 +113,7 @@ def _walk(root: str) -> Iterable[Tuple[str, List[str], List[str]]]:
 
 
 def _resolved(path: str) -> str:
-    return path.rstrip("/") if _remote(path) else os.path.realpath(path)
+    return path.rstrip("/") if layout.is_remote(path) else os.path.realpath(path)
 
 
 def is_inside(path: str, folder: str) -> bool:
@@ -128,7 +124,7 @@ def is_inside(path: str, folder: str) -> bool:
 
 def same_file(a: str, b: str) -> bool:
     """Whether two paths name the same file (a hard or symbolic link to it included)."""
-    if not _remote(a) and not _remote(b) and os.path.exists(a) and os.path.exists(b):
+    if not layout.is_remote(a) and not layout.is_remote(b) and os.path.exists(a) and os.path.exists(b):
         return os.path.samefile(a, b)
     return _resolved(a) == _resolved(b)
 
@@ -144,7 +140,7 @@ def list_files(root: str, entries: Iterable[str]) -> FrozenSet[str]:
             found.add(entry)
             continue
         for folder, _, files in _walk(path):
-            relative = posixpath.relpath(folder, root) if _remote(root) else os.path.relpath(folder, root)
+            relative = posixpath.relpath(folder, root) if layout.is_remote(root) else os.path.relpath(folder, root)
             found.update(posixpath.join(relative.replace(os.sep, "/"), name) for name in files)
     return frozenset(found)
 
@@ -159,7 +155,7 @@ def read_marker(folder: str) -> Optional[dict]:
     if not _exists(path):
         return None
     try:
-        if _remote(path):
+        if layout.is_remote(path):
             with _gfile().GFile(path) as f:
                 marker = json.load(f)
         else:
@@ -177,7 +173,7 @@ def write_marker(folder: str, kind: str, files: Iterable[str] = ()) -> str:
     """Write FOLDER/MARKER (creating FOLDER) through a temporary name; return its path."""
     path = layout.join(folder, MARKER)
     text = json.dumps({"kind": kind, "files": sorted(set(files))}, indent=1) + "\n"
-    if _remote(folder):
+    if layout.is_remote(folder):
         _gfile().makedirs(folder)
     else:
         os.makedirs(folder, exist_ok=True)
@@ -197,7 +193,7 @@ def unclaim(out: str) -> None:
     marker = read_marker(out) if _exists(out) else None
     if marker is not None and not marker["files"]:
         path = layout.join(out, MARKER)
-        _gfile().remove(path) if _remote(path) else os.remove(path)
+        _gfile().remove(path) if layout.is_remote(path) else os.remove(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,7 +319,7 @@ def remove_tree(path: str) -> None:
     point to). OwnershipError if `path` itself is a link."""
     if _is_link(path):
         raise OwnershipError(f"{path} is a symbolic link; crewstream never deletes through one")
-    if _remote(path):
+    if layout.is_remote(path):
         _gfile().rmtree(path)
     else:
         shutil.rmtree(path)  # does not follow links inside (os.rmdir/unlink on them)
@@ -343,8 +339,8 @@ def remove_owned(out: str, entry: str, owned: FrozenSet[str]) -> None:
                              "nothing was replaced: move it and run again")
     for relative in list_files(out, [entry]):
         target = layout.join(out, relative)
-        _gfile().remove(target) if _remote(target) else os.remove(target)
-    if _remote(path):
+        _gfile().remove(target) if layout.is_remote(target) else os.remove(target)
+    if layout.is_remote(path):
         if _exists(path):
             _gfile().rmtree(path)  # only empty folders are left (object stores: prefixes)
         return
@@ -375,7 +371,7 @@ def remove_leftover_stagings(out: str) -> List[str]:
 # The kinds this package knows (the commands define theirs beside them: crewstream.synth, ...)
 
 def _read_json(path: str):
-    if _remote(path):
+    if layout.is_remote(path):
         with _gfile().GFile(path) as f:
             return json.load(f)
     with open(path) as f:
