@@ -8,9 +8,10 @@ Writes MODEL/eval.json (MODEL/eval_SPLIT.json for a split other than `eval`):
     {split, num_windows, log_loss, accuracy, macro_f1,
      per_class: {A: {precision, recall, f1, support}, ...},
      labels: [A, B, C, D], confusion_matrix: rows true, columns predicted, in label order}
-and MODEL/plots/confusion_matrix_SPLIT.png, and prints a table. Following
-tfrecords_schema.ownership, an existing report file is replaced only if it is such a report (a
-JSON object with EVAL_KEYS); anything else there is refused with one line, before any work.
+(through a temporary name: tfrecords_schema.atomic_write) and MODEL/plots/confusion_matrix_SPLIT.png,
+and prints a table. Following tfrecords_schema.ownership, an existing report file is replaced only
+if it is such a report (a JSON object with EVAL_KEYS); anything else there is refused with one
+line, before any work.
 """
 
 import argparse
@@ -21,7 +22,7 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from crewstream import console
-from tfrecords_schema import LABEL_VOCABULARY, StatsError, WINDOW, layout, ownership, read_stats
+from tfrecords_schema import LABEL_VOCABULARY, StatsError, WINDOW, atomic_write, layout, ownership, read_stats
 from trainer import metrics, weights
 
 _LOG = logging.getLogger("crewstream.evaluate")
@@ -47,8 +48,6 @@ def report_path(model_dir: str, split: str) -> str:
 def evaluate(config: EvalConfig) -> Dict[str, Any]:
     """Stream `config.split` through MODEL/serving; write the report and the plot; return the report.
     OwnershipError, before any work, if the report's path holds a file that is not a report."""
-    import tensorflow as tf
-
     from trainer import data, export, plots
 
     path = report_path(config.model_dir, config.split)
@@ -67,9 +66,7 @@ def evaluate(config: EvalConfig) -> Dict[str, Any]:
         progress.update(int(label.shape[0]))
     progress.close()
     report = {"split": config.split, **stream.report()}
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
+    atomic_write.write_atomic(path, json.dumps(report, indent=2) + "\n")
     plots.plot_confusion(report["confusion_matrix"], report["labels"],
                          layout.join(config.model_dir, "plots", f"confusion_matrix_{config.split}.png"),
                          title=f"{config.split}: {report['num_windows']:,} windows")
