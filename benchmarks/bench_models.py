@@ -22,10 +22,8 @@ import tempfile
 import time
 from typing import Dict, List
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.bench_trainer import add_sample_args, machine, make_sample, table  # noqa: E402
-from tfrecords_schema import LABEL_VOCABULARY, layout, read_stats  # noqa: E402
+from benchmarks.bench_trainer import add_sample_args, machine, make_sample, table
+from tfrecords_schema import LABEL_VOCABULARY, layout, read_stats
 
 # name -> trainer.model.ModelParams fields (the rest are train's defaults). norm_rows None: half W.
 CANDIDATES: Dict[str, Dict[str, object]] = {
