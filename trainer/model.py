@@ -10,12 +10,15 @@ Models (`ModelParams.kind`), both windows float32 [B, W, F] (scaled) -> probabil
   rows [B, T, F] (any T) -> [B, T, 4]: `blocks` residual blocks of two causal dilated Conv1D of
   `filters` (kernel `kernel_size`, dilation 1, 2, 4, ... doubling per block, ReLU, dropout), a 1x1
   Conv1D on the skip path where the width changes, then Dense(4, softmax) applied per time step.
-  Nothing is pooled, flattened or normalized over time, so output step t depends on rows
-  t-R+1..t only, R = receptive_field(kernel_size, blocks) = 1 + 2 (k-1) (2^blocks - 1). The
-  classifier of windows is the last step of `sequence` on the window: with R <= W, `sequence` run
-  once over a long run of rows gives at step t the classifier's output on the window ending at t.
-Both: sparse categorical cross-entropy, weighted by the per-sample weights `fit` receives as the
-third element of each batch; Adam.
+  Nothing is pooled, flattened or normalized over time except causally, so output step t depends
+  on rows t-R+1..t only, R = receptive_field(kernel_size, blocks, L) = L + 2 (k-1) (2^blocks - 1)
+  (L: the input normalization's rows, 1 without one). The classifier of windows is the last step
+  of `sequence` on the window: with R <= W, `sequence` run once over a long run of rows gives at
+  step t the classifier's output on the window ending at t.
+Both: an optional first stage, RollingNormalization (`normalize`, `norm_rows` L): per feature,
+each step minus the mean of the last L rows (center), or also divided by their std (zscore);
+sparse categorical cross-entropy, weighted by the per-sample weights `fit` receives as the third
+element of each batch; Adam.
 """
 
 import dataclasses

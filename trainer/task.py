@@ -109,8 +109,9 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help="the model's first stage, per feature and causal, carried by the "
                              "serving model: none; center (minus the mean of the last --norm-rows "
                              "rows); zscore (that, divided by their standard deviation). Removes "
-                             "a person's levels and gains, so that a model can recognize a state "
-                             f"in a person it has not seen (default {DEFAULTS['normalize']})")
+                             "a person's levels (zscore: and gains), so that a model can recognize "
+                             "a state in a person it has not seen; benchmarks/README.md compares "
+                             f"them (default {DEFAULTS['normalize']})")
     parser.add_argument("--norm-rows", type=_norm_rows, default=None,
                         help="rows --normalize looks back over, >= 2; a tcn's receptive field "
                              "counts them (default: half the window)")
