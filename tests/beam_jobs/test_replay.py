@@ -54,7 +54,8 @@ def test_tf_transform_write_transform_fn_fails_when_replayed(tmp_path, csv, monk
 
     from beam_jobs import scaling
 
-    monkeypatch.setattr(scaling, "WriteTransformFn", tft_beam.WriteTransformFn)
+    # tf.Transform's writer in the job's place (ours also takes the feature count, for the raw schema)
+    monkeypatch.setattr(scaling, "WriteTransformFn", lambda path, num_features: tft_beam.WriteTransformFn(path))
     with pytest.raises(Exception, match="PublishMetadataAndTransformFn"):
         run(csv, tmp_path / "replayed", "--direct_runner_bundle_repeat", "1")
     assert not (tmp_path / "replayed" / "stats.json").exists()
