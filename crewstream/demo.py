@@ -36,8 +36,7 @@ def _parse_args(argv):
                         help="folder for everything the demo writes (--output: the same)")
     parser.add_argument("--seconds", type=float, default=60.0,
                         help="seconds of train recording per (crew, seat, experiment) (default 60)")
-    # The default LSTM needs 5-8 epochs of the demo's 5,676 windows before its accuracy on the eval
-    # crew levels off (0.94-0.96 after 8 with the default balanced weighting, 0.36-0.66 after 3).
+    # 8 epochs, as benchmarks/README.md ("Models on a new crew") compared the models on this sample.
     parser.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
     console.add_verbose(parser)  # passed on to every step
     return parser.parse_args(argv)
@@ -51,7 +50,7 @@ def steps(workdir: str, seconds: float, epochs: int) -> List[Tuple[str, str, Lis
         ("generate a sample", "synth",
          ["--out", sample, "--crews", "1,2,3", "--seconds", str(seconds), "--test-seconds", "30"]),
         ("preprocess", "preprocess",
-         ["--input", os.path.join(sample, "train.csv"), "--output", out, "--features", "r,ecg,gsr",
+         ["--input", os.path.join(sample, "train.csv"), "--output", out,
           "--window", "256", "--stride", "32", "--eval-crews", "2", "--num-shards", "4"]),
         ("train", "train", ["--data", out, "--model-dir", model, "--epochs", str(epochs)]),
         ("evaluate", "evaluate", ["--data", out, "--model-dir", model, "--split", "eval"]),

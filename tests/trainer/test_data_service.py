@@ -115,6 +115,7 @@ def test_repeated_input_yields_full_batches(service, in_trainer_view, stats):
 def test_training_through_the_service(service, in_trainer_view, stats, tmp_path):
     argv = ["--data", DATA, "--model-dir", str(tmp_path / "model"), "--epochs", "2",
             "--steps-per-epoch", "3", "--batch-size", "32", "--units", "8", "--seed", "5",
+            "--model", "lstm", "--normalize", "none",
             "--learning-rate", "0.01", "--progress", "none", "--data-service", service]
     config = task._config(task._parse_args(argv))
     assert config.data_service == service

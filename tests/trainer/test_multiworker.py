@@ -83,7 +83,7 @@ def _free_ports(n):
 def _argv(prep_dir, model_dir, epochs=2):
     return ["--data", prep_dir, "--model-dir", str(model_dir), "--epochs", str(epochs),
             "--batch-size", "64", "--units", "8", "--seed", "3", "--progress", "none",
-            "--strategy", "multiworker"]
+            "--strategy", "multiworker", "--model", "lstm", "--normalize", "none"]
 
 
 def _run_cluster(tmp_path, name, argv, kill=False, workers=2):

@@ -30,7 +30,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _argv(prep_dir, model_dir, epochs=EPOCHS, **extra):
     argv = ["--data", prep_dir, "--model-dir", str(model_dir), "--epochs", str(epochs),
-            "--batch-size", "64", "--units", "8", "--seed", "3", "--progress", "none"]
+            "--batch-size", "64", "--units", "8", "--seed", "3", "--progress", "none",
+            "--model", "lstm", "--normalize", "none"]  # the resume machinery on the small lstm
     for flag, value in extra.items():
         argv += [f"--{flag.replace('_', '-')}", str(value)]
     return argv
