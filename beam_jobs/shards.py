@@ -71,7 +71,8 @@ def concatenate(pieces: List[str], path: str, compression: str) -> str:
     import tensorflow as tf
 
     tf.io.gfile.makedirs(posixpath.dirname(path))
-    opener = open if _is_local(path) and all(map(_is_local, pieces)) else tf.io.gfile.GFile
+    remote = layout.is_remote(path) or any(map(layout.is_remote, pieces))
+    opener = tf.io.gfile.GFile if remote else open
     digest = hashlib.sha256()
     gz = zlib.compressobj(1, zlib.DEFLATED, 31) if compression == "GZIP" else None
     with opener(path, "wb") as out:
@@ -89,7 +90,3 @@ def concatenate(pieces: List[str], path: str, compression: str) -> str:
         if gz:
             emit(gz.flush())
     return digest.hexdigest()
-
-
-def _is_local(path: str) -> bool:
-    return "://" not in path
