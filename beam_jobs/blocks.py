@@ -26,7 +26,7 @@ from typing import Iterable, Iterator, Optional, Tuple
 import numpy as np
 
 from beam_jobs.columns import Columns
-from beam_jobs.csv_reader import Rows
+from beam_jobs.csv_reader import IdRows, Rows
 from tfrecords_schema import layout
 
 RecordingKey = Tuple[int, int, str]
@@ -34,14 +34,16 @@ RecordingKey = Tuple[int, int, str]
 
 @dataclasses.dataclass
 class Block(Columns):
-    """Rows of one recording: time float64 [n]; signals float32 [n, F]; label int8 [n];
-    line int64 [n] and source int32 [n] say where each row came from."""
+    """Rows of one recording: time float64 [n]; signals float32 [n, F]; label int8 [n] (-1: the
+    test layout has none); line int64 [n] and source int32 [n] say where each row came from;
+    id int64 [n], the test layout's `id` column (None for the train layout: written as -1)."""
 
     time: np.ndarray
     signals: np.ndarray
     label: np.ndarray
     line: np.ndarray
     source: np.ndarray
+    id: Optional[np.ndarray] = None
 
     def sorted_by_time(self) -> "Block":
         """Rows in (time, file, line) order: never dependent on the order blocks arrived in."""
@@ -66,7 +68,8 @@ def split_by_recording(rows: Rows) -> Iterator[Tuple[RecordingKey, Block]]:
         mask = inverse == i
         yield (int(crew), int(seat), str(experiment)), Block(
             rows.time[mask], np.ascontiguousarray(rows.signals[mask], dtype=np.float32),
-            rows.label[mask].astype(np.int8), rows.line[mask], rows.source[mask].astype(np.int32))
+            rows.label[mask].astype(np.int8), rows.line[mask], rows.source[mask].astype(np.int32),
+            rows.id[mask] if isinstance(rows, IdRows) else None)
 
 
 def block_path(staging: str, key: RecordingKey, block: Block) -> str:
@@ -186,7 +189,8 @@ def part_path(chunk_path: str, block_index: int) -> str:
 # Sorted blocks: a block's kept rows in time order as raw fixed-size records, so that the rows
 # another block needs as context (its last W-1) are read from the tail without the rest.
 def row_dtype(num_features: int) -> np.dtype:
-    return np.dtype([("time", "<f8"), ("line", "<i8"), ("source", "<i4"), ("label", "i1"),
+    """One row of a block file or sorted block file, for both jobs (`id` is -1 in the train layout)."""
+    return np.dtype([("time", "<f8"), ("line", "<i8"), ("id", "<i8"), ("source", "<i4"), ("label", "i1"),
                      ("signals", "<f4", (num_features,))])
 
 
@@ -220,13 +224,14 @@ def _records(block: Block) -> np.ndarray:
     """A block's rows as `row_dtype` records (the layout of block and sorted block files)."""
     records = np.empty(len(block), dtype=row_dtype(block.signals.shape[1]))
     for name in records.dtype.names:
-        records[name] = getattr(block, name)
+        value = getattr(block, name)
+        records[name] = -1 if value is None else value
     return records
 
 
 def _block(records: np.ndarray) -> Block:
     return Block(records["time"].copy(), np.ascontiguousarray(records["signals"]), records["label"].copy(),
-                 records["line"].copy(), records["source"].copy())
+                 records["line"].copy(), records["source"].copy(), records["id"].copy())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -72,13 +72,16 @@ class CsvLayoutError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Reject:
     """One unusable input row: where it is and why it was not used. `text` is the line as written
-    (at most 1,000 characters, then "..."; a line that is not text: with backslash escapes)."""
+    (at most 1,000 characters, then "..."; a line that is not text: with backslash escapes).
+    `id`: in the test layout, the row's id when its `id` cell still reads as an int64
+    (`reject_id`); None otherwise."""
 
     file: str
     line: int
     column: str
     reason: str
     text: str
+    id: Optional[int] = None
 
 
 @dataclasses.dataclass
@@ -625,6 +628,9 @@ def parse_chunk(
     rejects = [Reject(file, first_line + i, "", why, "") for i, why in bad_shape.items()]
     rejects += [Reject(file, int(lines[i]), column[i], reason[i], "") for i in np.flatnonzero(~good)]
     rejects = _with_text(sorted(rejects, key=lambda r: r.line), chunk, first_line, defects)
+    if with_id:
+        id_column = list(header).index(cols.ID)
+        rejects = [dataclasses.replace(r, id=reject_id(r.text, id_column)) for r in rejects]
 
     values = cells.values
     rows = (IdRows if with_id else Rows)(
@@ -661,6 +667,25 @@ def _with_text(rejects: List[Reject], chunk: bytes, first_line: int,
         out.append(dataclasses.replace(r, text=_clipped(text)) if text.strip()
                    else dataclasses.replace(r, column="", reason="empty line", text=""))
     return out
+
+
+def reject_id(text: str, id_column: int) -> Optional[int]:
+    """The id in a rejected line's text, when its `id` cell still reads as an int64 (as the reader
+    reads ids: `12` or `12.0`); None otherwise."""
+    cells = text.split(",")
+    if id_column >= len(cells):
+        return None
+    try:
+        value = int(cells[id_column])
+    except ValueError:
+        try:
+            number = float(cells[id_column])
+        except ValueError:
+            return None
+        if not number.is_integer():
+            return None
+        value = int(number)
+    return value if -2**63 <= value < 2**63 else None
 
 
 def _shown(raw: bytes) -> str:

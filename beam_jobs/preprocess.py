@@ -18,7 +18,6 @@ the recording were cut whole, so the output does not depend on --block-rows.
 """
 
 import argparse
-import difflib
 import json
 import logging
 import os
@@ -29,16 +28,16 @@ from typing import Dict, List, Optional, Sequence
 
 # Beam, TensorFlow and tf.Transform are imported only once the arguments and local paths are good
 # (crewstream.console): a usage error is reported in about a second.
-from beam_jobs import blocks, csv_reader
+from beam_jobs import blocks, csv_reader, rejects
+from beam_jobs.runner import JobError, absolute, make_runner, refuse_unknown_flags
 from crewstream import console
 from tfrecords_schema import LABEL_VOCABULARY, csv_layout, layout, ownership
 from tfrecords_schema.stats import SCALES, validate_stats
 
 _LOG = logging.getLogger("crewstream.preprocess")
-LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner")
 
 
-class PreprocessError(RuntimeError):
+class PreprocessError(JobError):
     """A problem the user can fix (bad arguments or input files); printed without a traceback."""
 
 
@@ -102,50 +101,6 @@ def _parse_args(argv: Optional[Sequence[str]]):
     return args, beam_args
 
 
-def beam_flag_parser(prog: str) -> argparse.ArgumentParser:
-    """The parser Beam's PipelineOptions.get_all_options builds (every PipelineOptions class's
-    flags, no abbreviations), its errors one line; what it leaves unparsed, Beam logs and drops."""
-    from apache_beam.options import pipeline_options as beam_options
-
-    class _BeamFlagParser(beam_options._BeamArgumentParser):
-        def error(self, message):
-            if not message.startswith("ambiguous option: "):  # Beam ignores those too
-                self.exit(2, f"{self.prog}: error: {message}\n")
-
-    parser = _BeamFlagParser(prog=prog, allow_abbrev=False)
-    for cls in {str(c): c for c in beam_options.PipelineOptions.__subclasses__()}.values():
-        cls._add_argparse_args(parser)
-    return parser
-
-
-def refuse_unknown_flags(parser: argparse.ArgumentParser, beam_args: Sequence[str]) -> None:
-    """Exit 2 with one line if `beam_args` (what `parser` did not know) holds a flag Beam's
-    PipelineOptions do not know either, naming the closest known flag the way Beam's own warning
-    does (difflib over the option strings), crewstream's own among them. Beam would only log it
-    and the run would go on with defaults."""
-    beam_parser = beam_flag_parser(parser.prog)
-    unknown = beam_parser.parse_known_args(list(beam_args))[1]
-    if not unknown:
-        return
-    arg = next((a for a in unknown if a.startswith("-")), unknown[0])
-    if not arg.startswith("-"):
-        parser.exit(2, f"{parser.prog}: error: unexpected argument {arg!r}\n")
-    name = arg.split("=", 1)[0]
-    known = [s for p in (parser, beam_parser) for action in p._actions for s in action.option_strings]
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f"; did you mean {close[0]}?" if close else ""
-    parser.exit(2, f"{parser.prog}: error: unknown flag {name}: neither {parser.prog} nor Beam's "
-                   f"PipelineOptions know it{hint}\n")
-
-
-def absolute(path: str) -> str:
-    """A local path made absolute, URLs (gs://...) as they are: workers resolve a relative path in
-    their own working directory, which on a portable runner is not the launcher's."""
-    from apache_beam.io.filesystems import FileSystems
-
-    return path if FileSystems.get_scheme(path) else os.path.abspath(path)
-
-
 def match_inputs(patterns: Sequence[str]) -> List[str]:
     """Every file the patterns match, sorted (the file index in rejects and sorting is stable)."""
     files = set()
@@ -187,44 +142,6 @@ def check_inputs(files: Sequence[str], features: Sequence[str]) -> None:
             _LOG.warning("%s: column(s) %s are not part of the layout and are ignored", path, ", ".join(ignored))
 
 
-def make_runner(options: "PipelineOptions"):
-    """The runner: a local DirectRunner request runs on the FnApiRunner directly.
-
-    Beam's DirectRunner would first hand the pipeline to the Prism runner, which downloads a
-    binary; our machines are offline, so we take the FnApiRunner path it would fall back to.
-    `--direct_num_workers` and `--direct_running_mode` still apply. With `--environment_type
-    EXTERNAL --environment_config HOST:PORT` it runs `--direct_num_workers` SDK workers taken from
-    a worker pool (`python -m apache_beam.runners.worker.worker_pool_main`): the portable runners'
-    machinery with several workers, which Beam's embedded job service (`--runner PortableRunner
-    --job_endpoint embed`) cannot give: it always asks the pool for one.
-
-    Any other runner is built by Beam from `--runner`, except that a job service on this machine
-    (`--job_endpoint embed`) with a DOCKER environment, Beam's default, is refused: it would pull
-    Beam's SDK container here.
-    """
-    from apache_beam.options.pipeline_options import DirectOptions, PortableOptions, StandardOptions
-
-    name = options.view_as(StandardOptions).runner
-    portable = options.view_as(PortableOptions)
-    if name in LOCAL_RUNNERS:
-        from apache_beam.runners.portability.fn_api_runner import fn_runner
-
-        if portable.environment_type is None:
-            return fn_runner.FnApiRunner()
-        if portable.environment_type != "EXTERNAL" or \
-                options.view_as(DirectOptions).direct_running_mode != "in_memory":
-            raise PreprocessError("a local run takes --environment_type EXTERNAL (workers from a worker "
-                                  "pool) without --direct_running_mode, or no --environment_type")
-        from apache_beam.transforms import environments
-
-        return fn_runner.FnApiRunner(default_environment=environments.ExternalEnvironment.from_options(portable))
-    if portable.job_endpoint == "embed" and portable.environment_type in (None, "DOCKER"):
-        raise PreprocessError("--job_endpoint embed runs the SDK workers on this machine: add --environment_type "
-                              "EXTERNAL --environment_config HOST:PORT (a worker pool) or LOOPBACK; the "
-                              "default, DOCKER, would pull Beam's SDK container")
-    return None  # Beam builds the runner named by --runner
-
-
 def build_pipeline(pipeline: "beam.Pipeline", files: Sequence[str], args, staging: str) -> None:
     """Wire the job into `pipeline`; everything it writes goes under `staging`."""
     import apache_beam as beam
@@ -251,7 +168,7 @@ def build_pipeline(pipeline: "beam.Pipeline", files: Sequence[str], args, stagin
     rejected = (
         (read.rejects, sorted_blocks.rejects)
         | "AllRejects" >> beam.Flatten()
-        | "WriteRejects" >> t.WriteRejects(staging)
+        | "WriteRejects" >> t.WriteRejects(rejects_file(staging))
     )
     tallies = (
         (read.tally, sorted_blocks.tally)
@@ -332,29 +249,17 @@ def short_segment_notes(stats: Dict) -> List[str]:
             for split, s in stats["splits"].items() if s.get("short_segments")]
 
 
+def rejects_file(root: str) -> str:
+    return layout.join(root, layout.REJECTS_DIR, layout.REJECTS_FILE)
+
+
 def check_rejects(manifest: Dict, max_bad_fraction: float, staging: str) -> None:
-    """PreprocessError if rejected rows / rows read exceeds `max_bad_fraction`; it quotes the
-    first rejects (rejects.csv is sorted by file and line)."""
-    rows_read = sum(entry["rows_read"] for entry in manifest["inputs"])
-    rejected = manifest["rejected_rows"]
-    if rows_read == 0 or rejected / rows_read <= max_bad_fraction:
-        return
-    first = "; ".join(f"{file} line {line} ({column or 'row'}): {reason}"
-                      for file, line, column, reason in _first_rejects(staging, 3))
-    raise PreprocessError(
-        f"{rejected:,} of {rows_read:,} rows rejected ({rejected / rows_read:.3%}), more than "
-        f"--max-bad-fraction {max_bad_fraction}; nothing was published. First: {first}")
-
-
-def _first_rejects(staging: str, n: int) -> List[tuple]:
-    import csv
-
-    import tensorflow as tf
-
-    with tf.io.gfile.GFile(layout.join(staging, layout.REJECTS_DIR, layout.REJECTS_FILE)) as f:
-        reader = csv.reader(f)
-        next(reader)  # the header
-        return [tuple(r[:4]) for _, r in zip(range(n), reader)]
+    """PreprocessError if rejected rows / rows read exceeds `max_bad_fraction` (beam_jobs.rejects)."""
+    try:
+        rejects.check_bad_fraction(sum(entry["rows_read"] for entry in manifest["inputs"]),
+                                   manifest["rejected_rows"], max_bad_fraction, rejects_file(staging))
+    except rejects.TooManyRejectsError as e:
+        raise PreprocessError(str(e)) from None
 
 
 def _discard(staging: str, out: str, out_existed: bool) -> None:
@@ -447,7 +352,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     console.setup(verbose)
     try:
         stats = run(argv)
-    except (PreprocessError, csv_reader.CsvLayoutError, blocks.BlockPlanError, blocks.BlockFileError,
+    except (JobError, csv_reader.CsvLayoutError, blocks.BlockPlanError, blocks.BlockFileError,
             ownership.OwnershipError) as e:
         if verbose:
             raise

@@ -8,7 +8,6 @@ import collections
 import contextlib
 import dataclasses
 import logging
-import posixpath
 from typing import BinaryIO, Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
@@ -17,7 +16,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_jobs import blocks, csv_reader, shards, windows
+from beam_jobs import blocks, csv_reader, rejects, shards, windows
 from beam_jobs.blocks import Block
 from beam_jobs.csv_reader import Reject, Rows
 from tfrecords_schema import encode_windows, layout
@@ -101,11 +100,12 @@ class CountNewlinesFn(beam.DoFn):
 class ReadCsvChunksFn(beam.DoFn):
     """ByteRange -> `Rows` per chunk; `Reject`s to the `rejects` output; rows read and rejected
     to the `tally` output. `newline_counts` maps (file index, range number) to the newlines in
-    that range."""
+    that range. `with_id`: the test layout (an `id` column, no `event`): `IdRows`."""
 
-    def __init__(self, features: Sequence[str], chunk_bytes: int):
+    def __init__(self, features: Sequence[str], chunk_bytes: int, with_id: bool = False):
         self._features = list(features)
         self._chunk_bytes = chunk_bytes
+        self._with_id = with_id
         self._rows_read = Metrics.counter(NAMESPACE, "rows_read")
         self._rows_rejected = Metrics.counter(NAMESPACE, "rows_rejected")
 
@@ -113,15 +113,16 @@ class ReadCsvChunksFn(beam.DoFn):
         before = sum(newline_counts.get((byte_range.index, k), 0) for k in range(byte_range.number))
         done = rejected = 0
         with open_csv(byte_range.path) as f:
-            for rows, rejects in csv_reader.read_file_chunks(
-                    f, byte_range.path, self._features, self._chunk_bytes,
-                    byte_range=(byte_range.start, byte_range.end), newlines_before=before):
+            for rows, bad in csv_reader.read_file_chunks(
+                    f, byte_range.path, self._features, self._chunk_bytes, labelled=not self._with_id,
+                    byte_range=(byte_range.start, byte_range.end), newlines_before=before,
+                    with_id=self._with_id):
                 rows.source[:] = byte_range.index
-                done += len(rows) + len(rejects)
-                rejected += len(rejects)
-                self._rows_read.inc(len(rows) + len(rejects))
-                self._rows_rejected.inc(len(rejects))
-                for reject in rejects:
+                done += len(rows) + len(bad)
+                rejected += len(bad)
+                self._rows_read.inc(len(rows) + len(bad))
+                self._rows_rejected.inc(len(bad))
+                for reject in bad:
                     yield beam.pvalue.TaggedOutput(REJECTS, reject)
                 if len(rows):
                     yield rows
@@ -137,16 +138,18 @@ class ReadCrewCsv(beam.PTransform):
 
     Uncompressed files are split into byte ranges of `split_bytes` read in parallel; a line
     belongs to the range its first byte is in, and line numbers stay the file's own.
+    `with_id`: the test layout (predict): `IdRows` batches, rejects carrying their id.
     """
 
     def __init__(self, files: Sequence[str], features: Sequence[str],
                  chunk_bytes: int = csv_reader.DEFAULT_CHUNK_BYTES,
-                 split_bytes: int = csv_reader.DEFAULT_SPLIT_BYTES):
+                 split_bytes: int = csv_reader.DEFAULT_SPLIT_BYTES, with_id: bool = False):
         super().__init__()
         self._files = list(files)
         self._features = list(features)
         self._chunk_bytes = chunk_bytes
         self._split_bytes = split_bytes
+        self._with_id = with_id
 
     def expand(self, pbegin):
         ranges = (
@@ -157,7 +160,7 @@ class ReadCrewCsv(beam.PTransform):
         )
         counts = ranges | "CountNewlines" >> beam.ParDo(CountNewlinesFn())
         return ranges | "ParseChunks" >> beam.ParDo(
-            ReadCsvChunksFn(self._features, self._chunk_bytes), newline_counts=beam.pvalue.AsDict(counts)
+            ReadCsvChunksFn(self._features, self._chunk_bytes, self._with_id), newline_counts=beam.pvalue.AsDict(counts)
         ).with_outputs(REJECTS, TALLY, main="rows")
 
 
@@ -289,12 +292,8 @@ def duplicate_time_rejects(kept: Block, dropped: Block, files: Sequence[str]) ->
 
 class SortBlocks(beam.PTransform):
     """Raw `Rows` -> each recording cut into time blocks of at most `params.block_rows` raw rows,
-    each sorted, deduplicated and written once (`SortedBlock`s, the main output). Other outputs
-    as `SortBlockFn`'s: `rejects`, `tally`, `groups`, `train_signals`.
-
-    Block edges are time-bin edges chosen from each recording's rows per time bin (a first pass
-    over the spilled rows' histograms), so no recording is ever gathered in one place. Rows
-    travel through block files (beam_jobs.blocks): only paths and histograms are shuffled.
+    each sorted, deduplicated and written once (`SortedBlock`s, the main output): `PlanBlocks`,
+    then `SortBlockFn`, whose other outputs it has: `rejects`, `tally`, `groups`, `train_signals`.
     """
 
     def __init__(self, params: WindowParams):
@@ -302,20 +301,40 @@ class SortBlocks(beam.PTransform):
         self._params = params
 
     def expand(self, rows):
-        p = self._params
+        return (
+            rows
+            | "PlanBlocks" >> PlanBlocks(self._params.staging, self._params.block_rows, self._params.bin_seconds)
+            | "SortBlock" >> beam.ParDo(SortBlockFn(self._params)).with_outputs(
+                REJECTS, GROUPS, TALLY, TRAIN_SIGNALS, main="blocks")
+        )
+
+
+class PlanBlocks(beam.PTransform):
+    """Raw `Rows` -> ((recording, time block), [block files]): each recording cut into time blocks
+    of at most `block_rows` raw rows, whose rows wait in block files under `staging` (both jobs
+    then sort each block on its own: SortBlockFn for preprocess, predict's own for predict).
+
+    Block edges are time-bin edges chosen from each recording's rows per time bin (a first pass
+    over the spilled rows' histograms), so no recording is ever gathered in one place. Rows
+    travel through block files (beam_jobs.blocks): only paths and histograms are shuffled.
+    """
+
+    def __init__(self, staging: str, block_rows: int, bin_seconds: float = blocks.BIN_SECONDS):
+        super().__init__()
+        self._staging, self._block_rows, self._bin_seconds = staging, block_rows, bin_seconds
+
+    def expand(self, rows):
         spilled = rows | "SpillByRecording" >> beam.ParDo(
-            SpillByRecordingFn(p.staging, p.bin_seconds)).with_outputs(HISTOGRAM, main="files")
+            SpillByRecordingFn(self._staging, self._bin_seconds)).with_outputs(HISTOGRAM, main="files")
         plans = (
             spilled[HISTOGRAM]
             | "SumHistograms" >> beam.CombinePerKey(MergeHistogramsFn())
-            | "PlanBlocks" >> beam.Map(plan_recording, p.block_rows, p.bin_seconds)
+            | "PlanRecording" >> beam.Map(plan_recording, self._block_rows, self._bin_seconds)
         )
         return (
             spilled.files
-            | "AssignBlocks" >> beam.ParDo(AssignBlocksFn(p.bin_seconds), plans=beam.pvalue.AsDict(plans))
+            | "AssignBlocks" >> beam.ParDo(AssignBlocksFn(self._bin_seconds), plans=beam.pvalue.AsDict(plans))
             | "GroupByBlock" >> beam.GroupByKey()
-            | "SortBlock" >> beam.ParDo(SortBlockFn(p)).with_outputs(
-                REJECTS, GROUPS, TALLY, TRAIN_SIGNALS, main="blocks")
         )
 
 
@@ -476,44 +495,20 @@ class WriteShards(beam.PTransform):
         )
 
 
-REJECT_HEADER = "file,line,column,reason,text"
-
-
-def format_reject(r: Reject) -> str:
-    def quote(s: str) -> str:
-        return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n') else s
-
-    return ",".join([quote(r.file), str(r.line), quote(r.column), quote(r.reason), quote(r.text)])
-
-
 class WriteRejects(beam.PTransform):
-    """Dead-letter rows -> OUT/rejects/rejects.csv (file,line,column,reason,text), sorted; yields
-    the count."""
+    """Dead-letter rows -> the rejects file at `path` (beam_jobs.rejects: one format for both
+    jobs), sorted; yields the count."""
 
-    def __init__(self, staging: str):
+    def __init__(self, path: str):
         super().__init__()
-        self._staging = staging
+        self._path = path
 
-    def expand(self, rejects):
-        path = layout.join(self._staging, layout.REJECTS_DIR, layout.REJECTS_FILE)
+    def expand(self, rejected):
         return (
-            rejects
+            rejected
             | "AllRejects" >> beam.combiners.ToList()
-            | "WriteRejectsCsv" >> beam.Map(_write_rejects, path)
+            | "WriteRejectsCsv" >> beam.Map(rejects.write_rejects, self._path)
         )
-
-
-def _write_rejects(rejects: List[Reject], path: str) -> int:
-    import tensorflow as tf
-
-    if not rejects:
-        return 0
-    tf.io.gfile.makedirs(posixpath.dirname(path))
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(REJECT_HEADER + "\n")
-        for r in sorted(rejects, key=lambda r: (r.file, r.line)):
-            f.write(format_reject(r) + "\n")
-    return len(rejects)
 
 
 def segment_counts(sorted_blocks: Iterable[blocks.SortedBlock], params: WindowParams) -> List[Dict]:

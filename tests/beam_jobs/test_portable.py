@@ -17,7 +17,7 @@ import time
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_jobs import preprocess
+from beam_jobs import preprocess, runner
 from tests.crew_csv import make_frame, write_crew_csv
 from tests.reference import read_output
 
@@ -145,17 +145,17 @@ def test_two_pool_workers_write_what_the_direct_runner_writes(worker_pool, job_i
       "--direct_running_mode", "multi_processing"], "EXTERNAL"),
 ])
 def test_runner_choices_that_would_pull_a_container_or_conflict_are_refused(flags, message):
-    with pytest.raises(preprocess.PreprocessError, match=message):
-        preprocess.make_runner(PipelineOptions(flags))
+    with pytest.raises(runner.JobError, match=message):
+        runner.make_runner(PipelineOptions(flags))
 
 
 def test_runners_built_by_beam_are_left_to_beam():
-    assert preprocess.make_runner(PipelineOptions(["--runner", "PortableRunner", "--job_endpoint", "embed",
+    assert runner.make_runner(PipelineOptions(["--runner", "PortableRunner", "--job_endpoint", "embed",
                                                    "--environment_type", "LOOPBACK"])) is None
-    assert preprocess.make_runner(PipelineOptions(["--runner", "FlinkRunner", "--flink_master", "h:8081"])) is None
+    assert runner.make_runner(PipelineOptions(["--runner", "FlinkRunner", "--flink_master", "h:8081"])) is None
 
 
 def test_local_paths_become_absolute_and_urls_stay(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert preprocess.absolute("data/train.csv") == str(tmp_path / "data" / "train.csv")
-    assert preprocess.absolute("gs://bucket/crew/*.csv") == "gs://bucket/crew/*.csv"
+    assert runner.absolute("data/train.csv") == str(tmp_path / "data" / "train.csv")
+    assert runner.absolute("gs://bucket/crew/*.csv") == "gs://bucket/crew/*.csv"

@@ -5,6 +5,7 @@ import os
 
 import apache_beam as beam
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 from apache_beam.runners.portability.fn_api_runner import fn_runner
@@ -226,12 +227,14 @@ def test_write_shards_empty_input_still_writes_every_shard(tmp_path):
 
 
 def test_write_rejects_sorted_csv_and_empty(tmp_path):
-    rejects = [Reject("b.csv", 3, "r", "not a number", 'x,"y"'), Reject("a.csv", 9, "", "empty line", "")]
+    rejects = [Reject("b.csv", 3, "r", "not a number", 'x,"y"', id=7), Reject("a.csv", 9, "", "empty line", "")]
+    one, two = tmp_path / "one" / "rejects.csv", tmp_path / "two" / "rejects.csv"
     with pipeline() as p:
-        count = p | "some" >> beam.Create(rejects) | "w1" >> t.WriteRejects(str(tmp_path / "one"))
+        count = p | "some" >> beam.Create(rejects) | "w1" >> t.WriteRejects(str(one))
         assert_that(count, equal_to([2]), label="count")
-        none = p | "none" >> beam.Create([]) | "w2" >> t.WriteRejects(str(tmp_path / "two"))
+        none = p | "none" >> beam.Create([]) | "w2" >> t.WriteRejects(str(two))
         assert_that(none, equal_to([0]), label="zero")
-    text = (tmp_path / "one" / "rejects" / "rejects.csv").read_text().splitlines()
-    assert text == ["file,line,column,reason,text", "a.csv,9,,empty line,", 'b.csv,3,r,not a number,"x,""y"""']
-    assert not (tmp_path / "two" / "rejects").exists()
+    text = one.read_text().splitlines()
+    assert text == ["file,line,column,reason,id,text", "a.csv,9,,empty line,,", 'b.csv,3,r,not a number,7,"x,""y"""']
+    assert pd.read_csv(one, keep_default_na=False).to_dict("records")[1]["text"] == 'x,"y"'  # any CSV reader
+    assert not two.parent.exists()

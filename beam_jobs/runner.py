@@ -1,0 +1,96 @@
+"""What both Beam jobs need to start: Beam's flags checked before any work, the runner chosen,
+local paths made absolute for workers."""
+
+import argparse
+import difflib
+import os
+from typing import Sequence
+
+LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner")
+
+
+class JobError(RuntimeError):
+    """A problem the user can fix (bad arguments, input files or runner flags); printed without a
+    traceback."""
+
+
+def beam_flag_parser(prog: str) -> argparse.ArgumentParser:
+    """The parser Beam's PipelineOptions.get_all_options builds (every PipelineOptions class's
+    flags, no abbreviations), its errors one line; what it leaves unparsed, Beam logs and drops."""
+    from apache_beam.options import pipeline_options as beam_options
+
+    class _BeamFlagParser(beam_options._BeamArgumentParser):
+        def error(self, message):
+            if not message.startswith("ambiguous option: "):  # Beam ignores those too
+                self.exit(2, f"{self.prog}: error: {message}\n")
+
+    parser = _BeamFlagParser(prog=prog, allow_abbrev=False)
+    for cls in {str(c): c for c in beam_options.PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)
+    return parser
+
+
+def refuse_unknown_flags(parser: argparse.ArgumentParser, beam_args: Sequence[str]) -> None:
+    """Exit 2 with one line if `beam_args` (what `parser` did not know) holds a flag Beam's
+    PipelineOptions do not know either, naming the closest known flag the way Beam's own warning
+    does (difflib over the option strings), crewstream's own among them. Beam would only log it
+    and the run would go on with defaults."""
+    beam_parser = beam_flag_parser(parser.prog)
+    unknown = beam_parser.parse_known_args(list(beam_args))[1]
+    if not unknown:
+        return
+    arg = next((a for a in unknown if a.startswith("-")), unknown[0])
+    if not arg.startswith("-"):
+        parser.exit(2, f"{parser.prog}: error: unexpected argument {arg!r}\n")
+    name = arg.split("=", 1)[0]
+    known = [s for p in (parser, beam_parser) for action in p._actions for s in action.option_strings]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    parser.exit(2, f"{parser.prog}: error: unknown flag {name}: neither {parser.prog} nor Beam's "
+                   f"PipelineOptions know it{hint}\n")
+
+
+def absolute(path: str) -> str:
+    """A local path made absolute, URLs (gs://...) as they are: workers resolve a relative path in
+    their own working directory, which on a portable runner is not the launcher's."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return path if FileSystems.get_scheme(path) else os.path.abspath(path)
+
+
+def make_runner(options):
+    """The runner: a local DirectRunner request runs on the FnApiRunner directly.
+
+    Beam's DirectRunner would first hand the pipeline to the Prism runner, which downloads a
+    binary; our machines are offline, so we take the FnApiRunner path it would fall back to.
+    `--direct_num_workers` and `--direct_running_mode` still apply. With `--environment_type
+    EXTERNAL --environment_config HOST:PORT` it runs `--direct_num_workers` SDK workers taken from
+    a worker pool (`python -m apache_beam.runners.worker.worker_pool_main`): the portable runners'
+    machinery with several workers, which Beam's embedded job service (`--runner PortableRunner
+    --job_endpoint embed`) cannot give: it always asks the pool for one.
+
+    Any other runner is built by Beam from `--runner`, except that a job service on this machine
+    (`--job_endpoint embed`) with a DOCKER environment, Beam's default, is refused: it would pull
+    Beam's SDK container here.
+    """
+    from apache_beam.options.pipeline_options import DirectOptions, PortableOptions, StandardOptions
+
+    name = options.view_as(StandardOptions).runner
+    portable = options.view_as(PortableOptions)
+    if name in LOCAL_RUNNERS:
+        from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+        if portable.environment_type is None:
+            return fn_runner.FnApiRunner()
+        if portable.environment_type != "EXTERNAL" or \
+                options.view_as(DirectOptions).direct_running_mode != "in_memory":
+            raise JobError("a local run takes --environment_type EXTERNAL (workers from a worker "
+                                  "pool) without --direct_running_mode, or no --environment_type")
+        from apache_beam.transforms import environments
+
+        return fn_runner.FnApiRunner(default_environment=environments.ExternalEnvironment.from_options(portable))
+    if portable.job_endpoint == "embed" and portable.environment_type in (None, "DOCKER"):
+        raise JobError("--job_endpoint embed runs the SDK workers on this machine: add --environment_type "
+                              "EXTERNAL --environment_config HOST:PORT (a worker pool) or LOOPBACK; the "
+                              "default, DOCKER, would pull Beam's SDK container")
+    return None  # Beam builds the runner named by --runner
