@@ -6,14 +6,16 @@ Both the writer (beam_jobs) and the readers (trainer, predict, tests) import fro
 from tfrecords_schema import csv_layout, layout
 from tfrecords_schema.record import (
     CREW, END_TIME, EXPERIMENT, LABEL, LABEL_VOCABULARY, NUM_CLASSES, RAW_SIGNALS, RECORD_KEYS,
-    SCALED_SIGNALS, SEAT, WINDOW,
-    encode_windows, feature_spec, label_index, parse_examples, raw_signals_spec, raw_window_spec,
+    SCALED_SIGNALS, SEAT, SEQUENCE_KEYS, WINDOW,
+    encode_chunks, encode_windows, feature_spec, label_index, parse_chunks, parse_examples, raw_signals_spec,
+    raw_window_spec, sequence_feature_spec,
 )
 from tfrecords_schema.stats import StatsError, read_stats, shard_files, validate_stats, write_stats
 
 __all__ = [
     "csv_layout", "layout", "CREW", "END_TIME", "EXPERIMENT", "LABEL", "LABEL_VOCABULARY",
-    "NUM_CLASSES", "RAW_SIGNALS", "RECORD_KEYS", "SCALED_SIGNALS", "SEAT", "WINDOW", "encode_windows", "feature_spec",
+    "NUM_CLASSES", "RAW_SIGNALS", "RECORD_KEYS", "SCALED_SIGNALS", "SEAT", "SEQUENCE_KEYS", "WINDOW", "encode_chunks", "encode_windows", "feature_spec",
+    "parse_chunks", "sequence_feature_spec",
     "label_index", "parse_examples", "raw_signals_spec", "raw_window_spec", "StatsError", "read_stats", "shard_files", "validate_stats",
     "write_stats",
 ]

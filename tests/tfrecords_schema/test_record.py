@@ -96,3 +96,66 @@ def test_encoding_is_byte_identical_across_processes():
     digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
                for _ in range(3)}
     assert len(digests) == 1
+
+
+def test_sequence_feature_spec_golden():
+    from tfrecords_schema.record import SEQUENCE_KEYS, sequence_feature_spec
+
+    assert sequence_feature_spec() == {
+        "rows": tf.io.RaggedFeature(tf.float32),
+        "context": tf.io.FixedLenFeature([], tf.int64),
+        "position": tf.io.FixedLenFeature([], tf.int64),
+        "labels": tf.io.RaggedFeature(tf.int64),
+        "crew": tf.io.FixedLenFeature([], tf.int64),
+        "seat": tf.io.FixedLenFeature([], tf.int64),
+        "experiment": tf.io.FixedLenFeature([], tf.string),
+        "first_time": tf.io.FixedLenFeature([], tf.float32),
+        "last_time": tf.io.FixedLenFeature([], tf.float32),
+    }
+    assert SEQUENCE_KEYS == tuple(sequence_feature_spec())
+
+
+def test_chunks_encode_then_parse_round_trip():
+    from tfrecords_schema.record import encode_chunks, parse_chunks
+
+    rng = np.random.default_rng(2)
+    contexts, sizes, positions = [0, 3, 2], [5, 1, 4], [0, 5, 100]
+    rows = [rng.normal(size=(k + c, 3)).astype(np.float32) for k, c in zip(contexts, sizes)]
+    labels = [rng.integers(0, 4, size=c) for c in sizes]
+    first, last = [0.25, 1.5, 109.98828125], [1.0, 1.5, 111.0]
+    records = encode_chunks(rows, contexts, positions, labels, crew=5, seat=1, experiment="DA",
+                            first_times=first, last_times=last)
+    assert len(records) == 3
+    assert encode_chunks(rows, contexts, positions, labels, 5, 1, "DA", first, last) == records
+    parsed = parse_chunks(tf.constant(records), num_features=3)
+    for i in range(3):
+        np.testing.assert_array_equal(parsed["rows"][i].numpy(), rows[i])
+        np.testing.assert_array_equal(parsed["labels"][i].numpy(), labels[i])
+    np.testing.assert_array_equal(parsed["context"].numpy(), contexts)
+    np.testing.assert_array_equal(parsed["position"].numpy(), positions)
+    np.testing.assert_array_equal(parsed["crew"].numpy(), [5] * 3)
+    np.testing.assert_array_equal(parsed["seat"].numpy(), [1] * 3)
+    assert list(parsed["experiment"].numpy()) == [b"DA"] * 3
+    np.testing.assert_array_equal(parsed["first_time"].numpy(), np.float32(first))
+    np.testing.assert_array_equal(parsed["last_time"].numpy(), np.float32(last))
+    # read with nothing but protobuf: context rows first, time-major
+    feature = tf.train.Example.FromString(records[1]).features.feature
+    assert list(feature["rows"].float_list.value) == rows[1].reshape(-1).tolist()
+    assert list(feature["labels"].int64_list.value) == labels[1].tolist()
+
+
+def test_encode_chunks_rejects_bad_input():
+    from tfrecords_schema.record import encode_chunks
+
+    good = dict(contexts=[1], positions=[4], crew=1, seat=0, experiment="CA", first_times=[0.0], last_times=[1.0])
+    assert encode_chunks([], [], [], [], 1, 0, "CA", [], []) == []
+    for rows, labels, message in [
+        (np.zeros((3, 2)), [np.zeros(3, int)], "context"),  # k + c != rows
+        (np.zeros((2, 2)), [np.zeros(0, int)], "context"),  # c = 0: no label... and k + c != rows
+        (np.zeros((1, 2)), [np.zeros(0, int)], "at least one label"),
+        (np.zeros((3, 2)), [np.array([0, 4])], "label indices"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            encode_chunks([rows], labels=labels, **good)
+    with pytest.raises(ValueError, match="positions has 2 entries"):
+        encode_chunks([np.zeros((2, 2))], [1], [0, 1], [np.zeros(1, int)], 1, 0, "CA", [0.0], [0.0])
