@@ -17,7 +17,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
-from tfrecords_schema import LABEL, WINDOW, layout, parse_examples, read_stats, shard_files
+from tfrecords_schema import LABEL, WINDOW, layout, parse_examples, read_stats, sequence, shard_files
+from tfrecords_schema.record import CONTEXT, LABELS, POSITION, ROWS, parse_chunks
 from trainer import weights as weights_lib
 
 # Windows held by the shuffle buffer: W*F*4 bytes each (23.5 KB at W=256, F=23, so ~48 MB).
@@ -25,6 +26,11 @@ DEFAULT_SHUFFLE_BUFFER = 2048
 # Shards read at once. Each shard holds its windows recording after recording, so the number of
 # recordings a batch can mix is bounded by the shards open; each costs one read buffer (~256 KB).
 MAX_OPEN_SHARDS = 64
+# Sequence layout: chunks held before their windows are cut (a chunk is C rows + context), chunks
+# cut at once (their windows alternate in blocks), and windows per block: a block is one gather.
+CHUNK_SHUFFLE_BUFFER = 16
+OPEN_CHUNKS = 16
+WINDOWS_PER_GATHER = 16
 _COMPRESSION_TYPES = {"NONE": "", "GZIP": "GZIP"}
 
 
@@ -74,6 +80,29 @@ def steps_per_epoch(stats: Dict[str, Any], split: str, batch_size: int, num_read
     return math.ceil(num_windows(stats, split, num_readers, reader_index) / batch_size)
 
 
+def windowed_stats(stats: Dict[str, Any], window: Optional[int] = None,
+                   stride: Optional[int] = None) -> Dict[str, Any]:
+    """stats.json as a reader of the windows of (`window`, `stride`) sees it (None: the folder's
+    own `window` / `stride`): a copy whose `window` and `stride` are those, and whose splits'
+    `num_windows`, `class_counts` and shards' `num_windows` count those windows
+    (tfrecords_schema.sequence.window_counts). Everything else (layout, features, shards' files
+    and chunks) is kept, so the counting functions above and the weights read it as a windows
+    folder's. A windows-layout folder is returned as is; ValueError for another window or stride
+    there, or, on a sequence folder, a window outside 1..stats["window"] or a stride < 1."""
+    window = stats["window"] if window is None else window
+    stride = stats["stride"] if stride is None else stride
+    if sequence.layout_of(stats) == sequence.WINDOWS:
+        sequence.window_counts(stats, layout.TRAIN, window, stride)  # ValueError unless its own
+        return stats
+    splits = {}
+    for name, entry in stats["splits"].items():
+        counts = sequence.window_counts(stats, name, window, stride)
+        shards = [dict(shard, num_windows=n["num_windows"]) for shard, n in zip(entry["shards"], counts["shards"])]
+        splits[name] = dict(entry, num_windows=counts["num_windows"], class_counts=counts["class_counts"],
+                            shards=shards)
+    return dict(stats, window=window, stride=stride, splits=splits)
+
+
 def make_dataset(
     data_dir: str,
     split: str,
@@ -81,6 +110,8 @@ def make_dataset(
     weighting: str = weights_lib.BALANCED,
     shuffle: bool = False,
     repeat: bool = False,
+    window: Optional[int] = None,
+    stride: Optional[int] = None,
     *,
     seed: Optional[int] = None,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
@@ -99,9 +130,17 @@ def make_dataset(
       weighting: `none`, `balanced` or `effective:BETA` (trainer.weights), always computed from
         the TRAIN split's class counts, also when reading `eval`.
       shuffle: shuffle the shard order and windows through a buffer of `shuffle_buffer` windows;
-        without it the order is fixed: one window of each open shard in turn.
+        without it the order is fixed: one window of each open shard in turn (sequence layout:
+        blocks of WINDOWS_PER_GATHER windows of each of OPEN_CHUNKS chunks in turn). A sequence
+        folder also shuffles its chunks (CHUNK_SHUFFLE_BUFFER) and each chunk's windows before
+        they meet the window buffer, so a batch mixes windows of many chunks and recordings.
       repeat: repeat forever (the caller then sets steps per epoch); otherwise one pass, whose
         cardinality (batches) is asserted from the per-shard counts of stats.json.
+      window, stride: the windows to yield (None: stats.json's `window`, `stride`). A sequence
+        folder (stats.json `layout`) cuts them from its chunks: any window in 1..stats["window"],
+        any stride >= 1, counted and weighted by `windowed_stats`; the windows of the folder's own
+        window and stride are exactly the windows layout's. A windows folder holds one window and
+        stride: ValueError for others.
       seed: seed of the shuffles (None: a different order each run). When shuffling, shards are
         also read and parsed without order guarantees (faster), so a seed does not make the
         order bit-reproducible; without `shuffle` the order is fixed.
@@ -120,10 +159,10 @@ def make_dataset(
       data_service: `grpc://HOST:PORT` of a tf.data service dispatcher: see `offload`.
 
     Returns:
-      A dataset of (window float32 [B, W, F], label int64 [B], weight float32 [B]), W and F from
-      stats.json, features in stats.json order.
+      A dataset of (window float32 [B, W, F], label int64 [B], weight float32 [B]), W = `window`
+      (default stats.json's) and F from stats.json, features in stats.json order.
     """
-    stats = read_stats(data_dir) if stats is None else stats
+    stats = windowed_stats(read_stats(data_dir) if stats is None else stats, window, stride)
     if split not in layout.SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {layout.SPLITS}")
     if batch_size < 1:
@@ -146,6 +185,8 @@ def make_dataset(
         stats["splits"][layout.TRAIN]["class_counts"], weighting))
 
     ds = _interleave_records(files, _COMPRESSION_TYPES[stats["compression"]], shuffle, seed)
+    if sequence.layout_of(stats) == sequence.SEQUENCE:
+        ds = _cut_windows(ds, num_features, window, stats["stride"], shuffle, seed)
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat and not data_service:
@@ -157,7 +198,11 @@ def make_dataset(
         label = parsed[LABEL]
         return parsed[WINDOW], label, tf.gather(lookup, label)
 
-    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+    def weigh(windows: tf.Tensor, label: tf.Tensor):
+        return windows, label, tf.gather(lookup, label)
+
+    ds = ds.map(weigh if sequence.layout_of(stats) == sequence.SEQUENCE else parse,
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
     if data_service:
         ds = offload(ds, data_service, batch_size, repeat)
     if not repeat and num_workers == 1:
@@ -208,3 +253,54 @@ def _interleave_records(files: Sequence[str], compression_type: str, shuffle: bo
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=not shuffle,
     )
+
+
+def chunk_windows(position: tf.Tensor, context: tf.Tensor, num_labels: tf.Tensor, window: int,
+                  stride: int):
+    """The windows of (`window`, `stride`) whose last row is in a sequence record's chunk
+    (docs/DESIGN.md "Layouts"; the TensorFlow twin of tfrecords_schema.sequence.chunk_window_ends):
+    their ends e = window - 1 + i * stride (segment rows) in [position, position + num_labels).
+
+    Args: int64 scalars: the record's `position`, `context` (k) and its number of labels (c).
+    Returns: (starts int64 [m]: each window's first row in the record's rows, e - window + 1 -
+    position + k; rows int64 [m]: its label's index in the record's labels, e - position).
+    """
+    def ends_below(x):  # window ends < x: ceil((x - window + 1) / stride), at least 0
+        return tf.maximum(tf.constant(0, tf.int64), -((window - 1 - x) // stride))
+
+    ends = (window - 1) + stride * tf.range(ends_below(position), ends_below(position + num_labels),
+                                            dtype=tf.int64)
+    return ends - (window - 1) - position + context, ends - position
+
+
+def _cut_windows(records: tf.data.Dataset, num_features: int, window: int, stride: int,
+                 shuffle: bool, seed: Optional[int]) -> tf.data.Dataset:
+    """Serialized sequence records -> (window float32 [window, F], label int64) elements.
+
+    Each chunk is parsed once; its windows are cut with one gather per block of
+    WINDOWS_PER_GATHER windows (rows[start + 0..window-1]), so a chunk's windows are never all
+    in memory at once (stride 1 gives about one window per row); OPEN_CHUNKS chunks are cut in
+    turn. With `shuffle`, the chunks go through a buffer and each chunk's windows are permuted
+    first, so a block holds windows from all over its chunk.
+    """
+    offsets = tf.range(window, dtype=tf.int64)
+
+    def parse(serialized: tf.Tensor):
+        chunk = parse_chunks(serialized[None], num_features)
+        labels = chunk[LABELS][0]
+        starts, rows = chunk_windows(chunk[POSITION][0], chunk[CONTEXT][0],
+                                     tf.size(labels, out_type=tf.int64), window, stride)
+        if shuffle:
+            order = tf.random.shuffle(tf.range(tf.size(starts)), seed=seed)
+            starts, rows = tf.gather(starts, order), tf.gather(rows, order)
+        return chunk[ROWS][0], starts, tf.gather(labels, rows)
+
+    def blocks(rows: tf.Tensor, starts: tf.Tensor, labels: tf.Tensor) -> tf.data.Dataset:
+        return (tf.data.Dataset.from_tensor_slices((starts, labels)).batch(WINDOWS_PER_GATHER)
+                .map(lambda first, label: (tf.gather(rows, first[:, None] + offsets), label)))
+
+    if shuffle:
+        records = records.shuffle(CHUNK_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+    chunks = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+    return chunks.interleave(blocks, cycle_length=OPEN_CHUNKS, num_parallel_calls=tf.data.AUTOTUNE,
+                             deterministic=not shuffle).unbatch()

@@ -1,0 +1,181 @@
+"""trainer.data.make_dataset on sequence shards: windows of any (W', stride) cut at read time.
+
+The folder here is made by hand: random recordings cut into chunk records with
+tfrecords_schema's encoder (the contract's arithmetic: chunk j = rows [jC, (j+1)C), k =
+min(W-1, position) context rows), dealt to shards at random. The reference windows are cut in
+numpy from the recordings themselves (starts 0, s, 2s, ... while start + W' <= n), not from
+the records.
+"""
+
+import collections
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrecords_schema import LABEL_VOCABULARY, sequence
+from tfrecords_schema.record import encode_chunks
+from trainer import data, weights
+
+FEATURES = ["a", "b", "c"]
+WINDOW, STRIDE, CHUNK_ROWS = 24, 8, 20
+LENGTHS = {"train": (5, 23, 24, 25, 57, 130, 61, 90), "eval": (40, 70)}
+
+
+def _recording(rng, n):
+    """(rows float32 [n, F], labels int64 [n] in runs)."""
+    rows = rng.normal(size=(n, len(FEATURES))).astype(np.float32)
+    labels = np.repeat(rng.integers(0, 4, size=n), rng.integers(5, 30, size=n))[:n]
+    return rows, labels
+
+
+def _write_folder(out, rng, num_shards=2):
+    """Shards and the stats dict of a sequence folder; returns (stats, {split: [(rows, labels)]})."""
+    recordings = {}
+    splits = {}
+    for split, lengths in LENGTHS.items():
+        recs = [_recording(rng, n) for n in lengths]
+        recordings[split] = recs
+        shards = [[] for _ in range(num_shards)]  # (record, summary) per shard
+        for crew, (rows, labels) in enumerate(recs):
+            for position, stop in sequence.chunk_bounds(len(labels), CHUNK_ROWS):
+                k = sequence.context_rows(position, WINDOW)
+                record, = encode_chunks([rows[position - k:stop]], [k], [position], [labels[position:stop]],
+                                        crew=crew, seat=0, experiment="CA",
+                                        first_times=[float(position)], last_times=[float(stop - 1)])
+                shards[rng.integers(num_shards)].append(
+                    (record, sequence.chunk_summary(position, labels[position:stop])))
+        (out / split).mkdir(parents=True)
+        entries = []
+        for i, shard in enumerate(shards):
+            name = f"{split}/part-{i:05d}-of-{num_shards:05d}.tfrecord"
+            with tf.io.TFRecordWriter(str(out / name)) as writer:
+                for record, _ in shard:
+                    writer.write(record)
+            entries.append({"file": name, "num_chunks": len(shard), "chunks": [s for _, s in shard]})
+        splits[split] = {"crews": [], "num_rows": int(sum(lengths)),
+                         "num_chunks": sum(e["num_chunks"] for e in entries), "shards": entries}
+    stats = {"layout": "sequence", "window": WINDOW, "stride": STRIDE, "chunk_rows": CHUNK_ROWS,
+             "max_gap": 1.0, "features": FEATURES, "label_vocabulary": list(LABEL_VOCABULARY),
+             "compression": "NONE", "splits": splits}
+    return stats, recordings
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sequence")
+    stats, recordings = _write_folder(out, np.random.default_rng(7))
+    return str(out), stats, recordings
+
+
+def numpy_windows(recordings, window, stride):
+    """Counter of (window bytes, label) over the recordings, and {bytes: recording index}."""
+    windows, owner = collections.Counter(), {}
+    for r, (rows, labels) in enumerate(recordings):
+        for start in range(0, len(labels) - window + 1, stride):
+            key = rows[start:start + window].tobytes()
+            windows[key, int(labels[start + window - 1])] += 1
+            owner[key] = r
+    return windows, owner
+
+
+def _drain(ds):
+    xs, ys, ws, sizes = [], [], [], []
+    for x, y, w in ds:
+        xs.append(x.numpy())
+        ys.append(y.numpy())
+        ws.append(w.numpy())
+        sizes.append(len(y))
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws), sizes
+
+
+@pytest.mark.parametrize("window,stride", [(WINDOW, STRIDE), (WINDOW, 1), (10, 3), (1, 1), (7, 50), (24, 200)])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_the_windows_are_those_numpy_cuts_from_the_recordings(folder, window, stride, shuffle):
+    data_dir, stats, recordings = folder
+    batch = 16
+    for split in ("train", "eval"):
+        ds = data.make_dataset(data_dir, split, batch, shuffle=shuffle, window=window, stride=stride,
+                               seed=1, stats=stats)
+        want, _ = numpy_windows(recordings[split], window, stride)
+        counts = sequence.window_counts(stats, split, window, stride)
+        assert counts["num_windows"] == sum(want.values())
+        assert ds.cardinality().numpy() == math.ceil(counts["num_windows"] / batch)
+        assert ds.element_spec[0] == tf.TensorSpec([None, window, len(FEATURES)], tf.float32)
+        x, y, w, sizes = _drain(ds)
+        assert sorted(sizes, reverse=True)[:-1] == [batch] * (len(sizes) - 1)
+        assert collections.Counter(zip(map(bytes, x), y.tolist())) == want
+        assert {c: int((y == i).sum()) for i, c in enumerate(LABEL_VOCABULARY)} == counts["class_counts"]
+        train_counts = sequence.window_counts(stats, "train", window, stride)["class_counts"]
+        np.testing.assert_array_equal(w, weights.weight_vector(train_counts, "balanced")[y])
+
+
+def test_chunk_windows_is_the_contracts_arithmetic():
+    """The TensorFlow cut equals tfrecords_schema.sequence.chunk_window_ends for random chunks."""
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        big = int(rng.integers(1, 40))
+        window, stride = int(rng.integers(1, big + 1)), int(rng.integers(1, 50))
+        position, rows = int(rng.integers(0, 300)), int(rng.integers(1, 60))
+        k = sequence.context_rows(position, big)
+        starts, label_rows = data.chunk_windows(tf.constant(position, tf.int64), tf.constant(k, tf.int64),
+                                                tf.constant(rows, tf.int64), window, stride)
+        ends = sequence.chunk_window_ends(position, rows, window, stride)
+        np.testing.assert_array_equal(label_rows.numpy(), ends - position)
+        np.testing.assert_array_equal(starts.numpy(), ends - window + 1 - position + k)
+        assert (starts.numpy() >= 0).all()
+
+
+def test_windowed_stats_counts_the_chosen_windows(folder):
+    _, stats, recordings = folder
+    view = data.windowed_stats(stats, 10, 3)
+    assert (view["window"], view["stride"]) == (10, 3)
+    for split in ("train", "eval"):
+        want, _ = numpy_windows(recordings[split], 10, 3)
+        assert view["splits"][split]["num_windows"] == sum(want.values())
+        assert data.num_windows(view, split) == sum(want.values())
+        assert [s["file"] for s in view["splits"][split]["shards"]] == [
+            s["file"] for s in stats["splits"][split]["shards"]]
+    assert data.windowed_stats(stats) == data.windowed_stats(stats, WINDOW, STRIDE)
+    with pytest.raises(ValueError, match="window"):
+        data.windowed_stats(stats, WINDOW + 1, 1)
+    with pytest.raises(ValueError, match="stride"):
+        data.windowed_stats(stats, WINDOW, 0)
+
+
+def test_a_windows_folder_takes_only_its_own_window_and_stride(prep_dir, stats):
+    assert data.windowed_stats(stats) is stats
+    assert data.windowed_stats(stats, stats["window"], stats["stride"]) is stats
+    data.make_dataset(prep_dir, "eval", 8, window=stats["window"], stride=stats["stride"])
+    for window, stride in ((stats["window"] // 2, None), (None, 1)):
+        with pytest.raises(ValueError, match="windows-layout folder holds only window"):
+            data.make_dataset(prep_dir, "eval", 8, window=window, stride=stride)
+
+
+def test_shuffled_batches_mix_recordings(folder):
+    """A shuffled batch holds windows of several recordings; the unshuffled order does not
+    change between passes and the shuffled one does."""
+    data_dir, stats, recordings = folder
+    _, owner = numpy_windows(recordings["train"], 10, 1)
+    ds = data.make_dataset(data_dir, "train", 32, shuffle=True, window=10, stride=1, seed=2, stats=stats)
+    first = [[owner[bytes(w)] for w in x.numpy()] for x, _, _ in ds]
+    shares = [max(collections.Counter(b).values()) / len(b) for b in first[:-1]]
+    assert np.mean(shares) < 0.7
+    assert min(len(set(b)) for b in first[:-1]) >= 2
+    second = [[owner[bytes(w)] for w in x.numpy()] for x, _, _ in ds]
+    assert first != second
+    fixed = data.make_dataset(data_dir, "train", 32, window=10, stride=1, stats=stats)
+    assert [y.numpy().tolist() for _, y, _ in fixed] == [y.numpy().tolist() for _, y, _ in fixed]
+
+
+def test_the_pipeline_streams_without_python_or_dataset_window(folder):
+    from tests.trainer.test_make_dataset import dataset_graph_report
+
+    data_dir, stats, _ = folder
+    ds = data.make_dataset(data_dir, "train", 8, shuffle=True, repeat=True, window=12, stride=1, stats=stats)
+    ops, const_bytes = dataset_graph_report(ds)
+    assert not ops & {"PyFunc", "EagerPyFunc", "PyFuncStateless", "WindowDataset", "GeneratorDataset",
+                      "CacheDatasetV2"}
+    assert any(op.startswith("TFRecordDataset") for op in ops)
+    assert const_bytes < 10_000
