@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence
 from beam_jobs import blocks, csv_reader, rejects
 from beam_jobs.runner import JobError, absolute, make_runner, refuse_unknown_flags
 from crewstream import console
-from tfrecords_schema import LABEL_VOCABULARY, csv_layout, layout, ownership
+from tfrecords_schema import LABEL_VOCABULARY, csv_layout, layout, ownership, sequence
 from tfrecords_schema.stats import SCALES, validate_stats
 
 _LOG = logging.getLogger("crewstream.preprocess")
@@ -81,13 +81,20 @@ def _parse_args(argv: Optional[Sequence[str]]):
                              "recordings are cut into time blocks of at most this many rows, each with "
                              "the W-1 rows before it; the output does not depend on it "
                              f"(default {blocks.DEFAULT_BLOCK_ROWS:,})")
+    parser.add_argument("--layout", choices=sequence.LAYOUTS, default=sequence.WINDOWS,
+                        help="windows: one record per window (W and stride fixed now); sequence: one record "
+                             "per chunk of a segment, each row stored about once, windows of any W' <= "
+                             "--window and any stride cut at read time (default windows)")
+    parser.add_argument("--chunk-rows", type=int, default=sequence.DEFAULT_CHUNK_ROWS,
+                        help="--layout sequence: rows per chunk record, each also holding the W-1 rows "
+                             f"before it (default {sequence.DEFAULT_CHUNK_ROWS:,})")
     console.add_verbose(parser)
     args, beam_args = parser.parse_known_args(argv)
     if beam_args:  # only then is Beam imported to know its flags
         refuse_unknown_flags(parser, beam_args)
     args.features = [f.strip() for f in args.features.split(",") if f.strip()]
     for name, value in (("--window", args.window), ("--stride", args.stride), ("--num-shards", args.num_shards),
-                        ("--block-rows", args.block_rows)):
+                        ("--block-rows", args.block_rows), ("--chunk-rows", args.chunk_rows)):
         if value < 1:
             parser.error(f"{name} must be >= 1")
     if args.max_gap <= 0:
@@ -130,12 +137,11 @@ def check_inputs(files: Sequence[str], features: Sequence[str]) -> None:
     """File-level problems stop the run before anything is written: a missing or wrong header,
     no data rows, a compressed file that does not decompress to its end (read through here once,
     since a truncated gzip is only noticed at its end). Columns outside the layout are logged."""
-    from beam_jobs.transforms import open_csv
+    from beam_jobs.transforms import check_file
 
     for path in files:
         try:
-            with open_csv(path) as f:
-                ignored = csv_reader.check_file(f, path, features, read_through=csv_reader.is_compressed(path))
+            ignored = check_file(path, features)
         except csv_reader.CsvLayoutError as e:
             raise PreprocessError(str(e)) from None
         if ignored:
@@ -163,7 +169,12 @@ def build_pipeline(pipeline: "beam.Pipeline", files: Sequence[str], args, stagin
         )
         transform_ready = transform_fn | "WriteTransformFn" >> scaling.WriteTransformFn(staging, len(features))
 
-    pieces = sorted_blocks.blocks | "CutWindows" >> t.CutWindows(params, transform_ready)
+    if args.layout == sequence.SEQUENCE:
+        from beam_jobs.sequences import CutChunks
+
+        pieces = sorted_blocks.blocks | "CutChunks" >> CutChunks(params, args.chunk_rows, transform_ready)
+    else:
+        pieces = sorted_blocks.blocks | "CutWindows" >> t.CutWindows(params, transform_ready)
     shard_meta = pieces | "WriteShards" >> t.WriteShards(staging, args.num_shards, args.compression)
     rejected = (
         (read.rejects, sorted_blocks.rejects)
@@ -202,15 +213,26 @@ def build_stats(args, manifest: Dict, scaling_stats: Dict) -> Dict:
             "class_counts": counts,
             "segments": sum(r["segments"] for r in recordings),
             "short_segments": sum(r["short_segments"] for r in recordings),
-            "shards": [{"file": s["file"], "num_windows": s["num_windows"], "sha256": s["sha256"]}
-                       for s in shard_list],
+            "shards": [shard_entry(s, args.layout) for s in shard_list],
         }
+        if args.layout == sequence.SEQUENCE:
+            splits[split]["num_chunks"] = sum(len(s.get("chunks", [])) for s in shard_list)
+    per_layout = {"chunk_rows": args.chunk_rows} if args.layout == sequence.SEQUENCE else {}
     return {
-        "window": args.window, "stride": args.stride, "max_gap": args.max_gap,
+        "layout": args.layout, "window": args.window, "stride": args.stride, **per_layout, "max_gap": args.max_gap,
         "features": list(args.features), "label_vocabulary": list(LABEL_VOCABULARY),
         "scale": args.scale, "scaling": scaling_stats, "compression": args.compression,
         "rejected_rows": manifest["rejected_rows"], "splits": splits, "inputs": manifest["inputs"],
     }
+
+
+def shard_entry(shard: Dict, layout_name: str) -> Dict:
+    """A shard as stats.json lists it: {file, num_windows, sha256} (windows layout) or {file,
+    num_chunks, sha256, chunks} (sequence layout: each record's [position, c, label runs])."""
+    if layout_name == sequence.SEQUENCE:
+        chunks = shard.get("chunks", [])  # an empty shard's metadata has none
+        return {"file": shard["file"], "num_chunks": len(chunks), "sha256": shard["sha256"], "chunks": chunks}
+    return {"file": shard["file"], "num_windows": shard["num_windows"], "sha256": shard["sha256"]}
 
 
 def check_eval_crews(manifest: Dict, eval_crews: Sequence[int]) -> None:

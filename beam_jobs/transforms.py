@@ -75,6 +75,16 @@ def open_csv(path: str) -> Iterator[BinaryIO]:
             yield f
 
 
+def check_file(path: str, features: Sequence[str], with_id: bool = False) -> List[str]:
+    """csv_reader.check_file on an input (local or URL): a usable header for the train layout (the
+    test layout with `with_id`), at least one data line, and a compressed file read through to its
+    end (a truncated gzip is only noticed there). Returns the columns outside the layout
+    (ignored); CsvLayoutError otherwise."""
+    with open_csv(path) as f:
+        return csv_reader.check_file(f, path, features, labelled=not with_id, with_id=with_id,
+                                     read_through=csv_reader.is_compressed(path))
+
+
 def _tally(index: int, field: str, count: int):
     return beam.pvalue.TaggedOutput(TALLY, ((int(index), field), int(count)))
 
@@ -466,8 +476,11 @@ class ConcatShardFn(beam.DoFn):
         digest = shards.concatenate([p["file"] for p in pieces], layout.join(self._staging, relative),
                                     self._compression)
         counts = {name: sum(p["class_counts"][name] for p in pieces) for name in shards.class_counts([])}
-        yield {"split": split, "file": relative, "num_windows": sum(p["num_windows"] for p in pieces),
-               "class_counts": counts, "sha256": digest}
+        meta = {"split": split, "file": relative, "num_windows": sum(p["num_windows"] for p in pieces),
+                "class_counts": counts, "sha256": digest}
+        if any("chunks" in p for p in pieces):  # the sequence layout: its records' summaries, in file order
+            meta["chunks"] = [chunk for p in pieces for chunk in p["chunks"]]
+        yield meta
 
 
 class WriteShards(beam.PTransform):

@@ -18,7 +18,7 @@ SUBCOMMANDS = {
     "verify": ("crewstream.verify", "check a preprocess output: record CRCs, counts, unlisted shards"),
     "train": ("trainer.task", "stream the shards into a tf_keras model; export a serving model"),
     "evaluate": ("trainer.evaluate", "evaluate a trained model on a split; write eval.json"),
-    "predict": ("trainer.predict", "predict a test CSV in bounded memory; write a submission"),
+    "predict": ("beam_jobs.predict", "predict a test CSV in bounded memory (a Beam job); write a submission"),
     "score": ("trainer.score", "score a submission against a truth file (log loss, accuracy, F1)"),
     "demo": ("crewstream.demo", "synth -> preprocess -> ... on a small generated sample"),
 }

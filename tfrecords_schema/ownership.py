@@ -40,7 +40,7 @@ from typing import Callable, FrozenSet, Iterable, List, Optional, Tuple
 from tfrecords_schema import atomic_write, layout
 
 MARKER = ".crewstream.json"
-STAGING_KIND = "staging"  # the marker of a preprocess run's private OUT/.staging-XXXX/ folder
+STAGING_KIND = "staging"  # the marker of a run's private staging folder (remove_leftover_stagings)
 
 
 class OwnershipError(ValueError):
@@ -348,13 +348,15 @@ def remove_owned(out: str, entry: str, owned: FrozenSet[str]) -> None:
         os.rmdir(folder)  # empty by now; rmdir never follows a link
 
 
-def remove_leftover_stagings(out: str) -> List[str]:
-    """Remove OUT/.staging-* folders that are crewstream's (they hold a staging marker, or are
-    empty: a run killed while creating one); leave any other. Returns the removed paths."""
+def remove_leftover_stagings(out: str, prefix: str = layout.STAGING_PREFIX) -> List[str]:
+    """Remove the staging folders killed runs left: OUT/PREFIX* folders that are crewstream's (they
+    hold a staging marker, or are empty: a run killed while creating one); leave any other.
+    Preprocess's are OUT/.staging-*, predict's .NAME.staging-* beside its output NAME. Returns
+    the removed paths."""
     removed = []
     for name in _listdir(out) if _exists(out) else []:
         path = layout.join(out, name)
-        if not name.startswith(layout.STAGING_PREFIX) or not _is_dir(path):
+        if not name.startswith(prefix) or not _is_dir(path):
             continue
         try:  # empty, or only a half-written marker: a run killed while creating it
             ours = set(_listdir(path)) <= {atomic_write.temporary_name(MARKER)} or \

@@ -1,0 +1,181 @@
+"""Running the serving model over one sorted time block of a recording (predict), in plain numpy
+and TensorFlow: no Beam here (beam_jobs.prediction's DoFns call it).
+
+A block arrives `padded`: float32 [W - 1 + n, F], its n rows (RAW values, time order) preceded by
+the W-1 rows before them in the recording, the recording's first row repeated where it has fewer
+(docs/DESIGN.md, "Prediction"). Row i's window is then padded[i : i + W].
+
+    windows  (`serving_default`, any model): --batch-size windows copied at a time into [B, W, F]
+             batches; --concurrent model calls in flight on threads (TensorFlow runs a call without
+             the GIL, and one LSTM call, a loop of small ops, leaves cores idle: measured on 2 cores,
+             2 calls give about twice the windows/s of 1, with byte-identical output).
+    sweep    (`sequence`, a tcn): the padded rows fed once, in chunks of --sweep-rows rows plus the
+             W-1 rows before them; every output step after those W-1 is a row's prediction (the
+             output of the window ending at that row: docs/DESIGN.md, "Models").
+
+Memory: the padded block, --concurrent + 2 buffers of a batch (B * W * F * 4 bytes) or a chunk
+((--sweep-rows + W - 1) * F * 4 bytes), allocated once per block, and n * K probabilities.
+"""
+
+import collections
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Deque, Iterator, Tuple
+
+import numpy as np
+
+DEFAULT_BATCH_SIZE = 1024
+DEFAULT_SWEEP_ROWS = 1 << 16  # rows per sequence call (plus W-1 of context); 32k-128k measured alike
+AUTO, WINDOWS, SWEEP = "auto", "windows", "sweep"
+PATHS = (AUTO, WINDOWS, SWEEP)
+
+
+def default_concurrency() -> int:
+    """Model calls in flight: one per usable core, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 8))
+
+
+class ServingModel:
+    """MODEL/serving's `serving_default`: raw windows float32 [B, W, F] -> float32 [B, K].
+
+    One call of the signature's concrete function per batch: no retracing for any batch size.
+    """
+
+    def __init__(self, model_dir: str):
+        import tensorflow as tf
+
+        from tfrecords_schema import WINDOW
+        from trainer import export
+
+        self.config = export.read_serving_config(model_dir)
+        self._loaded = export.load_serving(model_dir)  # keep it alive: the signature needs its variables
+        self._fn = self._loaded.signatures[export.SERVING_SIGNATURE]
+        self._constant, self._input, self._output = tf.constant, WINDOW, export.PROBABILITIES
+        shape = self._fn.structured_input_signature[1][WINDOW].shape.as_list()
+        expected = [None, self.config["window"], len(self.config["features"])]
+        if shape != expected:
+            raise ValueError(f"{model_dir}: serving input {shape} disagrees with its config {expected}")
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        return self._fn(**{self._input: self._constant(windows)})[self._output].numpy()
+
+
+class SweepModel:
+    """MODEL/serving's `sequence` signature as predict sweeps it: a chunk of padded rows float32
+    [W - 1 + c, F] (RAW) -> float32 [c, K], the outputs of the c windows ending at its last c rows
+    (the first W-1 output steps, the context's, are dropped).
+
+    `sequence` (tests only) replaces the signature: rows [T, F] -> per-step outputs [T, K].
+    """
+
+    def __init__(self, model_dir: str, sequence: Callable = None):
+        from trainer import export
+
+        self.config = export.read_serving_config(model_dir)
+        self.window = self.config["window"]
+        self._sequence = sequence
+        if sequence is None:
+            import tensorflow as tf
+
+            if export.SEQUENCE_SIGNATURE not in self.config["signatures"]:
+                raise ValueError(f"{model_dir}: a {self.config['model']} model has no "
+                                 f"`{export.SEQUENCE_SIGNATURE}` signature to sweep with")
+            self._loaded = export.load_serving(model_dir)  # keep it alive for its variables
+            fn = self._loaded.signatures[export.SEQUENCE_SIGNATURE]
+            self._sequence = lambda rows: fn(**{export.SEQUENCE_INPUT: tf.constant(rows[None])})[
+                export.PROBABILITIES].numpy()[0]
+
+    def __call__(self, chunk: np.ndarray) -> np.ndarray:
+        return self._sequence(chunk)[self.window - 1:]
+
+
+def choose_path(requested: str, serving: dict, model_dir: str) -> str:
+    """WINDOWS or SWEEP for `--path requested` and the model's serving config; ValueError for
+    `sweep` with a model that has no `sequence` signature."""
+    from trainer import export
+
+    can_sweep = export.SEQUENCE_SIGNATURE in serving["signatures"]
+    if requested == SWEEP and not can_sweep:
+        raise ValueError(f"{model_dir}: --path {SWEEP} needs a model with the `{export.SEQUENCE_SIGNATURE}` "
+                         f"signature (train --model tcn); this one is a {serving['model']} "
+                         f"(use --path {WINDOWS} or {AUTO})")
+    return SWEEP if can_sweep and requested != WINDOWS else WINDOWS
+
+
+def window_view(padded: np.ndarray, window: int) -> np.ndarray:
+    """float32 [n, W, F] read-only view: element i is padded[i : i + W]. Nothing is copied."""
+    views = np.lib.stride_tricks.sliding_window_view(padded, window, axis=0)  # [n, F, W]
+    return views.transpose(0, 2, 1)
+
+
+def pad_front(rows: np.ndarray, before: np.ndarray, window: int) -> np.ndarray:
+    """float32 [W - 1 + n, F]: the W-1 rows before `rows` (the last of `before`, the recording's
+    rows preceding them, at most W-1), the first available row repeated in front when there are
+    fewer. `before` is empty for a recording's first block."""
+    need = window - 1
+    before = before[len(before) - need:] if len(before) > need else before
+    first = before[:1] if len(before) else rows[:1]
+    return np.concatenate([np.repeat(first, need - len(before), axis=0), before, rows]).astype(np.float32, copy=False)
+
+
+def batches(padded: np.ndarray, window: int, batch_size: int, buffers: int) -> Iterator[Tuple[int, np.ndarray]]:
+    """(first row, windows float32 [b, W, F] contiguous), b <= batch_size, over the n rows of
+    `padded`. Batches are written into `buffers` arrays taken in turn (allocated once), so a
+    yielded batch is overwritten `buffers` yields later."""
+    views = window_view(padded, window)
+    ring = [np.empty((min(batch_size, len(views)),) + views.shape[1:], np.float32) for _ in range(buffers)]
+    for turn, start in enumerate(range(0, len(views), batch_size)):
+        part = views[start:start + batch_size]
+        batch = ring[turn % buffers][:len(part)]
+        np.copyto(batch, part)
+        yield start, batch
+
+
+def chunks(padded: np.ndarray, window: int, sweep_rows: int, buffers: int) -> Iterator[Tuple[int, np.ndarray]]:
+    """(first row, chunk float32 [W - 1 + c, F] contiguous), c <= sweep_rows: runs of `padded`
+    overlapping by W-1, the last c rows of a chunk being the rows it predicts. Buffers as in
+    `batches`."""
+    n = len(padded) - window + 1
+    ring = [np.empty((min(sweep_rows, n) + window - 1, padded.shape[1]), np.float32) for _ in range(buffers)]
+    for turn, start in enumerate(range(0, n, sweep_rows)):
+        part = padded[start:start + window - 1 + sweep_rows]
+        chunk = ring[turn % buffers][:len(part)]
+        np.copyto(chunk, part)
+        yield start, chunk
+
+
+def predict_padded(model: Callable, padded: np.ndarray, window: int, num_classes: int, path: str,
+                   batch_size: int = DEFAULT_BATCH_SIZE, sweep_rows: int = DEFAULT_SWEEP_ROWS,
+                   concurrent: int = 1) -> Tuple[np.ndarray, int]:
+    """(probabilities float32 [n, K] for the n rows of `padded`, rows whose output was not finite).
+
+    `model` is a ServingModel-like callable (WINDOWS: windows [b, W, F] -> [b, K]) or a
+    SweepModel-like one (SWEEP: chunk [W - 1 + c, F] -> [c, K]). A row whose output is not finite
+    gets the uniform distribution (never a NaN in a submission) and is counted.
+    """
+    n = len(padded) - window + 1
+    out = np.empty((n, num_classes), np.float32)
+    buffers = concurrent + 2  # a buffer is reused only after its result was taken
+    pieces = (chunks(padded, window, sweep_rows, buffers) if path == SWEEP
+              else batches(padded, window, batch_size, buffers))
+    with ThreadPoolExecutor(max_workers=concurrent, thread_name_prefix="predict") as pool:
+        pending: Deque[Tuple[int, Future]] = collections.deque()
+        for start, piece in pieces:
+            pending.append((start, pool.submit(model, piece)))
+            while len(pending) > concurrent:
+                _take(out, *pending.popleft())
+        while pending:
+            _take(out, *pending.popleft())
+    bad = ~np.isfinite(out).all(axis=1)
+    out[bad] = 1.0 / num_classes
+    return out, int(bad.sum())
+
+
+def _take(out: np.ndarray, start: int, future: Future) -> None:
+    result = future.result()
+    out[start:start + len(result)] = result
+
+
+def uniform(n: int, num_classes: int) -> np.ndarray:
+    return np.full((n, num_classes), 1.0 / num_classes, np.float32)

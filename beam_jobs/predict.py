@@ -1,0 +1,321 @@
+"""`crewstream predict` / `python -m beam_jobs.predict`: a test CSV -> submission.csv, as a Beam job
+beside preprocess, in memory bounded by a time block (docs/DESIGN.md, "Prediction").
+
+This module only wires: the work is in beam_jobs.transforms (reading, blocks, rejects: the
+preprocess job's own), beam_jobs.prediction (the predict DoFns) and the plain modules they call.
+
+    read CSV chunks (test layout: an `id` column) -> validate (rejects) -> every id once
+    (beam_jobs.ids: the first usable row keeps an id) -> cut each (crew, seat, experiment) into
+    time blocks of at most --block-rows rows -> sort each block by time, leaving out rows that lost
+    their id -> per block: the W-1 rows before it + its rows -> the serving model (a sweep of the
+    `sequence` signature for a tcn, `serving_default` on every row's window otherwise) -> a piece
+    of `id,A,B,C,D` rows -> the launcher concatenates the pieces into the submission
+
+The window of row i is the W rows of its group ending at row i in time order; a row with fewer
+than W-1 earlier rows is left-padded by repeating the group's first row; rows with equal times
+keep their file order. Windows cross time gaps: at prediction every row needs a window. Values go
+in RAW: the serving model scales them. W, the features and the classes come from MODEL/serving.
+
+Outputs: the submission (written whole in the run's staging folder `.NAME.staging-XXXX/` beside
+it, then renamed over it: complete or absent) and its rejects file `NAME.rejects.csv`
+(beam_jobs.rejects: file,line,column,reason,id,text), written when rows were rejected. A rejected
+row whose id still reads keeps its id with the uniform distribution. More rejected rows than
+--max-bad-fraction of the rows read stops the run before any prediction: no submission, the
+rejects file written to show why. A killed run leaves only its staging folder, which the next
+run for the same output removes (one run per output at a time).
+"""
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from typing import Dict, List, Optional, Sequence
+
+from beam_jobs import csv_reader, inference, rejects, submission
+from beam_jobs.runner import JobError, absolute, make_runner, refuse_unknown_flags
+from crewstream import console
+from tfrecords_schema import layout, ownership
+
+_LOG = logging.getLogger("crewstream.predict")
+DEFAULT_MAX_BAD_FRACTION = 0.001  # as preprocess's --max-bad-fraction
+STAGING_KIND = ownership.STAGING_KIND
+
+
+class PredictError(JobError):
+    """A problem the user can fix (arguments, the model folder, the input file): one line, no
+    traceback."""
+
+
+def staging_prefix(output: str) -> str:
+    """`.NAME.staging-`: the run's private folder beside the output starts with it."""
+    return f".{os.path.basename(output.rstrip('/'))}.staging-"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from beam_jobs import blocks
+
+    parser = argparse.ArgumentParser(
+        prog="crewstream predict",
+        description="Predict every row of a test-layout CSV (id column, no event) with MODEL/serving "
+                    "and write a submission `id,A,B,C,D`, one row per id, as a Beam job: memory stays "
+                    "bounded by --block-rows, whatever the file or group size. Other flags go to Beam's "
+                    "PipelineOptions (e.g. --runner DataflowRunner --project P --region R --temp_location "
+                    "gs://...; locally --direct_num_workers 2 --direct_running_mode multi_processing); a "
+                    "flag neither knows is refused.")
+    parser.add_argument("--model-dir", required=True, help="folder of a train run, MODEL (uses MODEL/serving)")
+    parser.add_argument("--input", required=True, help="test CSV (.csv, .csv.gz or .csv.bz2; local or gs://)")
+    parser.add_argument("--output", required=True,
+                        help="submission CSV to write (.csv or .csv.gz; local or gs://); its rejects file "
+                             "goes beside it as NAME.rejects.csv")
+    parser.add_argument("--batch-size", type=_positive_int, default=inference.DEFAULT_BATCH_SIZE,
+                        help=f"windows per model call (default {inference.DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--path", choices=inference.PATHS, default=inference.AUTO,
+                        help=f"{inference.SWEEP}: run the model's `sequence` signature once over each block "
+                             f"(a tcn); {inference.WINDOWS}: call serving_default on every row's window; "
+                             f"{inference.AUTO}: {inference.SWEEP} when the model can (default {inference.AUTO})")
+    parser.add_argument("--sweep-rows", type=_positive_int, default=inference.DEFAULT_SWEEP_ROWS,
+                        help="rows predicted per sequence call when sweeping, fed with the W-1 rows "
+                             f"before them (default {inference.DEFAULT_SWEEP_ROWS:,})")
+    parser.add_argument("--concurrent", type=_positive_int, default=None,
+                        help="model calls in flight at once per worker (default: one per usable core, at "
+                             f"most 8; here {inference.default_concurrency()})")
+    parser.add_argument("--block-rows", type=_positive_int, default=blocks.DEFAULT_BLOCK_ROWS,
+                        help="most rows of a (crew, seat, experiment) one worker holds at once: longer "
+                             "recordings are predicted in time blocks of at most this many rows, each with "
+                             "the W-1 rows before it; the output does not depend on it "
+                             f"(default {blocks.DEFAULT_BLOCK_ROWS:,})")
+    parser.add_argument("--max-bad-fraction", type=_fraction, default=DEFAULT_MAX_BAD_FRACTION,
+                        help="stop (no submission) when more than this fraction of the rows is "
+                             f"rejected (default {DEFAULT_MAX_BAD_FRACTION:g})")
+    parser.add_argument("--chunk-bytes", type=_positive_int, default=csv_reader.DEFAULT_CHUNK_BYTES,
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--split-bytes", type=_positive_int, default=csv_reader.DEFAULT_SPLIT_BYTES,
+                        help="bytes of an uncompressed CSV one worker parses (default 64 MiB)")
+    console.add_progress(parser, "rows predicted")
+    console.add_verbose(parser)
+    return parser
+
+
+def _parse_args(argv: Optional[Sequence[str]]):
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    if beam_args:  # only then is Beam imported to know its flags
+        refuse_unknown_flags(parser, beam_args)
+    args.concurrent = args.concurrent or inference.default_concurrency()
+    return args, beam_args
+
+
+def check_input(path: str, features: Sequence[str]) -> None:
+    """Nothing, once `path` is a test-layout CSV with every feature the model needs and at least
+    one data line (a compressed file is read through); PredictError otherwise. Columns that are
+    not in the test layout are ignored, with a warning."""
+    from beam_jobs.transforms import check_file
+
+    try:
+        ignored = check_file(path, features, with_id=True)
+    except csv_reader.CsvLayoutError as e:
+        raise PredictError(str(e)) from None
+    except FileNotFoundError:
+        raise PredictError(f"{path}: not found") from None
+    if ignored:
+        _LOG.warning("%s: ignoring column(s) not in the test layout: %s", path, ", ".join(ignored))
+
+
+def build_pipeline(pipeline, files: Sequence[str], args, serving: Dict, path: str, staging: str,
+                   model=None, sequence=None) -> None:
+    """Wire the job into `pipeline`; everything it writes goes under `staging` (manifest.json last)."""
+    import apache_beam as beam
+
+    from beam_jobs import prediction as pr
+    from beam_jobs import transforms as t
+
+    features, classes = list(serving["features"]), len(serving["label_vocabulary"])
+    read = pipeline | "ReadCrewCsv" >> t.ReadCrewCsv(files, features, args.chunk_bytes, args.split_bytes,
+                                                     with_id=True)
+    excluded, resolved = (read.rows, read.rejects) | "ResolveIds" >> pr.ResolveIds(staging, files)
+    sorted_blocks = (
+        read.rows
+        | "PlanBlocks" >> t.PlanBlocks(staging, args.block_rows)
+        | "SortBlock" >> beam.ParDo(pr.SortTestBlockFn(staging), excluded=beam.pvalue.AsSingleton(excluded))
+        .with_outputs(t.TALLY, main="blocks")
+    )
+    checked = (read.tally, resolved[t.TALLY]) | "CheckedTallies" >> beam.Flatten()
+    go = checked | "GoOn" >> beam.CombineGlobally(pr.GoOnFn(args.max_bad_fraction))
+    params = pr.PredictParams(serving["model_dir"], serving["window"], classes, path, staging, args.batch_size,
+                              args.sweep_rows, args.concurrent, args.progress, model, sequence)
+    predicted = sorted_blocks.blocks | "PredictBlocks" >> pr.PredictBlocks(params, go)
+    fallback = (
+        resolved[pr.FALLBACK]
+        | "AllFallbacks" >> beam.combiners.ToList()
+        | "WriteFallback" >> beam.FlatMap(pr.write_fallback_piece, staging, classes)
+    )
+    pieces = (predicted, fallback) | "AllPieces" >> beam.Flatten()
+    rejected = (
+        (read.rejects, resolved[t.REJECTS])
+        | "AllRejects" >> beam.Flatten()
+        | "WriteRejects" >> t.WriteRejects(layout.join(staging, "rejects.csv"))
+    )
+    tallies = (
+        (checked, sorted_blocks[t.TALLY])
+        | "AllTallies" >> beam.Flatten()
+        | "SumTallies" >> beam.CombinePerKey(sum)
+    )
+    files = list(files)
+    _ = (
+        pipeline
+        | "ManifestTrigger" >> beam.Create([layout.join(staging, "manifest.json")])
+        | "WriteManifest" >> beam.Map(
+            lambda where, piece_list, n, tally: _write_manifest(where, piece_list, n, t.input_accounting(files, tally)),
+            beam.pvalue.AsList(pieces), beam.pvalue.AsSingleton(rejected), beam.pvalue.AsList(tallies))
+    )
+
+
+def _write_manifest(path: str, pieces: List[Dict], rejected: int, inputs: List[Dict]) -> str:
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump({"pieces": pieces, "rejected_rows": rejected, "inputs": inputs}, f)
+    return path
+
+
+def _read_manifest(staging: str) -> Dict:
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(layout.join(staging, "manifest.json")) as f:
+        return json.load(f)
+
+
+def _check_model(model_dir: str) -> Dict:
+    """MODEL/serving's config, with `model_dir`; PredictError when there is no usable model."""
+    from trainer import export
+
+    try:
+        serving = export.read_serving_config(model_dir)
+    except (OSError, ValueError) as e:
+        raise PredictError(f"--model-dir {model_dir}: {e}") from None
+    return {**serving, "model_dir": absolute(model_dir)}
+
+
+def _publish(staging: str, output: str, manifest: Dict, max_bad_fraction: float, input_path: str) -> Dict:
+    """Rejects file into place (or an earlier one removed: it does not describe this run); stop if
+    too many rows were rejected; else the pieces into the submission. Returns the run's counts."""
+    import tensorflow as tf
+
+    staged_rejects, final_rejects = layout.join(staging, "rejects.csv"), submission.rejects_path(output)
+    if tf.io.gfile.exists(staged_rejects):
+        tf.io.gfile.rename(staged_rejects, final_rejects, overwrite=True)
+    elif tf.io.gfile.exists(final_rejects):
+        tf.io.gfile.remove(final_rejects)
+    read = sum(entry["rows_read"] for entry in manifest["inputs"])
+    try:
+        rejects.check_bad_fraction(read, manifest["rejected_rows"], max_bad_fraction, final_rejects,
+                                   "no submission written; fix the file or raise --max-bad-fraction",
+                                   listed_in=final_rejects)
+    except rejects.TooManyRejectsError as e:
+        raise PredictError(f"{input_path}: {e}") from None
+    pieces = manifest["pieces"]
+    submission.merge(submission.piece_order(pieces), staging, output)
+    return {"rows_read": read, "rejected": manifest["rejected_rows"],
+            "predicted": sum(p["rows"] for p in pieces if p["recording"] is not None),
+            "uniform": sum(p["rows"] for p in pieces if p["recording"] is None),
+            "nonfinite": sum(p["nonfinite"] for p in pieces),
+            "rejects_file": final_rejects if tf.io.gfile.exists(final_rejects) else None}
+
+
+def run(argv: Optional[Sequence[str]] = None, model=None, sequence=None) -> Dict:
+    """Run the job; returns its counts {rows_read, rejected, predicted, uniform, nonfinite,
+    rejects_file, output, seconds}. Raises PredictError (or OwnershipError) with nothing written
+    under --output on bad arguments, model or input; on too many rejects only the rejects file.
+
+    Tests only: `model` replaces MODEL/serving's `serving_default` on the windowed path (a callable
+    float32 [B, W, F] -> [B, K]), `sequence` its `sequence` signature on the sweep (rows [T, F] ->
+    [T, K]); the serving config, and with it the path, is read from --model-dir either way.
+    """
+    args, beam_args = _parse_args(argv)
+    started = time.time()
+    output = args.output if layout.is_remote(args.output) else os.path.abspath(args.output)
+    input_path = absolute(args.input)
+    submission.check_outputs(output, input_path)  # before any work
+    if not layout.is_remote(input_path) and not os.path.isfile(input_path):
+        raise PredictError(f"{args.input}: not found" if not os.path.exists(input_path) else f"{args.input}: not a file")
+    serving = _check_model(args.model_dir)
+    try:
+        path = inference.choose_path(args.path, serving, args.model_dir)
+    except ValueError as e:
+        raise PredictError(str(e)) from None
+    check_input(input_path, serving["features"])  # a wrong file fails here, before any work
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    folder = os.path.dirname(output) if not layout.is_remote(output) else output.rsplit("/", 1)[0]
+    ownership.remove_leftover_stagings(folder, staging_prefix(output))
+    staging = layout.join(folder, f"{staging_prefix(output)}{uuid.uuid4().hex[:12]}")
+    ownership.write_marker(staging, STAGING_KIND)  # remove_leftover_stagings knows it by this
+    _LOG.info("model %s (%s): windows of %d rows x %d feature(s), %s; input %s", args.model_dir, serving["model"],
+              serving["window"], len(serving["features"]),
+              f"swept in chunks of {args.sweep_rows:,} rows" if path == inference.SWEEP
+              else f"batches of {args.batch_size:,} windows", args.input)
+    try:
+        options = PipelineOptions(beam_args)
+        with beam.Pipeline(runner=make_runner(options), options=options) as pipeline:
+            build_pipeline(pipeline, [input_path], args, serving, path, staging, model, sequence)
+        counts = _publish(staging, output, _read_manifest(staging), args.max_bad_fraction, args.input)
+    finally:
+        ownership.remove_tree(staging)
+    return {**counts, "output": args.output, "seconds": time.time() - started}
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    # SIGTERM (a preempted VM, `kill`, a scheduler's timeout) unwinds like Ctrl-C: the staging
+    # folder is removed on the way out
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    verbose = console.verbose_requested(argv)
+    console.setup(verbose)
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        counts = run(argv)
+    except (JobError, csv_reader.CsvLayoutError, ownership.OwnershipError, ValueError, OSError) as e:
+        if verbose:
+            raise
+        print(f"crewstream predict: error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    rate = counts["predicted"] / counts["seconds"] if counts["seconds"] else 0.0
+    print(f"wrote {counts['output']}: {counts['predicted'] + counts['uniform']:,} rows ({counts['predicted']:,} "
+          f"predicted from their window, {counts['uniform']:,} rejected rows given uniform probabilities) "
+          f"in {counts['seconds']:.1f} s ({rate:,.0f} rows/s)")
+    if counts["rejects_file"]:
+        print(f"rejected rows ({counts['rejected']:,} of {counts['rows_read']:,}): {counts['rejects_file']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""The Beam building blocks of the predict job: thin shells over beam_jobs.ids, blocks, inference
+and submission. Reading, blocks and the rejects output are preprocess's own (beam_jobs.transforms).
+
+    ResolveIds      every id once: chunk ids to bucket files, each bucket resolved on its own
+    SortTestBlockFn a time block's rows, the rows that lost their id left out, in time order
+    PredictBlockFn  a sorted block plus the W-1 rows before it -> the model -> a submission piece
+"""
+
+import dataclasses
+import logging
+from typing import Callable, Optional, Sequence
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from beam_jobs import blocks, ids, inference, submission
+from beam_jobs.blocks import Block
+from beam_jobs.csv_reader import IdRows
+from beam_jobs.transforms import NAMESPACE, REJECTS, TALLY, _tail_rows, _tally, _tally_sources
+
+_LOG = logging.getLogger("crewstream.predict")
+EXCLUDED = "excluded"
+FALLBACK = "fallback"
+
+
+class SpillIdsFn(beam.DoFn):
+    """IdRows -> (bucket, id file) for each bucket the chunk's ids fall in (beam_jobs.ids)."""
+
+    def __init__(self, staging: str):
+        self._staging = staging
+
+    def process(self, rows: IdRows):
+        if not len(rows):
+            return
+        records = ids.id_records(rows.id, rows.source, rows.line, rejected=False)
+        first = int(np.argmin(rows.line))
+        for bucket, part in ids.by_bucket(records):
+            path = ids.id_file_path(self._staging, bucket, int(rows.source[first]), int(rows.line[first]))
+            ids.write_ids(path, part)
+            yield bucket, path
+
+
+def _reject_by_bucket(reject):
+    return int(ids.bucket_of(np.array([reject.id]))[0]), reject
+
+
+class ResolveIdsFn(beam.DoFn):
+    """(bucket, {"files": [id files], "rejected": [Rejects with an id]}) -> the row keys
+    (ids.row_keys) of usable rows that lost their id (main output, int64 array); a Reject for
+    each (`rejects`), counted per file (`tally`); the records of rejected rows that keep their
+    id (`fallback`: they get the uniform distribution)."""
+
+    def __init__(self, files: Sequence[str]):
+        self._files = list(files)
+
+    def process(self, element):
+        _, grouped = element
+        parts = [ids.read_ids(path) for path in sorted(grouped["files"])]
+        parts.append(ids.rejected_records(list(grouped["rejected"]), self._files))
+        fallback, duplicates, keeper = ids.one_row_per_id(np.concatenate(parts))
+        for reject in ids.duplicate_rejects(duplicates, keeper, self._files):
+            yield beam.pvalue.TaggedOutput(REJECTS, reject)
+        lost = duplicates[duplicates["rejected"] == 0]
+        yield from _tally_sources("rows_rejected", lost["source"])
+        if len(fallback):
+            yield beam.pvalue.TaggedOutput(FALLBACK, fallback)
+        if len(lost):
+            yield ids.row_keys(lost["source"], lost["line"])
+
+
+def _sorted_keys(arrays) -> np.ndarray:
+    arrays = list(arrays)
+    return np.sort(np.concatenate(arrays)) if arrays else np.zeros(0, np.int64)
+
+
+class ResolveIds(beam.PTransform):
+    """(IdRows, rejects) -> the row keys to leave out of every window, as ONE sorted int64 array
+    (main output); `rejects` (duplicate ids), `tally`, `fallback` as ResolveIdsFn's."""
+
+    def __init__(self, staging: str, files: Sequence[str]):
+        super().__init__()
+        self._staging, self._files = staging, list(files)
+
+    def expand(self, inputs):
+        rows, rejected = inputs
+        id_files = rows | "SpillIds" >> beam.ParDo(SpillIdsFn(self._staging))
+        readable = (
+            rejected
+            | "WithId" >> beam.Filter(lambda r: r.id is not None)
+            | "ByBucket" >> beam.Map(_reject_by_bucket)
+        )
+        resolved = (
+            {"files": id_files, "rejected": readable}
+            | "GroupByBucket" >> beam.CoGroupByKey()
+            | "Resolve" >> beam.ParDo(ResolveIdsFn(self._files)).with_outputs(REJECTS, TALLY, FALLBACK, main="lost")
+        )
+        excluded = resolved.lost | "AllLost" >> beam.CombineGlobally(_sorted_keys)
+        return excluded, resolved
+
+
+class SortTestBlockFn(beam.DoFn):
+    """((recording, time block), its block files) -> its rows in (time, file, line) order, rows
+    whose key is in `excluded` (sorted row keys: rows that lost their id) left out, written as a
+    sorted block file; yields its `SortedBlock` (nothing when no row is left). Rows with equal
+    times all stay (each id needs its window), in file order. Rows kept are tallied per file."""
+
+    def __init__(self, staging: str):
+        self._staging = staging
+
+    def process(self, element, excluded: np.ndarray):
+        (key, index), paths = element
+        rows = Block.concat([blocks.read_block(path) for path in sorted(paths)])
+        if len(excluded):
+            rows = rows.take(~np.isin(ids.row_keys(rows.source, rows.line), excluded))
+        if not len(rows):
+            return
+        rows = rows.sorted_by_time()
+        yield from _tally_sources("rows_used", rows.source)
+        path = blocks.sorted_path(self._staging, key, index)
+        blocks.write_rows(path, rows)
+        yield blocks.summarize_sorted(key, index, path, rows, max_gap=float("inf"))
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictParams:
+    """What PredictBlockFn needs: the model folder, its window and class count, the path (windows
+    or sweep) and its batch sizes, where to write, how to report progress. `model` and `sequence`
+    (tests only) replace the serving signatures (inference.predict_padded's callables)."""
+
+    model_dir: str
+    window: int
+    num_classes: int
+    path: str
+    staging: str
+    batch_size: int = inference.DEFAULT_BATCH_SIZE
+    sweep_rows: int = inference.DEFAULT_SWEEP_ROWS
+    concurrent: int = 1
+    progress: str = "log"
+    model: Optional[Callable] = None
+    sequence: Optional[Callable] = None
+
+
+class PredictBlockFn(beam.DoFn):
+    """SortedBlock -> the model's probabilities for each of its rows, written as a submission piece
+    (`id,A,B,C,D` lines); yields the piece's metadata {recording, block, path, rows, nonfinite}.
+
+    The model is loaded once per worker (`setup`). `recordings` maps each recording to its sorted
+    blocks in time order: the W-1 rows before the block are read from the tails of the ones
+    before it. `go` is False when the run stops for its rejects (nothing is predicted then).
+    """
+
+    def __init__(self, params: PredictParams):
+        self._p = params
+        self._model = None
+        self._progress = None
+        self._rows = Metrics.counter(NAMESPACE, "rows_predicted")
+
+    def setup(self):
+        p = self._p
+        if p.path == inference.SWEEP:
+            self._model = inference.SweepModel(p.model_dir, p.sequence)
+        else:
+            self._model = p.model or inference.ServingModel(p.model_dir)
+
+    def process(self, block: blocks.SortedBlock, recordings, go: bool):
+        if not go:
+            return
+        p = self._p
+        progress = self._progress_over(recordings)
+        recording = recordings[block.recording]
+        before = _tail_rows([b for b in recording if b.index < block.index], p.window - 1)
+        rows = blocks.read_rows(block.path, block.num_features)
+        context = np.concatenate([b.signals for b in before]) if before else rows.signals[:0]
+        padded = inference.pad_front(rows.signals, context, p.window)
+        probabilities, nonfinite = inference.predict_padded(
+            self._model, padded, p.window, p.num_classes, p.path, p.batch_size, p.sweep_rows, p.concurrent)
+        crew, seat, experiment = block.recording
+        path = submission.piece_path(p.staging, f"crew{crew}-seat{seat}-{experiment}-b{block.index:05d}.csv")
+        submission.write_piece(path, rows.id, probabilities)
+        self._rows.inc(len(rows))
+        progress.update(len(rows))
+        yield {"recording": list(block.recording), "block": block.index, "path": path, "rows": len(rows),
+               "nonfinite": nonfinite}
+
+    def _progress_over(self, recordings):
+        """This worker's progress toward every row of the input (all a local run does)."""
+        from crewstream.console import Progress
+
+        if self._progress is None:
+            total = sum(b.num_rows for blocks_ in recordings.values() for b in blocks_)
+            self._progress = Progress("predict", total, "rows", self._p.progress, logger=_LOG)
+        return self._progress
+
+    def teardown(self):
+        if self._progress is not None:
+            self._progress.close()
+
+
+class GoOnFn(beam.CombineFn):
+    """Tallies ((file index, field), rows) of reading and id checks -> True unless more rows were
+    rejected than `max_bad_fraction` of the rows read (beam_jobs.rejects.rejects_over)."""
+
+    def __init__(self, max_bad_fraction: float):
+        self._max = max_bad_fraction
+
+    def create_accumulator(self):
+        return 0, 0
+
+    def add_input(self, accumulator, element):
+        (_, field), count = element
+        read, rejected = accumulator
+        return read + (count if field == "rows_read" else 0), rejected + (count if field == "rows_rejected" else 0)
+
+    def merge_accumulators(self, accumulators):
+        reads, rejects_ = zip(*accumulators)
+        return sum(reads), sum(rejects_)
+
+    def extract_output(self, accumulator):
+        from beam_jobs.rejects import rejects_over
+
+        return not rejects_over(*accumulator, self._max)
+
+
+def _in_block_order(key, sorted_blocks):
+    return key, sorted(sorted_blocks, key=lambda b: b.index)
+
+
+class PredictBlocks(beam.PTransform):
+    """SortedBlocks -> submission pieces' metadata (PredictBlockFn), once `go` (a PCollection of
+    one bool) says the run goes on."""
+
+    def __init__(self, params: PredictParams, go):
+        super().__init__()
+        self._params, self._go = params, go
+
+    def expand(self, sorted_blocks):
+        recordings = (
+            sorted_blocks
+            | "KeyByRecording" >> beam.Map(lambda b: (b.recording, b))
+            | "GroupByRecording" >> beam.GroupByKey()
+            | "InBlockOrder" >> beam.MapTuple(_in_block_order)
+        )
+        return sorted_blocks | "Predict" >> beam.ParDo(
+            PredictBlockFn(self._params), recordings=beam.pvalue.AsDict(recordings),
+            go=beam.pvalue.AsSingleton(self._go))
+
+
+def write_fallback_piece(fallbacks, staging: str, num_classes: int):
+    """The uniform rows of rejected rows that keep their id, in file and line order, as one piece;
+    yields its metadata (nothing when there are none)."""
+    fallbacks = list(fallbacks)
+    if not fallbacks:
+        return
+    records = np.concatenate(fallbacks)
+    records = records[np.lexsort((records["line"], records["source"]))]
+    path = submission.piece_path(staging, "rejected-rows.csv")
+    submission.write_piece(path, records["id"], inference.uniform(len(records), num_classes))
+    yield {"recording": None, "block": 0, "path": path, "rows": len(records), "nonfinite": 0}

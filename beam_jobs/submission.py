@@ -1,0 +1,99 @@
+"""The submission file predict writes: `id,A,B,C,D`, one row per input id, complete or absent.
+
+Workers write their rows as pieces (headerless CSV text, one per predicted time block, plus one
+of the uniform rows of rejected rows that keep their id) under the run's staging folder; the
+launcher then concatenates them, header first, in a fixed order (`piece_order`) into a file in
+the staging folder and renames it over the output, so the bytes do not depend on the runner, the
+workers or --block-rows, and a killed run leaves the earlier file (or none) under the output name.
+
+Probabilities are written as Arrow writes a float32: the shortest text that reads back as the same
+float32 (a row's four values still sum to 1 within float32 rounding). A `.gz` output is
+gzip-compressed as it is concatenated.
+"""
+
+import posixpath
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from tfrecords_schema import LABEL_VOCABULARY, csv_layout as cols
+from tfrecords_schema import layout, ownership
+
+COPY_BLOCK = 16 << 20
+HEADER = ",".join([cols.ID, *LABEL_VOCABULARY])
+
+
+def rejects_path(output: str) -> str:
+    """`sub.csv` -> `sub.rejects.csv` (also for `sub.csv.gz` and names without `.csv`)."""
+    base = output[:-3] if output.endswith(".gz") else output
+    base = base[:-4] if base.endswith(".csv") else base
+    return base + ".rejects.csv"
+
+
+def check_outputs(output: str, input_path: str) -> None:
+    """OwnershipError unless the submission and its rejects file may be written: neither is the
+    input, and each is absent or a file crewstream wrote, known by its exact first line (HEADER;
+    beam_jobs.rejects.HEADER), never a folder or a symbolic link."""
+    from beam_jobs import rejects
+
+    label = f"--output {output}"
+    ownership.check_output_file(output, HEADER, [input_path], label)
+    path = rejects_path(output)
+    ownership.check_output_file(path, ",".join(rejects.HEADER), [input_path], f"{label}: its rejects file {path}")
+
+
+def csv_rows(ids: np.ndarray, probabilities: np.ndarray) -> bytes:
+    """Headerless `id,A,B,C,D` lines: ids int64 [n], probabilities float32 [n, K] in label order."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    if len(ids) == 0:
+        return b""
+    columns = [pa.array(np.asarray(ids, np.int64))]
+    columns += [pa.array(np.asarray(probabilities[:, k], np.float32)) for k in range(probabilities.shape[1])]
+    table = pa.Table.from_arrays(columns, names=[cols.ID, *LABEL_VOCABULARY[:probabilities.shape[1]]])
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False, quoting_style="none"))
+    return sink.getvalue().to_pybytes()
+
+
+def write_piece(path: str, ids: np.ndarray, probabilities: np.ndarray) -> None:
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(posixpath.dirname(path))
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(csv_rows(ids, probabilities))
+
+
+def piece_path(staging: str, name: str) -> str:
+    return layout.join(staging, "pieces", name)
+
+
+def merge(pieces: Sequence[str], staging: str, output: str) -> None:
+    """HEADER and the pieces, in the order given, into `output` (local or URL): written whole in
+    the staging folder, then renamed over `output`."""
+    import gzip
+
+    import tensorflow as tf
+
+    staged = layout.join(staging, "submission" + (".csv.gz" if output.endswith(".gz") else ".csv"))
+    with tf.io.gfile.GFile(staged, "wb") as raw:
+        sink = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if output.endswith(".gz") else raw
+        sink.write((HEADER + "\n").encode())
+        for piece in pieces:
+            with tf.io.gfile.GFile(piece, "rb") as f:
+                while True:
+                    data = f.read(COPY_BLOCK)
+                    if not data:
+                        break
+                    sink.write(data)
+        if sink is not raw:
+            sink.close()
+    tf.io.gfile.rename(staged, output, overwrite=True)
+
+
+def piece_order(pieces: Iterable[dict]) -> list:
+    """The pieces' paths in submission order: the uniform rows of rejected rows first (in line
+    order), then each recording in key order, its time blocks in time order."""
+    return [p["path"] for p in sorted(pieces, key=lambda p: (p["recording"] is not None,
+                                                             tuple(p["recording"] or ()), p["block"]))]
