@@ -42,6 +42,11 @@ class ShardingError(ValueError):
     """A split has fewer shards than the workers that read it by file."""
 
 
+class WindowError(ValueError):
+    """The folder cannot give the windows asked for: a window or stride other than a windows
+    folder's own, a window larger than a sequence folder's, or dense input from a windows folder."""
+
+
 def check_shards(stats: Dict[str, Any], split: str, num_workers: int) -> None:
     """ShardingError unless every one of `num_workers` workers gets at least one shard of `split`.
 
@@ -87,16 +92,19 @@ def windowed_stats(stats: Dict[str, Any], window: Optional[int] = None,
     `num_windows`, `class_counts` and shards' `num_windows` count those windows
     (tfrecords_schema.sequence.window_counts). Everything else (layout, features, shards' files
     and chunks) is kept, so the counting functions above and the weights read it as a windows
-    folder's. A windows-layout folder is returned as is; ValueError for another window or stride
+    folder's. A windows-layout folder is returned as is; WindowError for another window or stride
     there, or, on a sequence folder, a window outside 1..stats["window"] or a stride < 1."""
     window = stats["window"] if window is None else window
     stride = stats["stride"] if stride is None else stride
+    try:
+        per_split = {name: sequence.window_counts(stats, name, window, stride) for name in stats["splits"]}
+    except ValueError as e:
+        raise WindowError(str(e)) from None
     if sequence.layout_of(stats) == sequence.WINDOWS:
-        sequence.window_counts(stats, layout.TRAIN, window, stride)  # ValueError unless its own
         return stats
     splits = {}
     for name, entry in stats["splits"].items():
-        counts = sequence.window_counts(stats, name, window, stride)
+        counts = per_split[name]
         shards = [dict(shard, num_windows=n["num_windows"]) for shard, n in zip(entry["shards"], counts["shards"])]
         splits[name] = dict(entry, num_windows=counts["num_windows"], class_counts=counts["class_counts"],
                             shards=shards)
@@ -304,3 +312,81 @@ def _cut_windows(records: tf.data.Dataset, num_features: int, window: int, strid
     chunks = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
     return chunks.interleave(blocks, cycle_length=OPEN_CHUNKS, num_parallel_calls=tf.data.AUTOTUNE,
                              deterministic=not shuffle).unbatch()
+
+
+def num_chunks(stats: Dict[str, Any], split: str, num_readers: int = 1, reader_index: int = 0) -> int:
+    """Chunk records one reader of a sequence folder sees per epoch, from the per-shard counts."""
+    return sum(s["num_chunks"] for s in reader_shards(stats, split, num_readers, reader_index))
+
+
+def make_dense_dataset(
+    data_dir: str,
+    split: str,
+    batch_size: int,
+    weighting: str = weights_lib.BALANCED,
+    shuffle: bool = False,
+    repeat: bool = False,
+    window: Optional[int] = None,
+    *,
+    seed: Optional[int] = None,
+    stats: Optional[Dict[str, Any]] = None,
+    input_context: Optional[tf.distribute.InputContext] = None,
+) -> tf.data.Dataset:
+    """A sequence folder's chunks for dense training (trainer.model.DenseTraining).
+
+    Yields (rows float32 [B, T, F], labels int64 [B, T], weights float32 [B, T]), B = up to
+    `batch_size` chunks. Each chunk's rows are its last min(k, window - 1) context rows (all a
+    receptive field <= `window` can use), then its c rows; T is the batch's longest, shorter
+    chunks are padded at the end. A row's label is its own where a window of `window` rows ends
+    at it (segment row >= window - 1), otherwise -1 (context, a segment's first window - 1 rows,
+    padding): over an epoch the labelled rows are exactly the ends of the split's stride-1
+    windows, each once. Weights: the label's, from the TRAIN split's stride-1 class counts of
+    `window` (windowed_stats), 0 where the label is -1. One pass has exactly
+    ceil(chunks / batch_size) batches (asserted); `repeat`, `shuffle` (shards and chunks) and
+    `seed` as in make_dataset. WindowError on a windows folder; EmptySplitError when the split
+    has no stride-1 window.
+    """
+    raw = read_stats(data_dir) if stats is None else stats
+    if sequence.layout_of(raw) != sequence.SEQUENCE:
+        raise WindowError(f"{data_dir}: dense training reads a sequence folder's chunks; this one has the "
+                          f"{sequence.layout_of(raw)} layout (preprocess with --layout sequence)")
+    stats = windowed_stats(raw, window, 1)
+    if split not in layout.SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {layout.SPLITS}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    readers, index = ((input_context.num_input_pipelines, input_context.input_pipeline_id)
+                      if input_context else (1, 0))
+    files = shard_files(data_dir, stats, split)[index::readers]
+    if not files or num_windows(stats, split, readers, index) == 0:
+        raise EmptySplitError(f"{data_dir}: split {split!r} has no window of {stats['window']} rows"
+                              + (f" for reader {index} of {readers}" if readers > 1 else ""))
+    window, num_features = stats["window"], len(stats["features"])
+    lookup = tf.constant(weights_lib.weight_vector(stats["splits"][layout.TRAIN]["class_counts"], weighting))
+
+    def parse(serialized: tf.Tensor):
+        chunk = parse_chunks(serialized[None], num_features)
+        rows, labels = chunk[ROWS][0], chunk[LABELS][0]
+        position, context = chunk[POSITION][0], chunk[CONTEXT][0]
+        kept = tf.minimum(context, window - 1)
+        ends = position + tf.range(tf.size(labels, out_type=tf.int64))  # each row's segment index
+        labels = tf.concat([tf.fill([kept], tf.constant(-1, tf.int64)),
+                            tf.where(ends >= window - 1, labels, -1)], axis=0)
+        weights = tf.where(labels >= 0, tf.gather(lookup, tf.maximum(labels, 0)), 0.0)
+        return rows[context - kept:], labels, weights
+
+    ds = _interleave_records(files, _COMPRESSION_TYPES[stats["compression"]], shuffle, seed)
+    if shuffle:
+        ds = ds.shuffle(CHUNK_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+    ds = ds.padded_batch(batch_size, padded_shapes=([None, num_features], [None], [None]),
+                         padding_values=(0.0, tf.constant(-1, tf.int64), 0.0))
+    if not repeat:
+        ds = ds.apply(tf.data.experimental.assert_cardinality(
+            math.ceil(num_chunks(stats, split, readers, index) / batch_size)))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.OFF if input_context else tf.data.experimental.AutoShardPolicy.FILE)
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)

@@ -114,12 +114,18 @@ def export_serving(model: tf.Module, data_dir: str, model_dir: str,
                    params: model_lib.ModelParams = model_lib.ModelParams()) -> str:
     """Write MODEL/serving for `model` (scaled windows [B, W, F] -> probabilities [B, 4], built by
     model_lib.build_model with `params`) with the scaling of the preprocess output `data_dir`;
-    return its path. A tcn also gets the `sequence` signature.
+    return its path. A tcn also gets the `sequence` signature. W is `stats["window"]`, the window
+    the model was trained on (for a window other than the folder's, trainer.data.windowed_stats'
+    stats; ValueError if the model's input has another).
 
     The SavedModel is written beside the old one and moved into place, so MODEL/serving is either
     the previous complete export or the new one.
     """
     stats = read_stats(data_dir) if stats is None else stats
+    trained = getattr(model, "input_shape", (None, stats["window"]))[1]
+    if trained != stats["window"]:
+        raise ValueError(f"the model takes windows of {trained} rows, `stats` says {stats['window']}: pass "
+                         "the stats of the windows it was trained on (trainer.data.windowed_stats)")
     params = params.for_window(stats["window"])
     sequence = model_lib.sequence_network(model)
     if (sequence is not None) != (params.kind == model_lib.TCN):

@@ -267,6 +267,69 @@ class FirstOfBatch(keras.layers.Layer):
         return outputs[:tf.shape(like)[0]]
 
 
+class DenseTraining(keras.Model):
+    """Dense training of a tcn classifier: its `sequence` network (shared: training this trains
+    the classifier) run once over each chunk of rows, with a loss at every row a window ends at.
+
+    Batches: (rows float32 [B, T, F], labels int64 [B, T], weights float32 [B, T]); a label < 0
+    marks a row that is input only (context, a row no window ends at, padding). The loss of a
+    batch is sum(weight * cross-entropy) over its target rows / their number: with R <= W and
+    every layer causal, a target row's output is the classifier's on the window ending there,
+    so this is the loss Keras computes for a batch of those windows with the same weights.
+    Metrics: `loss` (the mean of the batches' losses, as Keras logs it) and `accuracy` (over the
+    target rows, unweighted), the names the windowed model logs.
+    """
+
+    def __init__(self, sequence: keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        self.sequence = sequence
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+    def call(self, rows, training=None):
+        return self.sequence(rows, training=training)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.accuracy]
+
+    def dense_loss(self, rows, labels, weights, training=False):
+        """(loss scalar, probabilities [B, T, K], labels with 0 at non-targets, target mask float32)."""
+        probabilities = self(rows, training=training)
+        target = tf.cast(labels >= 0, tf.float32)
+        labels = tf.maximum(labels, 0)
+        per_row = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
+        loss = tf.math.divide_no_nan(tf.reduce_sum(per_row * weights * target), tf.reduce_sum(target))
+        return loss, probabilities, labels, target
+
+    def _record(self, loss, probabilities, labels, target):
+        self.loss_tracker.update_state(loss)
+        self.accuracy.update_state(labels, probabilities, sample_weight=target)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, batch):
+        with tf.GradientTape() as tape:
+            loss, *rest = self.dense_loss(*batch, training=True)
+        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+        return self._record(loss, *rest)
+
+    def test_step(self, batch):
+        return self._record(*self.dense_loss(*batch, training=False))
+
+
+def dense_model(model: keras.Model, params: ModelParams) -> keras.Model:
+    """A compiled DenseTraining of the tcn classifier `model` (its weights, shared); ModelError
+    for an lstm, whose outputs are per window only."""
+    sequence = sequence_network(model)
+    if sequence is None:
+        raise ModelError("dense training needs a convolutional model (--model tcn): an lstm has no "
+                         "per-row outputs")
+    dense = DenseTraining(sequence, name="dense_training")
+    # weighted_metrics=[]: the third element of a batch is the per-row weights, used by dense_loss
+    dense.compile(optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate), weighted_metrics=[])
+    return dense
+
+
 def sequence_network(model: keras.Model) -> Optional[keras.Model]:
     """The per-step network (rows [B, T, F] -> [B, T, K]) of a tcn classifier; None for an lstm."""
     try:

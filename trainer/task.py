@@ -80,6 +80,19 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help=f"windows per batch (default {DEFAULTS['batch_size']})")
     parser.add_argument("--weighting", type=_weighting, default=weights.BALANCED,
                         help=f"per-sample weights: {', '.join(weights.METHODS)} (default balanced)")
+    parser.add_argument("--window", type=_positive_int, default=None,
+                        help="rows per window: on a sequence folder (preprocess --layout sequence) "
+                             "any up to its --window; a windows folder holds only its own (default: "
+                             "stats.json's window); the exported model takes windows of this size")
+    parser.add_argument("--stride", type=_positive_int, default=None,
+                        help="rows between window starts: on a sequence folder any, from 1 (every "
+                             "window); a windows folder holds only its own (default: stats.json's stride)")
+    parser.add_argument("--dense", action="store_true",
+                        help="tcn on a sequence folder: run the network once over each chunk and "
+                             "train on every row a window of --window rows ends at (all stride-1 "
+                             "windows for the cost of one pass), weighted from the stride-1 class "
+                             "counts; --batch-size then counts chunks per step, the eval loss is over "
+                             "the eval split's stride-1 windows, and --stride is not used")
     parser.add_argument("--steps-per-epoch", type=_positive_int, default=None,
                         help="batches per epoch over the repeated train split (default: one exact "
                              "pass, ceil(train windows / batch size))")
@@ -131,6 +144,12 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     console.add_progress(parser, "Keras output (log: one line per epoch; 'epoch' is accepted for log)")
     console.add_verbose(parser)
     args = parser.parse_args(argv)
+    if args.dense and args.model != "tcn":
+        parser.error(f"--dense needs --model tcn: an {args.model} has no per-row outputs")
+    if args.dense and args.stride:
+        parser.error("--stride has no use with --dense: it trains on every window (stride 1)")
+    if args.dense and (args.strategy == "multiworker" or args.data_service):
+        parser.error("--dense runs on one machine: not with --strategy multiworker or --data-service")
     if args.strategy == "multiworker" and args.data_service:
         parser.error("--data-service cannot be combined with --strategy multiworker: every worker "
                      "would run its own jobs over the whole split")
@@ -150,6 +169,7 @@ def _config(args: argparse.Namespace):
                                 normalize=args.normalize, norm_rows=args.norm_rows),
         verbose={"bar": 1, "log": 2, "none": 0}[console.resolve_progress(args.progress, sys.stdout)],
         strategy=args.strategy, data_service=args.data_service, early_stopping=args.early_stopping,
+        window=args.window, stride=args.stride, dense=args.dense,
     )
 
 
@@ -186,7 +206,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         result = train.train(_config(args))
     except (StatsError, train.ResumeError, train.StrategyError, data.EmptySplitError,
-            data.ShardingError, model.ModelError) as e:
+            data.ShardingError, data.WindowError, model.ModelError) as e:
         if args.verbose:
             raise
         print(f"crewstream train: error: {e}", file=sys.stderr)

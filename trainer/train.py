@@ -39,7 +39,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfrecords_schema import atomic_write, layout, read_stats
+from tfrecords_schema import atomic_write, layout, read_stats, sequence
 from trainer import data, export, model as model_lib, plots, weights
 from trainer.choices import DEFAULT, MIRRORED, MULTIWORKER, STRATEGIES
 
@@ -53,6 +53,8 @@ PLOTS_DIR = "plots"
 # Settings a resumed run may change: they do not change what the finished epochs computed.
 RESUMABLE_CHANGES = ("epochs", "verbose", "strategy", "data_service")
 TF_CONFIG = "TF_CONFIG"
+# Settings added after train_config.json existed: an older file ran with these defaults.
+_LATER_SETTINGS = ("window", "stride", "dense")
 MONITOR = "val_loss"  # what early stopping watches: the weighted loss on the eval split
 BEST_EPOCH = "best_epoch"  # history.json: the epoch whose weights are exported (early stopping)
 BEST_WEIGHTS_FILE = "best_epoch.npz"  # in CHECKPOINTS_DIR
@@ -73,8 +75,18 @@ class TrainConfig:
     strategy: str = DEFAULT  # one of STRATEGIES
     data_service: Optional[str] = None  # grpc://HOST:PORT of a tf.data service dispatcher
     early_stopping: Optional[int] = None  # patience in epochs; None: train every epoch, export the last
+    window: Optional[int] = None  # rows per window (sequence folders: any up to stats.json's); None: stats.json's
+    stride: Optional[int] = None  # rows between window starts (sequence folders: any); None: stats.json's
+    dense: bool = False  # tcn on a sequence folder: one pass per chunk, a loss at every stride-1 window end
 
     def __post_init__(self):
+        if self.dense and self.model.kind != model_lib.TCN:
+            raise ValueError(f"dense training needs --model {model_lib.TCN}: an lstm has no per-row outputs")
+        if self.dense and (self.strategy == MULTIWORKER or self.data_service):
+            raise ValueError("dense training runs on one machine: not with the multiworker strategy or "
+                             "a data service")
+        if (self.window is not None and self.window < 1) or (self.stride is not None and self.stride < 1):
+            raise ValueError(f"window ({self.window}) and stride ({self.stride}) must be >= 1")
         if self.epochs < 1 or self.batch_size < 1 or self.shuffle_buffer < 1:
             raise ValueError("epochs, batch_size and shuffle_buffer must be >= 1")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
@@ -192,6 +204,8 @@ def check_resumable(config: TrainConfig, write: bool = True) -> None:
     checkpoints of other ones."""
     path = _path(config, CONFIG_FILE)
     previous = _with_model_kind(_read_json(path))
+    if isinstance(previous, dict):  # written before --window/--stride: the folder's own
+        previous = {**{k: getattr(TrainConfig, k) for k in _LATER_SETTINGS}, **previous}
     current = config.to_json()
     if previous is not None and tf.io.gfile.exists(_path(config, CHECKPOINTS_DIR)):
         changed = sorted(k for k in set(previous) | set(current)
@@ -363,6 +377,13 @@ class EarlyStopping:
 def _describe(stats: Dict[str, Any], config: TrainConfig, workers: int) -> str:
     train = stats["splits"][layout.TRAIN]
     w = weights.class_weights(train["class_counts"], config.weighting)
+    if config.dense:
+        chunks = data.num_chunks(stats, layout.TRAIN)
+        return (f"train (dense): {chunks:,} chunks of {len(stats['features'])} features, "
+                f"{data.windowed_stats(stats, stride=1)['splits'][layout.TRAIN]['num_windows']:,} rows "
+                f"ending a window of {stats['window']}; "
+                f"{config.steps_per_epoch or -(-chunks // config.batch_size):,} steps of "
+                f"{config.batch_size} chunks per epoch; weights ({config.weighting}) of the stride-1 counts")
     if config.steps_per_epoch:
         steps = f"{config.steps_per_epoch:,} steps"
     elif workers == 1:
@@ -375,6 +396,7 @@ def _describe(stats: Dict[str, Any], config: TrainConfig, workers: int) -> str:
     if config.data_service:
         steps += f", input on the tf.data service {config.data_service}"
     return (f"train: {train['num_windows']:,} windows of {stats['window']} x {len(stats['features'])} "
+            f"every {stats['stride']} rows "
             f"({','.join(stats['features'])}) in {len(train['shards'])} shard(s); {steps} of "
             f"{config.batch_size} per epoch; weights ({config.weighting}) "
             + ", ".join(f"{k} {v:.3g}" for k, v in w.items()))
@@ -382,6 +404,8 @@ def _describe(stats: Dict[str, Any], config: TrainConfig, workers: int) -> str:
 
 def _datasets(config: TrainConfig, stats: Dict[str, Any], workers: int):
     """(train, eval or None) datasets; both splits are checked before any training starts."""
+    if config.dense:
+        return _dense_datasets(config, stats)
     common = dict(stats=stats, num_workers=workers, data_service=config.data_service)
     train_ds = data.make_dataset(config.data, layout.TRAIN, config.batch_size, config.weighting,
                                  shuffle=True, repeat=config.steps_per_epoch is not None,
@@ -390,6 +414,18 @@ def _datasets(config: TrainConfig, stats: Dict[str, Any], workers: int):
     if stats["splits"][layout.EVAL]["num_windows"]:
         eval_ds = data.make_dataset(config.data, layout.EVAL, config.batch_size, config.weighting,
                                     **common)
+    return train_ds, eval_ds
+
+
+def _dense_datasets(config: TrainConfig, stats: Dict[str, Any]):
+    """(train, eval or None) chunk datasets of dense training: `batch_size` chunks per step."""
+    train_ds = data.make_dense_dataset(config.data, layout.TRAIN, config.batch_size, config.weighting,
+                                       shuffle=True, repeat=config.steps_per_epoch is not None,
+                                       seed=config.seed, stats=stats)
+    eval_ds = None
+    if stats["splits"][layout.EVAL]["num_windows"]:
+        eval_ds = data.make_dense_dataset(config.data, layout.EVAL, config.batch_size, config.weighting,
+                                          stats=stats)
     return train_ds, eval_ds
 
 
@@ -418,14 +454,20 @@ def train(config: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> Dict[str,
     Returns {"history": the whole run's history, "serving": path (None on a non-chief worker),
     "chief": whether this process wrote MODEL, "model": the trained Keras model (with early
     stopping, holding the exported best epoch's weights)}.
+    The windows are `config.window` x `config.stride` (None: stats.json's; other ones only on a
+    sequence folder), and everything after reads stats.json as data.windowed_stats counts them:
+    steps, weights, the model's window and the exported W.
     Raises StrategyError (TF_CONFIG), data.ShardingError (fewer shards than workers),
     model_lib.ModelError (a tcn whose receptive field exceeds the window), ResumeError,
-    data.EmptySplitError, StatsError.
+    data.EmptySplitError, data.WindowError (a window or stride the folder cannot give), StatsError.
     """
     # Everything that can be wrong with the input is found before the cluster starts (building
     # the multiworker strategy waits for every worker), and nothing before it runs a TF op.
     workers = num_workers(read_tf_config()) if config.strategy == MULTIWORKER else 1
-    stats = read_stats(config.data)
+    stats = data.windowed_stats(read_stats(config.data), config.window, config.stride)
+    if config.dense and sequence.layout_of(stats) != sequence.SEQUENCE:
+        raise data.WindowError(f"{config.data}: --dense reads a sequence folder's chunks; this one has the "
+                               f"{sequence.layout_of(stats)} layout (preprocess with --layout sequence)")
     config = dataclasses.replace(config, model=config.model.for_window(stats["window"]))  # ModelError
     for split in layout.SPLITS:
         if stats["splits"][split]["num_windows"]:
@@ -443,6 +485,7 @@ def train(config: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> Dict[str,
 
     with strategy.scope():
         net = model_lib.build_model(stats["window"], len(stats["features"]), config.model)
+        fitted = model_lib.dense_model(net, config.model) if config.dense else net
     history = HistoryFile(_path(config, HISTORY_FILE), write=chief)
     callbacks = [
         # history before the backup: a kill between the two re-runs the epoch and rewrites its entry
@@ -460,7 +503,7 @@ def train(config: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> Dict[str,
     if early is not None and early.stopped():  # a re-run of a run that stopped early
         _LOG.info("the run stopped early after epoch %d: nothing to train", history.history["epoch"][-1])
     else:
-        net.fit(train_ds, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
+        fitted.fit(train_ds, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
                 validation_data=eval_ds, callbacks=[*callbacks, *extra_callbacks],
                 verbose=config.verbose)
     kept = early.best_weights() if early is not None else None

@@ -24,9 +24,10 @@ LENGTHS = {"train": (5, 23, 24, 25, 57, 130, 61, 90), "eval": (40, 70)}
 
 
 def _recording(rng, n):
-    """(rows float32 [n, F], labels int64 [n] in runs)."""
-    rows = rng.normal(size=(n, len(FEATURES))).astype(np.float32)
+    """(rows float32 [n, F], labels int64 [n] in runs); the rows' level tells the label apart,
+    so that a model can learn it."""
     labels = np.repeat(rng.integers(0, 4, size=n), rng.integers(5, 30, size=n))[:n]
+    rows = (rng.normal(size=(n, len(FEATURES))) + labels[:, None]).astype(np.float32)
     return rows, labels
 
 
@@ -138,9 +139,9 @@ def test_windowed_stats_counts_the_chosen_windows(folder):
         assert [s["file"] for s in view["splits"][split]["shards"]] == [
             s["file"] for s in stats["splits"][split]["shards"]]
     assert data.windowed_stats(stats) == data.windowed_stats(stats, WINDOW, STRIDE)
-    with pytest.raises(ValueError, match="window"):
+    with pytest.raises(data.WindowError, match="window"):
         data.windowed_stats(stats, WINDOW + 1, 1)
-    with pytest.raises(ValueError, match="stride"):
+    with pytest.raises(data.WindowError, match="stride"):
         data.windowed_stats(stats, WINDOW, 0)
 
 
@@ -149,7 +150,7 @@ def test_a_windows_folder_takes_only_its_own_window_and_stride(prep_dir, stats):
     assert data.windowed_stats(stats, stats["window"], stats["stride"]) is stats
     data.make_dataset(prep_dir, "eval", 8, window=stats["window"], stride=stats["stride"])
     for window, stride in ((stats["window"] // 2, None), (None, 1)):
-        with pytest.raises(ValueError, match="windows-layout folder holds only window"):
+        with pytest.raises(data.WindowError, match="windows-layout folder holds only window"):
             data.make_dataset(prep_dir, "eval", 8, window=window, stride=stride)
 
 
