@@ -281,12 +281,28 @@ def run(argv: Optional[Sequence[str]] = None, model=None, sequence=None) -> Dict
               else f"batches of {args.batch_size:,} windows", args.input)
     try:
         options = PipelineOptions(beam_args)
-        with beam.Pipeline(runner=make_runner(options), options=options) as pipeline:
-            build_pipeline(pipeline, [input_path], args, serving, path, staging, model, sequence)
+        pipeline = beam.Pipeline(runner=make_runner(options), options=options)
+        build_pipeline(pipeline, [input_path], args, serving, path, staging, model, sequence)
+        result = pipeline.run()
+        result.wait_until_finish()
         counts = _publish(staging, output, _read_manifest(staging), args.max_bad_fraction, args.input)
     finally:
         ownership.remove_tree(staging)
-    return {**counts, "output": args.output, "seconds": time.time() - started}
+    from beam_jobs.prediction import MODEL_MS
+
+    return {**counts, "output": args.output, "seconds": time.time() - started,
+            "model_seconds": _counter(result, MODEL_MS) / 1000.0}
+
+
+def _counter(result, name: str) -> int:
+    """A counter's committed value summed over steps (0 when the runner reports no metrics)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    try:
+        found = result.metrics().query(MetricsFilter().with_name(name))["counters"]
+    except (NotImplementedError, KeyError):
+        return 0
+    return sum(c.committed or 0 for c in found)
 
 
 def _stop_on_sigterm(signum, frame) -> None:
@@ -309,9 +325,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     rate = counts["predicted"] / counts["seconds"] if counts["seconds"] else 0.0
+    model_rate = counts["predicted"] / counts["model_seconds"] if counts["model_seconds"] else 0.0
     print(f"wrote {counts['output']}: {counts['predicted'] + counts['uniform']:,} rows ({counts['predicted']:,} "
           f"predicted from their window, {counts['uniform']:,} rejected rows given uniform probabilities) "
-          f"in {counts['seconds']:.1f} s ({rate:,.0f} rows/s)")
+          f"in {counts['seconds']:.1f} s ({rate:,.0f} rows/s; model calls {counts['model_seconds']:.1f} s, "
+          f"{model_rate:,.0f} rows/s)")
     if counts["rejects_file"]:
         print(f"rejected rows ({counts['rejected']:,} of {counts['rows_read']:,}): {counts['rejects_file']}")
     return 0

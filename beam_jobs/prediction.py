@@ -8,6 +8,7 @@ and submission. Reading, blocks and the rejects output are preprocess's own (bea
 
 import dataclasses
 import logging
+import time
 from typing import Callable, Optional, Sequence
 
 import apache_beam as beam
@@ -20,8 +21,9 @@ from beam_jobs.csv_reader import IdRows
 from beam_jobs.transforms import NAMESPACE, REJECTS, TALLY, _tail_rows, _tally, _tally_sources
 
 _LOG = logging.getLogger("crewstream.predict")
-EXCLUDED = "excluded"
 FALLBACK = "fallback"
+ROWS_PREDICTED = "rows_predicted"
+MODEL_MS = "model_ms"  # milliseconds in model calls (all workers' summed): the model phase alone
 
 
 class SpillIdsFn(beam.DoFn):
@@ -154,7 +156,8 @@ class PredictBlockFn(beam.DoFn):
         self._p = params
         self._model = None
         self._progress = None
-        self._rows = Metrics.counter(NAMESPACE, "rows_predicted")
+        self._rows = Metrics.counter(NAMESPACE, ROWS_PREDICTED)
+        self._model_ms = Metrics.counter(NAMESPACE, MODEL_MS)
 
     def setup(self):
         p = self._p
@@ -173,8 +176,10 @@ class PredictBlockFn(beam.DoFn):
         rows = blocks.read_rows(block.path, block.num_features)
         context = np.concatenate([b.signals for b in before]) if before else rows.signals[:0]
         padded = inference.pad_front(rows.signals, context, p.window)
+        started = time.perf_counter()
         probabilities, nonfinite = inference.predict_padded(
             self._model, padded, p.window, p.num_classes, p.path, p.batch_size, p.sweep_rows, p.concurrent)
+        self._model_ms.inc(int(round((time.perf_counter() - started) * 1000)))
         crew, seat, experiment = block.recording
         path = submission.piece_path(p.staging, f"crew{crew}-seat{seat}-{experiment}-b{block.index:05d}.csv")
         submission.write_piece(path, rows.id, probabilities)

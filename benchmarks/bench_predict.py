@@ -29,7 +29,7 @@ Variants, on `one`, for each feature set (1 = `r`; 23 = all signals) and each mo
                     batch_size=32 or 1024), DataFrame.to_csv. When the windows would not fit in
                     --inmemory-max-gib, only the first windows that do are built and predicted:
                     the row says `subset`, and its windows/s is still a fair rate.
-    crewstream      lstm: python -m trainer.predict --model-dir MODEL --input CSV --output SUB
+    crewstream      lstm: python -m beam_jobs.predict --model-dir MODEL --input CSV --output SUB
                     (defaults: the windowed path)
     crewstream --concurrent 1   the same with one model call in flight (lstm, first feature set only)
     crewstream --path windows   tcn: serving_default on every row's window, on a time prefix of the
@@ -42,7 +42,7 @@ its own subprocess, one at a time: wall time from start to exit (imports and mod
 included), peak RSS of the process tree (0.2 s samples of the RSS summed over the process and its
 descendants) and of the largest process (the larger of its samples and the kernel's ru_maxrss
 from wait4), and CPU seconds (user + system). Model windows/s is the model phase alone for
-in-memory (model.predict) and pass 2 for crewstream (its own log); end-to-end windows/s is
+in-memory (model.predict) and the model calls for crewstream (its own log: summed over its workers); end-to-end windows/s is
 windows / wall time (one window per row: rows/s). Submissions of one model are compared on their
 common ids (max |difference| of the probabilities): in-memory b1024 against crewstream's default
 (lstm) or sweep (tcn), and the tcn's windowed subset against its sweep.
@@ -75,7 +75,8 @@ SIZES = {  # name: (test crews, test seconds per (crew, seat))
 FEATURE_SETS = {"1": ["r"], "23": list(csv_layout.SIGNALS)}
 KINDS = ("lstm", "tcn")  # trainer.model.MODELS, named here so the parent need not import TensorFlow
 DEFAULT_WINDOWS_ROWS = 131_072  # the tcn's windowed predict: rows of `one` it runs on (0: all)
-SUMMARY = re.compile(r"read ([\d.]+) s, predict ([\d.]+) s \(([\d,]+) windows/s\)")
+# beam_jobs.predict's last line: "... in S s (N rows/s; model calls M s, R rows/s)"
+SUMMARY = re.compile(r"model calls ([\d.]+) s")
 
 
 # --- setup: data and model, each made by a subprocess (this process stays small) ---------------
@@ -295,18 +296,18 @@ def run_inmemory(workdir: Path, csv: Path, model: Path, features: str, kind: str
 
 def run_crewstream(workdir: Path, size: str, csv: Path, model: Path, features: str, kind: str = "lstm",
                    extra: Sequence[str] = (), role: str = "crewstream", note: str = "") -> Dict:
-    """`python -m trainer.predict` on CSV with MODEL and `extra` flags; `role` names the row for
+    """`python -m beam_jobs.predict` on CSV with MODEL and `extra` flags; `role` names the row for
     the ratios: crewstream (defaults), ablation, windows or sweep (the tcn's --path)."""
     name = f"{size}-f{features}-{kind}-{role}"
     output = workdir / "subs" / f"{name}.csv"
     output.parent.mkdir(parents=True, exist_ok=True)
-    result = measured(name, python("-m", "trainer.predict", "--model-dir", str(model), "--input", str(csv),
+    result = measured(name, python("-m", "beam_jobs.predict", "--model-dir", str(model), "--input", str(csv),
                                    "--output", str(output), "--progress", "log", *extra), workdir)
     found = SUMMARY.search(Path(result["log"]).read_text())
     rows = count_rows(output)
     return {**result, "name": name, "size": size, "features": features, "kind": kind, "role": role,
             "variant": "crewstream" + (" " + " ".join(extra) if extra else ""), "windows": rows, "rows": rows,
-            "model_s": float(found.group(2)) if found else float("nan"), "note": note, "output": str(output),
+            "model_s": float(found.group(1)) if found else float("nan"), "note": note, "output": str(output),
             "model_dir": str(model)}
 
 
@@ -398,13 +399,13 @@ def ratios(results: List[Dict]) -> List[str]:
                 label = "the sweep" if kind == "tcn" else "crewstream (windows)"
                 lines.append(f"- F={features}, {kind}: {label} end-to-end "
                              f"{end_to_end(ours):,.0f} rows/s = {end_to_end(ours) / rate:.2f}x in-memory "
-                             f"model.predict at batch 1024 ({rate:,.0f} w/s, model phase only); its pass 2 alone "
+                             f"model.predict at batch 1024 ({rate:,.0f} w/s, model phase only); its model calls alone "
                              f"{model_rate(ours) / rate:.2f}x"
                              + (" (target: the sweep >= 20x)" if kind == "tcn" else ""))
             windows = find(results, size="one", features=features, kind=kind, role="windows")
             if windows and ours:
-                lines.append(f"- F={features}, tcn: sweep pass 2 {model_rate(ours):,.0f} rows/s = "
-                             f"{model_rate(ours) / model_rate(windows):.1f}x the windowed pass 2 "
+                lines.append(f"- F={features}, tcn: sweep model calls {model_rate(ours):,.0f} rows/s = "
+                             f"{model_rate(ours) / model_rate(windows):.1f}x the windowed model calls "
                              f"({model_rate(windows):,.0f} windows/s)")
     default = {"lstm": "crewstream", "tcn": "sweep"}
     for kind in KINDS:
@@ -516,7 +517,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _concurrency() -> int:
-    from trainer.predict import default_concurrency
+    from beam_jobs.inference import default_concurrency
 
     return default_concurrency()
 
