@@ -11,13 +11,19 @@ existed wrote none; such a stats.json is still valid. The same holds for two lat
   - each split's `segments` (time segments of its recordings, docs/DESIGN.md "Windows") and
     `short_segments` (those shorter than `window`, which give no window): the split has windows
     exactly when some segment is not short, and rows exactly when it has segments.
+And `layout` (docs/DESIGN.md "Layouts"): `windows` (a stats.json without it is one) or `sequence`.
+A sequence folder also has `chunk_rows`, per split `num_chunks`, and per shard {file, num_chunks,
+sha256, chunks} instead of {file, num_windows, sha256}: `chunks` lists each record, in file order,
+as [position, c, [[label index, rows], ...]] (tfrecords_schema.sequence, whose window_counts counts
+the windows of any W' <= window and stride from it); the split's `num_windows` and `class_counts`
+are those of the folder's `window` and `stride`.
 """
 
 import json
 import re
 from typing import Any, Dict, List
 
-from tfrecords_schema import atomic_write, layout
+from tfrecords_schema import atomic_write, layout, sequence
 from tfrecords_schema.record import LABEL_VOCABULARY
 
 SCALES = ("zscore", "minmax")
@@ -52,7 +58,8 @@ def _check_fields(obj: Dict[str, Any], fields: Dict[str, Any], where: str) -> No
                f"expected {kind}, got {type(obj[key]).__name__}")
 
 
-def _validate_split(name: str, split: Dict[str, Any], compression: str) -> None:
+def _validate_split(name: str, split: Dict[str, Any], compression: str, count_key: str = "num_windows") -> None:
+    """`count_key`: what a shard counts, `num_windows` (windows layout) or `num_chunks` (sequence)."""
     where = f"splits.{name}"
     _check_fields(split, _SPLIT_FIELDS, where)
     counts = split["class_counts"]
@@ -65,15 +72,16 @@ def _validate_split(name: str, split: Dict[str, Any], compression: str) -> None:
     total = 0
     suffix = layout.COMPRESSIONS[compression]
     for i, shard in enumerate(split["shards"]):
-        _check(isinstance(shard, dict) and {"file", "num_windows"} <= set(shard),
-               f"{where}.shards[{i}]", "expected {file, num_windows}")
+        _check(isinstance(shard, dict) and {"file", count_key} <= set(shard),
+               f"{where}.shards[{i}]", f"expected {{file, {count_key}}}")
         _check(shard["file"].startswith(name + "/") and shard["file"].endswith(suffix),
                f"{where}.shards[{i}].file", f"{shard['file']!r} is not a {name}/*{suffix} shard")
         _check("sha256" not in shard or (isinstance(shard["sha256"], str) and _SHA256.fullmatch(shard["sha256"])),
                f"{where}.shards[{i}].sha256", "expected 64 lowercase hex digits")
-        total += shard["num_windows"]
-    _check(total == split["num_windows"], f"{where}.shards",
-           f"shard counts sum to {total}, num_windows is {split['num_windows']}")
+        total += shard[count_key]
+    _check_fields(split, {count_key: int}, where)
+    _check(total == split[count_key], f"{where}.shards",
+           f"shard counts sum to {total}, {count_key} is {split[count_key]}")
     if any(key in split for key in _SEGMENT_FIELDS):
         _validate_segments(where, split)
 
@@ -88,6 +96,48 @@ def _validate_segments(where: str, split: Dict[str, Any]) -> None:
            f"{short} of {segments} segment(s) shorter than the window, yet {split['num_windows']} window(s)")
     _check((split["num_rows"] > 0) == (segments > 0), f"{where}.segments",
            f"{segments} segment(s) for {split['num_rows']} row(s)")
+
+
+def _validate_chunks(where: str, chunks: Any, chunk_rows: int) -> None:
+    """[[position, c, [[label, rows], ...]], ...]: position a multiple of chunk_rows, 1 <= c <=
+    chunk_rows, runs of known labels covering the c rows."""
+    _check(isinstance(chunks, list), where, "expected a list of [position, c, label runs]")
+    labels = range(len(LABEL_VOCABULARY))
+    for j, chunk in enumerate(chunks):
+        here = f"{where}[{j}]"
+        ok = isinstance(chunk, list) and len(chunk) == 3 and all(_is_int(v) for v in chunk[:2]) \
+            and isinstance(chunk[2], list) and all(isinstance(r, list) and len(r) == 2 and all(map(_is_int, r))
+                                                   for r in chunk[2])
+        _check(ok, here, "expected [position, c, [[label, rows], ...]] of integers")
+        position, rows, runs = chunk
+        _check(position >= 0 and position % chunk_rows == 0 and 1 <= rows <= chunk_rows, here,
+               f"position {position} must be a multiple of chunk_rows ({chunk_rows}) and c ({rows}) in 1..{chunk_rows}")
+        _check(all(label in labels and length >= 1 for label, length in runs) and sum(r[1] for r in runs) == rows,
+               here, f"label runs {runs} must be of labels 0..{len(labels) - 1} and cover its {rows} rows")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate_sequence(stats: Dict[str, Any]) -> None:
+    """A sequence folder's chunk summaries are well formed and count, at the folder's window and
+    stride, the windows each split's `class_counts` give."""
+    _check_fields(stats, {"chunk_rows": int}, "top level")
+    _check(stats["chunk_rows"] >= 1, "chunk_rows", "must be >= 1")
+    for name in layout.SPLITS:
+        split = stats["splits"][name]
+        for i, shard in enumerate(split["shards"]):
+            where = f"splits.{name}.shards[{i}]"
+            _check("chunks" in shard, where, "missing field 'chunks'")
+            _validate_chunks(f"{where}.chunks", shard["chunks"], stats["chunk_rows"])
+            _check(len(shard["chunks"]) == shard["num_chunks"], f"{where}.num_chunks",
+                   f"{shard['num_chunks']} for {len(shard['chunks'])} listed chunk(s)")
+        counted = sequence.window_counts(stats, name, stats["window"], stats["stride"])
+        listed = {label: split["class_counts"].get(label, 0) for label in LABEL_VOCABULARY}
+        _check(counted["class_counts"] == listed, f"splits.{name}.class_counts",
+               f"{listed} differ from the windows its chunks give at window {stats['window']}, stride "
+               f"{stats['stride']}: {counted['class_counts']}")
 
 
 def _validate_inputs(stats: Dict[str, Any]) -> None:
@@ -132,9 +182,13 @@ def validate_stats(stats: Dict[str, Any]) -> Dict[str, Any]:
         entry = stats["scaling"].get(name)
         _check(isinstance(entry, dict) and set(params) <= set(entry), f"scaling.{name}",
                f"expected {{{', '.join(params)}}}")
+    _check(sequence.layout_of(stats) in sequence.LAYOUTS, "layout", f"expected one of {sequence.LAYOUTS}")
     _check(set(stats["splits"]) == set(layout.SPLITS), "splits", f"expected {list(layout.SPLITS)}")
+    count_key = "num_chunks" if sequence.layout_of(stats) == sequence.SEQUENCE else "num_windows"
     for name in layout.SPLITS:
-        _validate_split(name, stats["splits"][name], stats["compression"])
+        _validate_split(name, stats["splits"][name], stats["compression"], count_key)
+    if sequence.layout_of(stats) == sequence.SEQUENCE:
+        _validate_sequence(stats)
     listed = [("sha256" in shard) for name in layout.SPLITS for shard in stats["splits"][name]["shards"]]
     _check(all(listed) or not any(listed), "shards", "sha256 is listed for some shards and not for others")
     if "inputs" in stats:

@@ -16,6 +16,10 @@ Checks, against OUT/stats.json (which must be present and valid):
   - every record parses with the schema's spec (tfrecords_schema.record), its label is in the
     vocabulary and its crew belongs to the split;
   - records per shard, and per class per split, equal the counts stats.json gives;
+  - a sequence folder (docs/DESIGN.md "Layouts"): each chunk record parses with the chunk spec,
+    holds k = min(W-1, position) context rows and is, in position, rows and labels, the chunk
+    stats.json lists at its place; the per-class counts are those of the windows of the folder's
+    window and stride cut from the records;
   - no shard file sits in train/ or eval/ without being listed (a reader would never see it).
 Every problem names the shard and, for a bad record, its index (0-based, in file order) and
 its byte offset (in the uncompressed stream).
@@ -36,7 +40,9 @@ from typing import Any, BinaryIO, Dict, Iterator, List, Tuple
 import google_crc32c
 
 from tfrecords_schema import layout
-from tfrecords_schema.record import CREW, LABEL, LABEL_VOCABULARY, parse_examples
+from tfrecords_schema import sequence
+from tfrecords_schema.record import (CONTEXT, CREW, LABEL, LABEL_VOCABULARY, LABELS, POSITION, ROWS, parse_chunks,
+                                     parse_examples)
 from tfrecords_schema.stats import SCALE_PARAMS, StatsError, read_stats
 
 PARSE_BATCH = 1024  # records parsed at once
@@ -164,7 +170,7 @@ def check_shard(out_dir: str, entry: Dict[str, Any], split: str, stats: Dict[str
             for data in read_records(records):
                 batch.records.append(data)
                 if len(batch.records) == PARSE_BATCH:
-                    _parse_batch(batch, stats, crews, result)
+                    _parse_batch(batch, stats, crews, result, entry)
             digest = raw.hexdigest()
         if "sha256" in entry and digest != entry["sha256"]:
             result.problems.append(f"{entry['file']}: its bytes are not the shard stats.json lists (sha256 "
@@ -174,44 +180,89 @@ def check_shard(out_dir: str, entry: Dict[str, Any], split: str, stats: Dict[str
     except (EOFError, OSError, zlib.error) as e:  # gzip: truncated stream, bad data or CRC
         result.problems.append(f"{entry['file']}: record {result.num_records + len(batch.records)}: "
                                f"unreadable gzip stream ({e})")
-    _parse_batch(batch, stats, crews, result)
-    if not result.problems and result.num_records != entry["num_windows"]:
+    _parse_batch(batch, stats, crews, result, entry)
+    count_key = "num_chunks" if sequence.layout_of(stats) == sequence.SEQUENCE else "num_windows"
+    if not result.problems and result.num_records != entry[count_key]:
         result.problems.append(f"{entry['file']}: {result.num_records:,} record(s), stats.json lists "
-                               f"{entry['num_windows']:,}")
+                               f"{entry[count_key]:,}")
     return result
 
 
-def _parse_batch(batch: _Batch, stats: Dict[str, Any], crews: frozenset, result: ShardResult) -> None:
-    """Parse the pending records with the schema; count labels; name any record that fails."""
+def _parser(stats: Dict[str, Any]):
+    """serialized records (a list of bytes) -> the schema's parse of them, for the folder's layout."""
+    import tensorflow as tf
+
+    window, num_features = stats["window"], len(stats["features"])
+    if sequence.layout_of(stats) == sequence.SEQUENCE:
+        return lambda records: parse_chunks(tf.constant(records), num_features)
+    return lambda records: parse_examples(tf.constant(records), window, num_features)
+
+
+def _chunk_labels(parsed: Dict[str, Any], batch: _Batch, stats: Dict[str, Any], entry: Dict[str, Any],
+                  result: ShardResult):
+    """A batch of chunk records -> (every row's label, the record of each, the labels of the
+    windows of the folder's window and stride); a record that is not the chunk stats.json lists at
+    its place, or whose context is not min(W-1, position) rows, is a problem."""
+    import numpy as np
+
+    window, stride = stats["window"], stats["stride"]
+    labels = parsed[LABELS]
+    positions, contexts = parsed[POSITION].numpy(), parsed[CONTEXT].numpy()
+    rows = parsed[ROWS].row_lengths().numpy()
+    windows = []
+    for i, chunk_labels in enumerate(labels.numpy()):
+        index, position, c = batch.first + i, int(positions[i]), len(chunk_labels)
+        found = [position, c, sequence.label_runs(chunk_labels)]
+        listed = entry["chunks"][index] if index < len(entry["chunks"]) else None
+        if found != listed:
+            result.problems.append(f"{result.file}: record {index}: chunk {found} is not the one stats.json lists "
+                                   f"there ({listed})")
+        if contexts[i] != sequence.context_rows(position, window) or rows[i] != contexts[i] + c:
+            result.problems.append(f"{result.file}: record {index}: {rows[i]} row(s) with context {contexts[i]} for "
+                                   f"{c} label(s) at position {position} (expected context "
+                                   f"{sequence.context_rows(position, window)})")
+        windows.append(chunk_labels[sequence.chunk_window_ends(position, c, window, stride) - position])
+    return labels.flat_values.numpy(), labels.value_rowids().numpy(), np.concatenate(windows)
+
+
+def _parse_batch(batch: _Batch, stats: Dict[str, Any], crews: frozenset, result: ShardResult,
+                 entry: Dict[str, Any]) -> None:
+    """Parse the pending records with the schema; count labels (of windows, for a sequence
+    folder: those of its window and stride); name any record that fails."""
     import numpy as np
     import tensorflow as tf
 
     if not batch.records:
         return
-    window, num_features = stats["window"], len(stats["features"])
+    parse = _parser(stats)
     try:
-        parsed = parse_examples(tf.constant(batch.records), window, num_features)
+        parsed = parse(batch.records)
     except tf.errors.InvalidArgumentError:
         parsed = None
     if parsed is None:  # find the first record that does not parse
         for i, record in enumerate(batch.records):
             try:
-                parse_examples(tf.constant([record]), window, num_features)
+                parse([record])
             except tf.errors.InvalidArgumentError as e:
                 result.problems.append(f"{result.file}: record {batch.first + i}: does not parse with "
                                        f"the schema ({e.message.splitlines()[0]})")
                 break
     else:
-        labels, record_crews = parsed[LABEL].numpy(), parsed[CREW].numpy()
+        record_crews = parsed[CREW].numpy()
+        if sequence.layout_of(stats) == sequence.SEQUENCE:
+            labels, record_of, counted = _chunk_labels(parsed, batch, stats, entry, result)
+        else:
+            labels = counted = parsed[LABEL].numpy()
+            record_of = np.arange(len(labels))
         bad = np.flatnonzero((labels < 0) | (labels >= len(LABEL_VOCABULARY)))
         if len(bad):
-            result.problems.append(f"{result.file}: record {batch.first + bad[0]}: label {labels[bad[0]]} "
-                                   f"is not in {list(LABEL_VOCABULARY)}")
+            result.problems.append(f"{result.file}: record {batch.first + record_of[bad[0]]}: label "
+                                   f"{labels[bad[0]]} is not in {list(LABEL_VOCABULARY)}")
         foreign = np.flatnonzero(~np.isin(record_crews, list(crews)))
         if len(foreign):
             result.problems.append(f"{result.file}: record {batch.first + foreign[0]}: crew "
                                    f"{record_crews[foreign[0]]} is not one of this split's crews {sorted(crews)}")
-        counts = np.bincount(labels[(labels >= 0) & (labels < len(LABEL_VOCABULARY))],
+        counts = np.bincount(counted[(counted >= 0) & (counted < len(LABEL_VOCABULARY))],
                              minlength=len(LABEL_VOCABULARY))
         result.class_counts = [a + int(b) for a, b in zip(result.class_counts, counts)]
     result.num_records += len(batch.records)

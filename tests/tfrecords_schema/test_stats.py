@@ -137,3 +137,46 @@ def test_invalid_digests_or_segments_name_the_problem(mutate, message):
     mutate(stats)
     with pytest.raises(StatsError, match=message):
         validate_stats(stats)
+
+
+def good_sequence_stats():
+    """Two segments of 10 and 3 rows, chunks of 4, window 3, stride 2: windows end at rows
+    2, 4, 6, 8 of the first (labels A, A, C, C) and at row 2 of the second (D)."""
+    stats = good_stats()
+    stats.update(layout="sequence", window=3, stride=2, chunk_rows=4)
+    stats["splits"]["train"].update(num_windows=5, class_counts={"A": 2, "B": 0, "C": 2, "D": 1}, num_chunks=4, shards=[
+        {"file": "train/part-00000-of-00002.tfrecord", "num_chunks": 2,
+         "chunks": [[0, 4, [[0, 4]]], [8, 2, [[2, 2]]]]},
+        {"file": "train/part-00001-of-00002.tfrecord", "num_chunks": 2,
+         "chunks": [[4, 4, [[0, 1], [2, 3]]], [0, 3, [[3, 3]]]]}])
+    stats["splits"]["eval"]["num_chunks"] = 0
+    return stats
+
+
+def test_valid_sequence_stats_pass_and_an_unnamed_layout_is_windows():
+    assert validate_stats(good_sequence_stats()) == good_sequence_stats()
+    assert validate_stats({**good_stats(), "layout": "windows"})
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda s: s.update(layout="rows"), "layout"),
+    (lambda s: s.pop("chunk_rows"), "missing field 'chunk_rows'"),
+    (lambda s: s["splits"]["eval"].pop("num_chunks"), "missing field 'num_chunks'"),
+    (lambda s: s["splits"]["train"].update(num_chunks=5), "shard counts sum to 4, num_chunks is 5"),
+    (lambda s: s["splits"]["train"]["shards"][0].pop("chunks"), "missing field 'chunks'"),
+    (lambda s: s["splits"]["train"]["shards"][0].update(num_chunks=1, chunks=[[0, 4, [[0, 4]]]]) or
+     s["splits"]["train"].update(num_chunks=3), "differ from the windows its chunks give"),
+    (lambda s: s["splits"]["train"]["shards"][0]["chunks"][1].__setitem__(0, 6), "multiple of chunk_rows"),
+    (lambda s: s["splits"]["train"]["shards"][0]["chunks"][1].__setitem__(1, 5), r"in 1\.\.4"),
+    (lambda s: s["splits"]["train"]["shards"][1]["chunks"][0].__setitem__(2, [[0, 1], [2, 2]]), "cover its 4 rows"),
+    (lambda s: s["splits"]["train"]["shards"][1]["chunks"][1].__setitem__(2, [[4, 3]]), "labels 0..3"),
+    (lambda s: s["splits"]["train"]["shards"][1]["chunks"][1].__setitem__(2, [3, 3]), "of integers"),
+    (lambda s: s["splits"]["train"]["shards"][1].update(num_chunks=3) or s["splits"]["train"].update(num_chunks=5),
+     "3 for 2 listed"),
+    (lambda s: s["splits"]["train"]["class_counts"].update(A=1, B=1), "differ from the windows its chunks give"),
+])
+def test_invalid_sequence_stats_name_the_field(mutate, message):
+    stats = copy.deepcopy(good_sequence_stats())
+    mutate(stats)
+    with pytest.raises(StatsError, match=message):
+        validate_stats(stats)
