@@ -55,26 +55,6 @@ def staging_prefix(output: str) -> str:
     return f".{os.path.basename(output.rstrip('/'))}.staging-"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     from beam_jobs import blocks
 
@@ -91,29 +71,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True,
                         help="submission CSV to write (.csv or .csv.gz; local or gs://); its rejects file "
                              "goes beside it as NAME.rejects.csv")
-    parser.add_argument("--batch-size", type=_positive_int, default=inference.DEFAULT_BATCH_SIZE,
+    parser.add_argument("--batch-size", type=console.int_at_least(1), default=inference.DEFAULT_BATCH_SIZE,
                         help=f"windows per model call (default {inference.DEFAULT_BATCH_SIZE})")
     parser.add_argument("--path", choices=inference.PATHS, default=inference.AUTO,
                         help=f"{inference.SWEEP}: run the model's `sequence` signature once over each block "
                              f"(a tcn); {inference.WINDOWS}: call serving_default on every row's window; "
                              f"{inference.AUTO}: {inference.SWEEP} when the model can (default {inference.AUTO})")
-    parser.add_argument("--sweep-rows", type=_positive_int, default=inference.DEFAULT_SWEEP_ROWS,
+    parser.add_argument("--sweep-rows", type=console.int_at_least(1), default=inference.DEFAULT_SWEEP_ROWS,
                         help="rows predicted per sequence call when sweeping, fed with the W-1 rows "
                              f"before them (default {inference.DEFAULT_SWEEP_ROWS:,})")
-    parser.add_argument("--concurrent", type=_positive_int, default=None,
+    parser.add_argument("--concurrent", type=console.int_at_least(1), default=None,
                         help="model calls in flight at once per worker (default: one per usable core, at "
                              f"most 8; here {inference.default_concurrency()})")
-    parser.add_argument("--block-rows", type=_positive_int, default=blocks.DEFAULT_BLOCK_ROWS,
+    parser.add_argument("--block-rows", type=console.int_at_least(1), default=blocks.DEFAULT_BLOCK_ROWS,
                         help="most rows of a (crew, seat, experiment) one worker holds at once: longer "
                              "recordings are predicted in time blocks of at most this many rows, each with "
                              "the W-1 rows before it; the output does not depend on it "
                              f"(default {blocks.DEFAULT_BLOCK_ROWS:,})")
-    parser.add_argument("--max-bad-fraction", type=_fraction, default=DEFAULT_MAX_BAD_FRACTION,
+    parser.add_argument("--max-bad-fraction", type=console.fraction, default=DEFAULT_MAX_BAD_FRACTION,
                         help="stop (no submission) when more than this fraction of the rows is "
                              f"rejected (default {DEFAULT_MAX_BAD_FRACTION:g})")
-    parser.add_argument("--chunk-bytes", type=_positive_int, default=csv_reader.DEFAULT_CHUNK_BYTES,
+    parser.add_argument("--chunk-bytes", type=console.int_at_least(1), default=csv_reader.DEFAULT_CHUNK_BYTES,
                         help=argparse.SUPPRESS)
-    parser.add_argument("--split-bytes", type=_positive_int, default=csv_reader.DEFAULT_SPLIT_BYTES,
+    parser.add_argument("--split-bytes", type=console.int_at_least(1), default=csv_reader.DEFAULT_SPLIT_BYTES,
                         help="bytes of an uncompressed CSV one worker parses (default 64 MiB)")
     console.add_progress(parser, "rows predicted")
     console.add_verbose(parser)
@@ -138,7 +118,7 @@ def check_input(path: str, features: Sequence[str]) -> None:
     try:
         ignored = check_file(path, features, with_id=True)
     except csv_reader.CsvLayoutError as e:
-        raise PredictError(str(e)) from None
+        raise PredictError(str(e)) from e  # --verbose shows the cause (a gzip's EOFError, ...)
     except FileNotFoundError:
         raise PredictError(f"{path}: not found") from None
     if ignored:

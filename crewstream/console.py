@@ -122,6 +122,29 @@ def verbose_requested(argv: Optional[list]) -> bool:
 # ---------------------------------------------------------------------------------------------
 # The shared flags
 
+def int_at_least(minimum: int):
+    """An argparse type: an integer >= `minimum`, else "must be an integer >= MINIMUM, got TEXT"."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in "invalid int value: 'x'"
+    return parse
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
+    return value
+
+
 def add_verbose(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true",
                         help="also the libraries' logs (TensorFlow, Beam, absl), debug logging and "

@@ -17,20 +17,8 @@ DEFAULTS = {"epochs": 10, "batch_size": 64, "seed": 0, "units": 64, "layers": 1,
             "learning_rate": 1e-3, "model": "tcn", "filters": 32, "kernel_size": 3, "normalize": "center"}
 
 
-def _int_at_least(minimum: int):
-    """An argparse type: an integer >= `minimum`, else "must be an integer >= MINIMUM, got TEXT"."""
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text}")
-        return value
-
-    parse.__name__ = "int"  # argparse names the type in "invalid int value: 'x'"
-    return parse
-
-
-_positive_int = _int_at_least(1)
-_kernel_size = _norm_rows = _int_at_least(2)
+_positive_int = console.int_at_least(1)
+_kernel_size = _norm_rows = console.int_at_least(2)
 
 
 def _positive_float(text: str) -> float:
