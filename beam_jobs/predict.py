@@ -42,7 +42,6 @@ from tfrecords_schema import layout, ownership
 
 _LOG = logging.getLogger("crewstream.predict")
 DEFAULT_MAX_BAD_FRACTION = 0.001  # as preprocess's --max-bad-fraction
-STAGING_KIND = ownership.STAGING_KIND
 
 
 class PredictError(JobError):
@@ -254,7 +253,7 @@ def run(argv: Optional[Sequence[str]] = None, model=None, sequence=None) -> Dict
     folder = os.path.dirname(output) if not layout.is_remote(output) else output.rsplit("/", 1)[0]
     ownership.remove_leftover_stagings(folder, staging_prefix(output))
     staging = layout.join(folder, f"{staging_prefix(output)}{uuid.uuid4().hex[:12]}")
-    ownership.write_marker(staging, STAGING_KIND)  # remove_leftover_stagings knows it by this
+    ownership.write_marker(staging, ownership.STAGING_KIND)  # remove_leftover_stagings knows it by this
     _LOG.info("model %s (%s): windows of %d rows x %d feature(s), %s; input %s", args.model_dir, serving["model"],
               serving["window"], len(serving["features"]),
               f"swept in chunks of {args.sweep_rows:,} rows" if path == inference.SWEEP

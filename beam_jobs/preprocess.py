@@ -324,7 +324,7 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
     staging = layout.join(absolute(args.output), f"{layout.STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
     out_existed = FileSystems.exists(args.output)
     ownership.claim(args.output, ownership.PREPROCESS, owned)
-    ownership.write_marker(staging, ownership.STAGING_KIND)  # remove_leftovers knows it by this
+    ownership.write_marker(staging, ownership.STAGING_KIND)  # remove_leftover_stagings knows it by this
     _LOG.info("preprocess %d file(s) -> %s (W=%d, stride=%d, %d feature(s), %s)", len(files),
               args.output, args.window, args.stride, len(args.features), args.scale)
     options = PipelineOptions(beam_args)

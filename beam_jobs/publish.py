@@ -49,10 +49,5 @@ def publish(staging: str, out: str, stats: Dict) -> str:
     path = write_stats(out, stats)
     ownership.write_marker(out, kind.name, new)
     ownership.remove_tree(staging)
-    remove_leftovers(out)
+    ownership.remove_leftover_stagings(out)  # what killed runs left
     return path
-
-
-def remove_leftovers(out: str) -> None:
-    """Remove the `.staging-*` folders that killed crewstream runs left in OUT."""
-    ownership.remove_leftover_stagings(out)
