@@ -28,7 +28,7 @@ with global statistics (as `crewstream preprocess` makes them) can learn the cla
 dynamics rather than from whose recording it is. No single row value gives the class away: most of a
 class's values lie inside the same person's baseline range (tests/crewstream/test_synth.py).
 
-Every (crew, seat, experiment) block is drawn from its own seeded generator, so the same arguments
+Every (crew, seat, experiment) recording is drawn from its own seeded generator, so the same arguments
 give byte-identical files, and a crew's data does not depend on which other crews are requested.
 The files are streamed one (crew, experiment) group at a time, in chunks of rows, so memory stays
 bounded by one group's numbers whatever the number of crews.
@@ -86,7 +86,7 @@ ROWS_PER_CHUNK = 1 << 18  # rows formatted and written at a time: bounds the tex
 
 @dataclass(frozen=True)
 class Bursts:
-    """`code` in runs covering a `fraction` (lo, hi) of the block, about one run per `period_s`."""
+    """`code` in runs covering a `fraction` (lo, hi) of the recording, about one run per `period_s`."""
     code: int
     fraction: Tuple[float, float]
     period_s: float
@@ -333,7 +333,7 @@ def quantize(values: np.ndarray, decimals: int, rng: np.random.Generator) -> np.
 
 
 @dataclass
-class Block:
+class Recording:
     """One (crew, seat, experiment) recording in time order.
 
     signals: (n, len(SIGNALS)) float64, columns in SIGNALS order.
@@ -343,7 +343,7 @@ class Block:
     codes: np.ndarray
 
 
-def make_block(seed: int, crew: int, seat: int, experiment: str, n: int) -> Block:
+def make_recording(seed: int, crew: int, seat: int, experiment: str, n: int) -> Recording:
     """The `n` samples (n / SAMPLE_RATE_HZ seconds) of one (crew, seat, experiment)."""
     person = draw_person(seed, crew, seat)
     rng = np.random.default_rng([seed, crew, seat, 2, EXPERIMENTS.index(experiment)])
@@ -361,7 +361,7 @@ def make_block(seed: int, crew: int, seat: int, experiment: str, n: int) -> Bloc
     for d in np.unique(decimals):
         columns = decimals == d
         signals[:, columns] = quantize(signals[:, columns], int(d), rng)
-    return Block(signals=signals, codes=codes)
+    return Recording(signals=signals, codes=codes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,7 +415,7 @@ def kaggle_order(seat: np.ndarray, times: pa.StringArray) -> np.ndarray:
 
 @dataclass
 class Group:
-    """One (crew, experiment): both seats' blocks stacked (seat 0 first) and their file order.
+    """One (crew, experiment): both seats' recordings stacked (seat 0 first) and their file order.
 
     seat, codes: (m,) ints; signals: (m, len(SIGNALS)) float64; time: (m,) text;
     order: (m,) int64 permutation into file order.
@@ -431,14 +431,14 @@ class Group:
 
 def make_group(seed: int, crew: int, experiment: str, n: int, fixed_time: bool) -> Group:
     """Both seats of one (crew, experiment), `n` samples each, with the Kaggle row order."""
-    blocks = [make_block(seed, crew, seat, experiment, n) for seat in SEATS]
+    recordings = [make_recording(seed, crew, seat, experiment, n) for seat in SEATS]
     seat = np.repeat(np.asarray(SEATS, np.int64), n)
     sample = np.tile(np.arange(n, dtype=np.int64), len(SEATS))
     text = time_text(sample, fixed_time)
     return Group(
         crew=crew, experiment=experiment, seat=seat,
-        signals=np.concatenate([b.signals for b in blocks]),
-        codes=np.concatenate([b.codes for b in blocks]),
+        signals=np.concatenate([r.signals for r in recordings]),
+        codes=np.concatenate([r.codes for r in recordings]),
         time=text, order=kaggle_order(seat, text),
     )
 
