@@ -18,7 +18,9 @@ and, on request (--variants):
               SDK worker that a worker pool started; that service always asks for one worker);
     portable2 python -m beam_jobs.preprocess ... --environment_type EXTERNAL
               --environment_config localhost:PORT --direct_num_workers 2
-              (the FnApiRunner with two SDK workers from the same kind of pool).
+              (the FnApiRunner with two SDK workers from the same kind of pool);
+    beam1-seq, beam2mp-seq  beam1 and beam2mp with --layout sequence --chunk-rows C (issue 14:
+              each row stored about once; compare with beam1 / beam2mp, the windows layout).
 
 For the portable variants the script starts a worker pool
 (`python -m apache_beam.runners.worker.worker_pool_main`, this interpreter first on PATH) before
@@ -38,7 +40,10 @@ folder under --workdir removed before and after the run. For each run the script
   and the kernel's own high-water mark, ru_maxrss from wait4);
 - CPU s: user + system CPU time of the process and every descendant it waited for (wait4);
 - windows per split, read back from the output (stats.json / summary.json): every variant must
-  produce the same counts, and the script exits 1 when they differ.
+  produce the same counts, and the script exits 1 when they differ (a sequence-layout folder's
+  stats.json counts the windows of its W and stride, which a reader cuts from its chunks);
+- shard bytes: the size of the output's train/ and eval/ shards, and that size over the float32
+  size of the input's signals (data rows x features x 4 bytes).
 
 Variants run interleaved (repeat 1 of every variant, then repeat 2, ...) so slow drift in a shared
 machine's load hits them alike; the table shows medians over --repeats. The CSV is read once
@@ -50,6 +55,9 @@ Usage (from the repository root, in the project's virtualenv):
     # or `kaggle` = 1,2,3,4,5,6,7,8,13:352 (about 4.87M rows, the size of Kaggle's train.csv)
     python -m benchmarks.bench_preprocess --generate 1,2,3:60 --check
     python -m benchmarks.bench_preprocess --generate kaggle --repeats 3
+
+    # the two layouts (issue 14): bytes on disk, wall time, peak memory
+    python -m benchmarks.bench_preprocess --generate kaggle --variants beam1,beam1-seq --repeats 3
 
     # an existing file
     python -m benchmarks.bench_preprocess --input train.csv --features r,ecg,gsr --repeats 3
@@ -81,7 +89,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
-from tfrecords_schema import csv_layout, layout
+from tfrecords_schema import csv_layout, layout, sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,6 +102,8 @@ VARIANTS = {
     "beam2mp": "Beam job, 2 workers, multi_processing",
     "portable1": "Beam job, PortableRunner (embedded job service), 1 pool worker",
     "portable2": "Beam job, FnApiRunner, 2 pool workers (EXTERNAL)",
+    "beam1-seq": "Beam job, 1 worker, --layout sequence",
+    "beam2mp-seq": "Beam job, 2 workers, multi_processing, --layout sequence",
 }
 DEFAULT_VARIANTS = ("inmemory", "beam1", "beam2mp")
 POOL = "{pool}"  # replaced by the worker pool's localhost:PORT
@@ -103,7 +113,10 @@ BEAM_EXTRA = {
     "portable1": ["--runner", "PortableRunner", "--job_endpoint", "embed",
                   "--environment_type", "EXTERNAL", "--environment_config", POOL],
     "portable2": ["--environment_type", "EXTERNAL", "--environment_config", POOL, "--direct_num_workers", "2"],
+    "beam1-seq": ["--layout", "sequence"],
+    "beam2mp-seq": ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing", "--layout", "sequence"],
 }
+SEQUENCE_VARIANTS = ("beam1-seq", "beam2mp-seq")
 POOL_START_TIMEOUT_S = 120
 CHECK_ATOL = 1e-5
 PSS_PERIOD_S = 1.0
@@ -125,6 +138,7 @@ class Run:
     log: str
     started_at: float
     windows: Dict[str, int] = field(default_factory=dict)
+    shard_bytes: int = 0
     phases: List[Dict] = field(default_factory=list)
     phases_started_at: float = 0.0
 
@@ -331,6 +345,8 @@ def variant_command(variant: str, args, csv: Path, out: Path, pool: str = "local
         extra = ["--tolist"] if variant == "inmemory-tolist" else []
         return [sys.executable, "-m", "benchmarks.inmemory_reference"] + common + extra
     extra = [pool if flag == POOL else flag for flag in BEAM_EXTRA[variant]]
+    if variant in SEQUENCE_VARIANTS:
+        extra += ["--chunk-rows", str(args.chunk_rows)]
     return [sys.executable, "-m", "beam_jobs.preprocess"] + common + extra
 
 
@@ -342,6 +358,12 @@ def read_written(variant: str, out: Path) -> Dict:
             return json.load(f)
     except (OSError, ValueError):
         return {}
+
+
+def shard_bytes(out: Path) -> int:
+    """Bytes of the shards in OUT/train and OUT/eval."""
+    return sum(f.stat().st_size for split in layout.SPLITS if (out / split).is_dir()
+               for f in (out / split).iterdir() if f.is_file())
 
 
 def run_variant(variant: str, repeat: int, args, csv: Path, env: Dict[str, str], keep_as: Optional[Path]) -> Run:
@@ -358,6 +380,7 @@ def run_variant(variant: str, repeat: int, args, csv: Path, env: Dict[str, str],
         print(f"[{repeat}/{args.repeats}] {variant}: {shlex.join(cmd)}", file=sys.stderr)
         numbers = measure(cmd, log_path, args.interval, not args.no_pss, env)
     run = Run(variant, repeat, **numbers)
+    run.shard_bytes = shard_bytes(out)
     written = read_written(variant, out)
     if written:
         run.windows = {split: written["splits"][split]["num_windows"] for split in layout.SPLITS}
@@ -431,7 +454,7 @@ def _gib(n: float) -> str:
     return f"{n / GiB:.2f}"
 
 
-def summarize(variant: str, runs: List[Run], rows: int) -> List[str]:
+def summarize(variant: str, runs: List[Run], rows: int, num_features: int) -> List[str]:
     """One table row: medians over the variant's successful runs."""
     ok = [r for r in runs if r.returncode == 0]
     if not ok:
@@ -453,11 +476,14 @@ def summarize(variant: str, runs: List[Run], rows: int) -> List[str]:
         f"{med('max_procs'):.0f}",
         f"{med('cpu_s'):.1f}",
         f"{windows.get(layout.TRAIN, '?'):,} / {windows.get(layout.EVAL, '?'):,}" if windows else "?",
+        _gib(ok[-1].shard_bytes),
+        f"{ok[-1].shard_bytes / (rows * num_features * 4):.3f}",
     ]
 
 
 HEADER = ["variant", "wall s (median)", "wall s (min-max)", "rows/s", "peak tree RSS GiB",
-          "peak tree PSS GiB", "max single RSS GiB", "procs", "CPU s", "windows train / eval"]
+          "peak tree PSS GiB", "max single RSS GiB", "procs", "CPU s", "windows train / eval",
+          "shards GiB", "shards / float32 signals"]
 
 
 def markdown_table(header: List[str], body: List[List[str]]) -> str:
@@ -536,6 +562,9 @@ def _parse_args(argv: Optional[Sequence[str]]):
     parser.add_argument("--stride", type=int, default=32)
     parser.add_argument("--eval-crews", default="2", help="comma-separated eval crews (default 2)")
     parser.add_argument("--num-shards", type=int, default=8, help="shards per split, every variant (default 8)")
+    parser.add_argument("--chunk-rows", type=int, default=sequence.DEFAULT_CHUNK_ROWS,
+                        help=f"--chunk-rows of the sequence-layout variants (default {sequence.DEFAULT_CHUNK_ROWS}, "
+                             "preprocess's)")
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                         help=f"comma-separated subset of {','.join(VARIANTS)} "
                              f"(default: {','.join(DEFAULT_VARIANTS)})")
@@ -574,6 +603,10 @@ def check_outputs(args, variants: List[str]) -> List[str]:
     for variant in variants:
         if variant not in BEAM_EXTRA:
             continue
+        if variant in SEQUENCE_VARIANTS:
+            lines.append(f"- {variant}: not compared here (chunk records; tests/beam_jobs/test_sequences.py "
+                         "compares the windows cut from them with the windows layout's)")
+            continue
         job = args.workdir / "check" / variant
         if not job.exists() or not reference.exists():
             lines.append(f"- {variant}: MISMATCH: no output to compare (a run failed)")
@@ -600,7 +633,7 @@ def print_report(args, argv: Sequence[str], csv: Path, rows: int, header: List[s
     print(f"- input: {csv}")
     print(f"- repeats: {args.repeats} per variant, interleaved; memory sampled every {args.interval} s; "
           f"logs in {args.workdir / 'logs'}\n")
-    print(markdown_table(HEADER, [summarize(v, runs[v], rows) for v in args.variants]))
+    print(markdown_table(HEADER, [summarize(v, runs[v], rows, len(args.features)) for v in args.variants]))
     print("\nCommands (cwd = repository root):")
     for v in args.variants:
         print(f"- {v}: `{shlex.join(variant_command(v, args, csv, args.workdir / 'out' / v))}`")
