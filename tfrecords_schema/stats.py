@@ -215,8 +215,25 @@ def write_stats(out_dir: str, stats: Dict[str, Any]) -> str:
     """Validate, then write OUT/stats.json atomically; return its path."""
     validate_stats(stats)
     path = layout.join(out_dir, layout.STATS_FILE)
-    atomic_write.write_atomic(path, json.dumps(stats, indent=2, sort_keys=False) + "\n")
+    atomic_write.write_atomic(path, dumps(stats))
     return path
+
+
+def dumps(stats: Dict[str, Any]) -> str:
+    """stats.json's text: indented JSON, but a sequence folder's chunk summaries one per line
+    ([position, c, runs] indented would take a dozen lines each)."""
+    compact, placeholders = json.loads(json.dumps(stats)), {}
+    for split in compact.get("splits", {}).values():
+        for shard in split.get("shards", []):
+            if isinstance(shard, dict) and "chunks" in shard:
+                for j, chunk in enumerate(shard["chunks"]):
+                    key = f"@chunk-{len(placeholders)}@"
+                    placeholders[json.dumps(key)] = json.dumps(chunk, separators=(",", ":"))
+                    shard["chunks"][j] = key
+    text = json.dumps(compact, indent=2, sort_keys=False)
+    if placeholders:
+        text = re.sub(r'"@chunk-\d+@"', lambda m: placeholders[m.group(0)], text)
+    return text + "\n"
 
 
 def shard_files(out_dir: str, stats: Dict[str, Any], split: str) -> List[str]:

@@ -180,3 +180,12 @@ def test_invalid_sequence_stats_name_the_field(mutate, message):
     mutate(stats)
     with pytest.raises(StatsError, match=message):
         validate_stats(stats)
+
+
+def test_a_sequence_stats_json_lists_one_chunk_a_line_and_reads_back_the_same(tmp_path):
+    write_stats(str(tmp_path), good_sequence_stats())
+    text = (tmp_path / "stats.json").read_text()
+    assert '          [4,4,[[0,1],[2,3]]],\n' in text
+    assert read_stats(str(tmp_path)) == good_sequence_stats()
+    write_stats(str(tmp_path), good_stats())  # a windows folder's: indented JSON as before
+    assert (tmp_path / "stats.json").read_text() == json.dumps(good_stats(), indent=2) + "\n"
