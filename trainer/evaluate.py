@@ -55,12 +55,14 @@ def evaluate(config: EvalConfig) -> Dict[str, Any]:
     loaded = export.load_serving(config.model_dir)
     predict = loaded.signatures[export.SCALED_SIGNATURE]
     stream = metrics.StreamingMetrics(LABEL_VOCABULARY)
-    total = read_stats(config.data)["splits"][config.split]["num_windows"]
+    # the windows the model takes (its W; a sequence folder cuts them, at the folder's stride)
+    stats = data.windowed_stats(read_stats(config.data), export.read_serving_config(config.model_dir)["window"])
+    total = stats["splits"][config.split]["num_windows"]
     progress = console.Progress(config.split, total, "windows", console.resolve_progress(config.progress),
                                 logger=_LOG)
     # Weights play no part in the report: every window counts once.
     for window, label, _ in data.make_dataset(config.data, config.split, config.batch_size,
-                                                 weighting=weights.NONE):
+                                                 weighting=weights.NONE, stats=stats):
         probabilities = predict(**{WINDOW: window})[export.PROBABILITIES]
         stream.update(label.numpy(), probabilities.numpy())
         progress.update(int(label.shape[0]))
@@ -112,7 +114,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     try:
         report = evaluate(config)
-    except (StatsError, data.EmptySplitError, ownership.OwnershipError) as e:
+    except (StatsError, data.EmptySplitError, data.WindowError, ownership.OwnershipError) as e:
         if args.verbose:
             raise
         print(f"crewstream evaluate: error: {e}", file=sys.stderr)

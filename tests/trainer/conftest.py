@@ -28,3 +28,19 @@ def records(prep_dir, stats):
         return cache[split]
 
     return read
+
+
+SEQUENCE_CHUNK_ROWS = 500  # a 10 s recording (2,560 rows) is 6 chunks
+
+
+@pytest.fixture(scope="session")
+def sequence_dir(tmp_path_factory, sample_dir):
+    """OUT of a `preprocess --layout sequence` run on the sample with prep_dir's flags (W 64,
+    stride 32, 3 shards), chunks of SEQUENCE_CHUNK_ROWS rows (read-only for tests)."""
+    from beam_jobs import preprocess
+    from tests.conftest import PREPROCESS_FLAGS
+
+    out = tmp_path_factory.mktemp("sequence_prep") / "out"
+    preprocess.run(["--input", str(sample_dir / "train.csv"), "--output", str(out), *PREPROCESS_FLAGS,
+                    "--layout", "sequence", "--chunk-rows", str(SEQUENCE_CHUNK_ROWS)])
+    return str(out)

@@ -180,3 +180,19 @@ def test_the_pipeline_streams_without_python_or_dataset_window(folder):
                       "CacheDatasetV2"}
     assert any(op.startswith("TFRecordDataset") for op in ops)
     assert const_bytes < 10_000
+
+
+# --- a preprocess run of each layout on the same sample ------------------------------------------
+
+@pytest.mark.parametrize("split", ["train", "eval"])
+def test_equal_window_and_stride_give_the_windows_layouts_windows_byte_for_byte(sequence_dir, records, split):
+    from tfrecords_schema import LABEL, WINDOW, read_stats
+
+    stats = read_stats(sequence_dir)
+    got = collections.Counter()
+    for x, y, _ in data.make_dataset(sequence_dir, split, 100, shuffle=True, seed=4):
+        got.update(zip(map(bytes, x.numpy()), y.numpy().tolist()))
+    truth = records(split)
+    want = collections.Counter(zip(map(bytes, truth[WINDOW]), truth[LABEL].tolist()))
+    assert got == want and max(got.values()) == 1
+    assert data.num_windows(data.windowed_stats(stats), split) == sum(want.values())

@@ -1,5 +1,7 @@
 """`crewstream train --window W --stride S` and `--dense`: their command line and refusals."""
 
+import json
+
 import pytest
 
 from trainer import task
@@ -26,3 +28,45 @@ def test_a_windows_folder_refuses_other_windows_in_one_line(tmp_path, prep_dir, 
     err = capsys.readouterr().err
     assert err.startswith("crewstream train: error: ") and err.count("\n") == 1 and message in err, err
     assert not (model_dir / "train_config.json").exists()
+
+
+def _train(sequence_dir, model_dir, *flags):
+    return task.main(["--data", sequence_dir, "--model-dir", str(model_dir), "--epochs", "2",
+                      "--batch-size", "32", "--filters", "4", "--learning-rate", "0.01", "--progress", "none",
+                      *flags])
+
+
+def test_train_and_evaluate_windows_of_another_size_and_stride(tmp_path, sequence_dir, capsys):
+    """W' 32 < the folder's 64, stride 8: the export and evaluate take windows of 32 rows."""
+    from crewstream import cli
+    from tfrecords_schema import read_stats
+    from trainer import data, export, train
+
+    model_dir = tmp_path / "model"
+    assert _train(sequence_dir, model_dir, "--window", "32", "--stride", "8") == 0
+    view = data.windowed_stats(read_stats(sequence_dir), 32, 8)
+    assert export.read_serving_config(str(model_dir))["window"] == 32
+    config = json.loads((model_dir / train.CONFIG_FILE).read_text())
+    assert (config["window"], config["stride"], config["dense"]) == (32, 8, False)
+    assert len(json.loads((model_dir / train.HISTORY_FILE).read_text())["loss"]) == 2
+    assert cli.main(["evaluate", "--data", sequence_dir, "--model-dir", str(model_dir)]) == 0
+    report = json.loads((model_dir / "eval.json").read_text())
+    # evaluate cuts the model's W at the folder's stride
+    assert report["num_windows"] == data.windowed_stats(view, 32, 32)["splits"]["eval"]["num_windows"]
+    capsys.readouterr()
+    # a resumed run must keep its window and stride
+    assert _train(sequence_dir, model_dir, "--window", "32", "--stride", "4") == 1
+    assert "stride: 8 -> 4" in capsys.readouterr().err
+
+
+def test_dense_training_lowers_the_loss_and_exports_its_window(tmp_path, sequence_dir, capsys):
+    from trainer import export
+
+    model_dir = tmp_path / "model"
+    assert _train(sequence_dir, model_dir, "--window", "48", "--dense", "--batch-size", "4",
+                  "--epochs", "3") == 0
+    history = json.loads((model_dir / "history.json").read_text())
+    assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert history["loss"][-1] < history["loss"][0]
+    serving = export.read_serving_config(str(model_dir))
+    assert serving["window"] == 48 and export.SEQUENCE_SIGNATURE in serving["signatures"]
