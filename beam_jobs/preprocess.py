@@ -355,9 +355,12 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
 def summarize(stats: Dict) -> str:
     """A readable table of a stats.json."""
     read = sum(entry["rows_read"] for entry in stats.get("inputs", []))
+    chunks = (f"; sequence layout: {sum(stats['splits'][s]['num_chunks'] for s in layout.SPLITS):,} chunk(s) "
+              f"of up to {stats['chunk_rows']:,} rows (windows below: this window and stride; a trainer "
+              "may cut others)" if sequence.layout_of(stats) == sequence.SEQUENCE else "")
     lines = [f"window {stats['window']} x {len(stats['features'])} feature(s), stride {stats['stride']}, "
              f"scale {stats['scale']}, rejected rows {stats['rejected_rows']:,}"
-             + (f" of {read:,} read (see rejects/)" if stats["rejected_rows"] else ""),
+             + (f" of {read:,} read (see rejects/)" if stats["rejected_rows"] else "") + chunks,
              f"{'split':<6} {'crews':<14} {'rows':>12} {'windows':>10}  " + "  ".join(
                  f"{c:>8}" for c in LABEL_VOCABULARY) + "  shards"]
     for split in layout.SPLITS:

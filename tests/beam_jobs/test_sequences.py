@@ -127,6 +127,9 @@ def test_stats_json_names_the_layout_and_the_windows_of_its_window_and_stride(ru
             runs["seq5-small"], split)))
         assert sorted(b["shards"][0]) == ["chunks", "file", "num_chunks", "sha256"]
     assert chunks["inputs"] == windows["inputs"] and chunks["scaling"] == windows["scaling"]
+    num_chunks = chunks["splits"]["train"]["num_chunks"] + chunks["splits"]["eval"]["num_chunks"]
+    assert f"sequence layout: {num_chunks:,} chunk(s) of up to 5 rows" in preprocess.summarize(chunks)
+    assert "chunk" not in preprocess.summarize(windows)
     # every row stored once: the chunks' rows are the split's rows
     assert sum(c[1] for split in ("train", "eval") for s in chunks["splits"][split]["shards"] for c in s["chunks"]) \
         == chunks["splits"]["train"]["num_rows"] + chunks["splits"]["eval"]["num_rows"]
