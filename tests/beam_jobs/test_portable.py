@@ -4,15 +4,10 @@ A worker pool (`python -m apache_beam.runners.worker.worker_pool_main`) starts S
 processes on request; the job reaches them as Flink, Spark and Dataflow jobs do: serialized into
 a pipeline proto, run by separate Python processes that import the package themselves, in another
 working directory than the launcher's. The shards and stats.json must be byte-identical to a
-DirectRunner run's.
+DirectRunner run's. The pool is tests/beam_jobs/conftest.py's `worker_pool`.
 """
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -20,65 +15,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_jobs import preprocess, runner
 from tests.crew_csv import make_frame, write_crew_csv
 from tests.reference import read_output
+from tests.worker_pool import workers_started
 
 FEATURES = "r,ecg,gsr"
 JOB_FLAGS = ["--features", FEATURES, "--eval-crews", "2", "--window", "8", "--stride", "2", "--num-shards", "2"]
-POOL_START_TIMEOUT_S = 120
-STARTING_WORKER = "Starting worker with command"  # worker_pool_main logs this once per worker it starts
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-def _wait_until_listening(proc: subprocess.Popen, port: int, log_path) -> None:
-    deadline = time.monotonic() + POOL_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker pool exited with {proc.returncode}:\n{log_path.read_text()}")
-        try:
-            socket.create_connection(("localhost", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"worker pool not listening on {port} after {POOL_START_TIMEOUT_S} s")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop the pool and any worker still running: they are the process group of the session the
-    pool was started in. (SIGTERM, not SIGINT: a background shell starts children ignoring SIGINT.)"""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=20)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-
-
-@pytest.fixture(scope="module")
-def worker_pool(tmp_path_factory):
-    """(`localhost:PORT` of a running worker pool, its log file). The pool starts each worker with
-    a bare `python`, so this interpreter's bin folder goes first on PATH; it runs in an empty
-    folder, so workers import the installed package, not the checkout in their working directory."""
-    folder = tmp_path_factory.mktemp("pool")
-    log_path = folder / "pool.log"
-    port = _free_port()
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", "--service_port", str(port)],
-            cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_until_listening(proc, port, log_path)
-        yield f"localhost:{port}", log_path
-    finally:
-        _stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +28,6 @@ def job_input(tmp_path_factory):
     write_crew_csv(folder / "train.csv", make_frame(rows_per_group=120, gap_at=(50, 2.0), seed=5))
     preprocess.run(["--input", str(folder / "train.csv"), "--output", str(folder / "direct"), *JOB_FLAGS])
     return folder, "train.csv", folder / "direct"
-
-
-def _workers_started(log_path) -> int:
-    return log_path.read_text(errors="replace").count(STARTING_WORKER)
 
 
 def _run_in(monkeypatch, folder, csv_name, out_name, *beam_flags):
@@ -116,11 +52,11 @@ def assert_same_output(expected, found):
 def test_portable_runner_on_worker_pool_writes_what_the_direct_runner_writes(worker_pool, job_input, monkeypatch):
     endpoint, log_path = worker_pool
     folder, csv_name, direct = job_input
-    before = _workers_started(log_path)
+    before = workers_started(log_path)
     _run_in(monkeypatch, folder, csv_name, "portable", "--runner", "PortableRunner", "--job_endpoint", "embed",
             "--environment_type", "EXTERNAL", "--environment_config", endpoint)
     assert_same_output(direct, folder / "portable")
-    assert _workers_started(log_path) > before  # the work ran in the pool's processes
+    assert workers_started(log_path) > before  # the work ran in the pool's processes
 
 
 @pytest.mark.slow  # 90-110 s on the shared 2-core machine
@@ -130,11 +66,11 @@ def test_two_pool_workers_write_what_the_direct_runner_writes(worker_pool, job_i
     # --direct_num_workers of them.
     endpoint, log_path = worker_pool
     folder, csv_name, direct = job_input
-    before = _workers_started(log_path)
+    before = workers_started(log_path)
     _run_in(monkeypatch, folder, csv_name, "two", "--environment_type", "EXTERNAL", "--environment_config", endpoint,
             "--direct_num_workers", "2")
     assert_same_output(direct, folder / "two")
-    assert _workers_started(log_path) - before == 2
+    assert workers_started(log_path) - before == 2
 
 
 @pytest.mark.parametrize("flags, message", [

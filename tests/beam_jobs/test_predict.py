@@ -1,0 +1,527 @@
+"""beam_jobs.predict: every id once, windows per docs/DESIGN.md's Prediction contract, blocks of at
+most --block-rows rows, kill and rerun byte-identical, the same submission on the portable path.
+
+The reference windows are rebuilt independently from the CSV with pandas (tests/predict_reference.py:
+group, stable sort by time, an explicit per-row slice with the padding spelled out), never with
+predict's code. Most checks use a fingerprint model (a numpy function of the window that predict
+cannot fake without the right window) on every id; the serving model itself is checked on a sample
+of ids. The plain numpy/TF part (beam_jobs.inference) is checked against explicit numpy loops.
+"""
+
+import functools
+import gzip
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from beam_jobs import blocks, csv_reader, ids, inference, predict, rejects
+from beam_jobs import prediction as pr
+from tests.predict_reference import GROUP, fingerprint, reference_windows
+from tests.worker_pool import workers_started
+from tfrecords_schema import WINDOW, csv_layout as cols
+from trainer import export
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HEADER = ["id", "A", "B", "C", "D"]
+OLD = "id,A,B,C,D\n0,0.25,0.25,0.25,0.25\n"  # an earlier submission crewstream wrote
+
+
+def argv(model_dir, csv_path, out_path, **flags):
+    """predict's command line; flags as keywords (batch_size=500 -> --batch-size 500)."""
+    flags.setdefault("progress", "none")
+    found = ["--model-dir", str(model_dir), "--input", str(csv_path), "--output", str(out_path)]
+    for name, value in flags.items():
+        found += [f"--{name.replace('_', '-')}", str(value)]
+    return found
+
+
+def run(model_dir, csv_path, out_path, model=None, sequence=None, **flags):
+    """(predict.run's counts, the submission as a DataFrame)."""
+    summary = predict.run(argv(model_dir, csv_path, out_path, **flags), model=model, sequence=sequence)
+    return summary, pd.read_csv(out_path)
+
+
+@pytest.fixture(scope="module")
+def serving_config(exported):
+    return export.read_serving_config(exported.model_dir)
+
+
+@pytest.fixture(scope="module")
+def test_csv(sample_dir):
+    return sample_dir / "test.csv"
+
+
+# --- the input really is laid out like the real test.csv -------------------------------------
+
+def test_the_sample_is_text_ordered_and_seat_interleaved(test_csv):
+    df = pd.read_csv(test_csv, dtype={cols.TIME: str})
+    one = df[df[cols.CREW] == df[cols.CREW].iloc[0]]
+    assert (one[cols.SEAT].to_numpy()[:6] == [0, 1, 0, 1, 0, 1]).all()
+    times = one[cols.TIME].astype(float).to_numpy()
+    assert (np.diff(times) < 0).any()  # not in numeric order...
+    assert list(one[cols.TIME]) == sorted(one[cols.TIME], key=lambda t: t)  # ...but in text order
+
+
+# --- every id once, and the windows of the contract ------------------------------------------
+
+@pytest.fixture(scope="module")
+def fingerprinted(tmp_path_factory, exported, test_csv):
+    """(counts, submission DataFrame, its path): the fingerprint on every window of the sample."""
+    out = tmp_path_factory.mktemp("fp") / "submission.csv"
+    summary, sub = run(exported.model_dir, test_csv, out, model=fingerprint, batch_size=500)
+    return summary, sub, out
+
+
+def test_every_id_exactly_once(fingerprinted, test_csv):
+    summary, sub, out = fingerprinted
+    ids = pd.read_csv(test_csv, usecols=[cols.ID])[cols.ID]
+    assert list(sub.columns) == HEADER
+    assert len(sub) == len(ids) and sub[cols.ID].is_unique
+    assert set(sub[cols.ID]) == set(ids)
+    assert (summary["rows_read"], summary["predicted"], summary["rejected"], summary["uniform"]) == (
+        len(ids), len(ids), 0, 0)
+    assert summary["rejects_file"] is None and summary["nonfinite"] == 0
+    assert sorted(os.listdir(out.parent)) == ["submission.csv"]  # the staging folder went
+
+
+def test_every_window_is_the_contract_window(fingerprinted, test_csv, serving_config):
+    _, sub, _ = fingerprinted
+    ref = reference_windows(test_csv, serving_config["features"], serving_config["window"])
+    ids = np.array(sorted(ref))
+    expected = fingerprint(np.stack([ref[i] for i in ids]))
+    got = sub.set_index(cols.ID).loc[ids, HEADER[1:]].to_numpy(np.float32)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-4)
+
+
+def test_serving_model_probabilities_on_a_sample_of_ids_padding_included(
+        tmp_path, exported, test_csv, serving_config):
+    """The real model: submission rows equal serving_default applied to the reference windows."""
+    import tensorflow as tf
+
+    _, sub = run(exported.model_dir, test_csv, tmp_path / "s.csv", batch_size=300)
+    w = serving_config["window"]
+    df = pd.read_csv(test_csv)
+    rng = np.random.default_rng(0)
+    sample = []
+    for _, group in df.groupby(GROUP):
+        ordered = group.sort_values(cols.TIME, kind="stable")[cols.ID].to_numpy()
+        sample += list(ordered[:w + 1])  # rows 0..W: padded (W-1 of them), exact, one past
+        sample += list(rng.choice(ordered[w + 1:], 20, replace=False))
+    ref = reference_windows(test_csv, serving_config["features"], w, sample)
+    signature = export.load_serving(exported.model_dir).signatures[export.SERVING_SIGNATURE]
+    windows = np.stack([ref[i] for i in sample])
+    expected = signature(**{WINDOW: tf.constant(windows)})[export.PROBABILITIES].numpy()
+    got = sub.set_index(cols.ID).loc[sample, HEADER[1:]].to_numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert expected.std(axis=0).max() > 1e-3  # outputs vary between windows: the check has teeth
+    probabilities = sub[HEADER[1:]].to_numpy()
+    assert np.isfinite(probabilities).all() and len(sub) == sub[cols.ID].nunique() == len(df)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+# --- a block's windows (beam_jobs.inference), against an explicit numpy loop ---------------------
+
+def loop_windows(rows, window):
+    """float32 [n, W, F]: row i's window over the whole recording `rows`, padding spelled out."""
+    out = []
+    for i in range(len(rows)):
+        start = i - window + 1
+        part = rows[max(start, 0):i + 1]
+        if start < 0:
+            part = np.concatenate([np.repeat(rows[:1], -start, axis=0), part])
+        out.append(part)
+    return np.stack(out).astype(np.float32)
+
+
+@pytest.mark.parametrize("cuts", [[], [1, 2, 3], [4, 5, 17], [2, 9, 10, 30]])
+def test_blocks_cut_anywhere_get_the_windows_of_the_whole_recording(cuts):
+    """A recording cut into blocks (some shorter than W-1, some of one row): each block padded
+    with the rows before it (all of them, or only the last W-1 as the job reads them) gives its
+    rows' windows over the whole recording, as views of the padded block."""
+    w, rows = 5, np.arange(40 * 2, dtype=np.float32).reshape(40, 2) * 1.5 - 7
+    expected = loop_windows(rows, w)
+    edges = [0, *cuts, len(rows)]
+    for a, b in zip(edges, edges[1:]):
+        for before in (rows[:a], rows[max(0, a - (w - 1)):a]):
+            padded = inference.pad_front(rows[a:b], before, w)
+            views = inference.window_view(padded, w)
+            assert padded.shape == (w - 1 + b - a, 2) and views.shape == (b - a, w, 2)
+            assert np.shares_memory(views, padded)
+            np.testing.assert_array_equal(views, expected[a:b])
+
+
+def test_a_block_is_sorted_by_time_ties_in_file_order_and_rows_that_lost_their_id_left_out(tmp_path):
+    """SortTestBlockFn on two chunks' block files of one time block: rows in (time, file, line)
+    order, equal times kept in file order, the rows whose (file, line) key is excluded gone."""
+    def chunk(lines, times, source):
+        n = len(lines)
+        return blocks.Block(np.array(times, np.float64), np.array(lines, np.float32)[:, None] * [1, -1],
+                            np.full(n, -1, np.int8), np.array(lines, np.int64), np.full(n, source, np.int32),
+                            np.array(lines, np.int64) + 1000 * source)
+
+    parts = [chunk([2, 3, 4, 5], [0.3, 0.1, 0.2, 0.1], 0), chunk([2, 3], [0.1, 0.05], 1)]
+    paths = [str(tmp_path / f"chunk{i}.block") for i in range(2)]
+    for path, part in zip(paths, parts):
+        blocks.write_block(path, part)
+    rows = [(t, s, line) for part in parts for t, s, line in zip(part.time, part.source, part.line)]
+    for excluded_rows in ([], [(0, 3)], [(0, 3), (1, 3), (0, 4)]):
+        excluded = np.sort(ids.row_keys(*np.array(excluded_rows, np.int64).reshape(-1, 2).T))
+        staging = tmp_path / f"staging{len(excluded_rows)}"
+        out = list(pr.SortTestBlockFn(str(staging)).process((((1, 0, "LOFT"), 0), paths[::-1]), excluded))
+        [found] = [x for x in out if isinstance(x, blocks.SortedBlock)]
+        tallies = [x.value for x in out if not isinstance(x, blocks.SortedBlock)]
+        expected = sorted(r for r in rows if (r[1], r[2]) not in excluded_rows)
+        got = blocks.read_rows(found.path, 2)
+        assert list(zip(got.time, got.source, got.line)) == expected
+        assert got.id.tolist() == [line + 1000 * s for _, s, line in expected]
+        np.testing.assert_array_equal(got.signals[:, 0], got.line)
+        assert found.num_rows == len(expected) and found.recording == (1, 0, "LOFT")
+        assert sorted(tallies) == sorted(((s, "rows_used"), [r[1] for r in expected].count(s)) for s in (0, 1))
+
+
+def test_batches_are_the_windows_in_a_ring_of_buffers():
+    w, padded = 4, np.arange(30 * 3, dtype=np.float32).reshape(30, 3)
+    expected = loop_windows(padded, w)[w - 1:]  # row i of the block is padded row W-1+i
+    seen = []
+    for start, batch in inference.batches(padded, w, batch_size=6, buffers=3):
+        assert batch.flags.c_contiguous and len(batch) <= 6
+        np.testing.assert_array_equal(batch, expected[start:start + len(batch)])
+        if len(seen) >= 3:
+            assert np.shares_memory(batch, seen[-3])  # the buffer of 3 yields ago, reused
+        assert not any(np.shares_memory(batch, b) for b in seen[-2:])
+        seen.append(batch)
+    assert [len(b) for b in seen] == [6, 6, 6, 6, 3]
+
+
+def test_sweep_chunks_overlap_by_w_minus_1():
+    w, padded = 4, np.arange(3 + 10, dtype=np.float32).reshape(13, 1)  # 3 rows of context, 10 rows
+    chunks = [(start, chunk.copy()) for start, chunk in inference.chunks(padded, w, sweep_rows=4, buffers=3)]
+    assert [start for start, _ in chunks] == [0, 4, 8]
+    assert [chunk[:, 0].tolist() for _, chunk in chunks] == [
+        [0, 1, 2, 3, 4, 5, 6], [4, 5, 6, 7, 8, 9, 10], [8, 9, 10, 11, 12]]
+
+
+def slow_fingerprint(windows):
+    """The fingerprint, slower for some batch sizes than others: calls finish out of order."""
+    time.sleep(0.002 * (len(windows) % 3))
+    return fingerprint(windows)
+
+
+def sequence_fingerprint(window):
+    """A causal stand-in for the `sequence` signature: rows [T, F] -> [T, 4], step t the
+    fingerprint of rows t-W+1..t, NaN at the first W-1 steps (a context step ever written would
+    come out as the uniform row, unlike its window's fingerprint)."""
+    def sequence(rows):
+        out = np.full((len(rows), 4), np.nan, np.float32)
+        if len(rows) >= window:
+            out[window - 1:] = fingerprint(np.lib.stride_tricks.sliding_window_view(
+                rows, window, axis=0).transpose(0, 2, 1))
+        return out
+    return sequence
+
+
+def fake_sweep_model(window):
+    """A SweepModel over `sequence_fingerprint` without a model folder."""
+    model = inference.SweepModel.__new__(inference.SweepModel)
+    model.window, model._sequence = window, sequence_fingerprint(window)
+    return model
+
+
+@pytest.mark.parametrize("path, size", [(inference.WINDOWS, 37), (inference.WINDOWS, 4096), (inference.SWEEP, 3),
+                                        (inference.SWEEP, 15), (inference.SWEEP, 16), (inference.SWEEP, 1000),
+                                        (inference.SWEEP, 1 << 20)])
+def test_predict_padded_gives_every_row_its_windows_output(path, size):
+    """Many small batches with three slow calls in flight (a buffer reused too early would give a
+    row another window's output), sweep chunks of 3 rows, W-1, W, a short last chunk and one
+    chunk: every row gets exactly the fingerprint of its window, the padded rows included."""
+    w, rows = 16, np.random.default_rng(1).normal(size=(700, 3)).astype(np.float32)
+    padded = inference.pad_front(rows, rows[:0], w)
+    model = slow_fingerprint if path == inference.WINDOWS else fake_sweep_model(w)
+    got, nonfinite = inference.predict_padded(model, padded, w, 4, path, batch_size=size, sweep_rows=size,
+                                              concurrent=3)
+    np.testing.assert_array_equal(got, fingerprint(loop_windows(rows, w)))
+    assert nonfinite == 0
+
+
+def test_a_row_whose_output_is_not_finite_gets_the_uniform_row_and_is_counted():
+    w, padded = 4, np.arange(20 * 2, dtype=np.float32).reshape(20, 2)
+    padded[10, 1] = np.nan  # in the windows of block rows 7..10
+    got, nonfinite = inference.predict_padded(fingerprint, padded, w, 4, inference.WINDOWS, batch_size=5)
+    expected = fingerprint(loop_windows(padded, w)[w - 1:])
+    bad = ~np.isfinite(expected).all(axis=1)
+    assert bad.tolist() == [7 <= i <= 10 for i in range(17)] and nonfinite == 4
+    np.testing.assert_array_equal(got[bad], 0.25)
+    np.testing.assert_array_equal(got[~bad], expected[~bad])
+
+
+def test_the_path_follows_the_model(exported, exported_tcn):
+    lstm = export.read_serving_config(exported.model_dir)
+    tcn = export.read_serving_config(exported_tcn.model_dir)
+    assert inference.choose_path(inference.AUTO, lstm, "m") == inference.WINDOWS
+    assert inference.choose_path(inference.AUTO, tcn, "m") == inference.SWEEP
+    assert inference.choose_path(inference.WINDOWS, tcn, "m") == inference.WINDOWS
+    with pytest.raises(ValueError, match="--path sweep needs a model with the `sequence` signature"):
+        inference.choose_path(inference.SWEEP, lstm, "m")
+
+
+# --- bounded memory: a block's windows are never all materialized ------------------------------
+
+def traced_peak(function, *args, **kwargs):
+    """Peak bytes of Python/numpy allocations (tracemalloc) during `function(*args, **kwargs)`."""
+    tracemalloc.start()
+    try:
+        function(*args, **kwargs)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_predict_padded_peak_memory_would_catch_all_windows_of_a_block_at_once(monkeypatch):
+    """Bound: well under the windows of one block (30 s at 256 Hz, W=64, 3 features).
+    Materializing them (the monkeypatched window_view) breaks it, so the bound is one a
+    regression would hit."""
+    w, n, f = 64, 30 * cols.SAMPLE_RATE_HZ, 3
+    padded = np.random.default_rng(2).normal(size=(w - 1 + n, f)).astype(np.float32)
+    block_windows = n * w * f * 4
+    bound = block_windows // 3
+    call = functools.partial(inference.predict_padded, fingerprint, padded, w, 4, inference.WINDOWS,
+                             batch_size=256, concurrent=1)
+    lazy = traced_peak(call)
+    assert lazy < bound, (lazy, bound)
+
+    viewed = inference.window_view
+    monkeypatch.setattr(inference, "window_view", lambda padded, w: np.ascontiguousarray(viewed(padded, w)))
+    eager = traced_peak(call)
+    assert eager > block_windows > bound, (eager, block_windows)
+
+
+@pytest.mark.parametrize("path", [inference.WINDOWS, inference.SWEEP])
+def test_predict_padded_peak_memory_grows_only_by_the_output(path):
+    """Four times the rows: the peak grows by the larger output (n x K float32) and little else."""
+    w, f = 64, 3
+    model = fingerprint if path == inference.WINDOWS else fake_sweep_model(w)
+    peaks = []
+    for n in (7680, 4 * 7680):
+        padded = np.random.default_rng(3).normal(size=(w - 1 + n, f)).astype(np.float32)
+        peaks.append(traced_peak(inference.predict_padded, model, padded, w, 4, path, batch_size=256,
+                                 sweep_rows=2000, concurrent=1))
+    small, large = peaks
+    assert large < small * 1.25 + 3 * 7680 * 4 * 4 + (256 << 10), (small, large)
+
+
+# --- rejected rows ----------------------------------------------------------------------------
+
+def corrupt(test_csv, path):
+    """Copy of the sample with bad rows; returns {line number: (kind, the row's original id)}."""
+    lines = test_csv.read_text().splitlines()
+    header = lines[0].split(",")
+    at = {name: header.index(name) for name in header}
+    bad = {}
+
+    def edit(line_no, column, value, kind):
+        cells = lines[line_no - 1].split(",")
+        bad[line_no] = (kind, int(cells[at[cols.ID]]))
+        cells[at[column]] = value
+        lines[line_no - 1] = ",".join(cells)
+
+    edit(300, "r", "abc", "signal")          # a feature the model reads: rejected, uniform
+    edit(301, cols.SEAT, "7", "seat")        # no group for it: rejected, uniform
+    edit(5000, cols.ID, "x12", "id")         # no readable id: rejected, not in the submission
+    edit(7000, "eeg_fp1", "oops", "unused")  # a column the model does not read: kept
+    path.write_text("\n".join(lines) + "\n")
+    return bad
+
+
+def test_rejected_rows_are_listed_and_never_shift_another_window(tmp_path, exported, test_csv, serving_config):
+    path = tmp_path / "bad.csv"
+    bad = corrupt(test_csv, path)
+    summary, sub = run(exported.model_dir, path, tmp_path / "sub.csv", model=fingerprint)
+    all_ids = set(pd.read_csv(test_csv, usecols=[cols.ID])[cols.ID])
+    no_id = bad[5000][1]
+    assert set(sub[cols.ID]) == all_ids - {no_id} and sub[cols.ID].is_unique
+    assert (summary["rejected"], summary["uniform"], summary["predicted"]) == (3, 2, len(all_ids) - 3)
+
+    by_id = sub.set_index(cols.ID)
+    for line in (300, 301):
+        np.testing.assert_array_equal(by_id.loc[bad[line][1], HEADER[1:]].to_numpy(), [0.25] * 4)
+    ref = reference_windows(path, serving_config["features"], serving_config["window"])
+    kept = np.array(sorted(ref))
+    assert len(kept) == len(all_ids) - 3
+    np.testing.assert_allclose(by_id.loc[kept, HEADER[1:]].to_numpy(np.float32),
+                               fingerprint(np.stack([ref[i] for i in kept])), rtol=1e-6, atol=1e-4)
+
+    table = pd.read_csv(summary["rejects_file"], dtype=str, keep_default_na=False)
+    assert summary["rejects_file"] == str(tmp_path / "sub.rejects.csv")
+    assert list(table.columns) == list(rejects.HEADER)
+    assert table["line"].astype(int).tolist() == [300, 301, 5000]
+    assert table["column"].tolist() == ["r", cols.SEAT, cols.ID]
+    assert table["id"].tolist() == [str(bad[300][1]), str(bad[301][1]), ""]
+
+
+def test_a_clean_rerun_removes_a_stale_rejects_file(tmp_path, exported, test_csv):
+    (tmp_path / "sub.rejects.csv").write_text(",".join(rejects.HEADER) + "\nt.csv,2,r,not a number,0,x\n")
+    summary, _ = run(exported.model_dir, test_csv, tmp_path / "sub.csv", model=fingerprint)
+    assert summary["rejects_file"] is None and not (tmp_path / "sub.rejects.csv").exists()
+
+
+def test_reader_keeps_exact_ids_and_rejects_rows_without_one():
+    header = list(cols.TEST_COLUMNS)
+    good = ["9007199254740993", "1", "LOFT", "0.5", "0"] + ["1.5"] * len(cols.SIGNALS)
+    lines = [good, ["abc"] + good[1:], [""] + good[1:], ["1.5"] + good[1:], ["12"] + good[1:],
+             ["7.0"] + good[1:]]
+    chunk = ("\n".join(",".join(line) for line in lines) + "\n").encode()
+    rows, rejected = csv_reader.parse_chunk(chunk, header, ["r"], "t.csv", 2, labelled=False, with_id=True)
+    assert isinstance(rows, csv_reader.IdRows)
+    # 2**53 + 1 stays exact although this chunk, with bad ids in it, is parsed as text
+    assert rows.id.dtype == np.int64 and rows.id.tolist() == [9007199254740993, 12, 7]
+    assert [(r.line, r.column) for r in rejected] == [(3, cols.ID), (4, cols.ID), (5, cols.ID)]
+    train_header = ",".join(cols.TRAIN_COLUMNS) + "\n"
+    with pytest.raises(csv_reader.CsvLayoutError, match="train-layout"):
+        list(csv_reader.read_file_chunks(io.BytesIO(train_header.encode()), "t.csv", ["r"],
+                                         labelled=False, with_id=True))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("12,1,LOFT", 12), ("12.0,1,LOFT", 12), ("-3,1", -3), ("x12,1", None), ("1.5,1", None), (",1", None),
+    ("nan,1", None), ("99999999999999999999,1", None), ("", None),
+])
+def test_the_id_of_a_rejected_line_reads_as_the_reader_reads_ids(text, expected):
+    assert csv_reader.reject_id(text, 0) == expected
+
+
+# --- files: gzip, a failed run ------------------------------------------------------------------
+
+def test_gzip_input_and_output_give_the_same_bytes(tmp_path, exported, test_csv, fingerprinted):
+    with open(test_csv, "rb") as src, gzip.open(tmp_path / "test.csv.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    run(exported.model_dir, tmp_path / "test.csv.gz", tmp_path / "sub.csv.gz", model=fingerprint, batch_size=500)
+    with gzip.open(tmp_path / "sub.csv.gz", "rb") as f:
+        assert f.read() == fingerprinted[2].read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["sub.csv.gz", "test.csv.gz"]
+
+
+_FAILING_CALLS = []
+
+
+def failing_fingerprint(windows):
+    """The fingerprint for three calls, then a failure (as a model that runs out of memory)."""
+    _FAILING_CALLS.append(len(windows))
+    if len(_FAILING_CALLS) > 3:
+        raise RuntimeError("the model failed")
+    return fingerprint(windows)
+
+
+def test_a_failed_run_leaves_the_earlier_submission_and_nothing_else(tmp_path, exported, test_csv):
+    out = tmp_path / "sub.csv"
+    out.write_text(OLD)
+    _FAILING_CALLS.clear()
+    with pytest.raises(Exception, match="the model failed"):
+        run(exported.model_dir, test_csv, out, model=failing_fingerprint, batch_size=100, concurrent=1)
+    assert len(_FAILING_CALLS) > 3
+    assert out.read_text() == OLD
+    assert sorted(os.listdir(tmp_path)) == ["sub.csv"]
+
+
+# --- command line and progress -----------------------------------------------------------------
+
+def test_main_predicts_reports_progress_and_errors(tmp_path, exported_tcn, test_csv, sample_dir, capsys, caplog):
+    """A run a person can follow: the progress line ends at every row, 100%; errors are one line."""
+    out = tmp_path / "sub.csv"
+    n = len(pd.read_csv(test_csv, usecols=[cols.ID]))
+    with caplog.at_level("INFO", logger="crewstream"):
+        assert predict.main(argv(exported_tcn.model_dir, test_csv, out, progress="log")) == 0
+    captured = capsys.readouterr()
+    assert f"wrote {out}: {n:,} rows ({n:,} predicted from their window" in captured.out
+    logged = caplog.text + captured.err
+    assert f"100%  {n:,}/{n:,} rows" in logged, logged[-2000:]
+    assert len(pd.read_csv(out)) == n
+
+    assert predict.main(argv(exported_tcn.model_dir, test_csv, tmp_path / "bar.csv", progress="bar")) == 0
+    err = capsys.readouterr().err
+    assert "\rpredict  [" + "#" * 24 + "]  100%  " + f"{n:,}/{n:,} rows" in err, err[-2000:]
+
+    assert predict.main(argv(exported_tcn.model_dir, sample_dir / "train.csv", tmp_path / "x.csv")) == 1
+    err = capsys.readouterr().err
+    assert "train-layout" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert predict.main(argv(tmp_path / "nope", test_csv, tmp_path / "x.csv")) == 1
+    err = capsys.readouterr().err
+    assert "not found" in err and err.count("\n") == 1
+    assert sorted(os.listdir(tmp_path)) == ["bar.csv", "sub.csv"]
+
+
+def test_sweeping_an_lstm_is_a_one_line_error(tmp_path, exported, test_csv, capsys):
+    assert predict.main(argv(exported.model_dir, test_csv, tmp_path / "s.csv", path="sweep")) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "this one is a lstm" in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == []
+
+
+# --- the sweep (a model with the `sequence` signature) -----------------------------------------
+
+@pytest.mark.parametrize("sweep_rows", [63, 1 << 20])
+def test_sweep_chunks_give_every_row_its_window(tmp_path, exported_tcn, test_csv, fingerprinted, sweep_rows):
+    """Chunks of W-1 rows and whole blocks through the job (other sizes: test_predict_padded_...):
+    every row gets exactly its window's fingerprint, padding rows included."""
+    w = export.read_serving_config(exported_tcn.model_dir)["window"]
+    summary, sub = run(exported_tcn.model_dir, test_csv, tmp_path / "sub.csv", path="sweep",
+                       sequence=sequence_fingerprint(w), sweep_rows=sweep_rows, concurrent=2)
+    assert summary["nonfinite"] == 0 and summary["predicted"] == len(sub)
+    pd.testing.assert_frame_equal(sub.sort_values(cols.ID, ignore_index=True),
+                                  fingerprinted[1].sort_values(cols.ID, ignore_index=True))
+
+
+TCN_FLAGS = {"sweep_rows": 1001, "block_rows": 2048}  # chunk and block edges at odd places
+
+
+@pytest.fixture(scope="module")
+def tcn_swept(tmp_path_factory, exported_tcn, test_csv):
+    """(counts, submission path): the real tcn swept (auto picks it), blocks of 2,048 rows: the
+    reference of the portable runs."""
+    out = tmp_path_factory.mktemp("tcn_swept") / "sub.csv"
+    summary, _ = run(exported_tcn.model_dir, test_csv, out, **TCN_FLAGS)
+    return summary, out
+
+
+@pytest.fixture(scope="module")
+def tcn_windowed(tmp_path_factory, exported_tcn, test_csv):
+    """The tcn's submission through serving_default on every row's window (the reference)."""
+    out = tmp_path_factory.mktemp("tcn_windows") / "sub.csv"
+    return run(exported_tcn.model_dir, test_csv, out, path="windows", batch_size=512)
+
+
+def test_sweep_submission_equals_the_windowed_one(tcn_swept, tcn_windowed):
+    """The real tcn: the sweep gives every id the windowed path's probabilities to 1e-5, the
+    padded rows at each recording's start and the rows after each block edge included."""
+    summary, out = tcn_swept
+    windowed = tcn_windowed[1].set_index(cols.ID).sort_index()
+    swept = pd.read_csv(out).set_index(cols.ID).sort_index()
+    assert swept.index.equals(windowed.index) and summary["predicted"] == tcn_windowed[0]["predicted"]
+    np.testing.assert_allclose(swept.to_numpy(), windowed.to_numpy(), atol=1e-5)
+    assert windowed.to_numpy().std(axis=0).max() > 1e-3  # outputs vary between rows: the check has teeth
+
+
+def test_sweep_beside_rejected_and_duplicate_rows_equals_the_windowed_path(tmp_path, exported_tcn, test_csv):
+    path = tmp_path / "bad.csv"
+    bad = corrupt(test_csv, path)
+    lines = path.read_text().splitlines()
+    lines.append(lines[1234])  # a duplicate of line 1235's id, appended: rejected, no window moves
+    path.write_text("\n".join(lines) + "\n")
+    windowed_summary, windowed = run(exported_tcn.model_dir, path, tmp_path / "w.csv", path="windows")
+    summary, swept = run(exported_tcn.model_dir, path, tmp_path / "s.csv", sweep_rows=777)
+    assert (summary["rejected"], summary["uniform"]) == (4, 2)
+    reasons = pd.read_csv(summary["rejects_file"], dtype=str, keep_default_na=False)["reason"]
+    assert reasons.str.startswith("duplicate id").sum() == 1
+    assert summary["predicted"] == windowed_summary["predicted"]
+    windowed, swept = (df.set_index(cols.ID).sort_index() for df in (windowed, swept))
+    assert swept.index.equals(windowed.index) and bad[5000][1] not in swept.index
+    np.testing.assert_allclose(swept.to_numpy(), windowed.to_numpy(), atol=1e-5)
