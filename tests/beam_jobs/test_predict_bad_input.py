@@ -1,27 +1,29 @@
-"""trainer.predict on bad input: file-level problems stop the run cleanly, bad rows never shift a window.
+"""beam_jobs.predict on bad input: file-level problems stop the run cleanly, bad rows never shift a window.
 
 Every case builds a small test-layout file here (2 crews x 2 seats x 40 rows, in the real file's
 order: text-ordered times, seats interleaved). The model is a stand-in: a serving config of windows
-of W=4 rows (no SavedModel) and test_predict's fingerprint, a numpy function of the window that
-changes as soon as a window is off by one row. A bad row's effect is checked against predict on the
-same file WITHOUT that row: every other id must get exactly the same numbers; the clean files are
-checked against test_predict's independent pandas reference.
+of W=4 rows (no SavedModel) and tests/predict_reference.py's fingerprint, a numpy function of the
+window that changes as soon as a window is off by one row. A bad row's effect is checked against
+the independent pandas reference (reference_windows) of the same file WITHOUT that row: every
+other id must get its window there; the clean files are checked against the same reference.
 """
 
 import bz2
+import csv
 import gzip
 import json
 import os
+import re
+import uuid
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from beam_jobs import csv_reader
+from beam_jobs import predict
+from tests.predict_reference import fingerprint, reference_windows
 from tfrecords_schema import csv_layout as cols
-from trainer import predict
-
-from test_predict import fingerprint, reference_windows  # the same folder (pytest's rootdir import)
 
 W = 4
 FEATURES = ["r", "ecg", "gsr"]
@@ -29,6 +31,8 @@ PROBS = ["A", "B", "C", "D"]
 UNIFORM = [0.25] * 4
 OLD = "id,A,B,C,D\n0,0.25,0.25,0.25,0.25\n"  # a submission crewstream wrote: replaceable
 ROWS_PER_GROUP = 40
+REJECTS_HEADER = ["file", "line", "column", "reason", "id", "text"]
+MODEL_CALLS = "CREWSTREAM_TEST_MODEL_CALLS"  # a folder: noted_fingerprint leaves a file there per call
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +45,20 @@ def model_dir(tmp_path_factory):
     return str(root)
 
 
+def noted_fingerprint(windows):
+    """The fingerprint; each call leaves an empty file in $CREWSTREAM_TEST_MODEL_CALLS when set,
+    to show from outside the job whether the model ran at all. (Module level: the job pickles it.)"""
+    folder = os.environ.get(MODEL_CALLS)
+    if folder:
+        open(os.path.join(folder, uuid.uuid4().hex), "w").close()
+    return fingerprint(windows)
+
+
 @pytest.fixture
 def served(monkeypatch):
-    """main() runs with the fingerprint in place of MODEL/serving's signature."""
-    monkeypatch.setattr(predict, "ServingModel", lambda model_dir: fingerprint)
+    """main() runs the job with the fingerprint in place of MODEL/serving's signature."""
+    job = predict.run
+    monkeypatch.setattr(predict, "run", lambda argv=None: job(argv, model=noted_fingerprint))
 
 
 def make_lines(crews=(1, 2), seed=0):
@@ -93,29 +107,45 @@ def id_of(lines, line_no):
     return int(lines[line_no - 1].split(",")[0])
 
 
-def run(model_dir, path, out, **kwargs):
-    kwargs.setdefault("progress", "none")
-    kwargs.setdefault("max_bad_fraction", 0.05)  # these files are small: one bad row is 0.6%
-    config = predict.PredictConfig(model_dir=model_dir, input=str(path), output=str(out), **kwargs)
-    summary = predict.predict(config, model=fingerprint)
-    return summary, pd.read_csv(out).set_index(cols.ID)
+def all_but(lines, *line_nos):
+    """The ids of every data line of `lines` but those at `line_nos`."""
+    return {id_of(lines, no) for no in range(2, len(lines) + 1) if no not in line_nos}
 
 
-def rejects_of(summary):
-    return pd.read_csv(summary.rejects_file, dtype=str, keep_default_na=False)
+def run(model_dir, path, out, *flags, max_bad_fraction=0.05):
+    """The job's counts and its submission indexed by id. These files are small: one bad row is
+    0.6% of the rows, hence --max-bad-fraction 0.05 unless told."""
+    argv = ["--model-dir", model_dir, "--input", str(path), "--output", str(out), "--progress", "none",
+            "--max-bad-fraction", str(max_bad_fraction), *map(str, flags)]
+    counts = predict.run(argv, model=fingerprint)
+    return counts, pd.read_csv(out).set_index(cols.ID)
 
 
-def assert_contract_windows(sub, path):
-    """Every id of `path` (a file without bad rows) has the fingerprint of its contract window."""
+def read_rejects(path):
+    """The rejects file read with a CSV reader (every cell text), after checking its header."""
+    with open(path, newline="") as f:
+        header, *rows = list(csv.reader(f))
+    assert header == REJECTS_HEADER
+    return pd.DataFrame(rows, columns=header)
+
+
+def rejects_of(counts):
+    return read_rejects(counts["rejects_file"])
+
+
+def duplicate_rejects(counts):
+    return int(rejects_of(counts)["reason"].str.startswith("duplicate id").sum())
+
+
+def assert_contract_windows(sub, path, ids=None):
+    """Every id of `path` (a file without bad rows; `ids`: those only) has the fingerprint of its
+    contract window (and with `ids` None, the submission holds exactly the ids of `path`)."""
     ref = reference_windows(path, FEATURES, W)
-    ids = np.array(sorted(ref))
-    assert sorted(sub.index) == list(ids)
+    if ids is None:
+        assert sorted(sub.index) == sorted(ref)
+    ids = np.array(sorted(ref if ids is None else ids))
     np.testing.assert_allclose(sub.loc[ids, PROBS].to_numpy(np.float32),
                                fingerprint(np.stack([ref[i] for i in ids])), rtol=1e-6, atol=1e-4)
-
-
-def assert_same_rows(sub, clean, ids):
-    pd.testing.assert_frame_equal(sub.loc[sorted(ids)], clean.loc[sorted(ids)])
 
 
 # --- file-level problems: one line, nothing written ---------------------------------------------
@@ -124,12 +154,10 @@ def fails_cleanly(capsys, model_dir, path, tmp_path, *flags):
     """Run main on `path` over an older submission; return its one error line after checking that
     nothing was written, nothing is left behind, and there is no traceback."""
     out_dir = tmp_path / "out"
-    spill = tmp_path / "spill"
     out_dir.mkdir()
-    spill.mkdir()
     (out_dir / "sub.csv").write_text(OLD)
     code = predict.main(["--model-dir", model_dir, "--input", str(path), "--output", str(out_dir / "sub.csv"),
-                         "--temp-dir", str(spill), "--progress", "none", *flags])
+                         "--progress", "none", *flags])
     err = capsys.readouterr().err
     assert code == 1
     assert "Traceback" not in err
@@ -137,7 +165,7 @@ def fails_cleanly(capsys, model_dir, path, tmp_path, *flags):
     assert len(errors) == 1 and errors[0].startswith("crewstream predict: error: "), err
     assert str(path) in errors[0]
     assert (out_dir / "sub.csv").read_text() == OLD
-    assert os.listdir(out_dir) == ["sub.csv"] and os.listdir(spill) == []
+    assert os.listdir(out_dir) == ["sub.csv"]  # no rejects file, no staging folder beside it
     return errors[0]
 
 
@@ -220,20 +248,29 @@ def test_a_file_level_problem_stops_with_one_line_and_writes_nothing(case, tmp_p
     assert message in line, line
 
 
+def causes(error):
+    """The types of `error` and of the errors it was raised from, outermost first."""
+    found = []
+    while error is not None:
+        found.append(type(error))
+        error = error.__cause__
+    return found
+
+
 def test_verbose_shows_the_traceback(tmp_path, model_dir, lines, served):
     path = _truncated_gzip(tmp_path, lines)
-    with pytest.raises(csv_reader.CsvLayoutError, match="truncated") as info:
+    with pytest.raises(predict.PredictError, match="truncated") as info:
         predict.main(["--model-dir", model_dir, "--input", str(path), "--output", str(tmp_path / "sub.csv"),
                       "--progress", "none", "--verbose"])
-    assert isinstance(info.value.__cause__, EOFError)  # the original error travels with it
+    assert EOFError in causes(info.value)  # the original error travels with it
     assert sorted(os.listdir(tmp_path)) == ["test.csv.gz"]
 
 
 def test_a_truncated_gzip_is_never_a_short_read(tmp_path, model_dir, lines):
     """Python's gzip module raises on a truncated stream; a reader that swallowed that would predict
-    the rows before the cut and stop, so this pins it for predict itself, not only main."""
+    the rows before the cut and stop, so this pins it for the job itself, not only main."""
     path = _truncated_gzip(tmp_path, lines)
-    with pytest.raises(csv_reader.CsvLayoutError, match=f"{path}: truncated"):
+    with pytest.raises(predict.PredictError, match=re.escape(f"{path}: truncated")):
         run(model_dir, path, tmp_path / "sub.csv")
     assert sorted(os.listdir(tmp_path)) == ["test.csv.gz"]
 
@@ -245,8 +282,8 @@ def clean(tmp_path_factory, model_dir, lines):
     """(path, submission) of the unaltered file; its windows checked against the reference."""
     root = tmp_path_factory.mktemp("clean")
     path = write(root / "test.csv", lines)
-    summary, sub = run(model_dir, path, root / "sub.csv")
-    assert summary.rows_rejected == 0 and summary.rejects_file is None
+    counts, sub = run(model_dir, path, root / "sub.csv")
+    assert (counts["rows_read"], counts["rejected"], counts["rejects_file"]) == (len(lines) - 1, 0, None)
     assert_contract_windows(sub, path)
     return path, sub
 
@@ -266,16 +303,16 @@ def test_columns_in_another_order_are_read_by_name(tmp_path, model_dir, lines, c
 def test_an_unknown_column_is_ignored_and_noted(tmp_path, model_dir, lines, clean, caplog):
     extra = [lines[0] + ",note,event"] + [line + ",x y,A" for line in lines[1:]]
     with caplog.at_level("WARNING", logger="crewstream.predict"):
-        summary, sub = run(model_dir, write(tmp_path / "t.csv", extra), tmp_path / "sub.csv")
+        counts, sub = run(model_dir, write(tmp_path / "t.csv", extra), tmp_path / "sub.csv")
     pd.testing.assert_frame_equal(sub.sort_index(), clean[1].sort_index())
-    assert summary.rows_rejected == 0
+    assert counts["rejected"] == 0
     assert any("note, event" in r.getMessage() and "ignoring" in r.getMessage() for r in caplog.records)
 
 
 def test_a_bad_cell_in_a_column_the_model_does_not_read_keeps_the_row(tmp_path, model_dir, lines, clean):
-    summary, sub = run(model_dir, write(tmp_path / "t.csv", edit(lines, 20, "eeg_fp1", "oops")),
-                       tmp_path / "sub.csv")
-    assert summary.rows_rejected == 0
+    counts, sub = run(model_dir, write(tmp_path / "t.csv", edit(lines, 20, "eeg_fp1", "oops")),
+                      tmp_path / "sub.csv")
+    assert counts["rejected"] == 0
     pd.testing.assert_frame_equal(sub.sort_index(), clean[1].sort_index())
 
 
@@ -283,8 +320,8 @@ def test_a_bad_cell_in_a_column_the_model_does_not_read_keeps_the_row(tmp_path, 
                          ids=["bom", "crlf", "bom+crlf"])
 def test_bom_and_crlf_give_the_same_rows(tmp_path, model_dir, lines, clean, bom, newline):
     path = write(tmp_path / "t.csv", lines, newline=newline, bom=bom)
-    summary, sub = run(model_dir, path, tmp_path / "sub.csv")
-    assert summary.rows_rejected == 0
+    counts, sub = run(model_dir, path, tmp_path / "sub.csv")
+    assert counts["rejected"] == 0
     pd.testing.assert_frame_equal(sub.sort_index(), clean[1].sort_index())
 
 
@@ -296,7 +333,7 @@ def test_compressed_input_gives_the_same_rows(tmp_path, model_dir, lines, clean,
     pd.testing.assert_frame_equal(sub.sort_index(), clean[1].sort_index())
 
 
-# --- one bad row: rejected, listed, and no other id's window moves -------------------------------
+# --- bad rows: rejected, listed, and no other id's window moves ---------------------------------
 
 BAD = 23  # a file line in the middle of crew 1, seat 0 (rows after it in time have it in their window)
 
@@ -335,52 +372,74 @@ ROW_CASES = {  # name: (column, bad value, what its id gets, reason in the rejec
     "id 2**63": (cols.ID, str(2**63), "absent", "outside the int64 range"),
     "id inf": (cols.ID, "inf", "absent", "not an integer"),
 }
-ROW_CHUNK_BYTES = 4000  # about 8 lines: every file here is read in many chunks
+ROW_CHUNK_BYTES = 4000  # about 8 lines: the file is read in many chunks (--chunk-bytes)
 
 
-def _bad_line(lines, case):
+def _bad_line(lines, case, line_no):
     column, value, _, _ = ROW_CASES[case]
     if column is not None:
-        return edit(lines, BAD, column, value)
-    text = lines[BAD - 1] + value if value != "drop" else lines[BAD - 1].rsplit(",", 1)[0]
-    return lines[:BAD - 1] + [text] + lines[BAD:]
+        return edit(lines, line_no, column, value)
+    text = lines[line_no - 1] + value if value != "drop" else lines[line_no - 1].rsplit(",", 1)[0]
+    return lines[:line_no - 1] + [text] + lines[line_no:]
+
+
+@pytest.fixture(scope="module")
+def bad_rows(tmp_path_factory, model_dir):
+    """One run over a file of 4 crews (320 rows) holding every ROW_CASES defect, each on its own
+    line, 10 lines apart (5 rows of one recording: no window holds two), read in chunks of about
+    8 lines. Returns its lines, the bad line of each case, the file, the counts, the submission
+    and the rejects."""
+    root = tmp_path_factory.mktemp("bad_rows")
+    lines = make_lines(crews=(1, 2, 3, 4), seed=1)
+    where = {case: 3 + 10 * k for k, case in enumerate(ROW_CASES)}
+    bad = lines
+    for case, line_no in where.items():
+        bad = _bad_line(bad, case, line_no)
+    path = write(root / "bad.csv", bad)
+    counts, sub = run(model_dir, path, root / "sub.csv", "--chunk-bytes", ROW_CHUNK_BYTES, max_bad_fraction=0.2)
+    return SimpleNamespace(lines=lines, where=where, path=path, counts=counts, sub=sub,
+                           rejects=rejects_of(counts).set_index("line"), root=root)
 
 
 @pytest.mark.parametrize("case", list(ROW_CASES))
-def test_a_bad_row_is_listed_and_shifts_no_other_window(case, tmp_path, model_dir, lines):
+def test_a_bad_row_is_listed_with_its_line_column_reason_and_id(case, bad_rows):
     column, _, fate, reason = ROW_CASES[case]
-    bad_id = id_of(lines, BAD)
-    summary, sub = run(model_dir, write(tmp_path / "bad.csv", _bad_line(lines, case)), tmp_path / "sub.csv",
-                       chunk_bytes=ROW_CHUNK_BYTES)
-    clean_path = write(tmp_path / "clean.csv", without(lines, BAD))
-    _, clean = run(model_dir, clean_path, tmp_path / "clean_sub.csv", chunk_bytes=ROW_CHUNK_BYTES)
-    assert_contract_windows(clean, clean_path)
+    line_no = bad_rows.where[case]
+    bad_id = id_of(bad_rows.lines, line_no)
+    reject = bad_rows.rejects.loc[str(line_no)]
+    assert (reject["file"], reject["column"]) == (str(bad_rows.path), column or "")
+    assert reason in reject["reason"]
+    assert reject["id"] == (str(bad_id) if fate == "uniform" else "")
+    if fate == "uniform":  # its id still reads: kept, with the uniform distribution
+        assert bad_rows.sub.loc[bad_id, PROBS].tolist() == UNIFORM
+    else:
+        assert bad_id not in bad_rows.sub.index
 
-    all_ids = {id_of(lines, no) for no in range(2, len(lines) + 1)}
-    others = all_ids - {bad_id}
-    assert sub.index.is_unique
-    assert set(sub.index) == (all_ids if fate == "uniform" else others)
-    assert_same_rows(sub, clean, others)  # not one other id's window moved
-    if fate == "uniform":
-        assert sub.loc[bad_id, PROBS].tolist() == UNIFORM
-    assert (summary.rows_read, summary.rows_rejected) == (len(lines) - 1, 1)
-    assert summary.windows + summary.rows_rejected == summary.rows_read
 
-    rejects = rejects_of(summary)
-    assert rejects[["line", "column"]].values.tolist() == [[str(BAD), column or ""]]
-    assert reason in rejects["reason"][0]
-    assert rejects["id"][0] == (str(bad_id) if fate == "uniform" else "")
-    assert rejects["file"][0] == str(tmp_path / "bad.csv")
+def test_bad_rows_shift_no_other_window(bad_rows):
+    lines, bad_lines = bad_rows.lines, sorted(bad_rows.where.values())
+    assert bad_rows.rejects.index.tolist() == [str(no) for no in bad_lines]  # these, no others, in line order
+    uniform = [case for case, (_, _, fate, _) in ROW_CASES.items() if fate == "uniform"]
+    others = all_but(lines, *bad_lines)
+    assert bad_rows.sub.index.is_unique
+    assert set(bad_rows.sub.index) == others | {id_of(lines, bad_rows.where[case]) for case in uniform}
+    # not one other id's window moved: each is its window in the file without the bad lines
+    assert_contract_windows(bad_rows.sub, write(bad_rows.root / "clean.csv", without(lines, *bad_lines)), others)
+    counts = bad_rows.counts
+    assert (counts["rows_read"], counts["rejected"], counts["uniform"]) == (len(lines) - 1, len(ROW_CASES),
+                                                                            len(uniform))
+    assert counts["predicted"] + counts["rejected"] == counts["rows_read"]
 
 
 def test_a_truncated_last_line_is_rejected_and_the_rest_kept(tmp_path, model_dir, lines):
     last = len(lines)
     cut = lines[:-1] + [lines[-1][:len(lines[-1]) // 2]]  # mid-row, no newline: a cut-off download
-    summary, sub = run(model_dir, write(tmp_path / "bad.csv", cut, final_newline=False), tmp_path / "sub.csv")
-    _, clean = run(model_dir, write(tmp_path / "clean.csv", lines[:-1]), tmp_path / "clean_sub.csv")
-    rejects = rejects_of(summary)
+    counts, sub = run(model_dir, write(tmp_path / "bad.csv", cut, final_newline=False), tmp_path / "sub.csv")
+    rejects = rejects_of(counts)
     assert rejects["line"].tolist() == [str(last)] and "columns" in rejects["reason"][0]
-    assert_same_rows(sub, clean, clean.index)
+    assert rejects["id"].tolist() == [str(id_of(lines, last))]
+    assert set(sub.index) == all_but(lines)
+    assert_contract_windows(sub, write(tmp_path / "clean.csv", lines[:-1]), all_but(lines, last))
     assert sub.loc[id_of(lines, last), PROBS].tolist() == UNIFORM  # its id still reads: kept, uniform
 
 
@@ -389,16 +448,16 @@ def test_blank_lines_at_the_end_are_not_rows(tmp_path, model_dir, lines, clean, 
     # A file of 160 rows: one rejected row would be over the default --max-bad-fraction 0.001.
     path = tmp_path / "t.csv"
     path.write_text("\n".join(lines) + ending)
-    summary, sub = run(model_dir, path, tmp_path / "sub.csv", max_bad_fraction=predict.DEFAULT_MAX_BAD_FRACTION)
-    assert (summary.rows_read, summary.rows_rejected, summary.rejects_file) == (len(lines) - 1, 0, None)
+    counts, sub = run(model_dir, path, tmp_path / "sub.csv", max_bad_fraction=predict.DEFAULT_MAX_BAD_FRACTION)
+    assert (counts["rows_read"], counts["rejected"], counts["rejects_file"]) == (len(lines) - 1, 0, None)
     pd.testing.assert_frame_equal(sub.sort_index(), clean[1].sort_index())
 
 
 def test_an_empty_line_in_the_middle_is_rejected_without_an_id(tmp_path, model_dir, lines, clean):
-    summary, sub = run(model_dir, write(tmp_path / "bad.csv", lines[:30] + [""] + lines[30:]),
-                       tmp_path / "sub.csv")
+    counts, sub = run(model_dir, write(tmp_path / "bad.csv", lines[:30] + [""] + lines[30:]),
+                      tmp_path / "sub.csv")
     pd.testing.assert_frame_equal(sub.sort_index(), clean[1].sort_index())
-    assert rejects_of(summary)[["line", "reason"]].values.tolist() == [["31", "empty line"]]
+    assert rejects_of(counts)[["line", "reason", "id"]].values.tolist() == [["31", "empty line", ""]]
 
 
 def test_rows_with_the_same_key_and_time_are_both_kept_in_file_order(tmp_path, model_dir, lines):
@@ -408,8 +467,8 @@ def test_rows_with_the_same_key_and_time_are_both_kept_in_file_order(tmp_path, m
     twin[0] = "1000"
     twin[cols.TEST_COLUMNS.index("r")] = "555.5"
     path = write(tmp_path / "t.csv", lines[:BAD] + [",".join(twin)] + lines[BAD:])
-    summary, sub = run(model_dir, path, tmp_path / "sub.csv")
-    assert summary.rows_rejected == 0 and sub.index.is_unique and len(sub) == len(lines)
+    counts, sub = run(model_dir, path, tmp_path / "sub.csv")
+    assert counts["rejected"] == 0 and sub.index.is_unique and len(sub) == len(lines)
     assert_contract_windows(sub, path)  # the reference sorts stably too
 
     swapped = write(tmp_path / "s.csv", lines[:BAD - 1] + [",".join(twin), lines[BAD - 1]] + lines[BAD:])
@@ -426,24 +485,44 @@ def _with_id(lines, line_no, new_id):
 def test_a_repeated_line_is_a_duplicate_id_and_leaves_every_window_alone(tmp_path, model_dir, lines, clean):
     copy_at = 120
     repeated = lines[:copy_at - 1] + [lines[BAD - 1]] + lines[copy_at - 1:]  # line BAD again, at line 120
-    summary, sub = run(model_dir, write(tmp_path / "t.csv", repeated), tmp_path / "sub.csv")
+    counts, sub = run(model_dir, write(tmp_path / "t.csv", repeated), tmp_path / "sub.csv")
     pd.testing.assert_frame_equal(sub.sort_index(), clean[1].sort_index())
-    rejects = rejects_of(summary)
+    rejects = rejects_of(counts)
     assert rejects[["line", "column", "id"]].values.tolist() == [[str(copy_at), cols.ID, str(id_of(lines, BAD))]]
     assert rejects["reason"][0] == f"duplicate id: line {BAD} of {tmp_path / 't.csv'} has it too and keeps it"
     assert rejects["text"][0] == ""
-    assert (summary.rows_rejected, summary.duplicate_id_rows) == (1, 1)
+    assert (counts["rejected"], duplicate_rejects(counts), counts["uniform"]) == (1, 1, 0)
 
 
-def test_the_first_row_keeps_a_duplicate_id_and_the_second_leaves_every_window(tmp_path, model_dir, lines):
-    other = 100  # another group's row gets the id of line BAD
+@pytest.fixture(scope="module")
+def duplicated(tmp_path_factory, lines):
+    """(lines, the file) where a row of crew 2 (line 100) carries the id of line BAD (crew 1)."""
+    root = tmp_path_factory.mktemp("duplicated")
+    dup_lines = _with_id(lines, 100, id_of(lines, BAD))
+    return dup_lines, write(root / "t.csv", dup_lines)
+
+
+def test_the_first_row_keeps_a_duplicate_id_across_recordings_and_the_second_leaves_every_window(
+        tmp_path, model_dir, lines, duplicated):
+    other = 100  # another recording's row (crew 2) gets the id of line BAD (crew 1)
     dup_id = id_of(lines, BAD)
-    summary, sub = run(model_dir, write(tmp_path / "t.csv", _with_id(lines, other, dup_id)), tmp_path / "sub.csv")
-    _, clean = run(model_dir, write(tmp_path / "c.csv", without(lines, other)), tmp_path / "c_sub.csv")
+    counts, sub = run(model_dir, duplicated[1], tmp_path / "sub.csv")
     assert sub.index.is_unique
-    assert_same_rows(sub, clean, clean.index)  # dup_id has line BAD's window; nothing else moved
-    assert id_of(lines, other) not in sub.index
-    assert rejects_of(summary)[["line", "id"]].values.tolist() == [[str(other), str(dup_id)]]
+    assert set(sub.index) == all_but(lines, other)
+    # dup_id has line BAD's window; nothing else moved: the file as if line 100 was never there
+    assert_contract_windows(sub, write(tmp_path / "c.csv", without(lines, other)))
+    assert rejects_of(counts)[["line", "id"]].values.tolist() == [[str(other), str(dup_id)]]
+    assert (counts["rejected"], counts["uniform"], counts["predicted"]) == (1, 0, len(lines) - 2)
+
+
+def test_time_blocks_give_the_same_submission_with_a_duplicate_across_recordings(tmp_path, model_dir, duplicated):
+    """Recordings cut in time blocks of 8 rows (5 blocks each), each block predicted with the rows
+    before it: the same bytes as whole recordings, the duplicate id still resolved once."""
+    _, path = duplicated
+    run(model_dir, path, tmp_path / "whole.csv")
+    counts, sub = run(model_dir, path, tmp_path / "blocks.csv", "--block-rows", 8)
+    assert sub.index.is_unique and counts["rejected"] == 1
+    assert (tmp_path / "blocks.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
 
 
 def test_a_usable_row_keeps_the_id_of_an_earlier_rejected_row(tmp_path, model_dir, lines):
@@ -452,53 +531,34 @@ def test_a_usable_row_keeps_the_id_of_an_earlier_rejected_row(tmp_path, model_di
     later = 100
     dup_id = id_of(lines, BAD)
     bad = _with_id(edit(lines, BAD, "r", "abc"), later, dup_id)
-    summary, sub = run(model_dir, write(tmp_path / "t.csv", bad), tmp_path / "sub.csv")
-    _, clean = run(model_dir, write(tmp_path / "c.csv", _with_id(without(lines, BAD), later - 1, dup_id)),
-                   tmp_path / "c_sub.csv")
+    counts, sub = run(model_dir, write(tmp_path / "t.csv", bad), tmp_path / "sub.csv")
     assert sub.index.is_unique and sub.loc[dup_id, PROBS].tolist() != UNIFORM
-    assert_same_rows(sub, clean, clean.index)
-    rejects = rejects_of(summary)
-    assert rejects[["line", "column"]].values.tolist() == [[str(BAD), "r"]]  # no duplicate reject
-    assert (summary.rows_rejected, summary.duplicate_id_rows, summary.fallback_rows) == (1, 0, 0)
+    # the file without line BAD, line `later` (one line up) carrying dup_id: every id's window
+    assert_contract_windows(sub, write(tmp_path / "c.csv", _with_id(without(lines, BAD), later - 1, dup_id)))
+    rejects = rejects_of(counts)
+    assert rejects[["line", "column", "id"]].values.tolist() == [[str(BAD), "r", str(dup_id)]]  # no duplicate
+    assert (counts["rejected"], counts["uniform"]) == (1, 0)
 
 
 def test_two_rejected_rows_with_one_id_give_it_one_uniform_row(tmp_path, model_dir, lines):
     later = 100
     dup_id = id_of(lines, BAD)
     bad = _with_id(edit(edit(lines, BAD, "r", "abc"), later, cols.SEAT, "9"), later, dup_id)
-    summary, sub = run(model_dir, write(tmp_path / "t.csv", bad), tmp_path / "sub.csv")
+    counts, sub = run(model_dir, write(tmp_path / "t.csv", bad), tmp_path / "sub.csv")
     assert sub.index.is_unique and sub.loc[dup_id, PROBS].tolist() == UNIFORM
-    assert id_of(lines, later) not in sub.index
-    assert (summary.rows_rejected, summary.fallback_rows) == (2, 1)
-
-
-def test_duplicate_ids_across_shards_still_give_each_id_once(tmp_path, model_dir, lines, clean):
-    """Every worker sees every id, so a duplicate in another worker's group is found too."""
-    other = 100
-    bad = _with_id(lines, other, id_of(lines, BAD))
-    path = write(tmp_path / "t.csv", bad)
-    _, whole = run(model_dir, path, tmp_path / "whole.csv")
-    parts = [run(model_dir, path, tmp_path / f"part{k}.csv", shard=(k, 3))[1] for k in range(3)]
-    together = pd.concat(parts).sort_index()
-    assert together.index.is_unique
-    pd.testing.assert_frame_equal(together, whole.sort_index())
-
-
-def test_ids_are_hashed_evenly_and_one_row_per_id_is_kept(tmp_path):
-    ledger = predict.IdLedger(str(tmp_path), buckets=64)
-    counts = np.bincount(ledger.bucket_of(np.arange(64_000)), minlength=64)
-    assert counts.min() > 800 and counts.max() < 1200  # consecutive ids spread over the buckets
-
-    records = np.array([(5, 10, 1), (5, 3, 1), (5, 20, 0), (7, 4, 0), (7, 2, 0), (9, 8, 1)], ledger.dtype)
-    fallback, dups, kept_line = predict.one_row_per_id(records)
-    assert fallback["line"].tolist() == [8]  # id 9: only a rejected row, it keeps the id
-    assert sorted(zip(dups["id"], dups["line"], kept_line)) == [(5, 3, 20), (5, 10, 20), (7, 4, 2)]
+    assert set(sub.index) == all_but(lines, later)
+    assert_contract_windows(sub, write(tmp_path / "c.csv", without(lines, BAD, later)), all_but(lines, BAD, later))
+    assert rejects_of(counts)[["line", "id"]].values.tolist() == [[str(BAD), str(dup_id)], [str(later), str(dup_id)]]
+    assert (counts["rejected"], counts["uniform"], counts["predicted"]) == (2, 1, len(lines) - 3)
 
 
 # --- too many bad rows --------------------------------------------------------------------------
 
-def test_more_rejects_than_max_bad_fraction_stop_the_run_with_the_rejects_file(
-        tmp_path, model_dir, lines, served, capsys):
+def test_more_rejects_than_max_bad_fraction_stop_the_run_before_any_prediction(
+        tmp_path, model_dir, lines, served, capsys, monkeypatch):
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    monkeypatch.setenv(MODEL_CALLS, str(calls))
     bad = edit(edit(lines, BAD, "r", "abc"), 50, cols.SEAT, "3")
     path = write(tmp_path / "t.csv", bad)
     out = tmp_path / "sub.csv"
@@ -507,22 +567,29 @@ def test_more_rejects_than_max_bad_fraction_stop_the_run_with_the_rejects_file(
     assert predict.main(args) == 1  # default 0.001: 2 of 160 rows is too many
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 1 and "2 of 160 rows rejected" in errors[0] and "--max-bad-fraction 0.001" in errors[0]
-    assert str(tmp_path / "sub.rejects.csv") in errors[0]
+    assert errors[0].startswith(f"crewstream predict: error: {path}: ")
+    assert str(tmp_path / "sub.rejects.csv") in errors[0] and "no submission written" in errors[0]
     assert out.read_text() == OLD
-    assert sorted(os.listdir(tmp_path)) == ["sub.csv", "sub.rejects.csv", "t.csv"]
-    assert pd.read_csv(tmp_path / "sub.rejects.csv")["line"].tolist() == [BAD, 50]
+    assert sorted(os.listdir(tmp_path)) == ["calls", "sub.csv", "sub.rejects.csv", "t.csv"]  # no staging left
+    assert os.listdir(calls) == []  # the model never ran
+    rejects = read_rejects(tmp_path / "sub.rejects.csv")
+    assert rejects[["line", "column", "id"]].values.tolist() == [
+        [str(BAD), "r", str(id_of(lines, BAD))], ["50", cols.SEAT, str(id_of(lines, 50))]]
 
     assert predict.main(args + ["--max-bad-fraction", "0.02"]) == 0
     assert len(pd.read_csv(out)) == len(lines) - 1
+    assert os.listdir(calls)  # the check has teeth: this run called the model
 
 
 def test_duplicate_ids_count_toward_max_bad_fraction(tmp_path, model_dir, lines):
     doubled = lines + lines[1:]  # the file's rows twice over: every id twice
-    with pytest.raises(predict.TooManyRejectsError, match=r"at least \d+ of 320 rows rejected"):
-        run(model_dir, write(tmp_path / "t.csv", doubled), tmp_path / "sub.csv")  # stops at the first
-    assert not (tmp_path / "sub.csv").exists()                                    # bucket over the limit
-    rejects = pd.read_csv(tmp_path / "sub.rejects.csv")
-    assert rejects["line"].min() > len(lines) and (rejects["column"] == cols.ID).all()  # the second copies
+    with pytest.raises(predict.PredictError, match=r"160 of 320 rows rejected \(50\.000%\)"):
+        run(model_dir, write(tmp_path / "t.csv", doubled), tmp_path / "sub.csv")
+    assert not (tmp_path / "sub.csv").exists()
+    rejects = read_rejects(tmp_path / "sub.rejects.csv")
+    assert len(rejects) == len(lines) - 1
+    assert rejects["line"].astype(int).min() > len(lines) and (rejects["column"] == cols.ID).all()  # the second copies
+    assert sorted(rejects["id"].astype(int)) == sorted(all_but(lines))
 
 
 @pytest.mark.parametrize("text", ["-0.1", "1.5", "x"])
