@@ -525,3 +525,100 @@ def test_sweep_beside_rejected_and_duplicate_rows_equals_the_windowed_path(tmp_p
     windowed, swept = (df.set_index(cols.ID).sort_index() for df in (windowed, swept))
     assert swept.index.equals(windowed.index) and bad[5000][1] not in swept.index
     np.testing.assert_allclose(swept.to_numpy(), windowed.to_numpy(), atol=1e-5)
+
+
+# --- --block-rows: the output does not depend on it, and no block holds more ---------------------
+
+BLOCK_HZ, SMALL_BLOCK_ROWS = 20, 50  # 20 rows a second: blocks of 2 one-second bins (40 rows)
+
+
+def write_block_test_csv(path, seed=4):
+    """A test-layout CSV in the real file's order (text-ordered times, seats interleaved), 20 rows
+    a second: crew 1's recordings 30 s, crew 2's 60 s (a recording twice as long), each with a
+    2 s gap; ids 0.. in file order. Returns (path, rows per recording)."""
+    from tests.crew_csv import kaggle_order
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for crew, seconds in ((1, 30), (2, 60)):
+        for seat in cols.SEATS:
+            n = seconds * BLOCK_HZ
+            times = np.arange(n) / BLOCK_HZ
+            times[n // 3:] += 2.0
+            frame = pd.DataFrame(rng.normal(size=(n, len(cols.SIGNALS))) * 10 + 100 * seat, columns=list(cols.SIGNALS))
+            frame.insert(0, cols.CREW, crew)
+            frame.insert(1, cols.EXPERIMENT, "LOFT")
+            frame.insert(2, cols.TIME, times)
+            frame.insert(3, cols.SEAT, seat)
+            frames.append(frame)
+    ordered = kaggle_order(pd.concat(frames, ignore_index=True))
+    ordered.insert(0, cols.ID, np.arange(len(ordered)))
+    ordered[list(cols.TEST_COLUMNS)].to_csv(path, index=False)
+    return path, [len(f) for f in frames]
+
+
+def _sorted_block_rows(monkeypatch, found):
+    """Append (rows) of every sorted block file the job writes to `found`, from the file's size
+    once written (records of blocks.row_dtype), not from anything the job reports."""
+    write_rows = blocks.write_rows
+
+    def measured(path, block):
+        write_rows(path, block)
+        size, itemsize = os.path.getsize(path), blocks.row_dtype(block.signals.shape[1]).itemsize
+        assert size % itemsize == 0, path
+        found.append(size // itemsize)
+
+    monkeypatch.setattr(blocks, "write_rows", measured)
+
+
+@pytest.fixture(scope="module")
+def block_runs(tmp_path_factory, exported, exported_tcn):
+    """The 20 Hz file through the job with --block-rows 50 and the default, on the windows path
+    (the fingerprint) and the sweep (sequence_fingerprint, chunks of 30 rows); for each run the
+    rows of every sorted block file and the rows each SortTestBlockFn / PredictBlockFn call read."""
+    from tests.beam_jobs.test_block_rows import _rows_read_per_call
+
+    root = tmp_path_factory.mktemp("block_rows")
+    csv_path, recordings = write_block_test_csv(root / "test.csv")
+    w = export.read_serving_config(exported_tcn.model_dir)["window"]
+    found = {"csv": csv_path, "recordings": recordings}
+    for name, model_dir, hooks in (("windows", exported.model_dir, {"model": fingerprint}),
+                                   ("sweep", exported_tcn.model_dir, {"sequence": sequence_fingerprint(w)})):
+        for size, block_rows in (("small", SMALL_BLOCK_ROWS), ("whole", blocks.DEFAULT_BLOCK_ROWS)):
+            with pytest.MonkeyPatch.context() as monkeypatch:
+                written = []
+                _sorted_block_rows(monkeypatch, written)
+                per_call = _rows_read_per_call(monkeypatch, {"sort": pr.SortTestBlockFn, "predict": pr.PredictBlockFn})
+                out = root / f"{name}-{size}.csv"
+                summary = predict.run(argv(model_dir, csv_path, out, block_rows=block_rows, sweep_rows=30, path=name),
+                                      **hooks)
+            found[name, size] = {"out": out, "summary": summary, "sorted": written, **per_call}
+    return found
+
+
+def test_small_blocks_give_byte_identical_submissions(block_runs, serving_config):
+    for path in ("windows", "sweep"):
+        small, whole = block_runs[path, "small"]["out"], block_runs[path, "whole"]["out"]
+        assert small.read_bytes() == whole.read_bytes(), path
+    sub = pd.read_csv(block_runs["windows", "small"]["out"])
+    assert len(sub) == sum(block_runs["recordings"]) and sub[cols.ID].is_unique
+    ref = reference_windows(block_runs["csv"], serving_config["features"], serving_config["window"])
+    ids_ = np.array(sorted(ref))
+    np.testing.assert_allclose(sub.set_index(cols.ID).loc[ids_, HEADER[1:]].to_numpy(np.float32),
+                               fingerprint(np.stack([ref[i] for i in ids_])), rtol=1e-6, atol=1e-4)
+    pd.testing.assert_frame_equal(pd.read_csv(block_runs["sweep", "small"]["out"]), sub)
+
+
+def test_no_block_holds_more_than_block_rows(block_runs, serving_config):
+    """Sorted block files of at most --block-rows rows, many per recording; each prediction reads
+    its block and at most the W-1 rows before it, however long the recording: per-worker memory
+    follows --block-rows. With one block per recording, it follows the recording instead."""
+    w, total = serving_config["window"], sum(block_runs["recordings"])
+    for path in ("windows", "sweep"):
+        small, whole = block_runs[path, "small"], block_runs[path, "whole"]
+        assert sum(small["sorted"]) == sum(whole["sorted"]) == total
+        assert max(small["sorted"]) <= SMALL_BLOCK_ROWS and len(small["sorted"]) >= total // SMALL_BLOCK_ROWS
+        assert sum(small["sort"]) == total and max(small["sort"]) <= SMALL_BLOCK_ROWS
+        assert SMALL_BLOCK_ROWS < max(small["predict"]) <= SMALL_BLOCK_ROWS + w - 1  # context was read
+        assert sorted(whole["sorted"]) == sorted(block_runs["recordings"])
+        assert max(whole["predict"]) == max(block_runs["recordings"]) == 2 * min(block_runs["recordings"])
