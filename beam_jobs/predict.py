@@ -237,7 +237,8 @@ def run(argv: Optional[Sequence[str]] = None, model=None, sequence=None) -> Dict
     args, beam_args = _parse_args(argv)
     started = time.time()
     output = args.output if layout.is_remote(args.output) else os.path.abspath(args.output)
-    input_path = absolute(args.input)
+    # as runner.absolute, without importing Beam: a usage error answers before Beam or TF loads
+    input_path = args.input if layout.is_remote(args.input) else os.path.abspath(args.input)
     submission.check_outputs(output, input_path)  # before any work
     if not layout.is_remote(input_path) and not os.path.isfile(input_path):
         raise PredictError(f"{args.input}: not found" if not os.path.exists(input_path) else f"{args.input}: not a file")

@@ -5,7 +5,7 @@ exit code 1 (synth: 2), and the tmp folder, links and bytes included, exactly as
 The refusals come before any work, so no case runs a pipeline; the preprocess cases that need an
 earlier output share one tiny run (`previous`), and one more run shows what a rerun into an earlier
 output replaces and what it leaves. Reruns into crewstream's own outputs are also exercised by
-tests/beam_jobs/test_kill.py, tests/trainer/test_train_resume.py and tests/trainer/test_predict.py.
+tests/beam_jobs/test_kill.py, tests/trainer/test_train_resume.py and tests/beam_jobs/test_predict.py.
 """
 
 import json
@@ -17,12 +17,12 @@ import sys
 
 import pytest
 
-from beam_jobs import preprocess, publish
+from beam_jobs import predict, preprocess, publish, submission
 from crewstream import demo, synth
 from tests.crew_csv import make_frame, write_crew_csv
 from tests.tfrecords_schema.test_ownership import tree
 from tfrecords_schema import ownership, read_stats
-from trainer import predict, task
+from trainer import task
 
 FLAGS = ["--features", "r,ecg,gsr", "--window", "16", "--stride", "4", "--eval-crews", "2", "--num-shards", "2"]
 NOT_CREWSTREAMS = "not written by crewstream (a run would replace it): move it or choose another folder"
@@ -107,7 +107,7 @@ def predict_case(output, make, line, source="t.csv"):
         src, out = str(root / source), str(root / output)
         put(src, "id,crew,experiment,time,seat,r,ecg,gsr\n")
         make(root, src, out)
-        rejects = predict.rejects_path(out)
+        rejects = submission.rejects_path(out)
         return predict.main, ["--model-dir", str(root / "model"), "--input", src, "--output", out,
                               "--progress", "none"], 1, \
             "crewstream predict: error: " + line.format(src=src, out=out, rejects=rejects)
@@ -189,7 +189,7 @@ CASES = {
         "--output {out} is a symbolic link; crewstream never writes through one: remove the link or "
         "choose another output file"),
     "predict: the rejects file is a user's": predict_case(
-        "sub.csv", lambda root, src, out: put(out, SUBMISSION_HEADER) and put(predict.rejects_path(out)),
+        "sub.csv", lambda root, src, out: put(out, SUBMISSION_HEADER) and put(submission.rejects_path(out)),
         "--output {out}: its rejects file {rejects} exists and was not written by crewstream (its first "
         "line is not 'file,line,column,reason,id,text'); move it or choose another output file"),
     # train --model-dir
@@ -298,4 +298,4 @@ def test_synth_reruns_into_its_own_output(tmp_path, capsys):
 
 
 def test_demo_names_predicts_rejects_file():
-    assert demo.SUBMISSION_REJECTS == os.path.basename(predict.rejects_path(demo.SUBMISSION))
+    assert demo.SUBMISSION_REJECTS == os.path.basename(submission.rejects_path(demo.SUBMISSION))

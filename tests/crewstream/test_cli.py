@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from beam_jobs import predict
 from crewstream import console
-from trainer import evaluate, predict, score, task
+from trainer import evaluate, score, task
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,8 +55,11 @@ from crewstream import cli
 results = []
 for argv in json.loads(sys.argv[1]):
     err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = cli.main(argv)
+    try:
+        with contextlib.redirect_stderr(err):
+            code = cli.main(argv)
+    except SystemExit as e:  # argparse's usage errors
+        code = e.code
     results.append([code, err.getvalue()])
 heavy = sorted(m for m in ("tensorflow", "tensorflow_transform", "apache_beam", "tf_keras") if m in sys.modules)
 print(json.dumps({"results": results, "heavy": heavy}))
@@ -83,6 +87,32 @@ def test_a_missing_path_is_reported_before_tensorflow_or_beam_is_imported(tmp_pa
     assert not (tmp_path / "out").exists() and not (tmp_path / "model").exists()
 
 
+def usage_error(argv):
+    """(exit status, stderr, heavy modules loaded) of one command run in a fresh child."""
+    child = subprocess.run([sys.executable, "-c", USAGE_ERRORS, json.dumps([argv])], cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr
+    report = json.loads(child.stdout)
+    (code, err), = report["results"]
+    return code, err, report["heavy"]
+
+
+def test_predict_usage_errors_answer_before_tensorflow_is_imported(tmp_path):
+    """A missing --input and a flag neither predict nor Beam knows: exit 2 with one error line,
+    nothing written, and TensorFlow never imported (the unknown flag needs Beam's flag list)."""
+    base = ["predict", "--model-dir", str(tmp_path / "model"), "--output", str(tmp_path / "s.csv")]
+    code, err, heavy = usage_error(base)
+    assert (code, heavy) == (2, [])
+    assert err.splitlines()[-1] == "crewstream predict: error: the following arguments are required: --input"
+    assert err.startswith("usage: crewstream predict ")  # argparse's usage, then the one error line
+
+    code, err, heavy = usage_error(base + ["--input", str(tmp_path / "t.csv"), "--max-bad-fractoin", "0.1"])
+    assert code == 2 and not {"tensorflow", "tensorflow_transform", "tf_keras"} & set(heavy), heavy
+    assert err.splitlines() == ["crewstream predict: error: unknown flag --max-bad-fractoin: neither crewstream "
+                                "predict nor Beam's PipelineOptions know it; did you mean --max-bad-fraction?"]
+    assert os.listdir(tmp_path) == []
+
+
 def test_only_crewstreams_lines_by_default_and_the_libraries_with_verbose(tmp_path):
     # evaluate imports TensorFlow and tf.Transform (trainer.export) before it finds no MODEL/serving
     (tmp_path / "out").mkdir()
@@ -105,7 +135,7 @@ def test_only_crewstreams_lines_by_default_and_the_libraries_with_verbose(tmp_pa
 PROGRESS_PARSERS = {
     "train": (task._parse_args, ["--data", "d", "--model-dir", "m"]),
     "evaluate": (evaluate._parse_args, ["--data", "d", "--model-dir", "m"]),
-    "predict": (predict._parse_args, ["--model-dir", "m", "--input", "t.csv", "--output", "s.csv"]),
+    "predict": (lambda argv: predict._parse_args(argv)[0], ["--model-dir", "m", "--input", "t.csv", "--output", "s.csv"]),
 }
 
 
