@@ -85,7 +85,7 @@ def _parse_args(argv: Optional[Sequence[str]]):
                         help="windows: one record per window (W and stride fixed now); sequence: one record "
                              "per chunk of a segment, each row stored about once, windows of any W' <= "
                              "--window and any stride cut at read time (default windows)")
-    parser.add_argument("--chunk-rows", type=int, default=sequence.DEFAULT_CHUNK_ROWS,
+    parser.add_argument("--chunk-rows", type=int, default=None,
                         help="--layout sequence: rows per chunk record, each also holding the W-1 rows "
                              f"before it (default {sequence.DEFAULT_CHUNK_ROWS:,})")
     console.add_verbose(parser)
@@ -93,6 +93,9 @@ def _parse_args(argv: Optional[Sequence[str]]):
     if beam_args:  # only then is Beam imported to know its flags
         refuse_unknown_flags(parser, beam_args)
     args.features = [f.strip() for f in args.features.split(",") if f.strip()]
+    if args.chunk_rows is not None and args.layout != sequence.SEQUENCE:
+        parser.error("--chunk-rows applies to --layout sequence only")
+    args.chunk_rows = sequence.DEFAULT_CHUNK_ROWS if args.chunk_rows is None else args.chunk_rows
     for name, value in (("--window", args.window), ("--stride", args.stride), ("--num-shards", args.num_shards),
                         ("--block-rows", args.block_rows), ("--chunk-rows", args.chunk_rows)):
         if value < 1:

@@ -167,10 +167,16 @@ def test_verify_passes_a_sequence_folder_and_names_a_tampered_shard(runs, tmp_pa
     assert any(shard in p and "CRC mismatch" in p for p in verify(str(out)).problems)
 
 
-def test_chunk_rows_must_be_positive(capsys):
+@pytest.mark.parametrize("flags, message", [
+    (["--layout", "sequence", "--chunk-rows", "0"], "--chunk-rows must be >= 1"),
+    (["--chunk-rows", "64"], "--chunk-rows applies to --layout sequence only"),
+    (["--layout", "rows"], "invalid choice: 'rows'"),
+])
+def test_bad_layout_flags_are_one_line(capsys, flags, message):
     with pytest.raises(SystemExit):
-        preprocess._parse_args(["--input", "x.csv", "--output", "out", "--chunk-rows", "0"])
-    assert "--chunk-rows must be >= 1" in capsys.readouterr().err
+        preprocess._parse_args(["--input", "x.csv", "--output", "out", *flags])
+    assert message in capsys.readouterr().err
+    assert preprocess._parse_args(["--input", "x.csv", "--output", "out", "--layout", "sequence"])[0].chunk_rows == 4096
 
 
 def brute_force_chunks(lengths, chunk_rows, window):
