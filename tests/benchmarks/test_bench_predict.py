@@ -1,10 +1,10 @@
 """The predict benchmark's baseline and subset must do the work they claim, or its ratios mean nothing.
 
 - The in-memory way (benchmarks/bench_predict.py: sort_and_scale, stride1_windows, then the Keras
-  classifier on every materialized window) and crewstream's sweep (trainer.predict, --path sweep)
-  give every id the same tcn probabilities to 1e-5. The sweep runs the tcn's per-step network
-  through predict's `sequence` hook with the z-score spelled out here; that the exported
-  signature scales the same way is tests/trainer's concern.
+  classifier on every materialized window) and crewstream's sweep (the Beam job beam_jobs.predict,
+  --path sweep) give every id the same tcn probabilities to 1e-5. The sweep runs the tcn's
+  per-step network through the job's `sequence` hook with the z-score spelled out here; that the
+  exported signature scales the same way is tests/trainer's concern.
 - The tcn's windowed run on a subset (time_prefix) keeps, in every group, the earliest rows only,
   so each kept row has the same window as in the whole file.
 """
@@ -48,7 +48,8 @@ def _serving_config(model_dir: Path, receptive_field: int) -> None:
 
 def test_inmemory_tcn_equals_the_sweep(tmp_path):
     from crewstream import synth
-    from trainer import model as model_lib, predict
+    from beam_jobs import predict
+    from trainer import model as model_lib
 
     # 2 groups (crew 1, seats 0 and 1) of 96 rows in the test layout, text-ordered like Kaggle's
     csv = synth.generate(str(tmp_path / "data"), crews=(1,), seconds=0.1, test_seconds=96 / 256)["test"]["path"]
@@ -71,12 +72,11 @@ def test_inmemory_tcn_equals_the_sweep(tmp_path):
     sequence = lambda rows: per_step(scale(rows)[None], training=False).numpy()[0]  # noqa: E731
     model_dir = tmp_path / "model"
     _serving_config(model_dir, params.receptive_field)
-    config = predict.PredictConfig(model_dir=str(model_dir), input=csv, output=str(tmp_path / "sub.csv"),
-                                   path=predict.SWEEP, sweep_rows=37, progress="none")
-    summary = predict.predict(config, sequence=sequence)
+    counts = predict.run(["--model-dir", str(model_dir), "--input", csv, "--output", str(tmp_path / "sub.csv"),
+                          "--path", "sweep", "--sweep-rows", "37", "--progress", "none"], sequence=sequence)
     swept = pd.read_csv(tmp_path / "sub.csv").set_index(cols.ID)
 
-    assert summary.windows == len(frame) and sorted(swept.index) == sorted(ids)
+    assert counts["predicted"] == len(frame) and sorted(swept.index) == sorted(ids)
     difference = (inmemory - swept.loc[inmemory.index, list(LABEL_VOCABULARY)]).abs().to_numpy()
     assert difference.max() <= 1e-5
     assert inmemory.to_numpy().std(axis=0).min() > 1e-3  # the rows differ: a constant model would pass
