@@ -17,7 +17,7 @@ from crewstream import cli, console
 from tfrecords_schema import ownership
 
 SAMPLE, OUT, MODEL, SUBMISSION = "sample", "out", "model", "submission.csv"
-SUBMISSION_REJECTS = "submission.rejects.csv"  # trainer.predict.rejects_path(SUBMISSION)
+SUBMISSION_REJECTS = "submission.rejects.csv"  # beam_jobs.submission.rejects_path(SUBMISSION)
 
 
 def _earlier_demo(workdir: str):

@@ -211,6 +211,7 @@ def test_every_reject_is_one_of_the_bad_rows(bad_run):
     expected = sorted([(main, w[0]) for w in bad_run["where"].values()]
                       + [(str(bad_run["root"] / "zz-repeat.csv"), bad_run["repeat"][0])])
     assert sorted((r["file"], int(r["line"])) for r in bad_run["rejects"]) == expected
+    assert {r["id"] for r in bad_run["rejects"]} == {""}  # the rejects file's id column: empty in the train layout
     assert bad_run["stats"]["rejected_rows"] == bad_run["n_bad"]
 
 

@@ -1,6 +1,7 @@
 """The preprocess job end to end, against the independent reference in tests/reference.py."""
 
 import argparse
+import csv
 import os
 import subprocess
 import sys
@@ -71,21 +72,24 @@ def test_windows_scaling_and_stats_equal_reference(tmp_path, gap_frame, window, 
 
 def test_bad_rows_go_to_rejects_and_good_rows_are_all_kept(tmp_path):
     frame = make_frame(crews=(1, 2), rows_per_group=300, seed=2)
-    csv = write_crew_csv(tmp_path / "train.csv", frame)
-    lines = open(csv).read().splitlines()
+    csv_path = write_crew_csv(tmp_path / "train.csv", frame)
+    lines = open(csv_path).read().splitlines()
     lines[10] = lines[10].rsplit(",", 1)[0] + ",E"  # an unknown label
     lines.insert(20, lines[30])  # a duplicate (crew, seat, experiment, time)
-    with open(csv, "w") as f:
+    with open(csv_path, "w") as f:
         f.write("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    stats = run_job(csv, out, "--window", 32, "--stride", 8, "--num-shards", 2, "--max-bad-fraction", 0.002)
+    stats = run_job(csv_path, out, "--window", 32, "--stride", 8, "--num-shards", 2, "--max-bad-fraction", 0.002)
     assert stats["rejected_rows"] == 2  # 2 of 1,201 rows: under --max-bad-fraction 0.002
-    rejects = (out / "rejects" / "rejects.csv").read_text().splitlines()
-    assert rejects[0] == "file,line,column,reason,text"
-    assert [r.split(",")[1:3] for r in rejects[1:]] == [["11", "event"], ["32", "time"]]
+    with open(out / "rejects" / "rejects.csv", newline="") as f:
+        header, *rejects = list(csv.reader(f))
+    assert header == ["file", "line", "column", "reason", "id", "text"]  # predict's columns too
+    assert [r[1:3] for r in rejects] == [["11", "event"], ["32", "time"]]
+    assert [r[4] for r in rejects] == ["", ""]  # the train layout has no id
     total = stats["splits"]["train"]["num_rows"] + stats["splits"]["eval"]["num_rows"]
     assert total == len(frame) - 1  # the label-E row; the duplicate's twin stays
-    assert stats["inputs"] == [{"file": csv, "rows_read": len(frame) + 1, "rows_used": total, "rows_rejected": 2}]
+    assert stats["inputs"] == [{"file": csv_path, "rows_read": len(frame) + 1, "rows_used": total,
+                                "rows_rejected": 2}]
 
 
 def test_rerun_with_fewer_shards_leaves_no_stale_shard(tmp_path, gap_frame):
