@@ -285,15 +285,21 @@ def _counter(result, name: str) -> int:
     return sum(c.committed or 0 for c in found)
 
 
+_TERMINATED: List[int] = []  # the exit code once SIGTERM arrived during main's run
+
+
 def _stop_on_sigterm(signum, frame) -> None:
     # SIGTERM (a preempted VM, `kill`, a scheduler's timeout) unwinds like Ctrl-C: the staging
-    # folder is removed on the way out
+    # folder is removed on the way out. Raised inside a DoFn (the local runner runs bundles in
+    # this thread), Beam re-raises the SystemExit as a RuntimeError: main reads _TERMINATED.
+    _TERMINATED.append(128 + signum)
     raise SystemExit(128 + signum)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     verbose = console.verbose_requested(argv)
     console.setup(verbose)
+    _TERMINATED.clear()
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         counts = run(argv)
@@ -302,6 +308,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"crewstream predict: error: {e}", file=sys.stderr)
         return 1
+    except BaseException:
+        if _TERMINATED:  # ended by SIGTERM, whatever Beam made of the SystemExit
+            return _TERMINATED[0]
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
     rate = counts["predicted"] / counts["seconds"] if counts["seconds"] else 0.0

@@ -622,3 +622,102 @@ def test_no_block_holds_more_than_block_rows(block_runs, serving_config):
         assert SMALL_BLOCK_ROWS < max(small["predict"]) <= SMALL_BLOCK_ROWS + w - 1  # context was read
         assert sorted(whole["sorted"]) == sorted(block_runs["recordings"])
         assert max(whole["predict"]) == max(block_runs["recordings"]) == 2 * min(block_runs["recordings"])
+
+
+# --- killed runs: the earlier submission stays, and a rerun gives the same bytes -----------------
+
+KILL_FLAGS = {"block_rows": 8192, "progress": "none"}  # 10 blocks: pieces appear one by one
+
+
+@pytest.fixture(scope="module")
+def long_test_csv(tmp_path_factory):
+    """One crew, 150 s per seat (76,800 rows, 20 MB): reading and predicting (the LSTM on every
+    window) each take seconds, so that a kill can land inside each."""
+    from crewstream import synth
+
+    root = tmp_path_factory.mktemp("long")
+    synth.generate(str(root), crews=(1,), seconds=1.0, test_seconds=150.0)
+    return root / "test.csv"
+
+
+def _start(model_dir, csv_path, out, log):
+    return subprocess.Popen([sys.executable, "-m", "beam_jobs.predict", *argv(model_dir, csv_path, out, **KILL_FLAGS)],
+                            stdout=log, stderr=log, cwd=REPO)
+
+
+def _wait_for(process, condition, what, seconds=600.0):
+    """Poll (10 ms) until `condition()`; fail if the process ends first. The deadline only guards
+    against a hang: it is not a timing assertion."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, f"predict ended (exit {process.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"no {what} after {seconds} s"
+        time.sleep(0.01)
+
+
+def _stagings(out, but=()):
+    """The staging folders beside `out`, those in `but` (left by earlier runs) left out."""
+    return sorted(s for s in out.parent.glob(predict.staging_prefix(str(out)) + "*") if s not in but)
+
+
+def _reading(out, but=()):
+    """Block files written, no submission piece yet: the job is reading and sorting."""
+    return any(list(s.glob("blocks/*/*.block")) and not (s / "pieces").exists() for s in _stagings(out, but))
+
+
+def _predicting(out, but=()):
+    """A submission piece written: the job is predicting."""
+    return any(list(s.glob("pieces/*.csv")) for s in _stagings(out, but))
+
+
+@pytest.mark.slow  # about 60-100 s on the shared 2-core machine: a reference run, three killed runs, a rerun
+def test_a_killed_run_leaves_the_earlier_submission_and_a_rerun_gives_the_same_bytes(
+        tmp_path, exported, long_test_csv):
+    reference = tmp_path / "reference" / "sub.csv"
+    reference.parent.mkdir()
+    predict.run(argv(exported.model_dir, long_test_csv, reference, **KILL_FLAGS))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "sub.csv"
+    out.write_text(OLD)
+
+    kill_points = {  # name: (what to wait for, the signal), in this order
+        "predicting, SIGTERM": (_predicting, signal.SIGTERM),
+        "reading": (_reading, signal.SIGKILL),
+        "predicting": (_predicting, signal.SIGKILL),
+    }
+    left_by_kills = []
+    for name, (reached, sig) in kill_points.items():
+        log_path = tmp_path / f"{name}.log"
+        with open(log_path, "wb") as log:
+            process = _start(exported.model_dir, long_test_csv, out, log)
+            try:
+                _wait_for(process, lambda: reached(out, left_by_kills), name)
+                process.send_signal(signal.SIGSTOP)  # frozen where it is while we look
+                stagings = _stagings(out)
+                at_reading, at_predicting = _reading(out), _predicting(out)
+                process.send_signal(sig)
+                process.send_signal(signal.SIGCONT)
+                code = process.wait(timeout=600)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        assert (at_reading, at_predicting) == (name == "reading", name != "reading"), name
+        assert len(stagings) == 1 and stagings[0] not in left_by_kills, name  # the last kill's went at start
+        assert out.read_text() == OLD, name
+        assert not (out_dir / "sub.rejects.csv").exists()
+        if sig == signal.SIGKILL:
+            assert code == -signal.SIGKILL
+            assert _stagings(out) == stagings, name  # left behind, for the next run to remove
+            left_by_kills += stagings
+        else:  # SIGTERM unwinds: nothing is left behind
+            assert code == 128 + signal.SIGTERM, log_path.read_text(errors="replace")[-2000:]
+            assert sorted(os.listdir(out_dir)) == ["sub.csv"]
+    assert len(left_by_kills) == 2 and _stagings(out) == left_by_kills[-1:]
+
+    # the rerun removes the last kill's staging folder and writes the uninterrupted run's bytes
+    with open(tmp_path / "rerun.log", "wb") as log:
+        assert _start(exported.model_dir, long_test_csv, out, log).wait(timeout=900) == 0
+    assert out.read_bytes() == reference.read_bytes()
+    assert sorted(os.listdir(out_dir)) == ["sub.csv"]
