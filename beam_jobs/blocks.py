@@ -96,22 +96,15 @@ class BlockFileError(ValueError):
 def write_block(path: str, block: Block) -> None:
     """Write `block` as a block file: one .npy array (numpy's format: a fixed magic string, then a
     header giving dtype and shape) of `row_dtype` records. Data only; `read_block` reads it back."""
-    import tensorflow as tf
-
     buffer = io.BytesIO()
     np.lib.format.write_array(buffer, _records(block), allow_pickle=False)
-    tf.io.gfile.makedirs(posixpath.dirname(path))
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(buffer.getvalue())
+    layout.write_bytes(path, buffer.getvalue())
 
 
 def read_block(path: str) -> Block:
     """The Block `write_block` wrote at `path`. BlockFileError if the file is anything else (a
     pickle included: nothing in it is executed) or its records are not `row_dtype`'s."""
-    import tensorflow as tf
-
-    with tf.io.gfile.GFile(path, "rb") as f:
-        data = f.read()
+    data = layout.read_bytes(path)
     try:
         records = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
     except (ValueError, EOFError) as e:
@@ -210,22 +203,16 @@ def sorted_path(staging: str, key: RecordingKey, block_index: int) -> str:
 
 
 def write_rows(path: str, block: Block) -> None:
-    import tensorflow as tf
-
-    records = _records(block)
-    tf.io.gfile.makedirs(posixpath.dirname(path))
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(records.tobytes())
+    layout.write_bytes(path, _records(block).tobytes())
 
 
 def read_rows(path: str, num_features: int, last: Optional[int] = None) -> Block:
     """The rows of a sorted block file; with `last`, only its last `last` rows (read from the tail)."""
-    import tensorflow as tf
-
     dtype = row_dtype(num_features)
-    with tf.io.gfile.GFile(path, "rb") as f:
+    with layout.open_file(path, "rb") as f:
         if last is not None:
-            f.seek(max(0, f.size() - last * dtype.itemsize))
+            size = f.seek(0, 2)
+            f.seek(max(0, size - last * dtype.itemsize))
         records = np.frombuffer(f.read(), dtype=dtype)
     return _block(records)
 

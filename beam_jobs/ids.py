@@ -12,7 +12,6 @@ its id gets the uniform distribution. Id files hold data only (numpy's .npy, nev
 """
 
 import io
-import posixpath
 from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
@@ -63,21 +62,14 @@ def id_file_path(staging: str, bucket: int, source: int, first_line: int) -> str
 
 
 def write_ids(path: str, records: np.ndarray) -> None:
-    import tensorflow as tf
-
     buffer = io.BytesIO()
     np.lib.format.write_array(buffer, records, allow_pickle=False)
-    tf.io.gfile.makedirs(posixpath.dirname(path))
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(buffer.getvalue())
+    layout.write_bytes(path, buffer.getvalue())
 
 
 def read_ids(path: str) -> np.ndarray:
     """The records `write_ids` wrote; ValueError for anything else (a pickle is never loaded)."""
-    import tensorflow as tf
-
-    with tf.io.gfile.GFile(path, "rb") as f:
-        records = np.lib.format.read_array(io.BytesIO(f.read()), allow_pickle=False)
+    records = np.lib.format.read_array(io.BytesIO(layout.read_bytes(path)), allow_pickle=False)
     if records.dtype != ID_DTYPE or records.ndim != 1:
         raise ValueError(f"{path}: not an id file (records {records.dtype}, shape {records.shape})")
     return records

@@ -11,7 +11,7 @@ float32 (a row's four values still sum to 1 within float32 rounding). A `.gz` ou
 gzip-compressed as it is concatenated.
 """
 
-import posixpath
+import os
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -58,11 +58,7 @@ def csv_rows(ids: np.ndarray, probabilities: np.ndarray) -> bytes:
 
 
 def write_piece(path: str, ids: np.ndarray, probabilities: np.ndarray) -> None:
-    import tensorflow as tf
-
-    tf.io.gfile.makedirs(posixpath.dirname(path))
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(csv_rows(ids, probabilities))
+    layout.write_bytes(path, csv_rows(ids, probabilities))
 
 
 def piece_path(staging: str, name: str) -> str:
@@ -74,14 +70,12 @@ def merge(pieces: Sequence[str], staging: str, output: str) -> None:
     the staging folder, then renamed over `output`."""
     import gzip
 
-    import tensorflow as tf
-
     staged = layout.join(staging, "submission" + (".csv.gz" if output.endswith(".gz") else ".csv"))
-    with tf.io.gfile.GFile(staged, "wb") as raw:
+    with layout.open_file(staged, "wb") as raw:
         sink = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if output.endswith(".gz") else raw
         sink.write((HEADER + "\n").encode())
         for piece in pieces:
-            with tf.io.gfile.GFile(piece, "rb") as f:
+            with layout.open_file(piece, "rb") as f:
                 while True:
                     data = f.read(COPY_BLOCK)
                     if not data:
@@ -89,7 +83,12 @@ def merge(pieces: Sequence[str], staging: str, output: str) -> None:
                     sink.write(data)
         if sink is not raw:
             sink.close()
-    tf.io.gfile.rename(staged, output, overwrite=True)
+    if layout.is_remote(output):
+        import tensorflow as tf
+
+        tf.io.gfile.rename(staged, output, overwrite=True)
+    else:
+        os.replace(staged, output)
 
 
 def piece_order(pieces: Iterable[dict]) -> list:
