@@ -387,8 +387,8 @@ def _bad_line(lines, case, line_no):
 def bad_rows(tmp_path_factory, model_dir):
     """One run over a file of 4 crews (320 rows) holding every ROW_CASES defect, each on its own
     line, 10 lines apart (5 rows of one recording: no window holds two), read in chunks of about
-    8 lines. Returns its lines, the bad line of each case, the file, the counts, the submission
-    and the rejects."""
+    8 lines. Returns its lines (clean and bad), the bad line of each case, the file, the counts,
+    the submission and the rejects."""
     root = tmp_path_factory.mktemp("bad_rows")
     lines = make_lines(crews=(1, 2, 3, 4), seed=1)
     where = {case: 3 + 10 * k for k, case in enumerate(ROW_CASES)}
@@ -397,7 +397,7 @@ def bad_rows(tmp_path_factory, model_dir):
         bad = _bad_line(bad, case, line_no)
     path = write(root / "bad.csv", bad)
     counts, sub = run(model_dir, path, root / "sub.csv", "--chunk-bytes", ROW_CHUNK_BYTES, max_bad_fraction=0.2)
-    return SimpleNamespace(lines=lines, where=where, path=path, counts=counts, sub=sub,
+    return SimpleNamespace(lines=lines, bad=bad, where=where, path=path, counts=counts, sub=sub,
                            rejects=rejects_of(counts).set_index("line"), root=root)
 
 
@@ -410,6 +410,9 @@ def test_a_bad_row_is_listed_with_its_line_column_reason_and_id(case, bad_rows):
     assert (reject["file"], reject["column"]) == (str(bad_rows.path), column or "")
     assert reason in reject["reason"]
     assert reject["id"] == (str(bad_id) if fate == "uniform" else "")
+    text = bad_rows.bad[line_no - 1]
+    if text.isprintable() and len(text) < 1000:  # else escaped or cut (csv_reader.Reject)
+        assert reject["text"] == text
     if fate == "uniform":  # its id still reads: kept, with the uniform distribution
         assert bad_rows.sub.loc[bad_id, PROBS].tolist() == UNIFORM
     else:

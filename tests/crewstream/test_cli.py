@@ -135,7 +135,8 @@ def test_only_crewstreams_lines_by_default_and_the_libraries_with_verbose(tmp_pa
 PROGRESS_PARSERS = {
     "train": (task._parse_args, ["--data", "d", "--model-dir", "m"]),
     "evaluate": (evaluate._parse_args, ["--data", "d", "--model-dir", "m"]),
-    "predict": (lambda argv: predict._parse_args(argv)[0], ["--model-dir", "m", "--input", "t.csv", "--output", "s.csv"]),
+    "predict": (lambda argv: predict._parse_args(argv)[0],  # (args, Beam's flags)
+                ["--model-dir", "m", "--input", "t.csv", "--output", "s.csv"]),
 }
 
 
