@@ -136,30 +136,25 @@ def build_pipeline(pipeline, files: Sequence[str], args, serving: Dict, path: st
     read = pipeline | "ReadCrewCsv" >> t.ReadCrewCsv(files, features, args.chunk_bytes, args.split_bytes,
                                                      with_id=True)
     excluded, resolved = (read.rows, read.rejects) | "ResolveIds" >> pr.ResolveIds(staging, files)
-    sorted_blocks = (
-        read.rows
-        | "PlanBlocks" >> t.PlanBlocks(staging, args.block_rows)
-        | "SortBlock" >> beam.ParDo(pr.SortTestBlockFn(staging), excluded=beam.pvalue.AsSingleton(excluded))
-        .with_outputs(t.TALLY, main="blocks")
-    )
+    planned = read.rows | "PlanBlocks" >> t.PlanBlocks(staging, args.block_rows)
     checked = (read.tally, resolved[t.TALLY]) | "CheckedTallies" >> beam.Flatten()
-    go = checked | "GoOn" >> beam.CombineGlobally(pr.GoOnFn(args.max_bad_fraction))
+    verdict = checked | "GoOn" >> beam.CombineGlobally(pr.GoOnFn(args.max_bad_fraction))
     params = pr.PredictParams(serving["model_dir"], serving["window"], classes, path, staging, args.batch_size,
                               args.sweep_rows, args.concurrent, args.progress, model, sequence)
-    predicted = sorted_blocks.blocks | "PredictBlocks" >> pr.PredictBlocks(params, go)
+    predicted = planned | "PredictRecordings" >> pr.PredictRecordings(params, excluded, verdict)
     fallback = (
         resolved[pr.FALLBACK]
         | "AllFallbacks" >> beam.combiners.ToList()
         | "WriteFallback" >> beam.FlatMap(pr.write_fallback_piece, staging, classes)
     )
-    pieces = (predicted, fallback) | "AllPieces" >> beam.Flatten()
+    pieces = (predicted.pieces, fallback) | "AllPieces" >> beam.Flatten()
     rejected = (
         (read.rejects, resolved[t.REJECTS])
         | "AllRejects" >> beam.Flatten()
         | "WriteRejects" >> t.WriteRejects(layout.join(staging, "rejects.csv"))
     )
     tallies = (
-        (checked, sorted_blocks[t.TALLY])
+        (checked, predicted[t.TALLY])
         | "AllTallies" >> beam.Flatten()
         | "SumTallies" >> beam.CombinePerKey(sum)
     )

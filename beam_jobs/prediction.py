@@ -1,9 +1,9 @@
 """The Beam building blocks of the predict job: thin shells over beam_jobs.ids, blocks, inference
 and submission. Reading, blocks and the rejects output are preprocess's own (beam_jobs.transforms).
 
-    ResolveIds      every id once: chunk ids to bucket files, each bucket resolved on its own
-    SortTestBlockFn a time block's rows, the rows that lost their id left out, in time order
-    PredictBlockFn  a sorted block plus the W-1 rows before it -> the model -> a submission piece
+    ResolveIds          every id once: chunk ids to bucket files, each bucket resolved on its own
+    PredictRecordingFn  a recording's time blocks in time order: each sorted, the rows that lost
+                        their id left out, fed with the W-1 rows before it to the model -> a piece
 """
 
 import dataclasses
@@ -18,7 +18,7 @@ from apache_beam.metrics import Metrics
 from beam_jobs import blocks, ids, inference, submission
 from beam_jobs.blocks import Block
 from beam_jobs.csv_reader import IdRows
-from beam_jobs.transforms import NAMESPACE, REJECTS, TALLY, _tail_rows, _tally, _tally_sources
+from beam_jobs.transforms import NAMESPACE, REJECTS, TALLY, _tally_sources
 
 _LOG = logging.getLogger("crewstream.predict")
 FALLBACK = "fallback"
@@ -101,32 +101,9 @@ class ResolveIds(beam.PTransform):
         return excluded, resolved
 
 
-class SortTestBlockFn(beam.DoFn):
-    """((recording, time block), its block files) -> its rows in (time, file, line) order, rows
-    whose key is in `excluded` (sorted row keys: rows that lost their id) left out, written as a
-    sorted block file; yields its `SortedBlock` (nothing when no row is left). Rows with equal
-    times all stay (each id needs its window), in file order. Rows kept are tallied per file."""
-
-    def __init__(self, staging: str):
-        self._staging = staging
-
-    def process(self, element, excluded: np.ndarray):
-        (key, index), paths = element
-        rows = Block.concat([blocks.read_block(path) for path in sorted(paths)])
-        if len(excluded):
-            rows = rows.take(~np.isin(ids.row_keys(rows.source, rows.line), excluded))
-        if not len(rows):
-            return
-        rows = rows.sorted_by_time()
-        yield from _tally_sources("rows_used", rows.source)
-        path = blocks.sorted_path(self._staging, key, index)
-        blocks.write_rows(path, rows)
-        yield blocks.summarize_sorted(key, index, path, rows, max_gap=float("inf"))
-
-
 @dataclasses.dataclass(frozen=True)
 class PredictParams:
-    """What PredictBlockFn needs: the model folder, its window and class count, the path (windows
+    """What PredictRecordingFn needs: the model folder, its window and class count, the path (windows
     or sweep) and its batch sizes, where to write, how to report progress. `model` and `sequence`
     (tests only) replace the serving signatures (inference.predict_padded's callables)."""
 
@@ -143,13 +120,18 @@ class PredictParams:
     sequence: Optional[Callable] = None
 
 
-class PredictBlockFn(beam.DoFn):
-    """SortedBlock -> the model's probabilities for each of its rows, written as a submission piece
-    (`id,A,B,C,D` lines); yields the piece's metadata {recording, block, path, rows, nonfinite}.
+class PredictRecordingFn(beam.DoFn):
+    """(recording, [(time block, its block files)]) -> the model's probabilities for each of its
+    rows, block after block in time order, each written as a submission piece (`id,A,B,C,D`
+    lines); yields each piece's metadata {recording, block, path, rows, nonfinite}, and tallies the
+    rows used per file (`tally`).
 
-    The model is loaded once per worker (`setup`). `recordings` maps each recording to its sorted
-    blocks in time order: the W-1 rows before the block are read from the tails of the ones
-    before it. `go` is False when the run stops for its rejects (nothing is predicted then).
+    A block's rows are sorted by (time, file, line) (equal times keep file order: every row
+    needs its window); rows whose key is in `excluded` (sorted row keys: rows that lost their id)
+    are left out as if the file did not have them. Each block is fed with the W-1 rows before it,
+    the tail of the block before, kept in memory: a worker holds one time block (--block-rows rows)
+    plus W-1 rows, whatever the recording's length. The model is loaded once per worker (`setup`).
+    `verdict` (GoOnFn's) says whether the run goes on and how many rows it predicts in all.
     """
 
     def __init__(self, params: PredictParams):
@@ -166,34 +148,45 @@ class PredictBlockFn(beam.DoFn):
         else:
             self._model = p.model or inference.ServingModel(p.model_dir)
 
-    def process(self, block: blocks.SortedBlock, recordings, go: bool):
-        if not go:
+    def process(self, element, excluded: np.ndarray, verdict: dict):
+        if not verdict["go"]:
             return
+        key, parts = element
+        tail = None  # float32 [W - 1, F]: the padded rows before the next block
+        for index, paths in sorted(parts):
+            rows = self._sorted_block(paths, excluded)
+            if not len(rows):
+                continue
+            yield from _tally_sources("rows_used", rows.source)
+            padded = inference.pad_front(rows.signals, rows.signals[:0] if tail is None else tail, self._p.window)
+            tail = padded[len(padded) - (self._p.window - 1):]
+            yield self._predict(key, index, rows, padded, verdict["rows"])
+
+    @staticmethod
+    def _sorted_block(paths, excluded: np.ndarray) -> Block:
+        rows = Block.concat([blocks.read_block(path) for path in sorted(paths)])
+        if len(excluded):
+            rows = rows.take(~np.isin(ids.row_keys(rows.source, rows.line), excluded))
+        return rows.sorted_by_time()
+
+    def _predict(self, key, index: int, rows: Block, padded: np.ndarray, total: int) -> dict:
         p = self._p
-        progress = self._progress_over(recordings)
-        recording = recordings[block.recording]
-        before = _tail_rows([b for b in recording if b.index < block.index], p.window - 1)
-        rows = blocks.read_rows(block.path, block.num_features)
-        context = np.concatenate([b.signals for b in before]) if before else rows.signals[:0]
-        padded = inference.pad_front(rows.signals, context, p.window)
         started = time.perf_counter()
         probabilities, nonfinite = inference.predict_padded(
             self._model, padded, p.window, p.num_classes, p.path, p.batch_size, p.sweep_rows, p.concurrent)
         self._model_ms.inc(int(round((time.perf_counter() - started) * 1000)))
-        crew, seat, experiment = block.recording
-        path = submission.piece_path(p.staging, f"crew{crew}-seat{seat}-{experiment}-b{block.index:05d}.csv")
+        crew, seat, experiment = key
+        path = submission.piece_path(p.staging, f"crew{crew}-seat{seat}-{experiment}-b{index:05d}.csv")
         submission.write_piece(path, rows.id, probabilities)
         self._rows.inc(len(rows))
-        progress.update(len(rows))
-        yield {"recording": list(block.recording), "block": block.index, "path": path, "rows": len(rows),
-               "nonfinite": nonfinite}
+        self._progress_over(total).update(len(rows))
+        return {"recording": list(key), "block": index, "path": path, "rows": len(rows), "nonfinite": nonfinite}
 
-    def _progress_over(self, recordings):
-        """This worker's progress toward every row of the input (all a local run does)."""
+    def _progress_over(self, total: int):
+        """This worker's progress toward every usable row of the input (all a local run does)."""
         from crewstream.console import Progress
 
         if self._progress is None:
-            total = sum(b.num_rows for blocks_ in recordings.values() for b in blocks_)
             self._progress = Progress("predict", total, "rows", self._p.progress, logger=_LOG)
         return self._progress
 
@@ -203,8 +196,9 @@ class PredictBlockFn(beam.DoFn):
 
 
 class GoOnFn(beam.CombineFn):
-    """Tallies ((file index, field), rows) of reading and id checks -> True unless more rows were
-    rejected than `max_bad_fraction` of the rows read (beam_jobs.rejects.rejects_over)."""
+    """Tallies ((file index, field), rows) of reading and id checks -> {"go": False when more rows
+    were rejected than `max_bad_fraction` of the rows read (beam_jobs.rejects.rejects_over),
+    "rows": the rows left to predict}."""
 
     def __init__(self, max_bad_fraction: float):
         self._max = max_bad_fraction
@@ -224,31 +218,32 @@ class GoOnFn(beam.CombineFn):
     def extract_output(self, accumulator):
         from beam_jobs.rejects import rejects_over
 
-        return not rejects_over(*accumulator, self._max)
+        read, rejected = accumulator
+        return {"go": not rejects_over(read, rejected, self._max), "rows": read - rejected}
 
 
-def _in_block_order(key, sorted_blocks):
-    return key, sorted(sorted_blocks, key=lambda b: b.index)
+def _by_recording(element):
+    (key, index), paths = element
+    return key, (index, list(paths))
 
 
-class PredictBlocks(beam.PTransform):
-    """SortedBlocks -> submission pieces' metadata (PredictBlockFn), once `go` (a PCollection of
-    one bool) says the run goes on."""
+class PredictRecordings(beam.PTransform):
+    """((recording, time block), block files) (PlanBlocks' output) -> submission pieces' metadata
+    (PredictRecordingFn, one recording per element), plus its `tally` output."""
 
-    def __init__(self, params: PredictParams, go):
+    def __init__(self, params: PredictParams, excluded, verdict):
         super().__init__()
-        self._params, self._go = params, go
+        self._params, self._excluded, self._verdict = params, excluded, verdict
 
-    def expand(self, sorted_blocks):
-        recordings = (
-            sorted_blocks
-            | "KeyByRecording" >> beam.Map(lambda b: (b.recording, b))
+    def expand(self, planned):
+        return (
+            planned
+            | "KeyByRecording" >> beam.Map(_by_recording)
             | "GroupByRecording" >> beam.GroupByKey()
-            | "InBlockOrder" >> beam.MapTuple(_in_block_order)
+            | "Predict" >> beam.ParDo(PredictRecordingFn(self._params),
+                                      excluded=beam.pvalue.AsSingleton(self._excluded),
+                                      verdict=beam.pvalue.AsSingleton(self._verdict)).with_outputs(TALLY, main="pieces")
         )
-        return sorted_blocks | "Predict" >> beam.ParDo(
-            PredictBlockFn(self._params), recordings=beam.pvalue.AsDict(recordings),
-            go=beam.pvalue.AsSingleton(self._go))
 
 
 def write_fallback_piece(fallbacks, staging: str, num_classes: int):
