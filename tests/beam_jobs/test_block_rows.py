@@ -144,14 +144,13 @@ def _rows_in_chunks(frame, chunks, seed=0):
                      line=part.astype(np.int64) + 2, source=np.zeros(len(part), np.int64))
 
 
-def _rows_read_per_call(monkeypatch, dofns=None):
-    """{name: [...]} for each DoFn class of `dofns` ({name: class}; default {"sort": SortBlockFn,
-    "cut": CutBlockWindowsFn}): the rows each call of its process method read from block files,
-    measured from the outside: the block-file readers (blocks.read_block, blocks.read_rows) and
-    the DoFns' process methods are wrapped here, so the figure does not come from the job's own
-    `rows_per_key` metric. Filled as the pipeline runs (in this process: FnApiRunner)."""
-    dofns = dofns or {"sort": t.SortBlockFn, "cut": t.CutBlockWindowsFn}
-    per_call = {name: [] for name in dofns}
+def _rows_read_per_call(monkeypatch):
+    """{"sort": [...], "cut": [...]}: the rows each call of SortBlockFn.process and of
+    CutBlockWindowsFn.process read from block files, measured from the outside: the block-file
+    readers (blocks.read_block, blocks.read_rows) and the two DoFns' process methods are wrapped
+    here, so the figure does not come from the job's own `rows_per_key` metric. Filled as the
+    pipeline runs (in this process: FnApiRunner)."""
+    per_call = {"sort": [], "cut": []}
     current = threading.local()
 
     def counting(read):
@@ -175,8 +174,8 @@ def _rows_read_per_call(monkeypatch, dofns=None):
 
     monkeypatch.setattr(blocks, "read_block", counting(blocks.read_block))
     monkeypatch.setattr(blocks, "read_rows", counting(blocks.read_rows))
-    for name, dofn in dofns.items():
-        monkeypatch.setattr(dofn, "process", measured(dofn.process, name))
+    monkeypatch.setattr(t.SortBlockFn, "process", measured(t.SortBlockFn.process, "sort"))
+    monkeypatch.setattr(t.CutBlockWindowsFn, "process", measured(t.CutBlockWindowsFn.process, "cut"))
     return per_call
 
 

@@ -160,33 +160,45 @@ def test_blocks_cut_anywhere_get_the_windows_of_the_whole_recording(cuts):
             np.testing.assert_array_equal(views, expected[a:b])
 
 
-def test_a_block_is_sorted_by_time_ties_in_file_order_and_rows_that_lost_their_id_left_out(tmp_path):
-    """SortTestBlockFn on two chunks' block files of one time block: rows in (time, file, line)
-    order, equal times kept in file order, the rows whose (file, line) key is excluded gone."""
-    def chunk(lines, times, source):
-        n = len(lines)
-        return blocks.Block(np.array(times, np.float64), np.array(lines, np.float32)[:, None] * [1, -1],
-                            np.full(n, -1, np.int8), np.array(lines, np.int64), np.full(n, source, np.int32),
-                            np.array(lines, np.int64) + 1000 * source)
-
-    parts = [chunk([2, 3, 4, 5], [0.3, 0.1, 0.2, 0.1], 0), chunk([2, 3], [0.1, 0.05], 1)]
-    paths = [str(tmp_path / f"chunk{i}.block") for i in range(2)]
-    for path, part in zip(paths, parts):
-        blocks.write_block(path, part)
-    rows = [(t, s, line) for part in parts for t, s, line in zip(part.time, part.source, part.line)]
-    for excluded_rows in ([], [(0, 3)], [(0, 3), (1, 3), (0, 4)]):
-        excluded = np.sort(ids.row_keys(*np.array(excluded_rows, np.int64).reshape(-1, 2).T))
-        staging = tmp_path / f"staging{len(excluded_rows)}"
-        out = list(pr.SortTestBlockFn(str(staging)).process((((1, 0, "LOFT"), 0), paths[::-1]), excluded))
-        [found] = [x for x in out if isinstance(x, blocks.SortedBlock)]
-        tallies = [x.value for x in out if not isinstance(x, blocks.SortedBlock)]
-        expected = sorted(r for r in rows if (r[1], r[2]) not in excluded_rows)
-        got = blocks.read_rows(found.path, 2)
-        assert list(zip(got.time, got.source, got.line)) == expected
-        assert got.id.tolist() == [line + 1000 * s for _, s, line in expected]
-        np.testing.assert_array_equal(got.signals[:, 0], got.line)
-        assert found.num_rows == len(expected) and found.recording == (1, 0, "LOFT")
-        assert sorted(tallies) == sorted(((s, "rows_used"), [r[1] for r in expected].count(s)) for s in (0, 1))
+def test_a_recording_is_predicted_block_after_block_in_time_order(tmp_path):
+    """PredictRecordingFn on one recording's time blocks (given out of order, each from two
+    chunks' block files, one block shorter than W-1): every kept row gets the fingerprint of its
+    window over the whole recording, rows in (time, file, line) order (equal times keep file
+    order), rows whose (file, line) key lost its id left out as if the file did not have them."""
+    w = 4
+    times = [0.3, 0.1, 0.2, 0.1, 0.9, 1.2, 1.5, 2.0, 2.1, 2.1, 2.4, 2.6, 2.2, 2.8, 3.5, 3.1, 3.3, 3.0]
+    source = np.arange(len(times)) % 2
+    line = 10 + np.arange(len(times)) // 2
+    row_id = 100 + np.arange(len(times))
+    signals = np.stack([np.arange(len(times)) * 1.5, -np.arange(len(times)) ** 2.0], axis=1).astype(np.float32)
+    index = np.searchsorted([1.0, 2.0, 3.0], times, side="right")  # blocks 0-3; block 1 has 2 rows
+    parts = []
+    for b in (2, 0, 3, 1):
+        paths = []
+        for src in (1, 0):
+            at = np.flatnonzero((index == b) & (source == src))
+            path = str(tmp_path / "blocks" / f"b{b}-f{src}.block")
+            blocks.write_block(path, blocks.Block(np.array(times)[at], signals[at], np.full(len(at), -1, np.int8),
+                                                  line[at], source[at].astype(np.int32), row_id[at]))
+            paths.append(path)
+        parts.append((b, paths))
+    for lost in ([], [(1, 12)], [(0, 10), (1, 13), (0, 13)]):
+        excluded = np.sort(ids.row_keys(*np.array(lost, np.int64).reshape(-1, 2).T))
+        kept = [i for i in range(len(times)) if (source[i], line[i]) not in lost]
+        order = sorted(kept, key=lambda i: (times[i], source[i], line[i]))
+        params = pr.PredictParams("unused", w, 4, inference.WINDOWS, str(tmp_path / f"staging{len(lost)}"),
+                                  batch_size=3, progress="none", model=fingerprint)
+        fn = pr.PredictRecordingFn(params)
+        fn.setup()
+        out = list(fn.process(((1, 0, "LOFT"), parts), excluded, {"go": True, "rows": len(kept)}))
+        pieces = [x for x in out if isinstance(x, dict)]
+        tallies = [x.value for x in out if not isinstance(x, dict)]
+        assert [p["block"] for p in pieces] == [0, 1, 2, 3] and sum(p["rows"] for p in pieces) == len(kept)
+        sub = pd.concat([pd.read_csv(p["path"], header=None, names=HEADER) for p in pieces], ignore_index=True)
+        assert sub[cols.ID].tolist() == row_id[order].tolist()
+        np.testing.assert_array_equal(sub[HEADER[1:]].to_numpy(np.float32), fingerprint(loop_windows(signals[order], w)))
+        assert sum(count for _, count in tallies) == len(kept)
+        assert list(fn.process(((1, 0, "LOFT"), parts), excluded, {"go": False, "rows": len(kept)})) == []
 
 
 def test_batches_are_the_windows_in_a_ring_of_buffers():
@@ -557,27 +569,36 @@ def write_block_test_csv(path, seed=4):
     return path, [len(f) for f in frames]
 
 
-def _sorted_block_rows(monkeypatch, found):
-    """Append (rows) of every sorted block file the job writes to `found`, from the file's size
-    once written (records of blocks.row_dtype), not from anything the job reports."""
-    write_rows = blocks.write_rows
+def _measured(monkeypatch, found):
+    """Fill `found` as the job runs (in this process: FnApiRunner), measured from outside the
+    DoFns: "block files", {time block folder: rows} of the block files written into each time
+    block's folder (rows from the .npy file on disk); "model passes", the rows of every padded
+    array inference.predict_padded was given (a block's rows and the W-1 before them)."""
+    import re
 
-    def measured(path, block):
-        write_rows(path, block)
-        size, itemsize = os.path.getsize(path), blocks.row_dtype(block.signals.shape[1]).itemsize
-        assert size % itemsize == 0, path
-        found.append(size // itemsize)
+    write_block, predict_padded = blocks.write_block, inference.predict_padded
+    found.update({"block files": {}, "model passes": []})
 
-    monkeypatch.setattr(blocks, "write_rows", measured)
+    def written(path, block):
+        write_block(path, block)
+        folder = os.path.dirname(path)
+        if re.fullmatch(r"b\d{5}", os.path.basename(folder)):  # blocks.part_path: a time block's part
+            rows = np.load(path, mmap_mode="r", allow_pickle=False).shape[0]
+            found["block files"][folder] = found["block files"].get(folder, 0) + rows
+
+    def passed(model, padded, *args, **kwargs):
+        found["model passes"].append(len(padded))
+        return predict_padded(model, padded, *args, **kwargs)
+
+    monkeypatch.setattr(blocks, "write_block", written)
+    monkeypatch.setattr(inference, "predict_padded", passed)
 
 
 @pytest.fixture(scope="module")
 def block_runs(tmp_path_factory, exported, exported_tcn):
     """The 20 Hz file through the job with --block-rows 50 and the default, on the windows path
-    (the fingerprint) and the sweep (sequence_fingerprint, chunks of 30 rows); for each run the
-    rows of every sorted block file and the rows each SortTestBlockFn / PredictBlockFn call read."""
-    from tests.beam_jobs.test_block_rows import _rows_read_per_call
-
+    (the fingerprint) and the sweep (sequence_fingerprint, chunks of 30 rows), each measured
+    (_measured)."""
     root = tmp_path_factory.mktemp("block_rows")
     csv_path, recordings = write_block_test_csv(root / "test.csv")
     w = export.read_serving_config(exported_tcn.model_dir)["window"]
@@ -585,14 +606,13 @@ def block_runs(tmp_path_factory, exported, exported_tcn):
     for name, model_dir, hooks in (("windows", exported.model_dir, {"model": fingerprint}),
                                    ("sweep", exported_tcn.model_dir, {"sequence": sequence_fingerprint(w)})):
         for size, block_rows in (("small", SMALL_BLOCK_ROWS), ("whole", blocks.DEFAULT_BLOCK_ROWS)):
+            out = root / f"{name}-{size}.csv"
+            run_found = {"out": out}
             with pytest.MonkeyPatch.context() as monkeypatch:
-                written = []
-                _sorted_block_rows(monkeypatch, written)
-                per_call = _rows_read_per_call(monkeypatch, {"sort": pr.SortTestBlockFn, "predict": pr.PredictBlockFn})
-                out = root / f"{name}-{size}.csv"
-                summary = predict.run(argv(model_dir, csv_path, out, block_rows=block_rows, sweep_rows=30, path=name),
-                                      **hooks)
-            found[name, size] = {"out": out, "summary": summary, "sorted": written, **per_call}
+                _measured(monkeypatch, run_found)
+                run_found["summary"] = predict.run(
+                    argv(model_dir, csv_path, out, block_rows=block_rows, sweep_rows=30, path=name), **hooks)
+            found[name, size] = run_found
     return found
 
 
@@ -610,18 +630,21 @@ def test_small_blocks_give_byte_identical_submissions(block_runs, serving_config
 
 
 def test_no_block_holds_more_than_block_rows(block_runs, serving_config):
-    """Sorted block files of at most --block-rows rows, many per recording; each prediction reads
-    its block and at most the W-1 rows before it, however long the recording: per-worker memory
-    follows --block-rows. With one block per recording, it follows the recording instead."""
-    w, total = serving_config["window"], sum(block_runs["recordings"])
+    """Time blocks of at most --block-rows rows on disk, many per recording; each model pass holds
+    one block and the W-1 rows before it, however long the recording: per-worker memory follows
+    --block-rows. With one block per recording, it follows the recording instead."""
+    w, total, recordings = serving_config["window"], sum(block_runs["recordings"]), block_runs["recordings"]
     for path in ("windows", "sweep"):
         small, whole = block_runs[path, "small"], block_runs[path, "whole"]
-        assert sum(small["sorted"]) == sum(whole["sorted"]) == total
-        assert max(small["sorted"]) <= SMALL_BLOCK_ROWS and len(small["sorted"]) >= total // SMALL_BLOCK_ROWS
-        assert sum(small["sort"]) == total and max(small["sort"]) <= SMALL_BLOCK_ROWS
-        assert SMALL_BLOCK_ROWS < max(small["predict"]) <= SMALL_BLOCK_ROWS + w - 1  # context was read
-        assert sorted(whole["sorted"]) == sorted(block_runs["recordings"])
-        assert max(whole["predict"]) == max(block_runs["recordings"]) == 2 * min(block_runs["recordings"])
+        for run_ in (small, whole):
+            assert sum(n - (w - 1) for n in run_["model passes"]) == total == run_["summary"]["predicted"]
+        assert sum(small["block files"].values()) == total  # every row went through a time block's files
+        assert max(small["block files"].values()) <= SMALL_BLOCK_ROWS
+        assert len(small["block files"]) >= total // SMALL_BLOCK_ROWS
+        assert max(small["model passes"]) <= SMALL_BLOCK_ROWS + w - 1
+        assert whole["block files"] == {}  # one time block per recording: the chunk's file as it is
+        assert sorted(n - (w - 1) for n in whole["model passes"]) == sorted(recordings)
+        assert max(recordings) == 2 * min(recordings)
 
 
 # --- killed runs: the earlier submission stays, and a rerun gives the same bytes -----------------
@@ -670,7 +693,7 @@ def _predicting(out, but=()):
     return any(list(s.glob("pieces/*.csv")) for s in _stagings(out, but))
 
 
-@pytest.mark.slow  # about 60-100 s on the shared 2-core machine: a reference run, three killed runs, a rerun
+@pytest.mark.slow  # 40-65 s on the shared 2-core machine: a reference run, three killed runs, a rerun
 def test_a_killed_run_leaves_the_earlier_submission_and_a_rerun_gives_the_same_bytes(
         tmp_path, exported, long_test_csv):
     reference = tmp_path / "reference" / "sub.csv"
@@ -721,3 +744,37 @@ def test_a_killed_run_leaves_the_earlier_submission_and_a_rerun_gives_the_same_b
         assert _start(exported.model_dir, long_test_csv, out, log).wait(timeout=900) == 0
     assert out.read_bytes() == reference.read_bytes()
     assert sorted(os.listdir(out_dir)) == ["sub.csv"]
+
+
+# --- the portable path: SDK workers from a worker pool (tests/beam_jobs/conftest.py) -------------
+
+def _run_on_pool(model_dir, csv_path, out, *beam_flags):
+    """The real tcn (workers load it from the model folder: no test hook crosses a process)."""
+    return predict.run(argv(model_dir, csv_path, out, **TCN_FLAGS) + list(beam_flags))
+
+
+@pytest.mark.slow  # worker processes: 10-20 s here (the pool starts once per session)
+def test_portable_runner_on_a_worker_pool_writes_the_local_submission(
+        tmp_path, worker_pool, exported_tcn, test_csv, tcn_swept):
+    endpoint, log_path = worker_pool
+    before = workers_started(log_path)
+    out = tmp_path / "sub.csv"
+    _run_on_pool(exported_tcn.model_dir, test_csv, out, "--runner", "PortableRunner", "--job_endpoint", "embed",
+                 "--environment_type", "EXTERNAL", "--environment_config", endpoint)
+    assert out.read_bytes() == tcn_swept[1].read_bytes()
+    assert workers_started(log_path) > before  # the work ran in the pool's processes
+    assert sorted(os.listdir(tmp_path)) == ["sub.csv"]
+
+
+@pytest.mark.slow  # worker processes: 10-20 s here (the pool starts once per session)
+def test_two_pool_workers_write_the_local_submission(tmp_path, worker_pool, exported_tcn, test_csv, tcn_swept):
+    # Beam's embedded job service asks the pool for one worker whatever --sdk_worker_parallelism
+    # says; the local runner asks for --direct_num_workers of them (tests/beam_jobs/test_portable.py)
+    endpoint, log_path = worker_pool
+    before = workers_started(log_path)
+    out = tmp_path / "sub.csv"
+    _run_on_pool(exported_tcn.model_dir, test_csv, out, "--environment_type", "EXTERNAL",
+                 "--environment_config", endpoint, "--direct_num_workers", "2")
+    assert out.read_bytes() == tcn_swept[1].read_bytes()
+    assert workers_started(log_path) - before == 2
+    assert sorted(os.listdir(tmp_path)) == ["sub.csv"]
