@@ -24,6 +24,8 @@ from typing import Callable, Deque, Iterator, Tuple
 
 import numpy as np
 
+from beam_jobs.windows import pad_front, window_view  # noqa: F401 (pad_front: the DoFn's)
+
 DEFAULT_BATCH_SIZE = 1024
 DEFAULT_SWEEP_ROWS = 1 << 16  # rows per sequence call (plus W-1 of context); 32k-128k measured alike
 AUTO, WINDOWS, SWEEP = "auto", "windows", "sweep"
@@ -101,22 +103,6 @@ def choose_path(requested: str, serving: dict, model_dir: str) -> str:
                          f"signature (train --model tcn); this one is a {serving['model']} "
                          f"(use --path {WINDOWS} or {AUTO})")
     return SWEEP if can_sweep and requested != WINDOWS else WINDOWS
-
-
-def window_view(padded: np.ndarray, window: int) -> np.ndarray:
-    """float32 [n, W, F] read-only view: element i is padded[i : i + W]. Nothing is copied."""
-    views = np.lib.stride_tricks.sliding_window_view(padded, window, axis=0)  # [n, F, W]
-    return views.transpose(0, 2, 1)
-
-
-def pad_front(rows: np.ndarray, before: np.ndarray, window: int) -> np.ndarray:
-    """float32 [W - 1 + n, F]: the W-1 rows before `rows` (the last of `before`, the recording's
-    rows preceding them, at most W-1), the first available row repeated in front when there are
-    fewer. `before` is empty for a recording's first block."""
-    need = window - 1
-    before = before[len(before) - need:] if len(before) > need else before
-    first = before[:1] if len(before) else rows[:1]
-    return np.concatenate([np.repeat(first, need - len(before), axis=0), before, rows]).astype(np.float32, copy=False)
 
 
 def batches(padded: np.ndarray, window: int, batch_size: int, buffers: int) -> Iterator[Tuple[int, np.ndarray]]:

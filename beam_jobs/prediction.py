@@ -15,7 +15,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from beam_jobs import blocks, ids, inference, submission
+from beam_jobs import blocks, ids, inference, submission, windows
 from beam_jobs.blocks import Block
 from beam_jobs.csv_reader import IdRows
 from beam_jobs.transforms import NAMESPACE, REJECTS, TALLY, _tally_sources
@@ -130,7 +130,7 @@ class PredictRecordingFn(beam.DoFn):
     needs its window); rows whose key is in `excluded` (sorted row keys: rows that lost their id)
     are left out as if the file did not have them. Each block is fed with the W-1 rows before it,
     the tail of the block before, kept in memory: a worker holds one time block (--block-rows rows)
-    plus W-1 rows, whatever the recording's length. The model is loaded once per worker (`setup`).
+    plus W-1 rows, whatever the recording's length. The model is loaded once per worker.
     `verdict` (GoOnFn's) says whether the run goes on and how many rows it predicts in all.
     """
 
@@ -141,12 +141,14 @@ class PredictRecordingFn(beam.DoFn):
         self._rows = Metrics.counter(NAMESPACE, ROWS_PREDICTED)
         self._model_ms = Metrics.counter(NAMESPACE, MODEL_MS)
 
-    def setup(self):
+    def _loaded(self):
+        """The model, loaded once per worker at its first block (never when the run stops for its
+        rejects)."""
         p = self._p
-        if p.path == inference.SWEEP:
-            self._model = inference.SweepModel(p.model_dir, p.sequence)
-        else:
-            self._model = p.model or inference.ServingModel(p.model_dir)
+        if self._model is None:
+            self._model = inference.SweepModel(p.model_dir, p.sequence) if p.path == inference.SWEEP \
+                else p.model or inference.ServingModel(p.model_dir)
+        return self._model
 
     def process(self, element, excluded: np.ndarray, verdict: dict):
         if not verdict["go"]:
@@ -158,7 +160,7 @@ class PredictRecordingFn(beam.DoFn):
             if not len(rows):
                 continue
             yield from _tally_sources("rows_used", rows.source)
-            padded = inference.pad_front(rows.signals, rows.signals[:0] if tail is None else tail, self._p.window)
+            padded = windows.pad_front(rows.signals, rows.signals[:0] if tail is None else tail, self._p.window)
             tail = padded[len(padded) - (self._p.window - 1):]
             yield self._predict(key, index, rows, padded, verdict["rows"])
 
@@ -173,7 +175,7 @@ class PredictRecordingFn(beam.DoFn):
         p = self._p
         started = time.perf_counter()
         probabilities, nonfinite = inference.predict_padded(
-            self._model, padded, p.window, p.num_classes, p.path, p.batch_size, p.sweep_rows, p.concurrent)
+            self._loaded(), padded, p.window, p.num_classes, p.path, p.batch_size, p.sweep_rows, p.concurrent)
         self._model_ms.inc(int(round((time.perf_counter() - started) * 1000)))
         crew, seat, experiment = key
         path = submission.piece_path(p.staging, f"crew{crew}-seat{seat}-{experiment}-b{index:05d}.csv")

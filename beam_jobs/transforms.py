@@ -348,39 +348,57 @@ class PlanBlocks(beam.PTransform):
         )
 
 
-class CutBlockWindowsFn(beam.DoFn):
-    """SortedBlock -> the windows of its recording whose LAST row is in it, scaled and written as
-    pieces per shard (`shards.piece_path`); yields piece metadata.
-
-    `recordings` maps each recording to its SortedBlocks in block order: from their sizes, edge
-    times and gaps the block learns its rows' place in the recording, the segments and the
-    global index j of each of its windows (window j goes to shard (offset + j) % N, as if the
-    recording were cut whole). The W-1 rows before the block that its first windows need are
-    read from the tails of the preceding blocks. Scaling applies the tf.Transform graph written
-    under `params.staging` (the `transform_ready` side input orders this after it is written).
-    """
+class CutSortedBlockFn(beam.DoFn):
+    """What the layouts' cutting steps share (CutBlockWindowsFn, sequences.CutBlockChunksFn): per
+    SortedBlock, its recording's blocks in order from the `recordings` side input (each recording
+    to its SortedBlocks in block order), and its rows with the `context` rows before it (read from
+    the tails of the preceding blocks), scaled with the tf.Transform graph written under
+    `params.staging` (the `transform_ready` side input orders this after it is written)."""
 
     def __init__(self, params: WindowParams):
         self._p = params
         self._scaler = None
-        self._windows = Metrics.counter(NAMESPACE, "windows_written")
         self._rows_per_key = Metrics.distribution(NAMESPACE, ROWS_PER_KEY)
 
-    def process(self, block: blocks.SortedBlock, recordings, transform_ready=None):
-        from beam_jobs.scaling import Scaler
-
-        p = self._p
+    @staticmethod
+    def recording_of(block: blocks.SortedBlock, recordings) -> List[blocks.SortedBlock]:
         recording = recordings[block.recording]
         assert [b.index for b in recording] == list(range(len(recording))), "time blocks are numbered 0..K-1"
-        found = windows.block_windows(recording, block.index, p.max_gap, p.window, p.stride)
-        if not len(found.index):
-            return
+        return recording
+
+    def scaled_rows(self, recording: Sequence[blocks.SortedBlock], block: blocks.SortedBlock, context: int) -> Block:
+        """The block's rows preceded by the `context` rows before it, signals scaled."""
+        from beam_jobs.scaling import Scaler
+
         if self._scaler is None:
-            self._scaler = Scaler(p.staging)
-        rows = Block.concat(_tail_rows(recording[:block.index], found.context)
+            self._scaler = Scaler(self._p.staging)
+        rows = Block.concat(_tail_rows(recording[:block.index], context)
                             + [blocks.read_rows(block.path, block.num_features)])
         self._rows_per_key.update(len(rows))
         rows.signals = self._scaler.scale(rows.signals)
+        return rows
+
+
+class CutBlockWindowsFn(CutSortedBlockFn):
+    """SortedBlock -> the windows of its recording whose LAST row is in it, scaled and written as
+    pieces per shard (`shards.piece_path`); yields piece metadata.
+
+    From the sizes, edge times and gaps of its recording's blocks the block learns its rows' place
+    in the recording, the segments and the global index j of each of its windows (window j goes
+    to shard (offset + j) % N, as if the recording were cut whole).
+    """
+
+    def __init__(self, params: WindowParams):
+        super().__init__(params)
+        self._windows = Metrics.counter(NAMESPACE, "windows_written")
+
+    def process(self, block: blocks.SortedBlock, recordings, transform_ready=None):
+        p = self._p
+        recording = self.recording_of(block, recordings)
+        found = windows.block_windows(recording, block.index, p.max_gap, p.window, p.stride)
+        if not len(found.index):
+            return
+        rows = self.scaled_rows(recording, block, found.context)
         cut = windows.windows_at(found.starts - (found.first_row - found.context), rows.label, rows.time, p.window)
         split = split_of(block.recording[0], p.eval_crews)
         yield from self._write_pieces(cut, rows, found.index, split, block)
@@ -430,17 +448,15 @@ def _in_block_order(key: blocks.RecordingKey, sorted_blocks):
     return key, sorted(sorted_blocks, key=lambda b: b.index)
 
 
-class CutWindows(beam.PTransform):
-    """SortedBlocks (`SortBlocks`' main output) -> scaled windows written as shard pieces; yields
-    piece metadata.
+class CutSortedBlocks(beam.PTransform):
+    """SortedBlocks (`SortBlocks`' main output) -> `fn` (a CutSortedBlockFn) on each, given every
+    recording's blocks in order; yields its piece metadata. `transform_ready` is a PCollection
+    that has an element once the transform graph is written to the staging folder
+    (tft_beam.WriteTransformFn's output)."""
 
-    `transform_ready` is a PCollection that has an element once the transform graph is written
-    to `params.staging` (tft_beam.WriteTransformFn's output).
-    """
-
-    def __init__(self, params: WindowParams, transform_ready):
+    def __init__(self, fn: CutSortedBlockFn, transform_ready):
         super().__init__()
-        self._params = params
+        self._fn = fn
         self._ready = transform_ready
 
     def expand(self, sorted_blocks):
@@ -451,8 +467,15 @@ class CutWindows(beam.PTransform):
             | "InBlockOrder" >> beam.MapTuple(_in_block_order)
         )
         return sorted_blocks | "CutAndWrite" >> beam.ParDo(
-            CutBlockWindowsFn(self._params), recordings=beam.pvalue.AsDict(recordings),
-            transform_ready=beam.pvalue.AsSingleton(self._ready))
+            self._fn, recordings=beam.pvalue.AsDict(recordings), transform_ready=beam.pvalue.AsSingleton(self._ready))
+
+
+class CutWindows(CutSortedBlocks):
+    """SortedBlocks -> scaled windows written as shard pieces (CutBlockWindowsFn); yields piece
+    metadata."""
+
+    def __init__(self, params: WindowParams, transform_ready):
+        super().__init__(CutBlockWindowsFn(params), transform_ready)
 
 
 class ConcatShardFn(beam.DoFn):

@@ -1,10 +1,15 @@
 """Cutting windows out of one recording: the Windows contract of docs/DESIGN.md, in plain numpy.
-The arithmetic the preprocess job runs (CutBlockWindowsFn only calls it).
+The arithmetic the preprocess job runs (its DoFns only call it): windows for the windows layout,
+chunks for the sequence layout; prediction's windows (every row's, padded) are `pad_front` and
+`window_view`.
 
 A group is one (crew, seat, experiment), its rows sorted numerically by time. A gap in time larger
 than `max_gap` seconds starts a new segment; windows never cross a segment. In a segment of n rows
 windows start at rows 0, s, 2s, ... while start + W <= n. A window's label is the label of its
 last row and its `end_time` the time of its last row.
+
+The sequence layout cuts each segment into chunks instead (`chunks_ending_in`: chunk i of a segment
+holds its rows [i*C, (i+1)*C), with the W-1 rows before it as context).
 
 The job knows a recording block by block (its time blocks, in time order, each summarized by
 num_rows, first_time, last_time and gap_starts: beam_jobs.blocks.SortedBlock): `recording_segments`
@@ -131,3 +136,64 @@ def block_windows(recording: Sequence[Any], block: int, max_gap: float, window: 
     starts, index = windows_ending_in(recording_segments(recording, max_gap), first_row,
                                       recording[block].num_rows, window, stride)
     return BlockWindows(first_row, starts, index)
+
+
+class Chunks(NamedTuple):
+    """Chunks of a recording, rows global (its rows in time order, segment after segment).
+
+    `starts`, `stops` int64 [m]: each chunk's rows [start, stop); `positions` int64 [m]: its first
+    row's index in its segment; `contexts` int64 [m]: k = min(W-1, position), the rows before it
+    its record holds; `index` int64 [m]: its index among the recording's chunks.
+    """
+
+    starts: np.ndarray
+    stops: np.ndarray
+    positions: np.ndarray
+    contexts: np.ndarray
+    index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+
+def chunks_ending_in(bounds: np.ndarray, first_row: int, num_rows: int, chunk_rows: int, window: int) -> Chunks:
+    """The chunks of a recording whose LAST row is in rows [first_row, first_row + num_rows).
+
+    `bounds`: the recording's segments, int64 [K, 2] (windows.recording_segments). Chunk i of a
+    segment [a, e) holds rows [a + i*C, min(a + (i+1)*C, e)). Over consecutive row ranges that
+    tile the recording these tile its chunks.
+    """
+    if chunk_rows < 1 or window < 1:
+        raise ValueError(f"chunk_rows ({chunk_rows}) and window ({window}) must be >= 1")
+    a, e = bounds[:, 0].astype(np.int64), bounds[:, 1].astype(np.int64)
+    count = -(-(e - a) // chunk_rows)
+    before = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
+    end = first_row + num_rows
+    # chunk i's last row, a + min((i+1)*C, n) - 1, grows with i: keep first_row <= it < end
+    lo = np.where(e - 1 < first_row, count, np.clip(-(-(first_row - a + 1) // chunk_rows) - 1, 0, count))
+    hi = np.where(e <= end, count, np.clip((end - a) // chunk_rows, 0, count))
+    seg = np.concatenate([np.full(max(h - l, 0), k, dtype=np.int64) for k, (l, h) in enumerate(zip(lo, hi))]
+                         + [np.zeros(0, np.int64)])
+    i = np.concatenate([np.arange(l, h, dtype=np.int64) for l, h in zip(lo, hi)] + [np.zeros(0, np.int64)])
+    positions = i * chunk_rows
+    starts = a[seg] + positions
+    return Chunks(starts, np.minimum(starts + chunk_rows, e[seg]), positions,
+                  np.minimum(window - 1, positions), before[seg] + i)
+
+
+# Prediction: every row's window, the row and the W-1 rows before it in its recording.
+
+def window_view(padded: np.ndarray, window: int) -> np.ndarray:
+    """float32 [n, W, F] read-only view: element i is padded[i : i + W]. Nothing is copied."""
+    views = np.lib.stride_tricks.sliding_window_view(padded, window, axis=0)  # [n, F, W]
+    return views.transpose(0, 2, 1)
+
+
+def pad_front(rows: np.ndarray, before: np.ndarray, window: int) -> np.ndarray:
+    """float32 [W - 1 + n, F]: the W-1 rows before `rows` (the last of `before`, the recording's
+    rows preceding them, at most W-1), the first available row repeated in front when there are
+    fewer. `before` is empty for a recording's first block."""
+    need = window - 1
+    before = before[len(before) - need:] if len(before) > need else before
+    first = before[:1] if len(before) else rows[:1]
+    return np.concatenate([np.repeat(first, need - len(before), axis=0), before, rows]).astype(np.float32, copy=False)
