@@ -26,11 +26,14 @@ DEFAULT_SHUFFLE_BUFFER = 2048
 # Shards read at once. Each shard holds its windows recording after recording, so the number of
 # recordings a batch can mix is bounded by the shards open; each costs one read buffer (~256 KB).
 MAX_OPEN_SHARDS = 64
-# Sequence layout: chunks held before their windows are cut (a chunk is C rows + context), chunks
-# cut at once (their windows alternate in blocks), and windows per block: a block is one gather.
+# Sequence layout: chunk records held in the shuffle buffer before they are cut (a chunk is C
+# rows + context: ~400 KB at C=4096, F=23), chunks parsed and cut as one group (a block mixes
+# their windows), groups cut in turn, and windows per block (one gather; blocks are the elements
+# of the window-level shuffle buffer, which holds shuffle_buffer // WINDOWS_PER_GATHER of them).
 CHUNK_SHUFFLE_BUFFER = 16
-OPEN_CHUNKS = 16
-WINDOWS_PER_GATHER = 16
+CHUNKS_PER_CUT = 16
+OPEN_GROUPS = 2
+WINDOWS_PER_GATHER = 64
 _COMPRESSION_TYPES = {"NONE": "", "GZIP": "GZIP"}
 
 
@@ -139,9 +142,10 @@ def make_dataset(
         the TRAIN split's class counts, also when reading `eval`.
       shuffle: shuffle the shard order and windows through a buffer of `shuffle_buffer` windows;
         without it the order is fixed: one window of each open shard in turn (sequence layout:
-        blocks of WINDOWS_PER_GATHER windows of each of OPEN_CHUNKS chunks in turn). A sequence
-        folder also shuffles its chunks (CHUNK_SHUFFLE_BUFFER) and each chunk's windows before
-        they meet the window buffer, so a batch mixes windows of many chunks and recordings.
+        one record of each open shard in turn, cut in groups of CHUNKS_PER_CUT records, blocks
+        of WINDOWS_PER_GATHER windows of OPEN_GROUPS groups in turn). A sequence folder also
+        shuffles its records (CHUNK_SHUFFLE_BUFFER) and each group's windows, and its buffer
+        holds blocks of windows of many chunks (see _cut_windows).
       repeat: repeat forever (the caller then sets steps per epoch); otherwise one pass, whose
         cardinality (batches) is asserted from the per-shard counts of stats.json.
       window, stride: the windows to yield (None: stats.json's `window`, `stride`). A sequence
@@ -192,14 +196,16 @@ def make_dataset(
     lookup = tf.constant(weights_lib.weight_vector(
         stats["splits"][layout.TRAIN]["class_counts"], weighting))
 
+    cut = sequence.layout_of(stats) == sequence.SEQUENCE
     ds = _interleave_records(files, _COMPRESSION_TYPES[stats["compression"]], shuffle, seed)
-    if sequence.layout_of(stats) == sequence.SEQUENCE:
+    if cut:  # blocks of up to WINDOWS_PER_GATHER windows, shuffled and re-cut into batches as blocks
         ds = _cut_windows(ds, num_features, window, stats["stride"], shuffle, seed)
     if shuffle:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(max(1, shuffle_buffer // WINDOWS_PER_GATHER) if cut else shuffle_buffer, seed=seed,
+                        reshuffle_each_iteration=True)
     if repeat and not data_service:
         ds = ds.repeat()
-    ds = ds.batch(batch_size, drop_remainder=False)
+    ds = ds.rebatch(batch_size, drop_remainder=False) if cut else ds.batch(batch_size, drop_remainder=False)
 
     def parse(serialized: tf.Tensor):
         parsed = parse_examples(serialized, window, num_features)
@@ -265,43 +271,51 @@ def _interleave_records(files: Sequence[str], compression_type: str, shuffle: bo
 
 def chunk_windows(position: tf.Tensor, context: tf.Tensor, num_labels: tf.Tensor, window: int,
                   stride: int):
-    """The windows of (`window`, `stride`) whose last row is in a sequence record's chunk
-    (docs/DESIGN.md "Layouts"; the TensorFlow twin of tfrecords_schema.sequence.chunk_window_ends):
-    their ends e = window - 1 + i * stride (segment rows) in [position, position + num_labels).
+    """The windows of (`window`, `stride`) whose last row is in each of a batch of sequence
+    records' chunks (docs/DESIGN.md "Layouts"; the TensorFlow twin of
+    tfrecords_schema.sequence.chunk_window_ends): their ends e = window - 1 + i * stride
+    (segment rows) in [position, position + num_labels).
 
-    Args: int64 scalars: the record's `position`, `context` (k) and its number of labels (c).
-    Returns: (starts int64 [m]: each window's first row in the record's rows, e - window + 1 -
-    position + k; rows int64 [m]: its label's index in the record's labels, e - position).
+    Args: int64 [N] each: the records' `position`, `context` (k) and numbers of labels (c).
+    Returns: int64 RaggedTensors [N, (m)]: (starts: each window's first row in its record's
+    rows, e - window + 1 - position + k; label rows: its label's index in the record's labels,
+    e - position).
     """
     def ends_below(x):  # window ends < x: ceil((x - window + 1) / stride), at least 0
         return tf.maximum(tf.constant(0, tf.int64), -((window - 1 - x) // stride))
 
-    ends = (window - 1) + stride * tf.range(ends_below(position), ends_below(position + num_labels),
-                                            dtype=tf.int64)
-    return ends - (window - 1) - position + context, ends - position
+    position, context, num_labels = (tf.cast(x, tf.int64) for x in (position, context, num_labels))
+    ends = (window - 1) + stride * tf.ragged.range(ends_below(position), ends_below(position + num_labels))
+    return ends - (window - 1) - position[:, None] + context[:, None], ends - position[:, None]
 
 
 def _cut_windows(records: tf.data.Dataset, num_features: int, window: int, stride: int,
                  shuffle: bool, seed: Optional[int]) -> tf.data.Dataset:
-    """Serialized sequence records -> (window float32 [window, F], label int64) elements.
+    """Serialized sequence records -> blocks (windows float32 [G, window, F], labels int64 [G]),
+    G <= WINDOWS_PER_GATHER windows of a group of CHUNKS_PER_CUT chunks.
 
-    Each chunk is parsed once; its windows are cut with one gather per block of
-    WINDOWS_PER_GATHER windows (rows[start + 0..window-1]), so a chunk's windows are never all
-    in memory at once (stride 1 gives about one window per row); OPEN_CHUNKS chunks are cut in
-    turn. With `shuffle`, the chunks go through a buffer and each chunk's windows are permuted
-    first, so a block holds windows from all over its chunk.
+    A group's chunks are parsed together (one vectorized parse) and their windows listed by
+    `chunk_windows`; a block is one gather of rows[start + 0..window-1] from the group's rows,
+    so a group's windows are never all in memory at once (stride 1 gives about one window per
+    row). OPEN_GROUPS groups are cut in turn. With `shuffle`, the chunks go through a buffer and
+    each group's windows are permuted before they are cut into blocks, so a block holds windows
+    of all the group's chunks. Blocks, not windows, are the elements after this: tf.data's
+    per-element overhead, once per window, would cost more than the gather.
     """
     offsets = tf.range(window, dtype=tf.int64)
 
     def parse(serialized: tf.Tensor):
-        chunk = parse_chunks(serialized[None], num_features)
-        labels = chunk[LABELS][0]
-        starts, rows = chunk_windows(chunk[POSITION][0], chunk[CONTEXT][0],
-                                     tf.size(labels, out_type=tf.int64), window, stride)
+        chunks = parse_chunks(serialized, num_features)
+        rows, labels = chunks[ROWS], chunks[LABELS]
+        starts, label_rows = chunk_windows(chunks[POSITION], chunks[CONTEXT], labels.row_lengths(),
+                                           window, stride)
+        # into the group's rows and labels, concatenated
+        starts = (starts + tf.cast(rows.row_starts(), tf.int64)[:, None]).flat_values
+        label_rows = (label_rows + tf.cast(labels.row_starts(), tf.int64)[:, None]).flat_values
         if shuffle:
             order = tf.random.shuffle(tf.range(tf.size(starts)), seed=seed)
-            starts, rows = tf.gather(starts, order), tf.gather(rows, order)
-        return chunk[ROWS][0], starts, tf.gather(labels, rows)
+            starts, label_rows = tf.gather(starts, order), tf.gather(label_rows, order)
+        return rows.flat_values, starts, tf.gather(labels.flat_values, label_rows)
 
     def blocks(rows: tf.Tensor, starts: tf.Tensor, labels: tf.Tensor) -> tf.data.Dataset:
         return (tf.data.Dataset.from_tensor_slices((starts, labels)).batch(WINDOWS_PER_GATHER)
@@ -309,9 +323,10 @@ def _cut_windows(records: tf.data.Dataset, num_features: int, window: int, strid
 
     if shuffle:
         records = records.shuffle(CHUNK_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
-    chunks = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
-    return chunks.interleave(blocks, cycle_length=OPEN_CHUNKS, num_parallel_calls=tf.data.AUTOTUNE,
-                             deterministic=not shuffle).unbatch()
+    groups = records.batch(CHUNKS_PER_CUT).map(parse, num_parallel_calls=tf.data.AUTOTUNE,
+                                               deterministic=not shuffle)
+    return groups.interleave(blocks, cycle_length=OPEN_GROUPS, num_parallel_calls=tf.data.AUTOTUNE,
+                             deterministic=not shuffle)
 
 
 def num_chunks(stats: Dict[str, Any], split: str, num_readers: int = 1, reader_index: int = 0) -> int:
