@@ -201,3 +201,19 @@ def test_equal_window_and_stride_give_the_windows_layouts_windows_byte_for_byte(
     want = collections.Counter(zip(map(bytes, truth[WINDOW]), truth[LABEL].tolist()))
     assert got == want and max(got.values()) == 1
     assert data.num_windows(data.windowed_stats(stats), split) == sum(want.values())
+
+
+def test_readers_split_the_shards_with_exact_steps(folder):
+    """Two input pipelines (tf.distribute's InputContext) read disjoint shards; together, every window once."""
+    data_dir, stats, recordings = folder
+    view = data.windowed_stats(stats, 10, 2)
+    seen = collections.Counter()
+    for index in range(2):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=index)
+        ds = data.make_dataset(data_dir, "train", 8, shuffle=True, window=10, stride=2, seed=1, stats=stats,
+                               input_context=context)
+        assert ds.cardinality().numpy() == data.steps_per_epoch(view, "train", 8, 2, index)
+        x, y, _, _ = _drain(ds)
+        assert len(y) == data.num_windows(view, "train", 2, index) > 0
+        seen.update(zip(map(bytes, x), y.tolist()))
+    assert seen == numpy_windows(recordings["train"], 10, 2)[0]
