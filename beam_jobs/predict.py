@@ -26,7 +26,6 @@ run for the same output removes (one run per output at a time).
 """
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -153,34 +152,14 @@ def build_pipeline(pipeline, files: Sequence[str], args, serving: Dict, path: st
         | "AllRejects" >> beam.Flatten()
         | "WriteRejects" >> t.WriteRejects(layout.join(staging, "rejects.csv"))
     )
-    tallies = (
-        (checked, predicted[t.TALLY])
-        | "AllTallies" >> beam.Flatten()
-        | "SumTallies" >> beam.CombinePerKey(sum)
-    )
+    tallies = (checked, predicted[t.TALLY]) | "SumTallies" >> t.SumTallies()
     files = list(files)
-    _ = (
-        pipeline
-        | "ManifestTrigger" >> beam.Create([layout.join(staging, "manifest.json")])
-        | "WriteManifest" >> beam.Map(
-            lambda where, piece_list, n, tally: _write_manifest(where, piece_list, n, t.input_accounting(files, tally)),
-            beam.pvalue.AsList(pieces), beam.pvalue.AsSingleton(rejected), beam.pvalue.AsList(tallies))
-    )
-
-
-def _write_manifest(path: str, pieces: List[Dict], rejected: int, inputs: List[Dict]) -> str:
-    import tensorflow as tf
-
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump({"pieces": pieces, "rejected_rows": rejected, "inputs": inputs}, f)
-    return path
-
-
-def _read_manifest(staging: str) -> Dict:
-    import tensorflow as tf
-
-    with tf.io.gfile.GFile(layout.join(staging, "manifest.json")) as f:
-        return json.load(f)
+    t.write_manifest_last(
+        pipeline, staging,
+        lambda piece_list, rejected_rows, tally: {"pieces": piece_list, "rejected_rows": rejected_rows,
+                                                  "inputs": t.input_accounting(files, tally)},
+        piece_list=beam.pvalue.AsList(pieces), rejected_rows=beam.pvalue.AsSingleton(rejected),
+        tally=beam.pvalue.AsList(tallies))
 
 
 def _check_model(model_dir: str) -> Dict:
@@ -260,7 +239,9 @@ def run(argv: Optional[Sequence[str]] = None, model=None, sequence=None) -> Dict
         build_pipeline(pipeline, [input_path], args, serving, path, staging, model, sequence)
         result = pipeline.run()
         result.wait_until_finish()
-        counts = _publish(staging, output, _read_manifest(staging), args.max_bad_fraction, args.input)
+        from beam_jobs.transforms import read_manifest
+
+        counts = _publish(staging, output, read_manifest(staging), args.max_bad_fraction, args.input)
     finally:
         ownership.remove_tree(staging)
     from beam_jobs.prediction import MODEL_MS

@@ -18,7 +18,6 @@ the recording were cut whole, so the output does not depend on --block-rows.
 """
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -184,21 +183,16 @@ def build_pipeline(pipeline: "beam.Pipeline", files: Sequence[str], args, stagin
         | "AllRejects" >> beam.Flatten()
         | "WriteRejects" >> t.WriteRejects(rejects_file(staging))
     )
-    tallies = (
-        (read.tally, sorted_blocks.tally)
-        | "AllTallies" >> beam.Flatten()
-        | "SumTallies" >> beam.CombinePerKey(sum)
-    )
+    tallies = (read.tally, sorted_blocks.tally) | "SumTallies" >> t.SumTallies()
     files = list(files)
-    _ = (
-        pipeline
-        | "ManifestTrigger" >> beam.Create([layout.join(staging, "manifest.json")])
-        | "WriteManifest" >> beam.Map(
-            lambda path, shard_list, groups, n, tally, sorted_list: t.write_manifest(
-                shard_list, groups, n, path, t.input_accounting(files, tally), t.segment_counts(sorted_list, params)),
-            beam.pvalue.AsList(shard_meta), beam.pvalue.AsList(sorted_blocks.groups), beam.pvalue.AsSingleton(rejected),
-            beam.pvalue.AsList(tallies), beam.pvalue.AsList(sorted_blocks.blocks))
-    )
+    t.write_manifest_last(
+        pipeline, staging,
+        lambda shard_list, groups, rejected_rows, tally, sorted_list: {
+            "shards": sorted(shard_list, key=lambda s: s["file"]), "groups": groups, "rejected_rows": rejected_rows,
+            "inputs": t.input_accounting(files, tally), "segments": t.segment_counts(sorted_list, params)},
+        shard_list=beam.pvalue.AsList(shard_meta), groups=beam.pvalue.AsList(sorted_blocks.groups),
+        rejected_rows=beam.pvalue.AsSingleton(rejected), tally=beam.pvalue.AsList(tallies),
+        sorted_list=beam.pvalue.AsList(sorted_blocks.blocks))
 
 
 def build_stats(args, manifest: Dict, scaling_stats: Dict) -> Dict:
@@ -299,13 +293,6 @@ def _discard(staging: str, out: str, out_existed: bool) -> None:
         tf.io.gfile.rmtree(out)
 
 
-def _read_manifest(staging: str) -> Dict:
-    import tensorflow as tf
-
-    with tf.io.gfile.GFile(layout.join(staging, "manifest.json")) as f:
-        return json.load(f)
-
-
 def run(argv: Optional[Sequence[str]] = None) -> Dict:
     """Run the job; returns the stats.json it wrote. Raises PreprocessError on bad input."""
     args, beam_args = _parse_args(argv)
@@ -334,7 +321,9 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
     with beam.Pipeline(runner=make_runner(options), options=options) as pipeline:
         build_pipeline(pipeline, files, args, staging)
 
-    manifest = _read_manifest(staging)
+    from beam_jobs.transforms import read_manifest
+
+    manifest = read_manifest(staging)
     try:
         check_rejects(manifest, args.max_bad_fraction, staging)
         check_eval_crews(manifest, args.eval_crews)

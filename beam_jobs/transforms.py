@@ -576,16 +576,34 @@ def input_accounting(files: Sequence[str], tallies: Iterable[Tuple[Tuple[int, st
             for index, path in enumerate(files)]
 
 
-def write_manifest(shard_meta: List[Dict], groups: List[Dict], rejected: int, path: str,
-                   inputs: Sequence[Dict] = (), segments: Sequence[Dict] = ()) -> str:
-    """Everything the launcher needs for stats.json, as one small JSON file (`segments`: from
-    `segment_counts`)."""
+MANIFEST = "manifest.json"
+
+
+class SumTallies(beam.PTransform):
+    """Tally PCollections (((file index, field), rows), see TALLY) -> their sum per key."""
+
+    def expand(self, tallies):
+        return tallies | "AllTallies" >> beam.Flatten() | "Sum" >> beam.CombinePerKey(sum)
+
+
+def write_manifest_last(pipeline, staging: str, make, **side_inputs) -> None:
+    """Write STAGING/manifest.json, everything the launcher needs after the run, once every side
+    input is complete: `make(**side_inputs)` (their values) -> a JSON-able dict."""
+    _ = (
+        pipeline
+        | "ManifestTrigger" >> beam.Create([layout.join(staging, MANIFEST)])
+        | "WriteManifest" >> beam.Map(lambda path, **values: _write_json(path, make(**values)), **side_inputs)
+    )
+
+
+def _write_json(path: str, content: Dict) -> str:
     import json
 
-    import tensorflow as tf
-
-    manifest = {"shards": sorted(shard_meta, key=lambda s: s["file"]), "groups": groups,
-                "rejected_rows": rejected, "inputs": list(inputs), "segments": list(segments)}
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(manifest, f)
+    layout.write_bytes(path, json.dumps(content).encode())
     return path
+
+
+def read_manifest(staging: str) -> Dict:
+    import json
+
+    return json.loads(layout.read_bytes(layout.join(staging, MANIFEST)))
