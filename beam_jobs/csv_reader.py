@@ -703,12 +703,6 @@ def _clipped(text: str) -> str:
     return text if len(text) <= _TEXT_LIMIT else text[:_TEXT_LIMIT] + "..."
 
 
-def empty_rows(num_features: int) -> Rows:
-    return Rows(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0),
-                np.zeros((0, num_features), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64),
-                np.zeros(0, np.int64))
-
-
 def read_file_chunks(
     f: BinaryIO,
     file: str,

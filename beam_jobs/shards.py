@@ -31,11 +31,6 @@ def shard_offset(crew: int, seat: int, experiment: str, num_shards: int, salt: i
     return zlib.crc32(f"{group_name(crew, seat, experiment)}/{salt}".encode()) % num_shards
 
 
-def windows_of_shard(num_windows: int, offset: int, shard: int, num_shards: int) -> np.ndarray:
-    """Indices of a group's windows that go to `shard`: window j goes to (offset + j) % num_shards."""
-    return np.arange((shard - offset) % num_shards, num_windows, num_shards, dtype=np.int64)
-
-
 def class_counts(labels: np.ndarray) -> Dict[str, int]:
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(LABEL_VOCABULARY))
     return {name: int(counts[i]) for i, name in enumerate(LABEL_VOCABULARY)}

@@ -13,6 +13,12 @@ FEATURES = ["r", "ecg", "gsr"]
 HEADER = ",".join(cols.TRAIN_COLUMNS)
 
 
+
+def _empty_rows(num_features: int) -> csv_reader.Rows:
+    return csv_reader.Rows(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0),
+                           np.zeros((0, num_features), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                           np.zeros(0, np.int64))
+
 def row(crew=1, experiment="CA", time="0.5", seat=0, value="1.5", event="A", **override):
     values = {name: value for name in cols.SIGNALS}
     values.update(override)
@@ -25,7 +31,7 @@ def read_all(text, features=FEATURES, chunk_bytes=1 << 20, labelled=True):
                                               labelled=labelled):
         rows.append(r)
         rejects += bad
-    return csv_reader.Rows.concat(rows) if rows else csv_reader.empty_rows(len(features)), rejects
+    return csv_reader.Rows.concat(rows) if rows else _empty_rows(len(features)), rejects
 
 
 def test_good_rows_parse_to_typed_columns_in_feature_order():
@@ -239,7 +245,7 @@ def read_bytes(data: bytes, chunk_bytes: int, features=FEATURES, **kwargs):
     for r, bad in csv_reader.read_file_chunks(io.BytesIO(data), "f.csv", features, chunk_bytes, **kwargs):
         rows.append(r)
         rejects += bad
-    return type(rows[0]).concat(rows) if rows else csv_reader.empty_rows(len(features)), rejects
+    return type(rows[0]).concat(rows) if rows else _empty_rows(len(features)), rejects
 
 
 def read_ranges(path, cut: int, chunk_bytes: int):
@@ -254,7 +260,7 @@ def read_ranges(path, cut: int, chunk_bytes: int):
                 rejects += bad
         with open(path, "rb") as f:
             before += csv_reader.count_newlines(f, start, end)
-    return csv_reader.Rows.concat(rows) if rows else csv_reader.empty_rows(len(FEATURES)), rejects
+    return csv_reader.Rows.concat(rows) if rows else _empty_rows(len(FEATURES)), rejects
 
 
 def boundaries_around(data: bytes, line_no: int):
