@@ -4,6 +4,12 @@
     -> [bounded shuffle buffer] -> [repeat] -> batch -> vectorized parse -> weight by label
     -> prefetch
 
+A sequence folder (docs/DESIGN.md "Layouts") yields the same batches of windows of any size and
+stride, cut from its chunk records inside the pipeline (`_cut_windows`):
+
+    ... interleave -> [shuffle records] -> groups of records -> vectorized parse, window starts
+    -> blocks of windows (one gather each) -> [shuffle blocks] -> [repeat] -> rebatch -> weight
+
 With `data_service`, everything up to the weights runs on tf.data service workers; the trainer
 only re-cuts the batches it receives (see `offload`).
 
@@ -152,7 +158,7 @@ def make_dataset(
         folder (stats.json `layout`) cuts them from its chunks: any window in 1..stats["window"],
         any stride >= 1, counted and weighted by `windowed_stats`; the windows of the folder's own
         window and stride are exactly the windows layout's. A windows folder holds one window and
-        stride: ValueError for others.
+        stride: WindowError (a ValueError) for others.
       seed: seed of the shuffles (None: a different order each run). When shuffling, shards are
         also read and parsed without order guarantees (faster), so a seed does not make the
         order bit-reproducible; without `shuffle` the order is fixed.
@@ -215,7 +221,7 @@ def make_dataset(
     def weigh(windows: tf.Tensor, label: tf.Tensor):
         return windows, label, tf.gather(lookup, label)
 
-    ds = ds.map(weigh if sequence.layout_of(stats) == sequence.SEQUENCE else parse,
+    ds = ds.map(weigh if cut else parse,
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
     if data_service:
         ds = offload(ds, data_service, batch_size, repeat)
