@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import tracemalloc
 
@@ -196,7 +195,8 @@ def test_a_recording_is_predicted_block_after_block_in_time_order(tmp_path):
         assert [p["block"] for p in pieces] == [0, 1, 2, 3] and sum(p["rows"] for p in pieces) == len(kept)
         sub = pd.concat([pd.read_csv(p["path"], header=None, names=HEADER) for p in pieces], ignore_index=True)
         assert sub[cols.ID].tolist() == row_id[order].tolist()
-        np.testing.assert_array_equal(sub[HEADER[1:]].to_numpy(np.float32), fingerprint(loop_windows(signals[order], w)))
+        expected = fingerprint(loop_windows(signals[order], w))
+        np.testing.assert_array_equal(sub[HEADER[1:]].to_numpy(np.float32), expected)
         assert sum(count for _, count in tallies) == len(kept)
         assert list(fn.process(((1, 0, "LOFT"), parts), excluded, {"go": False, "rows": len(kept)})) == []
 
