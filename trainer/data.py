@@ -120,6 +120,21 @@ def windowed_stats(stats: Dict[str, Any], window: Optional[int] = None,
     return dict(stats, window=window, stride=stride, splits=splits)
 
 
+def check_distribution(stats: Dict[str, Any], num_workers: int = 1, data_service: Optional[str] = None) -> None:
+    """WindowError for a sequence folder read by several workers or through a tf.data service:
+    both split the input at its first source, and the sequence pipeline's per-group block
+    datasets make tf.distribute's FILE auto-sharding shard those blocks instead of the shard
+    files (measured: each worker would then read every file, and windows of groups the workers
+    order differently would be seen twice or never). One reader (with or without an
+    InputContext, which shards the files itself) is exact."""
+    if sequence.layout_of(stats) != sequence.SEQUENCE:
+        return
+    if num_workers > 1 or data_service:
+        raise WindowError("a sequence folder is read by one trainer process for now, not by "
+                          f"{'a tf.data service' if data_service else f'{num_workers} workers'}: "
+                          "train on one machine, or preprocess with --layout windows")
+
+
 def make_dataset(
     data_dir: str,
     split: str,
@@ -192,6 +207,7 @@ def make_dataset(
         raise ValueError("data_service with num_workers > 1 is not supported: each worker would "
                          "run its own jobs over the whole split")
     check_shards(stats, split, num_workers)
+    check_distribution(stats, num_workers, data_service)
     readers, index = ((input_context.num_input_pipelines, input_context.input_pipeline_id)
                       if input_context else (1, 0))
     files = shard_files(data_dir, stats, split)[index::readers]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrecords_schema import LABEL_VOCABULARY, sequence
+from tfrecords_schema import LABEL_VOCABULARY, read_stats, sequence
 from tfrecords_schema.record import encode_chunks
 from trainer import data, weights
 
@@ -191,7 +191,7 @@ def test_the_pipeline_streams_without_python_or_dataset_window(folder):
 
 @pytest.mark.parametrize("split", ["train", "eval"])
 def test_equal_window_and_stride_give_the_windows_layouts_windows_byte_for_byte(sequence_dir, records, split):
-    from tfrecords_schema import LABEL, WINDOW, read_stats
+    from tfrecords_schema import LABEL, WINDOW
 
     stats = read_stats(sequence_dir)
     got = collections.Counter()
@@ -217,3 +217,20 @@ def test_readers_split_the_shards_with_exact_steps(folder):
         assert len(y) == data.num_windows(view, "train", 2, index) > 0
         seen.update(zip(map(bytes, x), y.tolist()))
     assert seen == numpy_windows(recordings["train"], 10, 2)[0]
+
+
+def test_several_workers_or_a_data_service_are_refused(folder, prep_dir):
+    """tf.distribute's FILE auto-sharding would shard the pipeline's window blocks, not the shard
+    files (the first assertion shows it does); until that is solved, a sequence folder is refused."""
+    from tensorflow.python.data.experimental.ops import distribute as tf_distribute
+
+    data_dir, stats, _ = folder
+    ds = data.make_dataset(data_dir, "train", 8, window=10, stride=2, stats=stats)
+    view = data.windowed_stats(stats, 10, 2)
+    per_worker = [sum(len(y) for _, y, _ in tf_distribute._AutoShardDataset(ds, 2, k)) for k in range(2)]
+    assert per_worker != [data.num_windows(view, "train", 2, k) for k in range(2)]
+    with pytest.raises(data.WindowError, match="2 workers"):
+        data.make_dataset(data_dir, "train", 8, stats=stats, num_workers=2)
+    with pytest.raises(data.WindowError, match="tf.data service"):
+        data.make_dataset(data_dir, "train", 8, stats=stats, data_service="grpc://localhost:5000")
+    data.check_distribution(data.windowed_stats(read_stats(prep_dir)), 2, None)  # a windows folder: fine
