@@ -55,8 +55,13 @@ def evaluate(config: EvalConfig) -> Dict[str, Any]:
     loaded = export.load_serving(config.model_dir)
     predict = loaded.signatures[export.SCALED_SIGNATURE]
     stream = metrics.StreamingMetrics(LABEL_VOCABULARY)
-    # the windows the model takes (its W; a sequence folder cuts them, at the folder's stride)
-    stats = data.windowed_stats(read_stats(config.data), export.read_serving_config(config.model_dir)["window"])
+    # the windows the model takes (its W; a sequence folder cuts them, at the folder's stride);
+    # an export older than its serving config took the folder's
+    try:
+        window = export.read_serving_config(config.model_dir)["window"]
+    except FileNotFoundError:
+        window = None
+    stats = data.windowed_stats(read_stats(config.data), window)
     total = stats["splits"][config.split]["num_windows"]
     progress = console.Progress(config.split, total, "windows", console.resolve_progress(config.progress),
                                 logger=_LOG)
