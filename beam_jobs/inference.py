@@ -24,7 +24,7 @@ from typing import Callable, Deque, Iterator, Tuple
 
 import numpy as np
 
-from beam_jobs.windows import pad_front, window_view  # noqa: F401 (pad_front: the DoFn's)
+from beam_jobs.windows import window_view
 
 DEFAULT_BATCH_SIZE = 1024
 DEFAULT_SWEEP_ROWS = 1 << 16  # rows per sequence call (plus W-1 of context); 32k-128k measured alike

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from beam_jobs import blocks, csv_reader, ids, inference, predict, rejects
+from beam_jobs import blocks, csv_reader, ids, inference, predict, rejects, windows
 from beam_jobs import prediction as pr
 from tests.predict_reference import GROUP, fingerprint, reference_windows
 from tests.worker_pool import workers_started
@@ -152,8 +152,8 @@ def test_blocks_cut_anywhere_get_the_windows_of_the_whole_recording(cuts):
     edges = [0, *cuts, len(rows)]
     for a, b in zip(edges, edges[1:]):
         for before in (rows[:a], rows[max(0, a - (w - 1)):a]):
-            padded = inference.pad_front(rows[a:b], before, w)
-            views = inference.window_view(padded, w)
+            padded = windows.pad_front(rows[a:b], before, w)
+            views = windows.window_view(padded, w)
             assert padded.shape == (w - 1 + b - a, 2) and views.shape == (b - a, w, 2)
             assert np.shares_memory(views, padded)
             np.testing.assert_array_equal(views, expected[a:b])
@@ -257,7 +257,7 @@ def test_predict_padded_gives_every_row_its_windows_output(path, size):
     row another window's output), sweep chunks of 3 rows, W-1, W, a short last chunk and one
     chunk: every row gets exactly the fingerprint of its window, the padded rows included."""
     w, rows = 16, np.random.default_rng(1).normal(size=(700, 3)).astype(np.float32)
-    padded = inference.pad_front(rows, rows[:0], w)
+    padded = windows.pad_front(rows, rows[:0], w)
     model = slow_fingerprint if path == inference.WINDOWS else fake_sweep_model(w)
     got, nonfinite = inference.predict_padded(model, padded, w, 4, path, batch_size=size, sweep_rows=size,
                                               concurrent=3)
