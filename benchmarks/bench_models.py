@@ -18,11 +18,11 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from typing import Dict, List
 
 from benchmarks.bench_trainer import add_sample_args, machine, make_sample, table
+from benchmarks.common import scratch_dir
 from tfrecords_schema import LABEL_VOCABULARY, layout, read_stats
 
 # name -> trainer.model.ModelParams fields (the rest are train's defaults). norm_rows None: half W.
@@ -101,9 +101,7 @@ def _parse_args(argv):
 
 def main(argv=None) -> int:
     args = _parse_args(argv)
-    workdir = args.workdir or tempfile.mkdtemp(prefix="bench_models-")
-    os.makedirs(workdir, exist_ok=True)
-    try:
+    with scratch_dir(args.workdir, "bench_models-") as workdir:
         print(f"machine: {machine()}", flush=True)
         print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
         out = args.data or make_sample(workdir, args)
@@ -118,9 +116,6 @@ def main(argv=None) -> int:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=2)
-    finally:
-        if not args.workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

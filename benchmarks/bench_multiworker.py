@@ -33,12 +33,12 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Dict, List, Sequence
 
 from benchmarks.bench_preprocess import REPO_ROOT, machine_header
 from benchmarks.bench_trainer import add_sample_args, make_sample, table
+from benchmarks.common import scratch_dir
 from tfrecords_schema import layout, read_stats, write_stats
 
 VARIANTS = {
@@ -164,9 +164,7 @@ def main(argv: Sequence[str] = None) -> int:
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return 0
-    workdir = args.workdir or tempfile.mkdtemp(prefix="bench_multiworker-")
-    os.makedirs(workdir, exist_ok=True)
-    try:
+    with scratch_dir(args.workdir, "bench_multiworker-") as workdir:
         print("\n".join(machine_header()), flush=True)
         out = args.data or make_sample(workdir, args)
         data = without_eval(out, os.path.join(workdir, "train-only"))
@@ -183,9 +181,6 @@ def main(argv: Sequence[str] = None) -> int:
         print()
         print(report(runs, windows, args))
         print(f"load average at end (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    finally:
-        if not args.workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

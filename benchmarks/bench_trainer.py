@@ -1,8 +1,8 @@
 """Trainer benchmark: the streaming input against its bound and against in-memory, side by side.
 
-    .venv/bin/python benchmarks/bench_trainer.py                       # synth sample, made here
-    .venv/bin/python benchmarks/bench_trainer.py --data OUT            # an existing preprocess output
-    .venv/bin/python benchmarks/bench_trainer.py --seconds 352 --crews 1,2,3,4,5,6,7,8,13   # full size
+    .venv/bin/python -m benchmarks.bench_trainer                       # synth sample, made here
+    .venv/bin/python -m benchmarks.bench_trainer --data OUT            # an existing preprocess output
+    .venv/bin/python -m benchmarks.bench_trainer --seconds 352 --crews 1,2,3,4,5,6,7,8,13   # full size
 
 Prints, for the machine it runs on (CPU model, cores, RAM):
 1. input windows/s: trainer.data.make_dataset (no shuffle, shuffle) against the bound of this
@@ -27,13 +27,13 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 import psutil
 
+from benchmarks.common import scratch_dir
 from tfrecords_schema import LABEL_VOCABULARY, layout, read_stats, write_stats
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `-m benchmarks.X` runs
@@ -375,9 +375,7 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(child_peak_memory(**json.loads(args.child))))
         return 0
-    workdir = args.workdir or tempfile.mkdtemp(prefix="bench_trainer-")
-    os.makedirs(workdir, exist_ok=True)
-    try:
+    with scratch_dir(args.workdir, "bench_trainer-") as workdir:
         print(f"machine: {machine()}", flush=True)
         print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
         out = args.data or make_sample(workdir, args)
@@ -392,9 +390,6 @@ def main(argv=None) -> int:
                 start = time.perf_counter()
                 print(f"\n{run()}\n({name}: {time.perf_counter() - start:.0f} s; load average "
                       f"{os.getloadavg()[0]:.2f})", flush=True)
-    finally:
-        if not args.workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
