@@ -90,14 +90,11 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--data", required=True, help="preprocess output folder OUT (with stats.json)")
     parser.add_argument("--model-dir", required=True, help="folder of a train run, MODEL")
     parser.add_argument("--split", choices=layout.SPLITS, default=layout.EVAL, help="split (default eval)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+    parser.add_argument("--batch-size", type=console.int_at_least(1), default=DEFAULT_BATCH_SIZE,
                         help=f"windows per batch (default {DEFAULT_BATCH_SIZE})")
     console.add_progress(parser, "windows evaluated")
     console.add_verbose(parser)
-    args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error("--batch-size must be >= 1")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
