@@ -120,19 +120,14 @@ def windowed_stats(stats: Dict[str, Any], window: Optional[int] = None,
     return dict(stats, window=window, stride=stride, splits=splits)
 
 
-def check_distribution(stats: Dict[str, Any], num_workers: int = 1, data_service: Optional[str] = None) -> None:
-    """WindowError for a sequence folder read by several workers or through a tf.data service:
-    both split the input at its first source, and the sequence pipeline's per-group block
-    datasets make tf.distribute's FILE auto-sharding shard those blocks instead of the shard
-    files (measured: each worker would then read every file, and windows of groups the workers
-    order differently would be seen twice or never). One reader (with or without an
-    InputContext, which shards the files itself) is exact."""
-    if sequence.layout_of(stats) != sequence.SEQUENCE:
-        return
-    if num_workers > 1 or data_service:
-        raise WindowError("a sequence folder is read by one trainer process for now, not by "
-                          f"{'a tf.data service' if data_service else f'{num_workers} workers'}: "
-                          "train on one machine, or preprocess with --layout windows")
+def check_distribution(stats: Dict[str, Any], data_service: Optional[str] = None) -> None:
+    """WindowError for a sequence folder read through a tf.data service: its dynamic sharding
+    splits the pipeline at a source, and the sequence pipeline's per-group block datasets are
+    sources too (they make tf.distribute's FILE auto-sharding shard the blocks instead of the
+    files, which is why several workers get a SHARD_HINT instead); not tested with the service."""
+    if sequence.layout_of(stats) == sequence.SEQUENCE and data_service:
+        raise WindowError("a sequence folder is not read through a tf.data service yet: train "
+                          "without --data-service, or preprocess with --layout windows")
 
 
 def make_dataset(
@@ -207,7 +202,7 @@ def make_dataset(
         raise ValueError("data_service with num_workers > 1 is not supported: each worker would "
                          "run its own jobs over the whole split")
     check_shards(stats, split, num_workers)
-    check_distribution(stats, num_workers, data_service)
+    check_distribution(stats, data_service)
     readers, index = ((input_context.num_input_pipelines, input_context.input_pipeline_id)
                       if input_context else (1, 0))
     files = shard_files(data_dir, stats, split)[index::readers]
@@ -219,7 +214,8 @@ def make_dataset(
         stats["splits"][layout.TRAIN]["class_counts"], weighting))
 
     cut = sequence.layout_of(stats) == sequence.SEQUENCE
-    ds = _interleave_records(files, _COMPRESSION_TYPES[stats["compression"]], shuffle, seed)
+    hint = cut and num_workers > 1  # tf.distribute shards the file list where the hint is
+    ds = _interleave_records(files, _COMPRESSION_TYPES[stats["compression"]], shuffle, seed, shard_hint=hint)
     if cut:  # blocks of up to WINDOWS_PER_GATHER windows, shuffled and re-cut into batches as blocks
         ds = _cut_windows(ds, num_features, window, stats["stride"], shuffle, seed)
     if shuffle:
@@ -249,7 +245,7 @@ def make_dataset(
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.OFF if input_context or data_service
-        else tf.data.experimental.AutoShardPolicy.FILE)
+        else tf.data.experimental.AutoShardPolicy.HINT if hint else tf.data.experimental.AutoShardPolicy.FILE)
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
@@ -277,10 +273,14 @@ def offload(batches: tf.data.Dataset, service: str, batch_size: int, repeat: boo
 
 
 def _interleave_records(files: Sequence[str], compression_type: str, shuffle: bool,
-                        seed: Optional[int]) -> tf.data.Dataset:
+                        seed: Optional[int], shard_hint: bool = False) -> tf.data.Dataset:
     """Serialized records of `files`, read in parallel; the file list is the only source tensor,
-    so FILE auto-sharding splits it between readers."""
+    so FILE auto-sharding splits it between readers. With `shard_hint` the list is cut by
+    `shard(SHARD_HINT, SHARD_HINT)`, where the HINT auto-shard policy puts each worker's part
+    (FILE auto-sharding would not find the files behind the sequence layout's nested datasets)."""
     ds = tf.data.Dataset.from_tensor_slices(list(files))
+    if shard_hint:
+        ds = ds.shard(tf.data.experimental.SHARD_HINT, tf.data.experimental.SHARD_HINT)
     if shuffle:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     return ds.interleave(

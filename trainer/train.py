@@ -465,7 +465,7 @@ def train(config: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> Dict[str,
     # the multiworker strategy waits for every worker), and nothing before it runs a TF op.
     workers = num_workers(read_tf_config()) if config.strategy == MULTIWORKER else 1
     stats = data.windowed_stats(read_stats(config.data), config.window, config.stride)
-    data.check_distribution(stats, workers, config.data_service)
+    data.check_distribution(stats, config.data_service)
     if config.dense and sequence.layout_of(stats) != sequence.SEQUENCE:
         raise data.WindowError(f"{config.data}: --dense reads a sequence folder's chunks; this one has the "
                                f"{sequence.layout_of(stats)} layout (preprocess with --layout sequence)")

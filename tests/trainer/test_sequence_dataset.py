@@ -219,18 +219,30 @@ def test_readers_split_the_shards_with_exact_steps(folder):
     assert seen == numpy_windows(recordings["train"], 10, 2)[0]
 
 
-def test_several_workers_or_a_data_service_are_refused(folder, prep_dir):
-    """tf.distribute's FILE auto-sharding would shard the pipeline's window blocks, not the shard
-    files (the first assertion shows it does); until that is solved, a sequence folder is refused."""
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_workers_split_the_shards_with_the_shard_hint(folder, shuffle):
+    """What tf.distribute does for the multiworker strategy (auto-sharding; here the HINT policy):
+    worker k reads shards k, k + N, ...; together, every window once. Without the hint, FILE
+    auto-sharding would shard the pipeline's window blocks instead (the last assertion)."""
     from tensorflow.python.data.experimental.ops import distribute as tf_distribute
 
-    data_dir, stats, _ = folder
-    ds = data.make_dataset(data_dir, "train", 8, window=10, stride=2, stats=stats)
+    data_dir, stats, recordings = folder
     view = data.windowed_stats(stats, 10, 2)
-    per_worker = [sum(len(y) for _, y, _ in tf_distribute._AutoShardDataset(ds, 2, k)) for k in range(2)]
-    assert per_worker != [data.num_windows(view, "train", 2, k) for k in range(2)]
-    with pytest.raises(data.WindowError, match="2 workers"):
-        data.make_dataset(data_dir, "train", 8, stats=stats, num_workers=2)
+    ds = data.make_dataset(data_dir, "train", 8, shuffle=shuffle, window=10, stride=2, seed=1, stats=stats,
+                           num_workers=2)
+    seen = collections.Counter()
+    for index in range(2):
+        x, y, _, _ = _drain(tf_distribute._AutoShardDataset(ds, 2, index))
+        assert len(y) == data.num_windows(view, "train", 2, index)
+        seen.update(zip(map(bytes, x), y.tolist()))
+    assert seen == numpy_windows(recordings["train"], 10, 2)[0]
+    one = data.make_dataset(data_dir, "train", 8, window=10, stride=2, stats=stats)
+    assert [sum(len(y) for _, y, _ in tf_distribute._AutoShardDataset(one, 2, k)) for k in range(2)] != [
+        data.num_windows(view, "train", 2, k) for k in range(2)]
+
+
+def test_a_data_service_is_refused(folder, prep_dir):
+    data_dir, stats, _ = folder
     with pytest.raises(data.WindowError, match="tf.data service"):
         data.make_dataset(data_dir, "train", 8, stats=stats, data_service="grpc://localhost:5000")
-    data.check_distribution(data.windowed_stats(read_stats(prep_dir)), 2, None)  # a windows folder: fine
+    data.check_distribution(read_stats(prep_dir), "grpc://localhost:5000")  # a windows folder: fine

@@ -70,3 +70,19 @@ def test_dense_training_lowers_the_loss_and_exports_its_window(tmp_path, sequenc
     assert history["loss"][-1] < history["loss"][0]
     serving = export.read_serving_config(str(model_dir))
     assert serving["window"] == 48 and export.SEQUENCE_SIGNATURE in serving["signatures"]
+
+
+@pytest.mark.slow
+def test_two_workers_read_a_sequence_folder_each_window_once(sequence_dir, records, tmp_path):
+    """A real two-worker cluster (tests/trainer/test_multiworker.py's) on the sequence folder at its
+    own W and stride: every epoch each window of the windows layout once over both workers, and
+    identical weights (the shard hint splits the files, as FILE auto-sharding does a windows folder's)."""
+    from tests.trainer.test_multiworker import (_argv, _assert_each_window_once_per_epoch,
+                                                _assert_same_weights, _log, _result, _run_cluster)
+    from tfrecords_schema import read_stats
+
+    outs, codes = _run_cluster(tmp_path, "seq", _argv(sequence_dir, tmp_path / "model"))
+    assert codes == [0, 0], "\n".join(_log(o) for o in outs)
+    chief, worker = (_result(o) for o in outs)
+    _assert_same_weights([chief, worker])
+    _assert_each_window_once_per_epoch(outs, records, read_stats(sequence_dir), chief["history"], epochs=[0, 1])
