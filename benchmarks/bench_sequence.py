@@ -29,7 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 

@@ -5,7 +5,6 @@ import collections
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from tfrecords_schema import LABEL_VOCABULARY, sequence
 from trainer import data, model as model_lib, weights
