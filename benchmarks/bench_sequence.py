@@ -27,13 +27,13 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from typing import Dict
 
 import numpy as np
 
 from benchmarks.bench_trainer import bound_dataset, machine, median_rates, spread, table
+from benchmarks.common import scratch_dir
 from tfrecords_schema import layout, read_stats, sequence, shard_files
 
 
@@ -252,9 +252,7 @@ def _parse_args(argv):
 
 def main(argv=None) -> int:
     args = _parse_args(argv)
-    workdir = args.workdir or tempfile.mkdtemp(prefix="bench_sequence-")
-    os.makedirs(workdir, exist_ok=True)
-    try:
+    with scratch_dir(args.workdir, "bench_sequence-") as workdir:
         print(f"machine: {machine()}", flush=True)
         print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
         folders = ({sequence.WINDOWS: args.windows_data, sequence.SEQUENCE: args.sequence_data}
@@ -267,9 +265,6 @@ def main(argv=None) -> int:
                 start = time.perf_counter()
                 print(f"\n{run()}\n({name}: {time.perf_counter() - start:.0f} s; load average "
                       f"{os.getloadavg()[0]:.2f})", flush=True)
-    finally:
-        if not args.workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
