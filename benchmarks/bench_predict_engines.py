@@ -52,7 +52,7 @@ def run_engine(engine: str, tree: Optional[Path], model: Path, csv: Path, output
     env = _env() if tree is None else {**_env(), "PYTHONPATH": str(tree)}
     cmd = python("-m", module, "--model-dir", str(model), "--input", str(csv), "--output", str(output),
                  "--progress", "none")
-    result = measure(cmd, log, 0.2, False, env)
+    result = measure(cmd, log, 0.2, False, env, cwd=tree)  # the old tree's packages, not this one's
     if result["returncode"]:
         raise SystemExit(f"{engine} failed (exit {result['returncode']}); see {log}")
     return result

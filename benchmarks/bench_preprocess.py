@@ -180,15 +180,16 @@ def sample_tree(root: psutil.Process, with_pss: bool, others: Sequence[psutil.Pr
 
 
 def measure(cmd: Sequence[str], log_path: Path, interval: float, with_pss: bool, env: Dict[str, str],
-            others: Sequence[psutil.Process] = ()):
-    """Run `cmd` to completion, sampling its process tree and those of `others` (processes it
-    uses but did not start: a worker pool); returns a partial Run's numbers."""
+            others: Sequence[psutil.Process] = (), cwd: Optional[Path] = None):
+    """Run `cmd` to completion (in `cwd`, default the repository), sampling its process tree and
+    those of `others` (processes it uses but did not start: a worker pool); returns a partial Run's
+    numbers."""
     with open(log_path, "wb") as log:
         log.write(("$ " + shlex.join(cmd) + "\n").encode())
         log.flush()
         started_at = time.time()
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd or REPO_ROOT, env=env)
         root = psutil.Process(proc.pid)
         # A pidfd turns readable when the child exits: sleeping on it between samples does not
         # add up to one sampling period to the wall time.
