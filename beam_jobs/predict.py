@@ -180,7 +180,7 @@ def _publish(staging: str, output: str, manifest: Dict, max_bad_fraction: float,
 
     staged_rejects, final_rejects = layout.join(staging, "rejects.csv"), submission.rejects_path(output)
     if tf.io.gfile.exists(staged_rejects):
-        tf.io.gfile.rename(staged_rejects, final_rejects, overwrite=True)
+        layout.replace(staged_rejects, final_rejects)
     elif tf.io.gfile.exists(final_rejects):
         tf.io.gfile.remove(final_rejects)
     read = sum(entry["rows_read"] for entry in manifest["inputs"])

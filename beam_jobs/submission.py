@@ -11,7 +11,6 @@ float32 (a row's four values still sum to 1 within float32 rounding). A `.gz` ou
 gzip-compressed as it is concatenated.
 """
 
-import os
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -83,12 +82,7 @@ def merge(pieces: Sequence[str], staging: str, output: str) -> None:
                     sink.write(data)
         if sink is not raw:
             sink.close()
-    if layout.is_remote(output):
-        import tensorflow as tf
-
-        tf.io.gfile.rename(staged, output, overwrite=True)
-    else:
-        os.replace(staged, output)
+    layout.replace(staged, output)
 
 
 def piece_order(pieces: Iterable[dict]) -> list:

@@ -22,7 +22,7 @@ import time
 from typing import Dict, List
 
 from benchmarks.bench_trainer import add_sample_args, machine, make_sample, table
-from benchmarks.common import scratch_dir
+from benchmarks.common import load_average, scratch_dir
 from tfrecords_schema import LABEL_VOCABULARY, layout, read_stats
 
 # name -> trainer.model.ModelParams fields (the rest are train's defaults). norm_rows None: half W.
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     args = _parse_args(argv)
     with scratch_dir(args.workdir, "bench_models-") as workdir:
         print(f"machine: {machine()}", flush=True)
-        print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+        print(f"load average at start: {load_average()}", flush=True)
         out = args.data or make_sample(workdir, args)
         results = []
         for name in args.candidates:

@@ -33,7 +33,7 @@ from typing import Dict
 import numpy as np
 
 from benchmarks.bench_trainer import bound_dataset, machine, median_rates, spread, table
-from benchmarks.common import scratch_dir
+from benchmarks.common import load_average, run_parts, scratch_dir
 from tfrecords_schema import layout, read_stats, sequence, shard_files
 
 
@@ -254,17 +254,13 @@ def main(argv=None) -> int:
     args = _parse_args(argv)
     with scratch_dir(args.workdir, "bench_sequence-") as workdir:
         print(f"machine: {machine()}", flush=True)
-        print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+        print(f"load average at start: {load_average()}", flush=True)
         folders = ({sequence.WINDOWS: args.windows_data, sequence.SEQUENCE: args.sequence_data}
                    if args.windows_data else make_folders(workdir, args))
         parts = [("input", lambda: bench_input(folders, args)),
                  ("mixing", lambda: bench_mixing(folders, args)),
                  ("dense", lambda: bench_dense(folders, workdir, args))]
-        for name, run in parts:
-            if name not in args.skip:
-                start = time.perf_counter()
-                print(f"\n{run()}\n({name}: {time.perf_counter() - start:.0f} s; load average "
-                      f"{os.getloadavg()[0]:.2f})", flush=True)
+        run_parts(parts, args.skip)
     return 0
 
 

@@ -33,7 +33,7 @@ from typing import Callable, Dict, List, Sequence
 import numpy as np
 import psutil
 
-from benchmarks.common import scratch_dir
+from benchmarks.common import load_average, run_parts, scratch_dir
 from tfrecords_schema import LABEL_VOCABULARY, layout, read_stats, write_stats
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `-m benchmarks.X` runs
@@ -377,7 +377,7 @@ def main(argv=None) -> int:
         return 0
     with scratch_dir(args.workdir, "bench_trainer-") as workdir:
         print(f"machine: {machine()}", flush=True)
-        print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+        print(f"load average at start: {load_average()}", flush=True)
         out = args.data or make_sample(workdir, args)
         stats = read_stats(out)
         parts = [("input", lambda: bench_input(out, stats, args)),
@@ -385,11 +385,7 @@ def main(argv=None) -> int:
                  ("memory", lambda: bench_memory(out, doubled(out, os.path.join(workdir, "out2x")), stats, args)),
                  ("weighting", lambda: bench_weighting(out, workdir, args)),
                  ("models", lambda: bench_models(out, stats, args))]
-        for name, run in parts:
-            if name not in args.skip:
-                start = time.perf_counter()
-                print(f"\n{run()}\n({name}: {time.perf_counter() - start:.0f} s; load average "
-                      f"{os.getloadavg()[0]:.2f})", flush=True)
+        run_parts(parts, args.skip)
     return 0
 
 

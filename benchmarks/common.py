@@ -4,7 +4,8 @@ import contextlib
 import os
 import shutil
 import tempfile
-from typing import Iterator, Optional
+import time
+from typing import Callable, Iterable, Iterator, Optional, Sequence, Tuple
 
 
 @contextlib.contextmanager
@@ -18,3 +19,17 @@ def scratch_dir(given: Optional[str], prefix: str) -> Iterator[str]:
     finally:
         if not given:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run_parts(parts: Sequence[Tuple[str, Callable[[], str]]], skip: Iterable[str]) -> None:
+    """Run each (name, function returning its report) not in `skip`, printing the report and how
+    long it took under what load."""
+    for name, run in parts:
+        if name not in skip:
+            start = time.perf_counter()
+            print(f"\n{run()}\n({name}: {time.perf_counter() - start:.0f} s; load average "
+                  f"{os.getloadavg()[0]:.2f})", flush=True)

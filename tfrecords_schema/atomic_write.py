@@ -5,7 +5,6 @@ Local paths go through os (TensorFlow not imported); URLs (gs://..., ram://...) 
 tf.io.gfile, imported only then, whose errors (tf.errors.OpError) the caller may turn into one line.
 """
 
-import os
 from typing import Union
 
 from tfrecords_schema import layout
@@ -21,15 +20,7 @@ def temporary_name(path: str) -> str:
 def write_atomic(path: str, content: Union[str, bytes]) -> None:
     """Write `content` (text is UTF-8) to `path` through `temporary_name(path)`, replacing any file
     there. The folder must exist."""
-    data = content.encode() if isinstance(content, str) else content
     tmp = temporary_name(path)
-    if layout.is_remote(path):
-        import tensorflow as tf
-
-        with tf.io.gfile.GFile(tmp, "wb") as f:
-            f.write(data)
-        tf.io.gfile.rename(tmp, path, overwrite=True)
-        return
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    with layout.open_file(tmp, "wb") as f:
+        f.write(content.encode() if isinstance(content, str) else content)
+    layout.replace(tmp, path)

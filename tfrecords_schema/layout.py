@@ -79,3 +79,14 @@ def write_bytes(path: str, data: bytes) -> None:
 def read_bytes(path: str) -> bytes:
     with open_file(path, "rb") as f:
         return f.read()
+
+
+def replace(src: str, dst: str) -> None:
+    """Rename the file `src` over `dst` (on one file system: a local rename is atomic; on an object
+    store a copy, then a delete of `src`)."""
+    if is_remote(dst):
+        import tensorflow as tf
+
+        tf.io.gfile.rename(src, dst, overwrite=True)
+    else:
+        os.replace(src, dst)
