@@ -298,6 +298,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{model_rate:,.0f} rows/s)")
     if counts["rejects_file"]:
         print(f"rejected rows ({counts['rejected']:,} of {counts['rows_read']:,}): {counts['rejects_file']}")
+    if counts["nonfinite"]:
+        print(f"warning: the model gave {counts['nonfinite']:,} row(s) a probability that is not finite; "
+              "they were written as uniform rows", file=sys.stderr)
     return 0
 
 

@@ -18,7 +18,7 @@ from apache_beam.metrics import Metrics
 from beam_jobs import blocks, ids, inference, submission, windows
 from beam_jobs.blocks import Block
 from beam_jobs.csv_reader import IdRows
-from beam_jobs.transforms import NAMESPACE, REJECTS, TALLY, _tally_sources
+from beam_jobs.transforms import NAMESPACE, REJECTS, TALLY, tally_sources
 
 _LOG = logging.getLogger("crewstream.predict")
 FALLBACK = "fallback"
@@ -64,7 +64,7 @@ class ResolveIdsFn(beam.DoFn):
         for reject in ids.duplicate_rejects(duplicates, keeper, self._files):
             yield beam.pvalue.TaggedOutput(REJECTS, reject)
         lost = duplicates[duplicates["rejected"] == 0]
-        yield from _tally_sources("rows_rejected", lost["source"])
+        yield from tally_sources("rows_rejected", lost["source"])
         if len(fallback):
             yield beam.pvalue.TaggedOutput(FALLBACK, fallback)
         if len(lost):
@@ -159,7 +159,7 @@ class PredictRecordingFn(beam.DoFn):
             rows = self._sorted_block(paths, excluded)
             if not len(rows):
                 continue
-            yield from _tally_sources("rows_used", rows.source)
+            yield from tally_sources("rows_used", rows.source)
             padded = windows.pad_front(rows.signals, rows.signals[:0] if tail is None else tail, self._p.window)
             tail = padded[len(padded) - (self._p.window - 1):]
             yield self._predict(key, index, rows, padded, verdict["rows"])

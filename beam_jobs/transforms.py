@@ -89,7 +89,7 @@ def _tally(index: int, field: str, count: int):
     return beam.pvalue.TaggedOutput(TALLY, ((int(index), field), int(count)))
 
 
-def _tally_sources(field: str, sources: np.ndarray):
+def tally_sources(field: str, sources: np.ndarray):
     """One TALLY output per file among `sources` (the file index of each row)."""
     for index, count in zip(*np.unique(sources, return_counts=True)):
         yield _tally(index, field, count)
@@ -278,8 +278,8 @@ class SortBlockFn(beam.DoFn):
         del raw
         for reject in duplicate_time_rejects(rows, dropped, p.files):
             yield beam.pvalue.TaggedOutput(REJECTS, reject)
-        yield from _tally_sources("rows_rejected", dropped.source)
-        yield from _tally_sources("rows_used", rows.source)
+        yield from tally_sources("rows_rejected", dropped.source)
+        yield from tally_sources("rows_used", rows.source)
         split = split_of(key[0], p.eval_crews)
         yield beam.pvalue.TaggedOutput(GROUPS, {"split": split, "crew": key[0], "num_rows": len(rows)})
         if split == layout.TRAIN:

@@ -102,6 +102,26 @@ def test_every_window_is_the_contract_window(fingerprinted, test_csv, serving_co
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-4)
 
 
+def nan_when_even(windows):
+    """The fingerprint, NaN for every window whose last row's first feature has an even integer part."""
+    out = fingerprint(windows)
+    out[np.floor(np.asarray(windows)[:, -1, 0]) % 2 == 0] = np.nan
+    return out
+
+
+def test_rows_the_model_gives_no_finite_output_get_the_uniform_row_and_are_counted(
+        tmp_path, exported, test_csv, serving_config, capsys):
+    ref = reference_windows(test_csv, serving_config["features"], serving_config["window"])
+    nan_ids = {i for i, w in ref.items() if np.floor(w[-1, 0]) % 2 == 0}
+    assert 0 < len(nan_ids) < len(ref)
+    summary, sub = run(exported.model_dir, test_csv, tmp_path / "s.csv", model=nan_when_even, batch_size=500)
+    assert summary["nonfinite"] == len(nan_ids) and summary["predicted"] == len(ref)
+    values = sub.set_index(cols.ID)[HEADER[1:]]
+    assert np.isfinite(values.to_numpy()).all()
+    assert (values.loc[sorted(nan_ids)].to_numpy() == 0.25).all()
+    assert not (values.drop(index=sorted(nan_ids)).to_numpy() == 0.25).all(axis=1).any()
+
+
 def test_serving_model_probabilities_on_a_sample_of_ids_padding_included(
         tmp_path, exported, test_csv, serving_config):
     """The real model: submission rows equal serving_default applied to the reference windows."""
