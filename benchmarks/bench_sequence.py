@@ -32,7 +32,7 @@ from typing import Dict
 
 import numpy as np
 
-from benchmarks.bench_trainer import bound_dataset, machine, median_rates, spread, table
+from benchmarks.bench_trainer import add_sample_args, bound_dataset, machine, median_rates, spread, table
 from benchmarks.common import load_average, run_parts, scratch_dir
 from tfrecords_schema import layout, read_stats, sequence, shard_files
 
@@ -223,13 +223,7 @@ def _parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--windows-data", help="an existing windows-layout preprocess output")
     parser.add_argument("--sequence-data", help="the same input preprocessed with --layout sequence")
-    parser.add_argument("--workdir", help="where to write the sample and models (default: a temp dir, removed)")
-    parser.add_argument("--crews", default="1,2,3", help="synth crews (default 1,2,3)")
-    parser.add_argument("--eval-crews", default="2", help="preprocess --eval-crews (default 2)")
-    parser.add_argument("--seconds", type=float, default=60.0, help="synth seconds per recording (default 60)")
-    parser.add_argument("--features", default="", help="preprocess --features (default: all 23)")
-    parser.add_argument("--window", type=int, default=256)
-    parser.add_argument("--stride", type=int, default=32)
+    add_sample_args(parser, data_flag=False)
     parser.add_argument("--chunk-rows", type=int, default=sequence.DEFAULT_CHUNK_ROWS)
     parser.add_argument("--num-shards", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=256)

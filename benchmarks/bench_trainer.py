@@ -335,9 +335,10 @@ def bench_models(out: str, stats: Dict, args) -> str:
 
 # --- main ---------------------------------------------------------------------------------------
 
-def add_sample_args(parser: argparse.ArgumentParser) -> None:
-    """The flags make_sample reads (and --data, which skips it)."""
-    parser.add_argument("--data", help="an existing preprocess output (default: make a synth sample)")
+def add_sample_args(parser: argparse.ArgumentParser, data_flag: bool = True) -> None:
+    """The flags make_sample reads (and, with `data_flag`, --data, which skips it)."""
+    if data_flag:
+        parser.add_argument("--data", help="an existing preprocess output (default: make a synth sample)")
     parser.add_argument("--workdir", help="where to write the sample and models (default: a temp dir, removed)")
     parser.add_argument("--crews", default="1,2,3", help="synth crews (default 1,2,3)")
     parser.add_argument("--eval-crews", default="2", help="preprocess --eval-crews (default 2)")
