@@ -161,7 +161,7 @@ class PredictRecordingFn(beam.DoFn):
                 continue
             yield from tally_sources("rows_used", rows.source)
             padded = windows.pad_front(rows.signals, rows.signals[:0] if tail is None else tail, self._p.window)
-            tail = padded[len(padded) - (self._p.window - 1):]
+            tail = padded[len(padded) - (self._p.window - 1):].copy()  # not a view: the block can go
             yield self._predict(key, index, rows, padded, verdict["rows"])
 
     @staticmethod
