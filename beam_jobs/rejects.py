@@ -7,10 +7,10 @@ in the test layout when its `id` cell still reads (empty otherwise, and always i
 layout), `text` the line as written (at most 1,000 characters; csv_reader.Reject).
 """
 
-import posixpath
 from typing import Iterable, List, Tuple
 
 from beam_jobs.csv_reader import Reject
+from tfrecords_schema import layout
 
 HEADER = ("file", "line", "column", "reason", "id", "text")
 
@@ -32,13 +32,10 @@ def format_reject(r: Reject) -> str:
 def write_rejects(rejects: Iterable[Reject], path: str) -> int:
     """Write `rejects` sorted by (file, line) to `path` (local or URL, its folder created); nothing
     is written when there are none. Returns how many were written."""
-    import tensorflow as tf
-
     rejects = sorted(rejects, key=lambda r: (r.file, r.line))
     if not rejects:
         return 0
-    tf.io.gfile.makedirs(posixpath.dirname(path))
-    with tf.io.gfile.GFile(path, "w") as f:
+    with layout.open_file(path, "w") as f:
         f.write(",".join(HEADER) + "\n")
         for r in rejects:
             f.write(format_reject(r) + "\n")
@@ -49,9 +46,7 @@ def first_rejects(path: str, n: int) -> List[Tuple[str, str, str, str]]:
     """(file, line, column, reason) of the first `n` rows of a rejects file."""
     import csv
 
-    import tensorflow as tf
-
-    with tf.io.gfile.GFile(path) as f:
+    with layout.open_file(path, "r") as f:
         reader = csv.reader(f)
         next(reader)  # the header
         return [tuple(r[:4]) for _, r in zip(range(n), reader)]

@@ -63,25 +63,14 @@ def concatenate(pieces: List[str], path: str, compression: str) -> str:
     level 1: these signals compress by under a tenth at any level, and level 6 is several times
     slower.
     """
-    import tensorflow as tf
-
-    tf.io.gfile.makedirs(posixpath.dirname(path))
-    remote = layout.is_remote(path) or any(map(layout.is_remote, pieces))
-    opener = tf.io.gfile.GFile if remote else open
     digest = hashlib.sha256()
     gz = zlib.compressobj(1, zlib.DEFLATED, 31) if compression == "GZIP" else None
-    with opener(path, "wb") as out:
+    with layout.open_file(path, "wb") as out:
         def emit(data: bytes) -> None:
             digest.update(data)
             out.write(data)
 
-        for piece in pieces:
-            with opener(piece, "rb") as f:
-                while True:
-                    block = f.read(COPY_BLOCK)
-                    if not block:
-                        break
-                    emit(gz.compress(block) if gz else block)
+        layout.copy_files(pieces, (lambda block: emit(gz.compress(block))) if gz else emit, COPY_BLOCK)
         if gz:
             emit(gz.flush())
     return digest.hexdigest()

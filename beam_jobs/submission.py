@@ -73,13 +73,7 @@ def merge(pieces: Sequence[str], staging: str, output: str) -> None:
     with layout.open_file(staged, "wb") as raw:
         sink = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if output.endswith(".gz") else raw
         sink.write((HEADER + "\n").encode())
-        for piece in pieces:
-            with layout.open_file(piece, "rb") as f:
-                while True:
-                    data = f.read(COPY_BLOCK)
-                    if not data:
-                        break
-                    sink.write(data)
+        layout.copy_files(pieces, sink.write, COPY_BLOCK)
         if sink is not raw:
             sink.close()
     layout.replace(staged, output)

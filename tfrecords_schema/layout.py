@@ -71,6 +71,18 @@ def open_file(path: str, mode: str = "rb"):
     return open(path, mode)
 
 
+def copy_files(paths, write, block: int = 16 << 20) -> None:
+    """Pass the bytes of each file of `paths` (local or URL), in order, to `write`, `block` bytes
+    at a time: the copy loop of the jobs' concatenations (shards, the submission)."""
+    for path in paths:
+        with open_file(path, "rb") as f:
+            while True:
+                data = f.read(block)
+                if not data:
+                    break
+                write(data)
+
+
 def write_bytes(path: str, data: bytes) -> None:
     with open_file(path, "wb") as f:
         f.write(data)
