@@ -8,7 +8,9 @@ whatever the data size, and on a cluster they are ordinary files on the job's fi
 hdfs://, local).
 
 A recording is never gathered whole: it is cut into time blocks of at most `block_rows` raw rows
-at the edges of time bins (`plan_blocks`, from its rows per bin), each block is sorted on its own
+at the edges of time bins (`plan_blocks`, from its rows per bin). A block file holds its rows in
+time-bin order, so a time block's rows are one run of it (`FileRows`, `block_slices`), read
+alone (`read_block(path, start, stop)`). Each block is sorted on its own
 and written as a sorted block file of fixed-size records (`write_rows`), whose tail a following
 block reads for the W-1 rows of context its first windows need (`read_rows(..., last=k)`).
 
@@ -19,9 +21,7 @@ retried bundle rewrites the same file with the same bytes. Block files hold data
 """
 
 import dataclasses
-import io
-import posixpath
-from typing import Iterable, Iterator, Optional, Tuple
+from typing import Iterable, Iterator, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from tfrecords_schema import csv_layout as cols
 from tfrecords_schema import layout
 
 RecordingKey = Tuple[int, int, str]
+BIN_SECONDS = 1.0  # a time bin: time blocks start at bin edges
 
 
 @dataclasses.dataclass
@@ -60,8 +61,10 @@ def drop_duplicate_times(block: Block) -> Tuple[Block, Block, np.ndarray]:
     return block.take(~dup), block.take(dup), block.line[kept_index[dup]]
 
 
-def split_by_recording(rows: Rows) -> Iterator[Tuple[RecordingKey, Block]]:
-    """One Block per recording present in `rows`, in key order, its rows in file order.
+def split_by_recording(rows: Rows, bin_seconds: float = BIN_SECONDS) -> Iterator[Tuple[RecordingKey, Block]]:
+    """One Block per recording present in `rows`, in key order, its rows by time bin (`time_bins`;
+    file order within a bin): a time block's rows are then one run of the block file
+    (`block_slices`), whatever time order the file has.
 
     Integer keys and one stable lexsort (experiments by name: sorted(EXPERIMENTS)), then a slice
     per recording: sorting structured keys with strings cost ten times more on a 16 MiB chunk.
@@ -70,7 +73,8 @@ def split_by_recording(rows: Rows) -> Iterator[Tuple[RecordingKey, Block]]:
     codes = np.zeros(len(rows), np.int64)
     for i, name in enumerate(names[1:], 1):
         codes[rows.experiment == name] = i
-    order = np.lexsort((codes, rows.seat, rows.crew))
+    bins = time_bins(rows.time, bin_seconds)
+    order = np.lexsort((bins, codes, rows.seat, rows.crew))
     keys = np.stack([rows.crew[order], rows.seat[order], codes[order]], axis=1)
     starts = np.flatnonzero(np.r_[True, (keys[1:] != keys[:-1]).any(axis=1)]) if len(order) else []
     with_id = isinstance(rows, IdRows)
@@ -93,32 +97,72 @@ class BlockFileError(ValueError):
     """A file where a block file is expected is not one (refused, never unpickled)."""
 
 
+class FileRows(NamedTuple):
+    """Records [start, stop) of the records file at `path` (`write_records`): a time block's run
+    of a chunk's block file, an id bucket's run of a chunk's id file."""
+
+    path: str
+    start: int
+    stop: int
+
+
+def write_records(path: str, records: np.ndarray) -> None:
+    """Write a 1-D array of records as one .npy file (numpy's format: a fixed magic string, then a
+    header giving dtype and shape, then the fixed-size records). Data only, never a pickle."""
+    with layout.open_file(path, "wb") as f:
+        np.lib.format.write_array(f, records, allow_pickle=False)
+
+
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def read_records(path: str, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
+    """Records [start, stop) (all by default) of a file `write_records` wrote: only they are read.
+    ValueError if the file is anything else (a pickle included: nothing in it is executed), not
+    1-D, or has fewer than `stop` records; the caller checks their dtype."""
+    with layout.open_file(path, "rb") as f:
+        try:
+            read_header = _HEADER_READERS.get(np.lib.format.read_magic(f))
+            if read_header is None:
+                raise ValueError("an .npy format version write_records does not write")
+            shape, _, dtype = read_header(f)
+        except EOFError as e:
+            raise ValueError(str(e) or "the file ends in its header") from None
+        if len(shape) != 1 or dtype.hasobject:
+            raise ValueError(f"records {dtype}, shape {shape}")
+        stop = shape[0] if stop is None else stop
+        if not 0 <= start <= stop <= shape[0]:
+            raise ValueError(f"records {start}-{stop} asked of a file of {shape[0]}")
+        f.seek(f.tell() + start * dtype.itemsize)
+        data = f.read((stop - start) * dtype.itemsize)
+    if len(data) != (stop - start) * dtype.itemsize:
+        raise ValueError(f"the file ends before its record {stop}")
+    return np.frombuffer(data, dtype=dtype)
+
+
 def write_block(path: str, block: Block) -> None:
-    """Write `block` as a block file: one .npy array (numpy's format: a fixed magic string, then a
-    header giving dtype and shape) of `row_dtype` records. Data only; `read_block` reads it back."""
-    buffer = io.BytesIO()
-    np.lib.format.write_array(buffer, _records(block), allow_pickle=False)
-    layout.write_bytes(path, buffer.getvalue())
+    """Write `block` as a block file: `write_records` of `row_dtype` records; `read_block` reads it
+    back."""
+    write_records(path, _records(block))
 
 
-def read_block(path: str) -> Block:
-    """The Block `write_block` wrote at `path`. BlockFileError if the file is anything else (a
-    pickle included: nothing in it is executed) or its records are not `row_dtype`'s."""
-    data = layout.read_bytes(path)
+def read_block(path: str, start: int = 0, stop: Optional[int] = None) -> Block:
+    """The Block `write_block` wrote at `path`, or its rows [start, stop) alone (only they are
+    read). BlockFileError if the file is anything else (a pickle included: nothing in it is
+    executed), its records are not `row_dtype`'s, or it has fewer than `stop` rows."""
     try:
-        records = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, EOFError) as e:
+        records = read_records(path, start, stop)
+    except ValueError as e:
         raise BlockFileError(f"{path}: not a block file ({e})") from None
     signals = (records.dtype.fields or {}).get("signals")
-    if records.ndim != 1 or signals is None or len(signals[0].shape) != 1 \
-            or records.dtype != row_dtype(signals[0].shape[0]):
-        raise BlockFileError(f"{path}: not a block file (records {records.dtype}, shape {records.shape})")
+    if signals is None or len(signals[0].shape) != 1 or records.dtype != row_dtype(signals[0].shape[0]):
+        raise BlockFileError(f"{path}: not a block file (records {records.dtype})")
     return _block(records)
 
 
 # Time blocks: a recording cut at time-bin edges into blocks of at most `block_rows` raw rows.
-# Every row of one time falls in one bin, so duplicates of a time always meet in one block.
-BIN_SECONDS = 1.0
+# Every row of one time falls in one bin (BIN_SECONDS, above), so duplicates of a time always
+# meet in one block.
 DEFAULT_BLOCK_ROWS = 1 << 18  # --block-rows: 262,144 rows, about 17 min at 256 Hz
 
 
@@ -176,17 +220,16 @@ def block_of(time: np.ndarray, first_bins: np.ndarray, bin_seconds: float = BIN_
     return np.searchsorted(first_bins, time_bins(time, bin_seconds), side="right").astype(np.int64)
 
 
-def split_by_block(block: Block, first_bins: np.ndarray, bin_seconds: float = BIN_SECONDS) -> Iterator[Tuple[int, Block]]:
-    """(block index, its rows) for each time block present in `block`, in block order."""
-    index = block_of(block.time, first_bins, bin_seconds)
-    for b in np.unique(index).tolist():
-        yield b, block.take(index == b)
-
-
-def part_path(chunk_path: str, block_index: int) -> str:
-    """Where the rows of a chunk's block file that fall in time block `block_index` go."""
-    head, name = posixpath.split(chunk_path)
-    return posixpath.join(head, f"b{block_index:05d}", name)
+def block_slices(bins: np.ndarray, counts: np.ndarray, first_bins: np.ndarray) -> Iterator[Tuple[int, int, int]]:
+    """(time block, first row, end row) of each time block a block file has rows in, in block
+    order, from the file's histogram (`time_histogram`: its rows are in bin order,
+    `split_by_recording`) and its recording's plan (`plan_blocks`)."""
+    index = np.searchsorted(first_bins, bins, side="right")
+    ends = np.cumsum(counts)
+    firsts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]]) if len(bins) else np.zeros(0, np.int64)
+    lasts = np.r_[firsts[1:], len(bins)] - 1
+    for first, last in zip(firsts.tolist(), lasts.tolist()):
+        yield int(index[first]), int(ends[first] - counts[first]), int(ends[last])
 
 
 # Sorted blocks: a block's kept rows in time order as raw fixed-size records, so that the rows

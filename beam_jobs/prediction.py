@@ -121,7 +121,7 @@ class PredictParams:
 
 
 class PredictRecordingFn(beam.DoFn):
-    """(recording, [(time block, its block files)]) -> the model's probabilities for each of its
+    """(recording, [(time block, its blocks.FileRows)]) -> the model's probabilities for each of its
     rows, block after block in time order, each written as a submission piece (`id,A,B,C,D`
     lines); yields each piece's metadata {recording, block, path, rows, nonfinite}, and tallies the
     rows used per file (`tally`).
@@ -155,8 +155,8 @@ class PredictRecordingFn(beam.DoFn):
             return
         key, parts = element
         tail = None  # float32 [W - 1, F]: the padded rows before the next block
-        for index, paths in sorted(parts):
-            rows = self._sorted_block(paths, excluded)
+        for index, files in sorted(parts):
+            rows = self._sorted_block(files, excluded)
             if not len(rows):
                 continue
             yield from tally_sources("rows_used", rows.source)
@@ -165,8 +165,8 @@ class PredictRecordingFn(beam.DoFn):
             yield self._predict(key, index, rows, padded, verdict["rows"])
 
     @staticmethod
-    def _sorted_block(paths, excluded: np.ndarray) -> Block:
-        rows = Block.concat([blocks.read_block(path) for path in sorted(paths)])
+    def _sorted_block(files, excluded: np.ndarray) -> Block:
+        rows = Block.concat([blocks.read_block(*part) for part in sorted(files)])
         if len(excluded):
             rows = rows.take(~np.isin(ids.row_keys(rows.source, rows.line), excluded))
         return rows.sorted_by_time()
@@ -225,12 +225,12 @@ class GoOnFn(beam.CombineFn):
 
 
 def _by_recording(element):
-    (key, index), paths = element
-    return key, (index, list(paths))
+    (key, index), files = element
+    return key, (index, list(files))
 
 
 class PredictRecordings(beam.PTransform):
-    """((recording, time block), block files) (PlanBlocks' output) -> submission pieces' metadata
+    """((recording, time block), [blocks.FileRows]) (PlanBlocks' output) -> submission pieces' metadata
     (PredictRecordingFn, one recording per element), plus its `tally` output."""
 
     def __init__(self, params: PredictParams, excluded, verdict):

@@ -191,21 +191,21 @@ class WindowParams:
 
 
 class SpillByRecordingFn(beam.DoFn):
-    """Rows -> (recording, (block file path, first time bin, last time bin)) for each recording
-    in the batch, written as one block file; its rows per time bin, (recording, (bins, rows)),
-    go to the `histogram` output."""
+    """Rows -> (recording, (block file path, its bins, its rows per bin)) for each recording in
+    the batch, written as one block file in time-bin order (blocks.split_by_recording); the same
+    histogram, (recording, (bins, rows)), goes to the `histogram` output."""
 
     def __init__(self, staging: str, bin_seconds: float = blocks.BIN_SECONDS):
         self._staging = staging
         self._bin_seconds = bin_seconds
 
     def process(self, rows: Rows):
-        for key, block in blocks.split_by_recording(rows):
+        for key, block in blocks.split_by_recording(rows, self._bin_seconds):
             path = blocks.block_path(self._staging, key, block)
             blocks.write_block(path, block)
             bins, counts = blocks.time_histogram(block.time, self._bin_seconds)
             yield beam.pvalue.TaggedOutput(HISTOGRAM, (key, (bins, counts)))
-            yield key, (path, int(bins[0]), int(bins[-1]))
+            yield key, (path, bins, counts)
 
 
 class MergeHistogramsFn(beam.CombineFn):
@@ -231,28 +231,19 @@ def plan_recording(element, block_rows: int, bin_seconds: float):
 
 
 class AssignBlocksFn(beam.DoFn):
-    """(recording, (block file, first bin, last bin)) -> ((recording, time block), file) for each
-    time block the file has rows in. A file within one time block passes as it is (no read); one
-    spanning several is split into a file per time block. `plans`: {recording: first bins}."""
-
-    def __init__(self, bin_seconds: float = blocks.BIN_SECONDS):
-        self._bin_seconds = bin_seconds
+    """(recording, (block file, its bins, its rows per bin)) -> ((recording, time block),
+    blocks.FileRows) for each time block the file has rows in: the run of the file's rows (they
+    are in bin order) that the block reads. Nothing is read or written. `plans`: {recording:
+    first bins}."""
 
     def process(self, element, plans):
-        key, (path, first_bin, last_bin) = element
-        first_bins = plans[key]
-        lo, hi = np.searchsorted(first_bins, [first_bin, last_bin], side="right").tolist()
-        if lo == hi:
-            yield (key, lo), path
-            return
-        for index, part in blocks.split_by_block(blocks.read_block(path), first_bins, self._bin_seconds):
-            part_path = blocks.part_path(path, index)
-            blocks.write_block(part_path, part)
-            yield (key, index), part_path
+        key, (path, bins, counts) = element
+        for index, start, stop in blocks.block_slices(bins, counts, plans[key]):
+            yield (key, index), blocks.FileRows(path, start, stop)
 
 
 class SortBlockFn(beam.DoFn):
-    """((recording, time block), its block files) -> the block's rows sorted by (time, file,
+    """((recording, time block), its blocks.FileRows) -> the block's rows sorted by (time, file,
     line) and written as a sorted block file (beam_jobs.blocks.write_rows); yields its
     `SortedBlock`.
 
@@ -270,9 +261,9 @@ class SortBlockFn(beam.DoFn):
     def process(self, element):
         from beam_jobs import scaling
 
-        (key, index), paths = element
+        (key, index), parts = element
         p = self._p
-        raw = Block.concat([blocks.read_block(path) for path in sorted(paths)])
+        raw = Block.concat([blocks.read_block(*part) for part in sorted(parts)])
         self._rows_per_key.update(len(raw))
         rows, dropped, _ = blocks.drop_duplicate_times(raw.sorted_by_time())
         del raw
@@ -320,13 +311,15 @@ class SortBlocks(beam.PTransform):
 
 
 class PlanBlocks(beam.PTransform):
-    """Raw `Rows` -> ((recording, time block), [block files]): each recording cut into time blocks
-    of at most `block_rows` raw rows, whose rows wait in block files under `staging` (both jobs
-    then sort each block on its own: SortBlockFn for preprocess, predict's own for predict).
+    """Raw `Rows` -> ((recording, time block), [blocks.FileRows]): each recording cut into time
+    blocks of at most `block_rows` raw rows, whose rows wait in block files under `staging`, each
+    time block's rows one run of each file it has rows in (both jobs then sort each block on its
+    own: SortBlockFn for preprocess, predict's own for predict).
 
     Block edges are time-bin edges chosen from each recording's rows per time bin (a first pass
     over the spilled rows' histograms), so no recording is ever gathered in one place. Rows
-    travel through block files (beam_jobs.blocks): only paths and histograms are shuffled.
+    travel through block files (beam_jobs.blocks), written once: only paths, row ranges and
+    histograms are shuffled.
     """
 
     def __init__(self, staging: str, block_rows: int, bin_seconds: float = blocks.BIN_SECONDS):
@@ -343,7 +336,7 @@ class PlanBlocks(beam.PTransform):
         )
         return (
             spilled.files
-            | "AssignBlocks" >> beam.ParDo(AssignBlocksFn(self._bin_seconds), plans=beam.pvalue.AsDict(plans))
+            | "AssignBlocks" >> beam.ParDo(AssignBlocksFn(), plans=beam.pvalue.AsDict(plans))
             | "GroupByBlock" >> beam.GroupByKey()
         )
 

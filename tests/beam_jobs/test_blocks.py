@@ -115,11 +115,42 @@ def test_plan_blocks_never_exceeds_block_rows():
         assert np.all(np.diff(index) >= 0)
 
 
-def test_split_by_block_and_sorted_rows_read_from_the_tail(tmp_path):
+def test_a_time_block_reads_its_run_of_a_block_file_alone(tmp_path):
+    """Rows spilled in bin order (file order within a bin): each time block's rows are one run of
+    the file, found from its histogram and the plan, and read without the rest."""
+    rows = Rows(crew=np.ones(6, np.int64), seat=np.zeros(6, np.int64), experiment=np.array(["CA"] * 6, object),
+                time=np.array([2.5, 0.5, 1.5, 0.7, 4.0, 2.2]), signals=np.arange(12, dtype=np.float32).reshape(6, 2),
+                label=np.zeros(6, np.int64), line=np.arange(2, 8), source=np.zeros(6, np.int64))
+    (_, spilled), = blocks.split_by_recording(rows)
+    assert spilled.line.tolist() == [3, 5, 4, 2, 7, 6]  # bins 0, 0, 1, 2, 2, 4
+    path = str(tmp_path / "f0-l2.block")
+    blocks.write_block(path, spilled)
+    bins, counts = blocks.time_histogram(spilled.time)
+    first_bins = np.array([1, 2, 3])  # blocks: bin 0 | bin 1 | bin 2 | bins 3-
+    found = list(blocks.block_slices(bins, counts, first_bins))
+    assert found == [(0, 0, 2), (1, 2, 3), (2, 3, 5), (3, 5, 6)]
+    for index, start, stop in found:
+        part = blocks.read_block(path, start, stop)
+        assert (blocks.block_of(part.time, first_bins) == index).all()
+        assert part.line.tolist() == spilled.line[start:stop].tolist()
+        np.testing.assert_array_equal(part.signals, spilled.signals[start:stop])
+    assert list(blocks.block_slices(bins, counts, np.array([9]))) == [(0, 0, 6)]  # one block: the whole file
+    assert list(blocks.block_slices(np.zeros(0, np.int64), np.zeros(0, np.int64), first_bins)) == []
+    assert len(blocks.read_block(path, 3, 3)) == 0
+    with pytest.raises(blocks.BlockFileError, match="records 4-7 asked of a file of 6"):
+        blocks.read_block(path, 4, 7)
+
+
+def test_a_truncated_block_file_is_refused(tmp_path):
+    path = tmp_path / "f0-l2.block"
+    blocks.write_block(str(path), block([0.5, 1.5, 2.5], [2, 3, 4]))
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(blocks.BlockFileError, match="not a block file"):
+        blocks.read_block(str(path))
+
+
+def test_sorted_rows_read_from_the_tail(tmp_path):
     b = block([0.5, 2.5, 1.5, 0.7], [2, 3, 4, 5])
-    parts = dict(blocks.split_by_block(b, np.array([1, 2])))
-    assert {k: v.line.tolist() for k, v in parts.items()} == {0: [2, 5], 1: [4], 2: [3]}
-    assert blocks.part_path("/s/blocks/crew1-seat0-CA/f0-l2.block", 7) == "/s/blocks/crew1-seat0-CA/b00007/f0-l2.block"
     rows = b.sorted_by_time()
     path = blocks.sorted_path(str(tmp_path), (1, 0, "CA"), 3)
     blocks.write_rows(path, rows)

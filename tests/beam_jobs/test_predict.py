@@ -180,8 +180,8 @@ def test_blocks_cut_anywhere_get_the_windows_of_the_whole_recording(cuts):
 
 
 def test_a_recording_is_predicted_block_after_block_in_time_order(tmp_path):
-    """PredictRecordingFn on one recording's time blocks (given out of order, each from two
-    chunks' block files, one block shorter than W-1): every kept row gets the fingerprint of its
+    """PredictRecordingFn on one recording's time blocks (given out of order, each a run of rows of
+    two chunks' block files, one block shorter than W-1): every kept row gets the fingerprint of its
     window over the whole recording, rows in (time, file, line) order (equal times keep file
     order), rows whose (file, line) key lost its id left out as if the file did not have them."""
     w = 4
@@ -191,16 +191,17 @@ def test_a_recording_is_predicted_block_after_block_in_time_order(tmp_path):
     row_id = 100 + np.arange(len(times))
     signals = np.stack([np.arange(len(times)) * 1.5, -np.arange(len(times)) ** 2.0], axis=1).astype(np.float32)
     index = np.searchsorted([1.0, 2.0, 3.0], times, side="right")  # blocks 0-3; block 1 has 2 rows
-    parts = []
-    for b in (2, 0, 3, 1):
-        paths = []
-        for src in (1, 0):
-            at = np.flatnonzero((index == b) & (source == src))
-            path = str(tmp_path / "blocks" / f"b{b}-f{src}.block")
-            blocks.write_block(path, blocks.Block(np.array(times)[at], signals[at], np.full(len(at), -1, np.int8),
-                                                  line[at], source[at].astype(np.int32), row_id[at]))
-            paths.append(path)
-        parts.append((b, paths))
+    files = {b: [] for b in (2, 0, 3, 1)}
+    for src in (1, 0):
+        at = np.flatnonzero(source == src)
+        at = at[np.argsort(index[at], kind="stable")]  # a chunk's block file: its rows in block order
+        path = str(tmp_path / "blocks" / f"f{src}.block")
+        blocks.write_block(path, blocks.Block(np.array(times)[at], signals[at], np.full(len(at), -1, np.int8),
+                                              line[at], source[at].astype(np.int32), row_id[at]))
+        for b in files:
+            run_ = np.flatnonzero(index[at] == b)
+            files[b].append(blocks.FileRows(path, int(run_[0]), int(run_[-1]) + 1))
+    parts = list(files.items())
     for lost in ([], [(1, 12)], [(0, 10), (1, 13), (0, 13)]):
         excluded = np.sort(ids.row_keys(*np.array(lost, np.int64).reshape(-1, 2).T))
         kept = [i for i in range(len(times)) if (source[i], line[i]) not in lost]
@@ -591,26 +592,34 @@ def write_block_test_csv(path, seed=4):
 
 def _measured(monkeypatch, found):
     """Fill `found` as the job runs (in this process: FnApiRunner), measured from outside the
-    DoFns: "block files", {time block folder: rows} of the block files written into each time
-    block's folder (rows from the .npy file on disk); "model passes", the rows of every padded
-    array inference.predict_padded was given (a block's rows and the W-1 before them)."""
-    import re
+    DoFns: "block reads", the rows read from block files (blocks.read_block, counted as it
+    returns) for each time block (each call of PredictRecordingFn._sorted_block); "model
+    passes", the rows of every padded array inference.predict_padded was given (a block's rows
+    and the W-1 before them)."""
+    read_block, sorted_block = blocks.read_block, pr.PredictRecordingFn._sorted_block
+    predict_padded = inference.predict_padded
+    found.update({"block reads": [], "model passes": []})
+    reading = []  # the rows read so far for the time block being sorted
 
-    write_block, predict_padded = blocks.write_block, inference.predict_padded
-    found.update({"block files": {}, "model passes": []})
+    def read(*args, **kwargs):
+        rows = read_block(*args, **kwargs)
+        if reading:
+            reading[-1] += len(rows)
+        return rows
 
-    def written(path, block):
-        write_block(path, block)
-        folder = os.path.dirname(path)
-        if re.fullmatch(r"b\d{5}", os.path.basename(folder)):  # blocks.part_path: a time block's part
-            rows = np.load(path, mmap_mode="r", allow_pickle=False).shape[0]
-            found["block files"][folder] = found["block files"].get(folder, 0) + rows
+    def counted_block(*args, **kwargs):
+        reading.append(0)
+        try:
+            return sorted_block(*args, **kwargs)
+        finally:
+            found["block reads"].append(reading.pop())
 
     def passed(model, padded, *args, **kwargs):
         found["model passes"].append(len(padded))
         return predict_padded(model, padded, *args, **kwargs)
 
-    monkeypatch.setattr(blocks, "write_block", written)
+    monkeypatch.setattr(blocks, "read_block", read)
+    monkeypatch.setattr(pr.PredictRecordingFn, "_sorted_block", staticmethod(counted_block))
     monkeypatch.setattr(inference, "predict_padded", passed)
 
 
@@ -650,19 +659,20 @@ def test_small_blocks_give_byte_identical_submissions(block_runs, serving_config
 
 
 def test_no_block_holds_more_than_block_rows(block_runs, serving_config):
-    """Time blocks of at most --block-rows rows on disk, many per recording; each model pass holds
-    one block and the W-1 rows before it, however long the recording: per-worker memory follows
-    --block-rows. With one block per recording, it follows the recording instead."""
+    """Time blocks that read at most --block-rows rows from the block files, many per recording;
+    each model pass holds one block and the W-1 rows before it, however long the recording:
+    per-worker memory follows --block-rows. With one block per recording, it follows the
+    recording instead."""
     w, total, recordings = serving_config["window"], sum(block_runs["recordings"]), block_runs["recordings"]
     for path in ("windows", "sweep"):
         small, whole = block_runs[path, "small"], block_runs[path, "whole"]
         for run_ in (small, whole):
             assert sum(n - (w - 1) for n in run_["model passes"]) == total == run_["summary"]["predicted"]
-        assert sum(small["block files"].values()) == total  # every row went through a time block's files
-        assert max(small["block files"].values()) <= SMALL_BLOCK_ROWS
-        assert len(small["block files"]) >= total // SMALL_BLOCK_ROWS
+            assert sum(run_["block reads"]) == total  # every row read once, by one time block
+        assert max(small["block reads"]) <= SMALL_BLOCK_ROWS
+        assert len(small["block reads"]) >= total // SMALL_BLOCK_ROWS
         assert max(small["model passes"]) <= SMALL_BLOCK_ROWS + w - 1
-        assert whole["block files"] == {}  # one time block per recording: the chunk's file as it is
+        assert sorted(whole["block reads"]) == sorted(recordings)  # one time block per recording
         assert sorted(n - (w - 1) for n in whole["model passes"]) == sorted(recordings)
         assert max(recordings) == 2 * min(recordings)
 

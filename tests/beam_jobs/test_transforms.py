@@ -69,9 +69,10 @@ def test_spill_by_recording_writes_one_block_per_recording(tmp_path):
     with pipeline() as p:
         out = (p | beam.Create([rows], reshuffle=False)
                | beam.ParDo(t.SpillByRecordingFn(str(tmp_path))).with_outputs(t.HISTOGRAM, main="files"))
-        files = out.files | beam.Map(lambda kv: (kv[0], blocks.read_block(kv[1][0]).line.tolist(), kv[1][1:]))
-        assert_that(files, equal_to([((1, 0, "CA"), [2, 5], (0, 2)), ((1, 1, "CA"), [3], (0, 0)),
-                                     ((2, 0, "CA"), [4], (3, 3))]), label="files")
+        files = out.files | beam.Map(lambda kv: (kv[0], blocks.read_block(kv[1][0]).line.tolist(),
+                                                 kv[1][1].tolist(), kv[1][2].tolist()))
+        assert_that(files, equal_to([((1, 0, "CA"), [2, 5], [0, 2], [1, 1]), ((1, 1, "CA"), [3], [0], [1]),
+                                     ((2, 0, "CA"), [4], [3], [1])]), label="files")
         histograms = out[t.HISTOGRAM] | beam.Map(lambda kv: (kv[0], kv[1][0].tolist(), kv[1][1].tolist()))
         assert_that(histograms, equal_to([((1, 0, "CA"), [0, 2], [1, 1]), ((1, 1, "CA"), [0], [1]),
                                           ((2, 0, "CA"), [3], [1])]), label="histograms")
