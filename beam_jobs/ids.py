@@ -2,20 +2,21 @@
 
 The prediction contract gives every input id exactly one submission row. Ids are checked across
 the whole file (a duplicate may sit in another recording), without holding all ids in one place:
-each chunk's ids are written to `BUCKETS` small files by a hash of the id (`write_id_files`), and
-each bucket is then resolved on its own (`one_row_per_id`), so a worker holds one bucket of the
-file's ids (about rows / BUCKETS x 21 bytes: 6 MB for the 17.9M rows of the real test.csv).
+each chunk's ids are written to one id file in the order of their bucket, one of `BUCKETS` by a
+hash of the id (`in_bucket_order`), and each bucket is then resolved on its own from its run of
+every chunk's file (`one_row_per_id`), so a worker holds one bucket of the file's ids (about rows /
+BUCKETS x 21 bytes: 6 MB for the 17.9M rows of the real test.csv).
 
 The row that keeps an id is its first usable row (by file, then line), else its first row; every
 other row with that id is rejected as a duplicate (`duplicate_rejects`). A rejected row that keeps
 its id gets the uniform distribution. Id files hold data only (numpy's .npy, never a pickle).
 """
 
-import io
-from typing import Iterator, List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from beam_jobs import blocks
 from beam_jobs.csv_reader import Reject
 from tfrecords_schema import csv_layout as cols
 from tfrecords_schema import layout
@@ -47,31 +48,29 @@ def rejected_records(rejects: Sequence[Reject], files: Sequence[str]) -> np.ndar
                       np.array([r.line for r in kept], np.int64), rejected=True)
 
 
-def by_bucket(records: np.ndarray) -> Iterator[Tuple[int, np.ndarray]]:
-    """(bucket, its records) for each bucket present."""
+def in_bucket_order(records: np.ndarray) -> Tuple[np.ndarray, List[Tuple[int, int, int]]]:
+    """(the records by bucket, stable; [(bucket, first record, end record)] for each bucket present)."""
     bucket = bucket_of(records["id"])
-    order = np.argsort(bucket, kind="stable")
-    values, starts = np.unique(bucket[order], return_index=True)
-    for value, a, b in zip(values.tolist(), starts, list(starts[1:]) + [len(order)]):
-        yield value, records[order[a:b]]
+    ordered = records[np.argsort(bucket.astype(np.uint8), kind="stable")]  # uint8: numpy's radix sort
+    counts = np.bincount(bucket, minlength=BUCKETS)
+    ends = np.cumsum(counts)
+    return ordered, [(b, int(ends[b] - counts[b]), int(ends[b])) for b in np.flatnonzero(counts).tolist()]
 
 
-def id_file_path(staging: str, bucket: int, source: int, first_line: int) -> str:
+def id_file_path(staging: str, source: int, first_line: int) -> str:
     """Named by where the chunk's rows came from: a retried bundle rewrites the same file."""
-    return layout.join(staging, "ids", f"b{bucket:02d}", f"f{source}-l{first_line}.npy")
+    return layout.join(staging, "ids", f"f{source}-l{first_line}.npy")
 
 
-def write_ids(path: str, records: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    np.lib.format.write_array(buffer, records, allow_pickle=False)
-    layout.write_bytes(path, buffer.getvalue())
-
-
-def read_ids(path: str) -> np.ndarray:
-    """The records `write_ids` wrote; ValueError for anything else (a pickle is never loaded)."""
-    records = np.lib.format.read_array(io.BytesIO(layout.read_bytes(path)), allow_pickle=False)
-    if records.dtype != ID_DTYPE or records.ndim != 1:
-        raise ValueError(f"{path}: not an id file (records {records.dtype}, shape {records.shape})")
+def read_ids(path: str, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
+    """The ID_DTYPE records of an id file (blocks.write_records), or records [start, stop) alone;
+    ValueError for anything else (a pickle is never loaded)."""
+    try:
+        records = blocks.read_records(path, start, stop)
+    except ValueError as e:
+        raise ValueError(f"{path}: not an id file ({e})") from None
+    if records.dtype != ID_DTYPE:
+        raise ValueError(f"{path}: not an id file (records {records.dtype})")
     return records
 
 
@@ -79,9 +78,13 @@ def one_row_per_id(records: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndar
     """Which row keeps each id: its first usable row, else its first row (by file, then line).
 
     records: ID_DTYPE [n]. Returns (fallback, duplicates, keeper): `fallback`, the records of
-    rejected rows that keep their id (they get the uniform distribution); `duplicates`, every
-    record that does not keep its id; `keeper` ID_DTYPE [len(duplicates)], the row that keeps it.
+    rejected rows that keep their id (they get the uniform distribution), in no particular order;
+    `duplicates`, every record that does not keep its id; `keeper` ID_DTYPE [len(duplicates)], the
+    row that keeps it.
     """
+    sorted_ids = np.sort(records["id"])
+    if not (sorted_ids[1:] == sorted_ids[:-1]).any():  # every id once (the usual file): one sort
+        return records[records["rejected"] == 1], records[:0], records[:0]
     ordered = records[np.lexsort((records["line"], records["source"], records["rejected"], records["id"]))]
     first = np.ones(len(ordered), bool)
     first[1:] = ordered["id"][1:] != ordered["id"][:-1]

@@ -1,7 +1,8 @@
 """The Beam building blocks of the predict job: thin shells over beam_jobs.ids, blocks, inference
 and submission. Reading, blocks and the rejects output are preprocess's own (beam_jobs.transforms).
 
-    ResolveIds          every id once: chunk ids to bucket files, each bucket resolved on its own
+    ResolveIds          every id once: each chunk's ids to an id file in bucket order, each bucket
+                        resolved on its own from its runs of those files
     PredictRecordingFn  a recording's time blocks in time order: each sorted, the rows that lost
                         their id left out, fed with the W-1 rows before it to the model -> a piece
 """
@@ -27,7 +28,8 @@ MODEL_MS = "model_ms"  # milliseconds in model calls (all workers' summed): the 
 
 
 class SpillIdsFn(beam.DoFn):
-    """IdRows -> (bucket, id file) for each bucket the chunk's ids fall in (beam_jobs.ids)."""
+    """IdRows -> the chunk's ids as one id file in bucket order (beam_jobs.ids); yields (bucket,
+    blocks.FileRows) for each bucket its ids fall in."""
 
     def __init__(self, staging: str):
         self._staging = staging
@@ -35,12 +37,12 @@ class SpillIdsFn(beam.DoFn):
     def process(self, rows: IdRows):
         if not len(rows):
             return
-        records = ids.id_records(rows.id, rows.source, rows.line, rejected=False)
+        records, buckets = ids.in_bucket_order(ids.id_records(rows.id, rows.source, rows.line, rejected=False))
         first = int(np.argmin(rows.line))
-        for bucket, part in ids.by_bucket(records):
-            path = ids.id_file_path(self._staging, bucket, int(rows.source[first]), int(rows.line[first]))
-            ids.write_ids(path, part)
-            yield bucket, path
+        path = ids.id_file_path(self._staging, int(rows.source[first]), int(rows.line[first]))
+        blocks.write_records(path, records)
+        for bucket, start, stop in buckets:
+            yield bucket, blocks.FileRows(path, start, stop)
 
 
 def _reject_by_bucket(reject):
@@ -48,7 +50,7 @@ def _reject_by_bucket(reject):
 
 
 class ResolveIdsFn(beam.DoFn):
-    """(bucket, {"files": [id files], "rejected": [Rejects with an id]}) -> the row keys
+    """(bucket, {"files": [its blocks.FileRows of id files], "rejected": [Rejects with an id]}) -> the row keys
     (ids.row_keys) of usable rows that lost their id (main output, int64 array); a Reject for
     each (`rejects`), counted per file (`tally`); the records of rejected rows that keep their
     id (`fallback`: they get the uniform distribution)."""
@@ -58,7 +60,7 @@ class ResolveIdsFn(beam.DoFn):
 
     def process(self, element):
         _, grouped = element
-        parts = [ids.read_ids(path) for path in sorted(grouped["files"])]
+        parts = [ids.read_ids(*part) for part in sorted(grouped["files"])]
         parts.append(ids.rejected_records(list(grouped["rejected"]), self._files))
         fallback, duplicates, keeper = ids.one_row_per_id(np.concatenate(parts))
         for reject in ids.duplicate_rejects(duplicates, keeper, self._files):

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from beam_jobs import ids
+from beam_jobs import blocks, ids
 from beam_jobs.csv_reader import Reject
 
 FILES = ["/data/a.csv", "/data/b.csv", "/data/c.csv"]
@@ -103,10 +103,29 @@ def test_bucket_of_is_the_fibonacci_hash_and_spreads_consecutive_ids():
     assert counts.min() > 0.9 * mean and counts.max() < 1.1 * mean  # consecutive ids spread evenly
 
 
-def test_by_bucket_puts_each_record_in_its_ids_bucket_once():
+def test_in_bucket_order_gives_each_bucket_one_run_read_alone(tmp_path):
     records = random_records(2000, 4)
+    ordered, buckets = ids.in_bucket_order(records)
+    path = str(tmp_path / "f0-l2.npy")
+    blocks.write_records(path, ordered)
     seen = []
-    for bucket, part in ids.by_bucket(records):
+    for bucket, start, stop in buckets:
+        part = ids.read_ids(path, start, stop)
         assert (ids.bucket_of(part["id"]) == bucket).all()
         seen.append(part)
+    assert [b for b, _, _ in buckets] == sorted({b for b, _, _ in buckets})
     assert as_set(np.concatenate(seen)) == as_set(records) and sum(map(len, seen)) == len(records)
+    assert as_set(ids.read_ids(path)) == as_set(records)
+    with pytest.raises(ValueError, match="not an id file"):
+        blocks.write_records(path, np.arange(3.0))
+        ids.read_ids(path)
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_one_row_per_id_when_every_id_is_once(seed):
+    """The usual file: no duplicates, the rejected rows whose id reads keep it."""
+    records = random_records(3000, seed)
+    records["id"] = np.random.default_rng(seed).permutation(len(records)) * 7
+    fallback, duplicates, keeper = ids.one_row_per_id(records)
+    assert as_set(fallback) == as_set(records[records["rejected"] == 1]) and len(fallback)
+    assert len(duplicates) == len(keeper) == 0 and duplicates.dtype == keeper.dtype == ids.ID_DTYPE
