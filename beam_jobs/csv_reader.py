@@ -205,8 +205,9 @@ def check_header(header: Sequence[str], features: Sequence[str], file: str, labe
 
 def iter_line_chunks(f: BinaryIO, chunk_bytes: int = DEFAULT_CHUNK_BYTES, first_line: int = 2,
                      start: int = 0, end: Optional[int] = None,
-                     max_line: int = MAX_LINE_BYTES) -> Iterator[Tuple[int, bytes]]:
-    """Yield (line number of the chunk's first line, bytes of whole lines).
+                     max_line: int = MAX_LINE_BYTES) -> Iterator[Tuple[int, bytes, int]]:
+    """Yield (line number of the chunk's first line, bytes of whole lines, the lines: newlines, plus
+    one for a last line without its newline).
 
     `f` is positioned at byte `start`, the start of line `first_line` (lines are 1-based as an
     editor shows them; the header is line 1). Only lines that START before byte `end` are
@@ -236,13 +237,15 @@ def iter_line_chunks(f: BinaryIO, chunk_bytes: int = DEFAULT_CHUNK_BYTES, first_
         buf = held + data
         keep = _through_last_row(buf)
         if keep:
-            yield line, buf[:keep]
-            line += buf.count(b"\n", 0, keep)
+            newlines = buf.count(b"\n", 0, keep)
+            yield line, buf[:keep], newlines + (buf[keep - 1] != ord("\n"))
+            line += newlines
         held = buf[keep:]
         if beyond is not None:
             break
     if held and beyond is not None and any(rest.strip() for rest in beyond):
-        yield line, held  # blank lines with a row after them (in the next range): rows, rejected
+        # blank lines with a row after them (in the next range): rows, rejected
+        yield line, held, held.count(b"\n") + (not held.endswith(b"\n"))
 
 
 def _whole_line_pieces(f: BinaryIO, chunk_bytes: int, max_line: int) -> Iterator[Tuple[int, bytes, int]]:
@@ -585,6 +588,7 @@ def parse_chunk(
     first_line: int,
     labelled: bool = True,
     with_id: bool = False,
+    n_lines: Optional[int] = None,
 ) -> Tuple[Rows, List[Reject]]:
     """Parse whole CSV lines into validated `Rows` plus a `Reject` for every unusable line.
 
@@ -602,8 +606,10 @@ def parse_chunk(
       first_line: the file line number of the chunk's first line.
       labelled: True for the train layout (an `event` column is required).
       with_id: the test layout: also read the `id` column, and return `IdRows`.
+      n_lines: the chunk's lines, when the caller counted them (`iter_line_chunks`); else counted.
     """
-    n_lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+    if n_lines is None:
+        n_lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
     types = _column_types(header, features, with_id)
     located = not _looks_clean(chunk, MAX_LINE_BYTES, lone_cr=False) or not _through_last_row(chunk)
     defects = _locate_defects(chunk, header, MAX_LINE_BYTES) if located else {}
@@ -735,8 +741,8 @@ def read_file_chunks(
             item = next(chunks, None)
         if item is None:
             return
-        first_line, chunk = item
+        first_line, chunk, n_lines = item
         try:
-            yield parse_chunk(chunk, header, features, file, first_line, labelled, with_id)
+            yield parse_chunk(chunk, header, features, file, first_line, labelled, with_id, n_lines)
         except pa.ArrowException as e:  # not seen once find_defects runs; if it is, name the file
             raise CsvLayoutError(f"{file}: from line {first_line}: the CSV parser failed ({e})") from e

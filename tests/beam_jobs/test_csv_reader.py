@@ -334,7 +334,8 @@ def test_a_line_far_beyond_the_limit_is_skipped_in_small_reads():
     huge = row(r="1" * (5 * MAX_LINE))  # read 4 KiB at a time: never held whole
     data = raw("\n".join([HEADER, row(time="0.1"), huge, row(time="0.2")]) + "\n")
     chunks = list(csv_reader.iter_line_chunks(io.BytesIO(data[len(HEADER) + 1:]), 4096))
-    assert max(len(chunk) for _, chunk in chunks) <= MAX_LINE + 1 + 4096
+    assert max(len(chunk) for _, chunk, _ in chunks) <= MAX_LINE + 1 + 4096
+    assert [n for _, _, n in chunks] == [c.count(b"\n") + (not c.endswith(b"\n")) for _, c, _ in chunks]
     rows, rejects = read_bytes(data, 4096)
     assert rows.line.tolist() == [2, 4] and [(r.line, r.column) for r in rejects] == [(3, "")]
 
