@@ -20,7 +20,7 @@ Memory: the padded block, --concurrent + 2 buffers of a batch (B * W * F * 4 byt
 import collections
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Deque, Iterator, Tuple
+from typing import Callable, Deque, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -133,34 +133,44 @@ def chunks(padded: np.ndarray, window: int, sweep_rows: int, buffers: int) -> It
 
 def predict_padded(model: Callable, padded: np.ndarray, window: int, num_classes: int, path: str,
                    batch_size: int = DEFAULT_BATCH_SIZE, sweep_rows: int = DEFAULT_SWEEP_ROWS,
-                   concurrent: int = 1) -> Tuple[np.ndarray, int]:
+                   concurrent: int = 1, on_rows: Optional[Callable[[int, np.ndarray], None]] = None
+                   ) -> Tuple[np.ndarray, int]:
     """(probabilities float32 [n, K] for the n rows of `padded`, rows whose output was not finite).
 
     `model` is a ServingModel-like callable (WINDOWS: windows [b, W, F] -> [b, K]) or a
     SweepModel-like one (SWEEP: chunk [W - 1 + c, F] -> [c, K]). A row whose output is not finite
-    gets the uniform distribution (never a NaN in a submission) and is counted.
+    gets the uniform distribution (never a NaN in a submission) and is counted. `on_rows(first
+    row, probabilities [b, K])` is given each batch's or chunk's rows, in row order, as its result
+    comes back: it runs while the next model calls are in flight (the old engine wrote its rows
+    so; TensorFlow leaves a core partly idle).
     """
     n = len(padded) - window + 1
     out = np.empty((n, num_classes), np.float32)
     buffers = concurrent + 2  # a buffer is reused only after its result was taken
     pieces = (chunks(padded, window, sweep_rows, buffers) if path == SWEEP
               else batches(padded, window, batch_size, buffers))
+    nonfinite = 0
     with ThreadPoolExecutor(max_workers=concurrent, thread_name_prefix="predict") as pool:
         pending: Deque[Tuple[int, Future]] = collections.deque()
         for start, piece in pieces:
             pending.append((start, pool.submit(model, piece)))
             while len(pending) > concurrent:
-                _take(out, *pending.popleft())
+                nonfinite += _take(out, *pending.popleft(), on_rows)
         while pending:
-            _take(out, *pending.popleft())
-    bad = ~np.isfinite(out).all(axis=1)
-    out[bad] = 1.0 / num_classes
-    return out, int(bad.sum())
+            nonfinite += _take(out, *pending.popleft(), on_rows)
+    return out, nonfinite
 
 
-def _take(out: np.ndarray, start: int, future: Future) -> None:
+def _take(out: np.ndarray, start: int, future: Future, on_rows) -> int:
+    """The result into `out`, its non-finite rows made uniform (returns how many), then to `on_rows`."""
     result = future.result()
-    out[start:start + len(result)] = result
+    part = out[start:start + len(result)]
+    part[...] = result
+    bad = ~np.isfinite(part).all(axis=1)
+    part[bad] = 1.0 / part.shape[1]
+    if on_rows is not None:
+        on_rows(start, part)
+    return int(bad.sum())
 
 
 def uniform(n: int, num_classes: int) -> np.ndarray:

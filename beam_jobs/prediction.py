@@ -175,13 +175,15 @@ class PredictRecordingFn(beam.DoFn):
 
     def _predict(self, key, index: int, rows: Block, padded: np.ndarray, total: int) -> dict:
         p = self._p
-        started = time.perf_counter()
-        probabilities, nonfinite = inference.predict_padded(
-            self._loaded(), padded, p.window, p.num_classes, p.path, p.batch_size, p.sweep_rows, p.concurrent)
-        self._model_ms.inc(int(round((time.perf_counter() - started) * 1000)))
         crew, seat, experiment = key
         path = submission.piece_path(p.staging, f"crew{crew}-seat{seat}-{experiment}-b{index:05d}.csv")
-        submission.write_piece(path, rows.id, probabilities)
+        model = self._loaded()
+        started = time.perf_counter()
+        with submission.piece_writer(path) as write:  # each batch's rows written while the next runs
+            _, nonfinite = inference.predict_padded(
+                model, padded, p.window, p.num_classes, p.path, p.batch_size, p.sweep_rows, p.concurrent,
+                on_rows=lambda start, part: write(rows.id[start:start + len(part)], part))
+        self._model_ms.inc(int(round((time.perf_counter() - started) * 1000)))
         self._rows.inc(len(rows))
         self._progress_over(total).update(len(rows))
         return {"recording": list(key), "block": index, "path": path, "rows": len(rows), "nonfinite": nonfinite}

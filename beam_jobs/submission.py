@@ -11,7 +11,8 @@ float32 (a row's four values still sum to 1 within float32 rounding). A `.gz` ou
 gzip-compressed as it is concatenated.
 """
 
-from typing import Iterable, Sequence
+import contextlib
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -56,8 +57,16 @@ def csv_rows(ids: np.ndarray, probabilities: np.ndarray) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+@contextlib.contextmanager
+def piece_writer(path: str) -> Iterator[Callable[[np.ndarray, np.ndarray], None]]:
+    """A function (ids, probabilities) that appends their `csv_rows` to the piece at `path`."""
+    with layout.open_file(path, "wb") as f:
+        yield lambda ids, probabilities: f.write(csv_rows(ids, probabilities))
+
+
 def write_piece(path: str, ids: np.ndarray, probabilities: np.ndarray) -> None:
-    layout.write_bytes(path, csv_rows(ids, probabilities))
+    with piece_writer(path) as write:
+        write(ids, probabilities)
 
 
 def piece_path(staging: str, name: str) -> str:

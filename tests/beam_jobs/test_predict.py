@@ -280,21 +280,27 @@ def test_predict_padded_gives_every_row_its_windows_output(path, size):
     w, rows = 16, np.random.default_rng(1).normal(size=(700, 3)).astype(np.float32)
     padded = windows.pad_front(rows, rows[:0], w)
     model = slow_fingerprint if path == inference.WINDOWS else fake_sweep_model(w)
+    given = []  # what on_rows was given: (first row, a copy of its rows)
     got, nonfinite = inference.predict_padded(model, padded, w, 4, path, batch_size=size, sweep_rows=size,
-                                              concurrent=3)
+                                              concurrent=3, on_rows=lambda start, part: given.append((start, part.copy())))
     np.testing.assert_array_equal(got, fingerprint(loop_windows(rows, w)))
     assert nonfinite == 0
+    assert [start for start, _ in given] == list(range(0, len(rows), size))  # in row order, each once
+    np.testing.assert_array_equal(np.concatenate([part for _, part in given]), got)
 
 
 def test_a_row_whose_output_is_not_finite_gets_the_uniform_row_and_is_counted():
     w, padded = 4, np.arange(20 * 2, dtype=np.float32).reshape(20, 2)
     padded[10, 1] = np.nan  # in the windows of block rows 7..10
-    got, nonfinite = inference.predict_padded(fingerprint, padded, w, 4, inference.WINDOWS, batch_size=5)
+    given = []
+    got, nonfinite = inference.predict_padded(fingerprint, padded, w, 4, inference.WINDOWS, batch_size=5,
+                                              on_rows=lambda start, part: given.append(part.copy()))
     expected = fingerprint(loop_windows(padded, w)[w - 1:])
     bad = ~np.isfinite(expected).all(axis=1)
     assert bad.tolist() == [7 <= i <= 10 for i in range(17)] and nonfinite == 4
     np.testing.assert_array_equal(got[bad], 0.25)
     np.testing.assert_array_equal(got[~bad], expected[~bad])
+    np.testing.assert_array_equal(np.concatenate(given), got)  # on_rows sees the uniform rows too
 
 
 def test_the_path_follows_the_model(exported, exported_tcn):
