@@ -626,10 +626,12 @@ def parse_chunk(
     lines = first_line + np.flatnonzero(kept)
     reason = np.full(len(lines), None, dtype=object)
     column = np.full(len(lines), None, dtype=object)
-    for mask, name, why in _first_problems(cells, features, labelled, with_id):
-        hit = mask & (reason == None)  # noqa: E711 (elementwise on an object array)
-        reason[hit], column[hit] = why, name
-    good = reason == None  # noqa: E711
+    good = np.ones(len(lines), dtype=bool)  # no problem found yet (a bool mask: `reason == None` on
+    for mask, name, why in _first_problems(cells, features, labelled, with_id):  # objects was slow)
+        hit = mask & good
+        if hit.any():
+            reason[hit], column[hit] = why, name
+            good &= ~hit
 
     rejects = [Reject(file, first_line + i, "", why, "") for i, why in bad_shape.items()]
     rejects += [Reject(file, int(lines[i]), column[i], reason[i], "") for i in np.flatnonzero(~good)]
@@ -644,8 +646,7 @@ def parse_chunk(
         seat=cells.ints[cols.SEAT][good],
         experiment=values[cols.EXPERIMENT][good],
         time=values[cols.TIME][good],
-        signals=np.stack([values[name][good] for name in features], axis=1).astype(np.float32)
-        if len(features) else np.zeros((int(good.sum()), 0), np.float32),
+        signals=_float32_columns([values[name] for name in features], good),
         label=(np.searchsorted(LABEL_VOCABULARY, values[cols.EVENT][good]).astype(np.int64)
                if labelled else np.full(int(good.sum()), -1, np.int64)),
         line=lines[good].astype(np.int64),
@@ -653,6 +654,15 @@ def parse_chunk(
         **({"id": cells.ints[cols.ID][good]} if with_id else {}),
     )
     return rows, rejects
+
+
+def _float32_columns(columns: Sequence[np.ndarray], good: np.ndarray) -> np.ndarray:
+    """float32 [good rows, len(columns)]: the `good` rows of float64 columns, cast once, in place."""
+    out = np.empty((int(good.sum()), len(columns)), np.float32)
+    everything = bool(good.all())
+    for j, column in enumerate(columns):
+        out[:, j] = column if everything else column[good]
+    return out
 
 
 def _with_text(rejects: List[Reject], chunk: bytes, first_line: int,
