@@ -15,7 +15,8 @@ Models (`ModelParams.kind`), both windows float32 [B, W, F] (scaled) -> probabil
   (L: the input normalization's rows, 1 without one). The classifier of windows is the last step
   of `sequence` on the window: with R <= W, `sequence` run once over a long run of rows gives at
   step t the classifier's output on the window ending at t.
-Both: an optional first stage, RollingNormalization (`normalize`, `norm_rows` L): per feature,
+Both: in training only, optionally, random gains per sample and feature (RandomGain,
+`augment_gain`); an optional first stage, RollingNormalization (`normalize`, `norm_rows` L): per feature,
 each step minus the mean of the last L rows (center), or also divided by their std (zscore);
 sparse categorical cross-entropy, weighted by the per-sample weights `fit` receives as the third
 element of each batch; Adam.
@@ -62,7 +63,8 @@ class ModelParams:
     as many as fit the window, see `for_window`); `dropout`, `learning_rate`: both.
     `normalize` (one of NORMALIZATIONS) over `norm_rows` rows (None: half the window, see
     `for_window`): the causal input stage of both models (RollingNormalization); a tcn's
-    receptive field then counts those rows too.
+    receptive field then counts those rows too. `augment_gain` G > 1: in training only, before
+    that stage, every sample's features at random gains in [1/G, G] (RandomGain); 1: none.
     """
 
     units: int = 64
@@ -75,6 +77,7 @@ class ModelParams:
     blocks: Optional[int] = None
     normalize: str = NORM_NONE
     norm_rows: Optional[int] = None
+    augment_gain: float = 1.0
 
     def __post_init__(self):
         if self.normalize not in NORMALIZATIONS:
@@ -92,6 +95,8 @@ class ModelParams:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not self.augment_gain >= 1.0:
+            raise ValueError(f"augment_gain must be >= 1 (1: none), got {self.augment_gain}")
 
     @property
     def receptive_field(self) -> Optional[int]:
@@ -109,6 +114,7 @@ class ModelParams:
     def describe(self) -> str:
         """One line for the log, e.g. `tcn: 4 blocks of 32 filters, kernel 3, receptive field 61 rows`."""
         norm = "" if self.normalize == NORM_NONE else f"; input {self.normalize} over {self.norm_rows} rows"
+        norm += f"; trained at random input gains up to {self.augment_gain:g}x" if self.augment_gain > 1 else ""
         if self.kind == TCN:
             return (f"tcn: {self.blocks} blocks of {self.filters} filters, kernel {self.kernel_size}, "
                     f"receptive field {self.receptive_field} rows, dropout {self.dropout:g}{norm}")
@@ -159,7 +165,7 @@ def build_model(window: int, num_features: int, params: ModelParams = ModelParam
         per_step = _tcn(num_features, params, num_classes)
         outputs = LastStep(name="probabilities")(per_step(inputs))
     else:
-        x = _normalized(inputs, params)
+        x = _normalized(_augmented(inputs, params), params)
         for i in range(params.layers):
             x = keras.layers.LSTM(params.units, dropout=params.dropout,
                                   return_sequences=i < params.layers - 1, name=f"lstm_{i}")(x)
@@ -178,7 +184,8 @@ def _tcn(num_features: int, params: ModelParams, num_classes: int) -> keras.Mode
     """rows float32 [B, T, F] -> per-step probabilities [B, T, num_classes], for any T."""
     rows = keras.Input(shape=(None, num_features), dtype="float32", name="rows")
     x = NonEmptyBatch(name="non_empty")(rows)
-    x = _normalized(x, params)  # looks back params.input_rows rows, counted in the receptive field
+    # the normalization looks back params.input_rows rows, counted in the receptive field
+    x = _normalized(_augmented(x, params), params)
     for i in range(params.blocks):
         skip = x
         for j in range(2):
@@ -192,6 +199,13 @@ def _tcn(num_features: int, params: ModelParams, num_classes: int) -> keras.Mode
     probabilities = keras.layers.Dense(num_classes, activation="softmax", name="per_step")(x)
     probabilities = FirstOfBatch(name="batch")([probabilities, rows])
     return keras.Model(rows, probabilities, name=SEQUENCE_LAYER)
+
+
+def _augmented(rows, params: ModelParams):
+    """rows [B, T, F] through RandomGain when `params.augment_gain` > 1 (training only)."""
+    if params.augment_gain <= 1.0:
+        return rows
+    return RandomGain(params.augment_gain, name="random_gain")(rows)
 
 
 def _normalized(rows, params: ModelParams):
@@ -235,6 +249,29 @@ class RollingNormalization(keras.layers.Layer):
             variance = tf.maximum(self._rolling_mean(tf.square(x), count) - tf.square(mean), 0.0)
             out = out * tf.math.rsqrt(variance + NORM_EPSILON)
         return tf.cast(out, inputs.dtype)
+
+
+@keras.utils.register_keras_serializable(package="crewstream")
+class RandomGain(keras.layers.Layer):
+    """Training only: each sample's features each multiplied by one random gain, log-uniform in
+    [1/`gain`, `gain`] (the same over the sample's time steps); the identity when not training,
+    so a serving model computes exactly what it would without the layer. A new person's signal
+    levels differ by such gains (electrodes, leads, skin): a model that has seen its training
+    people at random levels cannot tell a state by a level that only those people had."""
+
+    def __init__(self, gain: float, **kwargs):
+        super().__init__(**kwargs)
+        self.gain = float(gain)
+
+    def get_config(self):
+        return {**super().get_config(), "gain": self.gain}
+
+    def call(self, inputs, training=None):
+        def augmented():
+            shape = tf.stack([tf.shape(inputs)[0], 1, tf.shape(inputs)[2]])
+            spread = tf.math.log(tf.constant(self.gain, inputs.dtype))
+            return inputs * tf.exp(tf.random.uniform(shape, -spread, spread, dtype=inputs.dtype))
+        return keras.backend.in_train_phase(augmented, inputs, training=training)
 
 
 @keras.utils.register_keras_serializable(package="crewstream")

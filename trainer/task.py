@@ -14,11 +14,19 @@ from trainer import weights
 from trainer.choices import MODELS, NORMALIZATIONS, STRATEGIES
 
 DEFAULTS = {"epochs": 10, "batch_size": 64, "seed": 0, "units": 64, "layers": 1, "dropout": 0.2,
-            "learning_rate": 1e-3, "model": "tcn", "filters": 32, "kernel_size": 3, "normalize": "center"}
+            "learning_rate": 1e-3, "model": "tcn", "filters": 32, "kernel_size": 3, "normalize": "center",
+            "augment_gain": 2.0}
 
 
 _positive_int = console.int_at_least(1)
 _kernel_size = _norm_rows = console.int_at_least(2)
+
+
+def _gain(text: str) -> float:
+    value = float(text)
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (1: no augmentation), got {text}")
+    return value
 
 
 def _positive_float(text: str) -> float:
@@ -109,6 +117,12 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                              "a person's levels (zscore: and gains), so that a model can recognize "
                              "a state in a person it has not seen; benchmarks/README.md compares "
                              f"them (default {DEFAULTS['normalize']})")
+    parser.add_argument("--augment-gain", type=_gain, default=DEFAULTS["augment_gain"], metavar="G",
+                        help="training only: each window's (--dense: each chunk's) features each "
+                             "multiplied by a random gain in [1/G, G], so that the model cannot "
+                             "recognize a state by the signal levels of the people it was trained "
+                             "on; the serving model has no such stage; 1: none (default "
+                             f"{DEFAULTS['augment_gain']:g}: benchmarks/README.md, \"Models on a new crew\")")
     parser.add_argument("--norm-rows", type=_norm_rows, default=None,
                         help="rows --normalize looks back over, >= 2; a tcn's receptive field "
                              "counts them (default: half the window)")
@@ -154,7 +168,8 @@ def _config(args: argparse.Namespace):
         model=model.ModelParams(units=args.units, layers=args.layers, dropout=args.dropout,
                                 learning_rate=args.learning_rate, kind=args.model, filters=args.filters,
                                 kernel_size=args.kernel_size, blocks=args.blocks,
-                                normalize=args.normalize, norm_rows=args.norm_rows),
+                                normalize=args.normalize, norm_rows=args.norm_rows,
+                                augment_gain=args.augment_gain),
         verbose={"bar": 1, "log": 2, "none": 0}[console.resolve_progress(args.progress, sys.stdout)],
         strategy=args.strategy, data_service=args.data_service, early_stopping=args.early_stopping,
         window=args.window, stride=args.stride, dense=args.dense,

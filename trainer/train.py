@@ -223,13 +223,17 @@ def check_resumable(config: TrainConfig, write: bool = True) -> None:
 def _with_model_kind(settings: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     """A train_config.json as this version writes it: one written before the tcn existed has no
     model "kind"; its run was an lstm, whose tcn settings (and receptive field) have their defaults.
-    One written before --normalize existed has no "normalize": its model had none."""
+    One written before --normalize existed has no "normalize": its model had none; one written
+    before --augment-gain existed has no "augment_gain": it had none (1)."""
     model = settings.get("model") if isinstance(settings, dict) else None
     if isinstance(model, dict) and "kind" not in model:
         defaults = dict(dataclasses.asdict(model_lib.ModelParams()), receptive_field=None)
         settings = dict(settings, model={**defaults, **model})
     elif isinstance(model, dict) and "normalize" not in model:
         settings = dict(settings, model={**model, "normalize": model_lib.NORM_NONE, "norm_rows": None})
+    model = settings.get("model") if isinstance(settings, dict) else None
+    if isinstance(model, dict) and "augment_gain" not in model:
+        settings = dict(settings, model={**model, "augment_gain": 1.0})
     return settings
 
 

@@ -170,3 +170,50 @@ def test_an_lstm_normalizes_its_window():
     net = model_lib.build_model(W, F, model_lib.ModelParams(units=8, normalize=model_lib.NORM_ZSCORE))
     rows = np.random.default_rng(5).normal(size=(4, W, F)).astype(np.float32)
     np.testing.assert_allclose(net(rows * 50.0 - 30.0).numpy(), net(rows).numpy(), atol=1e-3)
+
+
+def test_random_gain_scales_each_samples_features_in_training_only():
+    """Training: out / in is one gain per (sample, feature), the same at every step, within
+    [1/G, G], its log spread over that range (uniform: mean 0, variance (ln G)^2 / 3); otherwise
+    the input comes back unchanged, bit for bit."""
+    rows = np.random.default_rng(8).normal(size=(4000, 5, F)).astype(np.float32) + 3.0
+    layer = model_lib.RandomGain(2.0)
+    np.testing.assert_array_equal(layer(rows, training=False).numpy(), rows)
+    np.testing.assert_array_equal(layer(rows).numpy(), rows)  # outside fit: not training
+    gains = layer(rows, training=True).numpy() / rows
+    np.testing.assert_allclose(gains, gains[:, :1, :].repeat(5, axis=1), rtol=1e-5)
+    logs = np.log(gains[:, 0, :])
+    assert np.abs(logs).max() <= np.log(2.0) + 1e-6
+    assert abs(logs.mean()) < 0.02 and abs(logs.var() - np.log(2.0) ** 2 / 3) < 0.01
+    assert np.abs(np.corrcoef(logs.T) - np.eye(F)).max() < 0.1  # features drawn independently
+
+
+@pytest.mark.parametrize("kind", [model_lib.TCN, model_lib.LSTM])
+def test_the_augmentation_changes_training_only(kind):
+    """A model trained with --augment-gain computes, outside training, what the same weights
+    compute without it; in training (no dropout here) only the gains make them differ; the tcn's
+    one pass still equals its windows."""
+    model_lib.set_seed(7)
+    params = model_lib.ModelParams(kind=kind, filters=8, units=8, dropout=0.0, normalize=model_lib.NORM_CENTER,
+                                   norm_rows=16)  # no dropout: in training only the gains differ
+    augmented = model_lib.build_model(W, F, model_lib.ModelParams(**{**params.__dict__, "augment_gain": 3.0}))
+    plain = model_lib.build_model(W, F, params)
+    plain.set_weights(augmented.get_weights())  # RandomGain has no weights: the same lists
+    rows = (np.random.default_rng(9).normal(size=(3, 200, F)) * [1, 3, 0.2] + [5, -20, 1]).astype(np.float32)
+    windows = _windows(rows[0], W)
+    np.testing.assert_array_equal(augmented.predict(windows, verbose=0), plain.predict(windows, verbose=0))
+    labels = np.zeros(len(windows), np.int64)
+    assert augmented.test_on_batch(windows, labels) == plain.test_on_batch(windows, labels)
+    np.testing.assert_allclose(plain(windows, training=True).numpy(), plain.predict(windows, verbose=0), atol=1e-6)
+    assert np.abs(augmented(windows, training=True).numpy() - plain.predict(windows, verbose=0)).max() > 1e-3
+    if kind == model_lib.TCN:
+        one_pass = model_lib.sequence_network(augmented)(rows).numpy()
+        for b in range(3):
+            np.testing.assert_allclose(one_pass[b, W - 1:], augmented(_windows(rows[b], W)).numpy(), atol=1e-5)
+        copy = model_lib.plain_copy(augmented)  # the layer survives cloning (a strategy's export)
+        np.testing.assert_array_equal(copy.predict(windows, verbose=0), plain.predict(windows, verbose=0))
+
+
+def test_a_gain_below_one_is_refused():
+    with pytest.raises(ValueError, match="augment_gain must be >= 1"):
+        model_lib.ModelParams(augment_gain=0.5)

@@ -191,6 +191,16 @@ def test_the_command_line_offers_the_models_kinds_and_normalizations():
             task._parse_args(["--data", "d", "--model-dir", "m", flag, "gru"])
 
 
+def test_the_command_line_takes_an_augmentation_gain_of_at_least_one(capsys):
+    for text, gain in [("1", 1.0), ("2.5", 2.5)]:
+        assert task._config(task._parse_args(["--data", "d", "--model-dir", "m", "--augment-gain",
+                                              text])).model.augment_gain == gain
+    for text in ("0.5", "-2", "nan"):
+        with pytest.raises(SystemExit) as e:
+            task._parse_args(["--data", "d", "--model-dir", "m", "--augment-gain", text])
+        assert e.value.code == 2 and "--augment-gain: must be >= 1" in capsys.readouterr().err
+
+
 def test_data_service_with_multiworker_is_a_usage_error():
     with pytest.raises(SystemExit) as e:
         task._parse_args(["--data", "d", "--model-dir", "m", "--strategy", "multiworker",
