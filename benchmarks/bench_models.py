@@ -59,6 +59,7 @@ def run_candidate(name: str, out: str, workdir: str, args, seed: int) -> Dict[st
                                      lambda epoch, logs: seconds.append(time.perf_counter() - clock["start"]))
     result = train.train(train.TrainConfig(data=out, model_dir=model_dir, epochs=args.epochs,
                                            batch_size=args.batch_size, weighting=args.weighting,
+                                           steps_per_epoch=args.steps_per_epoch,
                                            seed=seed, model=params, verbose=0), extra_callbacks=[timer])
     report = evaluate.evaluate(evaluate.EvalConfig(out, model_dir))
     with open(os.path.join(model_dir, "train_config.json")) as f:
@@ -96,7 +97,8 @@ def render(results: List[Dict[str, object]], out: str, args) -> str:
                  + [f"{r['recall'][c]:.3f}" for c in LABEL_VOCABULARY]
                  + [f"{r['log_loss']:.3f}", f"{r['accuracy']:.3f}", f"{r['seconds_per_epoch']:.1f}",
                     r.get("target") or ("yes" if meets_target(r) else "no")] for r in shown]
-    title = (f"held-out eval split after {args.epochs} epochs, batch {args.batch_size}, --weighting "
+    steps = f" of {args.steps_per_epoch} steps" if args.steps_per_epoch else ""
+    title = (f"held-out eval split after {args.epochs} epochs{steps}, batch {args.batch_size}, --weighting "
              f"{args.weighting}; {len(stats['features'])} features, W {stats['window']}; "
              f"train {tr['num_windows']:,} windows, eval {ev['num_windows']:,} ("
              + ", ".join(f"{c} {ev['class_counts'][c]:,}" for c in LABEL_VOCABULARY) + "); target: "
@@ -115,6 +117,9 @@ def _parse_args(argv):
                         help=f"comma-separated, of {', '.join(CANDIDATES)} (default: all)")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps-per-epoch", type=int, default=None,
+                        help="batches per epoch (default: one pass over the train split); bounds "
+                             "the time on a large output (the Kaggle-size one)")
     parser.add_argument("--weighting", default="balanced")
     parser.add_argument("--seeds", "--seed", default="0",
                         help="comma-separated: every candidate is trained once per seed, and with "

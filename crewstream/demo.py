@@ -36,8 +36,9 @@ def _parse_args(argv):
                         help="folder for everything the demo writes (--output: the same)")
     parser.add_argument("--seconds", type=float, default=60.0,
                         help="seconds of train recording per (crew, seat, experiment) (default 60)")
-    # 8 epochs, as benchmarks/README.md ("Models on a new crew") compared the models on this sample.
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
+    # 24 epochs, as benchmarks/README.md ("Models on a new crew") compared the models on this sample:
+    # trained at random input gains (train's default), a model needs more of them than 8
+    parser.add_argument("--epochs", type=int, default=24, help="training epochs (default 24)")
     console.add_verbose(parser)  # passed on to every step
     return parser.parse_args(argv)
 
