@@ -469,16 +469,33 @@ def _parse_lines(chunk: bytes, n_lines: int, defects: Dict[int, Tuple[str, str]]
 
 
 def _read_table(chunk: bytes, header: Sequence[str], types: Dict[str, pa.DataType], block_size: int):
-    """Parse with the given types; returns (table, {chunk row index: reason}) for bad-shape rows."""
-    bad_shape: Dict[int, str] = {}
+    """Parse with the given types; returns (table, {chunk row index: reason}) for bad-shape rows.
+
+    The chunk's blocks are parsed on pyarrow's threads (every core at once); a chunk with a row of
+    the wrong shape is parsed again on one thread, where pyarrow tells which row it skipped."""
+    table, bad_shape = _read_csv(chunk, header, types, block_size, use_threads=True)
+    if bad_shape is None:
+        table, bad_shape = _read_csv(chunk, header, types, block_size, use_threads=False)
+    return table, bad_shape
+
+
+def _read_csv(chunk: bytes, header: Sequence[str], types: Dict[str, pa.DataType], block_size: int,
+              use_threads: bool):
+    """_read_table's parse; its bad-shape rows None when a skipped row came without its number
+    (pyarrow numbers rows only when parsing on one thread)."""
+    bad_shape: Optional[Dict[int, str]] = {}
 
     def on_invalid(row) -> str:
-        bad_shape[row.number - 1] = f"expected {row.expected_columns} columns, found {row.actual_columns}"
+        nonlocal bad_shape
+        if row.number is None or bad_shape is None:
+            bad_shape = None
+        else:
+            bad_shape[row.number - 1] = f"expected {row.expected_columns} columns, found {row.actual_columns}"
         return "skip"
 
     table = pacsv.read_csv(
         io.BytesIO(chunk),
-        read_options=pacsv.ReadOptions(column_names=list(header), use_threads=False, block_size=block_size),
+        read_options=pacsv.ReadOptions(column_names=list(header), use_threads=use_threads, block_size=block_size),
         parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False,
                                           newlines_in_values=False, quote_char=False),
         convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(types),
