@@ -281,8 +281,8 @@ def test_predict_padded_gives_every_row_its_windows_output(path, size):
     padded = windows.pad_front(rows, rows[:0], w)
     model = slow_fingerprint if path == inference.WINDOWS else fake_sweep_model(w)
     given = []  # what on_rows was given: (first row, a copy of its rows)
-    got, nonfinite = inference.predict_padded(model, padded, w, 4, path, batch_size=size, sweep_rows=size,
-                                              concurrent=3, on_rows=lambda start, part: given.append((start, part.copy())))
+    got, nonfinite = inference.predict_padded(model, padded, w, 4, path, batch_size=size, sweep_rows=size, concurrent=3,
+                                              on_rows=lambda start, part: given.append((start, part.copy())))
     np.testing.assert_array_equal(got, fingerprint(loop_windows(rows, w)))
     assert nonfinite == 0
     assert [start for start, _ in given] == list(range(0, len(rows), size))  # in row order, each once
