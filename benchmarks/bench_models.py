@@ -38,6 +38,7 @@ CANDIDATES: Dict[str, Dict[str, object]] = {
     "tcn-zscore": {"kind": "tcn", "normalize": "zscore"},
     "lstm-center-gain2": {"kind": "lstm", "normalize": "center", "augment_gain": 2.0},
     "tcn-center-gain2": {"kind": "tcn", "normalize": "center", "augment_gain": 2.0},
+    "tcn-center-gain1.5": {"kind": "tcn", "normalize": "center", "augment_gain": 1.5},
     "tcn-center-gain3": {"kind": "tcn", "normalize": "center", "augment_gain": 3.0},
 }
 

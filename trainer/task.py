@@ -15,7 +15,7 @@ from trainer.choices import MODELS, NORMALIZATIONS, STRATEGIES
 
 DEFAULTS = {"epochs": 10, "batch_size": 64, "seed": 0, "units": 64, "layers": 1, "dropout": 0.2,
             "learning_rate": 1e-3, "model": "tcn", "filters": 32, "kernel_size": 3, "normalize": "center",
-            "augment_gain": 2.0}
+            "augment_gain": 1.0}
 
 
 _positive_int = console.int_at_least(1)
@@ -120,9 +120,10 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--augment-gain", type=_gain, default=DEFAULTS["augment_gain"], metavar="G",
                         help="training only: each window's (--dense: each chunk's) features each "
                              "multiplied by a random gain in [1/G, G], so that the model cannot "
-                             "recognize a state by the signal levels of the people it was trained "
-                             "on; the serving model has no such stage; 1: none (default "
-                             f"{DEFAULTS['augment_gain']:g}: benchmarks/README.md, \"Models on a new crew\")")
+                             "recognize a state by the signal levels of the few people it trained "
+                             "on; the serving model has no such stage. Measured (benchmarks/"
+                             "README.md, \"Models on a new crew\"): 2 helps with 2 train crews (the "
+                             "demo), hurts with 8 (the Kaggle size) (default 1: none)")
     parser.add_argument("--norm-rows", type=_norm_rows, default=None,
                         help="rows --normalize looks back over, >= 2; a tcn's receptive field "
                              "counts them (default: half the window)")

@@ -178,3 +178,16 @@ def test_output_and_data_name_the_same_things_everywhere_and_earlier_spellings_s
     assert verify._parse_args(["o"]).out == verify._parse_args(["--data", "o"]).out == "o"
     with pytest.raises(SystemExit):
         verify._parse_args([])
+
+
+def test_the_demo_trains_the_measured_settings_for_its_few_people():
+    """The demo's train step, as its parser reads it: all 23 signals' tcn, center, trained at
+    gains up to 2x for 24 epochs (benchmarks/README.md, "Models on a new crew")."""
+    from crewstream import demo
+
+    steps = {subcommand: argv for _, subcommand, argv in demo.steps("w", 60.0, demo._parse_args([]).epochs)}
+    config = task._config(task._parse_args(steps["train"]))
+    assert (config.epochs, config.model.kind, config.model.normalize, config.model.augment_gain) == \
+        (24, "tcn", "center", 2.0)
+    assert task._config(task._parse_args(["--data", "d", "--model-dir", "m"])).model.augment_gain == 1.0
+    assert "--features" not in steps["preprocess"]  # all 23 signals

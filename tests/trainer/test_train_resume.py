@@ -415,17 +415,17 @@ def test_a_run_killed_before_normalize_existed_still_resumes(tmp_path, prep_dir)
 
 def test_a_run_killed_before_augment_gain_existed_resumes_without_it(tmp_path, prep_dir):
     """Its train_config.json's model has no augment_gain: it trained without gains (1), so it
-    resumes with --augment-gain 1 and is refused with train's default (2)."""
-    config = task._config(task._parse_args(_argv(prep_dir, tmp_path, augment_gain=1)))
+    resumes with train's default (1) and is refused with --augment-gain 2."""
+    config = task._config(task._parse_args(_argv(prep_dir, tmp_path)))
+    assert config.model.augment_gain == task.DEFAULTS["augment_gain"] == 1
     old = config.to_json()
     del old["model"]["augment_gain"]
     (tmp_path / train.CHECKPOINTS_DIR).mkdir()
     (tmp_path / train.CONFIG_FILE).write_text(json.dumps(old))
     train.check_resumable(config, write=False)
-    default = task._config(task._parse_args(_argv(prep_dir, tmp_path)))
-    assert default.model.augment_gain == task.DEFAULTS["augment_gain"] > 1
+    gains = task._config(task._parse_args(_argv(prep_dir, tmp_path, augment_gain=2)))
     with pytest.raises(train.ResumeError, match="augment_gain"):
-        train.check_resumable(default, write=False)
+        train.check_resumable(gains, write=False)
 
 
 def test_a_receptive_field_wider_than_the_window_is_one_line_before_any_training(tmp_path, prep_dir, capsys):
