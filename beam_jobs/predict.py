@@ -35,7 +35,7 @@ import uuid
 from typing import Dict, List, Optional, Sequence
 
 from beam_jobs import csv_reader, inference, rejects, submission
-from beam_jobs.runner import JobError, absolute, make_runner, refuse_unknown_flags
+from beam_jobs.runner import JobError, absolute, make_runner, prefer_legacy_keras, refuse_unknown_flags
 from crewstream import console
 from tfrecords_schema import layout, ownership
 
@@ -273,6 +273,7 @@ def _stop_on_sigterm(signum, frame) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    prefer_legacy_keras()  # before anything imports TensorFlow
     verbose = console.verbose_requested(argv)
     console.setup(verbose)
     _TERMINATED.clear()

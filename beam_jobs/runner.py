@@ -7,6 +7,9 @@ import os
 from typing import Sequence
 
 LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner")
+# TensorFlow imports Keras 3 with itself (about 1 s of its 4 s import on our machines) unless told
+# that `tf.keras` is the legacy tf_keras, the Keras crewstream uses (trainer/model.py).
+LEGACY_KERAS = "TF_USE_LEGACY_KERAS"
 
 
 class JobError(RuntimeError):
@@ -48,6 +51,13 @@ def refuse_unknown_flags(parser: argparse.ArgumentParser, beam_args: Sequence[st
     hint = f"; did you mean {close[0]}?" if close else ""
     parser.exit(2, f"{parser.prog}: error: unknown flag {name}: neither {parser.prog} nor Beam's "
                    f"PipelineOptions know it{hint}\n")
+
+
+def prefer_legacy_keras() -> None:
+    """Call before TensorFlow is imported (a command's main): `tf.keras` is to be tf_keras, so that
+    importing TensorFlow does not import Keras 3, which a job that loads SavedModels never uses.
+    A value the user set is kept; child processes (local SDK workers) inherit it."""
+    os.environ.setdefault(LEGACY_KERAS, "1")
 
 
 def absolute(path: str) -> str:

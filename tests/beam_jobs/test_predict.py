@@ -814,3 +814,26 @@ def test_two_pool_workers_write_the_local_submission(tmp_path, worker_pool, expo
     assert out.read_bytes() == tcn_swept[1].read_bytes()
     assert workers_started(log_path) - before == 2
     assert sorted(os.listdir(tmp_path)) == ["sub.csv"]
+
+
+_MODULES_AFTER_MAIN = """
+import os, sys
+from beam_jobs import predict
+code = predict.main(sys.argv[1:])
+print(code, os.environ.get("TF_USE_LEGACY_KERAS"), *(name in sys.modules for name in ("tensorflow", "keras")))
+"""
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "1"), ("0", "0")])
+def test_the_command_imports_tensorflow_without_keras_3(tmp_path, preset, expected):
+    """`crewstream predict` never uses Keras 3, which TensorFlow imports with itself (about a second)
+    unless TF_USE_LEGACY_KERAS says tf.keras is tf_keras: main sets it before TensorFlow loads (here
+    the model is missing, after TensorFlow read its config); a value the user set is kept."""
+    (tmp_path / "test.csv").write_text(",".join(cols.TEST_COLUMNS) + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env.update({"TF_USE_LEGACY_KERAS": preset} if preset else {})
+    done = subprocess.run([sys.executable, "-c", _MODULES_AFTER_MAIN, "--model-dir", str(tmp_path / "none"),
+                           "--input", str(tmp_path / "test.csv"), "--output", str(tmp_path / "s.csv")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert "has no exported serving model" in done.stderr
+    assert done.stdout.split() == ["1", expected, "True", "False" if expected == "1" else "True"]
