@@ -215,16 +215,21 @@ def plan_blocks(bins: np.ndarray, counts: np.ndarray, block_rows: int, bin_secon
     return np.array(firsts, dtype=np.int64)
 
 
+def block_of_bins(bins: np.ndarray, first_bins: np.ndarray) -> np.ndarray:
+    """int64 [n]: the block index of each time bin under a plan from `plan_blocks`."""
+    return np.searchsorted(first_bins, bins, side="right").astype(np.int64)
+
+
 def block_of(time: np.ndarray, first_bins: np.ndarray, bin_seconds: float = BIN_SECONDS) -> np.ndarray:
     """int64 [n]: the block index of each time under a plan from `plan_blocks`."""
-    return np.searchsorted(first_bins, time_bins(time, bin_seconds), side="right").astype(np.int64)
+    return block_of_bins(time_bins(time, bin_seconds), first_bins)
 
 
 def block_slices(bins: np.ndarray, counts: np.ndarray, first_bins: np.ndarray) -> Iterator[Tuple[int, int, int]]:
     """(time block, first row, end row) of each time block a block file has rows in, in block
     order, from the file's histogram (`time_histogram`: its rows are in bin order,
     `split_by_recording`) and its recording's plan (`plan_blocks`)."""
-    index = np.searchsorted(first_bins, bins, side="right")
+    index = block_of_bins(bins, first_bins)
     ends = np.cumsum(counts)
     firsts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]]) if len(bins) else np.zeros(0, np.int64)
     lasts = np.r_[firsts[1:], len(bins)] - 1

@@ -643,8 +643,9 @@ def parse_chunk(
     lines = first_line + np.flatnonzero(kept)
     reason = np.full(len(lines), None, dtype=object)
     column = np.full(len(lines), None, dtype=object)
-    good = np.ones(len(lines), dtype=bool)  # no problem found yet (a bool mask: `reason == None` on
-    for mask, name, why in _first_problems(cells, features, labelled, with_id):  # objects was slow)
+    # no problem found yet: a bool mask (`reason == None` on the object array was slow)
+    good = np.ones(len(lines), dtype=bool)
+    for mask, name, why in _first_problems(cells, features, labelled, with_id):
         hit = mask & good
         if hit.any():
             reason[hit], column[hit] = why, name
