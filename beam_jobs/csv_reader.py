@@ -66,7 +66,12 @@ _STREAM_ERRORS = (EOFError, OSError, zlib.error)
 
 
 class CsvLayoutError(ValueError):
-    """A file-level problem: the file cannot be read as a crew CSV at all."""
+    """A file-level problem: the file cannot be read as a crew CSV at all. `missing`: the columns
+    its header lacks, when that is the problem."""
+
+    def __init__(self, message: str, missing: Sequence[str] = ()):
+        super().__init__(message)
+        self.missing = tuple(missing)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,7 +202,7 @@ def check_header(header: Sequence[str], features: Sequence[str], file: str, labe
         raise CsvLayoutError(f"{file}: this is a train-layout file (an `event` column, no `id`); "
                              "predict needs the test layout")
     if missing:
-        raise CsvLayoutError(f"{file}: missing column(s) {', '.join(missing)} in header")
+        raise CsvLayoutError(f"{file}: missing column(s) {', '.join(missing)} in header", missing)
     dupes = sorted({name for name in header if header.count(name) > 1})
     if dupes:
         raise CsvLayoutError(f"{file}: duplicate column(s) {', '.join(dupes)} in header")

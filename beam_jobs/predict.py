@@ -28,15 +28,14 @@ run for the same output removes (one run per output at a time).
 import argparse
 import logging
 import os
-import signal
 import sys
 import time
 import uuid
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from beam_jobs import csv_reader, inference, rejects, submission
 from beam_jobs.runner import JobError, absolute, make_runner, prefer_legacy_keras, refuse_unknown_flags
-from crewstream import console
+from crewstream import console, failure
 from tfrecords_schema import layout, ownership
 
 _LOG = logging.getLogger("crewstream.predict")
@@ -107,16 +106,19 @@ def _parse_args(argv: Optional[Sequence[str]]):
     return args, beam_args
 
 
-def check_input(path: str, features: Sequence[str]) -> None:
+def check_input(path: str, features: Sequence[str], model_dir: str = "") -> None:
     """Nothing, once `path` is a test-layout CSV with every feature the model needs and at least
-    one data line (a compressed file is read through); PredictError otherwise. Columns that are
-    not in the test layout are ignored, with a warning."""
+    one data line (a compressed file is read through); PredictError otherwise (a missing feature
+    named with what the model in `model_dir` reads). Columns that are not in the test layout are
+    ignored, with a warning."""
     from beam_jobs.transforms import check_file
 
     try:
         ignored = check_file(path, features, with_id=True)
     except csv_reader.CsvLayoutError as e:
-        raise PredictError(str(e)) from e  # --verbose shows the cause (a gzip's EOFError, ...)
+        model_side = (f"; the model in --model-dir {model_dir} reads {', '.join(features)}"
+                      if model_dir and set(e.missing) & set(features) else "")
+        raise PredictError(str(e) + model_side) from e  # --verbose shows the cause (a gzip's EOFError, ...)
     except FileNotFoundError:
         raise PredictError(f"{path}: not found") from None
     if ignored:
@@ -162,12 +164,16 @@ def build_pipeline(pipeline, files: Sequence[str], args, serving: Dict, path: st
         tally=beam.pvalue.AsList(tallies))
 
 
-def _check_model(model_dir: str) -> Dict:
-    """MODEL/serving's config, with `model_dir`; PredictError when there is no usable model."""
+def _check_model(model_dir: str, graph: bool = True) -> Dict:
+    """MODEL/serving's config, with `model_dir`; PredictError when there is no usable model (with
+    `graph`, also when its saved_model.pb is damaged or foreign: tests that replace the model
+    give a folder with the config alone)."""
     from trainer import export
 
     try:
         serving = export.read_serving_config(model_dir)
+        if graph:
+            export.check_serving(model_dir)
     except (OSError, ValueError) as e:
         raise PredictError(f"--model-dir {model_dir}: {e}") from None
     return {**serving, "model_dir": absolute(model_dir)}
@@ -209,31 +215,36 @@ def run(argv: Optional[Sequence[str]] = None, model=None, sequence=None) -> Dict
     [T, K]); the serving config, and with it the path, is read from --model-dir either way.
     """
     args, beam_args = _parse_args(argv)
-    started = time.time()
     output = args.output if layout.is_remote(args.output) else os.path.abspath(args.output)
+    with ownership.hold(output, f"--output {args.output}", folder=False):  # one run at a time per submission
+        return _run(args, beam_args, output, model, sequence)
+
+
+def _run(args, beam_args: Sequence[str], output: str, model, sequence) -> Dict:
+    started = time.time()
     # as runner.absolute, without importing Beam: a usage error answers before Beam or TF loads
     input_path = args.input if layout.is_remote(args.input) else os.path.abspath(args.input)
     submission.check_outputs(output, input_path)  # before any work
     if not layout.is_remote(input_path) and not os.path.isfile(input_path):
         raise PredictError(f"{args.input}: not found" if not os.path.exists(input_path) else f"{args.input}: not a file")
-    serving = _check_model(args.model_dir)
+    serving = _check_model(args.model_dir, graph=model is None and sequence is None)
     try:
         path = inference.choose_path(args.path, serving, args.model_dir)
     except ValueError as e:
         raise PredictError(str(e)) from None
-    check_input(input_path, serving["features"])  # a wrong file fails here, before any work
+    check_input(input_path, serving["features"], args.model_dir)  # a wrong file fails here, before any work
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
     folder = os.path.dirname(output) if not layout.is_remote(output) else output.rsplit("/", 1)[0]
     ownership.remove_leftover_stagings(folder, staging_prefix(output))
     staging = layout.join(folder, f"{staging_prefix(output)}{uuid.uuid4().hex[:12]}")
-    ownership.write_marker(staging, ownership.STAGING_KIND)  # remove_leftover_stagings knows it by this
-    _LOG.info("model %s (%s): windows of %d rows x %d feature(s), %s; input %s", args.model_dir, serving["model"],
-              serving["window"], len(serving["features"]),
-              f"swept in chunks of {args.sweep_rows:,} rows" if path == inference.SWEEP
-              else f"batches of {args.batch_size:,} windows", args.input)
     try:
+        ownership.write_marker(staging, ownership.STAGING_KIND)  # remove_leftover_stagings knows it by this
+        _LOG.info("model %s (%s): windows of %d rows x %d feature(s), %s; input %s", args.model_dir,
+                  serving["model"], serving["window"], len(serving["features"]),
+                  f"swept in chunks of {args.sweep_rows:,} rows" if path == inference.SWEEP
+                  else f"batches of {args.batch_size:,} windows", args.input)
         options = PipelineOptions(beam_args)
         pipeline = beam.Pipeline(runner=make_runner(options), options=options)
         build_pipeline(pipeline, [input_path], args, serving, path, staging, model, sequence)
@@ -241,9 +252,11 @@ def run(argv: Optional[Sequence[str]] = None, model=None, sequence=None) -> Dict
         result.wait_until_finish()
         from beam_jobs.transforms import read_manifest
 
-        counts = _publish(staging, output, read_manifest(staging), args.max_bad_fraction, args.input)
-    finally:
-        ownership.remove_tree(staging)
+        with ownership.uninterrupted():  # an interrupt waits until the submission is whole
+            counts = _publish(staging, output, read_manifest(staging), args.max_bad_fraction, args.input)
+    finally:  # whatever ended the run (an interrupt included): nothing of it stays
+        if ownership.exists(staging):
+            ownership.remove_tree(staging)
     from beam_jobs.prediction import MODEL_MS
 
     return {**counts, "output": args.output, "seconds": time.time() - started,
@@ -261,36 +274,11 @@ def _counter(result, name: str) -> int:
     return sum(c.committed or 0 for c in found)
 
 
-_TERMINATED: List[int] = []  # the exit code once SIGTERM arrived during main's run
-
-
-def _stop_on_sigterm(signum, frame) -> None:
-    # SIGTERM (a preempted VM, `kill`, a scheduler's timeout) unwinds like Ctrl-C: the staging
-    # folder is removed on the way out. Raised inside a DoFn (the local runner runs bundles in
-    # this thread), Beam re-raises the SystemExit as a RuntimeError: main reads _TERMINATED.
-    _TERMINATED.append(128 + signum)
-    raise SystemExit(128 + signum)
-
-
+@failure.command("predict")
 def main(argv: Optional[Sequence[str]] = None) -> int:
     prefer_legacy_keras()  # before anything imports TensorFlow
-    verbose = console.verbose_requested(argv)
-    console.setup(verbose)
-    _TERMINATED.clear()
-    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    try:
-        counts = run(argv)
-    except (JobError, csv_reader.CsvLayoutError, ownership.OwnershipError, ValueError, OSError) as e:
-        if verbose:
-            raise
-        print(f"crewstream predict: error: {e}", file=sys.stderr)
-        return 1
-    except BaseException:
-        if _TERMINATED:  # ended by SIGTERM, whatever Beam made of the SystemExit
-            return _TERMINATED[0]
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    console.setup(console.verbose_requested(argv))
+    counts = run(argv)
     rate = counts["predicted"] / counts["seconds"] if counts["seconds"] else 0.0
     model_rate = counts["predicted"] / counts["model_seconds"] if counts["model_seconds"] else 0.0
     print(f"wrote {counts['output']}: {counts['predicted'] + counts['uniform']:,} rows ({counts['predicted']:,} "

@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence
 # (crewstream.console): a usage error is reported in about a second.
 from beam_jobs import blocks, csv_reader, rejects
 from beam_jobs.runner import JobError, absolute, make_runner, refuse_unknown_flags
-from crewstream import console
+from crewstream import console, failure
 from tfrecords_schema import LABEL_VOCABULARY, csv_layout, layout, ownership, sequence
 from tfrecords_schema.stats import SCALES, validate_stats
 
@@ -116,22 +116,33 @@ def match_inputs(patterns: Sequence[str]) -> List[str]:
     for pattern in patterns:
         found = _match(pattern)
         if not found:
-            raise PreprocessError(f"no file matches {pattern!r}")
+            raise PreprocessError(f"--input {pattern}: not found" if not _has_wildcard(pattern)
+                                  else f"--input {pattern}: no file matches")
         files.update(found)
     return sorted(files)
 
 
+def _has_wildcard(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
 def _match(pattern: str) -> List[str]:
-    """The files one pattern matches. A local path without wildcards is looked up with os (no
-    Beam import, so that a wrong path is reported at once); anything else by Beam's FileSystems."""
-    if not console.is_remote(pattern) and not any(c in pattern for c in "*?["):
+    """The files one `--input` names. A path that exists names that file, whatever characters it
+    holds (`data/[1].csv`); a folder is refused; only a path that does not exist is a glob.
+    Local paths are looked up with os (no Beam import: a wrong path is reported at once)."""
+    if not console.is_remote(pattern):
         path = os.path.abspath(pattern)
-        if os.path.isfile(path):
+        if os.path.isdir(path):
+            raise PreprocessError(f"--input {pattern} is a folder; name its files, e.g. --input "
+                                  f"'{os.path.join(pattern, '*.csv')}'")
+        if os.path.exists(path):
             return [path]
-        if not os.path.exists(path):
+        if not _has_wildcard(pattern):
             return []
     from apache_beam.io.filesystems import FileSystems
 
+    if console.is_remote(pattern) and FileSystems.exists(pattern):
+        return [pattern]
     return [m.path for m in FileSystems.match([absolute(pattern)])[0].metadata_list]
 
 
@@ -281,28 +292,23 @@ def check_rejects(manifest: Dict, max_bad_fraction: float, staging: str) -> None
         raise PreprocessError(str(e)) from None
 
 
-def _discard(staging: str, out: str, out_existed: bool) -> None:
-    """A failed run leaves OUT as it found it (but for the marker of an earlier output written
-    before markers existed)."""
-    import tensorflow as tf
-
-    if tf.io.gfile.exists(staging):
-        ownership.remove_tree(staging)
-    ownership.unclaim(out)
-    if not out_existed and tf.io.gfile.exists(out) and not tf.io.gfile.listdir(out):
-        tf.io.gfile.rmtree(out)
-
-
 def run(argv: Optional[Sequence[str]] = None) -> Dict:
-    """Run the job; returns the stats.json it wrote. Raises PreprocessError on bad input."""
+    """Run the job; returns the stats.json it wrote. Raises PreprocessError on bad input; any
+    failure (an interrupt included) removes the run's staging folder on the way out, and OUT
+    keeps what it held."""
     args, beam_args = _parse_args(argv)
-    started = time.time()
     files = match_inputs(args.input)
+    with ownership.hold(args.output, f"--output {args.output}"):  # one run at a time in OUT
+        return _run(args, beam_args, files)
+
+
+def _run(args, beam_args: Sequence[str], files: Sequence[str]) -> Dict:
+    started = time.time()
     # OUT must be crewstream's to write (new, empty or an earlier preprocess output), before any work
     owned = ownership.check_output_folder(args.output, ownership.PREPROCESS, inputs=files)
+    ownership.remove_leftover_stagings(args.output)  # killed runs' (no live run holds OUT but this one)
     import apache_beam as beam
     import tensorflow_transform as tft
-    from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from beam_jobs import publish
@@ -312,36 +318,42 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
     if not args.eval_crews:
         _LOG.warning("no --eval-crews given: every crew goes to train and the eval split is empty")
     staging = layout.join(absolute(args.output), f"{layout.STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
-    out_existed = FileSystems.exists(args.output)
     ownership.claim(args.output, ownership.PREPROCESS, owned)
-    ownership.write_marker(staging, ownership.STAGING_KIND)  # remove_leftover_stagings knows it by this
-    _LOG.info("preprocess %d file(s) -> %s (W=%d, stride=%d, %d feature(s), %s)", len(files),
-              args.output, args.window, args.stride, len(args.features), args.scale)
-    options = PipelineOptions(beam_args)
-    with beam.Pipeline(runner=make_runner(options), options=options) as pipeline:
-        build_pipeline(pipeline, files, args, staging)
-
-    from beam_jobs.transforms import read_manifest
-
-    manifest = read_manifest(staging)
+    published = False
     try:
+        ownership.write_marker(staging, ownership.STAGING_KIND)  # remove_leftover_stagings knows it by this
+        _LOG.info("preprocess %d file(s) -> %s (W=%d, stride=%d, %d feature(s), %s)", len(files),
+                  args.output, args.window, args.stride, len(args.features), args.scale)
+        options = PipelineOptions(beam_args)
+        with beam.Pipeline(runner=make_runner(options), options=options) as pipeline:
+            build_pipeline(pipeline, files, args, staging)
+
+        from beam_jobs.transforms import read_manifest
+
+        manifest = read_manifest(staging)
         check_rejects(manifest, args.max_bad_fraction, staging)
         check_eval_crews(manifest, args.eval_crews)
         check_splits(manifest, args)
-    except PreprocessError:
-        _discard(staging, args.output, out_existed)
-        raise
-    scaling_stats = transform_graph.scaling_stats(tft.TFTransformOutput(staging), args.features, args.scale)
-    stats = validate_stats(build_stats(args, manifest, scaling_stats))  # before anything moves
-    for note in short_segment_notes(stats):
-        _LOG.warning("%s", note)
-    try:
-        path = publish.publish(staging, args.output, stats)
-    except ownership.OwnershipError:  # a file appeared in OUT's entries during the run
-        _discard(staging, args.output, out_existed)
-        raise
+        scaling_stats = transform_graph.scaling_stats(tft.TFTransformOutput(staging), args.features, args.scale)
+        stats = validate_stats(build_stats(args, manifest, scaling_stats))  # before anything moves
+        for note in short_segment_notes(stats):
+            _LOG.warning("%s", note)
+        with ownership.uninterrupted():  # an interrupt waits until OUT holds the new output whole
+            path = publish.publish(staging, args.output, stats)  # removes staging once it has moved
+            published = True
+    finally:
+        if not published:  # whatever ended the run: OUT keeps what it held, nothing of the run stays
+            _discard(staging, args.output)
     _LOG.info("wrote %s in %.1f s", path, time.time() - started)
     return stats
+
+
+def _discard(staging: str, out: str) -> None:
+    """A run that did not publish leaves OUT as it found it: its staging folder and the marker of
+    a claim that owns nothing are removed (ownership.hold removes the folder it created)."""
+    if ownership.exists(staging):
+        ownership.remove_tree(staging)
+    ownership.unclaim(out)
 
 
 def summarize(stats: Dict) -> str:
@@ -364,18 +376,10 @@ def summarize(stats: Dict) -> str:
     return "\n".join(lines + [f"warning: {note}" for note in short_segment_notes(stats)])
 
 
+@failure.command("preprocess")
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    verbose = console.verbose_requested(argv)
-    console.setup(verbose)
-    try:
-        stats = run(argv)
-    except (JobError, csv_reader.CsvLayoutError, blocks.BlockPlanError, blocks.BlockFileError,
-            ownership.OwnershipError) as e:
-        if verbose:
-            raise
-        print(f"crewstream preprocess: error: {e}", file=sys.stderr)
-        return 1
-    print(summarize(stats))
+    console.setup(console.verbose_requested(argv))
+    print(summarize(run(argv)))
     return 0
 
 

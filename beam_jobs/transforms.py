@@ -61,7 +61,8 @@ class PlanRangesFn(beam.DoFn):
     def process(self, element: Tuple[int, str]):
         index, path = element
         splittable = not csv_reader.is_compressed(path)
-        size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes if splittable else None
+        # the file's own metadata: `path` names a file, never a glob (`data/[1].csv` is that file)
+        size = FileSystems.get_filesystem(path).metadata(path).size_in_bytes if splittable else None
         for number, (start, end) in enumerate(csv_reader.plan_ranges(size, self._split_bytes)):
             yield ByteRange(index, path, number, start, end)
 

@@ -11,6 +11,8 @@ import os
 import sys
 from typing import List, Optional
 
+from crewstream import failure
+
 # subcommand -> (module with main(argv), one-line help)
 SUBCOMMANDS = {
     "synth": ("crewstream.synth", "write a sample train.csv / test.csv in the Kaggle layout"),
@@ -49,9 +51,11 @@ def version() -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """The console script: run a subcommand; a closed stdout (`| head -1`) ends it quietly."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = argv[0] if argv and argv[0] in SUBCOMMANDS else ""
     try:
-        try:
-            return _dispatch(argv)
+        try:  # the subcommand's main runs its own failure path; this one covers importing it
+            return failure.run(name, _dispatch, argv)
         finally:  # inside the try: the flush at exit would otherwise fail with a traceback
             sys.stdout.flush()
     except BrokenPipeError:

@@ -7,7 +7,8 @@ or Beam, so that a usage error returns in about a second. This module imports ne
 By default a command prints only crewstream's own lines (loggers `crewstream`, `beam_jobs`,
 `trainer`, `tfrecords_schema`, at INFO): TensorFlow's C++ logs (TF_CPP_MIN_LOG_LEVEL, unless the
 user set it, and the start-up lines TensorFlow's libraries write to stderr while `tensorflow` is
-imported), absl's, Beam's and tf.Transform's Python logs below ERROR are silenced. `--verbose`
+imported), absl's, Beam's and tf.Transform's Python logs are silenced (an error that ends a run
+is the command's one line: crewstream.failure). `--verbose`
 leaves all of them on and logs at DEBUG. Worker processes that Beam starts itself
 (`--direct_running_mode multi_processing`, a worker pool) inherit TF_CPP_MIN_LOG_LEVEL but not
 the capture: each still writes TensorFlow's start-up lines when it loads it (Beam's local runner
@@ -41,7 +42,12 @@ PROGRESS_ALIASES = {"epoch": "log"}  # train's earlier spelling
 
 
 class UsageError(ValueError):
-    """A bad argument or a missing path, found before any work (one line; the command exits 2)."""
+    """An argument that is wrong in itself, found after argparse (one line; the command exits 2,
+    as for argparse's own errors: crewstream.failure)."""
+
+
+class MissingPathError(ValueError):
+    """A path a flag names does not exist, found before any work (one line; the command exits 1)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,7 +62,9 @@ def setup(verbose: bool) -> None:
     if not verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # inherited by worker processes
         quiet_imports()
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.ERROR, format=LOG_FORMAT)
+    # The libraries' own error logs too: an error that ends the run reaches the user as the
+    # command's one line (crewstream.failure); Beam logs every step's error before re-raising it.
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.CRITICAL, format=LOG_FORMAT)
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
@@ -70,13 +78,16 @@ def quiet_imports() -> None:
 @contextlib.contextmanager
 def stderr_captured() -> Iterator[IO[bytes]]:
     """File descriptor 2 (what C++ libraries write to) goes to a temporary file inside the block;
-    the file is yielded, and on an exception its text is written back to stderr before it rises."""
+    the file is yielded, and on an exception (not an interrupt) its text is written back to
+    stderr before it rises."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
             yield captured
+        except KeyboardInterrupt:  # an interrupted import: the lines said nothing of why it ended
+            raise
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)
@@ -245,13 +256,13 @@ is_remote = layout.is_remote  # a URL (gs://...), which only TensorFlow's or Bea
 
 
 def check_exists(path: str, flag: str, reason: str = "") -> None:
-    """UsageError unless the local `path` exists; a URL is left to the command (checked later,
-    after TensorFlow or Beam is imported). `reason` follows the message after a colon."""
+    """MissingPathError unless the local `path` exists; a URL is left to the command (checked
+    later, after TensorFlow or Beam is imported). `reason` follows the message after a colon."""
     if not is_remote(path) and not os.path.exists(path):
-        raise UsageError(f"{flag}: {path} not found" + (f": {reason}" if reason else ""))
+        raise MissingPathError(f"{flag}: {path} not found" + (f": {reason}" if reason else ""))
 
 
 def check_preprocess_output(out: str, flag: str) -> None:
-    """UsageError unless the local folder `out` holds stats.json (written last by preprocess); a
+    """MissingPathError unless the local folder `out` holds stats.json (written last by preprocess); a
     URL is left to the command, as in check_exists."""
     check_exists(layout.join(out, layout.STATS_FILE), flag, f"{out} is not the output of a completed preprocess run")

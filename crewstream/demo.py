@@ -13,7 +13,7 @@ import sys
 import time
 from typing import List, Optional, Sequence, Tuple
 
-from crewstream import cli, console
+from crewstream import cli, console, failure
 from tfrecords_schema import ownership
 
 SAMPLE, OUT, MODEL, SUBMISSION = "sample", "out", "model", "submission.csv"
@@ -67,15 +67,17 @@ def steps(workdir: str, seconds: float, epochs: int) -> List[Tuple[str, str, Lis
     ]
 
 
+@failure.command("demo")
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parse_args(argv)
     console.setup(args.verbose)
-    try:
+    with ownership.hold(args.workdir, f"--workdir {args.workdir}"):
         ownership.check_output_folder(args.workdir, OUTPUT, flag="--workdir")
-    except ownership.OwnershipError as e:
-        print(f"crewstream demo: error: {e}", file=sys.stderr)
-        return 1
-    ownership.claim(args.workdir, OUTPUT)
+        ownership.claim(args.workdir, OUTPUT)
+        return _run_steps(args)
+
+
+def _run_steps(args) -> int:
     started = time.time()
     for title, subcommand, step_argv in steps(args.workdir, args.seconds, args.epochs):
         step_argv += ["--verbose"] if args.verbose else []

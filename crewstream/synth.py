@@ -51,7 +51,7 @@ from tfrecords_schema.csv_layout import (
     CREW, EVENT, EXPERIMENT, EXPERIMENTS, ID, SAMPLE_RATE_HZ, SEAT, SEATS, SIGNALS, TEST_COLUMNS,
     TEST_EXPERIMENTS, TIME, TRAIN_COLUMNS, TRAIN_EXPERIMENTS,
 )
-from crewstream import console
+from crewstream import console, failure
 from tfrecords_schema import ownership
 from tfrecords_schema.record import LABEL_VOCABULARY
 
@@ -541,8 +541,7 @@ def generate(out_dir: str, crews: Sequence[int] = (1, 2, 3), seconds: float = 60
     crews = _check_crews(crews)
     test_crews = crews if test_crews is None else _check_crews(test_crews)
     n_train, n_test = _samples(seconds), _samples(test_seconds)
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    _check_seed(seed)
     if claim:
         ownership.claim(out_dir, OUTPUT)
     os.makedirs(out_dir, exist_ok=True)
@@ -553,6 +552,22 @@ def generate(out_dir: str, crews: Sequence[int] = (1, 2, 3), seconds: float = 60
         test_rows = write_test(paths["test"], paths["test_truth"], seed, test_crews, n_test, pool)
     rows = {"train": train_rows, "test": test_rows, "test_truth": test_rows}
     return {name: {"path": path, "rows": rows[name]} for name, path in paths.items()}
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """UsageError (exit 2) for values argparse cannot check: generate's own checks, run first."""
+    try:
+        _check_crews(args.crews)
+        _check_crews(args.test_crews or ())
+        _samples(args.seconds), _samples(args.test_seconds)
+        _check_seed(args.seed)
+    except ValueError as e:
+        raise console.UsageError(str(e)) from None
+
+
+def _check_seed(seed: int) -> None:
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
 
 
 def _check_crews(crews: Sequence[int]) -> Tuple[int, ...]:
@@ -604,19 +619,16 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@failure.command("synth")
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parse_args(argv)
     console.setup(args.verbose)
     started = time.perf_counter()
-    try:  # OwnershipError is a ValueError too
+    _check_arguments(args)
+    with ownership.hold(args.out, f"--output {args.out}"):
         ownership.check_output_folder(args.out, OUTPUT, flag="--output")
         written = generate(args.out, crews=args.crews, seconds=args.seconds, test_crews=args.test_crews,
                            test_seconds=args.test_seconds, seed=args.seed, claim=True)
-    except ValueError as error:
-        if args.verbose:
-            raise
-        print(f"crewstream synth: {error}", file=sys.stderr)
-        return 2
     for info in written.values():
         size = os.path.getsize(info["path"])
         print(f"wrote {info['path']}: {info['rows']:,} rows, {size:,} bytes")

@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from crewstream import console
+from crewstream import console, failure
 from tfrecords_schema.verify import Report, verify
 
 
@@ -29,13 +29,14 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return args
 
 
+@failure.command("verify")
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parse_args(argv)
     console.setup(args.verbose)
     try:  # before TensorFlow is imported
         console.check_preprocess_output(args.out, "OUT")
         report = verify(args.out)
-    except console.UsageError as e:
+    except console.MissingPathError as e:
         report = Report([str(e)], [])
     for note in report.notes:
         print(f"note: {note}")

@@ -1,6 +1,6 @@
 """Every command that writes refuses an output that is not crewstream's (docs/DESIGN.md, "Outputs
 crewstream owns"; issue 11, item 1): one case per row of CASES, each refused with its exact line,
-exit code 1 (synth: 2), and the tmp folder, links and bytes included, exactly as before.
+exit code 1, and the tmp folder, links and bytes included, exactly as before.
 
 The refusals come before any work, so no case runs a pipeline; the preprocess cases that need an
 earlier output share one tiny run (`previous`), and one more run shows what a rerun into an earlier
@@ -127,8 +127,8 @@ def synth_case(make, line):
     def setup(root, train_csv, previous):
         out = str(root / "kaggle")
         make(out)
-        return synth.main, ["--out", out, "--crews", "1", "--seconds", "1"], 2, \
-            "crewstream synth: " + line.format(out=out)
+        return synth.main, ["--out", out, "--crews", "1", "--seconds", "1"], 1, \
+            "crewstream synth: error: " + line.format(out=out)
     return setup
 
 

@@ -24,22 +24,35 @@ is an input, a folder or a symbolic link (check_output_file). A JSON report (sco
 evaluate's MODEL/eval.json) likewise, its sign being a JSON object with the report's keys
 (check_output_json).
 
+One run at a time: `hold(OUT)` takes an exclusive lock on OUT/.crewstream.lock (`.NAME.lock`
+beside a file output) for the whole run, refusing at once an output another live run holds;
+`uninterrupted()` keeps SIGINT and SIGTERM waiting while a run publishes (docs/DESIGN.md,
+"When a run fails").
+
 Local paths go through os (so that symbolic links are seen; tf.io.gfile follows them); URLs
 (gs://...) through tf.io.gfile, imported only then: for local paths the checks run before
 TensorFlow is imported. Object stores have no symbolic links.
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import gzip
 import json
 import os
 import posixpath
 import shutil
-from typing import Callable, FrozenSet, Iterable, List, Optional, Tuple
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Callable, FrozenSet, Iterable, Iterator, List, Optional, Tuple
 
 from tfrecords_schema import atomic_write, layout
 
 MARKER = ".crewstream.json"
+LOCK = ".crewstream.lock"  # OUT/LOCK (a folder output), .NAME.lock beside a file output: see hold()
 STAGING_KIND = "staging"  # the marker of a run's private staging folder (remove_leftover_stagings)
 
 
@@ -84,6 +97,9 @@ def _exists(path: str) -> bool:
         return tf.io.gfile.exists(path)
     except tf.errors.OpError as e:
         raise OwnershipError(f"{path}: {e.message}") from None
+
+
+exists = _exists  # public: whether a local path or URL exists (a link counts, even a dangling one)
 
 
 def _is_link(path: str) -> bool:
@@ -220,7 +236,7 @@ def check_output_folder(out: str, kind: Kind, inputs: Iterable[str] = (),
                                  "input or choose another output folder")
     if not _exists(out):
         return frozenset()
-    names = [n for n in _listdir(out) if n != MARKER]
+    names = [n for n in _listdir(out) if n not in (MARKER, LOCK)]
     marker = read_marker(out)
     if marker is None and not names:
         return frozenset()
@@ -309,6 +325,124 @@ def _first_line(path: str) -> Optional[str]:
         return line.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError:
         return None
+
+
+# ---------------------------------------------------------------------------------------------
+# One run at a time
+
+def lock_path(path: str, folder: bool = True) -> str:
+    """The lock of an output: OUT/.crewstream.lock for a folder, .NAME.lock beside a file NAME."""
+    if folder:
+        return layout.join(path, LOCK)
+    head, name = os.path.split(path.rstrip("/"))
+    return os.path.join(head, f".{name}.lock")
+
+
+@contextlib.contextmanager
+def hold(path: str, label: str, folder: bool = True) -> Iterator[None]:
+    """Hold the output `path` (a folder, or a file with `folder` False) for one run.
+
+    Local: an exclusive `flock` on its lock file (lock_path), taken at once or refused with
+    OwnershipError naming the live run that holds it (process id, command, start); the kernel
+    releases it when its process ends, however it ends, so a killed run's lock is taken over by
+    the next run. The lock file is removed on the way out, and so is the folder the hold created
+    (the output folder, or a file output's folder) if it is still empty (a run that failed before
+    writing anything). A URL (gs://...) has no lock:
+    docs/DESIGN.md says what holds there. Creating the folder may raise OSError (a read-only file
+    system, a parent that is a file); an existing file at a folder's `path` is left for
+    check_output_folder to refuse.
+    """
+    if layout.is_remote(path) or (folder and os.path.lexists(path) and not os.path.isdir(path)):
+        created = folder and not _exists(path)
+        try:
+            with _noted(label):
+                yield
+        finally:
+            _remove_if_empty(path, created)
+        return
+    folder_path = path if folder else os.path.dirname(os.path.abspath(path))
+    created = not os.path.lexists(folder_path)
+    lock = lock_path(path, folder)
+    try:
+        os.makedirs(folder_path, exist_ok=True)
+        fd = _take_lock(lock, label)
+    except OSError as e:  # read-only, a parent that is a file, no permission: name the output
+        _remove_if_empty(folder_path, created)
+        raise type(e)(e.errno, e.strerror, path) from None
+    try:
+        with _noted(label):
+            yield
+    finally:
+        try:
+            os.unlink(lock)  # while holding it: a run that opens it now finds it gone and retries
+        except OSError:
+            pass
+        os.close(fd)
+        _remove_if_empty(folder_path, created)
+
+
+WRITING_NOTE = "while writing "
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends (blocked, then delivered): publishing moves
+    a run's files into place, and an interrupt there would leave neither the previous output
+    nor the new one. Only the main thread receives them; elsewhere this changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
+def _noted(label: str) -> Iterator[None]:
+    """An error that leaves adds the note `while writing LABEL` (PEP 678), once: an OS error
+    without a file name (a full disk seen by a write) still says where."""
+    try:
+        yield
+    except BaseException as e:
+        if not any(note.startswith(WRITING_NOTE) for note in getattr(e, "__notes__", ())):
+            e.add_note(WRITING_NOTE + label)
+        raise
+
+
+def _take_lock(lock: str, label: str) -> int:
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "a process that is starting"
+            os.close(fd)
+            raise OwnershipError(f"{label} is in use by another crewstream run ({holder}); wait for it "
+                                 "to end or choose another output") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # else the holder removed the file between our open and our lock: take the new one
+            break
+        os.close(fd)
+    command = " ".join(["crewstream", *sys.argv[1:2]]) if sys.argv and sys.argv[0].endswith("crewstream") \
+        else os.path.basename(sys.argv[0] if sys.argv else "python")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}, {command}, since "
+                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+    return fd
+
+
+def _remove_if_empty(path: str, created: bool) -> None:
+    """Remove the folder `path` if this run `created` it and it is empty (never a link)."""
+    try:
+        if created and _exists(path) and _is_dir(path) and not _listdir(path):
+            _gfile().rmtree(path) if layout.is_remote(path) else os.rmdir(path)
+    except OSError:
+        pass
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ import logging
 import sys
 from typing import Any, Dict, List, Optional
 
-from crewstream import console
-from tfrecords_schema import LABEL_VOCABULARY, StatsError, WINDOW, atomic_write, layout, ownership, read_stats
+from crewstream import console, failure
+from tfrecords_schema import LABEL_VOCABULARY, WINDOW, atomic_write, layout, ownership, read_stats
 from trainer import metrics, weights
 
 _LOG = logging.getLogger("crewstream.evaluate")
@@ -48,20 +48,23 @@ def report_path(model_dir: str, split: str) -> str:
 def evaluate(config: EvalConfig) -> Dict[str, Any]:
     """Stream `config.split` through MODEL/serving; write the report and the plot; return the report.
     OwnershipError, before any work, if the report's path holds a file that is not a report."""
+    import tensorflow as tf
+
     from trainer import data, export, plots
 
     path = report_path(config.model_dir, config.split)
     ownership.check_output_json(path, EVAL_KEYS)
+    if not tf.io.gfile.exists(export.serving_dir(config.model_dir)):
+        raise EvaluateError(f"{export.serving_dir(config.model_dir)} not found: train a model first")
+    serving = export.read_serving_config(config.model_dir)
+    folder = read_stats(config.data)
+    check_matches(serving, folder, config.model_dir, config.data)  # before any work
+    export.check_serving(config.model_dir)
     loaded = export.load_serving(config.model_dir)
     predict = loaded.signatures[export.SCALED_SIGNATURE]
     stream = metrics.StreamingMetrics(LABEL_VOCABULARY)
-    # the windows the model takes (its W; a sequence folder cuts them, at the folder's stride);
-    # an export older than its serving config took the folder's
-    try:
-        window = export.read_serving_config(config.model_dir)["window"]
-    except FileNotFoundError:
-        window = None
-    stats = data.windowed_stats(read_stats(config.data), window)
+    # the windows the model takes (its W; a sequence folder cuts them, at the folder's stride)
+    stats = data.windowed_stats(folder, serving["window"])
     total = stats["splits"][config.split]["num_windows"]
     progress = console.Progress(config.split, total, "windows", console.resolve_progress(config.progress),
                                 logger=_LOG)
@@ -81,6 +84,35 @@ def evaluate(config: EvalConfig) -> Dict[str, Any]:
     return report
 
 
+class EvaluateError(ValueError):
+    """The model and the data cannot be evaluated together (one line)."""
+
+
+def check_matches(serving: Dict[str, Any], stats: Dict[str, Any], model_dir: str, data_dir: str) -> None:
+    """EvaluateError, naming both sides, unless the folder holds what the model takes: its features
+    in its order, and its windows (a windows folder: exactly the model's W; a sequence folder: W
+    up to the folder's `window`, cut at read time)."""
+    from tfrecords_schema import sequence
+
+    model_features, folder_features = list(serving["features"]), list(stats["features"])
+    layout_name, window = sequence.layout_of(stats), serving["window"]
+    fits = (window == stats["window"] if layout_name == sequence.WINDOWS else window <= stats["window"])
+    if model_features != folder_features or not fits:
+        holds = (f"windows of {stats['window']} rows" if layout_name == sequence.WINDOWS
+                 else f"sequences for windows of up to {stats['window']} rows")
+        raise EvaluateError(
+            f"--model-dir {model_dir} takes windows of {window} rows of {_names(model_features)}; "
+            f"--data {data_dir} holds {holds} of {_names(folder_features)}: preprocess with the "
+            "model's --features and --window, or evaluate a model trained on this folder")
+
+
+def _names(features: List[str]) -> str:
+    """`r,ecg,gsr`; a long list as `23 features (eeg_fp1,eeg_f7,...,gsr)`."""
+    if len(features) <= 6:
+        return ",".join(features)
+    return f"{len(features)} features ({features[0]},{features[1]},...,{features[-1]})"
+
+
 def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="crewstream evaluate",
@@ -97,39 +129,20 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@failure.command("evaluate")
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parse_args(argv)
     console.setup(args.verbose)
-    try:  # before TensorFlow is imported
-        console.check_preprocess_output(args.data, "--data")
-        console.check_exists(args.model_dir, "--model-dir", "train a model first")
-    except console.UsageError as e:
-        print(f"crewstream evaluate: error: {e}", file=sys.stderr)
-        return 1
-    from trainer import data, export
-
+    # before TensorFlow is imported
+    console.check_preprocess_output(args.data, "--data")
+    console.check_exists(args.model_dir, "--model-dir", "train a model first")
     config = EvalConfig(data=args.data, model_dir=args.model_dir, split=args.split,
                         batch_size=args.batch_size, progress=args.progress)
-    if not _exists(export.serving_dir(config.model_dir)):
-        print(f"crewstream evaluate: error: {export.serving_dir(config.model_dir)} not found: "
-              "train a model first", file=sys.stderr)
-        return 1
-    try:
+    with ownership.hold(args.model_dir, f"--model-dir {args.model_dir}"):  # not while a train run writes it
         report = evaluate(config)
-    except (StatsError, data.EmptySplitError, data.WindowError, ownership.OwnershipError) as e:
-        if args.verbose:
-            raise
-        print(f"crewstream evaluate: error: {e}", file=sys.stderr)
-        return 1
     print(f"{config.split} split, model {config.model_dir}\n")
     print(metrics.format_report(report))
     return 0
-
-
-def _exists(path: str) -> bool:
-    import tensorflow as tf
-
-    return tf.io.gfile.exists(path)
 
 
 if __name__ == "__main__":

@@ -194,6 +194,37 @@ def read_serving_config(model_dir: str) -> Dict[str, Any]:
     return config
 
 
+class ServingModelError(ValueError):
+    """MODEL/serving is damaged or not a crewstream export (one line)."""
+
+
+def check_serving(model_dir: str) -> None:
+    """ServingModelError unless MODEL/serving/saved_model.pb reads as a SavedModel with the
+    `serving_default` signature: a damaged or foreign export is refused before any work (cheap:
+    the graph's proto only, no variables)."""
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = layout.join(serving_dir(model_dir), tf.saved_model.SAVED_MODEL_FILENAME_PB)
+    proto = saved_model_pb2.SavedModel()
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            proto.ParseFromString(f.read())
+    except tf.errors.NotFoundError:
+        raise ServingModelError(f"{path} not found: {model_dir} holds no exported model (train it again)") from None
+    except DecodeError as e:
+        raise ServingModelError(f"{path} is damaged ({e}): export the model again") from None
+    if not any(SERVING_SIGNATURE in graph.signature_def for graph in proto.meta_graphs):
+        raise ServingModelError(f"{path} is damaged or not a crewstream export (no `{SERVING_SIGNATURE}` "
+                                "signature): export the model again")
+
+
 def load_serving(model_dir: str):
-    """The exported module; call `.signatures[SERVING_SIGNATURE](window=...)`."""
-    return tf.saved_model.load(serving_dir(model_dir))
+    """The exported module; call `.signatures[SERVING_SIGNATURE](window=...)`. ServingModelError
+    when TensorFlow cannot load it (damaged variables, a foreign folder)."""
+    try:
+        return tf.saved_model.load(serving_dir(model_dir))
+    except Exception as e:  # a damaged file fails in many ways (OpError, IndexError, DecodeError, ...)
+        reason = str(getattr(e, "message", e)).strip().splitlines()
+        raise ServingModelError(f"{serving_dir(model_dir)} cannot be loaded ({reason[0] if reason else type(e).__name__}): "
+                                "export the model again") from e

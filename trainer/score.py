@@ -38,7 +38,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from crewstream import console
+from crewstream import console, failure
 from tfrecords_schema import LABEL_VOCABULARY, atomic_write, ownership
 from tfrecords_schema import csv_layout as cols
 
@@ -237,25 +237,23 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@failure.command("score")
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parse_args(argv)
     console.setup(args.verbose)
     from trainer import metrics
 
-    try:
-        console.check_exists(args.submission, "--submission")
-        console.check_exists(args.truth, "--truth")
+    console.check_exists(args.submission, "--submission")
+    console.check_exists(args.truth, "--truth")
+    hold = (ownership.hold(args.json, f"--output {args.json}", folder=False)
+            if args.json else contextlib.nullcontext())
+    with hold:
         if args.json:
             ownership.check_output_json(args.json, SCORE_KEYS, [args.submission, args.truth],
                                         label=f"--output {args.json}")
         report = score(args.submission, args.truth)
         if args.json:
             write_report(report, args.json)
-    except (console.UsageError, ScoreError, ownership.OwnershipError, OSError) as e:
-        if args.verbose:
-            raise
-        print(f"crewstream score: error: {e}", file=sys.stderr)
-        return 1
     print(f"{args.submission} against {args.truth}: {report['rows']:,} ids\n")
     print(metrics.format_report(report))
     print(f"\nlog loss (Kaggle: clipped to [1e-15, 1-1e-15], rows renormalized) {report['log_loss']:.5f}  "

@@ -4,12 +4,15 @@ Only the command line: `_parse_args(argv)` -> `main(argv)` -> TrainConfig -> tra
 """
 
 import argparse
+import contextlib
+import json
+import os
 import re
 import sys
 from typing import List, Optional
 
-from crewstream import console
-from tfrecords_schema import StatsError, ownership
+from crewstream import console, failure
+from tfrecords_schema import ownership
 from trainer import weights
 from trainer.choices import MODELS, NORMALIZATIONS, STRATEGIES
 
@@ -194,27 +197,33 @@ def _summary(history, args: argparse.Namespace) -> str:
     return done + ": " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items()))
 
 
+def _writes_model(args: argparse.Namespace) -> bool:
+    """Whether this process writes MODEL (trainer.train.is_chief, read from TF_CONFIG without
+    importing TensorFlow): always, but for a multiworker cluster's workers other than the chief
+    (task `chief`, else worker 0). An unreadable TF_CONFIG counts as writing (train refuses it)."""
+    if args.strategy != "multiworker":
+        return True
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG", ""))
+        task, cluster = config["task"], config["cluster"]
+        return task["type"] == "chief" or (task["type"] == "worker" and task["index"] == 0 and "chief" not in cluster)
+    except (ValueError, KeyError, TypeError):
+        return True
+
+
+@failure.command("train")
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parse_args(argv)
     console.setup(args.verbose)
-    try:  # MODEL must be crewstream's to write (tfrecords_schema.ownership), checked before TensorFlow loads
+    hold = (ownership.hold(args.model_dir, f"--model-dir {args.model_dir}") if _writes_model(args)
+            else contextlib.nullcontext())
+    with hold:  # one run at a time writes MODEL
+        # MODEL must be crewstream's to write (tfrecords_schema.ownership), checked before TensorFlow loads
         ownership.check_output_folder(args.model_dir, ownership.MODEL, inputs=[args.data], flag="--model-dir")
         console.check_preprocess_output(args.data, "--data")
-    except (console.UsageError, ownership.OwnershipError) as e:
-        if args.verbose:
-            raise
-        print(f"crewstream train: error: {e}", file=sys.stderr)
-        return 1
-    from trainer import data, model, train  # TensorFlow is imported only once the arguments are good
+        from trainer import train  # TensorFlow is imported only once the arguments are good
 
-    try:
         result = train.train(_config(args))
-    except (StatsError, train.ResumeError, train.StrategyError, data.EmptySplitError,
-            data.ShardingError, data.WindowError, model.ModelError) as e:
-        if args.verbose:
-            raise
-        print(f"crewstream train: error: {e}", file=sys.stderr)
-        return 1
     print(_summary(result["history"], args))
     print(f"exported {result['serving']}" if result["chief"]
           else f"worker done; {args.model_dir} is written by the chief")

@@ -332,8 +332,11 @@ def test_file_level_problem_is_one_line_naming_the_file_and_writes_nothing(tmp_p
     assert err.startswith("crewstream preprocess: error: ") and str(path) in err and message in err
     assert "Traceback" not in err
     assert not out.exists()
-    with pytest.raises(preprocess.PreprocessError, match=re.escape(message)):
-        preprocess.main(argv + ["--verbose"])  # --verbose: the exception and its traceback
+    assert preprocess.main(argv + ["--verbose"]) == 1  # --verbose: the traceback, then the same line
+    verbose = capsys.readouterr().err
+    assert "Traceback (most recent call last):" in verbose
+    assert re.search(r"^beam_jobs\.preprocess\.PreprocessError: .*" + re.escape(message), verbose, re.M), verbose
+    assert verbose.splitlines()[-1] == err.strip()
     assert not out.exists()
 
 

@@ -24,7 +24,7 @@ import pytest
 from beam_jobs import preprocess
 from tests.crew_csv import make_frame, write_crew_csv
 from tests.reference import read_output
-from tfrecords_schema import StatsError, read_stats, verify
+from tfrecords_schema import StatsError, ownership, read_stats, verify
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FLAGS = ["--features", "r,ecg,gsr", "--window", "16", "--stride", "4", "--eval-crews", "2",
@@ -74,15 +74,17 @@ def previous(tmp_path_factory, csv):
 
 
 def files_of(out, graph=False):
-    """{path relative to OUT: bytes} of the output, staging folders left out, and the transform
-    graph too unless `graph`: TensorFlow numbers a SavedModel's functions per process, so the
-    graph's bytes differ between runs (same_scaling compares what it computes)."""
+    """{path relative to OUT: bytes} of the output, staging folders and the lock file a killed run
+    leaves (the next run takes it over and removes it) left out, and the transform graph too
+    unless `graph`: TensorFlow numbers a SavedModel's functions per process, so the graph's bytes
+    differ between runs (same_scaling compares what it computes)."""
     found = {}
     for root, dirs, names in os.walk(out):
         dirs[:] = [d for d in dirs if not d.startswith(".staging-") and (graph or d != "transform_fn")]
         for name in names:
             path = os.path.join(root, name)
-            found[os.path.relpath(path, out)] = open(path, "rb").read()
+            if path != ownership.lock_path(str(out)):
+                found[os.path.relpath(path, out)] = open(path, "rb").read()
     return found
 
 
@@ -172,5 +174,5 @@ def test_kill_then_rerun(tmp_path, csv, uninterrupted, previous, point):
     preprocess.run(argv(csv, out))
     assert files_of(out) == files_of(uninterrupted)  # no stale shard, same bytes everywhere
     same_scaling(out, uninterrupted)
-    assert not glob.glob(str(out / ".staging-*"))
+    assert not glob.glob(str(out / ".staging-*")) and not os.path.exists(ownership.lock_path(str(out)))
     assert read_output(str(out))[1].keys() == read_output(str(uninterrupted))[1].keys()

@@ -248,21 +248,15 @@ def test_a_file_level_problem_stops_with_one_line_and_writes_nothing(case, tmp_p
     assert message in line, line
 
 
-def causes(error):
-    """The types of `error` and of the errors it was raised from, outermost first."""
-    found = []
-    while error is not None:
-        found.append(type(error))
-        error = error.__cause__
-    return found
-
-
-def test_verbose_shows_the_traceback(tmp_path, model_dir, lines, served):
+def test_verbose_shows_the_traceback(tmp_path, model_dir, lines, served, capsys):
     path = _truncated_gzip(tmp_path, lines)
-    with pytest.raises(predict.PredictError, match="truncated") as info:
-        predict.main(["--model-dir", model_dir, "--input", str(path), "--output", str(tmp_path / "sub.csv"),
-                      "--progress", "none", "--verbose"])
-    assert EOFError in causes(info.value)  # the original error travels with it
+    assert predict.main(["--model-dir", model_dir, "--input", str(path), "--output", str(tmp_path / "sub.csv"),
+                         "--progress", "none", "--verbose"]) == 1
+    err = capsys.readouterr().err
+    # the traceback, the original error (a gzip's EOFError) travelling with it, then the one line
+    assert err.startswith("Traceback (most recent call last):") and "\nEOFError" in err, err
+    assert re.search(r"^beam_jobs\.predict\.PredictError: .*truncated", err, re.M), err
+    assert err.splitlines()[-1].startswith(f"crewstream predict: error: {path}: ") and "truncated" in err.splitlines()[-1]
     assert sorted(os.listdir(tmp_path)) == ["test.csv.gz"]
 
 

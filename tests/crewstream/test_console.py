@@ -45,7 +45,7 @@ def test_progress_counts_in_its_scale_and_says_when_done(monkeypatch):
 
 
 def test_a_folder_without_stats_json_is_not_a_preprocess_output(tmp_path):
-    with pytest.raises(console.UsageError) as e:
+    with pytest.raises(console.MissingPathError) as e:
         console.check_preprocess_output(str(tmp_path), "--data")
     assert str(e.value) == (f"--data: {tmp_path / 'stats.json'} not found: {tmp_path} is not the output of a "
                             "completed preprocess run")
