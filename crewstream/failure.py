@@ -142,9 +142,9 @@ def describe(error: BaseException) -> str:
         innermost = os_errors[-1]
         return _os_line(innermost) + ("" if innermost.filename is not None else _where(chain))
     for e in chain:
-        reason = _errno_in_text(_message(e))
-        if reason:  # the reason, and where the run was writing (the file named in the text may be gone)
-            return reason + _where(chain) if _where(chain) else _first_line(_message(e))
+        reason, where = _errno_in_text(_message(e)), _where(chain)
+        if reason:  # the reason and where the run was writing (the file the text names may be gone)
+            return reason + where if where else _first_line(_message(e))
     innermost = chain[-1]
     text = _first_line(_message(innermost))
     kind = type(innermost).__name__
@@ -203,11 +203,10 @@ def _first_line(text: str) -> str:
 
 def _os_line(error: OSError) -> str:
     reason = (error.strerror or os.strerror(error.errno)).lower()
-    where = error.filename if error.filename is not None else None
-    if where is None:
+    if error.filename is None:
         return reason
     second = f" -> {error.filename2}" if error.filename2 is not None else ""
-    return f"{where}{second}: {reason}"
+    return f"{error.filename}{second}: {reason}"
 
 
 def _errno_in_text(text: str) -> Optional[str]:

@@ -44,7 +44,6 @@ import posixpath
 import shutil
 import signal
 import socket
-import sys
 import threading
 import time
 from typing import Callable, FrozenSet, Iterable, Iterator, List, Optional, Tuple
@@ -343,7 +342,7 @@ def hold(path: str, label: str, folder: bool = True) -> Iterator[None]:
     """Hold the output `path` (a folder, or a file with `folder` False) for one run.
 
     Local: an exclusive `flock` on its lock file (lock_path), taken at once or refused with
-    OwnershipError naming the live run that holds it (process id, command, start); the kernel
+    OwnershipError naming the live run that holds it (process id, host, start); the kernel
     releases it when its process ends, however it ends, so a killed run's lock is taken over by
     the next run. The lock file is removed on the way out, and so is the folder the hold created
     (the output folder, or a file output's folder) if it is still empty (a run that failed before
@@ -428,10 +427,8 @@ def _take_lock(lock: str, label: str) -> int:
         if same:  # else the holder removed the file between our open and our lock: take the new one
             break
         os.close(fd)
-    command = " ".join(["crewstream", *sys.argv[1:2]]) if sys.argv and sys.argv[0].endswith("crewstream") \
-        else os.path.basename(sys.argv[0] if sys.argv else "python")
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}, {command}, since "
+    os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()} since "
                   f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
     return fd
 
