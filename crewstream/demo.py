@@ -88,8 +88,7 @@ def _run_steps(args) -> int:
         print(f"\n== {title}: crewstream {subcommand} {' '.join(step_argv)}", flush=True)
         t0 = time.time()
         code = importlib.import_module(module).main(step_argv)
-        if code:
-            print(f"demo: step '{title}' failed (exit {code})", file=sys.stderr)
+        if code:  # the step printed its one line (`crewstream STEP: error: ...`)
             return int(code)
         print(f"== {title}: done in {time.time() - t0:.1f} s", flush=True)
     print(f"\ndemo finished in {time.time() - started:.1f} s; outputs in {args.workdir}/")
