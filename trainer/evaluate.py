@@ -56,15 +56,13 @@ def evaluate(config: EvalConfig) -> Dict[str, Any]:
     ownership.check_output_json(path, EVAL_KEYS)
     if not tf.io.gfile.exists(export.serving_dir(config.model_dir)):
         raise EvaluateError(f"{export.serving_dir(config.model_dir)} not found: train a model first")
-    serving = export.read_serving_config(config.model_dir)
-    folder = read_stats(config.data)
-    check_matches(serving, folder, config.model_dir, config.data)  # before any work
+    # before any work; the windows the model takes (its W; a sequence folder cuts them, at its stride)
+    stats = check_matches(export.read_serving_config(config.model_dir), read_stats(config.data),
+                          config.model_dir, config.data)
     export.check_serving(config.model_dir)
     loaded = export.load_serving(config.model_dir)
     predict = loaded.signatures[export.SCALED_SIGNATURE]
     stream = metrics.StreamingMetrics(LABEL_VOCABULARY)
-    # the windows the model takes (its W; a sequence folder cuts them, at the folder's stride)
-    stats = data.windowed_stats(folder, serving["window"])
     total = stats["splits"][config.split]["num_windows"]
     progress = console.Progress(config.split, total, "windows", console.resolve_progress(config.progress),
                                 logger=_LOG)
@@ -88,22 +86,27 @@ class EvaluateError(ValueError):
     """The model and the data cannot be evaluated together (one line)."""
 
 
-def check_matches(serving: Dict[str, Any], stats: Dict[str, Any], model_dir: str, data_dir: str) -> None:
-    """EvaluateError, naming both sides, unless the folder holds what the model takes: its features
-    in its order, and its windows (a windows folder: exactly the model's W; a sequence folder: W
-    up to the folder's `window`, cut at read time)."""
+def check_matches(serving: Dict[str, Any], stats: Dict[str, Any], model_dir: str, data_dir: str) -> Dict[str, Any]:
+    """stats.json as the model's windows see it (trainer.data.windowed_stats), or EvaluateError,
+    naming both sides, when the folder does not hold what the model takes: its features in its
+    order and its windows (a windows folder: exactly the model's W; a sequence folder: W up to the
+    folder's `window`, cut at read time)."""
     from tfrecords_schema import sequence
+    from trainer import data
 
     model_features, folder_features = list(serving["features"]), list(stats["features"])
-    layout_name, window = sequence.layout_of(stats), serving["window"]
-    fits = (window == stats["window"] if layout_name == sequence.WINDOWS else window <= stats["window"])
-    if model_features != folder_features or not fits:
-        holds = (f"windows of {stats['window']} rows" if layout_name == sequence.WINDOWS
+    try:
+        windowed = data.windowed_stats(stats, serving["window"])
+    except data.WindowError:
+        windowed = None
+    if model_features != folder_features or windowed is None:
+        holds = (f"windows of {stats['window']} rows" if sequence.layout_of(stats) == sequence.WINDOWS
                  else f"sequences for windows of up to {stats['window']} rows")
         raise EvaluateError(
-            f"--model-dir {model_dir} takes windows of {window} rows of {_names(model_features)}; "
+            f"--model-dir {model_dir} takes windows of {serving['window']} rows of {_names(model_features)}; "
             f"--data {data_dir} holds {holds} of {_names(folder_features)}: preprocess with the "
             "model's --features and --window, or evaluate a model trained on this folder")
+    return windowed
 
 
 def _names(features: List[str]) -> str:

@@ -126,3 +126,21 @@ def test_an_eval_json_crewstream_did_not_write_is_refused(tmp_path, exported, pr
         "choose another output file"]
     assert (model_dir / "eval.json").read_text() == content
     assert sorted(os.listdir(model_dir)) == ["eval.json", "serving"]
+
+
+def test_a_model_fits_a_sequence_folder_up_to_its_window_and_a_windows_folder_at_it(sequence_dir, prep_dir):
+    from tfrecords_schema import read_stats
+
+    sequence, windows = read_stats(sequence_dir), read_stats(prep_dir)
+    serving = {"features": list(windows["features"]), "window": windows["window"]}
+    shorter = dict(serving, window=windows["window"] - 8)
+    assert evaluate.check_matches(shorter, sequence, "m", "d")["window"] == windows["window"] - 8
+    assert evaluate.check_matches(serving, windows, "m", "d") == windows
+    with pytest.raises(evaluate.EvaluateError, match=(
+            f"^--model-dir m takes windows of {windows['window'] + 1} rows of r,ecg,gsr; --data d holds "
+            f"sequences for windows of up to {windows['window']} rows of r,ecg,gsr: ")):
+        evaluate.check_matches(dict(serving, window=windows["window"] + 1), sequence, "m", "d")
+    with pytest.raises(evaluate.EvaluateError, match=f"holds windows of {windows['window']} rows of r,ecg,gsr"):
+        evaluate.check_matches(shorter, windows, "m", "d")
+    with pytest.raises(evaluate.EvaluateError, match="takes windows of 64 rows of gsr,ecg,r; "):
+        evaluate.check_matches(dict(serving, features=["gsr", "ecg", "r"]), windows, "m", "d")
