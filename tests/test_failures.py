@@ -17,6 +17,7 @@ import time
 import pytest
 
 from crewstream import failure
+from tests.tfrecords_schema.test_ownership import tree
 from tfrecords_schema import ownership
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,19 +49,6 @@ def one_line(err, prefix):
     assert "Traceback" not in err, err
     assert len(lines) == 1 and lines[0].startswith(prefix), err
     return lines[0]
-
-
-def tree(root):
-    """{relative path: bytes} of every file under root (folders with nothing: None)."""
-    found = {}
-    for folder, dirs, files in os.walk(root):
-        rel = os.path.relpath(folder, root)
-        if not dirs and not files:
-            found[rel + "/"] = None
-        for name in files:
-            with open(os.path.join(folder, name), "rb") as f:
-                found[os.path.normpath(os.path.join(rel, name))] = f.read()
-    return found
 
 
 def leftovers(folder):
