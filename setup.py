@@ -31,7 +31,7 @@ setuptools.setup(
     version="0.1.0",
     description="Crew physiology CSVs to scaled, windowed TFRecord shards, trained models and predictions",
     python_requires=">=3.11,<3.12",
-    packages=setuptools.find_packages(include=["beam_jobs*", "tfrecords_schema*", "trainer*", "crewstream*"]),
+    packages=setuptools.find_packages(include=["tfrecords_schema*", "cli_common*", "beam_jobs*", "trainer*", "crewstream*"]),
     install_requires=REQUIRED,
     extras_require={"test": TEST},
     entry_points={"console_scripts": ["crewstream=crewstream.cli:main"]},

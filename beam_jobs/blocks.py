@@ -27,8 +27,8 @@ import numpy as np
 
 from beam_jobs.columns import Columns
 from beam_jobs.csv_reader import IdRows, Rows
-from tfrecords_schema import csv_layout as cols
-from tfrecords_schema import layout
+from tfrecords_schema import csv_columns as cols
+from tfrecords_schema import file_io
 
 RecordingKey = Tuple[int, int, str]
 BIN_SECONDS = 1.0  # a time bin: time blocks start at bin edges
@@ -90,7 +90,7 @@ def block_path(staging: str, key: RecordingKey, block: Block) -> str:
     crew, seat, experiment = key
     first = int(np.argmin(block.line))
     name = f"crew{crew}-seat{seat}-{experiment}/f{int(block.source[first])}-l{int(block.line[first])}.block"
-    return layout.join(staging, "blocks", name)
+    return file_io.join(staging, "blocks", name)
 
 
 class BlockFileError(ValueError):
@@ -109,7 +109,7 @@ class FileRows(NamedTuple):
 def write_records(path: str, records: np.ndarray) -> None:
     """Write a 1-D array of records as one .npy file (numpy's format: a fixed magic string, then a
     header giving dtype and shape, then the fixed-size records). Data only, never a pickle."""
-    with layout.open_file(path, "wb") as f:
+    with file_io.open_file(path, "wb") as f:
         np.lib.format.write_array(f, records, allow_pickle=False)
 
 
@@ -120,7 +120,7 @@ def read_records(path: str, start: int = 0, stop: Optional[int] = None) -> np.nd
     """Records [start, stop) (all by default) of a file `write_records` wrote: only they are read.
     ValueError if the file is anything else (a pickle included: nothing in it is executed), not
     1-D, or has fewer than `stop` records; the caller checks their dtype."""
-    with layout.open_file(path, "rb") as f:
+    with file_io.open_file(path, "rb") as f:
         try:
             read_header = _HEADER_READERS.get(np.lib.format.read_magic(f))
             if read_header is None:
@@ -247,17 +247,17 @@ def row_dtype(num_features: int) -> np.dtype:
 
 def sorted_path(staging: str, key: RecordingKey, block_index: int) -> str:
     crew, seat, experiment = key
-    return layout.join(staging, "sorted", f"crew{crew}-seat{seat}-{experiment}", f"b{block_index:05d}.rows")
+    return file_io.join(staging, "sorted", f"crew{crew}-seat{seat}-{experiment}", f"b{block_index:05d}.rows")
 
 
 def write_rows(path: str, block: Block) -> None:
-    layout.write_bytes(path, _records(block).tobytes())
+    file_io.write_bytes(path, _records(block).tobytes())
 
 
 def read_rows(path: str, num_features: int, last: Optional[int] = None) -> Block:
     """The rows of a sorted block file; with `last`, only its last `last` rows (read from the tail)."""
     dtype = row_dtype(num_features)
-    with layout.open_file(path, "rb") as f:
+    with file_io.open_file(path, "rb") as f:
         if last is not None:
             size = f.seek(0, 2)
             f.seek(max(0, size - last * dtype.itemsize))

@@ -39,7 +39,7 @@ import pyarrow.csv as pacsv
 
 from beam_jobs.columns import Columns
 from tfrecords_schema import LABEL_VOCABULARY
-from tfrecords_schema import csv_layout as cols
+from tfrecords_schema import csv_columns as cols
 
 DEFAULT_CHUNK_BYTES = 16 << 20  # bytes parsed at once: one Beam element of rows
 DEFAULT_SPLIT_BYTES = 64 << 20  # bytes of an uncompressed file one worker reads: the unit of parallelism

@@ -18,8 +18,8 @@ import numpy as np
 
 from beam_jobs import blocks
 from beam_jobs.csv_reader import Reject
-from tfrecords_schema import csv_layout as cols
-from tfrecords_schema import layout
+from tfrecords_schema import csv_columns as cols
+from tfrecords_schema import file_io
 
 BUCKETS = 16
 # One row's id, where the row is (file index, line) and whether the reader rejected it.
@@ -59,7 +59,7 @@ def in_bucket_order(records: np.ndarray) -> Tuple[np.ndarray, List[Tuple[int, in
 
 def id_file_path(staging: str, source: int, first_line: int) -> str:
     """Named by where the chunk's rows came from: a retried bundle rewrites the same file."""
-    return layout.join(staging, "ids", f"f{source}-l{first_line}.npy")
+    return file_io.join(staging, "ids", f"f{source}-l{first_line}.npy")
 
 
 def read_ids(path: str, start: int = 0, stop: Optional[int] = None) -> np.ndarray:

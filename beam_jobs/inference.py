@@ -25,6 +25,7 @@ from typing import Callable, Deque, Iterator, Optional, Tuple
 import numpy as np
 
 from beam_jobs.windows import window_view
+from tfrecords_schema import serving
 
 DEFAULT_BATCH_SIZE = 1024
 DEFAULT_SWEEP_ROWS = 1 << 16  # rows per sequence call (plus W-1 of context); 32k-128k measured alike
@@ -48,12 +49,10 @@ class ServingModel:
         import tensorflow as tf
 
         from tfrecords_schema import WINDOW
-        from trainer import export
-
-        self.config = export.read_serving_config(model_dir)
-        self._loaded = export.load_serving(model_dir)  # keep it alive: the signature needs its variables
-        self._fn = self._loaded.signatures[export.SERVING_SIGNATURE]
-        self._constant, self._input, self._output = tf.constant, WINDOW, export.PROBABILITIES
+        self.config = serving.read_config(model_dir)
+        self._loaded = serving.load(model_dir)  # keep it alive: the signature needs its variables
+        self._fn = self._loaded.signatures[serving.SERVING_SIGNATURE]
+        self._constant, self._input, self._output = tf.constant, WINDOW, serving.PROBABILITIES
         shape = self._fn.structured_input_signature[1][WINDOW].shape.as_list()
         expected = [None, self.config["window"], len(self.config["features"])]
         if shape != expected:
@@ -72,35 +71,31 @@ class SweepModel:
     """
 
     def __init__(self, model_dir: str, sequence: Callable = None):
-        from trainer import export
-
-        self.config = export.read_serving_config(model_dir)
+        self.config = serving.read_config(model_dir)
         self.window = self.config["window"]
         self._sequence = sequence
         if sequence is None:
             import tensorflow as tf
 
-            if export.SEQUENCE_SIGNATURE not in self.config["signatures"]:
+            if serving.SEQUENCE_SIGNATURE not in self.config["signatures"]:
                 raise ValueError(f"{model_dir}: a {self.config['model']} model has no "
-                                 f"`{export.SEQUENCE_SIGNATURE}` signature to sweep with")
-            self._loaded = export.load_serving(model_dir)  # keep it alive for its variables
-            fn = self._loaded.signatures[export.SEQUENCE_SIGNATURE]
-            self._sequence = lambda rows: fn(**{export.SEQUENCE_INPUT: tf.constant(rows[None])})[
-                export.PROBABILITIES].numpy()[0]
+                                 f"`{serving.SEQUENCE_SIGNATURE}` signature to sweep with")
+            self._loaded = serving.load(model_dir)  # keep it alive for its variables
+            fn = self._loaded.signatures[serving.SEQUENCE_SIGNATURE]
+            self._sequence = lambda rows: fn(**{serving.SEQUENCE_INPUT: tf.constant(rows[None])})[
+                serving.PROBABILITIES].numpy()[0]
 
     def __call__(self, chunk: np.ndarray) -> np.ndarray:
         return self._sequence(chunk)[self.window - 1:]
 
 
-def choose_path(requested: str, serving: dict, model_dir: str) -> str:
+def choose_path(requested: str, config: dict, model_dir: str) -> str:
     """WINDOWS or SWEEP for `--path requested` and the model's serving config; ValueError for
     `sweep` with a model that has no `sequence` signature."""
-    from trainer import export
-
-    can_sweep = export.SEQUENCE_SIGNATURE in serving["signatures"]
+    can_sweep = serving.SEQUENCE_SIGNATURE in config["signatures"]
     if requested == SWEEP and not can_sweep:
-        raise ValueError(f"{model_dir}: --path {SWEEP} needs a model with the `{export.SEQUENCE_SIGNATURE}` "
-                         f"signature (train --model tcn); this one is a {serving['model']} "
+        raise ValueError(f"{model_dir}: --path {SWEEP} needs a model with the `{serving.SEQUENCE_SIGNATURE}` "
+                         f"signature (train --model tcn); this one is a {config['model']} "
                          f"(use --path {WINDOWS} or {AUTO})")
     return SWEEP if can_sweep and requested != WINDOWS else WINDOWS
 

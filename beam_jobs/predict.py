@@ -35,8 +35,9 @@ from typing import Dict, Optional, Sequence
 
 from beam_jobs import csv_reader, inference, rejects, submission
 from beam_jobs.runner import JobError, absolute, make_runner, prefer_legacy_keras, refuse_unknown_flags
-from crewstream import console, failure
-from tfrecords_schema import layout, ownership
+from cli_common import console, failure
+from tfrecords_schema import serving
+from tfrecords_schema import ownership, file_io
 
 _LOG = logging.getLogger("crewstream.predict")
 DEFAULT_MAX_BAD_FRACTION = 0.001  # as preprocess's --max-bad-fraction
@@ -125,7 +126,7 @@ def check_input(path: str, features: Sequence[str], model_dir: str = "") -> None
         _LOG.warning("%s: ignoring column(s) not in the test layout: %s", path, ", ".join(ignored))
 
 
-def build_pipeline(pipeline, files: Sequence[str], args, serving: Dict, path: str, staging: str,
+def build_pipeline(pipeline, files: Sequence[str], args, config: Dict, path: str, staging: str,
                    model=None, sequence=None) -> None:
     """Wire the job into `pipeline`; everything it writes goes under `staging` (manifest.json last)."""
     import apache_beam as beam
@@ -133,14 +134,14 @@ def build_pipeline(pipeline, files: Sequence[str], args, serving: Dict, path: st
     from beam_jobs import prediction as pr
     from beam_jobs import transforms as t
 
-    features, classes = list(serving["features"]), len(serving["label_vocabulary"])
+    features, classes = list(config["features"]), len(config["label_vocabulary"])
     read = pipeline | "ReadCrewCsv" >> t.ReadCrewCsv(files, features, args.chunk_bytes, args.split_bytes,
                                                      with_id=True)
     excluded, resolved = (read.rows, read.rejects) | "ResolveIds" >> pr.ResolveIds(staging, files)
     planned = read.rows | "PlanBlocks" >> t.PlanBlocks(staging, args.block_rows)
     checked = (read.tally, resolved[t.TALLY]) | "CheckedTallies" >> beam.Flatten()
     verdict = checked | "GoOn" >> beam.CombineGlobally(pr.GoOnFn(args.max_bad_fraction))
-    params = pr.PredictParams(serving["model_dir"], serving["window"], classes, path, staging, args.batch_size,
+    params = pr.PredictParams(config["model_dir"], config["window"], classes, path, staging, args.batch_size,
                               args.sweep_rows, args.concurrent, args.progress, model, sequence)
     predicted = planned | "PredictRecordings" >> pr.PredictRecordings(params, excluded, verdict)
     fallback = (
@@ -152,7 +153,7 @@ def build_pipeline(pipeline, files: Sequence[str], args, serving: Dict, path: st
     rejected = (
         (read.rejects, resolved[t.REJECTS])
         | "AllRejects" >> beam.Flatten()
-        | "WriteRejects" >> t.WriteRejects(layout.join(staging, "rejects.csv"))
+        | "WriteRejects" >> t.WriteRejects(file_io.join(staging, "rejects.csv"))
     )
     tallies = (checked, predicted[t.TALLY]) | "SumTallies" >> t.SumTallies()
     files = list(files)
@@ -168,15 +169,13 @@ def _check_model(model_dir: str, graph: bool = True) -> Dict:
     """MODEL/serving's config, with `model_dir`; PredictError when there is no usable model (with
     `graph`, also when its saved_model.pb is damaged or foreign: tests that replace the model
     give a folder with the config alone)."""
-    from trainer import export
-
     try:
-        serving = export.read_serving_config(model_dir)
+        config = serving.read_config(model_dir)
         if graph:
-            export.check_serving(model_dir)
+            serving.check(model_dir)
     except (OSError, ValueError) as e:
         raise PredictError(f"--model-dir {model_dir}: {e}") from None
-    return {**serving, "model_dir": absolute(model_dir)}
+    return {**config, "model_dir": absolute(model_dir)}
 
 
 def _publish(staging: str, output: str, manifest: Dict, max_bad_fraction: float, input_path: str) -> Dict:
@@ -184,9 +183,9 @@ def _publish(staging: str, output: str, manifest: Dict, max_bad_fraction: float,
     too many rows were rejected; else the pieces into the submission. Returns the run's counts."""
     import tensorflow as tf
 
-    staged_rejects, final_rejects = layout.join(staging, "rejects.csv"), submission.rejects_path(output)
+    staged_rejects, final_rejects = file_io.join(staging, "rejects.csv"), submission.rejects_path(output)
     if tf.io.gfile.exists(staged_rejects):
-        layout.replace(staged_rejects, final_rejects)
+        file_io.replace(staged_rejects, final_rejects)
     elif tf.io.gfile.exists(final_rejects):
         tf.io.gfile.remove(final_rejects)
     read = sum(entry["rows_read"] for entry in manifest["inputs"])
@@ -215,7 +214,7 @@ def run(argv: Optional[Sequence[str]] = None, model=None, sequence=None) -> Dict
     [T, K]); the serving config, and with it the path, is read from --model-dir either way.
     """
     args, beam_args = _parse_args(argv)
-    output = args.output if layout.is_remote(args.output) else os.path.abspath(args.output)
+    output = args.output if file_io.is_remote(args.output) else os.path.abspath(args.output)
     with ownership.hold(output, f"--output {args.output}", folder=False):  # one run at a time per submission
         return _run(args, beam_args, output, model, sequence)
 
@@ -223,31 +222,31 @@ def run(argv: Optional[Sequence[str]] = None, model=None, sequence=None) -> Dict
 def _run(args, beam_args: Sequence[str], output: str, model, sequence) -> Dict:
     started = time.time()
     # as runner.absolute, without importing Beam: a usage error answers before Beam or TF loads
-    input_path = args.input if layout.is_remote(args.input) else os.path.abspath(args.input)
+    input_path = args.input if file_io.is_remote(args.input) else os.path.abspath(args.input)
     submission.check_outputs(output, input_path)  # before any work
-    if not layout.is_remote(input_path) and not os.path.isfile(input_path):
+    if not file_io.is_remote(input_path) and not os.path.isfile(input_path):
         raise PredictError(f"{args.input}: not found" if not os.path.exists(input_path) else f"{args.input}: not a file")
-    serving = _check_model(args.model_dir, graph=model is None and sequence is None)
+    config = _check_model(args.model_dir, graph=model is None and sequence is None)
     try:
-        path = inference.choose_path(args.path, serving, args.model_dir)
+        path = inference.choose_path(args.path, config, args.model_dir)
     except ValueError as e:
         raise PredictError(str(e)) from None
-    check_input(input_path, serving["features"], args.model_dir)  # a wrong file fails here, before any work
+    check_input(input_path, config["features"], args.model_dir)  # a wrong file fails here, before any work
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    folder = os.path.dirname(output) if not layout.is_remote(output) else output.rsplit("/", 1)[0]
+    folder = os.path.dirname(output) if not file_io.is_remote(output) else output.rsplit("/", 1)[0]
     ownership.remove_leftover_stagings(folder, staging_prefix(output))
-    staging = layout.join(folder, f"{staging_prefix(output)}{uuid.uuid4().hex[:12]}")
+    staging = file_io.join(folder, f"{staging_prefix(output)}{uuid.uuid4().hex[:12]}")
     try:
         ownership.write_marker(staging, ownership.STAGING_KIND)  # remove_leftover_stagings knows it by this
         _LOG.info("model %s (%s): windows of %d rows x %d feature(s), %s; input %s", args.model_dir,
-                  serving["model"], serving["window"], len(serving["features"]),
+                  config["model"], config["window"], len(config["features"]),
                   f"swept in chunks of {args.sweep_rows:,} rows" if path == inference.SWEEP
                   else f"batches of {args.batch_size:,} windows", args.input)
         options = PipelineOptions(beam_args)
         pipeline = beam.Pipeline(runner=make_runner(options), options=options)
-        build_pipeline(pipeline, [input_path], args, serving, path, staging, model, sequence)
+        build_pipeline(pipeline, [input_path], args, config, path, staging, model, sequence)
         result = pipeline.run()
         result.wait_until_finish()
         from beam_jobs.transforms import read_manifest
@@ -255,7 +254,7 @@ def _run(args, beam_args: Sequence[str], output: str, model, sequence) -> Dict:
         with ownership.uninterrupted():  # an interrupt waits until the submission is whole
             counts = _publish(staging, output, read_manifest(staging), args.max_bad_fraction, args.input)
     finally:  # whatever ended the run (an interrupt included): nothing of it stays
-        if ownership.exists(staging):
+        if file_io.exists(staging):
             ownership.remove_tree(staging)
     from beam_jobs.prediction import MODEL_MS
 

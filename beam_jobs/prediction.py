@@ -190,7 +190,7 @@ class PredictRecordingFn(beam.DoFn):
 
     def _progress_over(self, total: int):
         """This worker's progress toward every usable row of the input (all a local run does)."""
-        from crewstream.console import Progress
+        from cli_common.console import Progress
 
         if self._progress is None:
             self._progress = Progress("predict", total, "rows", self._p.progress, logger=_LOG)

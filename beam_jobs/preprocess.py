@@ -26,11 +26,11 @@ import uuid
 from typing import Dict, List, Optional, Sequence
 
 # Beam, TensorFlow and tf.Transform are imported only once the arguments and local paths are good
-# (crewstream.console): a usage error is reported in about a second.
+# (cli_common.console): a usage error is reported in about a second.
 from beam_jobs import blocks, csv_reader, rejects
 from beam_jobs.runner import JobError, absolute, make_runner, refuse_unknown_flags
-from crewstream import console, failure
-from tfrecords_schema import LABEL_VOCABULARY, csv_layout, layout, ownership, sequence
+from cli_common import console, failure
+from tfrecords_schema import LABEL_VOCABULARY, csv_columns, ownership, sequence, file_io, output_folder
 from tfrecords_schema.stats import SCALES, validate_stats
 
 _LOG = logging.getLogger("crewstream.preprocess")
@@ -55,7 +55,7 @@ def _parse_args(argv: Optional[Sequence[str]]):
     parser.add_argument("--input", required=True, action="append",
                         help="CSV path or glob (.csv or .csv.gz); repeat for several")
     parser.add_argument("--output", required=True, help="output folder OUT (local path or gs://...)")
-    parser.add_argument("--features", default=",".join(csv_layout.SIGNALS),
+    parser.add_argument("--features", default=",".join(csv_columns.SIGNALS),
                         help="comma-separated signal columns, in the order windows store them "
                              "(default: all 23 in file order)")
     parser.add_argument("--window", type=int, default=256, help="rows per window (W, default 256)")
@@ -66,7 +66,7 @@ def _parse_args(argv: Optional[Sequence[str]]):
     parser.add_argument("--eval-crews", type=_int_list, default=[],
                         help="comma-separated crews for the eval split; the rest are train")
     parser.add_argument("--num-shards", type=int, default=8, help="shards per split (default 8)")
-    parser.add_argument("--compression", choices=sorted(layout.COMPRESSIONS), default="NONE",
+    parser.add_argument("--compression", choices=sorted(output_folder.COMPRESSIONS), default="NONE",
                         help="shard compression (default NONE)")
     parser.add_argument("--chunk-bytes", type=int, default=csv_reader.DEFAULT_CHUNK_BYTES,
                         help=argparse.SUPPRESS)
@@ -103,10 +103,10 @@ def _parse_args(argv: Optional[Sequence[str]]):
         parser.error("--max-gap must be > 0")
     if not 0 <= args.max_bad_fraction <= 1:
         parser.error("--max-bad-fraction must be between 0 and 1")
-    unknown = [f for f in args.features if f not in csv_layout.SIGNALS]
+    unknown = [f for f in args.features if f not in csv_columns.SIGNALS]
     if unknown or not args.features or len(set(args.features)) != len(args.features):
         parser.error(f"--features: unknown or repeated {unknown or args.features}; "
-                     f"choose from {','.join(csv_layout.SIGNALS)}")
+                     f"choose from {','.join(csv_columns.SIGNALS)}")
     return args, beam_args
 
 
@@ -175,7 +175,7 @@ def build_pipeline(pipeline: "beam.Pipeline", files: Sequence[str], args, stagin
     read = pipeline | "ReadCrewCsv" >> t.ReadCrewCsv(files, features, args.chunk_bytes, args.split_bytes)
     # Scaling is analyzed on the rows the windows use: TRAIN crews, duplicate times rejected.
     sorted_blocks = read.rows | "SortBlocks" >> t.SortBlocks(params)
-    with tft_beam.Context(temp_dir=layout.join(staging, "tft_tmp")):
+    with tft_beam.Context(temp_dir=file_io.join(staging, "tft_tmp")):
         transform_fn = (
             (sorted_blocks[t.TRAIN_SIGNALS], scaling.tensor_adapter_config(len(features)))
             | "AnalyzeScaling" >> tft_beam.AnalyzeDataset(scaling.PREPROCESSING_FNS[args.scale])
@@ -209,7 +209,7 @@ def build_pipeline(pipeline: "beam.Pipeline", files: Sequence[str], args, stagin
 def build_stats(args, manifest: Dict, scaling_stats: Dict) -> Dict:
     """stats.json from the run's manifest (docs/DESIGN.md, "The output folder of a preprocess run")."""
     splits = {}
-    for split in layout.SPLITS:
+    for split in output_folder.SPLITS:
         groups = [g for g in manifest["groups"] if g["split"] == split]
         recordings = [r for r in manifest["segments"] if r["split"] == split]
         shard_list = sorted((s for s in manifest["shards"] if s["split"] == split), key=lambda s: s["file"])
@@ -257,7 +257,7 @@ def check_eval_crews(manifest: Dict, eval_crews: Sequence[int]) -> None:
 def check_splits(manifest: Dict, args) -> None:
     """PreprocessError if the train split (always) or the eval split (with --eval-crews) has no
     window: no usable row, or every time segment of its crews shorter than --window."""
-    for split in [layout.TRAIN] + ([layout.EVAL] if args.eval_crews else []):
+    for split in [output_folder.TRAIN] + ([output_folder.EVAL] if args.eval_crews else []):
         rows = sum(g["num_rows"] for g in manifest["groups"] if g["split"] == split)
         if rows == 0:
             raise PreprocessError(f"no usable {split} rows: every row was rejected or belongs to an "
@@ -280,7 +280,7 @@ def short_segment_notes(stats: Dict) -> List[str]:
 
 
 def rejects_file(root: str) -> str:
-    return layout.join(root, layout.REJECTS_DIR, layout.REJECTS_FILE)
+    return file_io.join(root, output_folder.REJECTS_DIR, output_folder.REJECTS_FILE)
 
 
 def check_rejects(manifest: Dict, max_bad_fraction: float, staging: str) -> None:
@@ -317,7 +317,7 @@ def _run(args, beam_args: Sequence[str], files: Sequence[str]) -> Dict:
     check_inputs(files, args.features)
     if not args.eval_crews:
         _LOG.warning("no --eval-crews given: every crew goes to train and the eval split is empty")
-    staging = layout.join(absolute(args.output), f"{layout.STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
+    staging = file_io.join(absolute(args.output), f"{output_folder.STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
     ownership.claim(args.output, ownership.PREPROCESS, owned)
     published = False
     try:
@@ -351,7 +351,7 @@ def _run(args, beam_args: Sequence[str], files: Sequence[str]) -> Dict:
 def _discard(staging: str, out: str) -> None:
     """A run that did not publish leaves OUT as it found it: its staging folder and the marker of
     a claim that owns nothing are removed (ownership.hold removes the folder it created)."""
-    if ownership.exists(staging):
+    if file_io.exists(staging):
         ownership.remove_tree(staging)
     ownership.unclaim(out)
 
@@ -359,7 +359,7 @@ def _discard(staging: str, out: str) -> None:
 def summarize(stats: Dict) -> str:
     """A readable table of a stats.json."""
     read = sum(entry["rows_read"] for entry in stats.get("inputs", []))
-    chunks = (f"; sequence layout: {sum(stats['splits'][s]['num_chunks'] for s in layout.SPLITS):,} chunk(s) "
+    chunks = (f"; sequence layout: {sum(stats['splits'][s]['num_chunks'] for s in output_folder.SPLITS):,} chunk(s) "
               f"of up to {stats['chunk_rows']:,} rows (windows below: this window and stride; a trainer "
               "may cut others)" if sequence.layout_of(stats) == sequence.SEQUENCE else "")
     lines = [f"window {stats['window']} x {len(stats['features'])} feature(s), stride {stats['stride']}, "
@@ -367,7 +367,7 @@ def summarize(stats: Dict) -> str:
              + (f" of {read:,} read (see rejects/)" if stats["rejected_rows"] else "") + chunks,
              f"{'split':<6} {'crews':<14} {'rows':>12} {'windows':>10}  " + "  ".join(
                  f"{c:>8}" for c in LABEL_VOCABULARY) + "  shards"]
-    for split in layout.SPLITS:
+    for split in output_folder.SPLITS:
         s = stats["splits"][split]
         lines.append(f"{split:<6} {','.join(map(str, s['crews'])) or '-':<14} {s['num_rows']:>12,} "
                      f"{s['num_windows']:>10,}  " + "  ".join(

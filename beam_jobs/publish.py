@@ -22,9 +22,9 @@ only crewstream's (they hold a staging marker).
 
 from typing import Dict
 
-from tfrecords_schema import layout, ownership, write_stats
+from tfrecords_schema import ownership, write_stats, file_io, output_folder
 
-PUBLISHED = (layout.TRAIN, layout.EVAL, *layout.TRANSFORM_DIRS, layout.REJECTS_DIR)
+PUBLISHED = (output_folder.TRAIN, output_folder.EVAL, *output_folder.TRANSFORM_DIRS, output_folder.REJECTS_DIR)
 
 
 def publish(staging: str, out: str, stats: Dict) -> str:
@@ -36,13 +36,13 @@ def publish(staging: str, out: str, stats: Dict) -> str:
     gfile = tf.io.gfile
     kind = ownership.PREPROCESS
     owned = ownership.check_output_folder(out, kind)
-    new = ownership.list_files(staging, PUBLISHED) | {layout.STATS_FILE}
+    new = ownership.list_files(staging, PUBLISHED) | {output_folder.STATS_FILE}
     ownership.write_marker(out, kind.name, owned | new)
-    old_stats = layout.join(out, layout.STATS_FILE)
+    old_stats = file_io.join(out, output_folder.STATS_FILE)
     if gfile.exists(old_stats):
         gfile.remove(old_stats)
     for name in PUBLISHED:
-        dst, src = layout.join(out, name), layout.join(staging, name)
+        dst, src = file_io.join(out, name), file_io.join(staging, name)
         ownership.remove_owned(out, name, owned)
         if gfile.exists(src):
             gfile.rename(src, dst)

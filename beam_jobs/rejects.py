@@ -10,7 +10,7 @@ layout), `text` the line as written (at most 1,000 characters; csv_reader.Reject
 from typing import Iterable, List, Tuple
 
 from beam_jobs.csv_reader import Reject
-from tfrecords_schema import layout
+from tfrecords_schema import file_io
 
 HEADER = ("file", "line", "column", "reason", "id", "text")
 
@@ -35,7 +35,7 @@ def write_rejects(rejects: Iterable[Reject], path: str) -> int:
     rejects = sorted(rejects, key=lambda r: (r.file, r.line))
     if not rejects:
         return 0
-    with layout.open_file(path, "w") as f:
+    with file_io.open_file(path, "w") as f:
         f.write(",".join(HEADER) + "\n")
         for r in rejects:
             f.write(format_reject(r) + "\n")
@@ -46,7 +46,7 @@ def first_rejects(path: str, n: int) -> List[Tuple[str, str, str, str]]:
     """(file, line, column, reason) of the first `n` rows of a rejects file."""
     import csv
 
-    with layout.open_file(path, "r") as f:
+    with file_io.open_file(path, "r") as f:
         reader = csv.reader(f)
         next(reader)  # the header
         return [tuple(r[:4]) for _, r in zip(range(n), reader)]

@@ -22,7 +22,7 @@ import tensorflow_transform as tft
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.tfxio import tensor_adapter
 
-from tfrecords_schema import RAW_SIGNALS, SCALED_SIGNALS, layout, transform_graph
+from tfrecords_schema import RAW_SIGNALS, SCALED_SIGNALS, transform_graph, file_io
 
 # Only the signals go through tf.Transform; the preprocess job keeps the other columns itself.
 ARROW_SCHEMA = pa.schema([(RAW_SIGNALS, pa.list_(pa.float32()))])
@@ -128,11 +128,11 @@ class WriteTransformFn(beam.PTransform):
         saved_model_dir, metadata = transform_fn
         pipeline = saved_model_dir.pipeline
         written = metadata | "WriteMetadata" >> beam_metadata_io.WriteMetadata(
-            layout.join(self._path, tft.TFTransformOutput.TRANSFORMED_METADATA_DIR), pipeline)
+            file_io.join(self._path, tft.TFTransformOutput.TRANSFORMED_METADATA_DIR), pipeline)
         copied = saved_model_dir | "CopyTransformFn" >> beam.Map(
-            replace_tree, layout.join(self._path, tft.TFTransformOutput.TRANSFORM_FN_DIR))
+            replace_tree, file_io.join(self._path, tft.TFTransformOutput.TRANSFORM_FN_DIR))
         raw = transform_graph.raw_metadata(self._num_features) | "WriteRawMetadata" >> beam_metadata_io.WriteMetadata(
-            layout.join(self._path, tft.TFTransformOutput.RAW_METADATA_DIR), pipeline)
+            file_io.join(self._path, tft.TFTransformOutput.RAW_METADATA_DIR), pipeline)
         return (
             pipeline
             | "Sole" >> beam.Create([None])
@@ -149,9 +149,9 @@ def replace_tree(source: str, destination: str) -> str:
     """Copy folder `source` to `destination`, replacing whatever is there (gfile: any filesystem)."""
     if tf.io.gfile.exists(destination):
         tf.io.gfile.rmtree(destination)
-    for folder, _, files in tf.io.gfile.walk(source):
-        target = layout.join(destination, folder[len(source):].lstrip("/"))
+    for where, _, names in tf.io.gfile.walk(source):
+        target = file_io.join(destination, where[len(source):].lstrip("/"))
         tf.io.gfile.makedirs(target)
-        for name in files:
-            tf.io.gfile.copy(layout.join(folder, name), layout.join(target, name), overwrite=True)
+        for name in names:
+            tf.io.gfile.copy(file_io.join(where, name), file_io.join(target, name), overwrite=True)
     return destination

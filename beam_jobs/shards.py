@@ -15,7 +15,7 @@ from typing import Dict, Iterable, List
 
 import numpy as np
 
-from tfrecords_schema import LABEL_VOCABULARY, layout
+from tfrecords_schema import LABEL_VOCABULARY, file_io
 
 COPY_BLOCK = 16 << 20
 
@@ -38,7 +38,7 @@ def class_counts(labels: np.ndarray) -> Dict[str, int]:
 
 def piece_path(staging: str, split: str, crew: int, seat: int, experiment: str, shard: int, block: int = 0) -> str:
     """The piece of a group's time block `block` that goes to `shard`."""
-    return layout.join(staging, "pieces", split, f"{group_name(crew, seat, experiment)}-b{block:05d}-{shard:05d}.tfrecord")
+    return file_io.join(staging, "pieces", split, f"{group_name(crew, seat, experiment)}-b{block:05d}-{shard:05d}.tfrecord")
 
 
 def write_records(path: str, records: Iterable[bytes]) -> int:
@@ -65,12 +65,12 @@ def concatenate(pieces: List[str], path: str, compression: str) -> str:
     """
     digest = hashlib.sha256()
     gz = zlib.compressobj(1, zlib.DEFLATED, 31) if compression == "GZIP" else None
-    with layout.open_file(path, "wb") as out:
+    with file_io.open_file(path, "wb") as out:
         def emit(data: bytes) -> None:
             digest.update(data)
             out.write(data)
 
-        layout.copy_files(pieces, (lambda block: emit(gz.compress(block))) if gz else emit, COPY_BLOCK)
+        file_io.copy_files(pieces, (lambda block: emit(gz.compress(block))) if gz else emit, COPY_BLOCK)
         if gz:
             emit(gz.flush())
     return digest.hexdigest()

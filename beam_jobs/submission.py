@@ -16,8 +16,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from tfrecords_schema import LABEL_VOCABULARY, csv_layout as cols
-from tfrecords_schema import layout, ownership
+from tfrecords_schema import LABEL_VOCABULARY, csv_columns as cols
+from tfrecords_schema import ownership, file_io
 
 COPY_BLOCK = 16 << 20
 HEADER = ",".join([cols.ID, *LABEL_VOCABULARY])
@@ -60,7 +60,7 @@ def csv_rows(ids: np.ndarray, probabilities: np.ndarray) -> bytes:
 @contextlib.contextmanager
 def piece_writer(path: str) -> Iterator[Callable[[np.ndarray, np.ndarray], None]]:
     """A function (ids, probabilities) that appends their `csv_rows` to the piece at `path`."""
-    with layout.open_file(path, "wb") as f:
+    with file_io.open_file(path, "wb") as f:
         yield lambda ids, probabilities: f.write(csv_rows(ids, probabilities))
 
 
@@ -70,7 +70,7 @@ def write_piece(path: str, ids: np.ndarray, probabilities: np.ndarray) -> None:
 
 
 def piece_path(staging: str, name: str) -> str:
-    return layout.join(staging, "pieces", name)
+    return file_io.join(staging, "pieces", name)
 
 
 def merge(pieces: Sequence[str], staging: str, output: str) -> None:
@@ -78,14 +78,14 @@ def merge(pieces: Sequence[str], staging: str, output: str) -> None:
     the staging folder, then renamed over `output`."""
     import gzip
 
-    staged = layout.join(staging, "submission" + (".csv.gz" if output.endswith(".gz") else ".csv"))
-    with layout.open_file(staged, "wb") as raw:
+    staged = file_io.join(staging, "submission" + (".csv.gz" if output.endswith(".gz") else ".csv"))
+    with file_io.open_file(staged, "wb") as raw:
         sink = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if output.endswith(".gz") else raw
         sink.write((HEADER + "\n").encode())
-        layout.copy_files(pieces, sink.write, COPY_BLOCK)
+        file_io.copy_files(pieces, sink.write, COPY_BLOCK)
         if sink is not raw:
             sink.close()
-    layout.replace(staged, output)
+    file_io.replace(staged, output)
 
 
 def piece_order(pieces: Iterable[dict]) -> list:

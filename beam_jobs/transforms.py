@@ -19,7 +19,7 @@ from apache_beam.metrics import Metrics
 from beam_jobs import blocks, csv_reader, rejects, shards, windows
 from beam_jobs.blocks import Block
 from beam_jobs.csv_reader import Reject, Rows
-from tfrecords_schema import encode_windows, layout
+from tfrecords_schema import encode_windows, file_io, output_folder
 
 _LOG = logging.getLogger(__name__)
 NAMESPACE = "crewstream"
@@ -37,7 +37,7 @@ ENCODE_CHUNK = 512  # windows encoded at once: bounds the copy a large group nee
 
 
 def split_of(crew: int, eval_crews: FrozenSet[int]) -> str:
-    return layout.EVAL if crew in eval_crews else layout.TRAIN
+    return output_folder.EVAL if crew in eval_crews else output_folder.TRAIN
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,7 +274,7 @@ class SortBlockFn(beam.DoFn):
         yield from tally_sources("rows_used", rows.source)
         split = split_of(key[0], p.eval_crews)
         yield beam.pvalue.TaggedOutput(GROUPS, {"split": split, "crew": key[0], "num_rows": len(rows)})
-        if split == layout.TRAIN:
+        if split == output_folder.TRAIN:
             yield beam.pvalue.TaggedOutput(TRAIN_SIGNALS, scaling.signals_record_batch(rows.signals))
         path = blocks.sorted_path(p.staging, key, index)
         blocks.write_rows(path, rows)
@@ -489,8 +489,8 @@ class ConcatShardFn(beam.DoFn):
         pieces = sorted((p for p in pieces if p is not None),
                         key=lambda p: (shards.shard_offset(*p["group"], 1 << 30, salt=shard), tuple(p["group"]),
                                        p.get("block", 0)))
-        relative = layout.shard_path(split, shard, self._num_shards, self._compression)
-        digest = shards.concatenate([p["file"] for p in pieces], layout.join(self._staging, relative),
+        relative = output_folder.shard_path(split, shard, self._num_shards, self._compression)
+        digest = shards.concatenate([p["file"] for p in pieces], file_io.join(self._staging, relative),
                                     self._compression)
         counts = {name: sum(p["class_counts"][name] for p in pieces) for name in shards.class_counts([])}
         meta = {"split": split, "file": relative, "num_windows": sum(p["num_windows"] for p in pieces),
@@ -514,7 +514,7 @@ class WriteShards(beam.PTransform):
         every_shard = (
             pieces.pipeline
             | "EveryShard" >> beam.Create(
-                [((split, k), None) for split in layout.SPLITS for k in range(self._num_shards)])
+                [((split, k), None) for split in output_folder.SPLITS for k in range(self._num_shards)])
         )
         keyed = pieces | "KeyByShard" >> beam.Map(lambda p: ((p["split"], p["shard"]), p))
         return (
@@ -585,7 +585,7 @@ def write_manifest_last(pipeline, staging: str, make, **side_inputs) -> None:
     input is complete: `make(**side_inputs)` (their values) -> a JSON-able dict."""
     _ = (
         pipeline
-        | "ManifestTrigger" >> beam.Create([layout.join(staging, MANIFEST)])
+        | "ManifestTrigger" >> beam.Create([file_io.join(staging, MANIFEST)])
         | "WriteManifest" >> beam.Map(lambda path, **values: _write_json(path, make(**values)), **side_inputs)
     )
 
@@ -593,11 +593,11 @@ def write_manifest_last(pipeline, staging: str, make, **side_inputs) -> None:
 def _write_json(path: str, content: Dict) -> str:
     import json
 
-    layout.write_bytes(path, json.dumps(content).encode())
+    file_io.write_bytes(path, json.dumps(content).encode())
     return path
 
 
 def read_manifest(staging: str) -> Dict:
     import json
 
-    return json.loads(layout.read_bytes(layout.join(staging, MANIFEST)))
+    return json.loads(file_io.read_bytes(file_io.join(staging, MANIFEST)))

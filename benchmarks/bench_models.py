@@ -26,7 +26,7 @@ from typing import Dict, List
 
 from benchmarks.bench_trainer import add_sample_args, machine, make_sample, table
 from benchmarks.common import load_average, scratch_dir
-from tfrecords_schema import LABEL_VOCABULARY, layout, read_stats
+from tfrecords_schema import LABEL_VOCABULARY, read_stats, output_folder
 
 # name -> trainer.model.ModelParams fields (the rest are train's defaults). norm_rows None: half W.
 CANDIDATES: Dict[str, Dict[str, object]] = {
@@ -89,7 +89,7 @@ def _mean(runs: List[Dict[str, object]]) -> Dict[str, object]:
 
 def render(results: List[Dict[str, object]], out: str, args) -> str:
     stats = read_stats(out)
-    ev, tr = stats["splits"][layout.EVAL], stats["splits"][layout.TRAIN]
+    ev, tr = stats["splits"][output_folder.EVAL], stats["splits"][output_folder.TRAIN]
     rows = []
     for name in dict.fromkeys(r["name"] for r in results):
         runs = [r for r in results if r["name"] == name]

@@ -39,7 +39,7 @@ from typing import Dict, List, Sequence
 from benchmarks.bench_preprocess import REPO_ROOT, machine_header
 from benchmarks.bench_trainer import add_sample_args, make_sample, table
 from benchmarks.common import scratch_dir
-from tfrecords_schema import layout, read_stats, write_stats
+from tfrecords_schema import read_stats, write_stats, output_folder
 
 VARIANTS = {
     "default": (1, "1 process, --strategy default"),
@@ -70,12 +70,12 @@ def without_eval(out: str, dst: str) -> str:
     """A copy of OUT (train shards hard-linked) whose eval split is empty: fit validates nothing."""
     shutil.rmtree(dst, ignore_errors=True)
     stats = read_stats(out)
-    for shard in stats["splits"][layout.TRAIN]["shards"]:
+    for shard in stats["splits"][output_folder.TRAIN]["shards"]:
         os.makedirs(os.path.dirname(os.path.join(dst, shard["file"])), exist_ok=True)
         os.link(os.path.join(out, shard["file"]), os.path.join(dst, shard["file"]))
-    stats["splits"][layout.EVAL].update(num_windows=0, shards=[],  # its rows stay counted
+    stats["splits"][output_folder.EVAL].update(num_windows=0, shards=[],  # its rows stay counted
                                         class_counts={k: 0 for k in stats["label_vocabulary"]})
-    for name in (layout.TRANSFORM_FN_DIR, layout.TRANSFORMED_METADATA_DIR):
+    for name in (output_folder.TRANSFORM_FN_DIR, output_folder.TRANSFORMED_METADATA_DIR):
         shutil.copytree(os.path.join(out, name), os.path.join(dst, name))
     write_stats(dst, stats)
     return dst
@@ -168,7 +168,7 @@ def main(argv: Sequence[str] = None) -> int:
         print("\n".join(machine_header()), flush=True)
         out = args.data or make_sample(workdir, args)
         data = without_eval(out, os.path.join(workdir, "train-only"))
-        windows = read_stats(data)["splits"][layout.TRAIN]["num_windows"]
+        windows = read_stats(data)["splits"][output_folder.TRAIN]["num_windows"]
         runs: Dict[str, List[Dict]] = {v: [] for v in args.variants}
         for repeat in range(args.repeats):
             for variant in args.variants:

@@ -60,7 +60,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from benchmarks.bench_preprocess import machine_header, measure
 from benchmarks.bench_trainer import default_params, table
-from tfrecords_schema import csv_layout
+from tfrecords_schema import csv_columns
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,7 +72,7 @@ SIZES = {  # name: (test crews, test seconds per (crew, seat))
     "kaggle-groups": ("1", 3899.0),
     "kaggle": ("1,2,3,4,5,6,7,8,13", 3899.0),
 }
-FEATURE_SETS = {"1": ["r"], "23": list(csv_layout.SIGNALS)}
+FEATURE_SETS = {"1": ["r"], "23": list(csv_columns.SIGNALS)}
 KINDS = ("lstm", "tcn")  # trainer.model.MODELS, named here so the parent need not import TensorFlow
 DEFAULT_WINDOWS_ROWS = 131_072  # the tcn's windowed predict: rows of `one` it runs on (0: all)
 # beam_jobs.predict's last line: "... in S s (N rows/s; model calls M s, R rows/s)"
@@ -178,9 +178,9 @@ def time_prefix(frame, rows: int):
     its group, so its window (docs/DESIGN.md, Prediction) is the same in the subset as in the whole file."""
     import numpy as np
 
-    groups = frame.groupby([csv_layout.CREW, csv_layout.SEAT, csv_layout.EXPERIMENT], sort=False)
+    groups = frame.groupby([csv_columns.CREW, csv_columns.SEAT, csv_columns.EXPERIMENT], sort=False)
     per_group = -(-rows // max(1, groups.ngroups))
-    rank = groups[csv_layout.TIME].rank(method="first")
+    rank = groups[csv_columns.TIME].rank(method="first")
     return (rank <= per_group).to_numpy(np.bool_)
 
 
@@ -188,7 +188,7 @@ def child_subset(csv: str, rows: int, output: str) -> None:
     """Write the rows of `csv` that time_prefix keeps (about `rows`), in file order, to `output`."""
     import pandas as pd
 
-    frame = pd.read_csv(csv, dtype={csv_layout.EXPERIMENT: str}, float_precision="round_trip")
+    frame = pd.read_csv(csv, dtype={csv_columns.EXPERIMENT: str}, float_precision="round_trip")
     frame[time_prefix(frame, rows)].to_csv(output, index=False)
 
 
@@ -208,7 +208,7 @@ def sort_and_scale(frame, stats: Dict):
     stats.json's scaling in float64, as float32 [N, F])."""
     import numpy as np
 
-    frame = frame.sort_values([csv_layout.CREW, csv_layout.SEAT, csv_layout.EXPERIMENT, csv_layout.TIME],
+    frame = frame.sort_values([csv_columns.CREW, csv_columns.SEAT, csv_columns.EXPERIMENT, csv_columns.TIME],
                               kind="stable", ignore_index=True)
     features = stats["features"]
     mean = np.array([stats["scaling"][n]["mean"] for n in features])
@@ -223,12 +223,12 @@ def stride1_windows(frame, scaled, window: int, limit: int):
     import numpy as np
 
     parts, ids, total = [], [], 0
-    for _, rows in sorted(frame.groupby([csv_layout.CREW, csv_layout.SEAT, csv_layout.EXPERIMENT]).indices.items()):
+    for _, rows in sorted(frame.groupby([csv_columns.CREW, csv_columns.SEAT, csv_columns.EXPERIMENT]).indices.items()):
         values = scaled[rows]
         padded = np.concatenate([np.repeat(values[:1], window - 1, axis=0), values])
         take = min(len(rows), limit - total)
         parts.append(np.lib.stride_tricks.sliding_window_view(padded, window, axis=0).transpose(0, 2, 1)[:take])
-        ids.append(frame[csv_layout.ID].to_numpy()[rows][:take])
+        ids.append(frame[csv_columns.ID].to_numpy()[rows][:take])
         total += take
         if total >= limit:
             break
@@ -252,7 +252,7 @@ def child_inmemory(csv: str, model_dir: str, batch_size: int, max_bytes: int, ou
     probabilities = net.predict(X, batch_size=batch_size, verbose=0)
     marks.append(("model.predict", time.perf_counter()))
     sub = pd.DataFrame(probabilities, columns=list(stats["label_vocabulary"]))
-    sub.insert(0, csv_layout.ID, ids)
+    sub.insert(0, csv_columns.ID, ids)
     sub.to_csv(output, index=False)
     marks.append(("to_csv", time.perf_counter()))
     phases = {name: t - marks[i][1] for i, (name, t) in enumerate(marks[1:])}

@@ -89,7 +89,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
-from tfrecords_schema import csv_layout, layout, sequence
+from tfrecords_schema import csv_columns, sequence, output_folder
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -338,7 +338,7 @@ def count_rows(path: Path) -> int:
 
 def variant_command(variant: str, args, csv: Path, out: Path, pool: str = "localhost:PORT") -> List[str]:
     common = ["--input", str(csv), "--output", str(out)]
-    if list(args.features) != list(csv_layout.SIGNALS):  # both default to all 23 in file order
+    if list(args.features) != list(csv_columns.SIGNALS):  # both default to all 23 in file order
         common += ["--features", ",".join(args.features)]
     common += ["--window", str(args.window), "--stride", str(args.stride),
               "--eval-crews", ",".join(map(str, args.eval_crews)), "--num-shards", str(args.num_shards)]
@@ -353,7 +353,7 @@ def variant_command(variant: str, args, csv: Path, out: Path, pool: str = "local
 
 def read_written(variant: str, out: Path) -> Dict:
     """The run's stats.json (Beam) or summary.json (reference); {} when absent."""
-    name = "summary.json" if variant.startswith("inmemory") else layout.STATS_FILE
+    name = "summary.json" if variant.startswith("inmemory") else output_folder.STATS_FILE
     try:
         with open(out / name) as f:
             return json.load(f)
@@ -363,7 +363,7 @@ def read_written(variant: str, out: Path) -> Dict:
 
 def shard_bytes(out: Path) -> int:
     """Bytes of the shards in OUT/train and OUT/eval."""
-    return sum(f.stat().st_size for split in layout.SPLITS if (out / split).is_dir()
+    return sum(f.stat().st_size for split in output_folder.SPLITS if (out / split).is_dir()
                for f in (out / split).iterdir() if f.is_file())
 
 
@@ -384,7 +384,7 @@ def run_variant(variant: str, repeat: int, args, csv: Path, env: Dict[str, str],
     run.shard_bytes = shard_bytes(out)
     written = read_written(variant, out)
     if written:
-        run.windows = {split: written["splits"][split]["num_windows"] for split in layout.SPLITS}
+        run.windows = {split: written["splits"][split]["num_windows"] for split in output_folder.SPLITS}
         run.phases = written.get("phases", [])
         run.phases_started_at = written.get("started_at", run.started_at)
     status = "ok" if run.returncode == 0 else f"FAILED (exit {run.returncode}, see {log_path})"
@@ -476,7 +476,7 @@ def summarize(variant: str, runs: List[Run], rows: int, num_features: int) -> Li
         _gib(med("max_single_rss")),
         f"{med('max_procs'):.0f}",
         f"{med('cpu_s'):.1f}",
-        f"{windows.get(layout.TRAIN, '?'):,} / {windows.get(layout.EVAL, '?'):,}" if windows else "?",
+        f"{windows.get(output_folder.TRAIN, '?'):,} / {windows.get(output_folder.EVAL, '?'):,}" if windows else "?",
         _gib(ok[-1].shard_bytes),
         f"{ok[-1].shard_bytes / (rows * num_features * 4):.3f}",
     ]
@@ -578,11 +578,11 @@ def _parse_args(argv: Optional[Sequence[str]]):
     parser.add_argument("--check", action="store_true",
                         help="compare every Beam output with the reference's (small inputs only)")
     args = parser.parse_args(argv)
-    args.features = list(csv_layout.SIGNALS) if args.features.strip() == "all" else \
+    args.features = list(csv_columns.SIGNALS) if args.features.strip() == "all" else \
         [f.strip() for f in args.features.split(",") if f.strip()]
-    unknown = [f for f in args.features if f not in csv_layout.SIGNALS]
+    unknown = [f for f in args.features if f not in csv_columns.SIGNALS]
     if unknown or not args.features:
-        parser.error(f"--features: unknown {unknown}; choose from {','.join(csv_layout.SIGNALS)} or all")
+        parser.error(f"--features: unknown {unknown}; choose from {','.join(csv_columns.SIGNALS)} or all")
     args.eval_crews = [int(c) for c in args.eval_crews.split(",") if c.strip()]
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not args.variants or any(v not in VARIANTS for v in args.variants):

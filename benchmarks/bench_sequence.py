@@ -34,7 +34,7 @@ import numpy as np
 
 from benchmarks.bench_trainer import add_sample_args, bound_dataset, machine, median_rates, spread, table
 from benchmarks.common import load_average, run_parts, scratch_dir
-from tfrecords_schema import layout, read_stats, sequence, shard_files
+from tfrecords_schema import read_stats, sequence, shard_files, output_folder
 
 
 def make_folders(workdir: str, args) -> Dict[str, str]:
@@ -81,19 +81,19 @@ def bench_input(folders: Dict[str, str], args) -> str:
         "windows: bound (TFRecordDataset + parse_example)": bound_dataset(folders[sequence.WINDOWS], windows_stats,
                                                                           args.batch_size).repeat(),
         f"windows: make_dataset, stride {windows_stats['stride']}, shuffle": data.make_dataset(
-            folders[sequence.WINDOWS], layout.TRAIN, args.batch_size, shuffle=True, repeat=True, seed=0),
+            folders[sequence.WINDOWS], output_folder.TRAIN, args.batch_size, shuffle=True, repeat=True, seed=0),
     }
     for stride in args.strides:
         for shuffle in (False, True):
             pipelines[f"sequence: make_dataset, stride {stride}{', shuffle' if shuffle else ''}"] = data.make_dataset(
-                folders[sequence.SEQUENCE], layout.TRAIN, args.batch_size, shuffle=shuffle, repeat=True, window=w,
+                folders[sequence.SEQUENCE], output_folder.TRAIN, args.batch_size, shuffle=shuffle, repeat=True, window=w,
                 stride=stride, seed=0)
     rates = median_rates({name: steady(ds, args.input_batches) for name, ds in pipelines.items()}, args.repeats)
     bound = statistics.median(next(iter(rates.values())))
     window_mib = w * len(seq_stats["features"]) * 4 / 2**20
     rows = [(name, f"{statistics.median(r):,.0f}", spread(r), f"{statistics.median(r) * window_mib:,.0f}",
              f"{statistics.median(r) / bound:.2f}") for name, r in rates.items()]
-    counts = ", ".join(f"stride {s}: {data.num_windows(data.windowed_stats(seq_stats, w, s), layout.TRAIN):,}"
+    counts = ", ".join(f"stride {s}: {data.num_windows(data.windowed_stats(seq_stats, w, s), output_folder.TRAIN):,}"
                        for s in args.strides)
     return table(f"1. input, train split, windows of {w} x {len(seq_stats['features'])} ({counts}), batch "
                  f"{args.batch_size}: {args.input_batches} batches of the repeated pipeline, in steady state "
@@ -112,7 +112,7 @@ def recordings_of_rows(seq_out: str, keys: set) -> Dict[bytes, tuple]:
 
     stats = read_stats(seq_out)
     owner = {}
-    for serialized in tf.data.TFRecordDataset(shard_files(seq_out, stats, layout.TRAIN)).batch(16):
+    for serialized in tf.data.TFRecordDataset(shard_files(seq_out, stats, output_folder.TRAIN)).batch(16):
         chunk = parse_chunks(serialized, len(stats["features"]))
         for rows, crew, seat, experiment in zip(chunk[ROWS], chunk[CREW].numpy(), chunk[SEAT].numpy(),
                                                 chunk[EXPERIMENT].numpy()):
@@ -128,9 +128,9 @@ def bench_mixing(folders: Dict[str, str], args) -> str:
 
     stats = read_stats(folders[sequence.WINDOWS])
     sources = {
-        "windows layout": data.make_dataset(folders[sequence.WINDOWS], layout.TRAIN, args.batch_size,
+        "windows layout": data.make_dataset(folders[sequence.WINDOWS], output_folder.TRAIN, args.batch_size,
                                             shuffle=True, seed=0),
-        "sequence layout": data.make_dataset(folders[sequence.SEQUENCE], layout.TRAIN, args.batch_size,
+        "sequence layout": data.make_dataset(folders[sequence.SEQUENCE], output_folder.TRAIN, args.batch_size,
                                              shuffle=True, window=stats["window"], stride=stats["stride"], seed=0),
     }
     last_rows = {name: [[np.ascontiguousarray(w[-1]).tobytes() for w in x.numpy()]
@@ -145,7 +145,7 @@ def bench_mixing(folders: Dict[str, str], args) -> str:
     recordings = len({v for v in owner.values()})
     return table(f"2. mixing: the first {args.mix_batches} shuffled batches of {args.batch_size} windows "
                  f"({stats['window']}, stride {stats['stride']}; shuffle buffer {data.DEFAULT_SHUFFLE_BUFFER}; "
-                 f"{recordings} recordings seen, {len(stats['splits'][layout.TRAIN]['shards'])} shards)",
+                 f"{recordings} recordings seen, {len(stats['splits'][output_folder.TRAIN]['shards'])} shards)",
                  ["layout", "share of the top recording (mean)", "(max)", "recordings per batch"], rows)
 
 
@@ -184,12 +184,12 @@ def train_for(seq_out: str, workdir: str, dense: bool, args) -> Dict[str, object
     net = model_lib.build_model(stats["window"], len(stats["features"]), params)
     if dense:
         fitted = model_lib.dense_model(net, params)
-        ds = data.make_dense_dataset(seq_out, layout.TRAIN, args.dense_batch, shuffle=True, repeat=True,
+        ds = data.make_dense_dataset(seq_out, output_folder.TRAIN, args.dense_batch, shuffle=True, repeat=True,
                                      seed=0, stats=stats)
         per_step = f"{args.dense_batch} chunks"
     else:
         fitted = net
-        ds = data.make_dataset(seq_out, layout.TRAIN, args.batch_size, shuffle=True, repeat=True, seed=0,
+        ds = data.make_dataset(seq_out, output_folder.TRAIN, args.batch_size, shuffle=True, repeat=True, seed=0,
                                stats=stats)
         per_step = f"{args.batch_size} windows"
     budget = budget_callback(args.train_seconds)

@@ -34,7 +34,7 @@ import numpy as np
 import psutil
 
 from benchmarks.common import load_average, run_parts, scratch_dir
-from tfrecords_schema import LABEL_VOCABULARY, layout, read_stats, write_stats
+from tfrecords_schema import LABEL_VOCABULARY, read_stats, write_stats, output_folder
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `-m benchmarks.X` runs
 
@@ -105,18 +105,18 @@ def doubled(out: str, dst: str) -> str:
     """A copy of OUT whose train split lists every train shard twice (hard links: no extra disk)."""
     shutil.rmtree(dst, ignore_errors=True)
     stats = read_stats(out)
-    train = stats["splits"][layout.TRAIN]
+    train = stats["splits"][output_folder.TRAIN]
     n = len(train["shards"])
     shards = []
     for copy in range(2):
         for i, shard in enumerate(train["shards"]):
-            name = layout.shard_path(layout.TRAIN, copy * n + i, 2 * n, stats["compression"])
+            name = output_folder.shard_path(output_folder.TRAIN, copy * n + i, 2 * n, stats["compression"])
             os.makedirs(os.path.dirname(os.path.join(dst, name)), exist_ok=True)
             os.link(os.path.join(out, shard["file"]), os.path.join(dst, name))
             shards.append({"file": name, "num_windows": shard["num_windows"]})
     train.update(shards=shards, num_windows=2 * train["num_windows"], num_rows=2 * train["num_rows"],
                  class_counts={k: 2 * v for k, v in train["class_counts"].items()})
-    for name in (layout.EVAL, layout.TRANSFORM_FN_DIR, layout.TRANSFORMED_METADATA_DIR):
+    for name in (output_folder.EVAL, output_folder.TRANSFORM_FN_DIR, output_folder.TRANSFORMED_METADATA_DIR):
         shutil.copytree(os.path.join(out, name), os.path.join(dst, name))
     write_stats(dst, stats)
     return dst
@@ -129,7 +129,7 @@ def bound_dataset(out: str, stats: Dict, batch: int):
     from tfrecords_schema import LABEL, WINDOW, parse_examples, shard_files
 
     w, f = stats["window"], len(stats["features"])
-    ds = tf.data.TFRecordDataset(shard_files(out, stats, layout.TRAIN),
+    ds = tf.data.TFRecordDataset(shard_files(out, stats, output_folder.TRAIN),
                                  compression_type="GZIP" if stats["compression"] == "GZIP" else "",
                                  num_parallel_reads=tf.data.AUTOTUNE)
     ds = ds.batch(batch).map(lambda s: (lambda p: (p[WINDOW], p[LABEL]))(parse_examples(s, w, f)),
@@ -146,7 +146,7 @@ def load_in_memory(out: str, stats: Dict, weighting: str):
         xs.append(x.numpy())
         ys.append(y.numpy())
     y = np.concatenate(ys)
-    lookup = weights.weight_vector(stats["splits"][layout.TRAIN]["class_counts"], weighting)
+    lookup = weights.weight_vector(stats["splits"][output_folder.TRAIN]["class_counts"], weighting)
     return np.concatenate(xs), y, lookup[y]
 
 
@@ -173,8 +173,8 @@ def bench_input(out: str, stats: Dict, args) -> str:
     arrays = load_in_memory(out, stats, "balanced")
     pipelines = [
         ("bound: TFRecordDataset + parse_example", bound_dataset(out, stats, args.batch_size)),
-        ("make_dataset (no shuffle)", data.make_dataset(out, layout.TRAIN, args.batch_size)),
-        ("make_dataset (shuffle)", data.make_dataset(out, layout.TRAIN, args.batch_size, shuffle=True, seed=0)),
+        ("make_dataset (no shuffle)", data.make_dataset(out, output_folder.TRAIN, args.batch_size)),
+        ("make_dataset (shuffle)", data.make_dataset(out, output_folder.TRAIN, args.batch_size, shuffle=True, seed=0)),
         ("in memory: from_tensor_slices", in_memory_dataset(arrays, args.batch_size)),
         ("in memory: from_tensor_slices + shuffle",
          in_memory_dataset(arrays, args.batch_size, shuffle_buffer=data.DEFAULT_SHUFFLE_BUFFER)),
@@ -198,7 +198,7 @@ def bench_training(out: str, stats: Dict, args) -> str:
 
     arrays = load_in_memory(out, stats, "balanced")
     sources = {
-        "streaming (make_dataset)": data.make_dataset(out, layout.TRAIN, args.batch_size, shuffle=True,
+        "streaming (make_dataset)": data.make_dataset(out, output_folder.TRAIN, args.batch_size, shuffle=True,
                                                       repeat=True, seed=0),
         "in memory (from_tensor_slices)": in_memory_dataset(
             arrays, args.batch_size, shuffle_buffer=data.DEFAULT_SHUFFLE_BUFFER, repeat=True),
@@ -227,7 +227,7 @@ def child_peak_memory(out: str, mode: str, batch: int, steps: int) -> Dict:
 
     stats = read_stats(out)
     if mode == "streaming":
-        ds = data.make_dataset(out, layout.TRAIN, batch, shuffle=True, repeat=True, seed=0)
+        ds = data.make_dataset(out, output_folder.TRAIN, batch, shuffle=True, repeat=True, seed=0)
     else:
         ds = in_memory_dataset(load_in_memory(out, stats, "balanced"), batch,
                                shuffle_buffer=data.DEFAULT_SHUFFLE_BUFFER, repeat=True)
@@ -248,7 +248,7 @@ def peak_rss_mib() -> float:
 
 def bench_memory(out: str, out2: str, stats: Dict, args) -> str:
     sizes = {"1x": out, "2x": out2}
-    split_mib = {k: read_stats(v)["splits"][layout.TRAIN]["num_windows"] * stats["window"]
+    split_mib = {k: read_stats(v)["splits"][output_folder.TRAIN]["num_windows"] * stats["window"]
                  * len(stats["features"]) * 4 / 2**20 for k, v in sizes.items()}
     rows = []
     for mode in ("streaming", "in-memory"):
@@ -283,7 +283,7 @@ def bench_weighting(out: str, workdir: str, args) -> str:
         rows.append([method] + [f"{report['per_class'][c]['recall']:.3f}" for c in LABEL_VOCABULARY]
                     + [f"{report['macro_f1']:.3f}", f"{report['accuracy']:.3f}", f"{report['log_loss']:.3f}",
                        f"{time.perf_counter() - start:.0f}"])
-    support = read_stats(out)["splits"][layout.EVAL]["class_counts"]
+    support = read_stats(out)["splits"][output_folder.EVAL]["class_counts"]
     return table(f"4. eval after {args.weighting_epochs} epochs, default model, seed 0 (eval support "
                  + ", ".join(f"{c} {support[c]:,}" for c in LABEL_VOCABULARY) + ")",
                  ["weighting"] + [f"recall {c}" for c in LABEL_VOCABULARY]
@@ -313,7 +313,7 @@ def bench_models(out: str, stats: Dict, args) -> str:
         params = default_params(kind, stats["window"])
         model_lib.set_seed(0)
         net = model_lib.build_model(stats["window"], len(stats["features"]), params)
-        ds = data.make_dataset(out, layout.TRAIN, args.batch_size, shuffle=True, repeat=True, seed=0)
+        ds = data.make_dataset(out, output_folder.TRAIN, args.batch_size, shuffle=True, repeat=True, seed=0)
 
         def fit(ds=ds, net=net) -> int:
             net.fit(ds, epochs=1, steps_per_epoch=args.train_steps, verbose=0)
@@ -321,7 +321,7 @@ def bench_models(out: str, stats: Dict, args) -> str:
 
         runs[kind], described[kind] = fit, f"{params.describe()}; {net.count_params():,} weights"
     rates = median_rates(runs, args.repeats)
-    windows = stats["splits"][layout.TRAIN]["num_windows"]
+    windows = stats["splits"][output_folder.TRAIN]["num_windows"]
     first = statistics.median(rates[args.models[0]])
     rows = [(kind, f"{statistics.median(r):,.0f}", spread(r), f"{windows / statistics.median(r):,.0f}",
              f"{statistics.median(r) / first:.2f}") for kind, r in rates.items()]

@@ -45,11 +45,11 @@ import pandas as pd
 import psutil
 
 from tfrecords_schema import (CREW, END_TIME, EXPERIMENT, LABEL, LABEL_VOCABULARY, SEAT, WINDOW,
-                              csv_layout, layout, parse_examples, read_stats, shard_files)
+                              csv_columns, layout, parse_examples, read_stats, shard_files)
 
 _LOG = logging.getLogger("crewstream.inmemory_reference")
 SUMMARY_FILE = "summary.json"
-GROUP_KEYS = [csv_layout.CREW, csv_layout.SEAT, csv_layout.EXPERIMENT]
+GROUP_KEYS = [csv_columns.CREW, csv_columns.SEAT, csv_columns.EXPERIMENT]
 
 
 class Phases:
@@ -76,7 +76,7 @@ def read_rows(path: str) -> pd.DataFrame:
 
 def sort_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows ordered by (crew, seat, experiment, time), time compared as a number."""
-    return frame.sort_values(GROUP_KEYS + [csv_layout.TIME], kind="stable", ignore_index=True)
+    return frame.sort_values(GROUP_KEYS + [csv_columns.TIME], kind="stable", ignore_index=True)
 
 
 def fit_zscore(train: pd.DataFrame, features: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
@@ -117,8 +117,8 @@ def make_windows(frame: pd.DataFrame, scaled: np.ndarray, window: int, stride: i
     (crew, seat, experiment, count) per group, in order.
     """
     label_of = {name: i for i, name in enumerate(LABEL_VOCABULARY)}
-    labels = frame[csv_layout.EVENT].map(label_of).to_numpy(np.int64)
-    times = frame[csv_layout.TIME].to_numpy(np.float64)
+    labels = frame[csv_columns.EVENT].map(label_of).to_numpy(np.int64)
+    times = frame[csv_columns.TIME].to_numpy(np.float64)
     Xs, ys, ends, keys = [], [], [], []
     for (crew, seat, experiment), rows in sorted(frame.groupby(GROUP_KEYS).indices.items()):
         X, y, end = window_group(times[rows], scaled[rows], labels[rows], window, stride, max_gap)
@@ -168,7 +168,7 @@ def write_split(out_dir: str, split: str, X: np.ndarray, y: np.ndarray, end: np.
     return files
 
 
-def run(input_path: str, out_dir: str, features: Sequence[str] = csv_layout.SIGNALS, window: int = 256,
+def run(input_path: str, out_dir: str, features: Sequence[str] = csv_columns.SIGNALS, window: int = 256,
         stride: int = 32, max_gap: float = 1.0, eval_crews: Sequence[int] = (),
         num_shards: int = 1, as_list: bool = False) -> Dict:
     """Preprocess `input_path` into `out_dir` in memory; returns (and writes) the summary."""
@@ -180,7 +180,7 @@ def run(input_path: str, out_dir: str, features: Sequence[str] = csv_layout.SIGN
     phases.done("read_csv")
     frame = sort_rows(frame)
     phases.done("sort")
-    is_eval = frame[csv_layout.CREW].isin(list(eval_crews))
+    is_eval = frame[csv_columns.CREW].isin(list(eval_crews))
     splits = {layout.TRAIN: frame[~is_eval], layout.EVAL: frame[is_eval]}
     mean, std = fit_zscore(splits[layout.TRAIN], features)
     phases.done("fit_zscore")
@@ -196,7 +196,7 @@ def run(input_path: str, out_dir: str, features: Sequence[str] = csv_layout.SIGN
         phases.done(f"examples_{split}")
         counts = np.bincount(y, minlength=len(LABEL_VOCABULARY))
         summary["splits"][split] = {
-            "crews": sorted(int(c) for c in rows[csv_layout.CREW].unique()),
+            "crews": sorted(int(c) for c in rows[csv_columns.CREW].unique()),
             "num_rows": len(rows), "num_windows": len(y),
             "class_counts": {name: int(counts[i]) for i, name in enumerate(LABEL_VOCABULARY)},
             "files": files,
@@ -307,7 +307,7 @@ def _parse_args(argv: Optional[Sequence[str]]):
         description="In-memory pandas/numpy version of `crewstream preprocess` (the baseline).")
     parser.add_argument("--input", required=True, help="one train-layout CSV")
     parser.add_argument("--output", required=True, help="output folder")
-    parser.add_argument("--features", default=",".join(csv_layout.SIGNALS),
+    parser.add_argument("--features", default=",".join(csv_columns.SIGNALS),
                         help="comma-separated signal columns (default: all 23)")
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--stride", type=int, default=32)
@@ -319,9 +319,9 @@ def _parse_args(argv: Optional[Sequence[str]]):
     parser.add_argument("--profile", help="write cProfile statistics of the run to this file")
     args = parser.parse_args(argv)
     args.features = [f.strip() for f in args.features.split(",") if f.strip()]
-    unknown = [f for f in args.features if f not in csv_layout.SIGNALS]
+    unknown = [f for f in args.features if f not in csv_columns.SIGNALS]
     if unknown or not args.features:
-        parser.error(f"--features: unknown {unknown}; choose from {','.join(csv_layout.SIGNALS)}")
+        parser.error(f"--features: unknown {unknown}; choose from {','.join(csv_columns.SIGNALS)}")
     args.eval_crews = [int(c) for c in args.eval_crews.split(",") if c.strip()]
     return args
 

@@ -1,44 +1,82 @@
 """`crewstream SUBCOMMAND ...`: one console script; each subcommand is a module's `main(argv)`.
 
-The modules are imported only when their subcommand runs, so `crewstream synth` does not pay for
-importing TensorFlow and `crewstream --help` is instant.
+Nothing imports this module (it sits on top of every package). Each subcommand's module is
+imported only when it runs, so `crewstream synth` does not pay for importing TensorFlow and
+`crewstream --help` is instant; the imports are written out below so that readers and tools see
+them.
 """
 
-import importlib
 import importlib.metadata
-import importlib.util
 import os
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional
 
-from crewstream import failure
+from cli_common import failure
 
-# subcommand -> (module with main(argv), one-line help)
+
+def _synth():
+    from crewstream import synth
+    return synth.main
+
+
+def _preprocess():
+    from beam_jobs import preprocess
+    return preprocess.main
+
+
+def _verify():
+    from crewstream import verify
+    return verify.main
+
+
+def _train():
+    from trainer import task
+    return task.main
+
+
+def _evaluate():
+    from trainer import evaluate
+    return evaluate.main
+
+
+def _predict():
+    from beam_jobs import predict
+    return predict.main
+
+
+def _score():
+    from trainer import score
+    return score.main
+
+
+def _demo():
+    from crewstream import demo
+    return demo.main
+
+
+# subcommand -> (its main(argv), imported when called; one-line help)
 SUBCOMMANDS = {
-    "synth": ("crewstream.synth", "write a sample train.csv / test.csv in the Kaggle layout"),
-    "preprocess": ("beam_jobs.preprocess", "Beam + tf.Transform: CSVs -> scaled windowed TFRecord shards"),
-    "verify": ("crewstream.verify", "check a preprocess output: record CRCs, counts, unlisted shards"),
-    "train": ("trainer.task", "stream the shards into a tf_keras model; export a serving model"),
-    "evaluate": ("trainer.evaluate", "evaluate a trained model on a split; write eval.json"),
-    "predict": ("beam_jobs.predict", "predict a test CSV in bounded memory (a Beam job); write a submission"),
-    "score": ("trainer.score", "score a submission against a truth file (log loss, accuracy, F1)"),
-    "demo": ("crewstream.demo", "synth -> preprocess -> ... on a small generated sample"),
+    "synth": (_synth, "write a sample train.csv / test.csv in the Kaggle layout"),
+    "preprocess": (_preprocess, "Beam + tf.Transform: CSVs -> scaled windowed TFRecord shards"),
+    "verify": (_verify, "check a preprocess output: record CRCs, counts, unlisted shards"),
+    "train": (_train, "stream the shards into a tf_keras model; export a serving model"),
+    "evaluate": (_evaluate, "evaluate a trained model on a split; write eval.json"),
+    "predict": (_predict, "predict a test CSV in bounded memory (a Beam job); write a submission"),
+    "score": (_score, "score a submission against a truth file (log loss, accuracy, F1)"),
+    "demo": (_demo, "synth -> preprocess -> ... on a small generated sample"),
 }
 
 
+def command(name: str) -> Callable[[Optional[List[str]]], int]:
+    """The `main(argv)` of subcommand `name` (its module imported now)."""
+    return SUBCOMMANDS[name][0]()
+
+
 def _usage() -> str:
-    names = [name for name, (module, _) in SUBCOMMANDS.items() if available(module)]
     width = max(len(name) for name in SUBCOMMANDS)
     lines = ["usage: crewstream [--version] SUBCOMMAND [--help] [args...]", "", "subcommands:"]
-    lines += [f"  {name:<{width}}  {SUBCOMMANDS[name][1]}" for name in names]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     return "\n".join(lines)
-
-
-def available(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def version() -> str:
@@ -75,12 +113,10 @@ def _dispatch(argv: Optional[List[str]]) -> int:
         print(f"crewstream {version()}")
         return 0
     name, rest = argv[0], argv[1:]
-    if name not in SUBCOMMANDS or not available(SUBCOMMANDS[name][0]):
+    if name not in SUBCOMMANDS:
         print(f"crewstream: unknown subcommand {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(SUBCOMMANDS[name][0])
-    result = module.main(rest)
-    return int(result or 0)
+    return int(command(name)(rest) or 0)
 
 
 if __name__ == "__main__":

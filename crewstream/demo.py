@@ -2,18 +2,17 @@
 
     synth -> preprocess -> train -> evaluate -> predict -> score
 
-Each step is the same subcommand a user would run, called with the same arguments; the steps
-whose modules are not part of this installation are skipped with a note.
+Each step is the same subcommand a user would run, called with the same arguments.
 """
 
 import argparse
-import importlib
 import os
 import sys
 import time
 from typing import List, Optional, Sequence, Tuple
 
-from crewstream import cli, console, failure
+from cli_common import console, failure
+from crewstream import cli
 from tfrecords_schema import ownership
 
 SAMPLE, OUT, MODEL, SUBMISSION = "sample", "out", "model", "submission.csv"
@@ -81,13 +80,9 @@ def _run_steps(args) -> int:
     started = time.time()
     for title, subcommand, step_argv in steps(args.workdir, args.seconds, args.epochs):
         step_argv += ["--verbose"] if args.verbose else []
-        module = cli.SUBCOMMANDS[subcommand][0]
-        if not cli.available(module):
-            print(f"\n== {title}: skipped (`crewstream {subcommand}` is not part of this version)", flush=True)
-            continue
         print(f"\n== {title}: crewstream {subcommand} {' '.join(step_argv)}", flush=True)
         t0 = time.time()
-        code = importlib.import_module(module).main(step_argv)
+        code = cli.command(subcommand)(step_argv)
         if code:  # the step printed its one line (`crewstream STEP: error: ...`)
             return int(code)
         print(f"== {title}: done in {time.time() - t0:.1f} s", flush=True)

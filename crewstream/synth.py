@@ -3,7 +3,7 @@
 The real competition files cannot be reached from our machines, so everything downstream is built
 and tested on files made here. They reproduce the layout and the quirks that docs/DATA.md lists:
 
-* headers exactly `csv_layout.TRAIN_COLUMNS` / `csv_layout.TEST_COLUMNS`, values never quoted;
+* headers exactly `csv_columns.TRAIN_COLUMNS` / `csv_columns.TEST_COLUMNS`, values never quoted;
 * rows of one (crew, experiment) together, the two seats interleaved, and within that the rows
   ordered by the `time` column compared AS TEXT (`109.98828125` comes before `11.0`);
 * `time` = sample index / SAMPLE_RATE_HZ, written as the shortest repr in train.csv
@@ -47,11 +47,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from tfrecords_schema.csv_layout import (
+from tfrecords_schema.csv_columns import (
     CREW, EVENT, EXPERIMENT, EXPERIMENTS, ID, SAMPLE_RATE_HZ, SEAT, SEATS, SIGNALS, TEST_COLUMNS,
     TEST_EXPERIMENTS, TIME, TRAIN_COLUMNS, TRAIN_EXPERIMENTS,
 )
-from crewstream import console, failure
+from cli_common import console, failure
 from tfrecords_schema import ownership
 from tfrecords_schema.record import LABEL_VOCABULARY
 
@@ -64,7 +64,7 @@ OUTPUT = ownership.Kind("synth", (TRAIN_FILE, TEST_FILE, TRUTH_FILE))
 TRUTH_COLUMNS = (ID, EVENT)
 
 A, B, C, D = (LABEL_VOCABULARY.index(name) for name in "ABCD")
-# csv_layout.SIGNALS is the 20 EEG channels, then ecg, r, gsr: positions, so no name is retyped here.
+# csv_columns.SIGNALS is the 20 EEG channels, then ecg, r, gsr: positions, so no name is retyped here.
 NUM_EEG = len(SIGNALS) - 3
 ECG, R, GSR = range(NUM_EEG, len(SIGNALS))
 

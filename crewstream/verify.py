@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from crewstream import console, failure
+from cli_common import console, failure
 from tfrecords_schema.verify import Report, verify
 
 

@@ -7,7 +7,7 @@ both seats interleaved, and `time` ordered as TEXT within it (so 10.5 comes befo
 import numpy as np
 import pandas as pd
 from tfrecords_schema import LABEL_VOCABULARY
-from tfrecords_schema import csv_layout as cols
+from tfrecords_schema import csv_columns as cols
 
 def make_frame(crews=(1, 2, 3), experiments=("CA", "DA", "SS"), rows_per_group=700, seed=0,
                gap_at=None, features=cols.SIGNALS):

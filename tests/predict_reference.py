@@ -9,7 +9,7 @@ it to beam_jobs.predict.run(model=...), which pickles it into the job (so it liv
 import numpy as np
 import pandas as pd
 
-from tfrecords_schema import csv_layout as cols
+from tfrecords_schema import csv_columns as cols
 
 GROUP = [cols.CREW, cols.SEAT, cols.EXPERIMENT]
 

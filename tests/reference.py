@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from tfrecords_schema import csv_layout as cols
+from tfrecords_schema import csv_columns as cols
 from tfrecords_schema import parse_examples, read_stats, shard_files
 
 

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from crewstream import failure
+from cli_common import failure
 from tests.tfrecords_schema.test_ownership import tree
 from tfrecords_schema import ownership
 
@@ -147,9 +147,9 @@ def test_an_unexpected_error_gives_its_type_and_first_line():
 
 
 def test_a_valueerror_crewstream_raised_is_its_message():
-    from tfrecords_schema import layout
+    from tfrecords_schema import output_folder
 
-    error = raised(lambda: layout.shard_name(3, 2))
+    error = raised(lambda: output_folder.shard_name(3, 2))
     assert failure.describe(error) == "shard 3 is outside 0..1"
 
 

@@ -3,7 +3,7 @@
 Both the writer (beam_jobs) and the readers (trainer, predict, tests) import from here.
 """
 
-from tfrecords_schema import csv_layout, layout
+from tfrecords_schema import csv_columns
 from tfrecords_schema.record import (
     CREW, END_TIME, EXPERIMENT, LABEL, LABEL_VOCABULARY, NUM_CLASSES, RAW_SIGNALS, RECORD_KEYS,
     SCALED_SIGNALS, SEAT, SEQUENCE_KEYS, WINDOW,
@@ -13,7 +13,7 @@ from tfrecords_schema.record import (
 from tfrecords_schema.stats import StatsError, read_stats, shard_files, validate_stats, write_stats
 
 __all__ = [
-    "csv_layout", "layout", "CREW", "END_TIME", "EXPERIMENT", "LABEL", "LABEL_VOCABULARY",
+    "csv_columns", "layout", "CREW", "END_TIME", "EXPERIMENT", "LABEL", "LABEL_VOCABULARY",
     "NUM_CLASSES", "RAW_SIGNALS", "RECORD_KEYS", "SCALED_SIGNALS", "SEAT", "SEQUENCE_KEYS", "WINDOW", "encode_chunks", "encode_windows", "feature_spec",
     "parse_chunks", "sequence_feature_spec",
     "label_index", "parse_examples", "raw_signals_spec", "raw_window_spec", "StatsError", "read_stats", "shard_files", "validate_stats",

@@ -48,7 +48,7 @@ import threading
 import time
 from typing import Callable, FrozenSet, Iterable, Iterator, List, Optional, Tuple
 
-from tfrecords_schema import atomic_write, layout
+from tfrecords_schema import file_io, output_folder
 
 MARKER = ".crewstream.json"
 LOCK = ".crewstream.lock"  # OUT/LOCK (a folder output), .NAME.lock beside a file output: see hold()
@@ -78,57 +78,10 @@ class Kind:
 
 
 # ---------------------------------------------------------------------------------------------
-# Paths: os for local ones (links seen), tf.io.gfile for URLs
-
-def _gfile():
-    import tensorflow as tf
-
-    return tf.io.gfile
-
-
-def _exists(path: str) -> bool:
-    """OwnershipError (one line) when a URL's file system cannot answer (unknown scheme, access)."""
-    if not layout.is_remote(path):
-        return os.path.lexists(path)
-    import tensorflow as tf
-
-    try:
-        return tf.io.gfile.exists(path)
-    except tf.errors.OpError as e:
-        raise OwnershipError(f"{path}: {e.message}") from None
-
-
-exists = _exists  # public: whether a local path or URL exists (a link counts, even a dangling one)
-
-
-def _is_link(path: str) -> bool:
-    return not layout.is_remote(path) and os.path.islink(path)
-
-
-def _is_dir(path: str) -> bool:
-    """A real folder (a link to one is not)."""
-    return _gfile().isdir(path) if layout.is_remote(path) else os.path.isdir(path) and not os.path.islink(path)
-
-
-def _listdir(path: str) -> List[str]:
-    names = _gfile().listdir(path) if layout.is_remote(path) else os.listdir(path)
-    return sorted(name.rstrip("/") for name in names)
-
-
-def _walk(root: str) -> Iterable[Tuple[str, List[str], List[str]]]:
-    """(folder, subfolders, files) under `root`, never entering a link; links are listed as files."""
-    if layout.is_remote(root):
-        for folder, dirs, files in _gfile().walk(root):
-            yield folder, [d.rstrip("/") for d in dirs], list(files)
-        return
-    for folder, dirs, files in os.walk(root):
-        links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]
-        dirs[:] = [d for d in dirs if d not in links]
-        yield folder, dirs, files + links
-
+# Paths
 
 def _resolved(path: str) -> str:
-    return path.rstrip("/") if layout.is_remote(path) else os.path.realpath(path)
+    return path.rstrip("/") if file_io.is_remote(path) else os.path.realpath(path)
 
 
 def is_inside(path: str, folder: str) -> bool:
@@ -139,7 +92,7 @@ def is_inside(path: str, folder: str) -> bool:
 
 def same_file(a: str, b: str) -> bool:
     """Whether two paths name the same file (a hard or symbolic link to it included)."""
-    if not layout.is_remote(a) and not layout.is_remote(b) and os.path.exists(a) and os.path.exists(b):
+    if not file_io.is_remote(a) and not file_io.is_remote(b) and os.path.exists(a) and os.path.exists(b):
         return os.path.samefile(a, b)
     return _resolved(a) == _resolved(b)
 
@@ -148,14 +101,14 @@ def list_files(root: str, entries: Iterable[str]) -> FrozenSet[str]:
     """Paths relative to `root` of every file under root/ENTRY (an entry may be a file)."""
     found = set()
     for entry in entries:
-        path = layout.join(root, entry)
-        if not _exists(path):
+        path = file_io.join(root, entry)
+        if not file_io.exists(path):
             continue
-        if not _is_dir(path):
+        if not file_io.is_dir(path):
             found.add(entry)
             continue
-        for folder, _, files in _walk(path):
-            relative = posixpath.relpath(folder, root) if layout.is_remote(root) else os.path.relpath(folder, root)
+        for folder, _, files in file_io.walk(path):
+            relative = posixpath.relpath(folder, root) if file_io.is_remote(root) else os.path.relpath(folder, root)
             found.update(posixpath.join(relative.replace(os.sep, "/"), name) for name in files)
     return frozenset(found)
 
@@ -166,12 +119,12 @@ def list_files(root: str, entries: Iterable[str]) -> FrozenSet[str]:
 def read_marker(folder: str) -> Optional[dict]:
     """FOLDER/MARKER as {"kind": str, "files": [str]}, None when absent; OwnershipError when it is
     not one crewstream wrote."""
-    path = layout.join(folder, MARKER)
-    if not _exists(path):
+    path = file_io.join(folder, MARKER)
+    if not file_io.exists(path):
         return None
     try:
-        if layout.is_remote(path):
-            with _gfile().GFile(path) as f:
+        if file_io.is_remote(path):
+            with file_io.gfile().GFile(path) as f:
                 marker = json.load(f)
         else:
             with open(path) as f:
@@ -186,13 +139,13 @@ def read_marker(folder: str) -> Optional[dict]:
 
 def write_marker(folder: str, kind: str, files: Iterable[str] = ()) -> str:
     """Write FOLDER/MARKER (creating FOLDER) through a temporary name; return its path."""
-    path = layout.join(folder, MARKER)
+    path = file_io.join(folder, MARKER)
     text = json.dumps({"kind": kind, "files": sorted(set(files))}, indent=1) + "\n"
-    if layout.is_remote(folder):
-        _gfile().makedirs(folder)
+    if file_io.is_remote(folder):
+        file_io.gfile().makedirs(folder)
     else:
         os.makedirs(folder, exist_ok=True)
-    atomic_write.write_atomic(path, text)
+    file_io.write_atomic(path, text)
     return path
 
 
@@ -205,10 +158,10 @@ def claim(out: str, kind: Kind, owned: FrozenSet[str] = frozenset()) -> None:
 
 def unclaim(out: str) -> None:
     """Remove the marker of a claim that owns nothing (a failed first run leaves OUT as it was)."""
-    marker = read_marker(out) if _exists(out) else None
+    marker = read_marker(out) if file_io.exists(out) else None
     if marker is not None and not marker["files"]:
-        path = layout.join(out, MARKER)
-        _gfile().remove(path) if layout.is_remote(path) else os.remove(path)
+        path = file_io.join(out, MARKER)
+        file_io.gfile().remove(path) if file_io.is_remote(path) else os.remove(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,15 +180,15 @@ def check_output_folder(out: str, kind: Kind, inputs: Iterable[str] = (),
     Writes nothing."""
     label = f"{flag} {out}"
     # OUT itself may be a link to a folder: the user named it, and nothing is deleted through it
-    if _exists(out) and not (_is_dir(out) or os.path.isdir(out)):
+    if file_io.exists(out) and not (file_io.is_dir(out) or os.path.isdir(out)):
         raise OwnershipError(f"{label} is an existing file, not a folder; give a new or empty folder")
     for path in inputs:
         if is_inside(path, out):
             raise OwnershipError(f"{label} holds the input {path}; a run would write over it: move the "
                                  "input or choose another output folder")
-    if not _exists(out):
+    if not file_io.exists(out):
         return frozenset()
-    names = [n for n in _listdir(out) if n not in (MARKER, LOCK)]
+    names = [n for n in file_io.listdir(out) if n not in (MARKER, LOCK)]
     marker = read_marker(out)
     if marker is None and not names:
         return frozenset()
@@ -252,14 +205,14 @@ def check_output_folder(out: str, kind: Kind, inputs: Iterable[str] = (),
 
 def _check_entries(out: str, kind: Kind, owned: FrozenSet[str], label: str) -> None:
     for entry in kind.entries:
-        path = layout.join(out, entry)
-        if _is_link(path):
+        path = file_io.join(out, entry)
+        if file_io.is_link(path):
             raise OwnershipError(f"{label}: {entry} is a symbolic link; crewstream never writes or deletes "
                                  "through one: remove the link or choose another folder")
-        if not _exists(path):
+        if not file_io.exists(path):
             continue
         files = list_files(out, [entry])
-        links = sorted(f for f in files if _is_link(layout.join(out, f)))
+        links = sorted(f for f in files if file_io.is_link(file_io.join(out, f)))
         if links:
             raise OwnershipError(f"{label}: {links[0]} is a symbolic link; crewstream never writes or deletes "
                                  "through one: remove the link or choose another folder")
@@ -297,12 +250,12 @@ def check_output_json(path: str, keys: Iterable[str], inputs: Iterable[str] = ()
     for source in inputs:
         if same_file(path, source):
             raise OwnershipError(f"{label} is the input {source}; choose another output file")
-    if not _exists(path):
+    if not file_io.exists(path):
         return
-    if _is_link(path):
+    if file_io.is_link(path):
         raise OwnershipError(f"{label} is a symbolic link; crewstream never writes through one: "
                              "remove the link or choose another output file")
-    if _is_dir(path) or os.path.isdir(path):
+    if file_io.is_dir(path) or os.path.isdir(path):
         raise OwnershipError(f"{label} is a folder, not a file; choose an output file")
     try:
         found = _read_json(path)
@@ -332,7 +285,7 @@ def _first_line(path: str) -> Optional[str]:
 def lock_path(path: str, folder: bool = True) -> str:
     """The lock of an output: OUT/.crewstream.lock for a folder, .NAME.lock beside a file NAME."""
     if folder:
-        return layout.join(path, LOCK)
+        return file_io.join(path, LOCK)
     head, name = os.path.split(path.rstrip("/"))
     return os.path.join(head, f".{name}.lock")
 
@@ -351,8 +304,8 @@ def hold(path: str, label: str, folder: bool = True) -> Iterator[None]:
     system, a parent that is a file); an existing file at a folder's `path` is left for
     check_output_folder to refuse.
     """
-    if layout.is_remote(path) or (folder and os.path.lexists(path) and not os.path.isdir(path)):
-        created = folder and not _exists(path)
+    if file_io.is_remote(path) or (folder and os.path.lexists(path) and not os.path.isdir(path)):
+        created = folder and not file_io.exists(path)
         try:
             with _noted(label):
                 yield
@@ -436,8 +389,8 @@ def _take_lock(lock: str, label: str) -> int:
 def _remove_if_empty(path: str, created: bool) -> None:
     """Remove the folder `path` if this run `created` it and it is empty (never a link)."""
     try:
-        if created and _exists(path) and _is_dir(path) and not _listdir(path):
-            _gfile().rmtree(path) if layout.is_remote(path) else os.rmdir(path)
+        if created and file_io.exists(path) and file_io.is_dir(path) and not file_io.listdir(path):
+            file_io.gfile().rmtree(path) if file_io.is_remote(path) else os.rmdir(path)
     except OSError:
         pass
 
@@ -448,10 +401,10 @@ def _remove_if_empty(path: str, created: bool) -> None:
 def remove_tree(path: str) -> None:
     """Delete the folder `path` and everything in it, removing links found inside (never what they
     point to). OwnershipError if `path` itself is a link."""
-    if _is_link(path):
+    if file_io.is_link(path):
         raise OwnershipError(f"{path} is a symbolic link; crewstream never deletes through one")
-    if layout.is_remote(path):
-        _gfile().rmtree(path)
+    if file_io.is_remote(path):
+        file_io.gfile().rmtree(path)
     else:
         shutil.rmtree(path)  # does not follow links inside (os.rmdir/unlink on them)
 
@@ -459,38 +412,38 @@ def remove_tree(path: str) -> None:
 def remove_owned(out: str, entry: str, owned: FrozenSet[str]) -> None:
     """Delete the files of OUT/ENTRY that `owned` lists (relative to OUT), then its emptied
     folders; OwnershipError, before deleting anything, if it holds any other file or is a link."""
-    path = layout.join(out, entry)
-    if _is_link(path):
+    path = file_io.join(out, entry)
+    if file_io.is_link(path):
         raise OwnershipError(f"{path} is a symbolic link; crewstream never deletes through one")
-    if not _exists(path):
+    if not file_io.exists(path):
         return
     foreign = sorted(list_files(out, [entry]) - owned)
     if foreign:
         raise OwnershipError(f"{path} holds {_listing(foreign)}, not written by crewstream; "
                              "nothing was replaced: move it and run again")
     for relative in list_files(out, [entry]):
-        target = layout.join(out, relative)
-        _gfile().remove(target) if layout.is_remote(target) else os.remove(target)
-    if layout.is_remote(path):
-        if _exists(path):
-            _gfile().rmtree(path)  # only empty folders are left (object stores: prefixes)
+        target = file_io.join(out, relative)
+        file_io.gfile().remove(target) if file_io.is_remote(target) else os.remove(target)
+    if file_io.is_remote(path):
+        if file_io.exists(path):
+            file_io.gfile().rmtree(path)  # only empty folders are left (object stores: prefixes)
         return
     for folder, _, _ in os.walk(path, topdown=False):
         os.rmdir(folder)  # empty by now; rmdir never follows a link
 
 
-def remove_leftover_stagings(out: str, prefix: str = layout.STAGING_PREFIX) -> List[str]:
+def remove_leftover_stagings(out: str, prefix: str = output_folder.STAGING_PREFIX) -> List[str]:
     """Remove the staging folders killed runs left: OUT/PREFIX* folders that are crewstream's (they
     hold a staging marker, or are empty: a run killed while creating one); leave any other.
     Preprocess's are OUT/.staging-*, predict's .NAME.staging-* beside its output NAME. Returns
     the removed paths."""
     removed = []
-    for name in _listdir(out) if _exists(out) else []:
-        path = layout.join(out, name)
-        if not name.startswith(prefix) or not _is_dir(path):
+    for name in file_io.listdir(out) if file_io.exists(out) else []:
+        path = file_io.join(out, name)
+        if not name.startswith(prefix) or not file_io.is_dir(path):
             continue
         try:  # empty, or only a half-written marker: a run killed while creating it
-            ours = set(_listdir(path)) <= {atomic_write.temporary_name(MARKER)} or \
+            ours = set(file_io.listdir(path)) <= {file_io.temporary_name(MARKER)} or \
                 (read_marker(path) or {}).get("kind") == STAGING_KIND
         except OwnershipError:
             ours = False
@@ -504,8 +457,8 @@ def remove_leftover_stagings(out: str, prefix: str = layout.STAGING_PREFIX) -> L
 # The kinds this package knows (the commands define theirs beside them: crewstream.synth, ...)
 
 def _read_json(path: str):
-    if layout.is_remote(path):
-        with _gfile().GFile(path) as f:
+    if file_io.is_remote(path):
+        with file_io.gfile().GFile(path) as f:
             return json.load(f)
     with open(path) as f:
         return json.load(f)
@@ -513,31 +466,31 @@ def _read_json(path: str):
 
 def _earlier_preprocess(out: str) -> Optional[FrozenSet[str]]:
     """An unmarked preprocess output has a valid stats.json; it owns stats.json, the shards it
-    lists, rejects/rejects.csv and tf.Transform's folders (layout.TRANSFORM_DIRS)."""
+    lists, rejects/rejects.csv and tf.Transform's folders (output_folder.TRANSFORM_DIRS)."""
     from tfrecords_schema.stats import StatsError, validate_stats
 
-    path = layout.join(out, layout.STATS_FILE)
-    if not _exists(path) or _is_link(path):
+    path = file_io.join(out, output_folder.STATS_FILE)
+    if not file_io.exists(path) or file_io.is_link(path):
         return None
     try:
         stats = validate_stats(_read_json(path))
     except (OSError, ValueError, StatsError):
         return None
-    shards = {s["file"] for split in layout.SPLITS for s in stats["splits"][split]["shards"]}
-    graph = list_files(out, layout.TRANSFORM_DIRS)
-    return frozenset({layout.STATS_FILE, posixpath.join(layout.REJECTS_DIR, layout.REJECTS_FILE)}
+    shards = {s["file"] for split in output_folder.SPLITS for s in stats["splits"][split]["shards"]}
+    graph = list_files(out, output_folder.TRANSFORM_DIRS)
+    return frozenset({output_folder.STATS_FILE, posixpath.join(output_folder.REJECTS_DIR, output_folder.REJECTS_FILE)}
                      | shards | graph)
 
 
 def _earlier_model(out: str) -> Optional[FrozenSet[str]]:
     """An unmarked model folder holds the train_config.json a train run writes first."""
-    path = layout.join(out, MODEL.entries[0])
-    return frozenset() if _exists(path) and not _is_dir(path) else None
+    path = file_io.join(out, MODEL.entries[0])
+    return frozenset() if file_io.exists(path) and not file_io.is_dir(path) else None
 
 
-# OUT of `crewstream preprocess` (layout.py): publishing deletes inside these, so every file is listed.
-PREPROCESS = Kind("preprocess", (layout.TRAIN, layout.EVAL, *layout.TRANSFORM_DIRS, layout.REJECTS_DIR,
-                                 layout.STATS_FILE),
+# OUT of `crewstream preprocess` (output_folder.py): publishing deletes inside these, so every file is listed.
+PREPROCESS = Kind("preprocess", (output_folder.TRAIN, output_folder.EVAL, *output_folder.TRANSFORM_DIRS, output_folder.REJECTS_DIR,
+                                 output_folder.STATS_FILE),
                   lists_files=True, earlier=_earlier_preprocess)
 # MODEL of `crewstream train` and `evaluate` (trainer.train's CONFIG_FILE, ..., trainer.export's
 # SERVING_DIR; tests/tfrecords_schema/test_ownership.py keeps the two spellings equal). Nothing in

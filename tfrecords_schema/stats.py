@@ -23,7 +23,7 @@ import json
 import re
 from typing import Any, Dict, List
 
-from tfrecords_schema import atomic_write, layout, sequence
+from tfrecords_schema import sequence, file_io, output_folder
 from tfrecords_schema.record import LABEL_VOCABULARY
 
 SCALES = ("zscore", "minmax")
@@ -70,7 +70,7 @@ def _validate_split(name: str, split: Dict[str, Any], compression: str, count_ke
     _check(sum(counts.values()) == split["num_windows"], f"{where}.class_counts",
            f"sum {sum(counts.values())} != num_windows {split['num_windows']}")
     total = 0
-    suffix = layout.COMPRESSIONS[compression]
+    suffix = output_folder.COMPRESSIONS[compression]
     for i, shard in enumerate(split["shards"]):
         _check(isinstance(shard, dict) and {"file", count_key} <= set(shard),
                f"{where}.shards[{i}]", f"expected {{file, {count_key}}}")
@@ -125,7 +125,7 @@ def _validate_sequence(stats: Dict[str, Any]) -> None:
     stride, the windows each split's `class_counts` give."""
     _check_fields(stats, {"chunk_rows": int}, "top level")
     _check(stats["chunk_rows"] >= 1, "chunk_rows", "must be >= 1")
-    for name in layout.SPLITS:
+    for name in output_folder.SPLITS:
         split = stats["splits"][name]
         for i, shard in enumerate(split["shards"]):
             where = f"splits.{name}.shards[{i}]"
@@ -156,7 +156,7 @@ def _validate_inputs(stats: Dict[str, Any]) -> None:
                f"rows_rejected {entry['rows_rejected']}")
     files = [entry["file"] for entry in inputs]
     _check(len(set(files)) == len(files), "inputs", "a file is listed twice")
-    used = sum(stats["splits"][name]["num_rows"] for name in layout.SPLITS)
+    used = sum(stats["splits"][name]["num_rows"] for name in output_folder.SPLITS)
     _check(sum(e["rows_used"] for e in inputs) == used, "inputs",
            f"rows_used sum to {sum(e['rows_used'] for e in inputs)}, the splits hold {used} rows")
     _check(sum(e["rows_rejected"] for e in inputs) == stats["rejected_rows"], "inputs",
@@ -172,8 +172,8 @@ def validate_stats(stats: Dict[str, Any]) -> Dict[str, Any]:
     _check(list(stats["label_vocabulary"]) == list(LABEL_VOCABULARY), "label_vocabulary",
            f"expected {list(LABEL_VOCABULARY)}")
     _check(stats["scale"] in SCALES, "scale", f"expected one of {SCALES}")
-    _check(stats["compression"] in layout.COMPRESSIONS, "compression",
-           f"expected one of {sorted(layout.COMPRESSIONS)}")
+    _check(stats["compression"] in output_folder.COMPRESSIONS, "compression",
+           f"expected one of {sorted(output_folder.COMPRESSIONS)}")
     features = stats["features"]
     _check(len(features) >= 1 and len(set(features)) == len(features), "features",
            "must be a non-empty list of distinct names")
@@ -183,13 +183,13 @@ def validate_stats(stats: Dict[str, Any]) -> Dict[str, Any]:
         _check(isinstance(entry, dict) and set(params) <= set(entry), f"scaling.{name}",
                f"expected {{{', '.join(params)}}}")
     _check(sequence.layout_of(stats) in sequence.LAYOUTS, "layout", f"expected one of {sequence.LAYOUTS}")
-    _check(set(stats["splits"]) == set(layout.SPLITS), "splits", f"expected {list(layout.SPLITS)}")
+    _check(set(stats["splits"]) == set(output_folder.SPLITS), "splits", f"expected {list(output_folder.SPLITS)}")
     count_key = "num_chunks" if sequence.layout_of(stats) == sequence.SEQUENCE else "num_windows"
-    for name in layout.SPLITS:
+    for name in output_folder.SPLITS:
         _validate_split(name, stats["splits"][name], stats["compression"], count_key)
     if sequence.layout_of(stats) == sequence.SEQUENCE:
         _validate_sequence(stats)
-    listed = [("sha256" in shard) for name in layout.SPLITS for shard in stats["splits"][name]["shards"]]
+    listed = [("sha256" in shard) for name in output_folder.SPLITS for shard in stats["splits"][name]["shards"]]
     _check(all(listed) or not any(listed), "shards", "sha256 is listed for some shards and not for others")
     if "inputs" in stats:
         _validate_inputs(stats)
@@ -200,7 +200,7 @@ def read_stats(out_dir: str) -> Dict[str, Any]:
     """Load and validate OUT/stats.json; StatsError if absent (the run did not complete) or bad."""
     import tensorflow as tf
 
-    path = layout.join(out_dir, layout.STATS_FILE)
+    path = file_io.join(out_dir, output_folder.STATS_FILE)
     if not tf.io.gfile.exists(path):
         raise StatsError(f"{path} not found: {out_dir} is not the output of a completed preprocess run")
     with tf.io.gfile.GFile(path, "r") as f:
@@ -214,8 +214,8 @@ def read_stats(out_dir: str) -> Dict[str, Any]:
 def write_stats(out_dir: str, stats: Dict[str, Any]) -> str:
     """Validate, then write OUT/stats.json atomically; return its path."""
     validate_stats(stats)
-    path = layout.join(out_dir, layout.STATS_FILE)
-    atomic_write.write_atomic(path, dumps(stats))
+    path = file_io.join(out_dir, output_folder.STATS_FILE)
+    file_io.write_atomic(path, dumps(stats))
     return path
 
 
@@ -238,4 +238,4 @@ def dumps(stats: Dict[str, Any]) -> str:
 
 def shard_files(out_dir: str, stats: Dict[str, Any], split: str) -> List[str]:
     """Full paths of the split's shards, exactly those stats.json lists (never a glob)."""
-    return [layout.join(out_dir, s["file"]) for s in stats["splits"][split]["shards"]]
+    return [file_io.join(out_dir, s["file"]) for s in stats["splits"][split]["shards"]]

@@ -39,7 +39,7 @@ from typing import Any, BinaryIO, Dict, Iterator, List, Tuple
 
 import google_crc32c
 
-from tfrecords_schema import layout
+from tfrecords_schema import file_io, output_folder
 from tfrecords_schema import sequence
 from tfrecords_schema.record import (CONTEXT, CREW, LABEL, LABEL_VOCABULARY, LABELS, POSITION, ROWS, parse_chunks,
                                      parse_examples)
@@ -158,7 +158,7 @@ def check_shard(out_dir: str, entry: Dict[str, Any], split: str, stats: Dict[str
     import tensorflow as tf
 
     result = ShardResult(entry["file"])
-    path = layout.join(out_dir, entry["file"])
+    path = file_io.join(out_dir, entry["file"])
     if not tf.io.gfile.exists(path):
         result.problems.append(f"{entry['file']}: listed in stats.json but missing")
         return result
@@ -289,7 +289,7 @@ def check_transform(out_dir: str, stats: Dict[str, Any]) -> List[str]:
         applied = transform_graph.scaling_stats(output, features, stats["scale"])
     except Exception as e:  # whatever stops the graph loading or running is the finding
         reason = (str(e).strip().splitlines() or [""])[0][:300]
-        return [f"{layout.TRANSFORM_FN_DIR}/: tft.TFTransformOutput(OUT) does not load or run "
+        return [f"{output_folder.TRANSFORM_FN_DIR}/: tft.TFTransformOutput(OUT) does not load or run "
                 f"({type(e).__name__}: {reason})"]
     problems = []
     for i, name in enumerate(features):
@@ -315,11 +315,11 @@ def check_raw_metadata(out_dir: str, stats: Dict[str, Any]) -> List[str]:
         found = tft.TFTransformOutput(out_dir).raw_feature_spec()
     except Exception as e:  # whatever stops it loading is the finding
         reason = (str(e).strip().splitlines() or [""])[0][:300]
-        return [f"{layout.RAW_METADATA_DIR}/: tft.TFTransformOutput(OUT).raw_feature_spec() does not load "
+        return [f"{output_folder.RAW_METADATA_DIR}/: tft.TFTransformOutput(OUT).raw_feature_spec() does not load "
                 f"({type(e).__name__}: {reason})"]
     expected = raw_signals_spec(len(stats["features"]))
     if found != expected:
-        return [f"{layout.RAW_METADATA_DIR}/: the raw feature spec is {found}, expected {expected} "
+        return [f"{output_folder.RAW_METADATA_DIR}/: the raw feature spec is {found}, expected {expected} "
                 "(the graph's input for stats.json's features)"]
     return []
 
@@ -328,12 +328,12 @@ def unlisted_files(out_dir: str, stats: Dict[str, Any]) -> List[str]:
     """Files in OUT/train and OUT/eval that stats.json does not list (relative to OUT)."""
     import tensorflow as tf
 
-    listed = {s["file"] for split in layout.SPLITS for s in stats["splits"][split]["shards"]}
+    listed = {s["file"] for split in output_folder.SPLITS for s in stats["splits"][split]["shards"]}
     found = []
-    for split in layout.SPLITS:
-        folder = layout.join(out_dir, split)
-        if tf.io.gfile.isdir(folder):
-            found += [posixpath.join(split, name.rstrip("/")) for name in tf.io.gfile.listdir(folder)]
+    for split in output_folder.SPLITS:
+        split_dir = file_io.join(out_dir, split)
+        if tf.io.gfile.isdir(split_dir):
+            found += [posixpath.join(split, name.rstrip("/")) for name in tf.io.gfile.listdir(split_dir)]
     return sorted(set(found) - listed)
 
 
@@ -343,7 +343,7 @@ def staging_folders(out_dir: str) -> List[str]:
 
     if not tf.io.gfile.isdir(out_dir):
         return []
-    return sorted(name.rstrip("/") for name in tf.io.gfile.listdir(out_dir) if name.startswith(layout.STAGING_PREFIX))
+    return sorted(name.rstrip("/") for name in tf.io.gfile.listdir(out_dir) if name.startswith(output_folder.STAGING_PREFIX))
 
 
 @dataclasses.dataclass
@@ -367,20 +367,20 @@ def verify(out_dir: str) -> Report:
     except StatsError as e:
         return Report([str(e)], [])
     report = Report([], [f"{name}: left by a killed run; not part of the output" for name in staging_folders(out_dir)])
-    for name in (layout.TRANSFORM_FN_DIR, layout.TRANSFORMED_METADATA_DIR):
-        if not tf.io.gfile.isdir(layout.join(out_dir, name)):
+    for name in (output_folder.TRANSFORM_FN_DIR, output_folder.TRANSFORMED_METADATA_DIR):
+        if not tf.io.gfile.isdir(file_io.join(out_dir, name)):
             report.problems.append(f"{name}/: missing (tf.Transform's output)")
     if not report.problems:
         report.problems += check_transform(out_dir, stats)
-    if not tf.io.gfile.isdir(layout.join(out_dir, layout.RAW_METADATA_DIR)):
-        report.notes.append(f"{layout.RAW_METADATA_DIR}/: absent (a run before it was written): "
+    if not tf.io.gfile.isdir(file_io.join(out_dir, output_folder.RAW_METADATA_DIR)):
+        report.notes.append(f"{output_folder.RAW_METADATA_DIR}/: absent (a run before it was written): "
                             "tft.TFTransformOutput(OUT).raw_feature_spec() is unavailable")
     else:
         report.problems += check_raw_metadata(out_dir, stats)
-    if not any("sha256" in s for split in layout.SPLITS for s in stats["splits"][split]["shards"]):
+    if not any("sha256" in s for split in output_folder.SPLITS for s in stats["splits"][split]["shards"]):
         report.notes.append("stats.json lists no shard digests (a run before they existed): shard contents "
                             "are checked by CRCs and counts only")
-    for split in layout.SPLITS:
+    for split in output_folder.SPLITS:
         counts = [0] * len(LABEL_VOCABULARY)
         complete = True
         for entry in stats["splits"][split]["shards"]:

@@ -1,4 +1,4 @@
-"""The named choices of a training run, in a module that imports nothing, so that the command line
+"""The named choices of a training run, in a module that imports no TensorFlow, so that the command line
 (trainer.task: --help, argument checks) needs no TensorFlow import.
 
 STRATEGIES: the tf.distribute strategies of trainer.train (`--strategy`).
@@ -11,8 +11,7 @@ NORMALIZATIONS: what the network does to its (globally scaled) input rows first,
 DEFAULT, MIRRORED, MULTIWORKER = "default", "mirrored", "multiworker"
 STRATEGIES = (DEFAULT, MIRRORED, MULTIWORKER)
 
-LSTM, TCN = "lstm", "tcn"
-MODELS = (LSTM, TCN)
-
-NORM_NONE, NORM_CENTER, NORM_ZSCORE = "none", "center", "zscore"
-NORMALIZATIONS = (NORM_NONE, NORM_CENTER, NORM_ZSCORE)
+# The serving config names them, so they are the serving contract's (tfrecords_schema.serving).
+from tfrecords_schema.serving import (  # noqa: F401 (names of this module)
+    LSTM, MODELS, NORM_CENTER, NORM_NONE, NORM_ZSCORE, NORMALIZATIONS, TCN,
+)

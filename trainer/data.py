@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
-from tfrecords_schema import LABEL, WINDOW, layout, parse_examples, read_stats, sequence, shard_files
+from tfrecords_schema import LABEL, WINDOW, parse_examples, read_stats, sequence, shard_files, output_folder
 from tfrecords_schema.record import CONTEXT, LABELS, POSITION, ROWS, parse_chunks
 from trainer import weights as weights_lib
 
@@ -191,8 +191,8 @@ def make_dataset(
       (default stats.json's) and F from stats.json, features in stats.json order.
     """
     stats = windowed_stats(read_stats(data_dir) if stats is None else stats, window, stride)
-    if split not in layout.SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {layout.SPLITS}")
+    if split not in output_folder.SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {output_folder.SPLITS}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if input_context and (num_workers > 1 or data_service):
@@ -211,7 +211,7 @@ def make_dataset(
                               + (f" for reader {index} of {readers}" if readers > 1 else ""))
     window, num_features = stats["window"], len(stats["features"])
     lookup = tf.constant(weights_lib.weight_vector(
-        stats["splits"][layout.TRAIN]["class_counts"], weighting))
+        stats["splits"][output_folder.TRAIN]["class_counts"], weighting))
 
     cut = sequence.layout_of(stats) == sequence.SEQUENCE
     hint = cut and num_workers > 1  # tf.distribute shards the file list where the hint is
@@ -388,8 +388,8 @@ def make_dense_dataset(
         raise WindowError(f"{data_dir}: dense training reads a sequence folder's chunks; this one has the "
                           f"{sequence.layout_of(raw)} layout (preprocess with --layout sequence)")
     stats = windowed_stats(raw, window, 1)
-    if split not in layout.SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {layout.SPLITS}")
+    if split not in output_folder.SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {output_folder.SPLITS}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     readers, index = ((input_context.num_input_pipelines, input_context.input_pipeline_id)
@@ -399,7 +399,7 @@ def make_dense_dataset(
         raise EmptySplitError(f"{data_dir}: split {split!r} has no window of {stats['window']} rows"
                               + (f" for reader {index} of {readers}" if readers > 1 else ""))
     window, num_features = stats["window"], len(stats["features"])
-    lookup = tf.constant(weights_lib.weight_vector(stats["splits"][layout.TRAIN]["class_counts"], weighting))
+    lookup = tf.constant(weights_lib.weight_vector(stats["splits"][output_folder.TRAIN]["class_counts"], weighting))
 
     def parse(serialized: tf.Tensor):
         chunk = parse_chunks(serialized[None], num_features)

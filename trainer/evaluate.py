@@ -21,8 +21,9 @@ import logging
 import sys
 from typing import Any, Dict, List, Optional
 
-from crewstream import console, failure
-from tfrecords_schema import LABEL_VOCABULARY, WINDOW, atomic_write, layout, ownership, read_stats
+from cli_common import console, failure
+from tfrecords_schema import serving
+from tfrecords_schema import LABEL_VOCABULARY, WINDOW, ownership, read_stats, file_io, output_folder
 from trainer import metrics, weights
 
 _LOG = logging.getLogger("crewstream.evaluate")
@@ -35,14 +36,14 @@ EVAL_KEYS = ("split", "num_windows", "log_loss", "accuracy", "macro_f1", "confus
 class EvalConfig:
     data: str
     model_dir: str
-    split: str = layout.EVAL
+    split: str = output_folder.EVAL
     batch_size: int = DEFAULT_BATCH_SIZE
-    progress: str = "none"  # crewstream.console.PROGRESS_MODES, on stderr
+    progress: str = "none"  # cli_common.console.PROGRESS_MODES, on stderr
 
 
 def report_path(model_dir: str, split: str) -> str:
-    name = "eval.json" if split == layout.EVAL else f"eval_{split}.json"
-    return layout.join(model_dir, name)
+    name = "eval.json" if split == output_folder.EVAL else f"eval_{split}.json"
+    return file_io.join(model_dir, name)
 
 
 def evaluate(config: EvalConfig) -> Dict[str, Any]:
@@ -50,18 +51,18 @@ def evaluate(config: EvalConfig) -> Dict[str, Any]:
     OwnershipError, before any work, if the report's path holds a file that is not a report."""
     import tensorflow as tf
 
-    from trainer import data, export, plots
+    from trainer import data, plots
 
     path = report_path(config.model_dir, config.split)
     ownership.check_output_json(path, EVAL_KEYS)
-    if not tf.io.gfile.exists(export.serving_dir(config.model_dir)):
-        raise EvaluateError(f"{export.serving_dir(config.model_dir)} not found: train a model first")
+    if not tf.io.gfile.exists(serving.serving_dir(config.model_dir)):
+        raise EvaluateError(f"{serving.serving_dir(config.model_dir)} not found: train a model first")
     # before any work; the windows the model takes (its W; a sequence folder cuts them, at its stride)
-    stats = check_matches(export.read_serving_config(config.model_dir), read_stats(config.data),
+    stats = check_matches(serving.read_config(config.model_dir), read_stats(config.data),
                           config.model_dir, config.data)
-    export.check_serving(config.model_dir)
-    loaded = export.load_serving(config.model_dir)
-    predict = loaded.signatures[export.SCALED_SIGNATURE]
+    serving.check(config.model_dir)
+    loaded = serving.load(config.model_dir)
+    predict = loaded.signatures[serving.SCALED_SIGNATURE]
     stream = metrics.StreamingMetrics(LABEL_VOCABULARY)
     total = stats["splits"][config.split]["num_windows"]
     progress = console.Progress(config.split, total, "windows", console.resolve_progress(config.progress),
@@ -69,14 +70,14 @@ def evaluate(config: EvalConfig) -> Dict[str, Any]:
     # Weights play no part in the report: every window counts once.
     for window, label, _ in data.make_dataset(config.data, config.split, config.batch_size,
                                                  weighting=weights.NONE, stats=stats):
-        probabilities = predict(**{WINDOW: window})[export.PROBABILITIES]
+        probabilities = predict(**{WINDOW: window})[serving.PROBABILITIES]
         stream.update(label.numpy(), probabilities.numpy())
         progress.update(int(label.shape[0]))
     progress.close()
     report = {"split": config.split, **stream.report()}
-    atomic_write.write_atomic(path, json.dumps(report, indent=2) + "\n")
+    file_io.write_atomic(path, json.dumps(report, indent=2) + "\n")
     plots.plot_confusion(report["confusion_matrix"], report["labels"],
-                         layout.join(config.model_dir, "plots", f"confusion_matrix_{config.split}.png"),
+                         file_io.join(config.model_dir, "plots", f"confusion_matrix_{config.split}.png"),
                          title=f"{config.split}: {report['num_windows']:,} windows")
     _LOG.info("wrote %s", path)
     return report
@@ -124,7 +125,7 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                     "F1 / support, confusion matrix) and a confusion-matrix PNG.")
     parser.add_argument("--data", required=True, help="preprocess output folder OUT (with stats.json)")
     parser.add_argument("--model-dir", required=True, help="folder of a train run, MODEL")
-    parser.add_argument("--split", choices=layout.SPLITS, default=layout.EVAL, help="split (default eval)")
+    parser.add_argument("--split", choices=output_folder.SPLITS, default=output_folder.EVAL, help="split (default eval)")
     parser.add_argument("--batch-size", type=console.int_at_least(1), default=DEFAULT_BATCH_SIZE,
                         help=f"windows per batch (default {DEFAULT_BATCH_SIZE})")
     console.add_progress(parser, "windows evaluated")

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from matplotlib.figure import Figure
 
-from tfrecords_schema import layout
+from tfrecords_schema import file_io
 
 # history key -> (file stem, y-axis label)
 CURVES = {"loss": ("loss", "weighted cross-entropy"), "accuracy": ("accuracy", "accuracy")}
@@ -36,7 +36,7 @@ def plot_history(history: Dict[str, List[float]], out_dir: str) -> List[str]:
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend()
-        paths.append(_save(fig, layout.join(out_dir, f"{stem}.png")))
+        paths.append(_save(fig, file_io.join(out_dir, f"{stem}.png")))
     return paths
 
 

@@ -38,9 +38,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from crewstream import console, failure
-from tfrecords_schema import LABEL_VOCABULARY, atomic_write, ownership
-from tfrecords_schema import csv_layout as cols
+from cli_common import console, failure
+from tfrecords_schema import LABEL_VOCABULARY, ownership, file_io
+from tfrecords_schema import csv_columns as cols
 
 CLIP = 1e-15  # Kaggle's bounds: [CLIP, 1 - CLIP]
 _BLOCK_BYTES = 16 << 20  # CSV bytes per streamed batch
@@ -125,12 +125,12 @@ def write_report(report: Dict[str, Any], path: str) -> None:
     written (the file system's reason)."""
     text = json.dumps(report, indent=2) + "\n"
     if not console.is_remote(path):
-        atomic_write.write_atomic(path, text)
+        file_io.write_atomic(path, text)
         return
     import tensorflow as tf
 
     try:
-        atomic_write.write_atomic(path, text)
+        file_io.write_atomic(path, text)
     except tf.errors.OpError as e:
         raise ScoreError(f"--output {path}: {e.message}") from None
 

@@ -11,7 +11,7 @@ import re
 import sys
 from typing import List, Optional
 
-from crewstream import console, failure
+from cli_common import console, failure
 from tfrecords_schema import ownership
 from trainer import weights
 from trainer.choices import MODELS, NORMALIZATIONS, STRATEGIES

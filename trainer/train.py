@@ -39,7 +39,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfrecords_schema import atomic_write, layout, read_stats, sequence
+from tfrecords_schema import read_stats, sequence, file_io, output_folder
 from trainer import data, export, model as model_lib, plots, weights
 from trainer.choices import DEFAULT, MIRRORED, MULTIWORKER, STRATEGIES
 
@@ -185,7 +185,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def _path(config: TrainConfig, *parts: str) -> str:
-    return layout.join(config.model_dir, *parts)
+    return file_io.join(config.model_dir, *parts)
 
 
 def _read_json(path: str) -> Optional[Any]:
@@ -196,7 +196,7 @@ def _read_json(path: str) -> Optional[Any]:
 
 
 def _write_json(path: str, obj: Any) -> None:
-    atomic_write.write_atomic(path, json.dumps(obj, indent=2) + "\n")
+    file_io.write_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def check_resumable(config: TrainConfig, write: bool = True) -> None:
@@ -303,7 +303,7 @@ def _save_weights(path: str, epoch: int, arrays: Sequence[np.ndarray]) -> None:
     """An npz of the epoch number and the model's weights in get_weights() order (no pickles)."""
     buffer = io.BytesIO()
     np.savez(buffer, epoch=np.int64(epoch), **{f"weight_{i:04d}": a for i, a in enumerate(arrays)})
-    atomic_write.write_atomic(path, buffer.getvalue())
+    file_io.write_atomic(path, buffer.getvalue())
 
 
 def _load_weights(path: str, epoch: int) -> List[np.ndarray]:
@@ -379,23 +379,23 @@ class EarlyStopping:
 
 
 def _describe(stats: Dict[str, Any], config: TrainConfig, workers: int) -> str:
-    train = stats["splits"][layout.TRAIN]
+    train = stats["splits"][output_folder.TRAIN]
     w = weights.class_weights(train["class_counts"], config.weighting)
     if config.dense:
-        chunks = data.num_chunks(stats, layout.TRAIN)
+        chunks = data.num_chunks(stats, output_folder.TRAIN)
         return (f"train (dense): {chunks:,} chunks of {len(stats['features'])} features, "
-                f"{data.windowed_stats(stats, stride=1)['splits'][layout.TRAIN]['num_windows']:,} rows "
+                f"{data.windowed_stats(stats, stride=1)['splits'][output_folder.TRAIN]['num_windows']:,} rows "
                 f"ending a window of {stats['window']}; "
                 f"{config.steps_per_epoch or -(-chunks // config.batch_size):,} steps of "
                 f"{config.batch_size} chunks per epoch; weights ({config.weighting}) of the stride-1 counts")
     if config.steps_per_epoch:
         steps = f"{config.steps_per_epoch:,} steps"
     elif workers == 1:
-        steps = f"{data.steps_per_epoch(stats, layout.TRAIN, config.batch_size):,} steps"
+        steps = f"{data.steps_per_epoch(stats, output_folder.TRAIN, config.batch_size):,} steps"
     else:  # tf.distribute steps every worker until the last has run out of its part
         steps = "one pass"
     if workers > 1:
-        parts = [data.num_windows(stats, layout.TRAIN, workers, k) for k in range(workers)]
+        parts = [data.num_windows(stats, output_folder.TRAIN, workers, k) for k in range(workers)]
         steps += f" over {workers} workers reading by file ({', '.join(f'{n:,}' for n in parts)} windows)"
     if config.data_service:
         steps += f", input on the tf.data service {config.data_service}"
@@ -411,24 +411,24 @@ def _datasets(config: TrainConfig, stats: Dict[str, Any], workers: int):
     if config.dense:
         return _dense_datasets(config, stats)
     common = dict(stats=stats, num_workers=workers, data_service=config.data_service)
-    train_ds = data.make_dataset(config.data, layout.TRAIN, config.batch_size, config.weighting,
+    train_ds = data.make_dataset(config.data, output_folder.TRAIN, config.batch_size, config.weighting,
                                  shuffle=True, repeat=config.steps_per_epoch is not None,
                                  seed=config.seed, shuffle_buffer=config.shuffle_buffer, **common)
     eval_ds = None
-    if stats["splits"][layout.EVAL]["num_windows"]:
-        eval_ds = data.make_dataset(config.data, layout.EVAL, config.batch_size, config.weighting,
+    if stats["splits"][output_folder.EVAL]["num_windows"]:
+        eval_ds = data.make_dataset(config.data, output_folder.EVAL, config.batch_size, config.weighting,
                                     **common)
     return train_ds, eval_ds
 
 
 def _dense_datasets(config: TrainConfig, stats: Dict[str, Any]):
     """(train, eval or None) chunk datasets of dense training: `batch_size` chunks per step."""
-    train_ds = data.make_dense_dataset(config.data, layout.TRAIN, config.batch_size, config.weighting,
+    train_ds = data.make_dense_dataset(config.data, output_folder.TRAIN, config.batch_size, config.weighting,
                                        shuffle=True, repeat=config.steps_per_epoch is not None,
                                        seed=config.seed, stats=stats)
     eval_ds = None
-    if stats["splits"][layout.EVAL]["num_windows"]:
-        eval_ds = data.make_dense_dataset(config.data, layout.EVAL, config.batch_size, config.weighting,
+    if stats["splits"][output_folder.EVAL]["num_windows"]:
+        eval_ds = data.make_dense_dataset(config.data, output_folder.EVAL, config.batch_size, config.weighting,
                                           stats=stats)
     return train_ds, eval_ds
 
@@ -474,10 +474,10 @@ def train(config: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> Dict[str,
         raise data.WindowError(f"{config.data}: --dense reads a sequence folder's chunks; this one has the "
                                f"{sequence.layout_of(stats)} layout (preprocess with --layout sequence)")
     config = dataclasses.replace(config, model=config.model.for_window(stats["window"]))  # ModelError
-    for split in layout.SPLITS:
+    for split in output_folder.SPLITS:
         if stats["splits"][split]["num_windows"]:
             data.check_shards(stats, split, workers)
-    if config.early_stopping and not stats["splits"][layout.EVAL]["num_windows"]:
+    if config.early_stopping and not stats["splits"][output_folder.EVAL]["num_windows"]:
         raise data.EmptySplitError(f"{config.data}: --early-stopping watches the eval loss, but split "
                                    f"'eval' has no windows (preprocess with --eval-crews)")
     strategy = make_strategy(config.strategy)

@@ -23,7 +23,7 @@ from tests.beam_jobs.test_preprocess import FEATURES, assert_matches_reference
 from tests.crew_csv import write_crew_csv
 from tests.reference import read_output
 from tfrecords_schema import LABEL_VOCABULARY
-from tfrecords_schema import csv_layout as cols
+from tfrecords_schema import csv_columns as cols
 
 WINDOW, STRIDE, BLOCK_ROWS = 8, 3, 100
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from beam_jobs import csv_reader
-from tfrecords_schema import csv_layout as cols
+from tfrecords_schema import csv_columns as cols
 
 FEATURES = ["r", "ecg", "gsr"]
 HEADER = ",".join(cols.TRAIN_COLUMNS)

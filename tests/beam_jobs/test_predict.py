@@ -27,8 +27,8 @@ from beam_jobs import blocks, csv_reader, ids, inference, predict, rejects, wind
 from beam_jobs import prediction as pr
 from tests.predict_reference import GROUP, fingerprint, reference_windows
 from tests.worker_pool import workers_started
-from tfrecords_schema import WINDOW, csv_layout as cols
-from trainer import export
+from tfrecords_schema import serving
+from tfrecords_schema import WINDOW, csv_columns as cols
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HEADER = ["id", "A", "B", "C", "D"]
@@ -52,7 +52,7 @@ def run(model_dir, csv_path, out_path, model=None, sequence=None, **flags):
 
 @pytest.fixture(scope="module")
 def serving_config(exported):
-    return export.read_serving_config(exported.model_dir)
+    return serving.read_config(exported.model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -137,9 +137,9 @@ def test_serving_model_probabilities_on_a_sample_of_ids_padding_included(
         sample += list(ordered[:w + 1])  # rows 0..W: padded (W-1 of them), exact, one past
         sample += list(rng.choice(ordered[w + 1:], 20, replace=False))
     ref = reference_windows(test_csv, serving_config["features"], w, sample)
-    signature = export.load_serving(exported.model_dir).signatures[export.SERVING_SIGNATURE]
+    signature = serving.load(exported.model_dir).signatures[serving.SERVING_SIGNATURE]
     windows = np.stack([ref[i] for i in sample])
-    expected = signature(**{WINDOW: tf.constant(windows)})[export.PROBABILITIES].numpy()
+    expected = signature(**{WINDOW: tf.constant(windows)})[serving.PROBABILITIES].numpy()
     got = sub.set_index(cols.ID).loc[sample, HEADER[1:]].to_numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert expected.std(axis=0).max() > 1e-3  # outputs vary between windows: the check has teeth
@@ -304,8 +304,8 @@ def test_a_row_whose_output_is_not_finite_gets_the_uniform_row_and_is_counted():
 
 
 def test_the_path_follows_the_model(exported, exported_tcn):
-    lstm = export.read_serving_config(exported.model_dir)
-    tcn = export.read_serving_config(exported_tcn.model_dir)
+    lstm = serving.read_config(exported.model_dir)
+    tcn = serving.read_config(exported_tcn.model_dir)
     assert inference.choose_path(inference.AUTO, lstm, "m") == inference.WINDOWS
     assert inference.choose_path(inference.AUTO, tcn, "m") == inference.SWEEP
     assert inference.choose_path(inference.WINDOWS, tcn, "m") == inference.WINDOWS
@@ -511,7 +511,7 @@ def test_sweeping_an_lstm_is_a_one_line_error(tmp_path, exported, test_csv, caps
 def test_sweep_chunks_give_every_row_its_window(tmp_path, exported_tcn, test_csv, fingerprinted, sweep_rows):
     """Chunks of W-1 rows and whole blocks through the job (other sizes: test_predict_padded_...):
     every row gets exactly its window's fingerprint, padding rows included."""
-    w = export.read_serving_config(exported_tcn.model_dir)["window"]
+    w = serving.read_config(exported_tcn.model_dir)["window"]
     summary, sub = run(exported_tcn.model_dir, test_csv, tmp_path / "sub.csv", path="sweep",
                        sequence=sequence_fingerprint(w), sweep_rows=sweep_rows, concurrent=2)
     assert summary["nonfinite"] == 0 and summary["predicted"] == len(sub)
@@ -636,7 +636,7 @@ def block_runs(tmp_path_factory, exported, exported_tcn):
     (_measured)."""
     root = tmp_path_factory.mktemp("block_rows")
     csv_path, recordings = write_block_test_csv(root / "test.csv")
-    w = export.read_serving_config(exported_tcn.model_dir)["window"]
+    w = serving.read_config(exported_tcn.model_dir)["window"]
     found = {"csv": csv_path, "recordings": recordings}
     for name, model_dir, hooks in (("windows", exported.model_dir, {"model": fingerprint}),
                                    ("sweep", exported_tcn.model_dir, {"sequence": sequence_fingerprint(w)})):

@@ -23,7 +23,7 @@ import pytest
 
 from beam_jobs import predict
 from tests.predict_reference import fingerprint, reference_windows
-from tfrecords_schema import csv_layout as cols
+from tfrecords_schema import csv_columns as cols
 
 W = 4
 FEATURES = ["r", "ecg", "gsr"]

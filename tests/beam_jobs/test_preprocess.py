@@ -14,7 +14,7 @@ from tests import piece_writers
 from tests.crew_csv import make_frame, write_crew_csv
 from tests.reference import read_output, reference_windows
 from tfrecords_schema import LABEL_VOCABULARY
-from tfrecords_schema import csv_layout as cols
+from tfrecords_schema import csv_columns as cols
 from tfrecords_schema import ownership
 
 FEATURES = ["r", "ecg", "gsr"]

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import bench_predict as bench
-from tfrecords_schema import LABEL_VOCABULARY, csv_layout as cols
+from tfrecords_schema import serving
+from tfrecords_schema import LABEL_VOCABULARY, csv_columns as cols
 
 W = 16
 FEATURES = ["r", "ecg", "gsr", "eeg_fp1"]
@@ -36,14 +37,13 @@ def test_time_prefix_keeps_the_earliest_rows_of_every_group():
 
 def _serving_config(model_dir: Path, receptive_field: int) -> None:
     """MODEL/serving's config as predict reads it: a tcn with the `sequence` signature."""
-    from trainer import export
 
-    path = model_dir / export.SERVING_DIR / export.SERVING_CONFIG_FILE
+    path = model_dir / serving.SERVING_DIR / serving.CONFIG_FILE
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"window": W, "features": FEATURES, "label_vocabulary": list(LABEL_VOCABULARY),
                                 "model": "tcn", "receptive_field": receptive_field,
-                                "signatures": [export.SCALED_SIGNATURE, export.SEQUENCE_SIGNATURE,
-                                               export.SERVING_SIGNATURE]}))
+                                "signatures": [serving.SCALED_SIGNATURE, serving.SEQUENCE_SIGNATURE,
+                                               serving.SERVING_SIGNATURE]}))
 
 
 def test_inmemory_tcn_equals_the_sweep(tmp_path):

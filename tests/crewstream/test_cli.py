@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from beam_jobs import predict
-from crewstream import console
+from cli_common import console
 from trainer import evaluate, score, task
 
 REPO = Path(__file__).resolve().parents[2]

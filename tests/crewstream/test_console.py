@@ -1,4 +1,4 @@
-"""crewstream.console: Progress (the bar on a terminal, log lines elsewhere) and the early path checks."""
+"""cli_common.console: Progress (the bar on a terminal, log lines elsewhere) and the early path checks."""
 
 import io
 import itertools
@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from crewstream import console
+from cli_common import console
 
 
 class _Terminal(io.StringIO):

@@ -16,7 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from crewstream import synth
-from tfrecords_schema.csv_layout import (
+from tfrecords_schema.csv_columns import (
     CREW, EVENT, EXPERIMENT, ID, SAMPLE_RATE_HZ, SEAT, SEATS, SIGNALS, TEST_COLUMNS,
     TEST_EXPERIMENTS, TIME, TRAIN_COLUMNS, TRAIN_EXPERIMENTS,
 )
@@ -26,7 +26,7 @@ SMALL = dict(crews=(1, 2, 3), seconds=12.0, test_crews=(1, 2), test_seconds=12.0
 LARGE = dict(crews=(1, 2, 3, 4, 5, 6), seconds=60.0, test_crews=(1, 2), test_seconds=120.0, seed=0)
 HELD_OUT_CREWS = (5, 6)
 PERSON = [CREW, SEAT]
-EEG = SIGNALS[:-3]  # csv_layout.SIGNALS: 20 EEG channels, then ecg, r, gsr
+EEG = SIGNALS[:-3]  # csv_columns.SIGNALS: 20 EEG channels, then ecg, r, gsr
 ECG, R, GSR = SIGNALS[-3:]
 BLOCK = [CREW, SEAT, EXPERIMENT]
 

@@ -8,7 +8,8 @@ import os
 import pytest
 
 from tests.tfrecords_schema.test_stats import good_stats
-from tfrecords_schema import layout, ownership
+from tfrecords_schema import serving
+from tfrecords_schema import ownership, output_folder
 from tfrecords_schema.ownership import OwnershipError
 
 LISTING = ownership.Kind("listing", ("train", "stats.json"), lists_files=True)
@@ -18,9 +19,9 @@ WHOLE = ownership.Kind("whole", ("model", "notes.json"))
 def tree(root):
     """{relative path: bytes | ("link", target) | "dir"} of everything under root, links not followed."""
     found = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = os.path.join(folder, name)
+    for where, dirs, names in os.walk(root):
+        for name in dirs + names:
+            path = os.path.join(where, name)
             rel = os.path.relpath(path, root)
             if os.path.islink(path):
                 found[rel] = ("link", os.readlink(path))
@@ -138,7 +139,7 @@ def test_an_unmarked_preprocess_output_owns_stats_json_its_shards_and_the_graph(
     out = tmp_path / "out"
     stats = good_stats()
     put(out / "stats.json", json.dumps(stats))
-    shards = {s["file"] for split in layout.SPLITS for s in stats["splits"][split]["shards"]}
+    shards = {s["file"] for split in output_folder.SPLITS for s in stats["splits"][split]["shards"]}
     for shard in shards:
         put(out / shard)
     put(out / "transform_fn" / "saved_model.pb")
@@ -162,11 +163,11 @@ def test_an_unmarked_model_folder_has_train_config_json(tmp_path):
 
 
 def test_model_entries_are_the_names_train_and_export_write():
-    from trainer import evaluate, export, train
+    from trainer import evaluate, train
 
     assert ownership.MODEL.entries[0] == train.CONFIG_FILE  # the sign of an unmarked model folder
     names = {train.CONFIG_FILE, train.HISTORY_FILE, train.CHECKPOINTS_DIR, train.LOGS_DIR, train.PLOTS_DIR,
-             export.SERVING_DIR}
+             serving.SERVING_DIR}
     assert names <= set(ownership.MODEL.entries)
     assert any(name in open(evaluate.__file__).read() for name in ownership.MODEL.entries if name not in names)
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrecords_schema import (LABEL_VOCABULARY, encode_windows, feature_spec, label_index, layout,
+from tfrecords_schema import (LABEL_VOCABULARY, encode_windows, feature_spec, label_index, output_folder,
                               parse_examples, raw_signals_spec, raw_window_spec)
 
 
@@ -27,8 +27,8 @@ def test_raw_specs_golden():
 
     assert raw_signals_spec(23) == {"signals": tf.io.FixedLenFeature([23], tf.float32)}
     assert raw_window_spec(256, 23) == {"window": tf.io.FixedLenFeature([256 * 23], tf.float32)}
-    assert layout.RAW_METADATA_DIR == tft.TFTransformOutput.RAW_METADATA_DIR
-    assert layout.TRANSFORM_DIRS == (tft.TFTransformOutput.TRANSFORM_FN_DIR,
+    assert output_folder.RAW_METADATA_DIR == tft.TFTransformOutput.RAW_METADATA_DIR
+    assert output_folder.TRANSFORM_DIRS == (tft.TFTransformOutput.TRANSFORM_FN_DIR,
                                      tft.TFTransformOutput.TRANSFORMED_METADATA_DIR,
                                      tft.TFTransformOutput.RAW_METADATA_DIR)
 
@@ -77,12 +77,12 @@ def test_label_index():
 
 
 def test_shard_names():
-    assert layout.shard_path("train", 3, 16) == "train/part-00003-of-00016.tfrecord"
-    assert layout.shard_path("eval", 0, 1, "GZIP") == "eval/part-00000-of-00001.tfrecord.gz"
+    assert output_folder.shard_path("train", 3, 16) == "train/part-00003-of-00016.tfrecord"
+    assert output_folder.shard_path("eval", 0, 1, "GZIP") == "eval/part-00000-of-00001.tfrecord.gz"
     with pytest.raises(ValueError):
-        layout.shard_name(4, 4)
+        output_folder.shard_name(4, 4)
     with pytest.raises(ValueError):
-        layout.shard_path("test", 0, 1)
+        output_folder.shard_path("test", 0, 1)
 
 
 def test_encoding_is_byte_identical_across_processes():

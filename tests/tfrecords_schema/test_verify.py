@@ -331,7 +331,7 @@ def test_raw_metadata_of_another_width_or_unreadable_is_named(out):
 def test_the_command_prints_no_library_notices_by_default(good_out, caplog):
     """tf.Transform logs a notice per optional module it lacks each time it applies the graph
     (struct2tensor...), and TensorFlow writes start-up lines while it loads: the command hides
-    both (crewstream.console), the library call shows that there are notices to hide."""
+    both (cli_common.console), the library call shows that there are notices to hide."""
     with caplog.at_level(logging.INFO, logger="tensorflow"):
         assert verify.verify(str(good_out)).ok
     assert any("is not available" in r.getMessage() for r in caplog.records)

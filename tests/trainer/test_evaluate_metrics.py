@@ -9,8 +9,9 @@ import pytest
 import tensorflow as tf
 from sklearn.metrics import confusion_matrix, f1_score, log_loss, precision_recall_fscore_support
 
+from tfrecords_schema import serving
 from tfrecords_schema import LABEL, LABEL_VOCABULARY, WINDOW
-from trainer import evaluate, export, metrics
+from trainer import evaluate, metrics
 
 K = len(LABEL_VOCABULARY)
 
@@ -88,8 +89,8 @@ def test_evaluate_writes_scikit_learn_numbers(tmp_path, exported, prep_dir, reco
     with open(model_dir / "eval.json") as f:
         report = json.load(f)
     rec = records("eval")
-    predict = export.load_serving(str(model_dir)).signatures[export.SCALED_SIGNATURE]
-    probs = predict(**{WINDOW: tf.constant(rec[WINDOW])})[export.PROBABILITIES].numpy()
+    predict = serving.load(str(model_dir)).signatures[serving.SCALED_SIGNATURE]
+    probs = predict(**{WINDOW: tf.constant(rec[WINDOW])})[serving.PROBABILITIES].numpy()
     assert report["split"] == "eval" and report["labels"] == list(LABEL_VOCABULARY)
     assert_matches_sklearn(report, rec[LABEL], probs)
     assert os.path.getsize(model_dir / "plots" / "confusion_matrix_eval.png") > 1000

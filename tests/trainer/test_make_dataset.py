@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.data.experimental.ops import distribute as tf_distribute
 
-from tfrecords_schema import LABEL, LABEL_VOCABULARY, WINDOW, layout, read_stats
+from tfrecords_schema import LABEL, LABEL_VOCABULARY, WINDOW, read_stats, output_folder
 from trainer import data, weights
 
 
@@ -118,7 +118,7 @@ def test_gzip_shards(tmp_path, prep_dir, stats):
     out = tmp_path / "gz"
     gz_stats = json.loads(json.dumps(stats))
     gz_stats["compression"] = "GZIP"
-    for split in layout.SPLITS:
+    for split in output_folder.SPLITS:
         for shard in gz_stats["splits"][split]["shards"]:
             src = os.path.join(prep_dir, shard["file"])
             shard["file"] += ".gz"

@@ -18,6 +18,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from tfrecords_schema import serving
 from trainer import data, task, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -257,14 +258,13 @@ def test_mirrored_strategy_trains_and_writes_the_model_folder(prep_dir, tmp_path
     assert type(result["model"].distribute_strategy).__name__ == "MirroredStrategy"
     assert (model_dir / "serving" / "saved_model.pb").exists()
     # the export is a plain copy (runs outside the strategy), the tcn's sequence signature included
-    from trainer import export
 
-    loaded = export.load_serving(str(model_dir))
+    loaded = serving.load(str(model_dir))
     windows = np.random.default_rng(0).normal(size=(3, 64, 3)).astype(np.float32)
     expected = result["model"](windows, training=False).numpy()
-    got = loaded.signatures[export.SCALED_SIGNATURE](window=windows)[export.PROBABILITIES].numpy()
+    got = loaded.signatures[serving.SCALED_SIGNATURE](window=windows)[serving.PROBABILITIES].numpy()
     np.testing.assert_allclose(got, expected, atol=1e-6)
-    assert (export.SEQUENCE_SIGNATURE in loaded.signatures) == (model == "tcn")
+    assert (serving.SEQUENCE_SIGNATURE in loaded.signatures) == (model == "tcn")
 
 
 # --- two workers on loopback ---------------------------------------------------------------------
@@ -313,15 +313,15 @@ def test_two_workers_finish_with_identical_weights(prep_dir, stats, records, tmp
     assert sorted(os.listdir(model_dir / "logs")) == ["train", "validation"]
 
     # the export is the chief's model: same probabilities as the worker's weights give
-    from trainer import export, model as model_lib
+    from trainer import model as model_lib
 
     net = model_lib.build_model(stats["window"], len(stats["features"]),
                                 model_lib.ModelParams(units=8))
     net.set_weights(worker["weights"])
     windows = np.random.default_rng(0).normal(size=(5, stats["window"], len(stats["features"])))
     windows = windows.astype(np.float32)
-    scaled = export.load_serving(str(model_dir)).signatures[export.SCALED_SIGNATURE]
-    np.testing.assert_allclose(scaled(window=windows)[export.PROBABILITIES].numpy(),
+    scaled = serving.load(str(model_dir)).signatures[serving.SCALED_SIGNATURE]
+    np.testing.assert_allclose(scaled(window=windows)[serving.PROBABILITIES].numpy(),
                                net(windows, training=False).numpy(), atol=1e-6)
 
 

@@ -13,7 +13,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 
 from beam_jobs import predict
-from tfrecords_schema import LABEL_VOCABULARY, csv_layout as cols
+from tfrecords_schema import LABEL_VOCABULARY, csv_columns as cols
 from trainer import score
 
 LABELS = list(LABEL_VOCABULARY)

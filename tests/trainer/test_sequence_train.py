@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from tfrecords_schema import serving
 from trainer import task
 
 
@@ -40,12 +41,12 @@ def test_train_and_evaluate_windows_of_another_size_and_stride(tmp_path, sequenc
     """W' 32 < the folder's 64, stride 8: the export and evaluate take windows of 32 rows."""
     from crewstream import cli
     from tfrecords_schema import read_stats
-    from trainer import data, export, train
+    from trainer import data, train
 
     model_dir = tmp_path / "model"
     assert _train(sequence_dir, model_dir, "--window", "32", "--stride", "8") == 0
     view = data.windowed_stats(read_stats(sequence_dir), 32, 8)
-    assert export.read_serving_config(str(model_dir))["window"] == 32
+    assert serving.read_config(str(model_dir))["window"] == 32
     config = json.loads((model_dir / train.CONFIG_FILE).read_text())
     assert (config["window"], config["stride"], config["dense"]) == (32, 8, False)
     assert len(json.loads((model_dir / train.HISTORY_FILE).read_text())["loss"]) == 2
@@ -60,7 +61,6 @@ def test_train_and_evaluate_windows_of_another_size_and_stride(tmp_path, sequenc
 
 
 def test_dense_training_lowers_the_loss_and_exports_its_window(tmp_path, sequence_dir, capsys):
-    from trainer import export
 
     model_dir = tmp_path / "model"
     assert _train(sequence_dir, model_dir, "--window", "48", "--dense", "--batch-size", "4",
@@ -68,8 +68,8 @@ def test_dense_training_lowers_the_loss_and_exports_its_window(tmp_path, sequenc
     history = json.loads((model_dir / "history.json").read_text())
     assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert history["loss"][-1] < history["loss"][0]
-    serving = export.read_serving_config(str(model_dir))
-    assert serving["window"] == 48 and export.SEQUENCE_SIGNATURE in serving["signatures"]
+    config = serving.read_config(str(model_dir))
+    assert config["window"] == 48 and serving.SEQUENCE_SIGNATURE in config["signatures"]
 
 
 @pytest.mark.slow

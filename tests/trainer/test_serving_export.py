@@ -11,25 +11,26 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from tfrecords_schema import CREW, END_TIME, EXPERIMENT, NUM_CLASSES, SEAT, WINDOW, csv_layout
+from tfrecords_schema import serving as contract
+from tfrecords_schema import CREW, END_TIME, EXPERIMENT, NUM_CLASSES, SEAT, WINDOW, csv_columns
 from trainer import export
 
 
 @pytest.fixture(scope="module")
 def serving(exported):
     assert not os.path.exists(os.path.join(os.path.dirname(exported.model_dir), "out"))
-    return export.load_serving(exported.model_dir)
+    return contract.load(exported.model_dir)
 
 
 def raw_windows_from_csv(csv_path, stats, rec):
     """The RAW windows of records `rec`, rebuilt from the CSV: each record's group sorted by time,
     the W rows ending at its end_time, features in stats.json order. float32 [N, W, F]."""
     df = pd.read_csv(csv_path)
-    df = df.sort_values([csv_layout.CREW, csv_layout.SEAT, csv_layout.EXPERIMENT, csv_layout.TIME],
+    df = df.sort_values([csv_columns.CREW, csv_columns.SEAT, csv_columns.EXPERIMENT, csv_columns.TIME],
                         kind="stable")
     w = stats["window"]
-    groups = {key: (g[csv_layout.TIME].to_numpy(np.float32), g[stats["features"]].to_numpy(np.float64))
-              for key, g in df.groupby([csv_layout.CREW, csv_layout.SEAT, csv_layout.EXPERIMENT])}
+    groups = {key: (g[csv_columns.TIME].to_numpy(np.float32), g[stats["features"]].to_numpy(np.float64))
+              for key, g in df.groupby([csv_columns.CREW, csv_columns.SEAT, csv_columns.EXPERIMENT])}
     out = []
     for crew, seat, experiment, end in zip(rec[CREW], rec[SEAT], rec[EXPERIMENT], rec[END_TIME]):
         time, values = groups[(int(crew), int(seat), experiment.decode())]
@@ -41,12 +42,12 @@ def raw_windows_from_csv(csv_path, stats, rec):
 
 
 def test_signature_contract(serving, stats):
-    sig = serving.signatures[export.SERVING_SIGNATURE]
+    sig = serving.signatures[contract.SERVING_SIGNATURE]
     (inputs,) = sig.structured_input_signature[1].values()
     assert list(sig.structured_input_signature[1]) == [WINDOW]
     assert inputs.dtype == tf.float32 and inputs.shape.as_list() == [None, stats["window"], len(stats["features"])]
-    assert list(sig.structured_outputs) == [export.PROBABILITIES]
-    assert sig.structured_outputs[export.PROBABILITIES].shape.as_list() == [None, NUM_CLASSES]
+    assert list(sig.structured_outputs) == [contract.PROBABILITIES]
+    assert sig.structured_outputs[contract.PROBABILITIES].shape.as_list() == [None, NUM_CLASSES]
 
 
 def test_hermetic_raw_windows_give_the_keras_model_on_scaled_windows(
@@ -57,7 +58,7 @@ def test_hermetic_raw_windows_give_the_keras_model_on_scaled_windows(
     raw = raw_windows_from_csv(sample_dir / "train.csv", stats, rec)
     assert not np.allclose(raw, rec[WINDOW], atol=0.1)  # the CSV values really are unscaled
 
-    served = serving.signatures[export.SERVING_SIGNATURE](**{WINDOW: tf.constant(raw)})[export.PROBABILITIES]
+    served = serving.signatures[contract.SERVING_SIGNATURE](**{WINDOW: tf.constant(raw)})[contract.PROBABILITIES]
     expected = exported.model.predict(rec[WINDOW], batch_size=256, verbose=0)
     np.testing.assert_allclose(served.numpy(), expected, atol=1e-5)
     np.testing.assert_allclose(served.numpy().sum(axis=1), 1.0, atol=1e-5)
@@ -80,84 +81,57 @@ def test_hermetic_serving_examples_equal_serving_default(serving, tcn_serving, s
     raw = raw_windows_from_csv(sample_dir / "train.csv", stats, rec)[:200]
     examples = tf.constant(raw_window_examples(raw))
     for model in (serving, tcn_serving):
-        sig = model.signatures[export.EXAMPLES_SIGNATURE]
+        sig = model.signatures[contract.EXAMPLES_SIGNATURE]
         (spec,) = sig.structured_input_signature[1].values()
-        assert list(sig.structured_input_signature[1]) == [export.EXAMPLES_INPUT]
+        assert list(sig.structured_input_signature[1]) == [contract.EXAMPLES_INPUT]
         assert spec.dtype == tf.string and spec.shape.as_list() == [None]
-        got = sig(**{export.EXAMPLES_INPUT: examples})[export.PROBABILITIES].numpy()
-        expected = model.signatures[export.SERVING_SIGNATURE](**{WINDOW: tf.constant(raw)})[export.PROBABILITIES]
+        got = sig(**{contract.EXAMPLES_INPUT: examples})[contract.PROBABILITIES].numpy()
+        expected = model.signatures[contract.SERVING_SIGNATURE](**{WINDOW: tf.constant(raw)})[contract.PROBABILITIES]
         np.testing.assert_allclose(got, expected.numpy(), atol=1e-6, rtol=0)
         assert expected.numpy().std(axis=0).max() > 1e-3  # outputs vary between windows: the check has teeth
-        assert sig(**{export.EXAMPLES_INPUT: tf.constant([], tf.string)})[export.PROBABILITIES].shape == (0, NUM_CLASSES)
+        assert sig(**{contract.EXAMPLES_INPUT: tf.constant([], tf.string)})[contract.PROBABILITIES].shape == (0, NUM_CLASSES)
 
 
 def test_scaled_signature_is_the_keras_model(exported, serving, records):
     rec = records("train")
     x = rec[WINDOW][:300]
-    got = serving.signatures[export.SCALED_SIGNATURE](**{WINDOW: tf.constant(x)})[export.PROBABILITIES]
+    got = serving.signatures[contract.SCALED_SIGNATURE](**{WINDOW: tf.constant(x)})[contract.PROBABILITIES]
     np.testing.assert_allclose(got.numpy(), exported.model(x, training=False).numpy(), atol=1e-6)
 
 
 def test_any_batch_size(serving, tcn_serving, stats):
     for model in (serving, tcn_serving):
-        sig = model.signatures[export.SERVING_SIGNATURE]
+        sig = model.signatures[contract.SERVING_SIGNATURE]
         for n in (0, 1, 7):
             x = tf.zeros([n, stats["window"], len(stats["features"])])
-            assert sig(**{WINDOW: x})[export.PROBABILITIES].shape == (n, NUM_CLASSES)
+            assert sig(**{WINDOW: x})[contract.PROBABILITIES].shape == (n, NUM_CLASSES)
 
 
 def test_export_replaces_a_previous_export(tmp_path, exported, prep_dir):
     """Exporting into a MODEL with an old serving/ leaves only the new one, no staging folder."""
-    old = tmp_path / export.SERVING_DIR
+    old = tmp_path / contract.SERVING_DIR
     old.mkdir()
     (old / "stale.txt").write_text("from an older export")
     export.export_serving(exported.model, prep_dir, str(tmp_path))
-    assert sorted(os.listdir(tmp_path)) == [export.SERVING_DIR]
+    assert sorted(os.listdir(tmp_path)) == [contract.SERVING_DIR]
     assert not (old / "stale.txt").exists()
-    assert export.load_serving(str(tmp_path)).signatures[export.SERVING_SIGNATURE] is not None
+    assert contract.load(str(tmp_path)).signatures[contract.SERVING_SIGNATURE] is not None
 
 
 def test_serving_config_tells_a_consumer_what_to_feed_without_out(exported, stats):
     """MODEL/serving/assets.extra/crewstream.json: W, the features in stats.json order and the
     order of the probability columns, readable after OUT is gone."""
     assert not os.path.exists(os.path.join(os.path.dirname(exported.model_dir), "out"))
-    config = export.read_serving_config(exported.model_dir)
+    config = contract.read_config(exported.model_dir)
     assert config == {"window": stats["window"], "features": stats["features"],
                       "label_vocabulary": stats["label_vocabulary"], "model": "lstm",
                       "receptive_field": stats["window"],
-                      "signatures": [export.SCALED_SIGNATURE, export.SERVING_SIGNATURE, export.EXAMPLES_SIGNATURE],
+                      "signatures": [contract.SCALED_SIGNATURE, contract.SERVING_SIGNATURE, contract.EXAMPLES_SIGNATURE],
                       "normalize": "none", "norm_rows": None}
-    assert export.SEQUENCE_SIGNATURE not in export.load_serving(exported.model_dir).signatures
-    sig = export.load_serving(exported.model_dir).signatures[export.SERVING_SIGNATURE]
+    assert contract.SEQUENCE_SIGNATURE not in contract.load(exported.model_dir).signatures
+    sig = contract.load(exported.model_dir).signatures[contract.SERVING_SIGNATURE]
     shape = sig.structured_input_signature[1][WINDOW].shape.as_list()
     assert shape == [None, config["window"], len(config["features"])]
-
-
-def test_a_serving_model_without_its_config_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="export it again"):
-        export.read_serving_config(str(tmp_path))
-
-
-def _write_config(model_dir, config):
-    path = os.path.join(export.serving_dir(str(model_dir)), export.SERVING_CONFIG_FILE)
-    os.makedirs(os.path.dirname(path))
-    with open(path, "w") as f:
-        json.dump(config, f)
-
-
-def test_a_config_from_before_the_model_kinds_reads_as_an_lstm(tmp_path):
-    _write_config(tmp_path, {"window": 8, "features": ["r"], "label_vocabulary": ["A", "B"]})
-    config = export.read_serving_config(str(tmp_path))
-    assert (config["model"], config["receptive_field"], config["signatures"], config["normalize"]) == (
-        "lstm", 8, [export.SCALED_SIGNATURE, export.SERVING_SIGNATURE], "none")
-
-
-@pytest.mark.parametrize("extra", [{"receptive_field": 9}, {"receptive_field": 0}, {"model": "gru"},
-                                   {"signatures": ["sequence"]}, {"normalize": "minmax"}])
-def test_a_malformed_config_is_refused(tmp_path, extra):
-    _write_config(tmp_path, {"window": 8, "features": ["r"], "label_vocabulary": ["A"], **extra})
-    with pytest.raises(ValueError, match="receptive_field"):
-        export.read_serving_config(str(tmp_path))
 
 
 # --- the tcn's `sequence` signature ------------------------------------------------------------
@@ -165,30 +139,30 @@ def test_a_malformed_config_is_refused(tmp_path, extra):
 @pytest.fixture(scope="module")
 def tcn_serving(exported_tcn):
     assert not os.path.exists(os.path.join(os.path.dirname(exported_tcn.model_dir), "out"))
-    return export.load_serving(exported_tcn.model_dir)
+    return contract.load(exported_tcn.model_dir)
 
 
 def test_tcn_config_lists_its_signatures_and_receptive_field(exported_tcn, tcn_serving, stats):
-    config = export.read_serving_config(exported_tcn.model_dir)
+    config = contract.read_config(exported_tcn.model_dir)
     assert config == {"window": stats["window"], "features": stats["features"],
                       "label_vocabulary": stats["label_vocabulary"], "model": "tcn",
                       "receptive_field": 52, "signatures": sorted(tcn_serving.signatures),
                       "normalize": "zscore", "norm_rows": 24}
-    assert sorted(tcn_serving.signatures) == [export.SCALED_SIGNATURE, export.SEQUENCE_SIGNATURE,
-                                              export.SERVING_SIGNATURE, export.EXAMPLES_SIGNATURE]
-    sig = tcn_serving.signatures[export.SEQUENCE_SIGNATURE]
+    assert sorted(tcn_serving.signatures) == [contract.SCALED_SIGNATURE, contract.SEQUENCE_SIGNATURE,
+                                              contract.SERVING_SIGNATURE, contract.EXAMPLES_SIGNATURE]
+    sig = tcn_serving.signatures[contract.SEQUENCE_SIGNATURE]
     (inputs,) = sig.structured_input_signature[1].values()
-    assert list(sig.structured_input_signature[1]) == [export.SEQUENCE_INPUT]
+    assert list(sig.structured_input_signature[1]) == [contract.SEQUENCE_INPUT]
     assert inputs.dtype == tf.float32 and inputs.shape.as_list() == [None, None, len(stats["features"])]
-    assert sig.structured_outputs[export.PROBABILITIES].shape.as_list() == [None, None, NUM_CLASSES]
+    assert sig.structured_outputs[contract.PROBABILITIES].shape.as_list() == [None, None, NUM_CLASSES]
 
 
 def _raw_rows(csv_path, stats, length):
     """float32 [2, length, F]: the first `length` rows in time order of two groups of the CSV,
     RAW, plus noise on the second (so it is not a recording the model was trained on)."""
     df = pd.read_csv(csv_path)
-    groups = [g.sort_values(csv_layout.TIME, kind="stable")[stats["features"]].to_numpy(np.float32)[:length]
-              for _, g in df.groupby([csv_layout.CREW, csv_layout.SEAT, csv_layout.EXPERIMENT])]
+    groups = [g.sort_values(csv_columns.TIME, kind="stable")[stats["features"]].to_numpy(np.float32)[:length]
+              for _, g in df.groupby([csv_columns.CREW, csv_columns.SEAT, csv_columns.EXPERIMENT])]
     rows = np.stack(groups[:2])
     rng = np.random.default_rng(3)
     rows[1] += rng.normal(size=rows[1].shape).astype(np.float32) * rows[1].std(axis=0)
@@ -200,13 +174,13 @@ def test_hermetic_sequence_step_t_is_serving_default_on_the_window_ending_at_t(
     """OUT is gone; raw rows through `sequence` equal raw windows through serving_default."""
     w = stats["window"]
     rows = _raw_rows(sample_dir / "train.csv", stats, 400)
-    sequence = tcn_serving.signatures[export.SEQUENCE_SIGNATURE]
-    windows = tcn_serving.signatures[export.SERVING_SIGNATURE]
-    one_pass = sequence(**{export.SEQUENCE_INPUT: tf.constant(rows)})[export.PROBABILITIES].numpy()
+    sequence = tcn_serving.signatures[contract.SEQUENCE_SIGNATURE]
+    windows = tcn_serving.signatures[contract.SERVING_SIGNATURE]
+    one_pass = sequence(**{contract.SEQUENCE_INPUT: tf.constant(rows)})[contract.PROBABILITIES].numpy()
     assert one_pass.shape == (2, 400, NUM_CLASSES)
     for b in range(2):
         cut = np.stack([rows[b, t - w + 1:t + 1] for t in range(w - 1, 400)])
-        expected = windows(**{WINDOW: tf.constant(cut)})[export.PROBABILITIES].numpy()
+        expected = windows(**{WINDOW: tf.constant(cut)})[contract.PROBABILITIES].numpy()
         np.testing.assert_allclose(one_pass[b, w - 1:], expected, atol=1e-5)
         assert expected.std(axis=0).max() > 1e-3  # outputs vary between windows: the check has teeth
 
@@ -219,32 +193,32 @@ def test_a_persons_levels_do_not_move_the_normalized_tcn(tcn_serving, exported, 
     the unnormalized lstm (the check has teeth)."""
     w = stats["window"]
     rows = _raw_rows(sample_dir / "train.csv", stats, 200)
-    sequence = tcn_serving.signatures[export.SEQUENCE_SIGNATURE]
-    run = lambda x: sequence(**{export.SEQUENCE_INPUT: tf.constant(x)})[export.PROBABILITIES].numpy()  # noqa: E731
+    sequence = tcn_serving.signatures[contract.SEQUENCE_SIGNATURE]
+    run = lambda x: sequence(**{contract.SEQUENCE_INPUT: tf.constant(x)})[contract.PROBABILITIES].numpy()  # noqa: E731
     base = run(rows)
     spread = rows.std(axis=(0, 1))
     offset = (np.random.default_rng(5).uniform(1, 2, spread.shape) * spread).astype(np.float32)
     np.testing.assert_allclose(run(rows + offset), base, atol=1e-4)
     # from step norm_rows - 1 on, when the variance is of 24 rows (of 1 or 2 it is epsilon's)
     np.testing.assert_allclose(run(rows * np.float32(3.0) + offset)[:, 23:], base[:, 23:], atol=1e-2)
-    lstm = export.load_serving(exported.model_dir).signatures[export.SERVING_SIGNATURE]
-    windows = lambda x: lstm(**{WINDOW: tf.constant(x[:, -w:])})[export.PROBABILITIES].numpy()  # noqa: E731
+    lstm = contract.load(exported.model_dir).signatures[contract.SERVING_SIGNATURE]
+    windows = lambda x: lstm(**{WINDOW: tf.constant(x[:, -w:])})[contract.PROBABILITIES].numpy()  # noqa: E731
     assert np.abs(windows(rows + offset) - windows(rows)).max() > 1e-2
 
 
 def test_sequence_takes_any_length(tcn_serving, stats):
-    sig = tcn_serving.signatures[export.SEQUENCE_SIGNATURE]
+    sig = tcn_serving.signatures[contract.SEQUENCE_SIGNATURE]
     for batch, length in ((1, 1), (3, 5), (0, 7), (2, 1000)):
         rows = tf.random.normal([batch, length, len(stats["features"])], seed=2)
-        out = sig(**{export.SEQUENCE_INPUT: rows})[export.PROBABILITIES].numpy()
+        out = sig(**{contract.SEQUENCE_INPUT: rows})[contract.PROBABILITIES].numpy()
         assert out.shape == (batch, length, NUM_CLASSES)
         np.testing.assert_allclose(out.sum(axis=-1), 1.0, atol=1e-5)
 
 
 def test_tcn_serving_default_is_the_keras_model(exported_tcn, tcn_serving, records):
     rec = records("eval")
-    got = tcn_serving.signatures[export.SCALED_SIGNATURE](**{WINDOW: tf.constant(rec[WINDOW][:300])})
-    np.testing.assert_allclose(got[export.PROBABILITIES].numpy(),
+    got = tcn_serving.signatures[contract.SCALED_SIGNATURE](**{WINDOW: tf.constant(rec[WINDOW][:300])})
+    np.testing.assert_allclose(got[contract.PROBABILITIES].numpy(),
                                exported_tcn.model(rec[WINDOW][:300], training=False).numpy(), atol=1e-6)
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import tensorflow as tf
 
 from crewstream import cli
+from tfrecords_schema import serving
 from tfrecords_schema import LABEL_VOCABULARY, WINDOW, read_stats
-from trainer import export
 
 
 def test_synth_preprocess_train_evaluate(tmp_path, capsys):
@@ -40,7 +40,7 @@ def test_synth_preprocess_train_evaluate(tmp_path, capsys):
         stats["splits"]["eval"]["class_counts"][c] for c in LABEL_VOCABULARY]
     assert 0.0 <= report["macro_f1"] <= 1.0 and np.isfinite(report["log_loss"])
 
-    serving = export.load_serving(str(model)).signatures[export.SERVING_SIGNATURE]
+    serving_default = serving.load(str(model)).signatures[serving.SERVING_SIGNATURE]
     raw = tf.random.normal([5, stats["window"], len(stats["features"])], seed=1)
-    probabilities = serving(**{WINDOW: raw})[export.PROBABILITIES].numpy()
+    probabilities = serving_default(**{WINDOW: raw})[serving.PROBABILITIES].numpy()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfrecords_schema import serving
 from tfrecords_schema import WINDOW
 from trainer import data, model as model_lib, task, train
 
@@ -282,11 +283,10 @@ def _snapshot(snapshots, epoch):
 def _assert_exports(model_dir, snapshots, epoch, other_epoch, stats, records):
     """MODEL/serving gives the probabilities of the network with epoch `epoch`'s weights, and
     not those of `other_epoch`'s."""
-    from trainer import export
 
     windows = records("eval")[WINDOW][:64]
-    scaled = export.load_serving(str(model_dir)).signatures[export.SCALED_SIGNATURE]
-    exported = scaled(window=tf.constant(windows))[export.PROBABILITIES].numpy()
+    scaled = serving.load(str(model_dir)).signatures[serving.SCALED_SIGNATURE]
+    exported = scaled(window=tf.constant(windows))[serving.PROBABILITIES].numpy()
     net = model_lib.build_model(stats["window"], len(stats["features"]), model_lib.ModelParams(units=8))
     net.set_weights(_snapshot(snapshots, epoch))
     np.testing.assert_allclose(exported, net(windows, training=False).numpy(), atol=1e-6)
@@ -367,17 +367,15 @@ def test_early_stopping_survives_a_kill_between_best_and_stop(tmp_path, prep_dir
 def test_tcn_trains_resumes_and_records_its_receptive_field(tmp_path, prep_dir):
     """`--model tcn` with the default depth: the most blocks that fit W = 64 (4, receptive field
     61 rows), in train_config.json and the serving config; resumed like the lstm."""
-    from trainer import export
-
     model_dir = tmp_path / "model"
     assert _run(_argv(prep_dir, model_dir, epochs=1, model="tcn", filters=4)) == [0]
     with open(model_dir / train.CONFIG_FILE) as f:
         settings = json.load(f)["model"]
     assert (settings["kind"], settings["blocks"], settings["kernel_size"], settings["receptive_field"]) == (
         "tcn", 4, 3, 61)
-    serving = export.read_serving_config(str(model_dir))
-    assert (serving["model"], serving["receptive_field"]) == ("tcn", 61)
-    assert export.SEQUENCE_SIGNATURE in serving["signatures"]
+    config = serving.read_config(str(model_dir))
+    assert (config["model"], config["receptive_field"]) == ("tcn", 61)
+    assert serving.SEQUENCE_SIGNATURE in config["signatures"]
     assert _run(_argv(prep_dir, model_dir, epochs=2, model="tcn", filters=4)) == [1]  # resumed at epoch 2
     assert _history(model_dir)["epoch"] == [1, 2]
     with pytest.raises(train.ResumeError, match="model"):

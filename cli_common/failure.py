@@ -26,14 +26,14 @@ import threading
 import traceback
 from typing import Callable, Iterator, List, Optional, Sequence
 
-from crewstream import console
+from cli_common import console
 from tfrecords_schema import ownership
 
 USAGE_EXIT = 2
 FAILURE_EXIT = 1
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # The packages whose exceptions are crewstream's own: their message is the line as it stands.
-OWN_PACKAGES = ("crewstream", "beam_jobs", "trainer", "tfrecords_schema")
+OWN_PACKAGES = ("crewstream", "cli_common", "beam_jobs", "trainer", "tfrecords_schema")
 _BEAM_STEP = re.compile(r" \[while running '[^']*'\]")
 _ERRNO_TEXT = re.compile(r"\[Errno (\d+)\]")
 

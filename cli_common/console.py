@@ -8,7 +8,7 @@ By default a command prints only crewstream's own lines (loggers `crewstream`, `
 `trainer`, `tfrecords_schema`, at INFO): TensorFlow's C++ logs (TF_CPP_MIN_LOG_LEVEL, unless the
 user set it, and the start-up lines TensorFlow's libraries write to stderr while `tensorflow` is
 imported), absl's, Beam's and tf.Transform's Python logs are silenced (an error that ends a run
-is the command's one line: crewstream.failure). `--verbose`
+is the command's one line: cli_common.failure). `--verbose`
 leaves all of them on and logs at DEBUG. Worker processes that Beam starts itself
 (`--direct_running_mode multi_processing`, a worker pool) inherit TF_CPP_MIN_LOG_LEVEL but not
 the capture: each still writes TensorFlow's start-up lines when it loads it (Beam's local runner
@@ -31,10 +31,10 @@ import tempfile
 import time
 from typing import IO, Iterator, Optional
 
-from tfrecords_schema import layout
+from tfrecords_schema import file_io, output_folder
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-OWN_LOGGERS = ("crewstream", "beam_jobs", "trainer", "tfrecords_schema")
+OWN_LOGGERS = ("crewstream", "cli_common", "beam_jobs", "trainer", "tfrecords_schema")
 QUIET_MODULES = ("tensorflow",)  # their import writes start-up lines to the stderr file descriptor
 
 PROGRESS_MODES = ("auto", "bar", "log", "none")
@@ -43,7 +43,7 @@ PROGRESS_ALIASES = {"epoch": "log"}  # train's earlier spelling
 
 class UsageError(ValueError):
     """An argument that is wrong in itself, found after argparse (one line; the command exits 2,
-    as for argparse's own errors: crewstream.failure)."""
+    as for argparse's own errors: cli_common.failure)."""
 
 
 class MissingPathError(ValueError):
@@ -63,7 +63,7 @@ def setup(verbose: bool) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # inherited by worker processes
         quiet_imports()
     # The libraries' own error logs too: an error that ends the run reaches the user as the
-    # command's one line (crewstream.failure); Beam logs every step's error before re-raising it.
+    # command's one line (cli_common.failure); Beam logs every step's error before re-raising it.
     logging.basicConfig(level=logging.DEBUG if verbose else logging.CRITICAL, format=LOG_FORMAT)
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -252,7 +252,7 @@ def _clock(seconds: float) -> str:
 # ---------------------------------------------------------------------------------------------
 # Early path checks
 
-is_remote = layout.is_remote  # a URL (gs://...), which only TensorFlow's or Beam's file systems can check
+is_remote = file_io.is_remote  # a URL (gs://...), which only TensorFlow's or Beam's file systems can check
 
 
 def check_exists(path: str, flag: str, reason: str = "") -> None:
@@ -265,4 +265,4 @@ def check_exists(path: str, flag: str, reason: str = "") -> None:
 def check_preprocess_output(out: str, flag: str) -> None:
     """MissingPathError unless the local folder `out` holds stats.json (written last by preprocess); a
     URL is left to the command, as in check_exists."""
-    check_exists(layout.join(out, layout.STATS_FILE), flag, f"{out} is not the output of a completed preprocess run")
+    check_exists(file_io.join(out, output_folder.STATS_FILE), flag, f"{out} is not the output of a completed preprocess run")

@@ -6,15 +6,15 @@ import sys
 
 import pytest
 
-from tfrecords_schema import atomic_write
+from tfrecords_schema import file_io
 
 
 def test_a_local_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
     path = str(tmp_path / "report.json")
-    atomic_write.write_atomic(path, "first\n")
-    atomic_write.write_atomic(path, "sécond\n")
+    file_io.write_atomic(path, "first\n")
+    file_io.write_atomic(path, "sécond\n")
     assert (tmp_path / "report.json").read_bytes() == "sécond\n".encode("utf-8")
-    atomic_write.write_atomic(path, b"\x00\xffbytes")
+    file_io.write_atomic(path, b"\x00\xffbytes")
     assert (tmp_path / "report.json").read_bytes() == b"\x00\xffbytes"
     assert sorted(os.listdir(tmp_path)) == ["report.json"]
 
@@ -22,15 +22,15 @@ def test_a_local_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
 def test_a_failed_write_leaves_the_earlier_file_whole(tmp_path):
     path = tmp_path / "stats.json"
     path.write_text("earlier\n")
-    os.mkdir(atomic_write.temporary_name(str(path)))  # the temporary cannot be opened
+    os.mkdir(file_io.temporary_name(str(path)))  # the temporary cannot be opened
     with pytest.raises(OSError):
-        atomic_write.write_atomic(str(path), "later\n")
+        file_io.write_atomic(str(path), "later\n")
     assert path.read_text() == "earlier\n"
 
 
 def test_a_local_write_does_not_import_tensorflow(tmp_path):
-    code = ("import sys; from tfrecords_schema import atomic_write; "
-            f"atomic_write.write_atomic({str(tmp_path / 'f')!r}, 'x'); print('tensorflow' in sys.modules)")
+    code = ("import sys; from tfrecords_schema import file_io; "
+            f"file_io.write_atomic({str(tmp_path / 'f')!r}, 'x'); print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -39,8 +39,8 @@ def test_a_url_goes_through_tf_io_gfile():
     tf = pytest.importorskip("tensorflow")
     path = f"ram://crewstream-atomic-{os.getpid()}/report.json"
     tf.io.gfile.makedirs(os.path.dirname(path))
-    atomic_write.write_atomic(path, "first\n")
-    atomic_write.write_atomic(path, "second\n")
+    file_io.write_atomic(path, "first\n")
+    file_io.write_atomic(path, "second\n")
     with tf.io.gfile.GFile(path, "rb") as f:
         assert f.read() == b"second\n"
-    assert not tf.io.gfile.exists(atomic_write.temporary_name(path))
+    assert not tf.io.gfile.exists(file_io.temporary_name(path))
