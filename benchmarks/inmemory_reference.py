@@ -45,7 +45,7 @@ import pandas as pd
 import psutil
 
 from tfrecords_schema import (CREW, END_TIME, EXPERIMENT, LABEL, LABEL_VOCABULARY, SEAT, WINDOW,
-                              csv_columns, layout, parse_examples, read_stats, shard_files)
+                              csv_columns, output_folder, parse_examples, read_stats, shard_files)
 
 _LOG = logging.getLogger("crewstream.inmemory_reference")
 SUMMARY_FILE = "summary.json"
@@ -154,7 +154,7 @@ def write_split(out_dir: str, split: str, X: np.ndarray, y: np.ndarray, end: np.
     """Write window i to shard i % num_shards; returns the shard paths relative to out_dir."""
     import tensorflow as tf
 
-    files = [layout.shard_path(split, k, num_shards) for k in range(num_shards)]
+    files = [output_folder.shard_path(split, k, num_shards) for k in range(num_shards)]
     os.makedirs(os.path.join(out_dir, split), exist_ok=True)
     writers = [tf.io.TFRecordWriter(os.path.join(out_dir, f)) for f in files]
     i = 0
@@ -181,8 +181,8 @@ def run(input_path: str, out_dir: str, features: Sequence[str] = csv_columns.SIG
     frame = sort_rows(frame)
     phases.done("sort")
     is_eval = frame[csv_columns.CREW].isin(list(eval_crews))
-    splits = {layout.TRAIN: frame[~is_eval], layout.EVAL: frame[is_eval]}
-    mean, std = fit_zscore(splits[layout.TRAIN], features)
+    splits = {output_folder.TRAIN: frame[~is_eval], output_folder.EVAL: frame[is_eval]}
+    mean, std = fit_zscore(splits[output_folder.TRAIN], features)
     phases.done("fit_zscore")
     summary = {"input": input_path, "window": window, "stride": stride, "max_gap": max_gap,
                "features": features, "splits": {},
@@ -285,7 +285,7 @@ def compare_outputs(reference_dir: str, job_dir: str, atol: float = 1e-5) -> Tup
             problems.append(f"{key}: reference {summary[key]!r} vs job {stats[key]!r}")
     if problems:
         return problems, details
-    for split in layout.SPLITS:
+    for split in output_folder.SPLITS:
         ref = read_records([os.path.join(reference_dir, f) for f in summary["splits"][split]["files"]],
                            window, len(features))
         job = read_records(shard_files(job_dir, stats, split), window, len(features), stats["compression"])
