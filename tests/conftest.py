@@ -69,13 +69,14 @@ def exported(tmp_path_factory, prep_dir, stats):
     from trainer import model as model_lib
 
     return _train_and_export(tmp_path_factory, prep_dir, stats, "exported",
-                             model_lib.ModelParams(units=16, learning_rate=1e-2))
+                             model_lib.ModelParams(kind=model_lib.LSTM, units=16, learning_rate=1e-2,
+                                                   normalize=model_lib.NORM_NONE))
 
 
 @pytest.fixture(scope="session")
 def exported_tcn(tmp_path_factory, prep_dir, stats):
     """A briefly trained tcn (see _train_and_export): 8 filters, kernel 3, its input z-scored over
-    the last 24 rows (--normalize zscore --norm-rows 24), 3 blocks (the most that fit W = 64:
+    the last 24 rows (--normalize zscore --norm-rows 24), 3 levels (the most that fit W = 64:
     receptive field 24 + 28 = 52 rows), trained at random input gains (--augment-gain 2: the
     export and predict tests run a model with that training-only layer)."""
     from trainer import model as model_lib

@@ -828,12 +828,17 @@ print(code, os.environ.get("TF_USE_LEGACY_KERAS"), *(name in sys.modules for nam
 def test_the_command_imports_tensorflow_without_keras_3(tmp_path, preset, expected):
     """`crewstream predict` never uses Keras 3, which TensorFlow imports with itself (about a second)
     unless TF_USE_LEGACY_KERAS says tf.keras is tf_keras: main sets it before TensorFlow loads (here
-    the model is missing, after TensorFlow read its config); a value the user set is kept."""
+    the model's graph is damaged, found once TensorFlow parsed it); a value the user set is kept."""
     (tmp_path / "test.csv").write_text(",".join(cols.TEST_COLUMNS) + "\n")
+    model = str(tmp_path / "damaged")
+    serving.write_config(serving.serving_dir(model), serving.make_config(
+        {"window": 8, "features": list(cols.SIGNALS), "label_vocabulary": list("ABCD")}, serving.LSTM, 8,
+        [serving.SERVING_SIGNATURE], serving.NORM_NONE, None))
+    (tmp_path / "damaged" / "serving" / "saved_model.pb").write_bytes(b"\xff" * 64)
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     env.update({"TF_USE_LEGACY_KERAS": preset} if preset else {})
-    done = subprocess.run([sys.executable, "-c", _MODULES_AFTER_MAIN, "--model-dir", str(tmp_path / "none"),
+    done = subprocess.run([sys.executable, "-c", _MODULES_AFTER_MAIN, "--model-dir", model,
                            "--input", str(tmp_path / "test.csv"), "--output", str(tmp_path / "s.csv")],
                           env=env, capture_output=True, text=True, timeout=300)
-    assert "has no exported serving model" in done.stderr
+    assert "saved_model.pb is damaged" in done.stderr
     assert done.stdout.split() == ["1", expected, "True", "False" if expected == "1" else "True"]

@@ -11,7 +11,6 @@ other id must get its window there; the clean files are checked against the same
 import bz2
 import csv
 import gzip
-import json
 import os
 import re
 import uuid
@@ -24,6 +23,7 @@ import pytest
 from beam_jobs import predict
 from tests.predict_reference import fingerprint, reference_windows
 from tfrecords_schema import csv_columns as cols
+from tfrecords_schema import serving
 
 W = 4
 FEATURES = ["r", "ecg", "gsr"]
@@ -38,11 +38,11 @@ MODEL_CALLS = "CREWSTREAM_TEST_MODEL_CALLS"  # a folder: noted_fingerprint leave
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """MODEL with only what predict reads before the model loads: serving's config."""
-    root = tmp_path_factory.mktemp("model")
-    path = root / "serving" / "assets.extra" / "crewstream.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"window": W, "features": FEATURES, "label_vocabulary": PROBS}))
-    return str(root)
+    root = str(tmp_path_factory.mktemp("model"))
+    stats = {"window": W, "features": FEATURES, "label_vocabulary": PROBS}
+    serving.write_config(serving.serving_dir(root), serving.make_config(
+        stats, serving.LSTM, W, [serving.SCALED_SIGNATURE, serving.SERVING_SIGNATURE], serving.NORM_NONE, None))
+    return root
 
 
 def noted_fingerprint(windows):

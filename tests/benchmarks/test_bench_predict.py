@@ -9,7 +9,6 @@
   so each kept row has the same window as in the whole file.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +37,10 @@ def test_time_prefix_keeps_the_earliest_rows_of_every_group():
 def _serving_config(model_dir: Path, receptive_field: int) -> None:
     """MODEL/serving's config as predict reads it: a tcn with the `sequence` signature."""
 
-    path = model_dir / serving.SERVING_DIR / serving.CONFIG_FILE
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"window": W, "features": FEATURES, "label_vocabulary": list(LABEL_VOCABULARY),
-                                "model": "tcn", "receptive_field": receptive_field,
-                                "signatures": [serving.SCALED_SIGNATURE, serving.SEQUENCE_SIGNATURE,
-                                               serving.SERVING_SIGNATURE]}))
+    stats = {"window": W, "features": FEATURES, "label_vocabulary": list(LABEL_VOCABULARY)}
+    serving.write_config(serving.serving_dir(str(model_dir)), serving.make_config(
+        stats, serving.TCN, receptive_field,
+        [serving.SCALED_SIGNATURE, serving.SEQUENCE_SIGNATURE, serving.SERVING_SIGNATURE], serving.NORM_NONE, None))
 
 
 def test_inmemory_tcn_equals_the_sweep(tmp_path):
