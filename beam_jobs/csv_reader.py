@@ -1,6 +1,6 @@
 """Reading crew CSVs in line-aligned byte chunks, parsed by pyarrow into validated row batches.
 
-Plain functions, no Beam: `ReadCrewCsv` (beam_jobs.transforms) is a thin shell around them.
+Plain functions, no Beam: `ReadCrewCsv` (beam_jobs.reading) is a thin shell around them.
 
 A chunk is parsed with column types given (the fast path). Rows that cannot be used go to the
 dead-letter output as `Reject`s naming file, line, column and reason; every other row of the chunk

@@ -1,5 +1,5 @@
 """Running the serving model over one sorted time block of a recording (predict), in plain numpy
-and TensorFlow: no Beam here (beam_jobs.prediction's DoFns call it).
+and TensorFlow: no Beam here (beam_jobs.predict_steps's DoFns call it).
 
 A block arrives `padded`: float32 [W - 1 + n, F], its n rows (RAW values, time order) preceded by
 the W-1 rows before them in the recording, the recording's first row repeated where it has fewer

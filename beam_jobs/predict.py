@@ -1,8 +1,8 @@
 """`crewstream predict` / `python -m beam_jobs.predict`: a test CSV -> submission.csv, as a Beam job
 beside preprocess, in memory bounded by a time block (docs/DESIGN.md, "Prediction").
 
-This module only wires: the work is in beam_jobs.transforms (reading, blocks, rejects: the
-preprocess job's own), beam_jobs.prediction (the predict DoFns) and the plain modules they call.
+This module only wires: the work is in beam_jobs.reading (reading, blocks, rejects: the
+preprocess job's own), beam_jobs.predict_steps (the predict DoFns) and the plain modules they call.
 
     read CSV chunks (test layout: an `id` column) -> validate (rejects) -> every id once
     (beam_jobs.ids: the first usable row keeps an id) -> cut each (crew, seat, experiment) into
@@ -112,7 +112,7 @@ def check_input(path: str, features: Sequence[str], model_dir: str = "") -> None
     one data line (a compressed file is read through); PredictError otherwise (a missing feature
     named with what the model in `model_dir` reads). Columns that are not in the test layout are
     ignored, with a warning."""
-    from beam_jobs.transforms import check_file
+    from beam_jobs.reading import check_file
 
     try:
         ignored = check_file(path, features, with_id=True)
@@ -131,15 +131,15 @@ def build_pipeline(pipeline, files: Sequence[str], args, config: Dict, path: str
     """Wire the job into `pipeline`; everything it writes goes under `staging` (manifest.json last)."""
     import apache_beam as beam
 
-    from beam_jobs import prediction as pr
-    from beam_jobs import transforms as t
+    from beam_jobs import predict_steps as pr
+    from beam_jobs import reading
 
     features, classes = list(config["features"]), len(config["label_vocabulary"])
-    read = pipeline | "ReadCrewCsv" >> t.ReadCrewCsv(files, features, args.chunk_bytes, args.split_bytes,
+    read = pipeline | "ReadCrewCsv" >> reading.ReadCrewCsv(files, features, args.chunk_bytes, args.split_bytes,
                                                      with_id=True)
     excluded, resolved = (read.rows, read.rejects) | "ResolveIds" >> pr.ResolveIds(staging, files)
-    planned = read.rows | "PlanBlocks" >> t.PlanBlocks(staging, args.block_rows)
-    checked = (read.tally, resolved[t.TALLY]) | "CheckedTallies" >> beam.Flatten()
+    planned = read.rows | "PlanBlocks" >> reading.PlanBlocks(staging, args.block_rows)
+    checked = (read.tally, resolved[reading.TALLY]) | "CheckedTallies" >> beam.Flatten()
     verdict = checked | "GoOn" >> beam.CombineGlobally(pr.GoOnFn(args.max_bad_fraction))
     params = pr.PredictParams(config["model_dir"], config["window"], classes, path, staging, args.batch_size,
                               args.sweep_rows, args.concurrent, args.progress, model, sequence)
@@ -151,16 +151,16 @@ def build_pipeline(pipeline, files: Sequence[str], args, config: Dict, path: str
     )
     pieces = (predicted.pieces, fallback) | "AllPieces" >> beam.Flatten()
     rejected = (
-        (read.rejects, resolved[t.REJECTS])
+        (read.rejects, resolved[reading.REJECTS])
         | "AllRejects" >> beam.Flatten()
-        | "WriteRejects" >> t.WriteRejects(file_io.join(staging, "rejects.csv"))
+        | "WriteRejects" >> reading.WriteRejects(file_io.join(staging, "rejects.csv"))
     )
-    tallies = (checked, predicted[t.TALLY]) | "SumTallies" >> t.SumTallies()
+    tallies = (checked, predicted[reading.TALLY]) | "SumTallies" >> reading.SumTallies()
     files = list(files)
-    t.write_manifest_last(
+    reading.write_manifest_last(
         pipeline, staging,
         lambda piece_list, rejected_rows, tally: {"pieces": piece_list, "rejected_rows": rejected_rows,
-                                                  "inputs": t.input_accounting(files, tally)},
+                                                  "inputs": reading.input_accounting(files, tally)},
         piece_list=beam.pvalue.AsList(pieces), rejected_rows=beam.pvalue.AsSingleton(rejected),
         tally=beam.pvalue.AsList(tallies))
 
@@ -249,14 +249,14 @@ def _run(args, beam_args: Sequence[str], output: str, model, sequence) -> Dict:
         build_pipeline(pipeline, [input_path], args, config, path, staging, model, sequence)
         result = pipeline.run()
         result.wait_until_finish()
-        from beam_jobs.transforms import read_manifest
+        from beam_jobs.reading import read_manifest
 
         with ownership.uninterrupted():  # an interrupt waits until the submission is whole
             counts = _publish(staging, output, read_manifest(staging), args.max_bad_fraction, args.input)
     finally:  # whatever ended the run (an interrupt included): nothing of it stays
         if file_io.exists(staging):
             ownership.remove_tree(staging)
-    from beam_jobs.prediction import MODEL_MS
+    from beam_jobs.predict_steps import MODEL_MS
 
     return {**counts, "output": args.output, "seconds": time.time() - started,
             "model_seconds": _counter(result, MODEL_MS) / 1000.0}

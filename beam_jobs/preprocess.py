@@ -1,7 +1,8 @@
 """`crewstream preprocess` / `python -m beam_jobs.preprocess`: crew CSVs -> scaled, windowed
 TFRecord shards, class-count statistics and a tf.Transform graph (docs/DESIGN.md, "The flow").
 
-This module only wires: the work is in beam_jobs.transforms and the plain modules it calls.
+This module only wires: the work is in beam_jobs.reading, beam_jobs.preprocess_steps and the plain
+modules they call.
 
     read CSV chunks -> validate (rejects -> OUT/rejects/) -> cut each (crew, seat, experiment)
     into time blocks of at most --block-rows rows -> sort each block by time, reject duplicate
@@ -150,7 +151,7 @@ def check_inputs(files: Sequence[str], features: Sequence[str]) -> None:
     """File-level problems stop the run before anything is written: a missing or wrong header,
     no data rows, a compressed file that does not decompress to its end (read through here once,
     since a truncated gzip is only noticed at its end). Columns outside the layout are logged."""
-    from beam_jobs.transforms import check_file
+    from beam_jobs.reading import check_file
 
     for path in files:
         try:
@@ -167,17 +168,17 @@ def build_pipeline(pipeline: "beam.Pipeline", files: Sequence[str], args, stagin
     import tensorflow_transform.beam as tft_beam
 
     from beam_jobs import scaling
-    from beam_jobs import transforms as t
+    from beam_jobs import preprocess_steps as steps, reading
 
     features, eval_crews = list(args.features), frozenset(args.eval_crews)
-    params = t.WindowParams(args.window, args.stride, args.max_gap, args.num_shards, eval_crews,
+    params = steps.WindowParams(args.window, args.stride, args.max_gap, args.num_shards, eval_crews,
                             staging, tuple(files), args.block_rows)
-    read = pipeline | "ReadCrewCsv" >> t.ReadCrewCsv(files, features, args.chunk_bytes, args.split_bytes)
+    read = pipeline | "ReadCrewCsv" >> reading.ReadCrewCsv(files, features, args.chunk_bytes, args.split_bytes)
     # Scaling is analyzed on the rows the windows use: TRAIN crews, duplicate times rejected.
-    sorted_blocks = read.rows | "SortBlocks" >> t.SortBlocks(params)
+    sorted_blocks = read.rows | "SortBlocks" >> steps.SortBlocks(params)
     with tft_beam.Context(temp_dir=file_io.join(staging, "tft_tmp")):
         transform_fn = (
-            (sorted_blocks[t.TRAIN_SIGNALS], scaling.tensor_adapter_config(len(features)))
+            (sorted_blocks[steps.TRAIN_SIGNALS], scaling.tensor_adapter_config(len(features)))
             | "AnalyzeScaling" >> tft_beam.AnalyzeDataset(scaling.PREPROCESSING_FNS[args.scale])
         )
         transform_ready = transform_fn | "WriteTransformFn" >> scaling.WriteTransformFn(staging, len(features))
@@ -187,20 +188,20 @@ def build_pipeline(pipeline: "beam.Pipeline", files: Sequence[str], args, stagin
 
         pieces = sorted_blocks.blocks | "CutChunks" >> CutChunks(params, args.chunk_rows, transform_ready)
     else:
-        pieces = sorted_blocks.blocks | "CutWindows" >> t.CutWindows(params, transform_ready)
-    shard_meta = pieces | "WriteShards" >> t.WriteShards(staging, args.num_shards, args.compression)
+        pieces = sorted_blocks.blocks | "CutWindows" >> steps.CutWindows(params, transform_ready)
+    shard_meta = pieces | "WriteShards" >> steps.WriteShards(staging, args.num_shards, args.compression)
     rejected = (
         (read.rejects, sorted_blocks.rejects)
         | "AllRejects" >> beam.Flatten()
-        | "WriteRejects" >> t.WriteRejects(rejects_file(staging))
+        | "WriteRejects" >> reading.WriteRejects(rejects_file(staging))
     )
-    tallies = (read.tally, sorted_blocks.tally) | "SumTallies" >> t.SumTallies()
+    tallies = (read.tally, sorted_blocks.tally) | "SumTallies" >> reading.SumTallies()
     files = list(files)
-    t.write_manifest_last(
+    reading.write_manifest_last(
         pipeline, staging,
         lambda shard_list, groups, rejected_rows, tally, sorted_list: {
             "shards": sorted(shard_list, key=lambda s: s["file"]), "groups": groups, "rejected_rows": rejected_rows,
-            "inputs": t.input_accounting(files, tally), "segments": t.segment_counts(sorted_list, params)},
+            "inputs": reading.input_accounting(files, tally), "segments": steps.segment_counts(sorted_list, params)},
         shard_list=beam.pvalue.AsList(shard_meta), groups=beam.pvalue.AsList(sorted_blocks.groups),
         rejected_rows=beam.pvalue.AsSingleton(rejected), tally=beam.pvalue.AsList(tallies),
         sorted_list=beam.pvalue.AsList(sorted_blocks.blocks))
@@ -328,7 +329,7 @@ def _run(args, beam_args: Sequence[str], files: Sequence[str]) -> Dict:
         with beam.Pipeline(runner=make_runner(options), options=options) as pipeline:
             build_pipeline(pipeline, files, args, staging)
 
-        from beam_jobs.transforms import read_manifest
+        from beam_jobs.reading import read_manifest
 
         manifest = read_manifest(staging)
         check_rejects(manifest, args.max_bad_fraction, staging)

@@ -18,7 +18,8 @@ from apache_beam.metrics import Metrics
 
 from beam_jobs import blocks, shards, windows
 from beam_jobs.blocks import Block
-from beam_jobs.transforms import NAMESPACE, CutSortedBlockFn, CutSortedBlocks, WindowParams, split_of
+from beam_jobs.reading import NAMESPACE
+from beam_jobs.preprocess_steps import CutSortedBlockFn, CutSortedBlocks, WindowParams, split_of
 from tfrecords_schema import LABEL_VOCABULARY, encode_chunks, sequence
 
 ENCODE_CHUNKS = 16  # chunks encoded at once: about 6 MB of floats at the default size
@@ -30,7 +31,7 @@ class CutBlockChunksFn(CutSortedBlockFn):
     group, block, chunks ([position, c, label runs] per record, in file order), num_windows and
     class_counts (the windows of params' window and stride ending in those chunks)}.
 
-    `recordings`, `transform_ready` and the scaling: transforms.CutSortedBlockFn.
+    `recordings`, `transform_ready` and the scaling: preprocess_steps.CutSortedBlockFn.
     """
 
     def __init__(self, params: WindowParams, chunk_rows: int):
@@ -86,7 +87,7 @@ class CutBlockChunksFn(CutSortedBlockFn):
 
 class CutChunks(CutSortedBlocks):
     """SortedBlocks (`SortBlocks`' main output) -> scaled chunk records written as shard pieces;
-    yields piece metadata (CutBlockChunksFn's) for transforms.WriteShards."""
+    yields piece metadata (CutBlockChunksFn's) for preprocess_steps.WriteShards."""
 
     def __init__(self, params: WindowParams, chunk_rows: int, transform_ready):
         super().__init__(CutBlockChunksFn(params, chunk_rows), transform_ready)

@@ -19,7 +19,7 @@ import pytest
 
 from beam_jobs import predict, preprocess, publish, submission
 from crewstream import demo, synth
-from tests.crew_csv import make_frame, write_crew_csv
+from tests.helpers import make_frame, write_crew_csv
 from tests.tfrecords_schema.test_ownership import tree
 from tfrecords_schema import ownership, read_stats
 from trainer import task
@@ -33,7 +33,7 @@ SUBMISSION_HEADER = "id,A,B,C,D\n0,0.25,0.25,0.25,0.25\n"
 @pytest.fixture(scope="module")
 def train_csv(tmp_path_factory):
     root = tmp_path_factory.mktemp("inputs")
-    return write_crew_csv(root / "train.csv", make_frame(crews=(1, 2), rows_per_group=120, seed=3))
+    return write_crew_csv(root / "train.csv", make_frame(crews=(1, 2), rows_per_recording=120, seed=3))
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 
 from beam_jobs import preprocess
 from tests.beam_jobs.test_preprocess import FEATURES, assert_matches_reference
-from tests.crew_csv import kaggle_order, make_frame
+from tests.helpers import kaggle_order, make_frame
 from tests.reference import read_output
 
 WINDOW, STRIDE = 8, 2
@@ -69,7 +69,7 @@ def write_lines(path, lines, end=""):
 
 
 def crew_frame(crew):
-    return make_frame(crews=(crew,), experiments=("CA",), rows_per_group=ROWS, seed=crew, features=FEATURES)
+    return make_frame(crews=(crew,), experiments=("CA",), rows_per_recording=ROWS, seed=crew, features=FEATURES)
 
 
 def csv_text(frame, columns=None, lineterminator="\n"):
@@ -346,9 +346,9 @@ def test_reader_inside_the_pipeline_fails_on_a_truncated_gzip_too(tmp_path):
     import apache_beam as beam
     from apache_beam.runners.portability.fn_api_runner import fn_runner
 
-    from beam_jobs import transforms
+    from beam_jobs import reading
 
     path = str(_gzip_cut(tmp_path, "half"))
     with pytest.raises(Exception, match="cut.csv.gz: truncated or damaged compressed file"):
         with beam.Pipeline(runner=fn_runner.FnApiRunner()) as p:
-            _ = p | transforms.ReadCrewCsv([path], FEATURES)
+            _ = p | reading.ReadCrewCsv([path], FEATURES)

@@ -18,9 +18,10 @@ import pytest
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
 from beam_jobs import blocks, preprocess
-from beam_jobs import transforms as t
+from beam_jobs import preprocess_steps as steps
+from beam_jobs.csv_reader import Rows
 from tests.beam_jobs.test_preprocess import FEATURES, assert_matches_reference
-from tests.crew_csv import write_crew_csv
+from tests.helpers import write_crew_csv
 from tests.reference import read_output
 from tfrecords_schema import LABEL_VOCABULARY
 from tfrecords_schema import csv_columns as cols
@@ -138,7 +139,7 @@ def _rows_in_chunks(frame, chunks, seed=0):
     order = np.random.default_rng(seed).permutation(len(frame))
     for part in np.array_split(order, chunks):
         f = frame.iloc[part]
-        yield t.Rows(crew=f[cols.CREW].to_numpy(np.int64), seat=f[cols.SEAT].to_numpy(np.int64),
+        yield Rows(crew=f[cols.CREW].to_numpy(np.int64), seat=f[cols.SEAT].to_numpy(np.int64),
                      experiment=f[cols.EXPERIMENT].to_numpy(object), time=f[cols.TIME].to_numpy(np.float64),
                      signals=f[FEATURES].to_numpy(np.float32), label=f[cols.EVENT].map("ABCD".index).to_numpy(np.int64),
                      line=part.astype(np.int64) + 2, source=np.zeros(len(part), np.int64))
@@ -174,8 +175,8 @@ def _rows_read_per_call(monkeypatch):
 
     monkeypatch.setattr(blocks, "read_block", counting(blocks.read_block))
     monkeypatch.setattr(blocks, "read_rows", counting(blocks.read_rows))
-    monkeypatch.setattr(t.SortBlockFn, "process", measured(t.SortBlockFn.process, "sort"))
-    monkeypatch.setattr(t.CutBlockWindowsFn, "process", measured(t.CutBlockWindowsFn.process, "cut"))
+    monkeypatch.setattr(steps.SortBlockFn, "process", measured(steps.SortBlockFn.process, "sort"))
+    monkeypatch.setattr(steps.CutBlockWindowsFn, "process", measured(steps.CutBlockWindowsFn.process, "cut"))
     return per_call
 
 
@@ -184,11 +185,11 @@ def test_no_key_holds_more_than_block_rows_plus_window_minus_one(tmp_path, monke
 
     frame = block_frame()
     per_call = _rows_read_per_call(monkeypatch)
-    params = t.WindowParams(WINDOW, STRIDE, 1.0, 3, frozenset([2]), str(tmp_path), ("f.csv",), BLOCK_ROWS)
+    params = steps.WindowParams(WINDOW, STRIDE, 1.0, 3, frozenset([2]), str(tmp_path), ("f.csv",), BLOCK_ROWS)
     p = beam.Pipeline(runner=fn_runner.FnApiRunner())
     ready = _identity_transform(p, str(tmp_path))
-    sorted_blocks = p | beam.Create(list(_rows_in_chunks(frame, 13)), reshuffle=False) | t.SortBlocks(params)
-    _ = sorted_blocks.blocks | t.CutWindows(params, ready)
+    sorted_blocks = p | beam.Create(list(_rows_in_chunks(frame, 13)), reshuffle=False) | steps.SortBlocks(params)
+    _ = sorted_blocks.blocks | steps.CutWindows(params, ready)
     p.run().wait_until_finish()
     # sorting: every row passed through exactly one key, and no key read more than a block's rows
     assert sum(per_call["sort"]) == len(frame)

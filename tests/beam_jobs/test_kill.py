@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from beam_jobs import preprocess
-from tests.crew_csv import make_frame, write_crew_csv
+from tests.helpers import make_frame, write_crew_csv
 from tests.reference import read_output
 from tfrecords_schema import StatsError, ownership, read_stats, verify
 
@@ -55,7 +55,7 @@ def argv(csv, out, flags=FLAGS):
 def csv(tmp_path_factory):
     """36,000 rows of all 23 signals (9 MB): reading and cutting take seconds, not milliseconds."""
     root = tmp_path_factory.mktemp("kill")
-    return write_crew_csv(root / "train.csv", make_frame(crews=(1, 2, 3), rows_per_group=2000, seed=11))
+    return write_crew_csv(root / "train.csv", make_frame(crews=(1, 2, 3), rows_per_recording=2000, seed=11))
 
 
 @pytest.fixture(scope="module")

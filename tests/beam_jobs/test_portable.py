@@ -13,7 +13,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import preprocess, runner
-from tests.crew_csv import make_frame, write_crew_csv
+from tests.helpers import make_frame, write_crew_csv
 from tests.reference import read_output
 from tests.worker_pool import workers_started
 
@@ -25,7 +25,7 @@ JOB_FLAGS = ["--features", FEATURES, "--eval-crews", "2", "--window", "8", "--st
 def job_input(tmp_path_factory):
     """(folder, csv name, a DirectRunner run's output folder): the reference for every portable run."""
     folder = tmp_path_factory.mktemp("portable")
-    write_crew_csv(folder / "train.csv", make_frame(rows_per_group=120, gap_at=(50, 2.0), seed=5))
+    write_crew_csv(folder / "train.csv", make_frame(rows_per_recording=120, gap_at=(50, 2.0), seed=5))
     preprocess.run(["--input", str(folder / "train.csv"), "--output", str(folder / "direct"), *JOB_FLAGS])
     return folder, "train.csv", folder / "direct"
 

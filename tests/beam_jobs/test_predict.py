@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from beam_jobs import blocks, csv_reader, ids, inference, predict, rejects, windows
-from beam_jobs import prediction as pr
+from beam_jobs import predict_steps as pr
 from tests.predict_reference import GROUP, fingerprint, reference_windows
 from tests.worker_pool import workers_started
 from tfrecords_schema import serving
@@ -575,7 +575,7 @@ def write_block_test_csv(path, seed=4):
     """A test-layout CSV in the real file's order (text-ordered times, seats interleaved), 20 rows
     a second: crew 1's recordings 30 s, crew 2's 60 s (a recording twice as long), each with a
     2 s gap; ids 0.. in file order. Returns (path, rows per recording)."""
-    from tests.crew_csv import kaggle_order
+    from tests.helpers import kaggle_order
 
     rng = np.random.default_rng(seed)
     frames = []

@@ -11,7 +11,7 @@ import pytest
 
 from beam_jobs import preprocess
 from tests import piece_writers
-from tests.crew_csv import make_frame, write_crew_csv
+from tests.helpers import make_frame, write_crew_csv
 from tests.reference import read_output, reference_windows
 from tfrecords_schema import LABEL_VOCABULARY
 from tfrecords_schema import csv_columns as cols
@@ -51,7 +51,7 @@ def assert_matches_reference(frame, out, window, stride, scale="zscore"):
 @pytest.fixture(scope="module")
 def gap_frame():
     # Three crews, three experiments, both seats; a 2 s gap inside every recording.
-    return make_frame(rows_per_group=700, gap_at=(300, 2.0), seed=5)
+    return make_frame(rows_per_recording=700, gap_at=(300, 2.0), seed=5)
 
 
 @pytest.mark.parametrize("window, stride, scale", [(64, 16, "zscore"), (32, 50, "minmax")])
@@ -71,7 +71,7 @@ def test_windows_scaling_and_stats_equal_reference(tmp_path, gap_frame, window, 
 
 
 def test_bad_rows_go_to_rejects_and_good_rows_are_all_kept(tmp_path):
-    frame = make_frame(crews=(1, 2), rows_per_group=300, seed=2)
+    frame = make_frame(crews=(1, 2), rows_per_recording=300, seed=2)
     csv_path = write_crew_csv(tmp_path / "train.csv", frame)
     lines = open(csv_path).read().splitlines()
     lines[10] = lines[10].rsplit(",", 1)[0] + ",E"  # an unknown label
@@ -93,7 +93,7 @@ def test_bad_rows_go_to_rejects_and_good_rows_are_all_kept(tmp_path):
 
 
 def test_rerun_with_fewer_shards_leaves_no_stale_shard(tmp_path, gap_frame):
-    frame = make_frame(crews=(1, 2), rows_per_group=200, seed=1)
+    frame = make_frame(crews=(1, 2), rows_per_recording=200, seed=1)
     csv = write_crew_csv(tmp_path / "train.csv", frame)
     out = tmp_path / "out"
     run_job(csv, out, "--window", 32, "--stride", 32, "--num-shards", 4)
@@ -114,7 +114,7 @@ def test_cli_file_level_errors_are_one_clear_line_and_write_nothing(tmp_path):
     assert result.returncode == 1
     assert "no file matches" in result.stderr and "Traceback" not in result.stderr
     test_layout = tmp_path / "test.csv"
-    test_layout.write_text("id,crew,experiment,time,seat," + ",".join(make_frame(rows_per_group=1).columns[4:-1]) + "\n")
+    test_layout.write_text("id,crew,experiment,time,seat," + ",".join(make_frame(rows_per_recording=1).columns[4:-1]) + "\n")
     result = _cli("--input", test_layout, "--output", out)
     assert result.returncode == 1 and "test-layout" in result.stderr
     assert not out.exists()
@@ -194,7 +194,7 @@ def reference_segments(frame, window, max_gap, eval_crews):
 @pytest.fixture(scope="module")
 def short_head_frame():
     """Two crews; every recording starts with a 10-row segment, then a 2 s gap, then 110 rows."""
-    return make_frame(crews=(1, 2), rows_per_group=120, gap_at=(10, 2.0), seed=3)
+    return make_frame(crews=(1, 2), rows_per_recording=120, gap_at=(10, 2.0), seed=3)
 
 
 def test_segments_shorter_than_the_window_are_counted_and_warned_about(tmp_path, short_head_frame, caplog):

@@ -17,7 +17,7 @@ import os
 import pytest
 
 from beam_jobs import preprocess
-from tests.crew_csv import make_frame, write_crew_csv
+from tests.helpers import make_frame, write_crew_csv
 from tests.reference import read_output
 
 FLAGS = ["--features", "r,ecg,gsr", "--window", "16", "--stride", "4", "--eval-crews", "2",
@@ -28,7 +28,7 @@ FLAGS = ["--features", "r,ecg,gsr", "--window", "16", "--stride", "4", "--eval-c
 def csv(tmp_path_factory):
     """Several byte ranges, with an unknown label and a duplicate-time row (the rejects paths)."""
     path = tmp_path_factory.mktemp("replay") / "train.csv"
-    write_crew_csv(path, make_frame(crews=(1, 2, 3), rows_per_group=400, seed=4))
+    write_crew_csv(path, make_frame(crews=(1, 2, 3), rows_per_recording=400, seed=4))
     lines = path.read_text().splitlines()
     lines[50] = lines[50].rsplit(",", 1)[0] + ",E"
     lines.insert(70, lines[90])

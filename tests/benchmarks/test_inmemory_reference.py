@@ -8,7 +8,7 @@ must give the same windows, keys, labels and values.
 import numpy as np
 
 from benchmarks import inmemory_reference as ref
-from tests.crew_csv import make_frame, write_crew_csv
+from tests.helpers import make_frame, write_crew_csv
 from tfrecords_schema import CREW, END_TIME, EXPERIMENT, LABEL, SEAT, WINDOW
 
 W, S = 64, 16
@@ -47,7 +47,7 @@ def test_reference_and_job_write_the_same_windows(tmp_path):
 
     # Every (crew, seat, experiment) has 700 rows with a 2-s gap after row 400: segments of 400
     # and 300 rows give (400 - 64) // 16 + 1 = 22 and (300 - 64) // 16 + 1 = 15 windows.
-    csv = write_crew_csv(tmp_path / "train.csv", make_frame(rows_per_group=700, gap_at=(400, 2.0)))
+    csv = write_crew_csv(tmp_path / "train.csv", make_frame(rows_per_recording=700, gap_at=(400, 2.0)))
     features = ["eeg_fp1", "ecg", "r", "gsr"]
     summary = ref.run(csv, str(tmp_path / "ref"), features, window=W, stride=S, eval_crews=[2], num_shards=2)
     stats = preprocess.run(["--input", csv, "--output", str(tmp_path / "job"), "--features", ",".join(features),

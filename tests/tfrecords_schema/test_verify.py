@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from crewstream import cli
-from tests.crew_csv import make_frame, write_crew_csv
+from tests.helpers import make_frame, write_crew_csv
 from tfrecords_schema import verify
 
 SHARD = "train/part-00001-of-00002.tfrecord"
@@ -28,7 +28,7 @@ def good_out(tmp_path_factory):
     from beam_jobs import preprocess
 
     root = tmp_path_factory.mktemp("verify")
-    csv = write_crew_csv(root / "train.csv", make_frame(crews=(1, 2), rows_per_group=120, seed=3))
+    csv = write_crew_csv(root / "train.csv", make_frame(crews=(1, 2), rows_per_recording=120, seed=3))
     out = root / "out"
     preprocess.run(["--input", csv, "--output", str(out), "--features", "r,ecg,gsr", "--window", "8",
                     "--stride", "2", "--eval-crews", "2", "--num-shards", "2"])

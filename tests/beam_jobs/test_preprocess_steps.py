@@ -5,87 +5,18 @@ import os
 
 import apache_beam as beam
 import numpy as np
-import pandas as pd
-import pytest
 import tensorflow as tf
-from apache_beam.runners.portability.fn_api_runner import fn_runner
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_jobs import transforms as t
-from beam_jobs.csv_reader import Reject, Rows
-from tests.crew_csv import make_frame, write_crew_csv
+from beam_jobs import preprocess_steps as steps
+from tests.helpers import pipeline, rows_of
 from tfrecords_schema import parse_examples
 
 FEATURES = ["r", "ecg", "gsr"]
 
 
-def pipeline():
-    return TestPipeline(runner=fn_runner.FnApiRunner())
-
-
-def rows_of(crews, t0=0.0, first_line=2):
-    k = len(crews)
-    return Rows(crew=np.array(crews), seat=np.zeros(k, np.int64), experiment=np.array(["CA"] * k, object),
-                time=t0 + np.arange(k) / 256, signals=np.arange(3 * k, dtype=np.float32).reshape(k, 3),
-                label=np.arange(k) % 4, line=np.arange(k) + first_line, source=np.zeros(k, np.int64))
-
-
-@pytest.mark.parametrize("split_bytes", [1 << 20, 3000])
-def test_read_crew_csv_rows_and_rejects(tmp_path, split_bytes):
-    frame = make_frame(crews=(1, 2), experiments=("CA",), rows_per_group=50, features=FEATURES)
-    good = write_crew_csv(tmp_path / "a.csv", frame)
-    with open(good) as f:
-        lines = f.read().splitlines()
-    lines[5] = lines[5].replace(",CA,", ",XX,")
-    bad = tmp_path / "b.csv"
-    bad.write_text("\n".join(lines) + "\n")
-    files = [good, str(bad)]
-    with pipeline() as p:
-        out = p | t.ReadCrewCsv(files, FEATURES, chunk_bytes=2048, split_bytes=split_bytes)
-        lines = (out.rows | beam.FlatMap(lambda r: [(int(r.source[0]), int(x)) for x in r.line])
-                 | beam.combiners.ToList() | beam.Map(sorted))
-        every_line = sorted([(0, i) for i in range(2, 202)] + [(1, i) for i in range(2, 202) if i != 6])
-        assert_that(lines, equal_to([every_line]), label="every line once")
-        assert_that(out.rejects | beam.Map(lambda r: (r.file, r.line, r.column)),
-                    equal_to([(str(bad), 6, "experiment")]), label="rejects")
-
-
-def test_read_crew_csv_header_only(tmp_path):
-    path = tmp_path / "h.csv"
-    path.write_text(",".join(make_frame(rows_per_group=1).columns) + "\n")
-    with pipeline() as p:
-        out = p | t.ReadCrewCsv([str(path)], FEATURES)
-        assert_that(out.rows, equal_to([]), label="rows")
-        assert_that(out.rejects, equal_to([]), label="rejects")
-
-
-def test_spill_by_recording_writes_one_block_per_recording(tmp_path):
-    from beam_jobs import blocks
-
-    rows = rows_of([1, 1, 2, 1])
-    rows.seat[:] = [0, 1, 0, 0]
-    rows.time[:] = [0.5, 0.25, 3.0, 2.5]
-    with pipeline() as p:
-        out = (p | beam.Create([rows], reshuffle=False)
-               | beam.ParDo(t.SpillByRecordingFn(str(tmp_path))).with_outputs(t.HISTOGRAM, main="files"))
-        files = out.files | beam.Map(lambda kv: (kv[0], blocks.read_block(kv[1][0]).line.tolist(),
-                                                 kv[1][1].tolist(), kv[1][2].tolist()))
-        assert_that(files, equal_to([((1, 0, "CA"), [2, 5], [0, 2], [1, 1]), ((1, 1, "CA"), [3], [0], [1]),
-                                     ((2, 0, "CA"), [4], [3], [1])]), label="files")
-        histograms = out[t.HISTOGRAM] | beam.Map(lambda kv: (kv[0], kv[1][0].tolist(), kv[1][1].tolist()))
-        assert_that(histograms, equal_to([((1, 0, "CA"), [0, 2], [1, 1]), ((1, 1, "CA"), [0], [1]),
-                                          ((2, 0, "CA"), [3], [1])]), label="histograms")
-
-
-def test_spill_by_recording_empty(tmp_path):
-    with pipeline() as p:
-        out = p | beam.Create([]) | beam.ParDo(t.SpillByRecordingFn(str(tmp_path)))
-        assert_that(out, equal_to([]))
-
-
 def _params(tmp_path, window=2, stride=1, shards=2, block_rows=1 << 18):
-    return t.WindowParams(window, stride, 1.0, shards, frozenset([2]), str(tmp_path), ("f.csv",), block_rows)
+    return steps.WindowParams(window, stride, 1.0, shards, frozenset([2]), str(tmp_path), ("f.csv",), block_rows)
 
 
 def _identity_transform(p, staging):
@@ -113,7 +44,7 @@ def test_sort_blocks_sorts_counts_groups_rejects_duplicates_and_feeds_the_analyz
     first, second = rows_of([1, 1, 1]), rows_of([1, 1], t0=3 / 256, first_line=5)
     dup = rows_of([1], t0=1 / 256, first_line=99)
     with pipeline() as p:
-        out = p | beam.Create([first, second, dup], reshuffle=False) | t.SortBlocks(_params(tmp_path))
+        out = p | beam.Create([first, second, dup], reshuffle=False) | steps.SortBlocks(_params(tmp_path))
         assert_that(out.blocks | beam.Map(lambda b: (b.recording, b.index, b.num_rows, b.gap_starts)),
                     equal_to([((1, 0, "CA"), 0, 5, ())]), label="blocks")
         assert_that(out.groups, equal_to([{"split": "train", "crew": 1, "num_rows": 5}]), label="groups")
@@ -121,7 +52,7 @@ def test_sort_blocks_sorts_counts_groups_rejects_duplicates_and_feeds_the_analyz
                     equal_to([(99, "time", "duplicate (crew, seat, experiment, time): repeats line 3 of f.csv")]),
                     label="rejects")
         assert_that(out.tally, equal_to([((0, "rows_used"), 5), ((0, "rows_rejected"), 1)]), label="tally")
-        assert_that(out[t.TRAIN_SIGNALS] | beam.Map(lambda batch: batch.num_rows), equal_to([5]), label="train")
+        assert_that(out[steps.TRAIN_SIGNALS] | beam.Map(lambda batch: batch.num_rows), equal_to([5]), label="train")
 
 
 def test_a_duplicate_time_names_the_line_and_file_it_repeats():
@@ -134,7 +65,7 @@ def test_a_duplicate_time_names_the_line_and_file_it_repeats():
 
     kept = block([0.0, 0.5, 1.0], [7, 8, 9], [1, 0, 1])
     dropped = block([0.5, 1.0, 1.0], [3, 4, 12], [1, 0, 1])
-    got = [(r.file, r.line, r.column, r.reason) for r in t.duplicate_time_rejects(kept, dropped, ["a.csv", "b.csv"])]
+    got = [(r.file, r.line, r.column, r.reason) for r in steps.duplicate_time_rejects(kept, dropped, ["a.csv", "b.csv"])]
     why = "duplicate (crew, seat, experiment, time): repeats line "
     assert got == [("b.csv", 3, "time", why + "8 of a.csv"), ("a.csv", 4, "time", why + "9 of b.csv"),
                    ("b.csv", 12, "time", why + "9 of b.csv")]
@@ -144,8 +75,8 @@ def test_cut_windows_writes_pieces_of_scaled_windows(tmp_path):
     first, second = rows_of([1, 1, 1]), rows_of([1, 1], t0=3 / 256, first_line=5)
     with pipeline() as p:
         ready = _identity_transform(p, str(tmp_path))
-        sorted_blocks = p | beam.Create([first, second], reshuffle=False) | t.SortBlocks(_params(tmp_path))
-        pieces = sorted_blocks.blocks | t.CutWindows(_params(tmp_path), ready)
+        sorted_blocks = p | beam.Create([first, second], reshuffle=False) | steps.SortBlocks(_params(tmp_path))
+        pieces = sorted_blocks.blocks | steps.CutWindows(_params(tmp_path), ready)
         assert_that(pieces | beam.Map(lambda m: (m["split"], m["shard"], m["block"], m["num_windows"])),
                     equal_to([("train", 0, 0, 2), ("train", 1, 0, 2)]), label="pieces")
     parsed = _read_pieces(tmp_path / "pieces" / "train")
@@ -162,8 +93,8 @@ def test_cut_windows_across_time_blocks_reads_the_rows_before_the_block(tmp_path
     params = _params(tmp_path, window=3, stride=1, block_rows=3)
     with pipeline() as p:
         ready = _identity_transform(p, str(tmp_path))
-        sorted_blocks = p | beam.Create([rows], reshuffle=False) | t.SortBlocks(params)
-        pieces = sorted_blocks.blocks | t.CutWindows(params, ready)
+        sorted_blocks = p | beam.Create([rows], reshuffle=False) | steps.SortBlocks(params)
+        pieces = sorted_blocks.blocks | steps.CutWindows(params, ready)
         assert_that(pieces | beam.Map(lambda m: (m["block"], m["num_windows"])) | beam.CombinePerKey(sum),
                     equal_to([(1, 2), (2, 2)]), label="windows per block")
     records = []
@@ -177,8 +108,8 @@ def test_cut_windows_across_time_blocks_reads_the_rows_before_the_block(tmp_path
 def test_sort_blocks_and_cut_windows_empty(tmp_path):
     with pipeline() as p:
         ready = _identity_transform(p, str(tmp_path))
-        sorted_blocks = p | beam.Create([]) | t.SortBlocks(_params(tmp_path))
-        pieces = sorted_blocks.blocks | t.CutWindows(_params(tmp_path), ready)
+        sorted_blocks = p | beam.Create([]) | steps.SortBlocks(_params(tmp_path))
+        pieces = sorted_blocks.blocks | steps.CutWindows(_params(tmp_path), ready)
         assert_that(pieces, equal_to([]), label="pieces")
         assert_that(sorted_blocks.groups, equal_to([]), label="groups")
 
@@ -194,7 +125,7 @@ def test_write_shards_concatenates_whole_pieces_and_writes_empty_shards(tmp_path
                        "class_counts": {"A": len(values), "B": 0, "C": 0, "D": 0}})
     staging = str(tmp_path / "staging")
     with pipeline() as p:
-        out = p | beam.Create(pieces) | t.WriteShards(staging, 2, "GZIP")
+        out = p | beam.Create(pieces) | steps.WriteShards(staging, 2, "GZIP")
         assert_that(out | beam.Map(lambda m: (m["file"], m["num_windows"], m["class_counts"]["A"])),
                     equal_to([("train/part-00000-of-00002.tfrecord.gz", 0, 0),
                               ("train/part-00001-of-00002.tfrecord.gz", 3, 3),
@@ -220,22 +151,10 @@ def test_each_shard_orders_its_recordings_differently():
 
 def test_write_shards_empty_input_still_writes_every_shard(tmp_path):
     with pipeline() as p:
-        out = p | beam.Create([]) | t.WriteShards(str(tmp_path), 2, "NONE")
+        out = p | beam.Create([]) | steps.WriteShards(str(tmp_path), 2, "NONE")
         assert_that(out | beam.Map(lambda m: (m["file"], m["num_windows"])),
                     equal_to([("train/part-00000-of-00002.tfrecord", 0), ("train/part-00001-of-00002.tfrecord", 0),
                               ("eval/part-00000-of-00002.tfrecord", 0), ("eval/part-00001-of-00002.tfrecord", 0)]))
     assert (tmp_path / "eval" / "part-00001-of-00002.tfrecord").read_bytes() == b""
 
 
-def test_write_rejects_sorted_csv_and_empty(tmp_path):
-    rejects = [Reject("b.csv", 3, "r", "not a number", 'x,"y"', id=7), Reject("a.csv", 9, "", "empty line", "")]
-    one, two = tmp_path / "one" / "rejects.csv", tmp_path / "two" / "rejects.csv"
-    with pipeline() as p:
-        count = p | "some" >> beam.Create(rejects) | "w1" >> t.WriteRejects(str(one))
-        assert_that(count, equal_to([2]), label="count")
-        none = p | "none" >> beam.Create([]) | "w2" >> t.WriteRejects(str(two))
-        assert_that(none, equal_to([0]), label="zero")
-    text = one.read_text().splitlines()
-    assert text == ["file,line,column,reason,id,text", "a.csv,9,,empty line,,", 'b.csv,3,r,not a number,7,"x,""y"""']
-    assert pd.read_csv(one, keep_default_na=False).to_dict("records")[1]["text"] == 'x,"y"'  # any CSV reader
-    assert not two.parent.exists()

@@ -1,5 +1,6 @@
-"""The Beam building blocks of the predict job: thin shells over beam_jobs.ids, blocks, inference
-and submission. Reading, blocks and the rejects output are preprocess's own (beam_jobs.transforms).
+"""The predict job's own Beam steps: thin shells over beam_jobs.ids, blocks, inference and
+submission. Reading, time blocks and the rejects output are the steps both jobs share
+(beam_jobs.reading).
 
     ResolveIds          every id once: each chunk's ids to an id file in bucket order, each bucket
                         resolved on its own from its runs of those files
@@ -19,7 +20,7 @@ from apache_beam.metrics import Metrics
 from beam_jobs import blocks, ids, inference, submission, windows
 from beam_jobs.blocks import Block
 from beam_jobs.csv_reader import IdRows
-from beam_jobs.transforms import NAMESPACE, REJECTS, TALLY, tally_sources
+from beam_jobs.reading import NAMESPACE, REJECTS, TALLY, tally_sources
 
 _LOG = logging.getLogger("crewstream.predict")
 FALLBACK = "fallback"
