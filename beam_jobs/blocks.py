@@ -1,23 +1,23 @@
-"""Blocks: rows of one recording (crew, seat, experiment), moved through files, never through the
+"""Time blocks: a recording's rows (crew, seat, experiment) moved through files, never through the
 runner's shuffle.
 
-The preprocess job groups rows through files: each chunk's rows of a recording are written as one
-block file, and only block paths are grouped. Beam's local runner holds a shuffled PCollection in
-memory two to three times over (decoded, re-encoded, copied); block files keep memory bounded
-whatever the data size, and on a cluster they are ordinary files on the job's filesystem (gs://,
-hdfs://, local).
+The jobs move rows through files: each span's rows of a recording are written as one spill file,
+and only spill paths are shuffled. Beam's local runner holds a shuffled PCollection in memory two
+to three times over (decoded, re-encoded, copied); spill files keep memory bounded whatever the
+data size, and on a cluster they are ordinary files on the job's filesystem (gs://, hdfs://, local).
 
 A recording is never gathered whole: it is cut into time blocks of at most `block_rows` raw rows
-at the edges of time bins (`plan_blocks`, from its rows per bin). A block file holds its rows in
-time-bin order, so a time block's rows are one run of it (`FileRows`, `block_slices`), read
-alone (`read_block(path, start, stop)`). Each block is sorted on its own
-and written as a sorted block file of fixed-size records (`write_rows`), whose tail a following
-block reads for the W-1 rows of context its first windows need (`read_rows(..., last=k)`).
+at the edges of time bins (`plan_blocks`, from its rows per bin). A spill file holds its rows in
+time-bin order, so a time block's rows are one run of it (`FileRows`, `block_slices`), read alone
+(`read_spill(path, start, stop)`). Each time block is sorted on its own and written as a sorted
+block file of fixed-size records (`write_rows`), whose tail a following block reads for the W-1
+rows of context its first windows need (`read_rows(..., last=k)`).
 
-A block file's name is derived from where its rows came from (file index, first line), so a
-retried bundle rewrites the same file with the same bytes. Block files hold data only (numpy's
-.npy format of `row_dtype` records, never a pickle): a file planted where a block is expected
-(whoever can write into OUT while a job runs) is refused with BlockFileError, never executed.
+A spill file's name is derived from where its rows came from (file index, first line), so a
+retried bundle rewrites the same file with the same bytes. Spill and sorted block files hold data
+only (numpy's .npy format of `row_dtype` records, never a pickle): a file planted where one is
+expected (whoever can write into OUT while a job runs) is refused with SpillFileError, never
+executed.
 """
 
 import dataclasses
@@ -35,10 +35,10 @@ BIN_SECONDS = 1.0  # a time bin: time blocks start at bin edges
 
 
 @dataclasses.dataclass
-class Block(Columns):
-    """Rows of one recording: time float64 [n]; signals float32 [n, F]; label int8 [n] (-1: the
-    test layout has none); line int64 [n] and source int32 [n] say where each row came from;
-    id int64 [n], the test layout's `id` column (None for the train layout: written as -1)."""
+class RecordingRows(Columns):
+    """Rows of one recording: time float64 [n]; signals float32 [n, F]; label int8 [n] (-1: a
+    test file has none); line int64 [n] and source int32 [n] say where each row came from;
+    id int64 [n], a test file's `id` column (None for a train file: written as -1)."""
 
     time: np.ndarray
     signals: np.ndarray
@@ -47,12 +47,12 @@ class Block(Columns):
     source: np.ndarray
     id: Optional[np.ndarray] = None
 
-    def sorted_by_time(self) -> "Block":
+    def sorted_by_time(self) -> "RecordingRows":
         """Rows in (time, file, line) order: never dependent on the order blocks arrived in."""
         return self.take(np.lexsort((self.line, self.source, self.time)))
 
 
-def drop_duplicate_times(block: Block) -> Tuple[Block, Block, np.ndarray]:
+def drop_duplicate_times(block: RecordingRows) -> Tuple[RecordingRows, RecordingRows, np.ndarray]:
     """For rows sorted by time: (rows kept, rows whose time repeats the previous row's, and for
     each of those the line of the row it repeats)."""
     dup = np.zeros(len(block), dtype=bool)
@@ -61,13 +61,13 @@ def drop_duplicate_times(block: Block) -> Tuple[Block, Block, np.ndarray]:
     return block.take(~dup), block.take(dup), block.line[kept_index[dup]]
 
 
-def split_by_recording(rows: Rows, bin_seconds: float = BIN_SECONDS) -> Iterator[Tuple[RecordingKey, Block]]:
-    """One Block per recording present in `rows`, in key order, its rows by time bin (`time_bins`;
-    file order within a bin): a time block's rows are then one run of the block file
+def split_by_recording(rows: Rows, bin_seconds: float = BIN_SECONDS) -> Iterator[Tuple[RecordingKey, RecordingRows]]:
+    """One RecordingRows per recording present in `rows`, in key order, its rows by time bin (`time_bins`;
+    file order within a bin): a time block's rows are then one run of the spill file
     (`block_slices`), whatever time order the file has.
 
     Integer keys and one stable lexsort (experiments by name: sorted(EXPERIMENTS)), then a slice
-    per recording: sorting structured keys with strings cost ten times more on a 16 MiB chunk.
+    per recording: sorting structured keys with strings cost ten times more on a 16 MiB span.
     """
     names = sorted(cols.EXPERIMENTS)
     codes = np.zeros(len(rows), np.int64)
@@ -80,33 +80,33 @@ def split_by_recording(rows: Rows, bin_seconds: float = BIN_SECONDS) -> Iterator
     with_id = isinstance(rows, IdRows)
     for a, b in zip(starts, list(starts[1:]) + [len(order)]):
         idx = order[a:b]
-        yield (int(keys[a, 0]), int(keys[a, 1]), names[keys[a, 2]]), Block(
+        yield (int(keys[a, 0]), int(keys[a, 1]), names[keys[a, 2]]), RecordingRows(
             rows.time[idx], np.ascontiguousarray(rows.signals[idx], dtype=np.float32),
             rows.label[idx].astype(np.int8), rows.line[idx], rows.source[idx].astype(np.int32),
             rows.id[idx] if with_id else None)
 
 
-def block_path(staging: str, key: RecordingKey, block: Block) -> str:
+def spill_path(staging: str, key: RecordingKey, block: RecordingRows) -> str:
     crew, seat, experiment = key
     first = int(np.argmin(block.line))
-    name = f"crew{crew}-seat{seat}-{experiment}/f{int(block.source[first])}-l{int(block.line[first])}.block"
-    return file_io.join(staging, "blocks", name)
+    name = f"crew{crew}-seat{seat}-{experiment}/f{int(block.source[first])}-l{int(block.line[first])}.spill"
+    return file_io.join(staging, "spills", name)
 
 
-class BlockFileError(ValueError):
-    """A file where a block file is expected is not one (refused, never unpickled)."""
+class SpillFileError(ValueError):
+    """A file where a spill file is expected is not one (refused, never unpickled)."""
 
 
 class FileRows(NamedTuple):
-    """Records [start, stop) of the records file at `path` (`write_records`): a time block's run
-    of a chunk's block file, an id bucket's run of a chunk's id file."""
+    """Records [start, stop) of the records file at `path` (`write_npy`): a time block's run
+    of a span's spill file, an id bucket's run of a span's id file."""
 
     path: str
     start: int
     stop: int
 
 
-def write_records(path: str, records: np.ndarray) -> None:
+def write_npy(path: str, records: np.ndarray) -> None:
     """Write a 1-D array of records as one .npy file (numpy's format: a fixed magic string, then a
     header giving dtype and shape, then the fixed-size records). Data only, never a pickle."""
     with file_io.open_file(path, "wb") as f:
@@ -116,15 +116,15 @@ def write_records(path: str, records: np.ndarray) -> None:
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
-def read_records(path: str, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
-    """Records [start, stop) (all by default) of a file `write_records` wrote: only they are read.
+def read_npy(path: str, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
+    """Records [start, stop) (all by default) of a file `write_npy` wrote: only they are read.
     ValueError if the file is anything else (a pickle included: nothing in it is executed), not
     1-D, or has fewer than `stop` records; the caller checks their dtype."""
     with file_io.open_file(path, "rb") as f:
         try:
             read_header = _HEADER_READERS.get(np.lib.format.read_magic(f))
             if read_header is None:
-                raise ValueError("an .npy format version write_records does not write")
+                raise ValueError("an .npy format version write_npy does not write")
             shape, _, dtype = read_header(f)
         except EOFError as e:
             raise ValueError(str(e) or "the file ends in its header") from None
@@ -140,23 +140,23 @@ def read_records(path: str, start: int = 0, stop: Optional[int] = None) -> np.nd
     return np.frombuffer(data, dtype=dtype)
 
 
-def write_block(path: str, block: Block) -> None:
-    """Write `block` as a block file: `write_records` of `row_dtype` records; `read_block` reads it
+def write_spill(path: str, block: RecordingRows) -> None:
+    """Write `block` as a spill file: `write_npy` of `row_dtype` records; `read_spill` reads it
     back."""
-    write_records(path, _records(block))
+    write_npy(path, _records(block))
 
 
-def read_block(path: str, start: int = 0, stop: Optional[int] = None) -> Block:
-    """The Block `write_block` wrote at `path`, or its rows [start, stop) alone (only they are
-    read). BlockFileError if the file is anything else (a pickle included: nothing in it is
+def read_spill(path: str, start: int = 0, stop: Optional[int] = None) -> RecordingRows:
+    """The RecordingRows `write_spill` wrote at `path`, or its rows [start, stop) alone (only they are
+    read). SpillFileError if the file is anything else (a pickle included: nothing in it is
     executed), its records are not `row_dtype`'s, or it has fewer than `stop` rows."""
     try:
-        records = read_records(path, start, stop)
+        records = read_npy(path, start, stop)
     except ValueError as e:
-        raise BlockFileError(f"{path}: not a block file ({e})") from None
+        raise SpillFileError(f"{path}: not a spill file ({e})") from None
     signals = (records.dtype.fields or {}).get("signals")
     if signals is None or len(signals[0].shape) != 1 or records.dtype != row_dtype(signals[0].shape[0]):
-        raise BlockFileError(f"{path}: not a block file (records {records.dtype})")
+        raise SpillFileError(f"{path}: not a spill file (records {records.dtype})")
     return _block(records)
 
 
@@ -226,7 +226,7 @@ def block_of(time: np.ndarray, first_bins: np.ndarray, bin_seconds: float = BIN_
 
 
 def block_slices(bins: np.ndarray, counts: np.ndarray, first_bins: np.ndarray) -> Iterator[Tuple[int, int, int]]:
-    """(time block, first row, end row) of each time block a block file has rows in, in block
+    """(time block, first row, end row) of each time block a spill file has rows in, in block
     order, from the file's histogram (`time_histogram`: its rows are in bin order,
     `split_by_recording`) and its recording's plan (`plan_blocks`)."""
     index = block_of_bins(bins, first_bins)
@@ -240,7 +240,7 @@ def block_slices(bins: np.ndarray, counts: np.ndarray, first_bins: np.ndarray) -
 # Sorted blocks: a block's kept rows in time order as raw fixed-size records, so that the rows
 # another block needs as context (its last W-1) are read from the tail without the rest.
 def row_dtype(num_features: int) -> np.dtype:
-    """One row of a block file or sorted block file, for both jobs (`id` is -1 in the train layout)."""
+    """One row of a spill file or sorted block file, for both jobs (`id` is -1 in a train file)."""
     return np.dtype([("time", "<f8"), ("line", "<i8"), ("id", "<i8"), ("source", "<i4"), ("label", "i1"),
                      ("signals", "<f4", (num_features,))])
 
@@ -250,11 +250,11 @@ def sorted_path(staging: str, key: RecordingKey, block_index: int) -> str:
     return file_io.join(staging, "sorted", f"crew{crew}-seat{seat}-{experiment}", f"b{block_index:05d}.rows")
 
 
-def write_rows(path: str, block: Block) -> None:
+def write_rows(path: str, block: RecordingRows) -> None:
     file_io.write_bytes(path, _records(block).tobytes())
 
 
-def read_rows(path: str, num_features: int, last: Optional[int] = None) -> Block:
+def read_rows(path: str, num_features: int, last: Optional[int] = None) -> RecordingRows:
     """The rows of a sorted block file; with `last`, only its last `last` rows (read from the tail)."""
     dtype = row_dtype(num_features)
     with file_io.open_file(path, "rb") as f:
@@ -265,8 +265,8 @@ def read_rows(path: str, num_features: int, last: Optional[int] = None) -> Block
     return _block(records)
 
 
-def _records(block: Block) -> np.ndarray:
-    """A block's rows as `row_dtype` records (the layout of block and sorted block files)."""
+def _records(block: RecordingRows) -> np.ndarray:
+    """A block's rows as `row_dtype` records (the record of spill and sorted block files)."""
     records = np.empty(len(block), dtype=row_dtype(block.signals.shape[1]))
     for name in records.dtype.names:
         value = getattr(block, name)
@@ -274,8 +274,8 @@ def _records(block: Block) -> np.ndarray:
     return records
 
 
-def _block(records: np.ndarray) -> Block:
-    return Block(records["time"].copy(), np.ascontiguousarray(records["signals"]), records["label"].copy(),
+def _block(records: np.ndarray) -> RecordingRows:
+    return RecordingRows(records["time"].copy(), np.ascontiguousarray(records["signals"]), records["label"].copy(),
                  records["line"].copy(), records["source"].copy(), records["id"].copy())
 
 
@@ -295,7 +295,7 @@ class SortedBlock:
     gap_starts: Tuple[int, ...]
 
 
-def summarize_sorted(recording: RecordingKey, index: int, path: str, block: Block, max_gap: float) -> SortedBlock:
+def summarize_sorted(recording: RecordingKey, index: int, path: str, block: RecordingRows, max_gap: float) -> SortedBlock:
     gaps = np.flatnonzero(np.diff(block.time) > max_gap) + 1
     return SortedBlock(recording, index, path, len(block), block.signals.shape[1], float(block.time[0]),
                        float(block.time[-1]), tuple(gaps.tolist()))

@@ -1,25 +1,25 @@
-"""Reading crew CSVs in line-aligned byte chunks, parsed by pyarrow into validated row batches.
+"""Reading crew CSVs in line-aligned byte spans, parsed by pyarrow into validated row batches.
 
 Plain functions, no Beam: `ReadCrewCsv` (beam_jobs.reading) is a thin shell around them.
 
-A chunk is parsed with column types given (the fast path). Rows that cannot be used go to the
-dead-letter output as `Reject`s naming file, line, column and reason; every other row of the chunk
+A span is parsed with column types given (the fast path). Rows that cannot be used go to the
+dead-letter output as `Reject`s naming file, line, column and reason; every other row of the span
 is kept. Rows read = rows kept + rows rejected, line by line: empty lines are rows too, except
 blank lines at the end of a file, which are not rows at all.
 
-What a row can get wrong, and costs only that row wherever it sits (any place in a chunk, across
-chunk and byte-range boundaries): text that is not CSV (bytes that are not UTF-8, NUL, a lone
+What a row can get wrong, and costs only that row wherever it sits (any place in a span, across
+span and byte-range boundaries): text that is not CSV (bytes that are not UTF-8, NUL, a lone
 CR, a quote character: quoted cells are not read, a line of MAX_LINE_BYTES or more), the wrong
 number of cells, a value that is not a number, not finite, not an integer or outside what its
 field holds (crew, seat, id: int64, read exactly; time: below MAX_TIME), an unknown experiment,
-seat or label. A clean chunk pays only a few scans at memory speed for the text checks.
+seat or label. A clean span pays only a few scans at memory speed for the text checks.
 
-`with_id=True` reads the test layout (crewstream predict): the `id` column must be in the header,
+`with_id=True` reads a test file (crewstream predict): the `id` column must be in the header,
 a row without an integer id is rejected, and the rows come as `IdRows` (`Rows` plus `id`).
 
 Compressed files (`.gz`, `.bz2`) are decompressed with the standard library, which raises on a
 stream that ends early or fails its checksum: Beam's decompressing reader returns the rows of a
-truncated gzip without complaint. Such a file is a `CsvLayoutError`, never a silently short read.
+truncated gzip without complaint. Such a file is a `CsvFileError`, never a silently short read.
 """
 
 import bz2
@@ -41,11 +41,11 @@ from beam_jobs.columns import Columns
 from tfrecords_schema import LABEL_VOCABULARY
 from tfrecords_schema import csv_columns as cols
 
-DEFAULT_CHUNK_BYTES = 16 << 20  # bytes parsed at once: one Beam element of rows
+DEFAULT_SPAN_BYTES = 16 << 20  # bytes parsed at once: one Beam element of rows
 DEFAULT_SPLIT_BYTES = 64 << 20  # bytes of an uncompressed file one worker reads: the unit of parallelism
 # A line this long or longer (its newline not counted) is rejected. pyarrow's parser needs each
-# line within two of its blocks: a chunk with a line of _BLOCK_BYTES or more is parsed in blocks
-# of MAX_LINE_BYTES (measured: the larger block parses clean chunks about 10% slower).
+# line within two of its blocks: a span with a line of _BLOCK_BYTES or more is parsed in blocks
+# of MAX_LINE_BYTES (measured: the larger block parses clean spans about 10% slower).
 MAX_LINE_BYTES = 2 << 20
 _BLOCK_BYTES = 1 << 20  # pyarrow's default block size
 # Times must be below 2**32 s (136 years). Below it float64's spacing is at most 2**-21 s
@@ -65,7 +65,7 @@ _UNSUPPORTED_SUFFIXES = (".deflate", ".zst", ".zstd", ".xz", ".lzma")  # Beam kn
 _STREAM_ERRORS = (EOFError, OSError, zlib.error)
 
 
-class CsvLayoutError(ValueError):
+class CsvFileError(ValueError):
     """A file-level problem: the file cannot be read as a crew CSV at all. `missing`: the columns
     its header lacks, when that is the problem."""
 
@@ -78,7 +78,7 @@ class CsvLayoutError(ValueError):
 class Reject:
     """One unusable input row: where it is and why it was not used. `text` is the line as written
     (at most 1,000 characters, then "..."; a line that is not text: with backslash escapes).
-    `id`: in the test layout, the row's id when its `id` cell still reads as an int64
+    `id`: in a test file, the row's id when its `id` cell still reads as an int64
     (`reject_id`); None otherwise."""
 
     file: str
@@ -91,11 +91,11 @@ class Reject:
 
 @dataclasses.dataclass
 class Rows(Columns):
-    """Validated rows of one chunk, columnar.
+    """Validated rows of one span, columnar.
 
     crew, seat, label, line: int64 [n]; experiment: object (str) [n]; time: float64 [n];
     signals: float32 [n, F] in the order of `features`; source: int64 [n], the index of the
-    row's file in the job's sorted file list (set by the reader; 0 from `parse_chunk`).
+    row's file in the job's sorted file list (set by the reader; 0 from `parse_span`).
     """
 
     crew: np.ndarray
@@ -110,7 +110,7 @@ class Rows(Columns):
 
 @dataclasses.dataclass
 class IdRows(Rows):
-    """Validated rows of a test-layout chunk: `Rows` plus id int64 [n], the file's `id` column."""
+    """Validated rows of a test-file span: `Rows` plus id int64 [n], the file's `id` column."""
 
     id: np.ndarray
 
@@ -122,13 +122,13 @@ def is_compressed(path: str) -> bool:
 
 def decompressed(raw: BinaryIO, path: str) -> ContextManager[BinaryIO]:
     """The decompressed stream of an open raw file (`raw` itself when uncompressed); closing it
-    leaves `raw` open. CsvLayoutError for a compression we do not read."""
+    leaves `raw` open. CsvFileError for a compression we do not read."""
     lower = path.lower()
     for suffix, opener in _DECOMPRESSORS.items():
         if lower.endswith(suffix):
             return opener(raw)
     if lower.endswith(_UNSUPPORTED_SUFFIXES):
-        raise CsvLayoutError(f"{path}: unsupported compression; use .csv, .csv.gz or .csv.bz2")
+        raise CsvFileError(f"{path}: unsupported compression; use .csv, .csv.gz or .csv.bz2")
     return contextlib.nullcontext(raw)
 
 
@@ -141,9 +141,9 @@ def stream_errors_as_layout_errors(file: str) -> Iterator[None]:
     except _STREAM_ERRORS as e:
         if not is_compressed(file):
             if isinstance(e, OSError):
-                raise CsvLayoutError(f"{file}: cannot be read ({e.strerror or e})") from e
+                raise CsvFileError(f"{file}: cannot be read ({e.strerror or e})") from e
             raise
-        raise CsvLayoutError(f"{file}: truncated or damaged compressed file ({e})") from e
+        raise CsvFileError(f"{file}: truncated or damaged compressed file ({e})") from e
 
 
 def check_file(f: BinaryIO, file: str, features: Sequence[str], labelled: bool = True,
@@ -151,14 +151,14 @@ def check_file(f: BinaryIO, file: str, features: Sequence[str], labelled: bool =
     """The file-level checks, before any row is parsed: a usable header (`check_header`), at least
     one line after it, and with `read_through` (for compressed files) a stream that decompresses
     to its end. `f` is the decompressed stream. Returns the header's columns that are not part of
-    the layout (ignored by the reader). CsvLayoutError otherwise."""
+    the layout (ignored by the reader). CsvFileError otherwise."""
     with stream_errors_as_layout_errors(file):
         header = read_header(f, file)
         check_header(header, features, file, labelled, with_id)
         while True:  # blank lines after the header are not rows
             data = f.read(1 << 16)
             if not data:
-                raise CsvLayoutError(f"{file}: header only, no data rows")
+                raise CsvFileError(f"{file}: header only, no data rows")
             if data.strip():
                 break
         while read_through and f.read(1 << 20):
@@ -172,46 +172,46 @@ def read_header(f: BinaryIO, file: str) -> List[str]:
     """Column names of the header line (UTF-8 BOM and CRLF tolerated)."""
     line = f.readline(MAX_LINE_BYTES)
     if not line:
-        raise CsvLayoutError(f"{file}: empty file (no header line)")
+        raise CsvFileError(f"{file}: empty file (no header line)")
     if len(line) == MAX_LINE_BYTES and not line.endswith(b"\n"):
-        raise CsvLayoutError(f"{file}: no newline in the first {MAX_LINE_BYTES:,} bytes: not a CSV header")
+        raise CsvFileError(f"{file}: no newline in the first {MAX_LINE_BYTES:,} bytes: not a CSV header")
     try:
         text = line.decode("utf-8-sig").rstrip("\r\n")
     except UnicodeDecodeError:
-        raise CsvLayoutError(f"{file}: the first line is not UTF-8 text (a binary or compressed file?)") from None
+        raise CsvFileError(f"{file}: the first line is not UTF-8 text (a binary or compressed file?)") from None
     if "\r" in text:
-        raise CsvLayoutError(f"{file}: a carriage return inside the header line (lines ending in CR "
+        raise CsvFileError(f"{file}: a carriage return inside the header line (lines ending in CR "
                              "alone?); crewstream reads LF or CRLF line ends")
     return [name.strip() for name in text.split(",")]
 
 
 def check_header(header: Sequence[str], features: Sequence[str], file: str, labelled: bool = True,
                  with_id: bool = False) -> None:
-    """CsvLayoutError naming the missing columns, or the wrong layout, before anything is read."""
+    """CsvFileError naming the missing columns, or the wrong layout, before anything is read."""
     quoted = [name for name in header if '"' in name]
     if quoted:
-        raise CsvLayoutError(f"{file}: quoted column name(s) in the header ({', '.join(quoted[:3])}); "
+        raise CsvFileError(f"{file}: quoted column name(s) in the header ({', '.join(quoted[:3])}); "
                              "crewstream reads CSV without quotes (write the file without quoting)")
     needed = ([cols.ID] if with_id else []) + list(cols.KEY_COLUMNS) + list(features) + (
         [cols.EVENT] if labelled else [])
     missing = [name for name in needed if name not in header]
     if labelled and missing == [cols.EVENT] and cols.ID in header:
-        raise CsvLayoutError(f"{file}: this is a test-layout file (an `id` column, no `event`); "
-                             "preprocess needs labelled rows in the train layout")
+        raise CsvFileError(f"{file}: this is a test file (an `id` column, no `event`); "
+                             "preprocess needs labelled rows in a train file")
     if with_id and missing == [cols.ID] and cols.EVENT in header:
-        raise CsvLayoutError(f"{file}: this is a train-layout file (an `event` column, no `id`); "
-                             "predict needs the test layout")
+        raise CsvFileError(f"{file}: this is a train file (an `event` column, no `id`); "
+                             "predict needs a test file")
     if missing:
-        raise CsvLayoutError(f"{file}: missing column(s) {', '.join(missing)} in header", missing)
+        raise CsvFileError(f"{file}: missing column(s) {', '.join(missing)} in header", missing)
     dupes = sorted({name for name in header if header.count(name) > 1})
     if dupes:
-        raise CsvLayoutError(f"{file}: duplicate column(s) {', '.join(dupes)} in header")
+        raise CsvFileError(f"{file}: duplicate column(s) {', '.join(dupes)} in header")
 
 
-def iter_line_chunks(f: BinaryIO, chunk_bytes: int = DEFAULT_CHUNK_BYTES, first_line: int = 2,
+def iter_line_spans(f: BinaryIO, span_bytes: int = DEFAULT_SPAN_BYTES, first_line: int = 2,
                      start: int = 0, end: Optional[int] = None,
                      max_line: int = MAX_LINE_BYTES) -> Iterator[Tuple[int, bytes, int]]:
-    """Yield (line number of the chunk's first line, bytes of whole lines, the lines: newlines, plus
+    """Yield (line number of the span's first line, bytes of whole lines, the lines: newlines, plus
     one for a last line without its newline).
 
     `f` is positioned at byte `start`, the start of line `first_line` (lines are 1-based as an
@@ -222,13 +222,13 @@ def iter_line_chunks(f: BinaryIO, chunk_bytes: int = DEFAULT_CHUNK_BYTES, first_
     Blank lines (ASCII whitespace only) after the file's last other line are not yielded: they
     are not rows. A range that ends in blank lines reads on to tell whether a row follows.
     A line of `max_line` bytes or more (newline not counted) that does not end within one read
-    is yielded cut to its first `max_line` bytes and a newline (`parse_chunk` rejects it), so
-    memory stays within a few chunk_bytes + max_line whatever the file holds.
+    is yielded cut to its first `max_line` bytes and a newline (`parse_span` rejects it), so
+    memory stays within a few span_bytes + max_line whatever the file holds.
     """
     if end is not None and start >= end:
         return
     limit = None if end is None else end - start  # lines starting before this offset are ours
-    pieces = _whole_line_pieces(f, chunk_bytes, max_line)
+    pieces = _whole_line_pieces(f, span_bytes, max_line)
     line, held, beyond = first_line, b"", None  # held: blank lines no row has followed yet
     for offset, data, length in pieces:
         if limit is not None and offset >= limit:
@@ -253,14 +253,14 @@ def iter_line_chunks(f: BinaryIO, chunk_bytes: int = DEFAULT_CHUNK_BYTES, first_
         yield line, held, held.count(b"\n") + (not held.endswith(b"\n"))
 
 
-def _whole_line_pieces(f: BinaryIO, chunk_bytes: int, max_line: int) -> Iterator[Tuple[int, bytes, int]]:
+def _whole_line_pieces(f: BinaryIO, span_bytes: int, max_line: int) -> Iterator[Tuple[int, bytes, int]]:
     """(offset from where `f` was, bytes, their length in the file) for consecutive pieces of
     whole lines of `f`: the file's own bytes, except that a line of `max_line` bytes or more
     that does not end within one read comes alone, as its first `max_line` bytes and a newline
     (its length: the line's in the file). The file's last line may lack its newline."""
     offset, pending, pending_bytes, carry = 0, [], 0, b""  # pending: a line's start, no newline yet
     while True:
-        data, carry = (carry, b"") if carry else (f.read(chunk_bytes), b"")
+        data, carry = (carry, b"") if carry else (f.read(span_bytes), b"")
         if not data:
             if pending:
                 yield offset, b"".join(pending), pending_bytes
@@ -278,7 +278,7 @@ def _whole_line_pieces(f: BinaryIO, chunk_bytes: int, max_line: int) -> Iterator
             head, length = b"".join(pending)[:max_line], pending_bytes
             pending, pending_bytes = [], 0
             while True:
-                data = f.read(chunk_bytes)
+                data = f.read(span_bytes)
                 newline = data.find(b"\n")
                 length += len(data) if newline == -1 else newline + 1
                 if newline != -1 or not data:
@@ -290,7 +290,7 @@ def _whole_line_pieces(f: BinaryIO, chunk_bytes: int, max_line: int) -> Iterator
 
 def _through_last_row(buf: bytes) -> int:
     """Bytes of `buf` up to the end of its last line that is not blank (0: every line is blank)."""
-    tail = 256  # look at the end first: a chunk rarely ends in more than one blank line
+    tail = 256  # look at the end first: a span rarely ends in more than one blank line
     while True:
         piece = buf[-tail:]
         content = len(piece.rstrip())
@@ -353,33 +353,33 @@ def _column_types(header: Sequence[str], features: Sequence[str],
     return {k: v for k, v in types.items() if k in header}
 
 
-# Defects that make a line unreadable as CSV text, found before pyarrow sees the chunk. The rank
+# Defects that make a line unreadable as CSV text, found before pyarrow sees the span. The rank
 # orders two defects at one byte (an over-long line's is its first byte).
 _LONG, _BAD_BYTE, _NUL, _LONE_CR, _QUOTE = range(5)
 
 
-def find_defects(chunk: bytes, header: Sequence[str], max_line: int = MAX_LINE_BYTES) -> Dict[int, Tuple[str, str]]:
-    """{index of a line in `chunk`: (column, reason)} for each line that cannot be read as CSV
+def find_defects(span: bytes, header: Sequence[str], max_line: int = MAX_LINE_BYTES) -> Dict[int, Tuple[str, str]]:
+    """{index of a line in `span`: (column, reason)} for each line that cannot be read as CSV
     text: bytes that are not UTF-8, a NUL byte, a carriage return not followed by a newline (a
     lone CR; CRLF line ends are fine), a quote character, or `max_line` bytes or more.
 
     Quotes are not CSV syntax here (the header is read without them, and the Kaggle files have
     none): a line holding one is rejected rather than split differently from how its text reads.
     The column is the header's name for the cell holding the line's first defect ("" for an
-    over-long line, or a cell beyond the header's). A clean chunk costs a few scans at memory
-    speed; the line-by-line search runs only in a chunk that has one of these.
+    over-long line, or a cell beyond the header's). A clean span costs a few scans at memory
+    speed; the line-by-line search runs only in a span that has one of these.
     """
-    return {} if _looks_clean(chunk, max_line) else _locate_defects(chunk, header, max_line)
+    return {} if _looks_clean(span, max_line) else _locate_defects(span, header, max_line)
 
 
-def _looks_clean(chunk: bytes, max_line: int, lone_cr: bool = True) -> bool:
-    """No line of `chunk` has a defect (find_defects), by scans of the whole chunk at memory
+def _looks_clean(span: bytes, max_line: int, lone_cr: bool = True) -> bool:
+    """No line of `span` has a defect (find_defects), by scans of the whole span at memory
     speed. `lone_cr=False` skips the slowest, the lone-CR scan (a fifth of a parse's time in a
-    CRLF file): parse_chunk finds a lone CR by pyarrow's row count instead, as pyarrow ends a
+    CRLF file): parse_span finds a lone CR by pyarrow's row count instead, as pyarrow ends a
     line at one."""
-    if lone_cr and b"\r" in chunk and chunk.count(b"\r") != chunk.count(b"\r\n") + chunk.endswith(b"\r"):
+    if lone_cr and b"\r" in span and span.count(b"\r") != span.count(b"\r\n") + span.endswith(b"\r"):
         return False
-    return not (b"\0" in chunk or b'"' in chunk or not _is_utf8(chunk) or _has_long_line(chunk, max_line))
+    return not (b"\0" in span or b'"' in span or not _is_utf8(span) or _has_long_line(span, max_line))
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -392,31 +392,31 @@ def _is_utf8(data: bytes) -> bool:
     return True
 
 
-def _has_long_line(chunk: bytes, max_line: int) -> bool:
-    """Whether a line of `chunk` has `max_line` bytes or more before its newline, in one pass:
+def _has_long_line(span: bytes, max_line: int) -> bool:
+    """Whether a line of `span` has `max_line` bytes or more before its newline, in one pass:
     the last newline within max_line bytes of a line's start bounds every line started before."""
     start = 0
-    while len(chunk) - start >= max_line:
-        newline = chunk.rfind(b"\n", start, start + max_line)
+    while len(span) - start >= max_line:
+        newline = span.rfind(b"\n", start, start + max_line)
         if newline == -1:
             return True
         start = newline + 1
     return False
 
 
-def _locate_defects(chunk: bytes, header: Sequence[str], max_line: int) -> Dict[int, Tuple[str, str]]:
+def _locate_defects(span: bytes, header: Sequence[str], max_line: int) -> Dict[int, Tuple[str, str]]:
     """find_defects' answer, line by line: every defect's byte, then each line's first."""
-    data = np.frombuffer(chunk, np.uint8)
+    data = np.frombuffer(span, np.uint8)
     newlines = np.flatnonzero(data == ord("\n"))
     starts = np.r_[0, newlines + 1]
-    ends = np.r_[newlines, len(chunk)]
+    ends = np.r_[newlines, len(span)]
     cr = np.flatnonzero(data == ord("\r"))
-    cr = cr[cr + 1 < len(chunk)]  # a CR ending the file's last line ends it
+    cr = cr[cr + 1 < len(span)]  # a CR ending the file's last line ends it
     found = [(starts[ends - starts >= max_line], _LONG),
              (np.flatnonzero(data == 0), _NUL),
              (cr[data[cr + 1] != ord("\n")], _LONE_CR),
              (np.flatnonzero(data == ord('"')), _QUOTE),
-             (_bad_utf8(chunk, starts, ends, newlines, np.flatnonzero(data >= 0x80)), _BAD_BYTE)]
+             (_bad_utf8(span, starts, ends, newlines, np.flatnonzero(data >= 0x80)), _BAD_BYTE)]
     where = np.concatenate([positions for positions, _ in found]).astype(np.int64)
     kind = np.concatenate([np.full(len(positions), k) for positions, k in found])
     line = np.searchsorted(newlines, where)  # newlines before the byte
@@ -424,18 +424,18 @@ def _locate_defects(chunk: bytes, header: Sequence[str], max_line: int) -> Dict[
     lines, first = np.unique(line[order], return_index=True)
     defects = {}
     for i, at, k in zip(lines.tolist(), where[order][first].tolist(), kind[order][first].tolist()):
-        cell = chunk.count(b",", int(starts[i]), at)
+        cell = span.count(b",", int(starts[i]), at)
         column = header[cell] if k != _LONG and cell < len(header) else ""
-        defects[i] = (column, _defect_reason(k, chunk[at], max_line))
+        defects[i] = (column, _defect_reason(k, span[at], max_line))
     return defects
 
 
-def _bad_utf8(chunk: bytes, starts, ends, newlines, high) -> np.ndarray:
+def _bad_utf8(span: bytes, starts, ends, newlines, high) -> np.ndarray:
     """The first undecodable byte of each line holding a non-ASCII byte that is not UTF-8."""
     bad = []
     for i in np.unique(np.searchsorted(newlines, high)).tolist():
         try:
-            chunk[starts[i]:ends[i]].decode("utf-8")
+            span[starts[i]:ends[i]].decode("utf-8")
         except UnicodeDecodeError as e:
             bad.append(int(starts[i]) + e.start)
     return np.asarray(bad, np.int64)
@@ -449,20 +449,20 @@ def _defect_reason(kind: int, byte: int, max_line: int) -> str:
             _QUOTE: 'quote character (") in a cell: quoted cells are not read'}[kind]
 
 
-def _blanked(chunk: bytes, lines: Sequence[int]) -> bytes:
-    """`chunk` with the given lines replaced by one space (a row of one cell, which pyarrow counts
+def _blanked(span: bytes, lines: Sequence[int]) -> bytes:
+    """`span` with the given lines replaced by one space (a row of one cell, which pyarrow counts
     as a row of the wrong shape): pyarrow never sees their text, line numbers stay."""
-    parts = chunk.split(b"\n")
+    parts = span.split(b"\n")
     for i in lines:
         parts[i] = b" "
     return b"\n".join(parts)
 
 
-def _parse_lines(chunk: bytes, n_lines: int, defects: Dict[int, Tuple[str, str]], header: Sequence[str],
+def _parse_lines(span: bytes, n_lines: int, defects: Dict[int, Tuple[str, str]], header: Sequence[str],
                  types: Dict[str, pa.DataType]):
-    """(table, bad-shape rows) of the chunk's lines, `defects` emptied first: typed (the fast
+    """(table, bad-shape rows) of the span's lines, `defects` emptied first: typed (the fast
     path), or as text if a cell refuses its type (the slow path)."""
-    readable = _blanked(chunk, list(defects)) if defects else chunk
+    readable = _blanked(span, list(defects)) if defects else span
     if not _through_last_row(readable):  # blank lines only: pyarrow would see an empty file
         readable = b" \n" * n_lines
     block_size = MAX_LINE_BYTES if _has_long_line(readable, _BLOCK_BYTES) else _BLOCK_BYTES
@@ -473,18 +473,18 @@ def _parse_lines(chunk: bytes, n_lines: int, defects: Dict[int, Tuple[str, str]]
         return _read_table(readable, header, text_types, block_size)
 
 
-def _read_table(chunk: bytes, header: Sequence[str], types: Dict[str, pa.DataType], block_size: int):
-    """Parse with the given types; returns (table, {chunk row index: reason}) for bad-shape rows.
+def _read_table(span: bytes, header: Sequence[str], types: Dict[str, pa.DataType], block_size: int):
+    """Parse with the given types; returns (table, {span row index: reason}) for bad-shape rows.
 
-    The chunk's blocks are parsed on pyarrow's threads (every core at once); a chunk with a row of
+    The span's blocks are parsed on pyarrow's threads (every core at once); a span with a row of
     the wrong shape is parsed again on one thread, where pyarrow tells which row it skipped."""
-    table, bad_shape = _read_csv(chunk, header, types, block_size, use_threads=True)
+    table, bad_shape = _read_csv(span, header, types, block_size, use_threads=True)
     if bad_shape is None:
-        table, bad_shape = _read_csv(chunk, header, types, block_size, use_threads=False)
+        table, bad_shape = _read_csv(span, header, types, block_size, use_threads=False)
     return table, bad_shape
 
 
-def _read_csv(chunk: bytes, header: Sequence[str], types: Dict[str, pa.DataType], block_size: int,
+def _read_csv(span: bytes, header: Sequence[str], types: Dict[str, pa.DataType], block_size: int,
               use_threads: bool):
     """_read_table's parse; its bad-shape rows None when a skipped row came without its number
     (pyarrow numbers rows only when parsing on one thread)."""
@@ -499,7 +499,7 @@ def _read_csv(chunk: bytes, header: Sequence[str], types: Dict[str, pa.DataType]
         return "skip"
 
     table = pacsv.read_csv(
-        io.BytesIO(chunk),
+        io.BytesIO(span),
         read_options=pacsv.ReadOptions(column_names=list(header), use_threads=use_threads, block_size=block_size),
         parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False,
                                           newlines_in_values=False, quote_char=False),
@@ -511,7 +511,7 @@ def _read_csv(chunk: bytes, header: Sequence[str], types: Dict[str, pa.DataType]
 
 @dataclasses.dataclass
 class _Cells:
-    """A chunk's cells as numpy: `values` per column (float64 for numbers, object for text),
+    """A span's cells as numpy: `values` per column (float64 for numbers, object for text),
     `ints` exact int64 of the integer columns, and masks of cells that are not numbers
     (`unparsable`, slow path only) or integers outside int64 (`outside`)."""
 
@@ -522,7 +522,7 @@ class _Cells:
 
 
 def _to_numeric(table: pa.Table, types: Dict[str, pa.DataType]) -> _Cells:
-    """Columns as numpy. A column read as text (the slow path: this chunk had a cell the typed
+    """Columns as numpy. A column read as text (the slow path: this span had a cell the typed
     parse refused) is parsed here, integers exactly: never through float64 above 2**53, never
     cast with overflow."""
     cells = _Cells({}, {}, {}, {})
@@ -540,7 +540,7 @@ def _to_numeric(table: pa.Table, types: Dict[str, pa.DataType]) -> _Cells:
             if kind == pa.int64():
                 cells.ints[name], cells.outside[name] = _exact_ints(text, parsed)
             continue
-        if kind == pa.int64():  # typed: pyarrow parsed these exactly, or refused the chunk
+        if kind == pa.int64():  # typed: pyarrow parsed these exactly, or refused the span
             cells.ints[name] = pc.fill_null(column, 0).to_numpy()
             cells.outside[name] = np.zeros(len(table), bool)
         array = column.to_numpy(zero_copy_only=False)
@@ -602,8 +602,8 @@ def _first_problems(cells: _Cells, features, labelled, with_id: bool = False) ->
     return [(np.asarray(mask, dtype=bool).reshape(n), column, reason) for mask, column, reason in checks]
 
 
-def parse_chunk(
-    chunk: bytes,
+def parse_span(
+    span: bytes,
     header: Sequence[str],
     features: Sequence[str],
     file: str,
@@ -616,31 +616,31 @@ def parse_chunk(
 
     Every line is a row: kept, or rejected with its file, line, column (where one applies) and
     reason. First the lines that are not readable CSV text (`find_defects`; a lone CR is found
-    only if pyarrow's rows and the lines disagree, then the chunk is parsed again without it);
+    only if pyarrow's rows and the lines disagree, then the span is parsed again without it);
     pyarrow parses the rest with column types given (the fast path), or, if a cell refuses its
-    type, as text (the slow path, this chunk only); then every value is checked
+    type, as text (the slow path, this span only); then every value is checked
     (`_first_problems`). A rejected line never changes how another line is read.
 
     Args:
-      chunk: bytes of whole lines (no header), as from `iter_line_chunks`.
+      span: bytes of whole lines (no header), as from `iter_line_spans`.
       header: the file's column names (columns are found by name; extra ones are ignored).
       features: signal columns to keep, in this order.
-      first_line: the file line number of the chunk's first line.
-      labelled: True for the train layout (an `event` column is required).
-      with_id: the test layout: also read the `id` column, and return `IdRows`.
-      n_lines: the chunk's lines, when the caller counted them (`iter_line_chunks`); else counted.
+      first_line: the file line number of the span's first line.
+      labelled: True for a train file (an `event` column is required).
+      with_id: a test file: also read the `id` column, and return `IdRows`.
+      n_lines: the span's lines, when the caller counted them (`iter_line_spans`); else counted.
     """
     if n_lines is None:
-        n_lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+        n_lines = span.count(b"\n") + (0 if span.endswith(b"\n") else 1)
     types = _column_types(header, features, with_id)
-    located = not _looks_clean(chunk, MAX_LINE_BYTES, lone_cr=False) or not _through_last_row(chunk)
-    defects = _locate_defects(chunk, header, MAX_LINE_BYTES) if located else {}
-    table, bad_shape = _parse_lines(chunk, n_lines, defects, header, types)
+    located = not _looks_clean(span, MAX_LINE_BYTES, lone_cr=False) or not _through_last_row(span)
+    defects = _locate_defects(span, header, MAX_LINE_BYTES) if located else {}
+    table, bad_shape = _parse_lines(span, n_lines, defects, header, types)
     if len(table) + len(bad_shape) != n_lines and not located:  # a lone CR: pyarrow ended a line there
-        defects = _locate_defects(chunk, header, MAX_LINE_BYTES)
-        table, bad_shape = _parse_lines(chunk, n_lines, defects, header, types)
+        defects = _locate_defects(span, header, MAX_LINE_BYTES)
+        table, bad_shape = _parse_lines(span, n_lines, defects, header, types)
     if len(table) + len(bad_shape) != n_lines:  # not seen once the defects are out
-        raise CsvLayoutError(f"{file}: lines {first_line}-{first_line + n_lines - 1}: the CSV parser "
+        raise CsvFileError(f"{file}: lines {first_line}-{first_line + n_lines - 1}: the CSV parser "
                              f"found {len(table) + len(bad_shape)} rows in {n_lines} lines")
     cells = _to_numeric(table, types)
     kept = np.ones(n_lines, dtype=bool)
@@ -658,7 +658,7 @@ def parse_chunk(
 
     rejects = [Reject(file, first_line + i, "", why, "") for i, why in bad_shape.items()]
     rejects += [Reject(file, int(lines[i]), column[i], reason[i], "") for i in np.flatnonzero(~good)]
-    rejects = _with_text(sorted(rejects, key=lambda r: r.line), chunk, first_line, defects)
+    rejects = _with_text(sorted(rejects, key=lambda r: r.line), span, first_line, defects)
     if with_id:
         id_column = list(header).index(cols.ID)
         rejects = [dataclasses.replace(r, id=reject_id(r.text, id_column)) for r in rejects]
@@ -688,13 +688,13 @@ def _float32_columns(columns: Sequence[np.ndarray], good: np.ndarray) -> np.ndar
     return out
 
 
-def _with_text(rejects: List[Reject], chunk: bytes, first_line: int,
+def _with_text(rejects: List[Reject], span: bytes, first_line: int,
                defects: Dict[int, Tuple[str, str]]) -> List[Reject]:
-    """Attach each rejected line's text (rare, so splitting the chunk here is cheap enough). A
+    """Attach each rejected line's text (rare, so splitting the span here is cheap enough). A
     line in `defects` (emptied before parsing) gets its column and reason from there."""
     if not rejects:
         return rejects
-    lines = chunk.split(b"\n")
+    lines = span.split(b"\n")
     out = []
     for r in rejects:
         raw = lines[r.line - first_line]
@@ -742,23 +742,23 @@ def _clipped(text: str) -> str:
     return text if len(text) <= _TEXT_LIMIT else text[:_TEXT_LIMIT] + "..."
 
 
-def read_file_chunks(
+def read_file_spans(
     f: BinaryIO,
     file: str,
     features: Sequence[str],
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    span_bytes: int = DEFAULT_SPAN_BYTES,
     labelled: bool = True,
     byte_range: Tuple[int, Optional[int]] = (0, None),
     newlines_before: int = 0,
     with_id: bool = False,
 ) -> Iterator[Tuple[Rows, List[Reject]]]:
-    """Read the lines of an open file that start in `byte_range`, chunk by chunk.
+    """Read the lines of an open file that start in `byte_range`, span by span.
 
     The header is read from the file's start whatever the range; `newlines_before` is the
     number of newlines before the range's start (so that line numbers are the file's own).
-    `with_id` reads the test layout and yields `IdRows`.
+    `with_id` reads a test file and yields `IdRows`.
     A range other than the first needs a seekable (uncompressed) file. A compressed stream that
-    ends early or is damaged raises CsvLayoutError (after the rows before the damage were yielded).
+    ends early or is damaged raises CsvFileError (after the rows before the damage were yielded).
     """
     with stream_errors_as_layout_errors(file):
         header = read_header(f, file)
@@ -768,14 +768,14 @@ def read_file_chunks(
     if start > offset:
         offset, line = seek_first_line(f, start, newlines_before)
     # else: the range starts in the header; its lines are those after it (none if it ends there)
-    chunks = iter_line_chunks(f, chunk_bytes, line, offset, end)
+    spans = iter_line_spans(f, span_bytes, line, offset, end)
     while True:
         with stream_errors_as_layout_errors(file):  # around the read only, not the parse
-            item = next(chunks, None)
+            item = next(spans, None)
         if item is None:
             return
-        first_line, chunk, n_lines = item
+        first_line, span, n_lines = item
         try:
-            yield parse_chunk(chunk, header, features, file, first_line, labelled, with_id, n_lines)
+            yield parse_span(span, header, features, file, first_line, labelled, with_id, n_lines)
         except pa.ArrowException as e:  # not seen once find_defects runs; if it is, name the file
-            raise CsvLayoutError(f"{file}: from line {first_line}: the CSV parser failed ({e})") from e
+            raise CsvFileError(f"{file}: from line {first_line}: the CSV parser failed ({e})") from e

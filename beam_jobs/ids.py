@@ -2,9 +2,9 @@
 
 The prediction contract gives every input id exactly one submission row. Ids are checked across
 the whole file (a duplicate may sit in another recording), without holding all ids in one place:
-each chunk's ids are written to one id file in the order of their bucket, one of `BUCKETS` by a
+each span's ids are written to one id file in the order of their bucket, one of `BUCKETS` by a
 hash of the id (`in_bucket_order`), and each bucket is then resolved on its own from its run of
-every chunk's file (`one_row_per_id`), so a worker holds one bucket of the file's ids (about rows /
+every span's file (`one_row_per_id`), so a worker holds one bucket of the file's ids (about rows /
 BUCKETS x 21 bytes: 6 MB for the 17.9M rows of the real test.csv).
 
 The row that keeps an id is its first usable row (by file, then line), else its first row; every
@@ -58,15 +58,15 @@ def in_bucket_order(records: np.ndarray) -> Tuple[np.ndarray, List[Tuple[int, in
 
 
 def id_file_path(staging: str, source: int, first_line: int) -> str:
-    """Named by where the chunk's rows came from: a retried bundle rewrites the same file."""
+    """Named by where the span's rows came from: a retried bundle rewrites the same file."""
     return file_io.join(staging, "ids", f"f{source}-l{first_line}.npy")
 
 
 def read_ids(path: str, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
-    """The ID_DTYPE records of an id file (blocks.write_records), or records [start, stop) alone;
+    """The ID_DTYPE records of an id file (blocks.write_npy), or records [start, stop) alone;
     ValueError for anything else (a pickle is never loaded)."""
     try:
-        records = blocks.read_records(path, start, stop)
+        records = blocks.read_npy(path, start, stop)
     except ValueError as e:
         raise ValueError(f"{path}: not an id file ({e})") from None
     if records.dtype != ID_DTYPE:

@@ -9,11 +9,11 @@ the W-1 rows before them in the recording, the recording's first row repeated wh
              batches; --concurrent model calls in flight on threads (TensorFlow runs a call without
              the GIL, and one LSTM call, a loop of small ops, leaves cores idle: measured on 2 cores,
              2 calls give about twice the windows/s of 1, with byte-identical output).
-    sweep    (`sequence`, a tcn): the padded rows fed once, in chunks of --sweep-rows rows plus the
+    sweep    (`sequence`, a tcn): the padded rows fed once, in sweeps of --sweep-rows rows plus the
              W-1 rows before them; every output step after those W-1 is a row's prediction (the
              output of the window ending at that row: docs/DESIGN.md, "Models").
 
-Memory: the padded block, --concurrent + 2 buffers of a batch (B * W * F * 4 bytes) or a chunk
+Memory: the padded block, --concurrent + 2 buffers of a batch (B * W * F * 4 bytes) or a sweep
 ((--sweep-rows + W - 1) * F * 4 bytes), allocated once per block, and n * K probabilities.
 """
 
@@ -63,7 +63,7 @@ class ServingModel:
 
 
 class SweepModel:
-    """MODEL/serving's `sequence` signature as predict sweeps it: a chunk of padded rows float32
+    """MODEL/serving's `sequence` signature as predict sweeps it: a sweep of padded rows float32
     [W - 1 + c, F] (RAW) -> float32 [c, K], the outputs of the c windows ending at its last c rows
     (the first W-1 output steps, the context's, are dropped).
 
@@ -85,8 +85,8 @@ class SweepModel:
             self._sequence = lambda rows: fn(**{serving.SEQUENCE_INPUT: tf.constant(rows[None])})[
                 serving.PROBABILITIES].numpy()[0]
 
-    def __call__(self, chunk: np.ndarray) -> np.ndarray:
-        return self._sequence(chunk)[self.window - 1:]
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        return self._sequence(rows)[self.window - 1:]
 
 
 def choose_path(requested: str, config: dict, model_dir: str) -> str:
@@ -113,17 +113,17 @@ def batches(padded: np.ndarray, window: int, batch_size: int, buffers: int) -> I
         yield start, batch
 
 
-def chunks(padded: np.ndarray, window: int, sweep_rows: int, buffers: int) -> Iterator[Tuple[int, np.ndarray]]:
-    """(first row, chunk float32 [W - 1 + c, F] contiguous), c <= sweep_rows: runs of `padded`
-    overlapping by W-1, the last c rows of a chunk being the rows it predicts. Buffers as in
+def sweeps(padded: np.ndarray, window: int, sweep_rows: int, buffers: int) -> Iterator[Tuple[int, np.ndarray]]:
+    """(first row, sweep float32 [W - 1 + c, F] contiguous), c <= sweep_rows: runs of `padded`
+    overlapping by W-1, the last c rows of a sweep being the rows it predicts. Buffers as in
     `batches`."""
     n = len(padded) - window + 1
     ring = [np.empty((min(sweep_rows, n) + window - 1, padded.shape[1]), np.float32) for _ in range(buffers)]
     for turn, start in enumerate(range(0, n, sweep_rows)):
         part = padded[start:start + window - 1 + sweep_rows]
-        chunk = ring[turn % buffers][:len(part)]
-        np.copyto(chunk, part)
-        yield start, chunk
+        sweep = ring[turn % buffers][:len(part)]
+        np.copyto(sweep, part)
+        yield start, sweep
 
 
 def predict_padded(model: Callable, padded: np.ndarray, window: int, num_classes: int, path: str,
@@ -133,16 +133,16 @@ def predict_padded(model: Callable, padded: np.ndarray, window: int, num_classes
     """(probabilities float32 [n, K] for the n rows of `padded`, rows whose output was not finite).
 
     `model` is a ServingModel-like callable (WINDOWS: windows [b, W, F] -> [b, K]) or a
-    SweepModel-like one (SWEEP: chunk [W - 1 + c, F] -> [c, K]). A row whose output is not finite
+    SweepModel-like one (SWEEP: sweep [W - 1 + c, F] -> [c, K]). A row whose output is not finite
     gets the uniform distribution (never a NaN in a submission) and is counted. `on_rows(first
-    row, probabilities [b, K])` is given each batch's or chunk's rows, in row order, as its result
+    row, probabilities [b, K])` is given each batch's or sweep's rows, in row order, as its result
     comes back: it runs while the next model calls are in flight (the old engine wrote its rows
     so; TensorFlow leaves a core partly idle).
     """
     n = len(padded) - window + 1
     out = np.empty((n, num_classes), np.float32)
     buffers = concurrent + 2  # a buffer is reused only after its result was taken
-    pieces = (chunks(padded, window, sweep_rows, buffers) if path == SWEEP
+    pieces = (sweeps(padded, window, sweep_rows, buffers) if path == SWEEP
               else batches(padded, window, batch_size, buffers))
     nonfinite = 0
     with ThreadPoolExecutor(max_workers=concurrent, thread_name_prefix="predict") as pool:

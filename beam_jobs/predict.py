@@ -4,15 +4,15 @@ beside preprocess, in memory bounded by a time block (docs/DESIGN.md, "Predictio
 This module only wires: the work is in beam_jobs.reading (reading, blocks, rejects: the
 preprocess job's own), beam_jobs.predict_steps (the predict DoFns) and the plain modules they call.
 
-    read CSV chunks (test layout: an `id` column) -> validate (rejects) -> every id once
+    read CSV spans (a test file: an `id` column) -> validate (rejects) -> every id once
     (beam_jobs.ids: the first usable row keeps an id) -> cut each (crew, seat, experiment) into
     time blocks of at most --block-rows rows -> sort each block by time, leaving out rows that lost
     their id -> per block: the W-1 rows before it + its rows -> the serving model (a sweep of the
     `sequence` signature for a tcn, `serving_default` on every row's window otherwise) -> a piece
     of `id,A,B,C,D` rows -> the launcher concatenates the pieces into the submission
 
-The window of row i is the W rows of its group ending at row i in time order; a row with fewer
-than W-1 earlier rows is left-padded by repeating the group's first row; rows with equal times
+The window of row i is the W rows of its recording ending at row i in time order; a row with fewer
+than W-1 earlier rows is left-padded by repeating the recording's first row; rows with equal times
 keep their file order. Windows cross time gaps: at prediction every row needs a window. Values go
 in RAW: the serving model scales them. W, the features and the classes come from MODEL/serving.
 
@@ -58,9 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="crewstream predict",
-        description="Predict every row of a test-layout CSV (id column, no event) with MODEL/serving "
+        description="Predict every row of a test CSV (id column, no event) with MODEL/serving "
                     "and write a submission `id,A,B,C,D`, one row per id, as a Beam job: memory stays "
-                    "bounded by --block-rows, whatever the file or group size. Other flags go to Beam's "
+                    "bounded by --block-rows, whatever the file or recording size. Other flags go to Beam's "
                     "PipelineOptions (e.g. --runner DataflowRunner --project P --region R --temp_location "
                     "gs://...; locally --direct_num_workers 2 --direct_running_mode multi_processing); a "
                     "flag neither knows is refused.")
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-bad-fraction", type=console.fraction, default=DEFAULT_MAX_BAD_FRACTION,
                         help="stop (no submission) when more than this fraction of the rows is "
                              f"rejected (default {DEFAULT_MAX_BAD_FRACTION:g})")
-    parser.add_argument("--chunk-bytes", type=console.int_at_least(1), default=csv_reader.DEFAULT_CHUNK_BYTES,
+    parser.add_argument("--span-bytes", type=console.int_at_least(1), default=csv_reader.DEFAULT_SPAN_BYTES,
                         help=argparse.SUPPRESS)
     parser.add_argument("--split-bytes", type=console.int_at_least(1), default=csv_reader.DEFAULT_SPLIT_BYTES,
                         help="bytes of an uncompressed CSV one worker parses (default 64 MiB)")
@@ -108,22 +108,22 @@ def _parse_args(argv: Optional[Sequence[str]]):
 
 
 def check_input(path: str, features: Sequence[str], model_dir: str = "") -> None:
-    """Nothing, once `path` is a test-layout CSV with every feature the model needs and at least
+    """Nothing, once `path` is a test CSV with every feature the model needs and at least
     one data line (a compressed file is read through); PredictError otherwise (a missing feature
-    named with what the model in `model_dir` reads). Columns that are not in the test layout are
+    named with what the model in `model_dir` reads). Columns that are not in a test file are
     ignored, with a warning."""
     from beam_jobs.reading import check_file
 
     try:
         ignored = check_file(path, features, with_id=True)
-    except csv_reader.CsvLayoutError as e:
+    except csv_reader.CsvFileError as e:
         model_side = (f"; the model in --model-dir {model_dir} reads {', '.join(features)}"
                       if model_dir and set(e.missing) & set(features) else "")
         raise PredictError(str(e) + model_side) from e  # --verbose shows the cause (a gzip's EOFError, ...)
     except FileNotFoundError:
         raise PredictError(f"{path}: not found") from None
     if ignored:
-        _LOG.warning("%s: ignoring column(s) not in the test layout: %s", path, ", ".join(ignored))
+        _LOG.warning("%s: ignoring column(s) not in a test file: %s", path, ", ".join(ignored))
 
 
 def build_pipeline(pipeline, files: Sequence[str], args, config: Dict, path: str, staging: str,
@@ -135,7 +135,7 @@ def build_pipeline(pipeline, files: Sequence[str], args, config: Dict, path: str
     from beam_jobs import reading
 
     features, classes = list(config["features"]), len(config["label_vocabulary"])
-    read = pipeline | "ReadCrewCsv" >> reading.ReadCrewCsv(files, features, args.chunk_bytes, args.split_bytes,
+    read = pipeline | "ReadCrewCsv" >> reading.ReadCrewCsv(files, features, args.span_bytes, args.split_bytes,
                                                      with_id=True)
     excluded, resolved = (read.rows, read.rejects) | "ResolveIds" >> pr.ResolveIds(staging, files)
     planned = read.rows | "PlanBlocks" >> reading.PlanBlocks(staging, args.block_rows)
@@ -242,7 +242,7 @@ def _run(args, beam_args: Sequence[str], output: str, model, sequence) -> Dict:
         ownership.write_marker(staging, ownership.STAGING_KIND)  # remove_leftover_stagings knows it by this
         _LOG.info("model %s (%s): windows of %d rows x %d feature(s), %s; input %s", args.model_dir,
                   config["model"], config["window"], len(config["features"]),
-                  f"swept in chunks of {args.sweep_rows:,} rows" if path == inference.SWEEP
+                  f"swept {args.sweep_rows:,} rows at a time" if path == inference.SWEEP
                   else f"batches of {args.batch_size:,} windows", args.input)
         options = PipelineOptions(beam_args)
         pipeline = beam.Pipeline(runner=make_runner(options), options=options)

@@ -2,7 +2,7 @@
 submission. Reading, time blocks and the rejects output are the steps both jobs share
 (beam_jobs.reading).
 
-    ResolveIds          every id once: each chunk's ids to an id file in bucket order, each bucket
+    ResolveIds          every id once: each span's ids to an id file in bucket order, each bucket
                         resolved on its own from its runs of those files
     PredictRecordingFn  a recording's time blocks in time order: each sorted, the rows that lost
                         their id left out, fed with the W-1 rows before it to the model -> a piece
@@ -18,7 +18,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from beam_jobs import blocks, ids, inference, submission, windows
-from beam_jobs.blocks import Block
+from beam_jobs.blocks import RecordingRows
 from beam_jobs.csv_reader import IdRows
 from beam_jobs.reading import NAMESPACE, REJECTS, TALLY, tally_sources
 
@@ -29,7 +29,7 @@ MODEL_MS = "model_ms"  # milliseconds in model calls (all workers' summed): the 
 
 
 class SpillIdsFn(beam.DoFn):
-    """IdRows -> the chunk's ids as one id file in bucket order (beam_jobs.ids); yields (bucket,
+    """IdRows -> the span's ids as one id file in bucket order (beam_jobs.ids); yields (bucket,
     blocks.FileRows) for each bucket its ids fall in."""
 
     def __init__(self, staging: str):
@@ -41,7 +41,7 @@ class SpillIdsFn(beam.DoFn):
         records, buckets = ids.in_bucket_order(ids.id_records(rows.id, rows.source, rows.line, rejected=False))
         first = int(np.argmin(rows.line))
         path = ids.id_file_path(self._staging, int(rows.source[first]), int(rows.line[first]))
-        blocks.write_records(path, records)
+        blocks.write_npy(path, records)
         for bucket, start, stop in buckets:
             yield bucket, blocks.FileRows(path, start, stop)
 
@@ -168,13 +168,13 @@ class PredictRecordingFn(beam.DoFn):
             yield self._predict(key, index, rows, padded, verdict["rows"])
 
     @staticmethod
-    def _sorted_block(files, excluded: np.ndarray) -> Block:
-        rows = Block.concat([blocks.read_block(*part) for part in sorted(files)])
+    def _sorted_block(files, excluded: np.ndarray) -> RecordingRows:
+        rows = RecordingRows.concat([blocks.read_spill(*part) for part in sorted(files)])
         if len(excluded):
             rows = rows.take(~np.isin(ids.row_keys(rows.source, rows.line), excluded))
         return rows.sorted_by_time()
 
-    def _predict(self, key, index: int, rows: Block, padded: np.ndarray, total: int) -> dict:
+    def _predict(self, key, index: int, rows: RecordingRows, padded: np.ndarray, total: int) -> dict:
         p = self._p
         crew, seat, experiment = key
         path = submission.piece_path(p.staging, f"crew{crew}-seat{seat}-{experiment}-b{index:05d}.csv")

@@ -4,12 +4,12 @@ TFRecord shards, class-count statistics and a tf.Transform graph (docs/DESIGN.md
 This module only wires: the work is in beam_jobs.reading, beam_jobs.preprocess_steps and the plain
 modules they call.
 
-    read CSV chunks -> validate (rejects -> OUT/rejects/) -> cut each (crew, seat, experiment)
+    read CSV spans -> validate (rejects -> OUT/rejects/) -> cut each (crew, seat, experiment)
     into time blocks of at most --block-rows rows -> sort each block by time, reject duplicate
     times -> analyze scaling on TRAIN crews (tf.Transform) -> per block: scale, cut the windows
     ending in it (with the W-1 rows before it) -> tf.train.Example -> shards -> OUT/stats.json (last)
 
-The CSVs are parsed once: validated rows are spilled, raw, to block files per recording
+The CSVs are parsed once: validated rows are spilled, raw, to spill files per recording
 (beam_jobs.blocks), with their rows per time bin, from which each recording's time blocks are
 planned. Each block is sorted and written once; its kept TRAIN rows feed tf.Transform's
 analyzers. A full pass has to finish before any row can be scaled; the windowing step then reads
@@ -69,7 +69,7 @@ def _parse_args(argv: Optional[Sequence[str]]):
     parser.add_argument("--num-shards", type=int, default=8, help="shards per split (default 8)")
     parser.add_argument("--compression", choices=sorted(output_folder.COMPRESSIONS), default="NONE",
                         help="shard compression (default NONE)")
-    parser.add_argument("--chunk-bytes", type=int, default=csv_reader.DEFAULT_CHUNK_BYTES,
+    parser.add_argument("--span-bytes", type=int, default=csv_reader.DEFAULT_SPAN_BYTES,
                         help=argparse.SUPPRESS)
     parser.add_argument("--split-bytes", type=int, default=csv_reader.DEFAULT_SPLIT_BYTES,
                         help="bytes of an uncompressed CSV one worker parses (default 64 MiB)")
@@ -156,7 +156,7 @@ def check_inputs(files: Sequence[str], features: Sequence[str]) -> None:
     for path in files:
         try:
             ignored = check_file(path, features)
-        except csv_reader.CsvLayoutError as e:
+        except csv_reader.CsvFileError as e:
             raise PreprocessError(str(e)) from None
         if ignored:
             _LOG.warning("%s: column(s) %s are not part of the layout and are ignored", path, ", ".join(ignored))
@@ -173,7 +173,7 @@ def build_pipeline(pipeline: "beam.Pipeline", files: Sequence[str], args, stagin
     features, eval_crews = list(args.features), frozenset(args.eval_crews)
     params = steps.WindowParams(args.window, args.stride, args.max_gap, args.num_shards, eval_crews,
                             staging, tuple(files), args.block_rows)
-    read = pipeline | "ReadCrewCsv" >> reading.ReadCrewCsv(files, features, args.chunk_bytes, args.split_bytes)
+    read = pipeline | "ReadCrewCsv" >> reading.ReadCrewCsv(files, features, args.span_bytes, args.split_bytes)
     # Scaling is analyzed on the rows the windows use: TRAIN crews, duplicate times rejected.
     sorted_blocks = read.rows | "SortBlocks" >> steps.SortBlocks(params)
     with tft_beam.Context(temp_dir=file_io.join(staging, "tft_tmp")):
@@ -199,10 +199,10 @@ def build_pipeline(pipeline: "beam.Pipeline", files: Sequence[str], args, stagin
     files = list(files)
     reading.write_manifest_last(
         pipeline, staging,
-        lambda shard_list, groups, rejected_rows, tally, sorted_list: {
-            "shards": sorted(shard_list, key=lambda s: s["file"]), "groups": groups, "rejected_rows": rejected_rows,
+        lambda shard_list, block_counts, rejected_rows, tally, sorted_list: {
+            "shards": sorted(shard_list, key=lambda s: s["file"]), "block_counts": block_counts, "rejected_rows": rejected_rows,
             "inputs": reading.input_accounting(files, tally), "segments": steps.segment_counts(sorted_list, params)},
-        shard_list=beam.pvalue.AsList(shard_meta), groups=beam.pvalue.AsList(sorted_blocks.groups),
+        shard_list=beam.pvalue.AsList(shard_meta), block_counts=beam.pvalue.AsList(sorted_blocks.block_counts),
         rejected_rows=beam.pvalue.AsSingleton(rejected), tally=beam.pvalue.AsList(tallies),
         sorted_list=beam.pvalue.AsList(sorted_blocks.blocks))
 
@@ -211,13 +211,13 @@ def build_stats(args, manifest: Dict, scaling_stats: Dict) -> Dict:
     """stats.json from the run's manifest (docs/DESIGN.md, "The output folder of a preprocess run")."""
     splits = {}
     for split in output_folder.SPLITS:
-        groups = [g for g in manifest["groups"] if g["split"] == split]
+        blocks_of_split = [b for b in manifest["block_counts"] if b["split"] == split]
         recordings = [r for r in manifest["segments"] if r["split"] == split]
         shard_list = sorted((s for s in manifest["shards"] if s["split"] == split), key=lambda s: s["file"])
         counts = {name: sum(s["class_counts"][name] for s in shard_list) for name in LABEL_VOCABULARY}
         splits[split] = {
-            "crews": sorted({g["crew"] for g in groups}),
-            "num_rows": sum(g["num_rows"] for g in groups),
+            "crews": sorted({b["crew"] for b in blocks_of_split}),
+            "num_rows": sum(b["num_rows"] for b in blocks_of_split),
             "num_windows": sum(s["num_windows"] for s in shard_list),
             "class_counts": counts,
             "segments": sum(r["segments"] for r in recordings),
@@ -247,7 +247,7 @@ def shard_entry(shard: Dict, layout_name: str) -> Dict:
 def check_eval_crews(manifest: Dict, eval_crews: Sequence[int]) -> None:
     """PreprocessError if a crew of --eval-crews has no usable row: the eval split asked for
     cannot be given."""
-    found = sorted({g["crew"] for g in manifest["groups"]})
+    found = sorted({c["crew"] for c in manifest["block_counts"]})
     missing = sorted(set(eval_crews) - set(found))
     if missing:
         raise PreprocessError(
@@ -259,7 +259,7 @@ def check_splits(manifest: Dict, args) -> None:
     """PreprocessError if the train split (always) or the eval split (with --eval-crews) has no
     window: no usable row, or every time segment of its crews shorter than --window."""
     for split in [output_folder.TRAIN] + ([output_folder.EVAL] if args.eval_crews else []):
-        rows = sum(g["num_rows"] for g in manifest["groups"] if g["split"] == split)
+        rows = sum(c["num_rows"] for c in manifest["block_counts"] if c["split"] == split)
         if rows == 0:
             raise PreprocessError(f"no usable {split} rows: every row was rejected or belongs to an "
                                   f"eval crew (--eval-crews {','.join(map(str, args.eval_crews)) or 'none'})")

@@ -12,16 +12,16 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from beam_jobs import blocks, shards, windows
-from beam_jobs.blocks import Block
+from beam_jobs.blocks import RecordingRows
 from beam_jobs.csv_reader import Reject
 from beam_jobs.reading import NAMESPACE, REJECTS, ROWS_PER_KEY, TALLY, PlanBlocks, tally_sources
 from tfrecords_schema import encode_windows, file_io, output_folder
 
-GROUPS = "groups"
+BLOCK_COUNTS = "block_counts"  # per time block: {split, crew, num_rows}
 
 TRAIN_SIGNALS = "train_signals"
 
-ENCODE_CHUNK = 512  # windows encoded at once: bounds the copy a large group needs
+ENCODE_BATCH = 512  # windows encoded at once: bounds the copy a long recording needs
 
 
 def split_of(crew: int, eval_crews: FrozenSet[int]) -> str:
@@ -51,7 +51,7 @@ class SortBlockFn(beam.DoFn):
 
     A row repeating the (crew, seat, experiment, time) of an earlier one goes to `rejects` (all
     rows of one time share a block); rows kept and rejected are counted per input file on
-    `tally`; `groups` gets {split, crew, num_rows} of the block; for a TRAIN crew the kept
+    `tally`; `block_counts` gets {split, crew, num_rows} of the block; for a TRAIN crew the kept
     signals go to `train_signals` as a record batch for tf.Transform's analyzers. The rows held
     are recorded in the `rows_per_key` distribution.
     """
@@ -65,7 +65,7 @@ class SortBlockFn(beam.DoFn):
 
         (key, index), parts = element
         p = self._p
-        raw = Block.concat([blocks.read_block(*part) for part in sorted(parts)])
+        raw = RecordingRows.concat([blocks.read_spill(*part) for part in sorted(parts)])
         self._rows_per_key.update(len(raw))
         rows, dropped, _ = blocks.drop_duplicate_times(raw.sorted_by_time())
         del raw
@@ -74,7 +74,7 @@ class SortBlockFn(beam.DoFn):
         yield from tally_sources("rows_rejected", dropped.source)
         yield from tally_sources("rows_used", rows.source)
         split = split_of(key[0], p.eval_crews)
-        yield beam.pvalue.TaggedOutput(GROUPS, {"split": split, "crew": key[0], "num_rows": len(rows)})
+        yield beam.pvalue.TaggedOutput(BLOCK_COUNTS, {"split": split, "crew": key[0], "num_rows": len(rows)})
         if split == output_folder.TRAIN:
             yield beam.pvalue.TaggedOutput(TRAIN_SIGNALS, scaling.signals_record_batch(rows.signals))
         path = blocks.sorted_path(p.staging, key, index)
@@ -82,7 +82,7 @@ class SortBlockFn(beam.DoFn):
         yield blocks.summarize_sorted(key, index, path, rows, p.max_gap)
 
 
-def duplicate_time_rejects(kept: Block, dropped: Block, files: Sequence[str]) -> Iterator[Reject]:
+def duplicate_time_rejects(kept: RecordingRows, dropped: RecordingRows, files: Sequence[str]) -> Iterator[Reject]:
     """A reject for each dropped row, naming the kept row it repeats by line AND file (the two
     may come from different inputs). `kept` is sorted by time with no time twice, so each
     dropped row's twin is where its time falls in `kept`."""
@@ -96,7 +96,7 @@ def duplicate_time_rejects(kept: Block, dropped: Block, files: Sequence[str]) ->
 class SortBlocks(beam.PTransform):
     """Raw `Rows` -> each recording cut into time blocks of at most `params.block_rows` raw rows,
     each sorted, deduplicated and written once (`SortedBlock`s, the main output): `PlanBlocks`,
-    then `SortBlockFn`, whose other outputs it has: `rejects`, `tally`, `groups`, `train_signals`.
+    then `SortBlockFn`, whose other outputs it has: `rejects`, `tally`, `block_counts`, `train_signals`.
     """
 
     def __init__(self, params: WindowParams):
@@ -108,7 +108,7 @@ class SortBlocks(beam.PTransform):
             rows
             | "PlanBlocks" >> PlanBlocks(self._params.staging, self._params.block_rows, self._params.bin_seconds)
             | "SortBlock" >> beam.ParDo(SortBlockFn(self._params)).with_outputs(
-                REJECTS, GROUPS, TALLY, TRAIN_SIGNALS, main="blocks")
+                REJECTS, BLOCK_COUNTS, TALLY, TRAIN_SIGNALS, main="blocks")
         )
 
 
@@ -130,13 +130,13 @@ class CutSortedBlockFn(beam.DoFn):
         assert [b.index for b in recording] == list(range(len(recording))), "time blocks are numbered 0..K-1"
         return recording
 
-    def scaled_rows(self, recording: Sequence[blocks.SortedBlock], block: blocks.SortedBlock, context: int) -> Block:
+    def scaled_rows(self, recording: Sequence[blocks.SortedBlock], block: blocks.SortedBlock, context: int) -> RecordingRows:
         """The block's rows preceded by the `context` rows before it, signals scaled."""
         from beam_jobs.scaling import Scaler
 
         if self._scaler is None:
             self._scaler = Scaler(self._p.staging)
-        rows = Block.concat(_tail_rows(recording[:block.index], context)
+        rows = RecordingRows.concat(_tail_rows(recording[:block.index], context)
                             + [blocks.read_rows(block.path, block.num_features)])
         self._rows_per_key.update(len(rows))
         rows.signals = self._scaler.scale(rows.signals)
@@ -168,7 +168,7 @@ class CutBlockWindowsFn(CutSortedBlockFn):
         yield from self._write_pieces(cut, rows, found.index, split, block)
         self._windows.inc(len(cut))
 
-    def _write_pieces(self, cut: windows.Windows, rows: Block, index: np.ndarray, split: str,
+    def _write_pieces(self, cut: windows.Windows, rows: RecordingRows, index: np.ndarray, split: str,
                       block: blocks.SortedBlock):
         """Window j of the recording goes to shard (offset + j) % N; one piece file per shard."""
         p = self._p
@@ -180,18 +180,18 @@ class CutBlockWindowsFn(CutSortedBlockFn):
                 continue
             path = shards.piece_path(p.staging, split, *key, shard, block=block.index)
             shards.write_records(path, self._encode(cut, rows, idx, *key))
-            yield {"split": split, "shard": shard, "file": path, "group": key, "block": block.index,
+            yield {"split": split, "shard": shard, "file": path, "recording": key, "block": block.index,
                    "num_windows": len(idx), "class_counts": shards.class_counts(cut.labels[idx])}
 
     @staticmethod
-    def _encode(cut: windows.Windows, rows: Block, idx: np.ndarray, crew, seat, experiment):
-        for a, b in windows.chunks(len(idx), ENCODE_CHUNK):
+    def _encode(cut: windows.Windows, rows: RecordingRows, idx: np.ndarray, crew, seat, experiment):
+        for a, b in windows.batch_bounds(len(idx), ENCODE_BATCH):
             part = idx[a:b]
             yield from encode_windows(cut.take(rows.signals, part), cut.labels[part], crew, seat,
                                       experiment, cut.end_times[part])
 
 
-def _tail_rows(preceding: Sequence[blocks.SortedBlock], needed: int) -> List[Block]:
+def _tail_rows(preceding: Sequence[blocks.SortedBlock], needed: int) -> List[RecordingRows]:
     """The last `needed` rows of the blocks `preceding`, in time order, read from their tails
     (several blocks when the last ones are short)."""
     parts = []
@@ -257,7 +257,7 @@ class ConcatShardFn(beam.DoFn):
         # shards mixes as many recordings as it has shards open, not the same one from each; a
         # recording's pieces follow its time blocks, so the bytes do not depend on --block-rows.
         pieces = sorted((p for p in pieces if p is not None),
-                        key=lambda p: (shards.shard_offset(*p["group"], 1 << 30, salt=shard), tuple(p["group"]),
+                        key=lambda p: (shards.shard_offset(*p["recording"], 1 << 30, salt=shard), tuple(p["recording"]),
                                        p.get("block", 0)))
         relative = output_folder.shard_path(split, shard, self._num_shards, self._compression)
         digest = shards.concatenate([p["file"] for p in pieces], file_io.join(self._staging, relative),

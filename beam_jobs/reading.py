@@ -81,10 +81,10 @@ def open_csv(path: str) -> Iterator[BinaryIO]:
 
 
 def check_file(path: str, features: Sequence[str], with_id: bool = False) -> List[str]:
-    """csv_reader.check_file on an input (local or URL): a usable header for the train layout (the
-    test layout with `with_id`), at least one data line, and a compressed file read through to its
-    end (a truncated gzip is only noticed there). Returns the columns outside the layout
-    (ignored); CsvLayoutError otherwise."""
+    """csv_reader.check_file on an input (local or URL): a usable header for a train file (a
+    test file with `with_id`), at least one data line, and a compressed file read through to its
+    end (a truncated gzip is only noticed there). Returns the columns it does not read
+    (ignored); CsvFileError otherwise."""
     with open_csv(path) as f:
         return csv_reader.check_file(f, path, features, labelled=not with_id, with_id=with_id,
                                      read_through=csv_reader.is_compressed(path))
@@ -112,14 +112,14 @@ class CountNewlinesFn(beam.DoFn):
         yield (byte_range.index, byte_range.number), count
 
 
-class ReadCsvChunksFn(beam.DoFn):
-    """ByteRange -> `Rows` per chunk; `Reject`s to the `rejects` output; rows read and rejected
+class ReadCsvSpansFn(beam.DoFn):
+    """ByteRange -> `Rows` per span; `Reject`s to the `rejects` output; rows read and rejected
     to the `tally` output. `newline_counts` maps (file index, range number) to the newlines in
-    that range. `with_id`: the test layout (an `id` column, no `event`): `IdRows`."""
+    that range. `with_id`: a test file (an `id` column, no `event`): `IdRows`."""
 
-    def __init__(self, features: Sequence[str], chunk_bytes: int, with_id: bool = False):
+    def __init__(self, features: Sequence[str], span_bytes: int, with_id: bool = False):
         self._features = list(features)
-        self._chunk_bytes = chunk_bytes
+        self._chunk_bytes = span_bytes
         self._with_id = with_id
         self._rows_read = Metrics.counter(NAMESPACE, "rows_read")
         self._rows_rejected = Metrics.counter(NAMESPACE, "rows_rejected")
@@ -128,7 +128,7 @@ class ReadCsvChunksFn(beam.DoFn):
         before = sum(newline_counts.get((byte_range.index, k), 0) for k in range(byte_range.number))
         done = rejected = 0
         with open_csv(byte_range.path) as f:
-            for rows, bad in csv_reader.read_file_chunks(
+            for rows, bad in csv_reader.read_file_spans(
                     f, byte_range.path, self._features, self._chunk_bytes, labelled=not self._with_id,
                     byte_range=(byte_range.start, byte_range.end), newlines_before=before,
                     with_id=self._with_id):
@@ -153,16 +153,16 @@ class ReadCrewCsv(beam.PTransform):
 
     Uncompressed files are split into byte ranges of `split_bytes` read in parallel; a line
     belongs to the range its first byte is in, and line numbers stay the file's own.
-    `with_id`: the test layout (predict): `IdRows` batches, rejects carrying their id.
+    `with_id`: a test file (predict): `IdRows` batches, rejects carrying their id.
     """
 
     def __init__(self, files: Sequence[str], features: Sequence[str],
-                 chunk_bytes: int = csv_reader.DEFAULT_CHUNK_BYTES,
+                 span_bytes: int = csv_reader.DEFAULT_SPAN_BYTES,
                  split_bytes: int = csv_reader.DEFAULT_SPLIT_BYTES, with_id: bool = False):
         super().__init__()
         self._files = list(files)
         self._features = list(features)
-        self._chunk_bytes = chunk_bytes
+        self._chunk_bytes = span_bytes
         self._split_bytes = split_bytes
         self._with_id = with_id
 
@@ -175,7 +175,7 @@ class ReadCrewCsv(beam.PTransform):
         )
         counts = ranges | "CountNewlines" >> beam.ParDo(CountNewlinesFn())
         return ranges | "ParseChunks" >> beam.ParDo(
-            ReadCsvChunksFn(self._features, self._chunk_bytes, self._with_id), newline_counts=beam.pvalue.AsDict(counts)
+            ReadCsvSpansFn(self._features, self._chunk_bytes, self._with_id), newline_counts=beam.pvalue.AsDict(counts)
         ).with_outputs(REJECTS, TALLY, main="rows")
 
 
@@ -190,8 +190,8 @@ class SpillByRecordingFn(beam.DoFn):
 
     def process(self, rows: Rows):
         for key, block in blocks.split_by_recording(rows, self._bin_seconds):
-            path = blocks.block_path(self._staging, key, block)
-            blocks.write_block(path, block)
+            path = blocks.spill_path(self._staging, key, block)
+            blocks.write_spill(path, block)
             bins, counts = blocks.time_histogram(block.time, self._bin_seconds)
             yield beam.pvalue.TaggedOutput(HISTOGRAM, (key, (bins, counts)))
             yield key, (path, bins, counts)
@@ -237,7 +237,7 @@ class PlanBlocks(beam.PTransform):
     time block's rows one run of each file it has rows in (both jobs then sort each block on its
     own: SortBlockFn for preprocess, predict's own for predict).
 
-    Block edges are time-bin edges chosen from each recording's rows per time bin (a first pass
+    RecordingRows edges are time-bin edges chosen from each recording's rows per time bin (a first pass
     over the spilled rows' histograms), so no recording is ever gathered in one place. Rows
     travel through block files (beam_jobs.blocks), written once: only paths, row ranges and
     histograms are shuffled.

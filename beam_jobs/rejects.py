@@ -3,7 +3,7 @@
 The rejects file (preprocess: OUT/rejects/rejects.csv; predict: NAME.rejects.csv beside the
 submission) has the columns `file,line,column,reason,id,text`, one row per rejected input row,
 sorted by file and line: `column` is empty when the whole line is at fault, `id` is the row's id
-in the test layout when its `id` cell still reads (empty otherwise, and always in the train
+in a test file when its `id` cell still reads (empty otherwise, and always in the train
 layout), `text` the line as written (at most 1,000 characters; csv_reader.Reject).
 """
 

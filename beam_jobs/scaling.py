@@ -26,7 +26,7 @@ from tfrecords_schema import RAW_SIGNALS, SCALED_SIGNALS, transform_graph, file_
 
 # Only the signals go through tf.Transform; the preprocess job keeps the other columns itself.
 ARROW_SCHEMA = pa.schema([(RAW_SIGNALS, pa.list_(pa.float32()))])
-SCALE_CHUNK_ROWS = 1 << 16  # rows scaled per graph call: bounds the tensors of a long recording
+SCALE_BATCH_ROWS = 1 << 16  # rows scaled per graph call: bounds the tensors of a long recording
 
 
 def _as_float32(t: tf.Tensor) -> tf.Tensor:
@@ -83,12 +83,12 @@ class Scaler:
 
     def scale(self, signals: np.ndarray) -> np.ndarray:
         """float32 [n, F] raw -> float32 [n, F] scaled."""
-        parts = [self._scale_chunk(signals[a:a + SCALE_CHUNK_ROWS])
-                 for a in range(0, len(signals), SCALE_CHUNK_ROWS)]
+        parts = [self._scale_batch(signals[a:a + SCALE_BATCH_ROWS])
+                 for a in range(0, len(signals), SCALE_BATCH_ROWS)]
         return np.concatenate(parts) if parts else np.zeros_like(signals, dtype=np.float32)
 
-    def _scale_chunk(self, chunk: np.ndarray) -> np.ndarray:
-        raw = {RAW_SIGNALS: tf.constant(chunk, tf.float32)}
+    def _scale_batch(self, batch: np.ndarray) -> np.ndarray:
+        raw = {RAW_SIGNALS: tf.constant(batch, tf.float32)}
         return self._output.transform_raw_features(raw)[SCALED_SIGNALS].numpy()
 
 

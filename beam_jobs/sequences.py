@@ -6,7 +6,7 @@ WriteShards: per SortedBlock, the chunks whose LAST row is in the block (their r
 read from the block and the tails of the blocks before it) are scaled, encoded
 (tfrecords_schema.encode_chunks) and written as shard pieces; chunk j of a recording goes to shard
 (offset + j) % N, as window j does in the windows layout. A chunk's cut depends only on its
-segment (tfrecords_schema.sequence.chunk_bounds), so the shards do not depend on --block-rows.
+segment (tfrecords_schema.sequence.chunks_ending_in), so the shards do not depend on --block-rows.
 Each piece's metadata carries its chunks' summaries ([position, c, label runs], in file order)
 and the windows of the folder's (window, stride) among them, for stats.json.
 """
@@ -17,7 +17,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from beam_jobs import blocks, shards, windows
-from beam_jobs.blocks import Block
+from beam_jobs.blocks import RecordingRows
 from beam_jobs.reading import NAMESPACE
 from beam_jobs.preprocess_steps import CutSortedBlockFn, CutSortedBlocks, WindowParams, split_of
 from tfrecords_schema import LABEL_VOCABULARY, encode_chunks, sequence
@@ -28,7 +28,7 @@ ENCODE_CHUNKS = 16  # chunks encoded at once: about 6 MB of floats at the defaul
 class CutBlockChunksFn(CutSortedBlockFn):
     """SortedBlock -> the chunks of its recording whose LAST row is in it, scaled, encoded and
     written as pieces per shard (`shards.piece_path`); yields piece metadata: {split, shard, file,
-    group, block, chunks ([position, c, label runs] per record, in file order), num_windows and
+    recording, block, chunks ([position, c, label runs] per record, in file order), num_windows and
     class_counts (the windows of params' window and stride ending in those chunks)}.
 
     `recordings`, `transform_ready` and the scaling: preprocess_steps.CutSortedBlockFn.
@@ -43,7 +43,7 @@ class CutBlockChunksFn(CutSortedBlockFn):
         p = self._p
         recording = self.recording_of(block, recordings)
         first_row = int(sum(b.num_rows for b in recording[:block.index]))
-        found = windows.chunks_ending_in(windows.recording_segments(recording, p.max_gap), first_row, block.num_rows,
+        found = sequence.chunks_ending_in(windows.recording_segments(recording, p.max_gap), first_row, block.num_rows,
                                  self._chunk_rows, p.window)
         if not len(found):
             return
@@ -52,7 +52,7 @@ class CutBlockChunksFn(CutSortedBlockFn):
         yield from self._write_pieces(found, rows, first_row - context, block)
         self._chunks.inc(len(found))
 
-    def _write_pieces(self, found: windows.Chunks, rows: Block, base: int, block: blocks.SortedBlock) -> Iterator[Dict]:
+    def _write_pieces(self, found: sequence.Chunks, rows: RecordingRows, base: int, block: blocks.SortedBlock) -> Iterator[Dict]:
         """Chunk j of the recording goes to shard (offset + j) % N; one piece file per shard.
         `base`: the recording row that rows[0] is."""
         p = self._p
@@ -69,13 +69,13 @@ class CutBlockChunksFn(CutSortedBlockFn):
             counts = sequence.chunks_class_counts(summaries, p.window, p.stride)
             path = shards.piece_path(p.staging, split, *key, shard, block=block.index)
             shards.write_records(path, self._encode(found, rows, base, idx, key))
-            yield {"split": split, "shard": shard, "file": path, "group": key, "block": block.index,
+            yield {"split": split, "shard": shard, "file": path, "recording": key, "block": block.index,
                    "chunks": summaries, "num_windows": int(counts.sum()),
                    "class_counts": dict(zip(LABEL_VOCABULARY, counts.tolist()))}
 
     @staticmethod
-    def _encode(found: windows.Chunks, rows: Block, base: int, idx: np.ndarray, key) -> Iterator[bytes]:
-        for a, b in windows.chunks(len(idx), ENCODE_CHUNKS):
+    def _encode(found: sequence.Chunks, rows: RecordingRows, base: int, idx: np.ndarray, key) -> Iterator[bytes]:
+        for a, b in windows.batch_bounds(len(idx), ENCODE_CHUNKS):
             part = idx[a:b]
             lo = found.starts[part] - found.contexts[part] - base
             first, last = found.starts[part] - base, found.stops[part] - base

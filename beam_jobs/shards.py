@@ -1,8 +1,8 @@
 """Writing windows to TFRecord shards deterministically, without shuffling window bytes.
 
-Windows are written where they are cut: each (group, time block, shard) piece goes to its own
-temporary TFRecord file. Then each final shard is the concatenation of its pieces, group after
-group in the shard's own order and a group's pieces in time-block order (TFRecord framing is
+Windows are written where they are cut: each (recording, time block, shard) piece goes to its own
+temporary TFRecord file. Then each final shard is the concatenation of its pieces, recording after
+recording in the shard's own order and a recording's pieces in time-block order (TFRecord framing is
 self-delimiting, so concatenated files are a valid file), gzip-compressed on the way when asked. Only small piece metadata crosses a shuffle, so no runner
 ever holds the windows of a whole shard in memory, and the same input and flags give
 byte-identical shards whatever the number of workers or the bundle boundaries.
@@ -20,15 +20,15 @@ from tfrecords_schema import LABEL_VOCABULARY, file_io
 COPY_BLOCK = 16 << 20
 
 
-def group_name(crew: int, seat: int, experiment: str) -> str:
+def recording_name(crew: int, seat: int, experiment: str) -> str:
     return f"crew{crew}-seat{seat}-{experiment}"
 
 
 def shard_offset(crew: int, seat: int, experiment: str, num_shards: int, salt: int = 0) -> int:
-    """A stable pseudo-random number in [0, num_shards) for a group: where its round-robin over
+    """A stable pseudo-random number in [0, num_shards) for a recording: where its round-robin over
     shards starts (and, salted with the shard, its place in that shard). crc32, not hash(),
     which is salted per process."""
-    return zlib.crc32(f"{group_name(crew, seat, experiment)}/{salt}".encode()) % num_shards
+    return zlib.crc32(f"{recording_name(crew, seat, experiment)}/{salt}".encode()) % num_shards
 
 
 def class_counts(labels: np.ndarray) -> Dict[str, int]:
@@ -37,8 +37,8 @@ def class_counts(labels: np.ndarray) -> Dict[str, int]:
 
 
 def piece_path(staging: str, split: str, crew: int, seat: int, experiment: str, shard: int, block: int = 0) -> str:
-    """The piece of a group's time block `block` that goes to `shard`."""
-    return file_io.join(staging, "pieces", split, f"{group_name(crew, seat, experiment)}-b{block:05d}-{shard:05d}.tfrecord")
+    """The piece of a recording's time block `block` that goes to `shard`."""
+    return file_io.join(staging, "pieces", split, f"{recording_name(crew, seat, experiment)}-b{block:05d}-{shard:05d}.tfrecord")
 
 
 def write_records(path: str, records: Iterable[bytes]) -> int:

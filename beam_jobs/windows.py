@@ -1,15 +1,14 @@
 """Cutting windows out of one recording: the Windows contract of docs/DESIGN.md, in plain numpy.
-The arithmetic the preprocess job runs (its DoFns only call it): windows for the windows layout,
-chunks for the sequence layout; prediction's windows (every row's, padded) are `pad_front` and
-`window_view`.
+The arithmetic the preprocess job runs (its DoFns only call it) for the windows layout;
+prediction's windows (every row's, padded) are `pad_front` and `window_view`.
 
-A group is one (crew, seat, experiment), its rows sorted numerically by time. A gap in time larger
+A recording is one (crew, seat, experiment), its rows sorted numerically by time. A gap in time larger
 than `max_gap` seconds starts a new segment; windows never cross a segment. In a segment of n rows
 windows start at rows 0, s, 2s, ... while start + W <= n. A window's label is the label of its
 last row and its `end_time` the time of its last row.
 
-The sequence layout cuts each segment into chunks instead (`chunks_ending_in`: chunk i of a segment
-holds its rows [i*C, (i+1)*C), with the W-1 rows before it as context).
+The sequence layout cuts each segment into chunks instead (tfrecords_schema.sequence.chunks_ending_in:
+chunk i of a segment holds its rows [i*C, (i+1)*C), with the W-1 rows before it as context).
 
 The job knows a recording block by block (its time blocks, in time order, each summarized by
 num_rows, first_time, last_time and gap_starts: beam_jobs.blocks.SortedBlock): `recording_segments`
@@ -23,11 +22,11 @@ import numpy as np
 
 
 class Windows(NamedTuple):
-    """The windows of one time-sorted group, not yet materialized.
+    """The windows of one time-sorted recording, not yet materialized.
 
     `starts` int64 [N] first row of each window; `labels` int64 [N]; `end_times` float64 [N].
     `take(values, idx)` copies the selected windows out as float32 [k, W, F], so a caller can
-    encode a large group in small pieces.
+    encode a large recording in small pieces.
     """
 
     starts: np.ndarray
@@ -52,7 +51,7 @@ def windows_at(starts: np.ndarray, labels: np.ndarray, time: np.ndarray, window:
     return Windows(starts, np.asarray(labels)[last].astype(np.int64), np.asarray(time)[last], window)
 
 
-def chunks(n: int, size: int) -> Iterator[Tuple[int, int]]:
+def batch_bounds(n: int, size: int) -> Iterator[Tuple[int, int]]:
     """[start, stop) ranges covering range(n) in pieces of at most `size`."""
     for start in range(0, n, size):
         yield start, min(start + size, n)
@@ -60,7 +59,7 @@ def chunks(n: int, size: int) -> Iterator[Tuple[int, int]]:
 
 def blocked_segment_bounds(num_rows: Sequence[int], first_times: Sequence[float], last_times: Sequence[float],
                            gap_starts: Sequence[Sequence[int]], max_gap: float) -> np.ndarray:
-    """The segments of a group known only block by block, as [(start, stop)] row ranges, its rows
+    """The segments of a recording known only block by block, as [(start, stop)] row ranges, its rows
     global (blocks in time order, block b holding rows [sum(num_rows[:b]), sum(num_rows[:b+1]))).
 
     Args:
@@ -83,11 +82,11 @@ def blocked_segment_bounds(num_rows: Sequence[int], first_times: Sequence[float]
 
 def windows_ending_in(bounds: np.ndarray, first_row: int, num_rows: int, window: int,
                       stride: int) -> Tuple[np.ndarray, np.ndarray]:
-    """The windows of a group whose LAST row is in rows [first_row, first_row + num_rows).
+    """The windows of a recording whose LAST row is in rows [first_row, first_row + num_rows).
 
     Returns (starts int64 [k], index int64 [k]): each window's first row and its index among the
-    group's windows (segment after segment, start after start), both global. Over consecutive
-    row ranges that tile the group they tile the group's windows.
+    recording's windows (segment after segment, start after start), both global. Over consecutive
+    row ranges that tile the recording they tile the recording's windows.
     """
     if window < 1 or stride < 1:
         raise ValueError(f"window ({window}) and stride ({stride}) must be >= 1")
@@ -136,49 +135,6 @@ def block_windows(recording: Sequence[Any], block: int, max_gap: float, window: 
     starts, index = windows_ending_in(recording_segments(recording, max_gap), first_row,
                                       recording[block].num_rows, window, stride)
     return BlockWindows(first_row, starts, index)
-
-
-class Chunks(NamedTuple):
-    """Chunks of a recording, rows global (its rows in time order, segment after segment).
-
-    `starts`, `stops` int64 [m]: each chunk's rows [start, stop); `positions` int64 [m]: its first
-    row's index in its segment; `contexts` int64 [m]: k = min(W-1, position), the rows before it
-    its record holds; `index` int64 [m]: its index among the recording's chunks.
-    """
-
-    starts: np.ndarray
-    stops: np.ndarray
-    positions: np.ndarray
-    contexts: np.ndarray
-    index: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.starts)
-
-
-def chunks_ending_in(bounds: np.ndarray, first_row: int, num_rows: int, chunk_rows: int, window: int) -> Chunks:
-    """The chunks of a recording whose LAST row is in rows [first_row, first_row + num_rows).
-
-    `bounds`: the recording's segments, int64 [K, 2] (windows.recording_segments). Chunk i of a
-    segment [a, e) holds rows [a + i*C, min(a + (i+1)*C, e)). Over consecutive row ranges that
-    tile the recording these tile its chunks.
-    """
-    if chunk_rows < 1 or window < 1:
-        raise ValueError(f"chunk_rows ({chunk_rows}) and window ({window}) must be >= 1")
-    a, e = bounds[:, 0].astype(np.int64), bounds[:, 1].astype(np.int64)
-    count = -(-(e - a) // chunk_rows)
-    before = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
-    end = first_row + num_rows
-    # chunk i's last row, a + min((i+1)*C, n) - 1, grows with i: keep first_row <= it < end
-    lo = np.where(e - 1 < first_row, count, np.clip(-(-(first_row - a + 1) // chunk_rows) - 1, 0, count))
-    hi = np.where(e <= end, count, np.clip((end - a) // chunk_rows, 0, count))
-    seg = np.concatenate([np.full(max(h - l, 0), k, dtype=np.int64) for k, (l, h) in enumerate(zip(lo, hi))]
-                         + [np.zeros(0, np.int64)])
-    i = np.concatenate([np.arange(l, h, dtype=np.int64) for l, h in zip(lo, hi)] + [np.zeros(0, np.int64)])
-    positions = i * chunk_rows
-    starts = a[seg] + positions
-    return Chunks(starts, np.minimum(starts + chunk_rows, e[seg]), positions,
-                  np.minimum(window - 1, positions), before[seg] + i)
 
 
 # Prediction: every row's window, the row and the W-1 rows before it in its recording.

@@ -104,7 +104,7 @@ def windows_of(out: Path) -> str:
 def _parse_args(argv: Optional[Sequence[str]]):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_block_rows", description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", help="an existing train-layout CSV")
+    source.add_argument("--input", help="an existing train CSV")
     source.add_argument("--generate", help="CREWS:SECONDS for `crewstream synth` (e.g. 1:3899)")
     parser.add_argument("--block-rows", default=f"{DEFAULT_BLOCK_ROWS},{DEFAULT_BLOCK_ROWS // 4}",
                         help="comma-separated --block-rows values, one run each (default: the job's default "

@@ -553,7 +553,7 @@ def _parse_args(argv: Optional[Sequence[str]]):
         description="Wall time, rows/s and peak memory of the whole process tree: the in-memory "
                     "pandas/numpy way vs `crewstream preprocess` with 1 and 2 workers.")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", type=Path, help="an existing train-layout CSV")
+    source.add_argument("--input", type=Path, help="an existing train CSV")
     source.add_argument("--generate", metavar="CREWS:SECONDS",
                         help=f"generate a synth CSV first (cached under WORKDIR/data): e.g. 1,2,3:60, "
                              f"or `kaggle` = {KAGGLE} (about 4.87M rows)")

@@ -305,7 +305,7 @@ def _parse_args(argv: Optional[Sequence[str]]):
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.inmemory_reference",
         description="In-memory pandas/numpy version of `crewstream preprocess` (the baseline).")
-    parser.add_argument("--input", required=True, help="one train-layout CSV")
+    parser.add_argument("--input", required=True, help="one train CSV")
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--features", default=",".join(csv_columns.SIGNALS),
                         help="comma-separated signal columns (default: all 23)")

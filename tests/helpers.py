@@ -5,6 +5,8 @@ local TestPipeline, row batches, a folder's tree.
 both seats interleaved, and `time` ordered as TEXT within it (so 10.5 comes before 2.0).
 """
 
+import os
+
 import numpy as np
 import pandas as pd
 
@@ -14,7 +16,7 @@ from tfrecords_schema import csv_columns as cols
 
 def make_frame(crews=(1, 2, 3), experiments=("CA", "DA", "SS"), rows_per_recording=700, seed=0,
                gap_at=None, features=cols.SIGNALS):
-    """A train-layout DataFrame; `gap_at` = (row index, seconds) inserts a time gap in every recording.
+    """A train-file DataFrame; `gap_at` = (row index, seconds) inserts a time gap in every recording.
 
     Signals differ per person (offset and scale) and per class, labels change every ~150 rows.
     """
@@ -71,3 +73,19 @@ def rows_of(crews, t0=0.0, first_line=2):
     return Rows(crew=np.array(crews), seat=np.zeros(k, np.int64), experiment=np.array(["CA"] * k, object),
                 time=t0 + np.arange(k) / 256, signals=np.arange(3 * k, dtype=np.float32).reshape(k, 3),
                 label=np.arange(k) % 4, line=np.arange(k) + first_line, source=np.zeros(k, np.int64))
+
+
+def identity_transform(p, staging):
+    """Write a transform graph whose statistics make zscore the identity (mean 0, std 1)."""
+    import apache_beam as beam
+    import tensorflow_transform.beam as tft_beam
+
+    from beam_jobs import scaling
+
+    rows = [np.float32([-1, -1, -1]), np.float32([1, 1, 1])]
+    with tft_beam.Context(temp_dir=os.path.join(staging, "tmp")):
+        transform_fn = (
+            (p | "Stats" >> beam.Create([scaling.signals_record_batch(np.stack(rows))]),
+             scaling.tensor_adapter_config(3))
+            | tft_beam.AnalyzeDataset(scaling.zscore_preprocessing_fn))
+        return transform_fn | tft_beam.WriteTransformFn(staging)

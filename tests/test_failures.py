@@ -154,7 +154,7 @@ def test_a_valueerror_crewstream_raised_is_its_message():
 
 
 def test_exit_codes_usage_failure_interrupt(capsys):
-    from crewstream import console
+    from cli_common import console
 
     def usage(argv):
         raise console.UsageError("--data x not found")

@@ -1,4 +1,4 @@
-"""The CSV layout of the crew recordings (Kaggle "Reducing Commercial Aviation Fatalities").
+"""The CSV columns of the crew recordings (Kaggle "Reducing Commercial Aviation Fatalities").
 
 Column names of the input files are part of the contract: the synth generator writes them, the
 preprocess job and predict read them. Nothing else spells a column name.

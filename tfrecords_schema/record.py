@@ -86,7 +86,7 @@ def encode_windows(
     experiment: str,
     end_times: Sequence[float],
 ) -> List[bytes]:
-    """Serialize windows of one (crew, seat, experiment) group as tf.train.Example bytes.
+    """Serialize windows of one recording (crew, seat, experiment) as tf.train.Example bytes.
 
     Args:
       windows: float [N, W, F] scaled values (any float dtype; stored as float32).
@@ -202,7 +202,7 @@ def encode_chunks(
     first_times: Sequence[float],
     last_times: Sequence[float],
 ) -> List[bytes]:
-    """Serialize chunks of one (crew, seat, experiment) group as tf.train.Example bytes (the
+    """Serialize chunks of one recording (crew, seat, experiment) as tf.train.Example bytes (the
     compiled tfx_bsl encoder, as `encode_windows`; 30x faster than filling protobufs).
 
     Args:

@@ -16,7 +16,7 @@ stats.json of a sequence folder describes each shard's records, in file order, a
 order). Pure python/numpy: no TensorFlow import.
 """
 
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
@@ -27,7 +27,7 @@ SEQUENCE = "sequence"
 LAYOUTS = (WINDOWS, SEQUENCE)
 # --chunk-rows: at W=256, F=23 a chunk's record is 1.07x the float32 size of its scaled rows (the
 # 255 context rows are stored once more per chunk); 2,048 would be 1.14x, too close to the 1.15x
-# target of issue 14.
+# that the sequence layout was built to stay under.
 DEFAULT_CHUNK_ROWS = 4096
 
 
@@ -36,12 +36,54 @@ def layout_of(stats: Dict[str, Any]) -> str:
     return stats.get("layout", WINDOWS)
 
 
+class Chunks(NamedTuple):
+    """Chunks of a recording, rows global (its rows in time order, segment after segment).
+
+    `starts`, `stops` int64 [m]: each chunk's rows [start, stop); `positions` int64 [m]: its first
+    row's index in its segment; `contexts` int64 [m]: k = min(W-1, position), the rows before it
+    its record holds; `index` int64 [m]: its index among the recording's chunks.
+    """
+
+    starts: np.ndarray
+    stops: np.ndarray
+    positions: np.ndarray
+    contexts: np.ndarray
+    index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+
+def chunks_ending_in(bounds: np.ndarray, first_row: int, num_rows: int, chunk_rows: int, window: int) -> Chunks:
+    """The chunks of a recording whose LAST row is in rows [first_row, first_row + num_rows).
+
+    `bounds`: the recording's segments, int64 [K, 2] (beam_jobs.windows.recording_segments). Chunk i of a
+    segment [a, e) holds rows [a + i*C, min(a + (i+1)*C, e)). Over consecutive row ranges that
+    tile the recording these tile its chunks.
+    """
+    if chunk_rows < 1 or window < 1:
+        raise ValueError(f"chunk_rows ({chunk_rows}) and window ({window}) must be >= 1")
+    a, e = bounds[:, 0].astype(np.int64), bounds[:, 1].astype(np.int64)
+    count = -(-(e - a) // chunk_rows)
+    before = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
+    end = first_row + num_rows
+    # chunk i's last row, a + min((i+1)*C, n) - 1, grows with i: keep first_row <= it < end
+    lo = np.where(e - 1 < first_row, count, np.clip(-(-(first_row - a + 1) // chunk_rows) - 1, 0, count))
+    hi = np.where(e <= end, count, np.clip((end - a) // chunk_rows, 0, count))
+    seg = np.concatenate([np.full(max(h - l, 0), k, dtype=np.int64) for k, (l, h) in enumerate(zip(lo, hi))]
+                         + [np.zeros(0, np.int64)])
+    i = np.concatenate([np.arange(l, h, dtype=np.int64) for l, h in zip(lo, hi)] + [np.zeros(0, np.int64)])
+    positions = i * chunk_rows
+    starts = a[seg] + positions
+    return Chunks(starts, np.minimum(starts + chunk_rows, e[seg]), positions,
+                  np.minimum(window - 1, positions), before[seg] + i)
+
+
 def chunk_bounds(n: int, chunk_rows: int) -> Iterator[Tuple[int, int]]:
-    """The chunks of a segment of n rows: [(position, stop)], chunk j = rows [j*C, min((j+1)*C, n))."""
-    if chunk_rows < 1:
-        raise ValueError(f"chunk_rows ({chunk_rows}) must be >= 1")
-    for position in range(0, n, chunk_rows):
-        yield position, min(position + chunk_rows, n)
+    """The chunks of one segment of n rows: [(position, stop)], chunk j = rows [j*C, min((j+1)*C, n))
+    (`chunks_ending_in` over the whole segment)."""
+    found = chunks_ending_in(np.array([[0, n]], np.int64), 0, n, chunk_rows, 1)
+    return [(int(a), int(b)) for a, b in zip(found.starts, found.stops)]
 
 
 def context_rows(position: int, window: int) -> int:

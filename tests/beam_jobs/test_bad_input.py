@@ -54,7 +54,7 @@ CELL_CASES = [
     ("crew-inf", {"crew": "inf"}, "crew", "not an integer"),
     ("time-1e19", {"time": "1e19"}, "time", "too large: times must be below 2**32 s"),
 ]
-READ_FLAGS = ("--chunk-bytes", "65536", "--split-bytes", "300000")  # several chunks and ranges per file
+READ_FLAGS = ("--span-bytes", "65536", "--split-bytes", "300000")  # several chunks and ranges per file
 
 
 def shown(text):
@@ -211,7 +211,7 @@ def test_every_reject_is_one_of_the_bad_rows(bad_run):
     expected = sorted([(main, w[0]) for w in bad_run["where"].values()]
                       + [(str(bad_run["root"] / "zz-repeat.csv"), bad_run["repeat"][0])])
     assert sorted((r["file"], int(r["line"])) for r in bad_run["rejects"]) == expected
-    assert {r["id"] for r in bad_run["rejects"]} == {""}  # the rejects file's id column: empty in the train layout
+    assert {r["id"] for r in bad_run["rejects"]} == {""}  # the rejects file's id column: empty in a train file
     assert bad_run["stats"]["rejected_rows"] == bad_run["n_bad"]
 
 
@@ -315,7 +315,7 @@ FILE_CASES = [
     ("header-and-blank-lines", lambda root: _write(root, ",".join(crew_frame(1).columns) + "\n\n \n"), "header only"),
     ("missing-column", lambda root: _write(root, csv_text(crew_frame(1).drop(columns="gsr"))),
      "missing column(s) gsr"),
-    ("test-layout", _test_layout, "test-layout file"),
+    ("test-file", _test_layout, "test file"),
     ("truncated-gzip-trailer", lambda root: _gzip_cut(root, "trailer"), "truncated or damaged compressed file"),
     ("truncated-gzip-half", lambda root: _gzip_cut(root, "half"), "truncated or damaged compressed file"),
 ]

@@ -85,7 +85,7 @@ def write_with_duplicates(path, frame):
 def job_args(csv, out, block_rows):
     return ["--input", csv, "--output", str(out), "--features", ",".join(FEATURES), "--eval-crews", "2",
             "--window", str(WINDOW), "--stride", str(STRIDE), "--num-shards", "3", "--block-rows", str(block_rows),
-            "--chunk-bytes", "4096", "--split-bytes", "20000", "--max-bad-fraction", "0.01"]
+            "--span-bytes", "4096", "--split-bytes", "20000", "--max-bad-fraction", "0.01"]
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def _rows_in_chunks(frame, chunks, seed=0):
 def _rows_read_per_call(monkeypatch):
     """{"sort": [...], "cut": [...]}: the rows each call of SortBlockFn.process and of
     CutBlockWindowsFn.process read from block files, measured from the outside: the block-file
-    readers (blocks.read_block, blocks.read_rows) and the two DoFns' process methods are wrapped
+    readers (blocks.read_spill, blocks.read_rows) and the two DoFns' process methods are wrapped
     here, so the figure does not come from the job's own `rows_per_key` metric. Filled as the
     pipeline runs (in this process: FnApiRunner)."""
     per_call = {"sort": [], "cut": []}
@@ -173,7 +173,7 @@ def _rows_read_per_call(monkeypatch):
                 current.rows = None
         return wrapper
 
-    monkeypatch.setattr(blocks, "read_block", counting(blocks.read_block))
+    monkeypatch.setattr(blocks, "read_spill", counting(blocks.read_spill))
     monkeypatch.setattr(blocks, "read_rows", counting(blocks.read_rows))
     monkeypatch.setattr(steps.SortBlockFn, "process", measured(steps.SortBlockFn.process, "sort"))
     monkeypatch.setattr(steps.CutBlockWindowsFn, "process", measured(steps.CutBlockWindowsFn.process, "cut"))
@@ -181,13 +181,13 @@ def _rows_read_per_call(monkeypatch):
 
 
 def test_no_key_holds_more_than_block_rows_plus_window_minus_one(tmp_path, monkeypatch):
-    from tests.beam_jobs.test_transforms import _identity_transform
+    from tests.helpers import identity_transform
 
     frame = block_frame()
     per_call = _rows_read_per_call(monkeypatch)
     params = steps.WindowParams(WINDOW, STRIDE, 1.0, 3, frozenset([2]), str(tmp_path), ("f.csv",), BLOCK_ROWS)
     p = beam.Pipeline(runner=fn_runner.FnApiRunner())
-    ready = _identity_transform(p, str(tmp_path))
+    ready = identity_transform(p, str(tmp_path))
     sorted_blocks = p | beam.Create(list(_rows_in_chunks(frame, 13)), reshuffle=False) | steps.SortBlocks(params)
     _ = sorted_blocks.blocks | steps.CutWindows(params, ready)
     p.run().wait_until_finish()

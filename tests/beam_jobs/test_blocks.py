@@ -9,7 +9,7 @@ from beam_jobs.csv_reader import Rows
 
 def block(time, line, source=None):
     n = len(time)
-    return blocks.Block(np.array(time, float), np.arange(n * 2, dtype=np.float32).reshape(n, 2),
+    return blocks.RecordingRows(np.array(time, float), np.arange(n * 2, dtype=np.float32).reshape(n, 2),
                         np.zeros(n, np.int8), np.array(line), np.zeros(n, np.int32) if source is None else np.array(source))
 
 
@@ -34,10 +34,10 @@ def test_split_by_recording_and_round_trip(tmp_path):
     parts = dict(blocks.split_by_recording(rows))
     assert sorted(parts) == [(1, 0, "CA"), (1, 1, "CA"), (2, 0, "DA")]
     assert parts[(2, 0, "DA")].label.tolist() == [3] and parts[(2, 0, "DA")].label.dtype == np.int8
-    path = blocks.block_path(str(tmp_path), (1, 1, "CA"), parts[(1, 1, "CA")])
-    assert path.endswith("crew1-seat1-CA/f2-l11.block")
-    blocks.write_block(path, parts[(1, 1, "CA")])
-    back = blocks.read_block(path)
+    path = blocks.spill_path(str(tmp_path), (1, 1, "CA"), parts[(1, 1, "CA")])
+    assert path.endswith("crew1-seat1-CA/f2-l11.spill")
+    blocks.write_spill(path, parts[(1, 1, "CA")])
+    back = blocks.read_spill(path)
     np.testing.assert_array_equal(back.signals, [[3, 4]])
     assert back.time.tolist() == [0.25]
 
@@ -46,12 +46,12 @@ def test_a_block_file_is_a_numpy_array_of_row_records(tmp_path):
     """Read back with numpy's own reader, pickles refused: the file holds data only."""
     b = block([0.5, 0.25, 3.0], [10, 11, 12], source=[2, 2, 1])
     path = str(tmp_path / "one.block")
-    blocks.write_block(path, b)
+    blocks.write_spill(path, b)
     records = np.load(path, allow_pickle=False)
     assert records.dtype == blocks.row_dtype(2)
     assert records["line"].tolist() == [10, 11, 12] and records["source"].tolist() == [2, 2, 1]
     np.testing.assert_array_equal(records["signals"], b.signals)
-    back = blocks.read_block(path)
+    back = blocks.read_spill(path)
     for name in ("time", "signals", "label", "line", "source"):
         np.testing.assert_array_equal(getattr(back, name), getattr(b, name))
 
@@ -71,21 +71,21 @@ def test_a_pickle_where_a_block_is_expected_is_refused_not_executed(tmp_path):
     path = tmp_path / "crew1-seat0-CA" / "f0-l1.block"
     path.parent.mkdir()
     path.write_bytes(pickle.dumps(_Planted(str(marker)), protocol=5))
-    with pytest.raises(blocks.BlockFileError, match=r"f0-l1.block: not a block file"):
-        blocks.read_block(str(path))
+    with pytest.raises(blocks.SpillFileError, match=r"f0-l1.block: not a spill file"):
+        blocks.read_spill(str(path))
     assert not marker.exists()
-    # A pickled Block, what block files held before, is refused the same way.
+    # A pickled RecordingRows, what block files held before, is refused the same way.
     path.write_bytes(pickle.dumps(block([1.0], [3]), protocol=5))
-    with pytest.raises(blocks.BlockFileError):
-        blocks.read_block(str(path))
+    with pytest.raises(blocks.SpillFileError):
+        blocks.read_spill(str(path))
 
 
 def test_an_npy_of_other_records_is_not_a_block(tmp_path):
     path = tmp_path / "x.block"
     np.save(path.with_suffix(""), np.arange(4.0))  # np.save appends .npy
     (tmp_path / "x.npy").rename(path)
-    with pytest.raises(blocks.BlockFileError, match="not a block file"):
-        blocks.read_block(str(path))
+    with pytest.raises(blocks.SpillFileError, match="not a spill file"):
+        blocks.read_spill(str(path))
 
 
 def test_histograms_merge_and_plan_blocks_at_bin_edges():
@@ -124,29 +124,29 @@ def test_a_time_block_reads_its_run_of_a_block_file_alone(tmp_path):
     (_, spilled), = blocks.split_by_recording(rows)
     assert spilled.line.tolist() == [3, 5, 4, 2, 7, 6]  # bins 0, 0, 1, 2, 2, 4
     path = str(tmp_path / "f0-l2.block")
-    blocks.write_block(path, spilled)
+    blocks.write_spill(path, spilled)
     bins, counts = blocks.time_histogram(spilled.time)
     first_bins = np.array([1, 2, 3])  # blocks: bin 0 | bin 1 | bin 2 | bins 3-
     found = list(blocks.block_slices(bins, counts, first_bins))
     assert found == [(0, 0, 2), (1, 2, 3), (2, 3, 5), (3, 5, 6)]
     for index, start, stop in found:
-        part = blocks.read_block(path, start, stop)
+        part = blocks.read_spill(path, start, stop)
         assert (blocks.block_of(part.time, first_bins) == index).all()
         assert part.line.tolist() == spilled.line[start:stop].tolist()
         np.testing.assert_array_equal(part.signals, spilled.signals[start:stop])
     assert list(blocks.block_slices(bins, counts, np.array([9]))) == [(0, 0, 6)]  # one block: the whole file
     assert list(blocks.block_slices(np.zeros(0, np.int64), np.zeros(0, np.int64), first_bins)) == []
-    assert len(blocks.read_block(path, 3, 3)) == 0
-    with pytest.raises(blocks.BlockFileError, match="records 4-7 asked of a file of 6"):
-        blocks.read_block(path, 4, 7)
+    assert len(blocks.read_spill(path, 3, 3)) == 0
+    with pytest.raises(blocks.SpillFileError, match="records 4-7 asked of a file of 6"):
+        blocks.read_spill(path, 4, 7)
 
 
 def test_a_truncated_block_file_is_refused(tmp_path):
     path = tmp_path / "f0-l2.block"
-    blocks.write_block(str(path), block([0.5, 1.5, 2.5], [2, 3, 4]))
+    blocks.write_spill(str(path), block([0.5, 1.5, 2.5], [2, 3, 4]))
     path.write_bytes(path.read_bytes()[:-1])
-    with pytest.raises(blocks.BlockFileError, match="not a block file"):
-        blocks.read_block(str(path))
+    with pytest.raises(blocks.SpillFileError, match="not a spill file"):
+        blocks.read_spill(str(path))
 
 
 def test_sorted_rows_read_from_the_tail(tmp_path):

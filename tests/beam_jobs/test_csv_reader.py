@@ -25,9 +25,9 @@ def row(crew=1, experiment="CA", time="0.5", seat=0, value="1.5", event="A", **o
     return ",".join([str(crew), experiment, time, str(seat)] + [values[n] for n in cols.SIGNALS] + [event])
 
 
-def read_all(text, features=FEATURES, chunk_bytes=1 << 20, labelled=True):
+def read_all(text, features=FEATURES, span_bytes=1 << 20, labelled=True):
     rows, rejects = [], []
-    for r, bad in csv_reader.read_file_chunks(io.BytesIO(text.encode()), "f.csv", features, chunk_bytes,
+    for r, bad in csv_reader.read_file_spans(io.BytesIO(text.encode()), "f.csv", features, span_bytes,
                                               labelled=labelled):
         rows.append(r)
         rejects += bad
@@ -79,7 +79,7 @@ def test_line_numbers_survive_chunking_and_truncated_last_line():
     lines[57] = row(r="oops")
     lines[133] = "1,CA"
     text = HEADER + "\n" + "\n".join(lines) + "\n" + "1,CA,9"  # last line cut, no newline
-    rows, rejects = read_all(text, chunk_bytes=1000)  # many chunks, boundaries inside lines
+    rows, rejects = read_all(text, span_bytes=1000)  # many chunks, boundaries inside lines
     assert [r.line for r in rejects] == [59, 135, 202]
     assert len(rows) == 198
     expected_lines = [i + 2 for i in range(200) if i not in (57, 133)]
@@ -98,12 +98,12 @@ def test_bom_crlf_reordered_and_extra_columns():
 
 
 def test_file_level_problems_raise():
-    with pytest.raises(csv_reader.CsvLayoutError, match="empty file"):
+    with pytest.raises(csv_reader.CsvFileError, match="empty file"):
         read_all("")
-    with pytest.raises(csv_reader.CsvLayoutError, match="missing column.*gsr"):
+    with pytest.raises(csv_reader.CsvFileError, match="missing column.*gsr"):
         read_all(HEADER.replace(",gsr", "") + "\n")
     test_layout = ",".join(cols.TEST_COLUMNS) + "\n"
-    with pytest.raises(csv_reader.CsvLayoutError, match="test-layout"):
+    with pytest.raises(csv_reader.CsvFileError, match="test file"):
         read_all(test_layout)
     rows, rejects = read_all(HEADER + "\n")  # header only: nothing, and no error
     assert len(rows) == 0 and rejects == []
@@ -114,7 +114,7 @@ def test_gzip_and_plain_read_the_same(tmp_path):
     with gzip.open(tmp_path / "f.csv.gz", "wt") as f:
         f.write(text)
     with gzip.open(tmp_path / "f.csv.gz", "rb") as f:
-        zipped = list(csv_reader.read_file_chunks(f, "f.csv.gz", FEATURES))
+        zipped = list(csv_reader.read_file_spans(f, "f.csv.gz", FEATURES))
     plain, _ = read_all(text)
     np.testing.assert_array_equal(csv_reader.Rows.concat([r for r, _ in zipped]).time, plain.time)
 
@@ -132,7 +132,7 @@ def test_byte_ranges_tile_the_file_with_the_files_own_line_numbers(tmp_path, spl
     rows, rejects, before = [], [], 0
     for start, end in ranges:
         with open(path, "rb") as f:
-            for r, bad in csv_reader.read_file_chunks(f, "f.csv", FEATURES, 700, byte_range=(start, end),
+            for r, bad in csv_reader.read_file_spans(f, "f.csv", FEATURES, 700, byte_range=(start, end),
                                                       newlines_before=before):
                 rows.append(r)
                 rejects += bad
@@ -155,10 +155,10 @@ def test_truncated_gzip_raises_a_layout_error_naming_the_file(cut):
     _, blob = _gzipped_lines()
     blob = blob[:-8] if cut == "trailer" else blob[:len(blob) // 2]  # trailer: CRC32 and size
     with csv_reader.decompressed(io.BytesIO(blob), "f.csv.gz") as f:
-        with pytest.raises(csv_reader.CsvLayoutError, match=r"f.csv.gz: truncated or damaged compressed file"):
-            list(csv_reader.read_file_chunks(f, "f.csv.gz", FEATURES, chunk_bytes=4096))
+        with pytest.raises(csv_reader.CsvFileError, match=r"f.csv.gz: truncated or damaged compressed file"):
+            list(csv_reader.read_file_spans(f, "f.csv.gz", FEATURES, span_bytes=4096))
     with csv_reader.decompressed(io.BytesIO(blob), "f.csv.gz") as f:
-        with pytest.raises(csv_reader.CsvLayoutError, match="truncated"):
+        with pytest.raises(csv_reader.CsvFileError, match="truncated"):
             csv_reader.check_file(f, "f.csv.gz", FEATURES, read_through=True)
 
 
@@ -166,7 +166,7 @@ def test_damaged_gzip_checksum_is_a_layout_error():
     _, blob = _gzipped_lines()
     blob = blob[:-8] + bytes([blob[-8] ^ 0xFF]) + blob[-7:]  # the stored CRC32 no longer matches
     with csv_reader.decompressed(io.BytesIO(blob), "f.csv.gz") as f:
-        with pytest.raises(csv_reader.CsvLayoutError, match="f.csv.gz: truncated or damaged"):
+        with pytest.raises(csv_reader.CsvFileError, match="f.csv.gz: truncated or damaged"):
             csv_reader.check_file(f, "f.csv.gz", FEATURES, read_through=True)
 
 
@@ -175,10 +175,10 @@ def test_bz2_reads_like_plain_and_unknown_compression_is_refused():
 
     text, _ = _gzipped_lines(50)
     with csv_reader.decompressed(io.BytesIO(bz2.compress(text.encode())), "f.csv.bz2") as f:
-        rows = csv_reader.Rows.concat([r for r, _ in csv_reader.read_file_chunks(f, "f.csv.bz2", FEATURES)])
+        rows = csv_reader.Rows.concat([r for r, _ in csv_reader.read_file_spans(f, "f.csv.bz2", FEATURES)])
     np.testing.assert_array_equal(rows.time, read_all(text)[0].time)
     assert csv_reader.is_compressed("x.CSV.GZ") and not csv_reader.is_compressed("x.csv")
-    with pytest.raises(csv_reader.CsvLayoutError, match="x.csv.zst: unsupported compression"):
+    with pytest.raises(csv_reader.CsvFileError, match="x.csv.zst: unsupported compression"):
         csv_reader.decompressed(io.BytesIO(b""), "x.csv.zst")
 
 
@@ -189,7 +189,7 @@ def test_bz2_reads_like_plain_and_unknown_compression_is_refused():
     ("\x89PNG\r\n\x1a\n\xff\xfe", "the first line is not UTF-8 text"),
 ])
 def test_check_file_refuses_files_without_data_rows(text, message):
-    with pytest.raises(csv_reader.CsvLayoutError, match=f"f.csv: {message}"):
+    with pytest.raises(csv_reader.CsvFileError, match=f"f.csv: {message}"):
         csv_reader.check_file(io.BytesIO(text.encode("latin-1")), "f.csv", FEATURES)
 
 
@@ -240,21 +240,21 @@ def file_with(bad: bytes, at: int, final_newline: bool = True):
     return data, at + 2, good_numbers, [float(i) for i in range(GOOD_LINES)]
 
 
-def read_bytes(data: bytes, chunk_bytes: int, features=FEATURES, **kwargs):
+def read_bytes(data: bytes, span_bytes: int, features=FEATURES, **kwargs):
     rows, rejects = [], []
-    for r, bad in csv_reader.read_file_chunks(io.BytesIO(data), "f.csv", features, chunk_bytes, **kwargs):
+    for r, bad in csv_reader.read_file_spans(io.BytesIO(data), "f.csv", features, span_bytes, **kwargs):
         rows.append(r)
         rejects += bad
     return type(rows[0]).concat(rows) if rows else _empty_rows(len(features)), rejects
 
 
-def read_ranges(path, cut: int, chunk_bytes: int):
+def read_ranges(path, cut: int, span_bytes: int):
     """Read `path` the way ReadCrewCsv does, each byte range on its own: [0, cut) and [cut, end)."""
     rows, rejects, before = [], [], 0
     size = path.stat().st_size
     for start, end in [(0, min(cut, size)), (min(cut, size), size)]:
         with open(path, "rb") as f:
-            for r, bad in csv_reader.read_file_chunks(f, "f.csv", FEATURES, chunk_bytes, byte_range=(start, end),
+            for r, bad in csv_reader.read_file_spans(f, "f.csv", FEATURES, span_bytes, byte_range=(start, end),
                                                       newlines_before=before):
                 rows.append(r)
                 rejects += bad
@@ -291,15 +291,15 @@ def test_a_defect_costs_its_row_alone_at_any_chunk_or_range_boundary(tmp_path, c
     bad = raw(row(**{"time": "9.5", **cells}))
     data, bad_no, good_numbers, values = file_with(bad, at, final_newline=where != "last-no-newline")
     reads, ranges = boundaries_around(data, bad_no)
-    for chunk_bytes in reads:  # the bad line starts, ends, straddles or sits inside a read
-        rows, rejects = read_bytes(data, chunk_bytes)
-        assert_only(rows, rejects, bad_no, good_numbers, values, column, reason, f"chunk_bytes={chunk_bytes}")
+    for span_bytes in reads:  # the bad line starts, ends, straddles or sits inside a read
+        rows, rejects = read_bytes(data, span_bytes)
+        assert_only(rows, rejects, bad_no, good_numbers, values, column, reason, f"span_bytes={span_bytes}")
     (tmp_path / "f.csv").write_bytes(data)
     for cut in ranges:  # ... or a byte range, read with small and large chunks
-        for chunk_bytes in (700, 1 << 20):
-            rows, rejects = read_ranges(tmp_path / "f.csv", cut, chunk_bytes)
+        for span_bytes in (700, 1 << 20):
+            rows, rejects = read_ranges(tmp_path / "f.csv", cut, span_bytes)
             assert_only(rows, rejects, bad_no, good_numbers, values, column, reason,
-                        f"range cut at {cut}, chunk_bytes={chunk_bytes}")
+                        f"range cut at {cut}, span_bytes={span_bytes}")
 
 
 @pytest.mark.parametrize("case, cells, column, reason", DEFECT_CASES, ids=[c[0] for c in DEFECT_CASES])
@@ -333,7 +333,7 @@ def test_a_line_just_under_the_limit_is_read_and_one_at_it_is_rejected():
 def test_a_line_far_beyond_the_limit_is_skipped_in_small_reads():
     huge = row(r="1" * (5 * MAX_LINE))  # read 4 KiB at a time: never held whole
     data = raw("\n".join([HEADER, row(time="0.1"), huge, row(time="0.2")]) + "\n")
-    chunks = list(csv_reader.iter_line_chunks(io.BytesIO(data[len(HEADER) + 1:]), 4096))
+    chunks = list(csv_reader.iter_line_spans(io.BytesIO(data[len(HEADER) + 1:]), 4096))
     assert max(len(chunk) for _, chunk, _ in chunks) <= MAX_LINE + 1 + 4096
     assert [n for _, _, n in chunks] == [c.count(b"\n") + (not c.endswith(b"\n")) for _, c, _ in chunks]
     rows, rejects = read_bytes(data, 4096)
@@ -346,9 +346,9 @@ def test_blank_lines_at_the_end_of_a_file_are_not_rows(tmp_path, ending):
     data = raw(HEADER + "\n" + "\n".join(lines) + ending)
     (tmp_path / "f.csv").write_bytes(data)
     size = len(data)
-    for chunk_bytes in (50, 333, 1 << 20):
-        rows, rejects = read_bytes(data, chunk_bytes)
-        assert rejects == [] and len(rows) == GOOD_LINES, chunk_bytes
+    for span_bytes in (50, 333, 1 << 20):
+        rows, rejects = read_bytes(data, span_bytes)
+        assert rejects == [] and len(rows) == GOOD_LINES, span_bytes
     for cut in (size - 1, size - 2, size - len(ending), 997):  # a range of blank lines only, too
         rows, rejects = read_ranges(tmp_path / "f.csv", cut, 700)
         assert rejects == [] and rows.line.tolist() == list(range(2, GOOD_LINES + 2)), cut
@@ -360,9 +360,9 @@ def test_blank_lines_followed_by_a_row_are_rejected_even_across_boundaries(tmp_p
     (tmp_path / "f.csv").write_bytes(data)
     blank_start = data.index(b"\n\n") + 1
     expected = [(line, "empty line") for line in range(22, 27)]
-    for chunk_bytes in (blank_start - len(HEADER), blank_start - len(HEADER) + 3, 1 << 20):
-        rows, rejects = read_bytes(data, chunk_bytes)
-        assert [(r.line, r.reason) for r in rejects] == expected and len(rows) == GOOD_LINES, chunk_bytes
+    for span_bytes in (blank_start - len(HEADER), blank_start - len(HEADER) + 3, 1 << 20):
+        rows, rejects = read_bytes(data, span_bytes)
+        assert [(r.line, r.reason) for r in rejects] == expected and len(rows) == GOOD_LINES, span_bytes
     for cut in (blank_start, blank_start + 2, blank_start + 5):  # a range ends in the blank run
         rows, rejects = read_ranges(tmp_path / "f.csv", cut, 700)
         assert [(r.line, r.reason) for r in rejects] == expected and len(rows) == GOOD_LINES, cut
@@ -405,7 +405,7 @@ def test_times_below_2_to_the_32_are_kept_exactly():
     (HEADER + "\r" + row() + "\r", "a carriage return inside the header line"),
 ])
 def test_check_file_refuses_blank_rows_quoted_headers_and_endless_first_lines(text, message):
-    with pytest.raises(csv_reader.CsvLayoutError, match=re.escape(f"f.csv: {message}")):
+    with pytest.raises(csv_reader.CsvFileError, match=re.escape(f"f.csv: {message}")):
         csv_reader.check_file(io.BytesIO(text.encode()), "f.csv", FEATURES)
 
 
@@ -426,8 +426,8 @@ def test_a_read_that_fails_is_a_layout_error_naming_the_file():
         def read(self, *args):
             raise OSError(5, "Input/output error")
 
-    with pytest.raises(csv_reader.CsvLayoutError, match="f.csv: cannot be read \\(Input/output error\\)"):
-        list(csv_reader.read_file_chunks(Failing(raw(HEADER + "\n" + row() + "\n")), "f.csv", FEATURES))
+    with pytest.raises(csv_reader.CsvFileError, match="f.csv: cannot be read \\(Input/output error\\)"):
+        list(csv_reader.read_file_spans(Failing(raw(HEADER + "\n" + row() + "\n")), "f.csv", FEATURES))
 
 
 def test_a_reject_text_is_at_most_1000_characters():

@@ -107,7 +107,7 @@ def test_in_bucket_order_gives_each_bucket_one_run_read_alone(tmp_path):
     records = random_records(2000, 4)
     ordered, buckets = ids.in_bucket_order(records)
     path = str(tmp_path / "f0-l2.npy")
-    blocks.write_records(path, ordered)
+    blocks.write_npy(path, ordered)
     seen = []
     for bucket, start, stop in buckets:
         part = ids.read_ids(path, start, stop)
@@ -117,7 +117,7 @@ def test_in_bucket_order_gives_each_bucket_one_run_read_alone(tmp_path):
     assert as_set(np.concatenate(seen)) == as_set(records) and sum(map(len, seen)) == len(records)
     assert as_set(ids.read_ids(path)) == as_set(records)
     with pytest.raises(ValueError, match="not an id file"):
-        blocks.write_records(path, np.arange(3.0))
+        blocks.write_npy(path, np.arange(3.0))
         ids.read_ids(path)
 
 

@@ -196,7 +196,7 @@ def test_a_recording_is_predicted_block_after_block_in_time_order(tmp_path):
         at = np.flatnonzero(source == src)
         at = at[np.argsort(index[at], kind="stable")]  # a chunk's block file: its rows in block order
         path = str(tmp_path / "blocks" / f"f{src}.block")
-        blocks.write_block(path, blocks.Block(np.array(times)[at], signals[at], np.full(len(at), -1, np.int8),
+        blocks.write_spill(path, blocks.RecordingRows(np.array(times)[at], signals[at], np.full(len(at), -1, np.int8),
                                               line[at], source[at].astype(np.int32), row_id[at]))
         for b in files:
             run_ = np.flatnonzero(index[at] == b)
@@ -236,11 +236,11 @@ def test_batches_are_the_windows_in_a_ring_of_buffers():
     assert [len(b) for b in seen] == [6, 6, 6, 6, 3]
 
 
-def test_sweep_chunks_overlap_by_w_minus_1():
+def test_sweeps_overlap_by_w_minus_1():
     w, padded = 4, np.arange(3 + 10, dtype=np.float32).reshape(13, 1)  # 3 rows of context, 10 rows
-    chunks = [(start, chunk.copy()) for start, chunk in inference.chunks(padded, w, sweep_rows=4, buffers=3)]
-    assert [start for start, _ in chunks] == [0, 4, 8]
-    assert [chunk[:, 0].tolist() for _, chunk in chunks] == [
+    sweeps = [(start, sweep.copy()) for start, sweep in inference.sweeps(padded, w, sweep_rows=4, buffers=3)]
+    assert [start for start, _ in sweeps] == [0, 4, 8]
+    assert [sweep[:, 0].tolist() for _, sweep in sweeps] == [
         [0, 1, 2, 3, 4, 5, 6], [4, 5, 6, 7, 8, 9, 10], [8, 9, 10, 11, 12]]
 
 
@@ -419,14 +419,14 @@ def test_reader_keeps_exact_ids_and_rejects_rows_without_one():
     lines = [good, ["abc"] + good[1:], [""] + good[1:], ["1.5"] + good[1:], ["12"] + good[1:],
              ["7.0"] + good[1:]]
     chunk = ("\n".join(",".join(line) for line in lines) + "\n").encode()
-    rows, rejected = csv_reader.parse_chunk(chunk, header, ["r"], "t.csv", 2, labelled=False, with_id=True)
+    rows, rejected = csv_reader.parse_span(chunk, header, ["r"], "t.csv", 2, labelled=False, with_id=True)
     assert isinstance(rows, csv_reader.IdRows)
     # 2**53 + 1 stays exact although this chunk, with bad ids in it, is parsed as text
     assert rows.id.dtype == np.int64 and rows.id.tolist() == [9007199254740993, 12, 7]
     assert [(r.line, r.column) for r in rejected] == [(3, cols.ID), (4, cols.ID), (5, cols.ID)]
     train_header = ",".join(cols.TRAIN_COLUMNS) + "\n"
-    with pytest.raises(csv_reader.CsvLayoutError, match="train-layout"):
-        list(csv_reader.read_file_chunks(io.BytesIO(train_header.encode()), "t.csv", ["r"],
+    with pytest.raises(csv_reader.CsvFileError, match="train file"):
+        list(csv_reader.read_file_spans(io.BytesIO(train_header.encode()), "t.csv", ["r"],
                                          labelled=False, with_id=True))
 
 
@@ -491,7 +491,7 @@ def test_main_predicts_reports_progress_and_errors(tmp_path, exported_tcn, test_
 
     assert predict.main(argv(exported_tcn.model_dir, sample_dir / "train.csv", tmp_path / "x.csv")) == 1
     err = capsys.readouterr().err
-    assert "train-layout" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert "train file" in err and err.count("\n") == 1 and "Traceback" not in err
     assert predict.main(argv(tmp_path / "nope", test_csv, tmp_path / "x.csv")) == 1
     err = capsys.readouterr().err
     assert "not found" in err and err.count("\n") == 1
@@ -572,7 +572,7 @@ BLOCK_HZ, SMALL_BLOCK_ROWS = 20, 50  # 20 rows a second: blocks of 2 one-second 
 
 
 def write_block_test_csv(path, seed=4):
-    """A test-layout CSV in the real file's order (text-ordered times, seats interleaved), 20 rows
+    """A test CSV in the real file's order (text-ordered times, seats interleaved), 20 rows
     a second: crew 1's recordings 30 s, crew 2's 60 s (a recording twice as long), each with a
     2 s gap; ids 0.. in file order. Returns (path, rows per recording)."""
     from tests.helpers import kaggle_order
@@ -598,17 +598,17 @@ def write_block_test_csv(path, seed=4):
 
 def _measured(monkeypatch, found):
     """Fill `found` as the job runs (in this process: FnApiRunner), measured from outside the
-    DoFns: "block reads", the rows read from block files (blocks.read_block, counted as it
+    DoFns: "block reads", the rows read from block files (blocks.read_spill, counted as it
     returns) for each time block (each call of PredictRecordingFn._sorted_block); "model
     passes", the rows of every padded array inference.predict_padded was given (a block's rows
     and the W-1 before them)."""
-    read_block, sorted_block = blocks.read_block, pr.PredictRecordingFn._sorted_block
+    read_spill, sorted_block = blocks.read_spill, pr.PredictRecordingFn._sorted_block
     predict_padded = inference.predict_padded
     found.update({"block reads": [], "model passes": []})
     reading = []  # the rows read so far for the time block being sorted
 
     def read(*args, **kwargs):
-        rows = read_block(*args, **kwargs)
+        rows = read_spill(*args, **kwargs)
         if reading:
             reading[-1] += len(rows)
         return rows
@@ -624,7 +624,7 @@ def _measured(monkeypatch, found):
         found["model passes"].append(len(padded))
         return predict_padded(model, padded, *args, **kwargs)
 
-    monkeypatch.setattr(blocks, "read_block", read)
+    monkeypatch.setattr(blocks, "read_spill", read)
     monkeypatch.setattr(pr.PredictRecordingFn, "_sorted_block", staticmethod(counted_block))
     monkeypatch.setattr(inference, "predict_padded", passed)
 
@@ -720,7 +720,7 @@ def _stagings(out, but=()):
 
 
 def _reading(out, but=()):
-    """Block files written, no submission piece yet: the job is reading and sorting."""
+    """RecordingRows files written, no submission piece yet: the job is reading and sorting."""
     return any(list(s.glob("blocks/*/*.block")) and not (s / "pieces").exists() for s in _stagings(out, but))
 
 

@@ -1,6 +1,6 @@
 """beam_jobs.predict on bad input: file-level problems stop the run cleanly, bad rows never shift a window.
 
-Every case builds a small test-layout file here (2 crews x 2 seats x 40 rows, in the real file's
+Every case builds a small test file here (2 crews x 2 seats x 40 rows, in the real file's
 order: text-ordered times, seats interleaved). The model is a stand-in: a serving config of windows
 of W=4 rows (no SavedModel) and tests/predict_reference.py's fingerprint, a numpy function of the
 window that changes as soon as a window is off by one row. A bad row's effect is checked against
@@ -62,7 +62,7 @@ def served(monkeypatch):
 
 
 def make_lines(crews=(1, 2), seed=0):
-    """Header + data lines of a test-layout file laid out like the real one; ids 0.. in file order."""
+    """Header + data lines of a test file laid out like the real one; ids 0.. in file order."""
     rng = np.random.default_rng(seed)
     frames = []
     for crew in crews:
@@ -229,7 +229,7 @@ FILE_CASES = {  # name: (make the file, what the one error line says)
     "a duplicate column": (
         lambda tmp_path, lines: write(tmp_path / "test.csv", [lines[0].replace("eeg_o2", "r")] + lines[1:]),
         "duplicate column(s) r"),
-    "a train-layout file": (_train_layout, "train-layout"),
+    "a train file": (_train_layout, "train file"),
     "a truncated .csv.gz": (_truncated_gzip, "truncated or damaged compressed file"),
     "a corrupt .csv.gz": (_corrupt_gzip, "truncated or damaged compressed file"),
     "plain text named .csv.gz": (lambda tmp_path, lines: write(tmp_path / "test.csv.gz", lines),
@@ -366,7 +366,7 @@ ROW_CASES = {  # name: (column, bad value, what its id gets, reason in the rejec
     "id 2**63": (cols.ID, str(2**63), "absent", "outside the int64 range"),
     "id inf": (cols.ID, "inf", "absent", "not an integer"),
 }
-ROW_CHUNK_BYTES = 4000  # about 8 lines: the file is read in many chunks (--chunk-bytes)
+ROW_CHUNK_BYTES = 4000  # about 8 lines: the file is read in many chunks (--span-bytes)
 
 
 def _bad_line(lines, case, line_no):
@@ -390,7 +390,7 @@ def bad_rows(tmp_path_factory, model_dir):
     for case, line_no in where.items():
         bad = _bad_line(bad, case, line_no)
     path = write(root / "bad.csv", bad)
-    counts, sub = run(model_dir, path, root / "sub.csv", "--chunk-bytes", ROW_CHUNK_BYTES, max_bad_fraction=0.2)
+    counts, sub = run(model_dir, path, root / "sub.csv", "--span-bytes", ROW_CHUNK_BYTES, max_bad_fraction=0.2)
     return SimpleNamespace(lines=lines, bad=bad, where=where, path=path, counts=counts, sub=sub,
                            rejects=rejects_of(counts).set_index("line"), root=root)
 

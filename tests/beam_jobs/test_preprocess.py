@@ -85,7 +85,7 @@ def test_bad_rows_go_to_rejects_and_good_rows_are_all_kept(tmp_path):
         header, *rejects = list(csv.reader(f))
     assert header == ["file", "line", "column", "reason", "id", "text"]  # predict's columns too
     assert [r[1:3] for r in rejects] == [["11", "event"], ["32", "time"]]
-    assert [r[4] for r in rejects] == ["", ""]  # the train layout has no id
+    assert [r[4] for r in rejects] == ["", ""]  # a train file has no id
     total = stats["splits"]["train"]["num_rows"] + stats["splits"]["eval"]["num_rows"]
     assert total == len(frame) - 1  # the label-E row; the duplicate's twin stays
     assert stats["inputs"] == [{"file": csv_path, "rows_read": len(frame) + 1, "rows_used": total,
@@ -116,7 +116,7 @@ def test_cli_file_level_errors_are_one_clear_line_and_write_nothing(tmp_path):
     test_layout = tmp_path / "test.csv"
     test_layout.write_text("id,crew,experiment,time,seat," + ",".join(make_frame(rows_per_recording=1).columns[4:-1]) + "\n")
     result = _cli("--input", test_layout, "--output", out)
-    assert result.returncode == 1 and "test-layout" in result.stderr
+    assert result.returncode == 1 and "test file" in result.stderr
     assert not out.exists()
     result = _cli("--input", test_layout, "--output", out, "--features", "r,nope")
     assert result.returncode == 2 and "--features" in result.stderr
@@ -231,7 +231,7 @@ def test_a_run_that_cannot_give_what_was_asked_fails_and_publishes_nothing(tmp_p
 
 def _manifest(eval_windows):
     """What check_splits reads of a manifest: one train and one eval recording."""
-    return {"groups": [{"split": "train", "crew": 1, "num_rows": 50}, {"split": "eval", "crew": 2, "num_rows": 20}],
+    return {"block_counts": [{"split": "train", "crew": 1, "num_rows": 50}, {"split": "eval", "crew": 2, "num_rows": 20}],
             "shards": [{"split": "train", "num_windows": 3}, {"split": "eval", "num_windows": eval_windows}],
             "segments": [{"split": "train", "segments": 1, "short_segments": 0, "longest_segment": 50},
                          {"split": "eval", "segments": 2, "short_segments": 2 if not eval_windows else 1,

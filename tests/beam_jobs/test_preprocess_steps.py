@@ -9,7 +9,7 @@ import tensorflow as tf
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_jobs import preprocess_steps as steps
-from tests.helpers import pipeline, rows_of
+from tests.helpers import identity_transform, pipeline, rows_of
 from tfrecords_schema import parse_examples
 
 FEATURES = ["r", "ecg", "gsr"]
@@ -17,20 +17,6 @@ FEATURES = ["r", "ecg", "gsr"]
 
 def _params(tmp_path, window=2, stride=1, shards=2, block_rows=1 << 18):
     return steps.WindowParams(window, stride, 1.0, shards, frozenset([2]), str(tmp_path), ("f.csv",), block_rows)
-
-
-def _identity_transform(p, staging):
-    """Write a transform graph whose statistics make zscore the identity (mean 0, std 1)."""
-    import tensorflow_transform.beam as tft_beam
-    from beam_jobs import scaling
-
-    rows = [np.float32([-1, -1, -1]), np.float32([1, 1, 1])]
-    with tft_beam.Context(temp_dir=os.path.join(staging, "tmp")):
-        transform_fn = (
-            (p | "Stats" >> beam.Create([scaling.signals_record_batch(np.stack(rows))]),
-             scaling.tensor_adapter_config(3))
-            | tft_beam.AnalyzeDataset(scaling.zscore_preprocessing_fn))
-        return transform_fn | tft_beam.WriteTransformFn(staging)
 
 
 def _read_pieces(folder):
@@ -47,7 +33,7 @@ def test_sort_blocks_sorts_counts_groups_rejects_duplicates_and_feeds_the_analyz
         out = p | beam.Create([first, second, dup], reshuffle=False) | steps.SortBlocks(_params(tmp_path))
         assert_that(out.blocks | beam.Map(lambda b: (b.recording, b.index, b.num_rows, b.gap_starts)),
                     equal_to([((1, 0, "CA"), 0, 5, ())]), label="blocks")
-        assert_that(out.groups, equal_to([{"split": "train", "crew": 1, "num_rows": 5}]), label="groups")
+        assert_that(out.block_counts, equal_to([{"split": "train", "crew": 1, "num_rows": 5}]), label="block_counts")
         assert_that(out.rejects | beam.Map(lambda r: (r.line, r.column, r.reason)),
                     equal_to([(99, "time", "duplicate (crew, seat, experiment, time): repeats line 3 of f.csv")]),
                     label="rejects")
@@ -56,11 +42,11 @@ def test_sort_blocks_sorts_counts_groups_rejects_duplicates_and_feeds_the_analyz
 
 
 def test_a_duplicate_time_names_the_line_and_file_it_repeats():
-    from beam_jobs.blocks import Block
+    from beam_jobs.blocks import RecordingRows
 
     def block(times, lines, sources):
         k = len(times)
-        return Block(np.array(times, float), np.zeros((k, 1), np.float32), np.zeros(k, np.int8),
+        return RecordingRows(np.array(times, float), np.zeros((k, 1), np.float32), np.zeros(k, np.int8),
                      np.array(lines, np.int64), np.array(sources, np.int32))
 
     kept = block([0.0, 0.5, 1.0], [7, 8, 9], [1, 0, 1])
@@ -74,7 +60,7 @@ def test_a_duplicate_time_names_the_line_and_file_it_repeats():
 def test_cut_windows_writes_pieces_of_scaled_windows(tmp_path):
     first, second = rows_of([1, 1, 1]), rows_of([1, 1], t0=3 / 256, first_line=5)
     with pipeline() as p:
-        ready = _identity_transform(p, str(tmp_path))
+        ready = identity_transform(p, str(tmp_path))
         sorted_blocks = p | beam.Create([first, second], reshuffle=False) | steps.SortBlocks(_params(tmp_path))
         pieces = sorted_blocks.blocks | steps.CutWindows(_params(tmp_path), ready)
         assert_that(pieces | beam.Map(lambda m: (m["split"], m["shard"], m["block"], m["num_windows"])),
@@ -92,7 +78,7 @@ def test_cut_windows_across_time_blocks_reads_the_rows_before_the_block(tmp_path
     rows.time[:] = [0.1, 0.6, 1.1, 1.6, 2.1, 2.6]  # two rows a second: blocks of 2 rows at block_rows 3
     params = _params(tmp_path, window=3, stride=1, block_rows=3)
     with pipeline() as p:
-        ready = _identity_transform(p, str(tmp_path))
+        ready = identity_transform(p, str(tmp_path))
         sorted_blocks = p | beam.Create([rows], reshuffle=False) | steps.SortBlocks(params)
         pieces = sorted_blocks.blocks | steps.CutWindows(params, ready)
         assert_that(pieces | beam.Map(lambda m: (m["block"], m["num_windows"])) | beam.CombinePerKey(sum),
@@ -107,11 +93,11 @@ def test_cut_windows_across_time_blocks_reads_the_rows_before_the_block(tmp_path
 
 def test_sort_blocks_and_cut_windows_empty(tmp_path):
     with pipeline() as p:
-        ready = _identity_transform(p, str(tmp_path))
+        ready = identity_transform(p, str(tmp_path))
         sorted_blocks = p | beam.Create([]) | steps.SortBlocks(_params(tmp_path))
         pieces = sorted_blocks.blocks | steps.CutWindows(_params(tmp_path), ready)
         assert_that(pieces, equal_to([]), label="pieces")
-        assert_that(sorted_blocks.groups, equal_to([]), label="groups")
+        assert_that(sorted_blocks.block_counts, equal_to([]), label="block_counts")
 
 
 def test_write_shards_concatenates_whole_pieces_and_writes_empty_shards(tmp_path):
@@ -121,7 +107,7 @@ def test_write_shards_concatenates_whole_pieces_and_writes_empty_shards(tmp_path
     for group, values in (((2, 0, "CA"), [b"c"]), ((1, 1, "SS"), [b"a", b"b"])):
         path = str(tmp_path / f"{group[0]}.tfrecord")
         shards.write_records(path, values)
-        pieces.append({"split": "train", "shard": 1, "file": path, "group": group, "num_windows": len(values),
+        pieces.append({"split": "train", "shard": 1, "file": path, "recording": group, "num_windows": len(values),
                        "class_counts": {"A": len(values), "B": 0, "C": 0, "D": 0}})
     staging = str(tmp_path / "staging")
     with pipeline() as p:

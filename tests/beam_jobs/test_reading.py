@@ -23,7 +23,7 @@ def test_read_crew_csv_rows_and_rejects(tmp_path, split_bytes):
     bad.write_text("\n".join(lines) + "\n")
     files = [good, str(bad)]
     with pipeline() as p:
-        out = p | reading.ReadCrewCsv(files, FEATURES, chunk_bytes=2048, split_bytes=split_bytes)
+        out = p | reading.ReadCrewCsv(files, FEATURES, span_bytes=2048, split_bytes=split_bytes)
         lines = (out.rows | beam.FlatMap(lambda r: [(int(r.source[0]), int(x)) for x in r.line])
                  | beam.combiners.ToList() | beam.Map(sorted))
         every_line = sorted([(0, i) for i in range(2, 202)] + [(1, i) for i in range(2, 202) if i != 6])
@@ -50,7 +50,7 @@ def test_spill_by_recording_writes_one_block_per_recording(tmp_path):
     with pipeline() as p:
         out = (p | beam.Create([rows], reshuffle=False)
                | beam.ParDo(reading.SpillByRecordingFn(str(tmp_path))).with_outputs(reading.HISTOGRAM, main="files"))
-        files = out.files | beam.Map(lambda kv: (kv[0], blocks.read_block(kv[1][0]).line.tolist(),
+        files = out.files | beam.Map(lambda kv: (kv[0], blocks.read_spill(kv[1][0]).line.tolist(),
                                                  kv[1][1].tolist(), kv[1][2].tolist()))
         assert_that(files, equal_to([((1, 0, "CA"), [2, 5], [0, 2], [1, 1]), ((1, 1, "CA"), [3], [0], [1]),
                                      ((2, 0, "CA"), [4], [3], [1])]), label="files")

@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 from beam_jobs import preprocess
-from beam_jobs.windows import chunks_ending_in
+from tfrecords_schema.sequence import chunks_ending_in
 from tests.beam_jobs.test_block_rows import BLOCK_ROWS, STRIDE, WINDOW, block_frame, job_args, write_with_duplicates
 from tfrecords_schema import parse_chunks, read_stats, sequence, shard_files
 from tfrecords_schema.record import parse_examples

@@ -48,7 +48,7 @@ def test_inmemory_tcn_equals_the_sweep(tmp_path):
     from beam_jobs import predict
     from trainer import model as model_lib
 
-    # 2 groups (crew 1, seats 0 and 1) of 96 rows in the test layout, text-ordered like Kaggle's
+    # 2 groups (crew 1, seats 0 and 1) of 96 rows in a test file, text-ordered like Kaggle's
     csv = synth.generate(str(tmp_path / "data"), crews=(1,), seconds=0.1, test_seconds=96 / 256)["test"]["path"]
     frame = pd.read_csv(csv)
     mean, std = frame[FEATURES].mean(), frame[FEATURES].std(ddof=0)
