@@ -18,6 +18,8 @@ Memory: the padded block, --concurrent + 2 buffers of a batch (B * W * F * 4 byt
 """
 
 import collections
+import contextlib
+import dataclasses
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Deque, Iterator, Optional, Tuple
@@ -67,7 +69,7 @@ class SweepModel:
     [W - 1 + c, F] (RAW) -> float32 [c, K], the outputs of the c windows ending at its last c rows
     (the first W-1 output steps, the context's, are dropped).
 
-    `sequence` (tests only) replaces the signature: rows [T, F] -> per-step outputs [T, K].
+    `sequence` (a test's StandIn) replaces the signature: rows [T, F] -> per-step outputs [T, K].
     """
 
     def __init__(self, model_dir: str, sequence: Callable = None):
@@ -87,6 +89,42 @@ class SweepModel:
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         return self._sequence(rows)[self.window - 1:]
+
+
+_STAND_IN: Optional["StandIn"] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class StandIn:
+    """A test's model in place of MODEL/serving's signatures: `windows` float32 [B, W, F] -> [B, K]
+    for the windows path, `sequence` rows [T, F] -> [T, K] for the sweep. Module-level functions:
+    the job pickles what it calls."""
+
+    windows: Optional[Callable] = None
+    sequence: Optional[Callable] = None
+
+
+@contextlib.contextmanager
+def stand_in(model: StandIn) -> Iterator[None]:
+    """Tests only, the one seam through which a test replaces the model: jobs started in this
+    process (the local runner runs them here) call `model` instead of loading MODEL/serving."""
+    global _STAND_IN
+    _STAND_IN = model
+    try:
+        yield
+    finally:
+        _STAND_IN = None
+
+
+def stand_in_active() -> bool:
+    return _STAND_IN is not None
+
+
+def load_model(model_dir: str, path: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The model a predict worker calls on `path`: SweepModel (SWEEP) or ServingModel (WINDOWS)."""
+    if _STAND_IN is not None:
+        return SweepModel(model_dir, _STAND_IN.sequence) if path == SWEEP else _STAND_IN.windows
+    return SweepModel(model_dir) if path == SWEEP else ServingModel(model_dir)
 
 
 def choose_path(requested: str, config: dict, model_dir: str) -> str:

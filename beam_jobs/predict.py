@@ -126,8 +126,7 @@ def check_input(path: str, features: Sequence[str], model_dir: str = "") -> None
         _LOG.warning("%s: ignoring column(s) not in a test file: %s", path, ", ".join(ignored))
 
 
-def build_pipeline(pipeline, files: Sequence[str], args, config: Dict, path: str, staging: str,
-                   model=None, sequence=None) -> None:
+def build_pipeline(pipeline, files: Sequence[str], args, config: Dict, path: str, staging: str) -> None:
     """Wire the job into `pipeline`; everything it writes goes under `staging` (manifest.json last)."""
     import apache_beam as beam
 
@@ -142,7 +141,7 @@ def build_pipeline(pipeline, files: Sequence[str], args, config: Dict, path: str
     checked = (read.tally, resolved[reading.TALLY]) | "CheckedTallies" >> beam.Flatten()
     verdict = checked | "GoOn" >> beam.CombineGlobally(pr.GoOnFn(args.max_bad_fraction))
     params = pr.PredictParams(config["model_dir"], config["window"], classes, path, staging, args.batch_size,
-                              args.sweep_rows, args.concurrent, args.progress, model, sequence)
+                              args.sweep_rows, args.concurrent, args.progress)
     predicted = planned | "PredictRecordings" >> pr.PredictRecordings(params, excluded, verdict)
     fallback = (
         resolved[pr.FALLBACK]
@@ -167,8 +166,8 @@ def build_pipeline(pipeline, files: Sequence[str], args, config: Dict, path: str
 
 def _check_model(model_dir: str, graph: bool = True) -> Dict:
     """MODEL/serving's config, with `model_dir`; PredictError when there is no usable model (with
-    `graph`, also when its saved_model.pb is damaged or foreign: tests that replace the model
-    give a folder with the config alone)."""
+    `graph`, also when its saved_model.pb is damaged or foreign; a test's stand-in model needs a
+    folder with the config alone)."""
     try:
         config = serving.read_config(model_dir)
         if graph:
@@ -204,29 +203,26 @@ def _publish(staging: str, output: str, manifest: Dict, max_bad_fraction: float,
             "rejects_file": final_rejects if tf.io.gfile.exists(final_rejects) else None}
 
 
-def run(argv: Optional[Sequence[str]] = None, model=None, sequence=None) -> Dict:
+def run(argv: Optional[Sequence[str]] = None) -> Dict:
     """Run the job; returns its counts {rows_read, rejected, predicted, uniform, nonfinite,
     rejects_file, output, seconds}. Raises PredictError (or OwnershipError) with nothing written
     under --output on bad arguments, model or input; on too many rejects only the rejects file.
-
-    Tests only: `model` replaces MODEL/serving's `serving_default` on the windowed path (a callable
-    float32 [B, W, F] -> [B, K]), `sequence` its `sequence` signature on the sweep (rows [T, F] ->
-    [T, K]); the serving config, and with it the path, is read from --model-dir either way.
+    (A test replaces the model with inference.stand_in; the config is read from --model-dir.)
     """
     args, beam_args = _parse_args(argv)
     output = args.output if file_io.is_remote(args.output) else os.path.abspath(args.output)
     with ownership.hold(output, f"--output {args.output}", folder=False):  # one run at a time per submission
-        return _run(args, beam_args, output, model, sequence)
+        return _run(args, beam_args, output)
 
 
-def _run(args, beam_args: Sequence[str], output: str, model, sequence) -> Dict:
+def _run(args, beam_args: Sequence[str], output: str) -> Dict:
     started = time.time()
     # as runner.absolute, without importing Beam: a usage error answers before Beam or TF loads
     input_path = args.input if file_io.is_remote(args.input) else os.path.abspath(args.input)
     submission.check_outputs(output, input_path)  # before any work
     if not file_io.is_remote(input_path) and not os.path.isfile(input_path):
         raise PredictError(f"{args.input}: not found" if not os.path.exists(input_path) else f"{args.input}: not a file")
-    config = _check_model(args.model_dir, graph=model is None and sequence is None)
+    config = _check_model(args.model_dir, graph=not inference.stand_in_active())
     try:
         path = inference.choose_path(args.path, config, args.model_dir)
     except ValueError as e:
@@ -246,7 +242,7 @@ def _run(args, beam_args: Sequence[str], output: str, model, sequence) -> Dict:
                   else f"batches of {args.batch_size:,} windows", args.input)
         options = PipelineOptions(beam_args)
         pipeline = beam.Pipeline(runner=make_runner(options), options=options)
-        build_pipeline(pipeline, [input_path], args, config, path, staging, model, sequence)
+        build_pipeline(pipeline, [input_path], args, config, path, staging)
         result = pipeline.run()
         result.wait_until_finish()
         from beam_jobs.reading import read_manifest

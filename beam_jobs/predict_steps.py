@@ -11,7 +11,7 @@ submission. Reading, time blocks and the rejects output are the steps both jobs 
 import dataclasses
 import logging
 import time
-from typing import Callable, Optional, Sequence
+from typing import Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -107,8 +107,7 @@ class ResolveIds(beam.PTransform):
 @dataclasses.dataclass(frozen=True)
 class PredictParams:
     """What PredictRecordingFn needs: the model folder, its window and class count, the path (windows
-    or sweep) and its batch sizes, where to write, how to report progress. `model` and `sequence`
-    (tests only) replace the serving signatures (inference.predict_padded's callables)."""
+    or sweep) and its batch sizes, where to write, how to report progress."""
 
     model_dir: str
     window: int
@@ -119,8 +118,6 @@ class PredictParams:
     sweep_rows: int = inference.DEFAULT_SWEEP_ROWS
     concurrent: int = 1
     progress: str = "log"
-    model: Optional[Callable] = None
-    sequence: Optional[Callable] = None
 
 
 class PredictRecordingFn(beam.DoFn):
@@ -149,8 +146,7 @@ class PredictRecordingFn(beam.DoFn):
         rejects)."""
         p = self._p
         if self._model is None:
-            self._model = inference.SweepModel(p.model_dir, p.sequence) if p.path == inference.SWEEP \
-                else p.model or inference.ServingModel(p.model_dir)
+            self._model = inference.load_model(p.model_dir, p.path)
         return self._model
 
     def process(self, element, excluded: np.ndarray, verdict: dict):

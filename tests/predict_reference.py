@@ -3,7 +3,7 @@
 `reference_windows` rebuilds every id's window from the CSV with pandas (group, stable sort by
 time) and an explicit per-row slice with the padding spelled out, never with beam_jobs' code.
 `fingerprint` is a numpy function of a window that no window but the right one gives; tests pass
-it to beam_jobs.predict.run(model=...), which pickles it into the job (so it lives in a module).
+it to beam_jobs.inference.stand_in, whose job pickles it (so it lives in a module).
 """
 
 import numpy as np

@@ -46,7 +46,11 @@ def argv(model_dir, csv_path, out_path, **flags):
 
 def run(model_dir, csv_path, out_path, model=None, sequence=None, **flags):
     """(predict.run's counts, the submission as a DataFrame)."""
-    summary = predict.run(argv(model_dir, csv_path, out_path, **flags), model=model, sequence=sequence)
+    if model is None and sequence is None:
+        summary = predict.run(argv(model_dir, csv_path, out_path, **flags))
+    else:
+        with inference.stand_in(inference.StandIn(model, sequence)):
+            summary = predict.run(argv(model_dir, csv_path, out_path, **flags))
     return summary, pd.read_csv(out_path)
 
 
@@ -207,10 +211,11 @@ def test_a_recording_is_predicted_block_after_block_in_time_order(tmp_path):
         kept = [i for i in range(len(times)) if (source[i], line[i]) not in lost]
         order = sorted(kept, key=lambda i: (times[i], source[i], line[i]))
         params = pr.PredictParams("unused", w, 4, inference.WINDOWS, str(tmp_path / f"staging{len(lost)}"),
-                                  batch_size=3, progress="none", model=fingerprint)
+                                  batch_size=3, progress="none")
         fn = pr.PredictRecordingFn(params)
         fn.setup()
-        out = list(fn.process(((1, 0, "LOFT"), parts), excluded, {"go": True, "rows": len(kept)}))
+        with inference.stand_in(inference.StandIn(fingerprint)):
+            out = list(fn.process(((1, 0, "LOFT"), parts), excluded, {"go": True, "rows": len(kept)}))
         pieces = [x for x in out if isinstance(x, dict)]
         tallies = [x.value for x in out if not isinstance(x, dict)]
         assert [p["block"] for p in pieces] == [0, 1, 2, 3] and sum(p["rows"] for p in pieces) == len(kept)
@@ -632,21 +637,21 @@ def _measured(monkeypatch, found):
 @pytest.fixture(scope="module")
 def block_runs(tmp_path_factory, exported, exported_tcn):
     """The 20 Hz file through the job with --block-rows 50 and the default, on the windows path
-    (the fingerprint) and the sweep (sequence_fingerprint, chunks of 30 rows), each measured
+    (the fingerprint) and the sweep (sequence_fingerprint, sweeps of 30 rows), each measured
     (_measured)."""
     root = tmp_path_factory.mktemp("block_rows")
     csv_path, recordings = write_block_test_csv(root / "test.csv")
     w = serving.read_config(exported_tcn.model_dir)["window"]
     found = {"csv": csv_path, "recordings": recordings}
-    for name, model_dir, hooks in (("windows", exported.model_dir, {"model": fingerprint}),
-                                   ("sweep", exported_tcn.model_dir, {"sequence": sequence_fingerprint(w)})):
+    for name, model_dir, model in (("windows", exported.model_dir, inference.StandIn(windows=fingerprint)),
+                                   ("sweep", exported_tcn.model_dir, inference.StandIn(sequence=sequence_fingerprint(w)))):
         for size, block_rows in (("small", SMALL_BLOCK_ROWS), ("whole", blocks.DEFAULT_BLOCK_ROWS)):
             out = root / f"{name}-{size}.csv"
             run_found = {"out": out}
-            with pytest.MonkeyPatch.context() as monkeypatch:
+            with pytest.MonkeyPatch.context() as monkeypatch, inference.stand_in(model):
                 _measured(monkeypatch, run_found)
                 run_found["summary"] = predict.run(
-                    argv(model_dir, csv_path, out, block_rows=block_rows, sweep_rows=30, path=name), **hooks)
+                    argv(model_dir, csv_path, out, block_rows=block_rows, sweep_rows=30, path=name))
             found[name, size] = run_found
     return found
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from beam_jobs import predict
+from beam_jobs import inference, predict
 from tests.predict_reference import fingerprint, reference_windows
 from tfrecords_schema import csv_columns as cols
 from tfrecords_schema import serving
@@ -57,8 +57,8 @@ def noted_fingerprint(windows):
 @pytest.fixture
 def served(monkeypatch):
     """main() runs the job with the fingerprint in place of MODEL/serving's signature."""
-    job = predict.run
-    monkeypatch.setattr(predict, "run", lambda argv=None: job(argv, model=noted_fingerprint))
+    with inference.stand_in(inference.StandIn(noted_fingerprint)):
+        yield
 
 
 def make_lines(crews=(1, 2), seed=0):
@@ -117,7 +117,8 @@ def run(model_dir, path, out, *flags, max_bad_fraction=0.05):
     0.6% of the rows, hence --max-bad-fraction 0.05 unless told."""
     argv = ["--model-dir", model_dir, "--input", str(path), "--output", str(out), "--progress", "none",
             "--max-bad-fraction", str(max_bad_fraction), *map(str, flags)]
-    counts = predict.run(argv, model=fingerprint)
+    with inference.stand_in(inference.StandIn(fingerprint)):
+        counts = predict.run(argv)
     return counts, pd.read_csv(out).set_index(cols.ID)
 
 

@@ -45,7 +45,7 @@ def _serving_config(model_dir: Path, receptive_field: int) -> None:
 
 def test_inmemory_tcn_equals_the_sweep(tmp_path):
     from crewstream import synth
-    from beam_jobs import predict
+    from beam_jobs import inference, predict
     from trainer import model as model_lib
 
     # 2 groups (crew 1, seats 0 and 1) of 96 rows in a test file, text-ordered like Kaggle's
@@ -63,14 +63,15 @@ def test_inmemory_tcn_equals_the_sweep(tmp_path):
     assert X.shape == (len(frame), W, len(FEATURES)) and sorted(ids) == sorted(frame[cols.ID])
     inmemory = pd.DataFrame(net.predict(X, batch_size=1024, verbose=0), columns=list(LABEL_VOCABULARY), index=ids)
 
-    # crewstream's sweep over each padded group, in chunks of 37 rows (+ W-1 of context)
+    # crewstream's sweep over each padded group, in sweeps of 37 rows (+ W-1 of context)
     per_step = model_lib.sequence_network(net)
     scale = lambda rows: ((rows - mean.to_numpy()) / std.to_numpy()).astype(np.float32)  # noqa: E731
     sequence = lambda rows: per_step(scale(rows)[None], training=False).numpy()[0]  # noqa: E731
     model_dir = tmp_path / "model"
     _serving_config(model_dir, params.receptive_field)
-    counts = predict.run(["--model-dir", str(model_dir), "--input", csv, "--output", str(tmp_path / "sub.csv"),
-                          "--path", "sweep", "--sweep-rows", "37", "--progress", "none"], sequence=sequence)
+    with inference.stand_in(inference.StandIn(sequence=sequence)):
+        counts = predict.run(["--model-dir", str(model_dir), "--input", csv, "--output", str(tmp_path / "sub.csv"),
+                              "--path", "sweep", "--sweep-rows", "37", "--progress", "none"])
     swept = pd.read_csv(tmp_path / "sub.csv").set_index(cols.ID)
 
     assert counts["predicted"] == len(frame) and sorted(swept.index) == sorted(ids)
