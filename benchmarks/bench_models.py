@@ -30,10 +30,10 @@ from tfrecords_schema import LABEL_VOCABULARY, read_stats, output_folder
 
 # name -> trainer.model.ModelParams fields (the rest are train's defaults). norm_rows None: half W.
 CANDIDATES: Dict[str, Dict[str, object]] = {
-    "lstm": {"kind": "lstm"},
+    "lstm": {"kind": "lstm", "normalize": "none"},
     "lstm-center": {"kind": "lstm", "normalize": "center"},
     "lstm-zscore": {"kind": "lstm", "normalize": "zscore"},
-    "tcn": {"kind": "tcn"},
+    "tcn": {"kind": "tcn", "normalize": "none"},
     "tcn-center": {"kind": "tcn", "normalize": "center"},
     "tcn-zscore": {"kind": "tcn", "normalize": "zscore"},
     "lstm-center-gain2": {"kind": "lstm", "normalize": "center", "augment_gain": 2.0},

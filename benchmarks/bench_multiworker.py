@@ -59,7 +59,7 @@ def child(spec: Dict) -> Dict:
     timer = model_lib.epoch_callback(
         on_epoch_begin=lambda epoch, logs: begins.__setitem__(epoch, time.perf_counter()),
         on_epoch_end=lambda epoch, logs: ends.__setitem__(epoch, time.perf_counter()))
-    result = train.train(task._config(task._parse_args(spec["argv"])), extra_callbacks=[timer])
+    result = train.train(task.config_from_argv(spec["argv"]), extra_callbacks=[timer])
     return {"chief": result["chief"], "epoch_s": [ends[e] - begins[e] for e in sorted(ends)],
             "loss": result["history"]["loss"]}
 

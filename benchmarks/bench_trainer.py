@@ -35,8 +35,13 @@ import psutil
 
 from benchmarks.common import load_average, run_parts, scratch_dir
 from tfrecords_schema import LABEL_VOCABULARY, read_stats, write_stats, output_folder
+from trainer.choices import LSTM, NORM_NONE
+from trainer.config import ModelParams
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `-m benchmarks.X` runs
+
+# The model the training-throughput tables measure (their titles say so): an LSTM of 64 units.
+LSTM_64 = ModelParams(kind=LSTM, units=64, normalize=NORM_NONE)
 
 # --- the machine --------------------------------------------------------------------------------
 
@@ -206,7 +211,7 @@ def bench_training(out: str, stats: Dict, args) -> str:
     runs = {}
     for name, ds in sources.items():
         model_lib.set_seed(0)
-        net = model_lib.build_model(stats["window"], len(stats["features"]))
+        net = model_lib.build_model(stats["window"], len(stats["features"]), LSTM_64)
 
         def fit(ds=ds, net=net) -> int:
             net.fit(ds, epochs=1, steps_per_epoch=args.train_steps, verbose=0)
@@ -231,7 +236,7 @@ def child_peak_memory(out: str, mode: str, batch: int, steps: int) -> Dict:
     else:
         ds = in_memory_dataset(load_in_memory(out, stats, "balanced"), batch,
                                shuffle_buffer=data.DEFAULT_SHUFFLE_BUFFER, repeat=True)
-    net = model_lib.build_model(stats["window"], len(stats["features"]))
+    net = model_lib.build_model(stats["window"], len(stats["features"]), LSTM_64)
     net.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
     return {"peak_rss_mib": peak_rss_mib()}
 
@@ -294,14 +299,10 @@ def bench_weighting(out: str, workdir: str, args) -> str:
 
 def default_params(kind: str, window: int):
     """trainer.model.ModelParams of a `kind` model as `crewstream train --model KIND` builds it with
-    no other flag (task.DEFAULTS), filled in for `window` (a tcn's blocks: as many as fit)."""
-    import dataclasses
+    no other flag (ModelParams' defaults), filled in for `window` (a tcn's levels: as many as fit)."""
+    from trainer import model as model_lib
 
-    from trainer import model as model_lib, task
-
-    fields = {f.name for f in dataclasses.fields(model_lib.ModelParams)}
-    defaults = {k: v for k, v in task.DEFAULTS.items() if k in fields}
-    return model_lib.ModelParams(**{**defaults, "kind": kind}).for_window(window)
+    return model_lib.ModelParams(kind=kind).for_window(window)
 
 
 def bench_models(out: str, stats: Dict, args) -> str:

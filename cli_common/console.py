@@ -38,7 +38,6 @@ OWN_LOGGERS = ("crewstream", "cli_common", "beam_jobs", "trainer", "tfrecords_sc
 QUIET_MODULES = ("tensorflow",)  # their import writes start-up lines to the stderr file descriptor
 
 PROGRESS_MODES = ("auto", "bar", "log", "none")
-PROGRESS_ALIASES = {"epoch": "log"}  # train's earlier spelling
 
 
 class UsageError(ValueError):
@@ -163,11 +162,10 @@ def add_verbose(parser: argparse.ArgumentParser) -> None:
 
 
 def progress_mode(text: str) -> str:
-    """argparse type of --progress: one of PROGRESS_MODES (or an alias of one)."""
-    mode = PROGRESS_ALIASES.get(text, text)
-    if mode not in PROGRESS_MODES:
+    """argparse type of --progress: one of PROGRESS_MODES."""
+    if text not in PROGRESS_MODES:
         raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(PROGRESS_MODES)})")
-    return mode
+    return text
 
 
 def add_progress(parser: argparse.ArgumentParser, what: str) -> None:

@@ -24,20 +24,13 @@ SUBMISSION_REJECTS = "submission.rejects.csv"  # beam_jobs.submission.rejects_pa
 TRAIN_FLAGS = ("--augment-gain", "2")
 
 
-def _earlier_demo(workdir: str):
-    """A demo folder written before markers existed holds nothing but the demo's entries (each
-    step then checks its own: synth's sample, preprocess's out, train's model, predict's files)."""
-    return frozenset() if set(os.listdir(workdir)) <= set(OUTPUT.entries) else None
-
-
 # What `crewstream demo --workdir DIR` owns in DIR (tfrecords_schema.ownership).
-OUTPUT = ownership.Kind("demo", (SAMPLE, OUT, MODEL, SUBMISSION, SUBMISSION_REJECTS), earlier=_earlier_demo)
+OUTPUT = ownership.Kind("demo", (SAMPLE, OUT, MODEL, SUBMISSION, SUBMISSION_REJECTS))
 
 
 def _parse_args(argv):
     parser = argparse.ArgumentParser(prog="crewstream demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", "--output", dest="workdir", default="demo-run",
-                        help="folder for everything the demo writes (--output: the same)")
+    parser.add_argument("--workdir", default="demo-run", help="folder for everything the demo writes")
     parser.add_argument("--seconds", type=float, default=60.0,
                         help="seconds of train recording per (crew, seat, experiment) (default 60)")
     # 24 epochs, as benchmarks/README.md ("Models on a new crew") compared the models on this sample:
@@ -53,7 +46,7 @@ def steps(workdir: str, seconds: float, epochs: int) -> List[Tuple[str, str, Lis
     submission = os.path.join(workdir, SUBMISSION)
     return [
         ("generate a sample", "synth",
-         ["--out", sample, "--crews", "1,2,3", "--seconds", str(seconds), "--test-seconds", "30"]),
+         ["--output", sample, "--crews", "1,2,3", "--seconds", str(seconds), "--test-seconds", "30"]),
         ("preprocess", "preprocess",
          ["--input", os.path.join(sample, "train.csv"), "--output", out,
           "--window", "256", "--stride", "32", "--eval-crews", "2", "--num-shards", "4"]),

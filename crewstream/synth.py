@@ -603,9 +603,8 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
             "OUT/test_truth.csv (id,event). Same layout and quirks as the real files: rows ordered "
             "by time as text with the seats interleaved, shortest-repr floats. Deterministic per seed."),
         epilog="Kaggle-sized train.csv: --crews 1,2,3,4,5,6,7,8,13 --seconds 352 (4.87M rows, ~1.2 GB).")
-    parser.add_argument("--output", "--out", dest="out", required=True, metavar="DIR",
-                        help="output folder: new, empty, or an earlier synth output (created if missing); "
-                             "--out is the earlier spelling")
+    parser.add_argument("--output", dest="out", required=True, metavar="DIR",
+                        help="output folder: new, empty, or an earlier synth output (created if missing)")
     parser.add_argument("--crews", type=_crew_list, default=(1, 2, 3), metavar="1,2,3",
                         help="train crews, comma-separated (default: 1,2,3)")
     parser.add_argument("--seconds", type=float, default=60.0, metavar="S",

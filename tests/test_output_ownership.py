@@ -86,10 +86,9 @@ def symlinked_shard(root, out, csv, previous):
     os.symlink(root / "elsewhere" / "precious.tfrecord", shard)
 
 
-def unmarked_with_unlisted_shard(root, out, csv, previous):
+def unmarked_earlier_output(root, out, csv, previous):
     copy(previous, out)
-    os.remove(f"{out}/{ownership.MARKER}")  # as written before markers existed: stats.json is the sign
-    put(f"{out}/eval/part-00007-of-00009.tfrecord")
+    os.remove(f"{out}/{ownership.MARKER}")  # as an older crewstream wrote it: no marker
 
 
 def input_under_train(root, out, csv, previous):
@@ -161,8 +160,9 @@ CASES = {
     "preprocess: OUT/train is a link": preprocess_case(symlinked_train, "--output {out}: train " + LINK),
     "preprocess: a shard is a link": preprocess_case(
         symlinked_shard, "--output {out}: train/part-00000-of-00002.tfrecord " + LINK),
-    "preprocess: an unmarked earlier output with a shard stats.json does not list": preprocess_case(
-        unmarked_with_unlisted_shard, "--output {out}: eval/part-00007-of-00009.tfrecord " + NOT_CREWSTREAMS),
+    "preprocess: an output of an older crewstream (no marker)": preprocess_case(
+        unmarked_earlier_output, "--output {out} is not empty (eval, metadata, stats.json and 3 more) "
+                                 "and not the output of an earlier crewstream preprocess run; choose a new or empty folder"),
     "preprocess: OUT is a synth output": preprocess_case(
         output_in_another_kind, "--output {out} is a crewstream synth output, not a preprocess output; "
                                 "choose another folder"),
@@ -201,7 +201,7 @@ CASES = {
         lambda root, model: None, "--model-dir {model} holds the input {data}; a run would write over it: "
                                   "move the input or choose another output folder", model_dir="data"),
     "train: MODEL/checkpoints is a link": train_case(
-        lambda root, model: put(f"{model}/train_config.json", "{}") and put(root / "elsewhere" / "ckpt")
+        lambda root, model: ownership.claim(model, ownership.MODEL) or put(root / "elsewhere" / "ckpt")
         and os.symlink(root / "elsewhere", f"{model}/checkpoints"),
         "--model-dir {model}: checkpoints " + LINK),
     "train: a preprocess output as --model-dir": train_case(
@@ -250,15 +250,14 @@ def test_the_train_check_runs_before_tensorflow_is_imported(tmp_path):
 
 
 def test_a_rerun_replaces_only_what_crewstream_wrote(tmp_path, train_csv, previous):
-    """An unmarked earlier output (stats.json is the sign) with a user's files beside the entries and
-    a killed run's staging folder: the rerun (3 shards, not 2) replaces every listed file, removes
-    crewstream's staging folder and leaves the user's files, byte for byte."""
+    """An earlier output with a user's files beside the entries and a killed run's staging folder:
+    the rerun (3 shards, not 2) replaces every listed file, removes crewstream's staging folder and
+    leaves the user's files, byte for byte."""
     out = copy(previous, tmp_path / "out")
-    os.remove(f"{out}/{ownership.MARKER}")
     put(f"{out}/README.txt")
     put(f"{out}/.staging-someones/keep.txt")
     ownership.write_marker(f"{out}/.staging-0123456789ab", ownership.STAGING_KIND)
-    put(f"{out}/.staging-0123456789ab/blocks/x.block")
+    put(f"{out}/.staging-0123456789ab/spills/x.spill")
     theirs = {k: v for k, v in tree(out).items() if k.startswith(("README", ".staging-someones"))}
 
     stats = preprocess.run(["--input", train_csv, "--output", out, *FLAGS[:-1], "3"])

@@ -4,16 +4,15 @@ A command writes into an output folder OUT only if OUT is
   - absent or empty, or
   - an earlier crewstream output of the same kind: OUT holds MARKER (`.crewstream.json`,
     {"kind": KIND, "files": [paths relative to OUT]}) naming that kind, written by the command
-    before any work; or, written before markers existed, it shows the kind's own sign (a preprocess
-    folder with a valid stats.json, a model folder with train_config.json).
+    before any work.
 Everything else is refused with one line (OwnershipError), before any work and with nothing written:
   - OUT is an existing file (or a link to one);
   - an input is OUT or lies inside OUT (compared after resolving symbolic links);
   - OUT is not empty and not an earlier crewstream output of the kind (another kind's included);
   - one of the kind's entries (OUT/train, OUT/stats.json, ...) is a symbolic link, or a folder
     entry holds a symbolic link anywhere inside;
-  - for a kind that lists its files (preprocess), an entry holds a file the marker (or the
-    earlier stats.json) does not list: crewstream refuses rather than delete it.
+  - for a kind that lists its files (preprocess), an entry holds a file the marker does not list:
+    crewstream refuses rather than delete it.
 Inside an earlier output only the kind's entries are replaced, and of a listing kind only the
 listed files; files beside the entries are left alone. Deleting never follows a symbolic link
 (remove_owned, remove_tree) and never leaves the folder it was given.
@@ -46,7 +45,7 @@ import signal
 import socket
 import threading
 import time
-from typing import Callable, FrozenSet, Iterable, Iterator, List, Optional, Tuple
+from typing import FrozenSet, Iterable, Iterator, List, Optional, Tuple
 
 from tfrecords_schema import file_io, output_folder
 
@@ -66,15 +65,11 @@ class Kind:
     `entries`: the names it writes directly in the folder (files or folders); nothing else there
     is ever touched. `lists_files`: the marker lists every file the entries hold, and an entry
     holding any other file is refused (for commands that delete inside their entries).
-    `earlier(out)`: for an unmarked folder, the files an output of this kind written before
-    markers existed owns (relative paths; empty when the kind does not list files), or None when
-    `out` is not one.
     """
 
     name: str
     entries: Tuple[str, ...]
     lists_files: bool = False
-    earlier: Optional[Callable[[str], Optional[FrozenSet[str]]]] = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,10 +190,10 @@ def check_output_folder(out: str, kind: Kind, inputs: Iterable[str] = (),
     if marker is not None and marker["kind"] != kind.name:
         raise OwnershipError(f"{label} is a crewstream {marker['kind']} output, not a {kind.name} output; "
                              "choose another folder")
-    owned = frozenset(marker["files"]) if marker is not None else (kind.earlier(out) if kind.earlier else None)
-    if owned is None:
+    if marker is None:  # an output of an older crewstream (no marker) too: it is not rewritten
         raise OwnershipError(f"{label} is not empty ({_listing(names)}) and not the output of an earlier "
                              f"crewstream {kind.name} run; choose a new or empty folder")
+    owned = frozenset(marker["files"])
     _check_entries(out, kind, owned, label)
     return owned
 
@@ -464,36 +459,12 @@ def _read_json(path: str):
         return json.load(f)
 
 
-def _earlier_preprocess(out: str) -> Optional[FrozenSet[str]]:
-    """An unmarked preprocess output has a valid stats.json; it owns stats.json, the shards it
-    lists, rejects/rejects.csv and tf.Transform's folders (output_folder.TRANSFORM_DIRS)."""
-    from tfrecords_schema.stats import StatsError, validate_stats
-
-    path = file_io.join(out, output_folder.STATS_FILE)
-    if not file_io.exists(path) or file_io.is_link(path):
-        return None
-    try:
-        stats = validate_stats(_read_json(path))
-    except (OSError, ValueError, StatsError):
-        return None
-    shards = {s["file"] for split in output_folder.SPLITS for s in stats["splits"][split]["shards"]}
-    graph = list_files(out, output_folder.TRANSFORM_DIRS)
-    return frozenset({output_folder.STATS_FILE, posixpath.join(output_folder.REJECTS_DIR, output_folder.REJECTS_FILE)}
-                     | shards | graph)
-
-
-def _earlier_model(out: str) -> Optional[FrozenSet[str]]:
-    """An unmarked model folder holds the train_config.json a train run writes first."""
-    path = file_io.join(out, MODEL.entries[0])
-    return frozenset() if file_io.exists(path) and not file_io.is_dir(path) else None
-
-
 # OUT of `crewstream preprocess` (output_folder.py): publishing deletes inside these, so every file is listed.
 PREPROCESS = Kind("preprocess", (output_folder.TRAIN, output_folder.EVAL, *output_folder.TRANSFORM_DIRS, output_folder.REJECTS_DIR,
                                  output_folder.STATS_FILE),
-                  lists_files=True, earlier=_earlier_preprocess)
+                  lists_files=True)
 # MODEL of `crewstream train` and `evaluate` (trainer.train's CONFIG_FILE, ..., trainer.export's
 # SERVING_DIR; tests/tfrecords_schema/test_ownership.py keeps the two spellings equal). Nothing in
 # it is deleted but MODEL/serving, replaced by a new export: no file list, no link inside.
 MODEL = Kind("model", ("train_config.json", "checkpoints", "history.json", "logs", "plots", "serving",
-                       "eval.json", "eval_train.json"), earlier=_earlier_model)
+                       "eval.json", "eval_train.json"))

@@ -32,8 +32,8 @@ DEFAULT_CHUNK_ROWS = 4096
 
 
 def layout_of(stats: Dict[str, Any]) -> str:
-    """A stats.json's layout: its `layout`, or `windows` for a folder written before the key."""
-    return stats.get("layout", WINDOWS)
+    """A stats.json's layout (`windows` or `sequence`)."""
+    return stats["layout"]
 
 
 class Chunks(NamedTuple):

@@ -35,7 +35,7 @@ import hashlib
 import posixpath
 import struct
 import zlib
-from typing import Any, BinaryIO, Dict, Iterator, List, Tuple
+from typing import Any, BinaryIO, Dict, Iterator, List
 
 import google_crc32c
 

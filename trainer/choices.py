@@ -8,10 +8,10 @@ NORMALIZATIONS: what the network does to its (globally scaled) input rows first,
   (`--normalize`, trainer.model).
 """
 
-DEFAULT, MIRRORED, MULTIWORKER = "default", "mirrored", "multiworker"
-STRATEGIES = (DEFAULT, MIRRORED, MULTIWORKER)
-
 # The serving config names them, so they are the serving contract's (tfrecords_schema.serving).
 from tfrecords_schema.serving import (  # noqa: F401 (names of this module)
     LSTM, MODELS, NORM_CENTER, NORM_NONE, NORM_ZSCORE, NORMALIZATIONS, TCN,
 )
+
+DEFAULT, MIRRORED, MULTIWORKER = "default", "mirrored", "multiworker"
+STRATEGIES = (DEFAULT, MIRRORED, MULTIWORKER)

@@ -7,8 +7,8 @@
 A sequence folder (docs/DESIGN.md "Layouts") yields the same batches of windows of any size and
 stride, cut from its chunk records inside the pipeline (`_cut_windows`):
 
-    ... interleave -> [shuffle records] -> groups of records -> vectorized parse, window starts
-    -> blocks of windows (one gather each) -> [shuffle blocks] -> [repeat] -> rebatch -> weight
+    ... interleave -> [shuffle records] -> cuts of records -> vectorized parse, window starts
+    -> runs of windows (one gather each) -> [shuffle runs] -> [repeat] -> rebatch -> weight
 
 With `data_service`, everything up to the weights runs on tf.data service workers; the trainer
 only re-cuts the batches it receives (see `offload`).
@@ -19,26 +19,25 @@ stats.json (the reader learns the data from the artifact); the record is parsed 
 """
 
 import math
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 import tensorflow as tf
 
 from tfrecords_schema import LABEL, WINDOW, parse_examples, read_stats, sequence, shard_files, output_folder
 from tfrecords_schema.record import CONTEXT, LABELS, POSITION, ROWS, parse_chunks
 from trainer import weights as weights_lib
+from trainer.config import DEFAULT_SHUFFLE_BUFFER
 
-# Windows held by the shuffle buffer: W*F*4 bytes each (23.5 KB at W=256, F=23, so ~48 MB).
-DEFAULT_SHUFFLE_BUFFER = 2048
 # Shards read at once. Each shard holds its windows recording after recording, so the number of
 # recordings a batch can mix is bounded by the shards open; each costs one read buffer (~256 KB).
 MAX_OPEN_SHARDS = 64
 # Sequence layout: chunk records held in the shuffle buffer before they are cut (a chunk is C
-# rows + context: ~400 KB at C=4096, F=23), chunks parsed and cut as one group (a block mixes
-# their windows), groups cut in turn, and windows per block (one gather; blocks are the elements
-# of the window-level shuffle buffer, which holds shuffle_buffer // WINDOWS_PER_GATHER of them).
+# rows + context: ~400 KB at C=4096, F=23), chunk records per cut (parsed together; a run mixes
+# their windows), cuts read in turn, and windows per run (one gather; runs are the elements of
+# the window-level shuffle buffer, which holds shuffle_buffer // WINDOWS_PER_GATHER of them).
 CHUNK_SHUFFLE_BUFFER = 16
 CHUNKS_PER_CUT = 16
-OPEN_GROUPS = 2
+OPEN_CUTS = 2
 WINDOWS_PER_GATHER = 64
 _COMPRESSION_TYPES = {"NONE": "", "GZIP": "GZIP"}
 
@@ -122,12 +121,53 @@ def windowed_stats(stats: Dict[str, Any], window: Optional[int] = None,
 
 def check_distribution(stats: Dict[str, Any], data_service: Optional[str] = None) -> None:
     """WindowError for a sequence folder read through a tf.data service: its dynamic sharding
-    splits the pipeline at a source, and the sequence pipeline's per-group block datasets are
-    sources too (they make tf.distribute's FILE auto-sharding shard the blocks instead of the
+    splits the pipeline at a source, and the sequence pipeline's per-cut datasets of runs are
+    sources too (they make tf.distribute's FILE auto-sharding shard the runs instead of the
     files, which is why several workers get a SHARD_HINT instead); not tested with the service."""
     if sequence.layout_of(stats) == sequence.SEQUENCE and data_service:
         raise WindowError("a sequence folder is not read through a tf.data service yet: train "
                           "without --data-service, or preprocess with --layout windows")
+
+
+class _SplitSource(NamedTuple):
+    """Where both dataset builders read a split from (see `_split_source`)."""
+
+    stats: Dict[str, Any]  # stats.json as the reader's windows count it (windowed_stats)
+    files: List[str]  # this reader's shard files
+    readers: int  # readers the split's shards are divided between
+    index: int  # this reader's place among them
+    lookup: tf.Tensor  # float32 [K]: the weight of each label index
+
+
+def _split_source(data_dir: str, split: str, batch_size: int, weighting: str,
+                  stats: Optional[Dict[str, Any]], window: Optional[int], stride: Optional[int], *,
+                  input_context: Optional[tf.distribute.InputContext] = None, num_workers: int = 1,
+                  dense: bool = False) -> _SplitSource:
+    """The start of `make_dataset` and `make_dense_dataset`: stats.json (`stats` if given, else
+    read from `data_dir`) as `windowed_stats(stats, window, stride)` counts it, checked against
+    the request, this reader's part of the split's shards (by `input_context`) and the weights
+    (`weighting`, from the TRAIN split's class counts). Raises WindowError (with `dense`: for a
+    folder of another layout than sequence), ValueError (an unknown split, batch_size < 1),
+    ShardingError (fewer shards than `num_workers`), EmptySplitError (no window for this reader).
+    """
+    stats = read_stats(data_dir) if stats is None else stats
+    if dense and sequence.layout_of(stats) != sequence.SEQUENCE:
+        raise WindowError(f"{data_dir}: dense training reads a sequence folder's chunks; this one has the "
+                          f"{sequence.layout_of(stats)} layout (preprocess with --layout sequence)")
+    stats = windowed_stats(stats, window, stride)
+    if split not in output_folder.SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {output_folder.SPLITS}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_shards(stats, split, num_workers)
+    readers, index = ((input_context.num_input_pipelines, input_context.input_pipeline_id)
+                      if input_context else (1, 0))
+    files = shard_files(data_dir, stats, split)[index::readers]
+    if not files or num_windows(stats, split, readers, index) == 0:
+        raise EmptySplitError(f"{data_dir}: split {split!r} has no window of {stats['window']} rows"
+                              + (f" for reader {index} of {readers}" if readers > 1 else ""))
+    lookup = tf.constant(weights_lib.weight_vector(stats["splits"][output_folder.TRAIN]["class_counts"], weighting))
+    return _SplitSource(stats, files, readers, index, lookup)
 
 
 def make_dataset(
@@ -158,10 +198,10 @@ def make_dataset(
         the TRAIN split's class counts, also when reading `eval`.
       shuffle: shuffle the shard order and windows through a buffer of `shuffle_buffer` windows;
         without it the order is fixed: one window of each open shard in turn (sequence layout:
-        one record of each open shard in turn, cut in groups of CHUNKS_PER_CUT records, blocks
-        of WINDOWS_PER_GATHER windows of OPEN_GROUPS groups in turn). A sequence folder also
-        shuffles its records (CHUNK_SHUFFLE_BUFFER) and each group's windows, and its buffer
-        holds blocks of windows of many chunks (see _cut_windows).
+        one record of each open shard in turn, parsed CHUNKS_PER_CUT records at a time (a cut),
+        runs of WINDOWS_PER_GATHER windows of OPEN_CUTS cuts in turn). A sequence folder also
+        shuffles its records (CHUNK_SHUFFLE_BUFFER) and each cut's windows, and its buffer
+        holds runs of windows of many chunks (see _cut_windows).
       repeat: repeat forever (the caller then sets steps per epoch); otherwise one pass, whose
         cardinality (batches) is asserted from the per-shard counts of stats.json.
       window, stride: the windows to yield (None: stats.json's `window`, `stride`). A sequence
@@ -190,40 +230,30 @@ def make_dataset(
       A dataset of (window float32 [B, W, F], label int64 [B], weight float32 [B]), W = `window`
       (default stats.json's) and F from stats.json, features in stats.json order.
     """
-    stats = windowed_stats(read_stats(data_dir) if stats is None else stats, window, stride)
-    if split not in output_folder.SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {output_folder.SPLITS}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if input_context and (num_workers > 1 or data_service):
         raise ValueError("input_context shards the input itself: it excludes num_workers > 1 "
                          "and data_service")
     if data_service and num_workers > 1:
         raise ValueError("data_service with num_workers > 1 is not supported: each worker would "
                          "run its own jobs over the whole split")
-    check_shards(stats, split, num_workers)
+    source = _split_source(data_dir, split, batch_size, weighting, stats, window, stride,
+                           input_context=input_context, num_workers=num_workers)
+    stats, lookup, readers, index = source.stats, source.lookup, source.readers, source.index
     check_distribution(stats, data_service)
-    readers, index = ((input_context.num_input_pipelines, input_context.input_pipeline_id)
-                      if input_context else (1, 0))
-    files = shard_files(data_dir, stats, split)[index::readers]
-    if not files or num_windows(stats, split, readers, index) == 0:
-        raise EmptySplitError(f"{data_dir}: split {split!r} has no windows"
-                              + (f" for reader {index} of {readers}" if readers > 1 else ""))
     window, num_features = stats["window"], len(stats["features"])
-    lookup = tf.constant(weights_lib.weight_vector(
-        stats["splits"][output_folder.TRAIN]["class_counts"], weighting))
 
-    cut = sequence.layout_of(stats) == sequence.SEQUENCE
-    hint = cut and num_workers > 1  # tf.distribute shards the file list where the hint is
-    ds = _interleave_records(files, _COMPRESSION_TYPES[stats["compression"]], shuffle, seed, shard_hint=hint)
-    if cut:  # blocks of up to WINDOWS_PER_GATHER windows, shuffled and re-cut into batches as blocks
+    chunked = sequence.layout_of(stats) == sequence.SEQUENCE
+    hint = chunked and num_workers > 1  # tf.distribute shards the file list where the hint is
+    ds = _interleave_records(source.files, _COMPRESSION_TYPES[stats["compression"]], shuffle, seed,
+                             shard_hint=hint)
+    if chunked:  # runs of up to WINDOWS_PER_GATHER windows, shuffled and re-cut into batches as runs
         ds = _cut_windows(ds, num_features, window, stats["stride"], shuffle, seed)
     if shuffle:
-        ds = ds.shuffle(max(1, shuffle_buffer // WINDOWS_PER_GATHER) if cut else shuffle_buffer, seed=seed,
+        ds = ds.shuffle(max(1, shuffle_buffer // WINDOWS_PER_GATHER) if chunked else shuffle_buffer, seed=seed,
                         reshuffle_each_iteration=True)
     if repeat and not data_service:
         ds = ds.repeat()
-    ds = ds.rebatch(batch_size, drop_remainder=False) if cut else ds.batch(batch_size, drop_remainder=False)
+    ds = ds.rebatch(batch_size, drop_remainder=False) if chunked else ds.batch(batch_size, drop_remainder=False)
 
     def parse(serialized: tf.Tensor):
         parsed = parse_examples(serialized, window, num_features)
@@ -233,7 +263,7 @@ def make_dataset(
     def weigh(windows: tf.Tensor, label: tf.Tensor):
         return windows, label, tf.gather(lookup, label)
 
-    ds = ds.map(weigh if cut else parse,
+    ds = ds.map(weigh if chunked else parse,
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
     if data_service:
         ds = offload(ds, data_service, batch_size, repeat)
@@ -252,7 +282,7 @@ def make_dataset(
 def offload(batches: tf.data.Dataset, service: str, batch_size: int, repeat: bool) -> tf.data.Dataset:
     """Run the pipeline `batches` (one pass, not repeated) on the tf.data service at `service`.
 
-    Sharding is DYNAMIC (the mode once called "distributed_epoch"): the dispatcher hands the
+    Sharding is DYNAMIC (processing_mode "distributed_epoch"): the dispatcher hands the
     source's elements, here the shard file names, to the service workers one at a time, so each
     shard, and therefore each window, is read once per pass however many service workers there
     are (at most once if a worker dies mid-shard). OFF ("parallel_epochs") would make every
@@ -313,16 +343,16 @@ def chunk_windows(position: tf.Tensor, context: tf.Tensor, num_labels: tf.Tensor
 
 def _cut_windows(records: tf.data.Dataset, num_features: int, window: int, stride: int,
                  shuffle: bool, seed: Optional[int]) -> tf.data.Dataset:
-    """Serialized sequence records -> blocks (windows float32 [G, window, F], labels int64 [G]),
-    G <= WINDOWS_PER_GATHER windows of a group of CHUNKS_PER_CUT chunks.
+    """Serialized sequence records -> runs (windows float32 [G, window, F], labels int64 [G]),
+    G <= WINDOWS_PER_GATHER windows of a cut (CHUNKS_PER_CUT chunks).
 
-    A group's chunks are parsed together (one vectorized parse) and their windows listed by
-    `chunk_windows`; a block is one gather of rows[start + 0..window-1] from the group's rows,
-    so a group's windows are never all in memory at once (stride 1 gives about one window per
-    row). OPEN_GROUPS groups are cut in turn. With `shuffle`, the chunks go through a buffer and
-    each group's windows are permuted before they are cut into blocks, so a block holds windows
-    of all the group's chunks. Blocks, not windows, are the elements after this: tf.data's
-    per-element overhead, once per window, would cost more than the gather.
+    A cut's chunks are parsed together (one vectorized parse) and their windows listed by
+    `chunk_windows`; a run is one gather of rows[start + 0..window-1] from the cut's rows, so a
+    cut's windows are never all in memory at once (stride 1 gives about one window per row).
+    OPEN_CUTS cuts are read in turn. With `shuffle`, the chunks go through a buffer and each
+    cut's windows are permuted before they are gathered into runs, so a run holds windows of all
+    the cut's chunks. Runs, not windows, are the elements after this: tf.data's per-element
+    overhead, once per window, would cost more than the gather.
     """
     offsets = tf.range(window, dtype=tf.int64)
 
@@ -331,7 +361,7 @@ def _cut_windows(records: tf.data.Dataset, num_features: int, window: int, strid
         rows, labels = chunks[ROWS], chunks[LABELS]
         starts, label_rows = chunk_windows(chunks[POSITION], chunks[CONTEXT], labels.row_lengths(),
                                            window, stride)
-        # into the group's rows and labels, concatenated
+        # into the cut's rows and labels, concatenated
         starts = (starts + tf.cast(rows.row_starts(), tf.int64)[:, None]).flat_values
         label_rows = (label_rows + tf.cast(labels.row_starts(), tf.int64)[:, None]).flat_values
         if shuffle:
@@ -339,16 +369,16 @@ def _cut_windows(records: tf.data.Dataset, num_features: int, window: int, strid
             starts, label_rows = tf.gather(starts, order), tf.gather(label_rows, order)
         return rows.flat_values, starts, tf.gather(labels.flat_values, label_rows)
 
-    def blocks(rows: tf.Tensor, starts: tf.Tensor, labels: tf.Tensor) -> tf.data.Dataset:
+    def runs(rows: tf.Tensor, starts: tf.Tensor, labels: tf.Tensor) -> tf.data.Dataset:
         return (tf.data.Dataset.from_tensor_slices((starts, labels)).batch(WINDOWS_PER_GATHER)
                 .map(lambda first, label: (tf.gather(rows, first[:, None] + offsets), label)))
 
     if shuffle:
         records = records.shuffle(CHUNK_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
-    groups = records.batch(CHUNKS_PER_CUT).map(parse, num_parallel_calls=tf.data.AUTOTUNE,
-                                               deterministic=not shuffle)
-    return groups.interleave(blocks, cycle_length=OPEN_GROUPS, num_parallel_calls=tf.data.AUTOTUNE,
-                             deterministic=not shuffle)
+    cuts = records.batch(CHUNKS_PER_CUT).map(parse, num_parallel_calls=tf.data.AUTOTUNE,
+                                             deterministic=not shuffle)
+    return cuts.interleave(runs, cycle_length=OPEN_CUTS, num_parallel_calls=tf.data.AUTOTUNE,
+                           deterministic=not shuffle)
 
 
 def num_chunks(stats: Dict[str, Any], split: str, num_readers: int = 1, reader_index: int = 0) -> int:
@@ -383,23 +413,10 @@ def make_dense_dataset(
     `seed` as in make_dataset. WindowError on a windows folder; EmptySplitError when the split
     has no stride-1 window.
     """
-    raw = read_stats(data_dir) if stats is None else stats
-    if sequence.layout_of(raw) != sequence.SEQUENCE:
-        raise WindowError(f"{data_dir}: dense training reads a sequence folder's chunks; this one has the "
-                          f"{sequence.layout_of(raw)} layout (preprocess with --layout sequence)")
-    stats = windowed_stats(raw, window, 1)
-    if split not in output_folder.SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {output_folder.SPLITS}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    readers, index = ((input_context.num_input_pipelines, input_context.input_pipeline_id)
-                      if input_context else (1, 0))
-    files = shard_files(data_dir, stats, split)[index::readers]
-    if not files or num_windows(stats, split, readers, index) == 0:
-        raise EmptySplitError(f"{data_dir}: split {split!r} has no window of {stats['window']} rows"
-                              + (f" for reader {index} of {readers}" if readers > 1 else ""))
+    source = _split_source(data_dir, split, batch_size, weighting, stats, window, 1,
+                           input_context=input_context, dense=True)
+    stats, lookup, readers, index = source.stats, source.lookup, source.readers, source.index
     window, num_features = stats["window"], len(stats["features"])
-    lookup = tf.constant(weights_lib.weight_vector(stats["splits"][output_folder.TRAIN]["class_counts"], weighting))
 
     def parse(serialized: tf.Tensor):
         chunk = parse_chunks(serialized[None], num_features)
@@ -412,7 +429,7 @@ def make_dense_dataset(
         weights = tf.where(labels >= 0, tf.gather(lookup, tf.maximum(labels, 0)), 0.0)
         return rows[context - kept:], labels, weights
 
-    ds = _interleave_records(files, _COMPRESSION_TYPES[stats["compression"]], shuffle, seed)
+    ds = _interleave_records(source.files, _COMPRESSION_TYPES[stats["compression"]], shuffle, seed)
     if shuffle:
         ds = ds.shuffle(CHUNK_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
     if repeat:

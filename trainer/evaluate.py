@@ -8,7 +8,7 @@ Writes MODEL/eval.json (MODEL/eval_SPLIT.json for a split other than `eval`):
     {split, num_windows, log_loss, accuracy, macro_f1,
      per_class: {A: {precision, recall, f1, support}, ...},
      labels: [A, B, C, D], confusion_matrix: rows true, columns predicted, in label order}
-(through a temporary name: tfrecords_schema.atomic_write) and MODEL/plots/confusion_matrix_SPLIT.png,
+(through a temporary name: tfrecords_schema.file_io.write_atomic) and MODEL/plots/confusion_matrix_SPLIT.png,
 and prints a table. Following tfrecords_schema.ownership, an existing report file is replaced only
 if it is such a report (a JSON object with EVAL_KEYS); anything else there is refused with one
 line, before any work.
@@ -125,7 +125,8 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                     "F1 / support, confusion matrix) and a confusion-matrix PNG.")
     parser.add_argument("--data", required=True, help="preprocess output folder OUT (with stats.json)")
     parser.add_argument("--model-dir", required=True, help="folder of a train run, MODEL")
-    parser.add_argument("--split", choices=output_folder.SPLITS, default=output_folder.EVAL, help="split (default eval)")
+    parser.add_argument("--split", choices=output_folder.SPLITS, default=output_folder.EVAL,
+                        help=f"split (default {output_folder.EVAL})")
     parser.add_argument("--batch-size", type=console.int_at_least(1), default=DEFAULT_BATCH_SIZE,
                         help=f"windows per batch (default {DEFAULT_BATCH_SIZE})")
     console.add_progress(parser, "windows evaluated")

@@ -7,9 +7,10 @@ Signatures:
   reshaped back, so serving and training can never scale differently.
 - `scaled`: the same output from windows already scaled (what the TFRecords hold); evaluate uses
   it, so the numbers it reports are those of the exported model.
-- `sequence` (tcn models only): `rows` float32 [None, T, F] RAW rows, any T >= 1 ->
-  `probabilities` float32 [None, T, 4]: the per-step network run once over the rows (scaled
-  inside the same way). Step t >= W-1 equals `serving_default` on the window ending at row t
+- `sequence` (tcn models only): `rows` float32 [None, T, F] RAW rows of a sequence (a
+  recording's rows in time order), any T >= 1 -> `probabilities` float32 [None, T, 4]: the
+  per-step network (trainer.model.step_network) run once over the rows (scaled inside the same
+  way). Step t >= W-1 equals `serving_default` on the window ending at row t
   (the receptive field is at most W, every layer causal); earlier steps see zero padding.
 - `serving_examples`: `examples` string [None], serialized tf.train.Example of RAW windows (TF
   Serving's and TFX's usual input; the feature `window`, W*F raw values time-major, parsed with
@@ -38,11 +39,11 @@ _LOG = logging.getLogger("crewstream.export")
 
 
 class ServingModule(tf.Module):
-    """Raw or scaled windows [None, W, F] -> {`probabilities`: [None, num_classes]}; with a
-    `sequence` network (rows [B, T, F] -> [B, T, K]), raw rows [None, T, F] -> [None, T, K] too."""
+    """Raw or scaled windows [None, W, F] -> {`probabilities`: [None, num_classes]}; with a tcn's
+    `step_network` (rows [B, T, F] -> [B, T, K]), raw rows [None, T, F] -> [None, T, K] too."""
 
     def __init__(self, model: tf.Module, transform_layer: tf.Module, window: int, num_features: int,
-                 sequence: Optional[tf.Module] = None):
+                 step_network: Optional[tf.Module] = None):
         super().__init__(name="crewstream_serving")
         self.model = model
         self.transform_layer = transform_layer  # tracked: carries transform_fn's variables and assets
@@ -53,8 +54,8 @@ class ServingModule(tf.Module):
         examples = tf.TensorSpec([None], tf.string, name=serving.EXAMPLES_INPUT)
         self.serve_examples = tf.function(self._examples, input_signature=[examples])
         self.serve_sequence = None
-        if sequence is not None:
-            self.sequence = sequence
+        if step_network is not None:
+            self.step_network = step_network
             rows = tf.TensorSpec([None, None, num_features], tf.float32, name=serving.SEQUENCE_INPUT)
             self.serve_sequence = tf.function(self._sequence, input_signature=[rows])
 
@@ -77,7 +78,7 @@ class ServingModule(tf.Module):
         return self._raw(tf.reshape(parsed[WINDOW], [-1, self._window, self._num_features]))
 
     def _sequence(self, rows: tf.Tensor) -> Dict[str, tf.Tensor]:
-        return {serving.PROBABILITIES: self.sequence(self._scale(rows), training=False)}
+        return {serving.PROBABILITIES: self.step_network(self._scale(rows), training=False)}
 
     def signatures(self) -> Dict[str, Any]:
         """{name: concrete function} of every signature this module serves."""
@@ -107,12 +108,12 @@ def export_serving(model: tf.Module, data_dir: str, model_dir: str,
         raise ValueError(f"the model takes windows of {trained} rows, `stats` says {stats['window']}: pass "
                          "the stats of the windows it was trained on (trainer.data.windowed_stats)")
     params = params.for_window(stats["window"])
-    sequence = model_lib.sequence_network(model)
-    if (sequence is not None) != (params.kind == model_lib.TCN):
-        raise ValueError(f"the model to export is {'not ' if sequence is None else ''}a "
+    per_step = model_lib.step_network(model)
+    if (per_step is not None) != (params.kind == model_lib.TCN):
+        raise ValueError(f"the model to export is {'not ' if per_step is None else ''}a "
                          f"{model_lib.TCN}, its settings say {params.kind}")
     transform_layer = tft.TFTransformOutput(data_dir).transform_features_layer()
-    module = ServingModule(model, transform_layer, stats["window"], len(stats["features"]), sequence)
+    module = ServingModule(model, transform_layer, stats["window"], len(stats["features"]), per_step)
     final = serving.serving_dir(model_dir)
     staging = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
     signatures = module.signatures()

@@ -2,27 +2,29 @@
 
 tf_keras (the Keras 2 API), not Keras 3: tf.Transform's TransformFeaturesLayer is a tf_keras
 model, and Keras 3's `fit` fails under MultiWorkerMirroredStrategy on TF 2.21 (docs/DESIGN.md,
-"Decisions already taken"). Other trainer modules reach Keras only through the functions here.
+"Decisions, and why"). Other trainer modules reach Keras only through the functions here.
 
-Models (`ModelParams.kind`), both windows float32 [B, W, F] (scaled) -> probabilities [B, 4]:
-- `lstm` (the default): LSTM(64, dropout 0.2) -> Dense(4, softmax).
-- `tcn`: a temporal convolutional network. A nested model named `sequence` (SEQUENCE_LAYER) maps
-  rows [B, T, F] (any T) -> [B, T, 4]: `blocks` residual blocks of two causal dilated Conv1D of
-  `filters` (kernel `kernel_size`, dilation 1, 2, 4, ... doubling per block, ReLU, dropout), a 1x1
-  Conv1D on the skip path where the width changes, then Dense(4, softmax) applied per time step.
-  Nothing is pooled, flattened or normalized over time except causally, so output step t depends
-  on rows t-R+1..t only, R = receptive_field(kernel_size, blocks, L) = L + 2 (k-1) (2^blocks - 1)
-  (L: the input normalization's rows, 1 without one). The classifier of windows is the last step
-  of `sequence` on the window: with R <= W, `sequence` run once over a long run of rows gives at
-  step t the classifier's output on the window ending at t.
+Models (`ModelParams.kind`, trainer.config), both windows float32 [B, W, F] (scaled) ->
+probabilities [B, 4]:
+- `lstm`: `layers` LSTM(`units`, `dropout`) -> Dense(4, softmax).
+- `tcn` (the default): a temporal convolutional network. The per-step network, a nested model
+  named `step_network` (STEP_NETWORK), maps rows [B, T, F] (any T) -> [B, T, 4]: `levels`
+  residual levels, each two causal dilated Conv1D of `filters` (kernel `kernel_size`, dilation
+  1, 2, 4, ... doubling per level, ReLU, dropout) and a 1x1 Conv1D on the skip path where the
+  width changes, then Dense(4, softmax) applied per time step. Nothing is pooled, flattened or
+  normalized over time except causally, so output step t depends on rows t-R+1..t only,
+  R = receptive_field(kernel_size, levels, L) = L + 2 (k-1) (2^levels - 1) (L: the input
+  normalization's rows, 1 without one). The classifier of windows is the last step of the
+  per-step network on the window: with R <= W, the per-step network run once over a sequence
+  (a recording's rows in time order) gives at step t the classifier's output on the window
+  ending at t.
 Both: in training only, optionally, random gains per sample and feature (RandomGain,
-`augment_gain`); an optional first stage, RollingNormalization (`normalize`, `norm_rows` L): per feature,
-each step minus the mean of the last L rows (center), or also divided by their std (zscore);
-sparse categorical cross-entropy, weighted by the per-sample weights `fit` receives as the third
-element of each batch; Adam.
+`augment_gain`); a first stage, RollingNormalization (`normalize`, `norm_rows` L; the default
+centers): per feature, each step minus the mean of the last L rows (center), or also divided by
+their std (zscore); sparse categorical cross-entropy, weighted by the per-sample weights `fit`
+receives as the third element of each batch; Adam.
 """
 
-import dataclasses
 from typing import Callable, Optional
 
 import tensorflow as tf
@@ -30,123 +32,10 @@ import tf_keras as keras
 
 from tfrecords_schema import NUM_CLASSES, WINDOW
 from trainer.choices import LSTM, MODELS, NORM_CENTER, NORM_NONE, NORM_ZSCORE, NORMALIZATIONS, TCN  # noqa: F401
+from trainer.config import ModelError, ModelParams
 
 NORM_EPSILON = 1e-4  # added to the rolling variance (of globally scaled values) before its root
-SEQUENCE_LAYER = "sequence"  # the tcn's per-time-step network, nested in the classifier
-
-
-class ModelError(ValueError):
-    """The model's settings cannot work with the data, e.g. a receptive field larger than W."""
-
-
-def receptive_field(kernel_size: int, blocks: int, input_rows: int = 1) -> int:
-    """Rows a tcn output step depends on: each block adds 2 (k-1) d rows (two convolutions of
-    dilation d = 2^i). `input_rows` is the look-back of a causal stage before the blocks (1: none;
-    a rolling normalization over L rows would pass L)."""
-    return input_rows + 2 * (kernel_size - 1) * (2 ** blocks - 1)
-
-
-def max_blocks(kernel_size: int, window: int, input_rows: int = 1) -> int:
-    """The most blocks whose receptive field (see `receptive_field`) fits `window` rows (0 when
-    not even one does)."""
-    blocks = 0
-    while receptive_field(kernel_size, blocks + 1, input_rows) <= window:
-        blocks += 1
-    return blocks
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelParams:
-    """The flags that shape and train the network.
-
-    `units`, `layers`: the lstm's; `filters`, `kernel_size`, `blocks`: the tcn's (blocks None:
-    as many as fit the window, see `for_window`); `dropout`, `learning_rate`: both.
-    `normalize` (one of NORMALIZATIONS) over `norm_rows` rows (None: half the window, see
-    `for_window`): the causal input stage of both models (RollingNormalization); a tcn's
-    receptive field then counts those rows too. `augment_gain` G > 1: in training only, before
-    that stage, every sample's features at random gains in [1/G, G] (RandomGain); 1: none.
-    """
-
-    units: int = 64
-    layers: int = 1
-    dropout: float = 0.2
-    learning_rate: float = 1e-3
-    kind: str = LSTM
-    filters: int = 32
-    kernel_size: int = 3
-    blocks: Optional[int] = None
-    normalize: str = NORM_NONE
-    norm_rows: Optional[int] = None
-    augment_gain: float = 1.0
-
-    def __post_init__(self):
-        if self.normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
-        if self.norm_rows is not None and self.norm_rows < 2:
-            raise ValueError(f"norm_rows must be >= 2, got {self.norm_rows}")
-        if self.kind not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, got {self.kind!r}")
-        if self.units < 1 or self.layers < 1:
-            raise ValueError(f"units ({self.units}) and layers ({self.layers}) must be >= 1")
-        if self.filters < 1 or self.kernel_size < 2 or (self.blocks is not None and self.blocks < 1):
-            raise ValueError(f"filters ({self.filters}) and blocks ({self.blocks}) must be >= 1, "
-                             f"kernel_size ({self.kernel_size}) >= 2")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if not self.augment_gain >= 1.0:
-            raise ValueError(f"augment_gain must be >= 1 (1: none), got {self.augment_gain}")
-
-    @property
-    def receptive_field(self) -> Optional[int]:
-        """Rows one output depends on: the tcn's (None until `blocks` is set); None for the lstm,
-        which sees its whole window."""
-        if self.kind != TCN or self.blocks is None:
-            return None
-        return receptive_field(self.kernel_size, self.blocks, self.input_rows)
-
-    @property
-    def input_rows(self) -> int:
-        """Rows the input stage looks back over: `norm_rows` when normalizing, else 1."""
-        return 1 if self.normalize == NORM_NONE else (self.norm_rows or 1)
-
-    def describe(self) -> str:
-        """One line for the log, e.g. `tcn: 4 blocks of 32 filters, kernel 3, receptive field 61 rows`."""
-        norm = "" if self.normalize == NORM_NONE else f"; input {self.normalize} over {self.norm_rows} rows"
-        norm += f"; trained at random input gains up to {self.augment_gain:g}x" if self.augment_gain > 1 else ""
-        if self.kind == TCN:
-            return (f"tcn: {self.blocks} blocks of {self.filters} filters, kernel {self.kernel_size}, "
-                    f"receptive field {self.receptive_field} rows, dropout {self.dropout:g}{norm}")
-        return f"lstm: {self.layers} x {self.units} units, dropout {self.dropout:g}{norm}"
-
-    def for_window(self, window: int) -> "ModelParams":
-        """These settings for windows of `window` rows: a tcn's `blocks` filled in (as many as
-        fit), checked. ModelError when the receptive field exceeds the window: the windowed model
-        would then see its own zero padding, and one pass could not equal it. With a
-        normalization, `norm_rows` None becomes half the window, and more rows than the window
-        are refused the same way."""
-        params = self
-        if self.normalize != NORM_NONE:
-            rows = max(2, window // 2) if self.norm_rows is None else self.norm_rows
-            if rows > window:
-                raise ModelError(f"--normalize {self.normalize} over --norm-rows {rows} rows, more than "
-                                 f"the window of {window} rows: use --norm-rows {window} or fewer")
-            params = dataclasses.replace(self, norm_rows=rows)
-        if self.kind != TCN:
-            return params
-        look_back = params.input_rows
-        fits = max_blocks(self.kernel_size, window, look_back)
-        blocks = fits if self.blocks is None else self.blocks
-        if blocks < 1 or receptive_field(self.kernel_size, blocks, look_back) > window:
-            hint = (f"use --blocks {fits} or fewer" if fits else
-                    "use a smaller --kernel-size" + (" or --norm-rows" if look_back > 1 else ""))
-            norm = f", --norm-rows {look_back}" if look_back > 1 else ""
-            raise ModelError(f"tcn with --kernel-size {self.kernel_size} and --blocks {max(blocks, 1)}{norm} "
-                             f"has a receptive field of "
-                             f"{receptive_field(self.kernel_size, max(blocks, 1), look_back)} "
-                             f"rows, more than the window of {window} rows: {hint}")
-        return dataclasses.replace(params, blocks=blocks)
+STEP_NETWORK = "step_network"  # the tcn's per-step network, nested in the classifier
 
 
 def build_model(window: int, num_features: int, params: ModelParams = ModelParams(),
@@ -155,8 +44,8 @@ def build_model(window: int, num_features: int, params: ModelParams = ModelParam
 
     Input float32 [None, window, num_features] (time-major, features in stats.json order);
     output float32 [None, num_classes] softmax probabilities. lstm: `layers` LSTMs of `units`
-    are stacked, each but the last returning its sequence. tcn: the last step of the nested
-    `sequence` network (see `sequence_network`); ModelError when its receptive field exceeds
+    are stacked, each but the last returning its output at every step. tcn: the last step of the
+    nested per-step network (see `step_network`); ModelError when its receptive field exceeds
     `window`.
     """
     inputs = keras.Input(shape=(window, num_features), dtype="float32", name=WINDOW)
@@ -186,19 +75,19 @@ def _tcn(num_features: int, params: ModelParams, num_classes: int) -> keras.Mode
     x = NonEmptyBatch(name="non_empty")(rows)
     # the normalization looks back params.input_rows rows, counted in the receptive field
     x = _normalized(_augmented(x, params), params)
-    for i in range(params.blocks):
+    for i in range(params.levels):
         skip = x
         for j in range(2):
             x = keras.layers.Conv1D(params.filters, params.kernel_size, padding="causal",
-                                    dilation_rate=2 ** i, activation="relu", name=f"block{i}_conv{j}")(x)
-            x = keras.layers.Dropout(params.dropout, name=f"block{i}_dropout{j}")(x)
+                                    dilation_rate=2 ** i, activation="relu", name=f"level{i}_conv{j}")(x)
+            x = keras.layers.Dropout(params.dropout, name=f"level{i}_dropout{j}")(x)
         if skip.shape[-1] != params.filters:  # a per-step projection: causal, receptive field 1
-            skip = keras.layers.Conv1D(params.filters, 1, name=f"block{i}_skip")(skip)
-        x = keras.layers.Activation("relu", name=f"block{i}_out")(keras.layers.Add()([x, skip]))
+            skip = keras.layers.Conv1D(params.filters, 1, name=f"level{i}_skip")(skip)
+        x = keras.layers.Activation("relu", name=f"level{i}_out")(keras.layers.Add()([x, skip]))
     # Dense on [B, T, C] acts on the last axis: the same softmax at every step
     probabilities = keras.layers.Dense(num_classes, activation="softmax", name="per_step")(x)
     probabilities = FirstOfBatch(name="batch")([probabilities, rows])
-    return keras.Model(rows, probabilities, name=SEQUENCE_LAYER)
+    return keras.Model(rows, probabilities, name=STEP_NETWORK)
 
 
 def _augmented(rows, params: ModelParams):
@@ -282,7 +171,7 @@ class LastStep(keras.layers.Layer):
         return inputs[:, -1, :]
 
 
-# Layers inside the nested `sequence` network are registered: plain_copy (clone_model) rebuilds
+# Layers inside the nested per-step network are registered: plain_copy (clone_model) rebuilds
 # that network from its config, which finds custom layers only by their registered names.
 @keras.utils.register_keras_serializable(package="crewstream")
 class NonEmptyBatch(keras.layers.Layer):
@@ -305,7 +194,7 @@ class FirstOfBatch(keras.layers.Layer):
 
 
 class DenseTraining(keras.Model):
-    """Dense training of a tcn classifier: its `sequence` network (shared: training this trains
+    """Dense training of a tcn classifier: its per-step network (shared: training this trains
     the classifier) run once over each chunk of rows, with a loss at every row a window ends at.
 
     Batches: (rows float32 [B, T, F], labels int64 [B, T], weights float32 [B, T]); a label < 0
@@ -317,14 +206,14 @@ class DenseTraining(keras.Model):
     target rows, unweighted), the names the windowed model logs.
     """
 
-    def __init__(self, sequence: keras.Model, **kwargs):
+    def __init__(self, step_network: keras.Model, **kwargs):
         super().__init__(**kwargs)
-        self.sequence = sequence
+        self.step_network = step_network
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
 
     def call(self, rows, training=None):
-        return self.sequence(rows, training=training)
+        return self.step_network(rows, training=training)
 
     @property
     def metrics(self):
@@ -357,20 +246,20 @@ class DenseTraining(keras.Model):
 def dense_model(model: keras.Model, params: ModelParams) -> keras.Model:
     """A compiled DenseTraining of the tcn classifier `model` (its weights, shared); ModelError
     for an lstm, whose outputs are per window only."""
-    sequence = sequence_network(model)
-    if sequence is None:
+    per_step = step_network(model)
+    if per_step is None:
         raise ModelError("dense training needs a convolutional model (--model tcn): an lstm has no "
                          "per-row outputs")
-    dense = DenseTraining(sequence, name="dense_training")
+    dense = DenseTraining(per_step, name="dense_training")
     # weighted_metrics=[]: the third element of a batch is the per-row weights, used by dense_loss
     dense.compile(optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate), weighted_metrics=[])
     return dense
 
 
-def sequence_network(model: keras.Model) -> Optional[keras.Model]:
+def step_network(model: keras.Model) -> Optional[keras.Model]:
     """The per-step network (rows [B, T, F] -> [B, T, K]) of a tcn classifier; None for an lstm."""
     try:
-        return model.get_layer(SEQUENCE_LAYER)
+        return model.get_layer(STEP_NETWORK)
     except ValueError:
         return None
 

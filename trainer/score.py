@@ -17,10 +17,9 @@ finite number, is an error (exit 1) naming it.
 
 Paths: local, or any file system TensorFlow's tf.io.gfile knows (gs://...), for --submission,
 --truth and --output. A URL is read and written through tf.io.gfile (TensorFlow imported only
-then); a local path through Arrow and open(), as before, so scoring a local file never loads
-TensorFlow.
+then); a local path through Arrow and open(), so scoring a local file never loads TensorFlow.
 
---output (--json) writes the report as JSON: {log_loss, accuracy, macro_f1, per_class, labels,
+--output writes the report as JSON: {log_loss, accuracy, macro_f1, per_class, labels,
 confusion_matrix, num_windows, rows}. Following tfrecords_schema.ownership, an existing file there
 is replaced only if it is such a report (a JSON object with SCORE_KEYS); anything else is refused
 with one line, before scoring.
@@ -43,7 +42,7 @@ from tfrecords_schema import LABEL_VOCABULARY, ownership, file_io
 from tfrecords_schema import csv_columns as cols
 
 CLIP = 1e-15  # Kaggle's bounds: [CLIP, 1 - CLIP]
-_BLOCK_BYTES = 16 << 20  # CSV bytes per streamed batch
+_BATCH_BYTES = 16 << 20  # CSV bytes per streamed batch (Arrow's block_size)
 # The keys that make a JSON file a score report (what --output may replace)
 SCORE_KEYS = ("log_loss", "accuracy", "macro_f1", "confusion_matrix", "rows")
 
@@ -105,7 +104,7 @@ def _batches(path: str, types: Dict[str, Any], what: str):
     with _csv_source(path, what) as source:
         try:
             reader = pa_csv.open_csv(
-                source, read_options=pa_csv.ReadOptions(block_size=_BLOCK_BYTES),
+                source, read_options=pa_csv.ReadOptions(block_size=_BATCH_BYTES),
                 convert_options=pa_csv.ConvertOptions(column_types=types, include_columns=list(types),
                                                       strings_can_be_null=True))
         except (pa.ArrowInvalid, KeyError) as e:
@@ -231,8 +230,7 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                     "[1e-15, 1-1e-15] and rows renormalized; also accuracy and macro F1.")
     parser.add_argument("--submission", required=True, help="submission CSV: id,A,B,C,D (.csv or .csv.gz)")
     parser.add_argument("--truth", required=True, help="truth CSV: id,event (e.g. synth's test_truth.csv)")
-    parser.add_argument("--output", "--json", dest="json", default=None, metavar="PATH",
-                        help="also write the report as JSON here (--json is the earlier spelling)")
+    parser.add_argument("--output", default=None, metavar="PATH", help="also write the report as JSON here")
     console.add_verbose(parser)
     return parser.parse_args(argv)
 
@@ -245,15 +243,15 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     console.check_exists(args.submission, "--submission")
     console.check_exists(args.truth, "--truth")
-    hold = (ownership.hold(args.json, f"--output {args.json}", folder=False)
-            if args.json else contextlib.nullcontext())
+    hold = (ownership.hold(args.output, f"--output {args.output}", folder=False)
+            if args.output else contextlib.nullcontext())
     with hold:
-        if args.json:
-            ownership.check_output_json(args.json, SCORE_KEYS, [args.submission, args.truth],
-                                        label=f"--output {args.json}")
+        if args.output:
+            ownership.check_output_json(args.output, SCORE_KEYS, [args.submission, args.truth],
+                                        label=f"--output {args.output}")
         report = score(args.submission, args.truth)
-        if args.json:
-            write_report(report, args.json)
+        if args.output:
+            write_report(report, args.output)
     print(f"{args.submission} against {args.truth}: {report['rows']:,} ids\n")
     print(metrics.format_report(report))
     print(f"\nlog loss (Kaggle: clipped to [1e-15, 1-1e-15], rows renormalized) {report['log_loss']:.5f}  "

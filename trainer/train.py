@@ -42,6 +42,7 @@ import tensorflow as tf
 from tfrecords_schema import read_stats, sequence, file_io, output_folder
 from trainer import data, export, model as model_lib, plots, weights
 from trainer.choices import DEFAULT, MIRRORED, MULTIWORKER, STRATEGIES
+from trainer.config import TrainConfig
 
 _LOG = logging.getLogger("crewstream.train")
 
@@ -53,62 +54,13 @@ PLOTS_DIR = "plots"
 # Settings a resumed run may change: they do not change what the finished epochs computed.
 RESUMABLE_CHANGES = ("epochs", "verbose", "strategy", "data_service")
 TF_CONFIG = "TF_CONFIG"
-# Settings added after train_config.json existed: an older file ran with these defaults.
-_LATER_SETTINGS = ("window", "stride", "dense")
 MONITOR = "val_loss"  # what early stopping watches: the weighted loss on the eval split
 BEST_EPOCH = "best_epoch"  # history.json: the epoch whose weights are exported (early stopping)
 BEST_WEIGHTS_FILE = "best_epoch.npz"  # in CHECKPOINTS_DIR
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    data: str
-    model_dir: str
-    epochs: int = 10
-    batch_size: int = 64
-    weighting: str = weights.BALANCED
-    steps_per_epoch: Optional[int] = None  # None: one exact pass over the train split per epoch
-    seed: int = 0
-    shuffle_buffer: int = data.DEFAULT_SHUFFLE_BUFFER
-    model: model_lib.ModelParams = model_lib.ModelParams()
-    verbose: int = 1  # Keras: 1 progress bar, 2 one line per epoch, 0 silent
-    strategy: str = DEFAULT  # one of STRATEGIES
-    data_service: Optional[str] = None  # grpc://HOST:PORT of a tf.data service dispatcher
-    early_stopping: Optional[int] = None  # patience in epochs; None: train every epoch, export the last
-    window: Optional[int] = None  # rows per window (sequence folders: any up to stats.json's); None: stats.json's
-    stride: Optional[int] = None  # rows between window starts (sequence folders: any); None: stats.json's
-    dense: bool = False  # tcn on a sequence folder: one pass per chunk, a loss at every stride-1 window end
-
-    def __post_init__(self):
-        if self.dense and self.model.kind != model_lib.TCN:
-            raise ValueError(f"dense training needs --model {model_lib.TCN}: an lstm has no per-row outputs")
-        if self.dense and (self.strategy == MULTIWORKER or self.data_service):
-            raise ValueError("dense training runs on one machine: not with the multiworker strategy or "
-                             "a data service")
-        if (self.window is not None and self.window < 1) or (self.stride is not None and self.stride < 1):
-            raise ValueError(f"window ({self.window}) and stride ({self.stride}) must be >= 1")
-        if self.epochs < 1 or self.batch_size < 1 or self.shuffle_buffer < 1:
-            raise ValueError("epochs, batch_size and shuffle_buffer must be >= 1")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
-        if self.early_stopping is not None and self.early_stopping < 1:
-            raise ValueError(f"early_stopping (patience) must be >= 1, got {self.early_stopping}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.strategy == MULTIWORKER and self.data_service:
-            raise ValueError("a data service with the multiworker strategy is not supported: every "
-                             "worker would run its own jobs over the whole split")
-        weights.parse_method(self.weighting)
-
-    def to_json(self) -> Dict[str, Any]:
-        """The settings, and the model's receptive field (rows; null for the lstm: its window)."""
-        settings = dataclasses.asdict(self)
-        settings["model"]["receptive_field"] = self.model.receptive_field
-        return settings
-
-
 class ResumeError(ValueError):
-    """MODEL holds checkpoints of a run with other settings."""
+    """MODEL holds checkpoints of a run with other settings, or of an older crewstream's."""
 
 
 class StrategyError(ValueError):
@@ -200,41 +152,42 @@ def _write_json(path: str, obj: Any) -> None:
 
 
 def check_resumable(config: TrainConfig, write: bool = True) -> None:
-    """Record the run's settings in MODEL (unless not `write`); ResumeError if MODEL has
-    checkpoints of other ones."""
+    """Record the run's settings in MODEL (unless not `write`). ResumeError if MODEL has
+    checkpoints of a run with other settings, or of a run whose train_config.json was written by
+    an older crewstream (other keys than this version records): the settings its checkpoints were
+    trained with cannot be compared with this run's."""
     path = _path(config, CONFIG_FILE)
-    previous = _with_model_kind(_read_json(path))
-    if isinstance(previous, dict):  # written before --window/--stride: the folder's own
-        previous = {**{k: getattr(TrainConfig, k) for k in _LATER_SETTINGS}, **previous}
     current = config.to_json()
+    previous = _read_json(path)
     if previous is not None and tf.io.gfile.exists(_path(config, CHECKPOINTS_DIR)):
-        changed = sorted(k for k in set(previous) | set(current)
-                         if k not in RESUMABLE_CHANGES and previous.get(k) != current.get(k))
+        _check_same_keys(previous, current, path)
+        changed = sorted(k for k in current
+                         if k not in RESUMABLE_CHANGES and previous[k] != current[k])
         if changed:
             raise ResumeError(
                 f"{config.model_dir} holds checkpoints of a run with other settings "
-                f"({', '.join(f'{k}: {previous.get(k)!r} -> {current.get(k)!r}' for k in changed)}); "
+                f"({', '.join(f'{k}: {previous[k]!r} -> {current[k]!r}' for k in changed)}); "
                 "re-run with the same settings to resume, or use a new --model-dir")
     if write:
         tf.io.gfile.makedirs(config.model_dir)
         _write_json(path, current)
 
 
-def _with_model_kind(settings: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
-    """A train_config.json as this version writes it: one written before the tcn existed has no
-    model "kind"; its run was an lstm, whose tcn settings (and receptive field) have their defaults.
-    One written before --normalize existed has no "normalize": its model had none; one written
-    before --augment-gain existed has no "augment_gain": it had none (1)."""
-    model = settings.get("model") if isinstance(settings, dict) else None
-    if isinstance(model, dict) and "kind" not in model:
-        defaults = dict(dataclasses.asdict(model_lib.ModelParams()), receptive_field=None)
-        settings = dict(settings, model={**defaults, **model})
-    elif isinstance(model, dict) and "normalize" not in model:
-        settings = dict(settings, model={**model, "normalize": model_lib.NORM_NONE, "norm_rows": None})
-    model = settings.get("model") if isinstance(settings, dict) else None
-    if isinstance(model, dict) and "augment_gain" not in model:
-        settings = dict(settings, model={**model, "augment_gain": 1.0})
-    return settings
+def _check_same_keys(previous: Any, current: Dict[str, Any], path: str) -> None:
+    """ResumeError, one line, unless the train_config.json `previous` has exactly the keys of
+    `current` (and of its "model")."""
+    def keys(settings: Any) -> set:
+        if not isinstance(settings, dict):
+            return set()
+        model = settings.get("model")
+        return set(settings) | {f"model.{k}" for k in (model if isinstance(model, dict) else ())}
+
+    missing, unknown = sorted(keys(current) - keys(previous)), sorted(keys(previous) - keys(current))
+    if missing or unknown:
+        details = "; ".join(part for part in (f"without {', '.join(missing)}" if missing else "",
+                                              f"with {', '.join(unknown)}" if unknown else "") if part)
+        raise ResumeError(f"{path} was written by an older crewstream ({details}): train into a new "
+                          "--model-dir")
 
 
 class HistoryFile:

@@ -54,7 +54,7 @@ def test_inmemory_tcn_equals_the_sweep(tmp_path):
     mean, std = frame[FEATURES].mean(), frame[FEATURES].std(ddof=0)
     stats = {"features": FEATURES, "window": W,
              "scaling": {n: {"mean": float(mean[n]), "std": float(std[n])} for n in FEATURES}}
-    params = model_lib.ModelParams(kind=model_lib.TCN, filters=8).for_window(W)
+    params = model_lib.ModelParams(kind=model_lib.TCN, filters=8, normalize=model_lib.NORM_NONE).for_window(W)
     model_lib.set_seed(0)
     net = model_lib.build_model(W, len(FEATURES), params)
 
@@ -64,7 +64,7 @@ def test_inmemory_tcn_equals_the_sweep(tmp_path):
     inmemory = pd.DataFrame(net.predict(X, batch_size=1024, verbose=0), columns=list(LABEL_VOCABULARY), index=ids)
 
     # crewstream's sweep over each padded group, in sweeps of 37 rows (+ W-1 of context)
-    per_step = model_lib.sequence_network(net)
+    per_step = model_lib.step_network(net)
     scale = lambda rows: ((rows - mean.to_numpy()) / std.to_numpy()).astype(np.float32)  # noqa: E731
     sequence = lambda rows: per_step(scale(rows)[None], training=False).numpy()[0]  # noqa: E731
     model_dir = tmp_path / "model"

@@ -146,11 +146,11 @@ def test_progress_takes_the_same_modes_everywhere(command, capsys):
     assert parse(required).progress == "auto"
     for mode in console.PROGRESS_MODES:
         assert parse(required + ["--progress", mode]).progress == mode
-    assert parse(required + ["--progress", "epoch"]).progress == "log"  # train's earlier spelling
-    with pytest.raises(SystemExit) as exit_info:
-        parse(required + ["--progress", "epochs"])
-    assert exit_info.value.code == 2
-    assert "--progress: invalid choice: 'epochs' (choose from auto, bar, log, none)" in capsys.readouterr().err
+    for other in ("epoch", "epochs"):  # `epoch` was train's spelling of `log` before 0.1.0
+        with pytest.raises(SystemExit) as exit_info:
+            parse(required + ["--progress", other])
+        assert exit_info.value.code == 2
+        assert f"--progress: invalid choice: '{other}' (choose from auto, bar, log, none)" in capsys.readouterr().err
 
 
 def test_auto_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(tmp_path):
@@ -164,17 +164,19 @@ def test_auto_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(tmp_path):
     assert console.resolve_progress("auto", Terminal()) == "bar"
     assert console.resolve_progress("none", Terminal()) == "none"
     # train's Keras verbosity follows it: log is one line per epoch
-    args = task._parse_args(["--data", "d", "--model-dir", "m", "--progress", "log"])
-    assert task._config(args).verbose == 2
+    assert task.config_from_argv(["--data", "d", "--model-dir", "m", "--progress", "log"]).verbose == 2
 
 
-def test_output_and_data_name_the_same_things_everywhere_and_earlier_spellings_still_work():
+def test_output_and_data_name_the_same_things_everywhere_and_no_other_spelling(capsys):
     from crewstream import demo, synth, verify
 
-    assert synth._parse_args(["--out", "x"]).out == synth._parse_args(["--output", "x"]).out == "x"
-    assert demo._parse_args(["--output", "x"]).workdir == demo._parse_args(["--workdir", "x"]).workdir == "x"
-    assert score._parse_args(["--submission", "s", "--truth", "t", "--json", "r"]).json == "r"
-    assert score._parse_args(["--submission", "s", "--truth", "t", "--output", "r"]).json == "r"
+    assert synth._parse_args(["--output", "x"]).out == demo._parse_args(["--workdir", "x"]).workdir == "x"
+    for parse, argv in ((demo._parse_args, ["--output", "x"]),
+                        (score._parse_args, ["--submission", "s", "--truth", "t", "--json", "r"])):
+        with pytest.raises(SystemExit) as exit_info:  # spellings of crewstream before 0.1.0
+            parse(argv)
+        assert exit_info.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+    assert score._parse_args(["--submission", "s", "--truth", "t", "--output", "r"]).output == "r"
     assert verify._parse_args(["o"]).out == verify._parse_args(["--data", "o"]).out == "o"
     with pytest.raises(SystemExit):
         verify._parse_args([])
@@ -186,8 +188,8 @@ def test_the_demo_trains_the_measured_settings_for_its_few_people():
     from crewstream import demo
 
     steps = {subcommand: argv for _, subcommand, argv in demo.steps("w", 60.0, demo._parse_args([]).epochs)}
-    config = task._config(task._parse_args(steps["train"]))
+    config = task.config_from_argv(steps["train"])
     assert (config.epochs, config.model.kind, config.model.normalize, config.model.augment_gain) == \
         (24, "tcn", "center", 2.0)
-    assert task._config(task._parse_args(["--data", "d", "--model-dir", "m"])).model.augment_gain == 1.0
+    assert task.config_from_argv(["--data", "d", "--model-dir", "m"]).model.augment_gain == 1.0
     assert "--features" not in steps["preprocess"]  # all 23 signals

@@ -5,7 +5,7 @@
     python tests/golden/make_inputs.py S        # one bad row in each file, gzip -9 into inputs/
     crewstream preprocess --input inputs/train.csv.gz --output seq --layout sequence --window 16 \
         --eval-crews 2 --num-shards 2 --chunk-rows 64 --block-rows 300
-    crewstream train --data seq --model-dir tcn --model tcn --filters 8 --blocks 1 \
+    crewstream train --data seq --model-dir tcn --model tcn --filters 8 --levels 1 \
         --kernel-size 3 --window 16 --norm-rows 8 --epochs 1
     crewstream preprocess --input inputs/train.csv.gz --output win --window 16 --stride 16 \
         --eval-crews 2 --num-shards 2 --block-rows 300

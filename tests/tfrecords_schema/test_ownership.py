@@ -135,37 +135,22 @@ def test_the_output_folder_itself_may_be_a_link_to_a_folder(tmp_path):
     assert ownership.check_output_folder(str(tmp_path / "out"), LISTING) == frozenset()
 
 
-def test_an_unmarked_preprocess_output_owns_stats_json_its_shards_and_the_graph(tmp_path):
+@pytest.mark.parametrize("kind, entry", [(ownership.PREPROCESS, "stats.json"), (ownership.MODEL, "train_config.json")])
+def test_an_unmarked_output_of_an_older_crewstream_is_refused_and_left_alone(tmp_path, kind, entry):
+    """Outputs written before markers existed carry none: not rewritten, whatever they hold."""
     out = tmp_path / "out"
-    stats = good_stats()
-    put(out / "stats.json", json.dumps(stats))
-    shards = {s["file"] for split in output_folder.SPLITS for s in stats["splits"][split]["shards"]}
-    for shard in shards:
-        put(out / shard)
-    put(out / "transform_fn" / "saved_model.pb")
-    owned = ownership.check_output_folder(str(out), ownership.PREPROCESS)
-    assert owned == shards | {"stats.json", "rejects/rejects.csv", "transform_fn/saved_model.pb"}
-    put(out / "train" / "part-00009-of-00009.tfrecord")  # not listed in stats.json
-    with pytest.raises(OwnershipError, match="train/part-00009-of-00009.tfrecord not written by crewstream"):
-        ownership.check_output_folder(str(out), ownership.PREPROCESS)
-    put(out / "stats.json", "{}")  # an invalid stats.json is not the sign of a preprocess output
-    with pytest.raises(OwnershipError, match="not the output of an earlier crewstream preprocess run"):
-        ownership.check_output_folder(str(out), ownership.PREPROCESS)
-
-
-def test_an_unmarked_model_folder_has_train_config_json(tmp_path):
-    put(tmp_path / "model" / "train_config.json", "{}")
-    put(tmp_path / "model" / "checkpoints" / "chief" / "ckpt")
-    assert ownership.check_output_folder(str(tmp_path / "model"), ownership.MODEL, flag="--model-dir") == frozenset()
-    put(tmp_path / "other" / "serving" / "saved_model.pb")
-    with pytest.raises(OwnershipError, match="not the output of an earlier crewstream model run"):
-        ownership.check_output_folder(str(tmp_path / "other"), ownership.MODEL)
+    put(out / entry, json.dumps(good_stats()))
+    before = tree(out)
+    with pytest.raises(OwnershipError, match=f"not the output of an earlier crewstream {kind.name} run; "
+                                             "choose a new or empty folder"):
+        ownership.check_output_folder(str(out), kind)
+    assert tree(out) == before
 
 
 def test_model_entries_are_the_names_train_and_export_write():
     from trainer import evaluate, train
 
-    assert ownership.MODEL.entries[0] == train.CONFIG_FILE  # the sign of an unmarked model folder
+    assert ownership.MODEL.entries[0] == train.CONFIG_FILE
     names = {train.CONFIG_FILE, train.HISTORY_FILE, train.CHECKPOINTS_DIR, train.LOGS_DIR, train.PLOTS_DIR,
              serving.SERVING_DIR}
     assert names <= set(ownership.MODEL.entries)

@@ -8,7 +8,7 @@ from tfrecords_schema import StatsError, read_stats, shard_files, validate_stats
 
 def good_stats():
     return {
-        "window": 256, "stride": 32, "max_gap": 1.0, "features": ["r", "ecg", "gsr"],
+        "layout": "windows", "window": 256, "stride": 32, "max_gap": 1.0, "features": ["r", "ecg", "gsr"],
         "label_vocabulary": ["A", "B", "C", "D"], "scale": "zscore",
         "scaling": {f: {"mean": 0.0, "std": 1.0} for f in ["r", "ecg", "gsr"]},
         "compression": "NONE", "rejected_rows": 0,
@@ -189,3 +189,10 @@ def test_a_sequence_stats_json_lists_one_chunk_a_line_and_reads_back_the_same(tm
     assert read_stats(str(tmp_path)) == good_sequence_stats()
     write_stats(str(tmp_path), good_stats())  # a windows folder's: indented JSON as before
     assert (tmp_path / "stats.json").read_text() == json.dumps(good_stats(), indent=2) + "\n"
+
+
+def test_a_stats_json_of_an_older_crewstream_is_refused():
+    stats = good_stats()
+    del stats["layout"]  # written before the sequence layout existed
+    with pytest.raises(StatsError, match="layout: missing: written by an older crewstream; run preprocess again"):
+        validate_stats(stats)

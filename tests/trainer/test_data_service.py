@@ -117,7 +117,7 @@ def test_training_through_the_service(service, in_trainer_view, stats, tmp_path)
             "--steps-per-epoch", "3", "--batch-size", "32", "--units", "8", "--seed", "5",
             "--model", "lstm", "--normalize", "none",
             "--learning-rate", "0.01", "--progress", "none", "--data-service", service]
-    config = task._config(task._parse_args(argv))
+    config = task.config_from_argv(argv)
     assert config.data_service == service
 
     model_lib.set_seed(5)  # the initial weights train.train starts from
@@ -139,7 +139,8 @@ def test_initial_weights_depend_only_on_the_seed(stats):
     def build():
         model_lib.set_seed(5)
         return model_lib.build_model(stats["window"], len(stats["features"]),
-                                     model_lib.ModelParams(units=8)).get_weights()
+                                     model_lib.ModelParams(kind=model_lib.LSTM, units=8,
+                                                           normalize=model_lib.NORM_NONE)).get_weights()
 
     for a, b in zip(build(), build()):
         np.testing.assert_array_equal(a, b)
@@ -148,5 +149,5 @@ def test_initial_weights_depend_only_on_the_seed(stats):
 @pytest.mark.parametrize("address", ["localhost", "grpc://localhost", "http://h:1", "h:p"])
 def test_bad_service_address_is_a_usage_error(address):
     with pytest.raises(SystemExit) as e:
-        task._parse_args(["--data", "d", "--model-dir", "m", "--data-service", address])
+        task.config_from_argv(["--data", "d", "--model-dir", "m", "--data-service", address])
     assert e.value.code == 2

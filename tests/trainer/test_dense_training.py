@@ -1,4 +1,4 @@
-"""Dense training (`--dense`): the tcn's sequence network run once per chunk, a loss at every row
+"""Dense training (`--dense`): the tcn's per-step network run once per chunk, a loss at every row
 a stride-1 window ends at, equal to the windowed loss over those windows."""
 
 import collections
@@ -8,7 +8,10 @@ import pytest
 
 from tfrecords_schema import LABEL_VOCABULARY, sequence
 from trainer import data, model as model_lib, weights
-from tests.trainer.test_sequence_dataset import FEATURES, folder, numpy_windows  # noqa: F401 (fixture)
+from tests.trainer import test_sequence_dataset
+from tests.trainer.test_sequence_dataset import FEATURES, numpy_windows
+
+folder = test_sequence_dataset.folder  # the fixture: the hand-made sequence folder of those tests
 
 WINDOW = 12  # the trained W', below the folder's 24: the chunks' context is trimmed to W' - 1 rows
 PARAMS = model_lib.ModelParams(kind=model_lib.TCN, filters=4, kernel_size=2, dropout=0.0,
@@ -49,7 +52,7 @@ def test_the_dense_loss_is_the_windowed_loss_over_the_stride_1_windows(folder):
     data_dir, stats, _ = folder
     model_lib.set_seed(4)
     net = model_lib.build_model(WINDOW, len(FEATURES), PARAMS)
-    assert net.get_layer(model_lib.SEQUENCE_LAYER) is not None
+    assert net.get_layer(model_lib.STEP_NETWORK) is model_lib.step_network(net) is not None
     dense = model_lib.dense_model(net, PARAMS.for_window(WINDOW))
     for split in ("train", "eval"):
         x, y, w = _one_batch(data.make_dataset(data_dir, split, 10_000, window=WINDOW, stride=1, stats=stats))
@@ -67,7 +70,8 @@ def test_the_dense_loss_is_the_windowed_loss_over_the_stride_1_windows(folder):
 def test_short_dense_training_lowers_the_loss(folder):
     data_dir, stats, _ = folder
     model_lib.set_seed(5)
-    params = model_lib.ModelParams(kind=model_lib.TCN, filters=4, kernel_size=2, learning_rate=1e-2)
+    params = model_lib.ModelParams(kind=model_lib.TCN, filters=4, kernel_size=2, learning_rate=1e-2,
+                                   normalize=model_lib.NORM_NONE)
     net = model_lib.build_model(WINDOW, len(FEATURES), params)  # no normalization: levels tell the labels
     dense = model_lib.dense_model(net, params.for_window(WINDOW))
     train_ds = data.make_dense_dataset(data_dir, "train", 4, window=WINDOW, shuffle=True, seed=1, stats=stats)
@@ -83,7 +87,7 @@ def test_short_dense_training_lowers_the_loss(folder):
 
 
 def test_dense_training_is_refused_for_an_lstm_and_a_windows_folder(prep_dir):
-    lstm = model_lib.ModelParams(units=4)
+    lstm = model_lib.ModelParams(kind=model_lib.LSTM, units=4)
     with pytest.raises(model_lib.ModelError, match="tcn"):
         model_lib.dense_model(model_lib.build_model(WINDOW, 3, lstm), lstm)
     with pytest.raises(data.WindowError, match="--layout sequence"):

@@ -1,4 +1,5 @@
-"""trainer.model: the tcn's receptive field, causality, and one pass equal to its windows.
+"""trainer.model: the tcn's receptive field, causality, and one pass of its per-step network equal
+to its windows.
 
 The receptive field is measured on the network itself (which input rows move an output step),
 not taken from the formula it is checked against.
@@ -13,8 +14,10 @@ W, F = 64, 3
 
 
 def _tcn(**kwargs):
+    """A tcn of 8 filters without an input normalization (the tests of one add it)."""
     model_lib.set_seed(7)
-    params = model_lib.ModelParams(kind=model_lib.TCN, filters=8, **kwargs).for_window(W)
+    params = model_lib.ModelParams(**{"kind": model_lib.TCN, "filters": 8, "normalize": model_lib.NORM_NONE,
+                                      **kwargs}).for_window(W)
     return model_lib.build_model(W, F, params), params
 
 
@@ -23,53 +26,54 @@ def _windows(rows, window):
     return np.stack([rows[t - window + 1:t + 1] for t in range(window - 1, len(rows))])
 
 
-@pytest.mark.parametrize("kernel, window, blocks, field", [
+@pytest.mark.parametrize("kernel, window, levels, field", [
     (3, 64, 4, 61), (4, 64, 3, 43), (3, 256, 6, 253), (2, 256, 7, 255), (5, 17, 1, 9)])
-def test_default_depth_is_the_deepest_that_fits_the_window(kernel, window, blocks, field):
-    params = model_lib.ModelParams(kind=model_lib.TCN, kernel_size=kernel).for_window(window)
-    assert (params.blocks, params.receptive_field) == (blocks, field)
-    deeper = model_lib.ModelParams(kind=model_lib.TCN, kernel_size=kernel, blocks=blocks + 1)
+def test_default_depth_is_the_deepest_that_fits_the_window(kernel, window, levels, field):
+    unnormalized = dict(kind=model_lib.TCN, kernel_size=kernel, normalize=model_lib.NORM_NONE)
+    params = model_lib.ModelParams(**unnormalized).for_window(window)
+    assert (params.levels, params.receptive_field) == (levels, field)
+    deeper = model_lib.ModelParams(**unnormalized, levels=levels + 1)
     assert deeper.receptive_field > window
-    with pytest.raises(model_lib.ModelError, match=f"--blocks {blocks} or fewer"):
+    with pytest.raises(model_lib.ModelError, match=f"--levels {levels} or fewer"):
         deeper.for_window(window)
 
 
-def test_a_kernel_too_wide_for_one_block_is_refused():
+def test_a_kernel_too_wide_for_one_level_is_refused():
     with pytest.raises(model_lib.ModelError, match="receptive field of 79 rows, more than the window of 64 "
                                                    "rows: use a smaller --kernel-size"):
-        model_lib.ModelParams(kind=model_lib.TCN, kernel_size=40).for_window(64)
+        model_lib.ModelParams(kind=model_lib.TCN, kernel_size=40, normalize=model_lib.NORM_NONE).for_window(64)
 
 
 def test_the_lstm_is_unchanged_by_the_window():
-    params = model_lib.ModelParams()
+    params = model_lib.ModelParams(kind=model_lib.LSTM, normalize=model_lib.NORM_NONE)
     assert params.for_window(W) == params and params.receptive_field is None
-    assert model_lib.sequence_network(model_lib.build_model(W, F, params)) is None
+    assert model_lib.step_network(model_lib.build_model(W, F, params)) is None
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"kernel_size": 4, "blocks": 2}])
+@pytest.mark.parametrize("kwargs", [{}, {"kernel_size": 4, "levels": 2}])
 def test_each_step_depends_on_exactly_the_receptive_field(kwargs):
     """Perturbing row t-R+1 moves output step t; perturbing every row up to t-R does not, and
     neither does any later row (causal)."""
     net, params = _tcn(**kwargs)
-    seq = model_lib.sequence_network(net)
+    per_step = model_lib.step_network(net)
     field = params.receptive_field
     rows = np.random.default_rng(0).normal(size=(1, 3 * W, F)).astype(np.float32)
-    base = seq(rows, training=False).numpy()[0]
+    base = per_step(rows, training=False).numpy()[0]
     for t in (field - 1, field + 20, 3 * W - 1):
         first = rows.copy()
         first[0, t - field + 1] += 5.0
-        assert np.abs(seq(first, training=False).numpy()[0, t] - base[t]).max() > 1e-4, t
+        assert np.abs(per_step(first, training=False).numpy()[0, t] - base[t]).max() > 1e-4, t
         outside = rows.copy()
         outside[0, :t - field + 1] = 7.0
         outside[0, t + 1:] = -7.0
-        np.testing.assert_allclose(seq(outside, training=False).numpy()[0, t], base[t], atol=1e-6)
+        np.testing.assert_allclose(per_step(outside, training=False).numpy()[0, t], base[t], atol=1e-6)
 
 
 def test_one_pass_equals_the_classifier_on_every_window():
     net, _ = _tcn()
-    seq = model_lib.sequence_network(net)
+    per_step = model_lib.step_network(net)
     rows = np.random.default_rng(1).normal(size=(2, 300, F)).astype(np.float32)
-    one_pass = seq(rows, training=False).numpy()
+    one_pass = per_step(rows, training=False).numpy()
     assert one_pass.shape == (2, 300, 4)
     for b in range(2):
         windowed = net(_windows(rows[b], W), training=False).numpy()
@@ -83,23 +87,23 @@ def test_an_empty_batch_passes_through_the_tcn():
     one at the end of its part, and a serving call may send one."""
     net, _ = _tcn()
     assert net(np.zeros((0, W, F), np.float32), training=False).shape == (0, 4)
-    assert model_lib.sequence_network(net)(np.zeros((0, 9, F), np.float32)).shape == (0, 9, 4)
+    assert model_lib.step_network(net)(np.zeros((0, 9, F), np.float32)).shape == (0, 9, 4)
     net.train_on_batch(np.zeros((0, W, F), np.float32), np.zeros(0, np.int64),
                        sample_weight=np.zeros(0, np.float32))
     copy = model_lib.plain_copy(net)
     assert copy(np.zeros((0, W, F), np.float32)).shape == (0, 4)
 
 
-def test_a_plain_copy_keeps_the_sequence_network_and_weights():
+def test_a_plain_copy_keeps_the_step_network_and_weights():
     net, _ = _tcn()
     copy = model_lib.plain_copy(net)
     rows = np.random.default_rng(2).normal(size=(1, 100, F)).astype(np.float32)
-    np.testing.assert_array_equal(model_lib.sequence_network(copy)(rows).numpy(),
-                                  model_lib.sequence_network(net)(rows).numpy())
+    np.testing.assert_array_equal(model_lib.step_network(copy)(rows).numpy(),
+                                  model_lib.step_network(net)(rows).numpy())
 
 
 @pytest.mark.parametrize("kwargs", [{"kind": "gru"}, {"kind": model_lib.TCN, "kernel_size": 1},
-                                    {"kind": model_lib.TCN, "blocks": 0}, {"filters": 0}])
+                                    {"kind": model_lib.TCN, "levels": 0}, {"filters": 0}])
 def test_bad_settings(kwargs):
     with pytest.raises(ValueError):
         model_lib.ModelParams(**kwargs)
@@ -136,11 +140,11 @@ def test_rolling_normalization_against_numpy(scale):
 @pytest.mark.parametrize("normalize", [model_lib.NORM_CENTER, model_lib.NORM_ZSCORE])
 def test_the_normalization_counts_in_the_receptive_field(normalize):
     params = model_lib.ModelParams(kind=model_lib.TCN, normalize=normalize, norm_rows=20).for_window(W)
-    assert (params.blocks, params.receptive_field) == (3, 20 + 28)  # 4 blocks: 20 + 60 > 64
+    assert (params.levels, params.receptive_field) == (3, 20 + 28)  # 4 levels: 20 + 60 > 64
     assert model_lib.ModelParams(kind=model_lib.TCN, normalize=normalize).for_window(W).norm_rows == W // 2
     with pytest.raises(model_lib.ModelError, match="--norm-rows 20 has a receptive field of 80 rows, "
-                                                   "more than the window of 64 rows: use --blocks 3"):
-        model_lib.ModelParams(kind=model_lib.TCN, normalize=normalize, norm_rows=20, blocks=4).for_window(W)
+                                                   "more than the window of 64 rows: use --levels 3"):
+        model_lib.ModelParams(kind=model_lib.TCN, normalize=normalize, norm_rows=20, levels=4).for_window(W)
     with pytest.raises(model_lib.ModelError, match="--norm-rows 65 rows, more than the window of 64"):
         model_lib.ModelParams(normalize=normalize, norm_rows=65).for_window(W)
 
@@ -152,22 +156,23 @@ def test_one_pass_equals_the_windows_with_the_normalization(normalize):
     model_lib.set_seed(7)
     params = model_lib.ModelParams(kind=model_lib.TCN, filters=8, normalize=normalize, norm_rows=24)
     net = model_lib.build_model(W, F, params)
-    seq = model_lib.sequence_network(net)
+    per_step = model_lib.step_network(net)
     assert params.for_window(W).receptive_field == 24 + 28 <= W
     rows = (np.random.default_rng(4).normal(size=(2, 260, F)) * [1, 3, 0.2] + [5, -20, 1]).astype(np.float32)
-    one_pass = seq(rows, training=False).numpy()
+    one_pass = per_step(rows, training=False).numpy()
     for b in range(2):
         windowed = net(_windows(rows[b], W), training=False).numpy()
         np.testing.assert_allclose(one_pass[b, W - 1:], windowed, atol=1e-5)
         assert windowed.std(axis=0).max() > 1e-3
     copy = model_lib.plain_copy(net)  # the layer survives cloning (what a strategy's export uses)
-    np.testing.assert_allclose(model_lib.sequence_network(copy)(rows).numpy(), one_pass, atol=1e-6)
+    np.testing.assert_allclose(model_lib.step_network(copy)(rows).numpy(), one_pass, atol=1e-6)
 
 
 def test_an_lstm_normalizes_its_window():
     """The lstm's output is unchanged by an offset and gain per feature of the whole window."""
     model_lib.set_seed(7)
-    net = model_lib.build_model(W, F, model_lib.ModelParams(units=8, normalize=model_lib.NORM_ZSCORE))
+    net = model_lib.build_model(W, F, model_lib.ModelParams(kind=model_lib.LSTM, units=8,
+                                                            normalize=model_lib.NORM_ZSCORE))
     rows = np.random.default_rng(5).normal(size=(4, W, F)).astype(np.float32)
     np.testing.assert_allclose(net(rows * 50.0 - 30.0).numpy(), net(rows).numpy(), atol=1e-3)
 
@@ -207,7 +212,7 @@ def test_the_augmentation_changes_training_only(kind):
     np.testing.assert_allclose(plain(windows, training=True).numpy(), plain.predict(windows, verbose=0), atol=1e-6)
     assert np.abs(augmented(windows, training=True).numpy() - plain.predict(windows, verbose=0)).max() > 1e-3
     if kind == model_lib.TCN:
-        one_pass = model_lib.sequence_network(augmented)(rows).numpy()
+        one_pass = model_lib.step_network(augmented)(rows).numpy()
         for b in range(3):
             np.testing.assert_allclose(one_pass[b, W - 1:], augmented(_windows(rows[b], W)).numpy(), atol=1e-5)
         copy = model_lib.plain_copy(augmented)  # the layer survives cloning (a strategy's export)

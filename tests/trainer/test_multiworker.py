@@ -56,7 +56,7 @@ WORKER_SCRIPT = textwrap.dedent(f"""
     callbacks = [model.epoch_callback(on_epoch_begin=begin), model.epoch_callback(on_epoch_end=save_seen)]
     if kill:  # after epoch 1 is checkpointed: no clean-up code runs
         callbacks.append(model.epoch_callback(on_epoch_end=lambda epoch, logs: os._exit({KILLED})))
-    result = train.train(task._config(task._parse_args(sys.argv[3:])), extra_callbacks=callbacks)
+    result = train.train(task.config_from_argv(sys.argv[3:]), extra_callbacks=callbacks)
     np.savez(out + ".npz", *result["model"].get_weights())
     with open(out + ".json", "w") as f:
         json.dump({{"chief": result["chief"], "started": started, "history": result["history"],
@@ -175,37 +175,37 @@ def test_fewer_shards_than_workers_is_a_clear_error(prep_dir, tmp_path, monkeypa
 
 def test_the_command_line_offers_the_trainers_strategies():
     for name in train.STRATEGIES:
-        assert task._config(task._parse_args(["--data", "d", "--model-dir", "m", "--strategy",
-                                              name])).strategy == name
+        assert task.config_from_argv(["--data", "d", "--model-dir", "m", "--strategy", name]).strategy == name
     with pytest.raises(SystemExit):
-        task._parse_args(["--data", "d", "--model-dir", "m", "--strategy", "parameter_server"])
+        task.config_from_argv(["--data", "d", "--model-dir", "m", "--strategy", "parameter_server"])
 
 
 def test_the_command_line_offers_the_models_kinds_and_normalizations():
     from trainer import model as model_lib
 
-    for flag, names, field in [("--model", model_lib.MODELS, "kind"), ("--normalize", model_lib.NORMALIZATIONS, "normalize")]:
+    for flag, names, field in [("--model", model_lib.MODELS, "kind"),
+                               ("--normalize", model_lib.NORMALIZATIONS, "normalize")]:
         for name in names:
-            config = task._config(task._parse_args(["--data", "d", "--model-dir", "m", flag, name]))
+            config = task.config_from_argv(["--data", "d", "--model-dir", "m", flag, name])
             assert getattr(config.model, field) == name
         with pytest.raises(SystemExit):
-            task._parse_args(["--data", "d", "--model-dir", "m", flag, "gru"])
+            task.config_from_argv(["--data", "d", "--model-dir", "m", flag, "gru"])
 
 
 def test_the_command_line_takes_an_augmentation_gain_of_at_least_one(capsys):
     for text, gain in [("1", 1.0), ("2.5", 2.5)]:
-        assert task._config(task._parse_args(["--data", "d", "--model-dir", "m", "--augment-gain",
-                                              text])).model.augment_gain == gain
+        assert task.config_from_argv(["--data", "d", "--model-dir", "m", "--augment-gain",
+                                      text]).model.augment_gain == gain
     for text in ("0.5", "-2", "nan"):
         with pytest.raises(SystemExit) as e:
-            task._parse_args(["--data", "d", "--model-dir", "m", "--augment-gain", text])
+            task.config_from_argv(["--data", "d", "--model-dir", "m", "--augment-gain", text])
         assert e.value.code == 2 and "--augment-gain: must be >= 1" in capsys.readouterr().err
 
 
 def test_data_service_with_multiworker_is_a_usage_error():
     with pytest.raises(SystemExit) as e:
-        task._parse_args(["--data", "d", "--model-dir", "m", "--strategy", "multiworker",
-                          "--data-service", "grpc://localhost:5000"])
+        task.config_from_argv(["--data", "d", "--model-dir", "m", "--strategy", "multiworker",
+                               "--data-service", "grpc://localhost:5000"])
     assert e.value.code == 2
 
 
@@ -251,7 +251,7 @@ def test_mirrored_strategy_trains_and_writes_the_model_folder(prep_dir, tmp_path
     argv = ["--data", prep_dir, "--model-dir", str(model_dir), "--epochs", "1", "--batch-size", "64",
             "--units", "4", "--filters", "4", "--model", model, "--progress", "none",
             "--strategy", "mirrored"]
-    result = train.train(task._config(task._parse_args(argv)))
+    result = train.train(task.config_from_argv(argv))
     assert result["chief"] and result["history"]["epoch"] == [1]
     assert np.isfinite(result["history"]["loss"][0])
     assert result["model"].distribute_strategy.num_replicas_in_sync >= 1
@@ -316,7 +316,7 @@ def test_two_workers_finish_with_identical_weights(prep_dir, stats, records, tmp
     from trainer import model as model_lib
 
     net = model_lib.build_model(stats["window"], len(stats["features"]),
-                                model_lib.ModelParams(units=8))
+                                model_lib.ModelParams(kind=model_lib.LSTM, units=8, normalize=model_lib.NORM_NONE))
     net.set_weights(worker["weights"])
     windows = np.random.default_rng(0).normal(size=(5, stats["window"], len(stats["features"])))
     windows = windows.astype(np.float32)

@@ -94,7 +94,7 @@ def test_score_of_a_predicted_synth_test_file(tmp_path, exported, sample_dir, ca
     assert predict.main(["--model-dir", exported.model_dir, "--input", str(sample_dir / "test.csv"),
                          "--output", str(sub_path), "--progress", "none"]) == 0
     assert score.main(["--submission", str(sub_path), "--truth", str(sample_dir / "test_truth.csv"),
-                       "--json", str(tmp_path / "score.json")]) == 0
+                       "--output", str(tmp_path / "score.json")]) == 0
     out = capsys.readouterr().out
     assert "log loss (Kaggle" in out and "macro F1" in out
 
@@ -131,6 +131,16 @@ def test_output_replaces_a_score_report_and_refuses_any_other_file(tmp_path, cap
         assert other.read_text() == content
     assert score.main(["--submission", sub_path, "--truth", truth_path, "--output", truth_path]) == 1
     assert "is the input" in capsys.readouterr().err
+
+
+def test_the_report_is_written_by_output_only(tmp_path, capsys):
+    """--output is the one spelling: any other flag is a usage error, and nothing is written."""
+    y, p = make_case(n=100, seed=4)
+    sub_path, truth_path = write_files(tmp_path, y, p)
+    with pytest.raises(SystemExit) as e:
+        score.main(["--submission", sub_path, "--truth", truth_path, "--json", str(tmp_path / "score.json")])
+    assert e.value.code == 2 and "unrecognized arguments: --json" in capsys.readouterr().err
+    assert not (tmp_path / "score.json").exists()
 
 
 def test_urls_are_read_and_written_through_gfile(tmp_path, capsys):

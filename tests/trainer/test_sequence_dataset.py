@@ -24,8 +24,8 @@ LENGTHS = {"train": (5, 23, 24, 25, 57, 130, 61, 90), "eval": (40, 70)}
 
 
 def _recording(rng, n):
-    """(rows float32 [n, F], labels int64 [n] in runs); the rows' level tells the label apart,
-    so that a model can learn it."""
+    """(rows float32 [n, F], labels int64 [n], each label held for 5 to 29 rows); the rows' level
+    tells the label apart, so that a model can learn it."""
     labels = np.repeat(rng.integers(0, 4, size=n), rng.integers(5, 30, size=n))[:n]
     rows = (rng.normal(size=(n, len(FEATURES))) + labels[:, None]).astype(np.float32)
     return rows, labels
@@ -223,7 +223,7 @@ def test_readers_split_the_shards_with_exact_steps(folder):
 def test_workers_split_the_shards_with_the_shard_hint(folder, shuffle):
     """What tf.distribute does for the multiworker strategy (auto-sharding; here the HINT policy):
     worker k reads shards k, k + N, ...; together, every window once. Without the hint, FILE
-    auto-sharding would shard the pipeline's window blocks instead (the last assertion)."""
+    auto-sharding would shard the pipeline's runs of windows instead (the last assertion)."""
     from tensorflow.python.data.experimental.ops import distribute as tf_distribute
 
     data_dir, stats, recordings = folder

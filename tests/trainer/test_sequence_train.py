@@ -13,7 +13,7 @@ from trainer import task
                                   ["--dense", "--strategy", "multiworker"]])
 def test_bad_flags_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as e:
-        task._parse_args(["--data", "d", "--model-dir", "m", *argv])
+        task.config_from_argv(["--data", "d", "--model-dir", "m", *argv])
     assert e.value.code == 2
     assert argv[0] in capsys.readouterr().err
 

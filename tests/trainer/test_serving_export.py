@@ -3,7 +3,6 @@
 The `exported` fixture exports from a copy of OUT and deletes the copy before any test loads it.
 """
 
-import json
 import os
 
 import numpy as np
@@ -89,7 +88,8 @@ def test_hermetic_serving_examples_equal_serving_default(serving, tcn_serving, s
         expected = model.signatures[contract.SERVING_SIGNATURE](**{WINDOW: tf.constant(raw)})[contract.PROBABILITIES]
         np.testing.assert_allclose(got, expected.numpy(), atol=1e-6, rtol=0)
         assert expected.numpy().std(axis=0).max() > 1e-3  # outputs vary between windows: the check has teeth
-        assert sig(**{contract.EXAMPLES_INPUT: tf.constant([], tf.string)})[contract.PROBABILITIES].shape == (0, NUM_CLASSES)
+        empty = sig(**{contract.EXAMPLES_INPUT: tf.constant([], tf.string)})
+        assert empty[contract.PROBABILITIES].shape == (0, NUM_CLASSES)
 
 
 def test_scaled_signature_is_the_keras_model(exported, serving, records):
@@ -112,7 +112,7 @@ def test_export_replaces_a_previous_export(tmp_path, exported, prep_dir):
     old = tmp_path / contract.SERVING_DIR
     old.mkdir()
     (old / "stale.txt").write_text("from an older export")
-    export.export_serving(exported.model, prep_dir, str(tmp_path))
+    export.export_serving(exported.model, prep_dir, str(tmp_path), params=exported.params)
     assert sorted(os.listdir(tmp_path)) == [contract.SERVING_DIR]
     assert not (old / "stale.txt").exists()
     assert contract.load(str(tmp_path)).signatures[contract.SERVING_SIGNATURE] is not None
@@ -126,7 +126,8 @@ def test_serving_config_tells_a_consumer_what_to_feed_without_out(exported, stat
     assert config == {"window": stats["window"], "features": stats["features"],
                       "label_vocabulary": stats["label_vocabulary"], "model": "lstm",
                       "receptive_field": stats["window"],
-                      "signatures": [contract.SCALED_SIGNATURE, contract.SERVING_SIGNATURE, contract.EXAMPLES_SIGNATURE],
+                      "signatures": [contract.SCALED_SIGNATURE, contract.SERVING_SIGNATURE,
+                                     contract.EXAMPLES_SIGNATURE],
                       "normalize": "none", "norm_rows": None}
     assert contract.SEQUENCE_SIGNATURE not in contract.load(exported.model_dir).signatures
     sig = contract.load(exported.model_dir).signatures[contract.SERVING_SIGNATURE]

@@ -42,7 +42,7 @@ def _run(argv, on_epoch_begin=None):
     """Train in-process as `crewstream train argv`; returns the 0-based epochs that started."""
     started = []
     callback = model_lib.epoch_callback(on_epoch_begin=lambda epoch, logs: started.append(epoch))
-    train.train(task._config(task._parse_args(argv)), extra_callbacks=[callback])
+    train.train(task.config_from_argv(argv), extra_callbacks=[callback])
     return started
 
 
@@ -70,7 +70,7 @@ def killed_run(tmp_path_factory, prep_dir):
         import os, sys
         from trainer import model, task, train
         kill = model.epoch_callback(on_epoch_end=lambda epoch, logs: os._exit({KILLED}))
-        train.train(task._config(task._parse_args(sys.argv[1:])), extra_callbacks=[kill])
+        train.train(task.config_from_argv(sys.argv[1:]), extra_callbacks=[kill])
     """)
     done = subprocess.run([sys.executable, "-c", script, *_argv(prep_dir, model_dir)],
                           cwd=REPO,
@@ -125,7 +125,7 @@ STOP_MID_EPOCH = textwrap.dedent("""
                 while True:
                     time.sleep(1)
 
-    train.train(task._config(task._parse_args(sys.argv[2:])), extra_callbacks=[StopMidEpoch()])
+    train.train(task.config_from_argv(sys.argv[2:]), extra_callbacks=[StopMidEpoch()])
 """)
 
 
@@ -189,8 +189,8 @@ def test_steps_per_epoch_repeats_the_split(tmp_path, prep_dir, stats):
     one_pass = data.steps_per_epoch(stats, "train", 64)
     assert one_pass > steps  # so 3 steps is neither a whole pass nor what the default would do
     counter = BatchCounter()
-    result = train.train(task._config(task._parse_args(_argv(prep_dir, tmp_path / "model", epochs=2,
-                                                             steps_per_epoch=steps))),
+    result = train.train(task.config_from_argv(_argv(prep_dir, tmp_path / "model", epochs=2,
+                                                     steps_per_epoch=steps)),
                          extra_callbacks=[counter])
     assert counter.batches == [steps, steps]
     assert int(result["model"].optimizer.iterations.numpy()) == 2 * steps
@@ -212,11 +212,11 @@ def test_history_file_drops_epochs_that_run_again(tmp_path):
 @pytest.mark.parametrize("argv", [["--epochs", "0"], ["--batch-size", "-1"], ["--weighting", "focal"],
                                   ["--weighting", "effective:1.5"], ["--dropout", "1"],
                                   ["--learning-rate", "0"], ["--steps-per-epoch", "0"],
-                                  ["--model", "gru"], ["--kernel-size", "1"], ["--blocks", "0"],
+                                  ["--model", "gru"], ["--kernel-size", "1"], ["--levels", "0"],
                                   ["--filters", "0"], ["--early-stopping", "0"]])
 def test_bad_flags_are_usage_errors(argv):
     with pytest.raises(SystemExit) as e:
-        task._parse_args(["--data", "d", "--model-dir", "m", *argv])
+        task.config_from_argv(["--data", "d", "--model-dir", "m", *argv])
     assert e.value.code == 2
 
 
@@ -287,7 +287,8 @@ def _assert_exports(model_dir, snapshots, epoch, other_epoch, stats, records):
     windows = records("eval")[WINDOW][:64]
     scaled = serving.load(str(model_dir)).signatures[serving.SCALED_SIGNATURE]
     exported = scaled(window=tf.constant(windows))[serving.PROBABILITIES].numpy()
-    net = model_lib.build_model(stats["window"], len(stats["features"]), model_lib.ModelParams(units=8))
+    net = model_lib.build_model(stats["window"], len(stats["features"]),
+                                model_lib.ModelParams(kind=model_lib.LSTM, units=8, normalize=model_lib.NORM_NONE))
     net.set_weights(_snapshot(snapshots, epoch))
     np.testing.assert_allclose(exported, net(windows, training=False).numpy(), atol=1e-6)
     net.set_weights(_snapshot(snapshots, other_epoch))
@@ -299,7 +300,7 @@ def early_run(tmp_path_factory, prep_dir):
     """(MODEL, snapshots folder) of an uninterrupted run with --early-stopping PATIENCE."""
     root = tmp_path_factory.mktemp("early")
     (root / "snapshots").mkdir()
-    train.train(task._config(task._parse_args(_es_argv(prep_dir, root / "model"))),
+    train.train(task.config_from_argv(_es_argv(prep_dir, root / "model")),
                 extra_callbacks=[AscentAndSnapshots(root / "snapshots")])
     return root / "model", root / "snapshots"
 
@@ -334,7 +335,7 @@ KILL_AFTER_ASCENT = textwrap.dedent("""
     from tests.trainer.test_train_resume import AscentAndSnapshots
     from trainer import task, train
     callback = AscentAndSnapshots(sys.argv[1], kill_after=int(sys.argv[2]))
-    train.train(task._config(task._parse_args(sys.argv[3:])), extra_callbacks=[callback])
+    train.train(task.config_from_argv(sys.argv[3:]), extra_callbacks=[callback])
 """)
 
 
@@ -353,7 +354,7 @@ def test_early_stopping_survives_a_kill_between_best_and_stop(tmp_path, prep_dir
     assert killed["epoch"] == list(range(1, kill_after + 1))
     assert not (model_dir / "serving").exists()
 
-    train.train(task._config(task._parse_args(_es_argv(prep_dir, model_dir))),
+    train.train(task.config_from_argv(_es_argv(prep_dir, model_dir)),
                 extra_callbacks=[AscentAndSnapshots(snapshots)])
     history = _history(model_dir)
     assert {k: v[:kill_after] for k, v in history.items() if k != "best_epoch"} == {
@@ -365,13 +366,13 @@ def test_early_stopping_survives_a_kill_between_best_and_stop(tmp_path, prep_dir
 
 
 def test_tcn_trains_resumes_and_records_its_receptive_field(tmp_path, prep_dir):
-    """`--model tcn` with the default depth: the most blocks that fit W = 64 (4, receptive field
+    """`--model tcn` with the default depth: the most levels that fit W = 64 (4, receptive field
     61 rows), in train_config.json and the serving config; resumed like the lstm."""
     model_dir = tmp_path / "model"
     assert _run(_argv(prep_dir, model_dir, epochs=1, model="tcn", filters=4)) == [0]
     with open(model_dir / train.CONFIG_FILE) as f:
         settings = json.load(f)["model"]
-    assert (settings["kind"], settings["blocks"], settings["kernel_size"], settings["receptive_field"]) == (
+    assert (settings["kind"], settings["levels"], settings["kernel_size"], settings["receptive_field"]) == (
         "tcn", 4, 3, 61)
     config = serving.read_config(str(model_dir))
     assert (config["model"], config["receptive_field"]) == ("tcn", 61)
@@ -382,55 +383,79 @@ def test_tcn_trains_resumes_and_records_its_receptive_field(tmp_path, prep_dir):
         _run(_argv(prep_dir, model_dir, epochs=3, model="tcn", filters=8))
 
 
-def test_a_run_killed_before_the_tcn_existed_still_resumes(tmp_path, prep_dir):
-    """Its train_config.json has no model kind, filters, kernel_size, blocks, receptive_field."""
-    config = task._config(task._parse_args(_argv(prep_dir, tmp_path)))
-    old = config.to_json()
-    for key in ("kind", "filters", "kernel_size", "blocks", "receptive_field"):
-        del old["model"][key]
-    (tmp_path / train.CHECKPOINTS_DIR).mkdir()
-    (tmp_path / train.CONFIG_FILE).write_text(json.dumps(old))
-    train.check_resumable(config, write=False)
-    for flags in ({"units": 16}, {"model": "tcn"}):
-        with pytest.raises(train.ResumeError, match="model"):
-            train.check_resumable(task._config(task._parse_args(_argv(prep_dir, tmp_path, **flags))), write=False)
+def test_levels_are_recorded_in_train_config_json(tmp_path, prep_dir):
+    """`--levels N` is the tcn's depth as train_config.json records it (no other name for it)."""
+    config = task.config_from_argv(_argv(prep_dir, tmp_path, model="tcn", levels=2))
+    train.check_resumable(dataclasses.replace(config, model=config.model.for_window(64)))
+    settings = json.loads((tmp_path / train.CONFIG_FILE).read_text())["model"]
+    assert (settings["levels"], settings["receptive_field"]) == (2, 1 + 2 * 2 * 3)
+    assert not any("block" in key for key in settings)
 
 
-def test_a_run_killed_before_normalize_existed_still_resumes(tmp_path, prep_dir):
-    """Its train_config.json's model has a kind but no normalize, norm_rows: it had none."""
-    config = task._config(task._parse_args(_argv(prep_dir, tmp_path, model="tcn")))
+def _older_config(model_dir, config, change):
+    """MODEL as a killed run of an older crewstream left it: checkpoints, and a train_config.json
+    of `config`'s settings changed by `change(settings)`."""
+    settings = config.to_json()
+    change(settings)
+    (model_dir / train.CHECKPOINTS_DIR).mkdir(parents=True)
+    (model_dir / train.CONFIG_FILE).write_text(json.dumps(settings))
+    return settings
+
+
+def _blocks_for_levels(settings):
+    settings["model"]["blocks"] = settings["model"].pop("levels")
+
+
+@pytest.mark.parametrize("change, details", [
+    (_blocks_for_levels, "without model.levels; with model.blocks"),
+    (lambda settings: settings["model"].pop("augment_gain"), "without model.augment_gain"),
+    (lambda settings: [settings.pop(key) for key in ("window", "stride", "dense")],
+     "without dense, stride, window"),
+    (lambda settings: [settings["model"].pop(key) for key in ("kind", "filters", "kernel_size", "levels",
+                                                              "receptive_field")],
+     "without model.filters, model.kernel_size, model.kind, model.levels, model.receptive_field"),
+])
+def test_a_run_of_an_older_crewstream_is_not_resumed(tmp_path, prep_dir, change, details):
+    """A train_config.json with other keys than this version writes: ResumeError naming them."""
+    config = task.config_from_argv(_argv(prep_dir, tmp_path, model="tcn"))
     config = dataclasses.replace(config, model=config.model.for_window(64))
-    old = config.to_json()
-    for key in ("normalize", "norm_rows"):
-        del old["model"][key]
-    (tmp_path / train.CHECKPOINTS_DIR).mkdir()
-    (tmp_path / train.CONFIG_FILE).write_text(json.dumps(old))
-    train.check_resumable(config, write=False)
-    normalized = task._config(task._parse_args(_argv(prep_dir, tmp_path, model="tcn", normalize="zscore")))
-    with pytest.raises(train.ResumeError, match="normalize"):
-        train.check_resumable(dataclasses.replace(normalized, model=normalized.model.for_window(64)), write=False)
+    _older_config(tmp_path, config, change)
+    path = tmp_path / train.CONFIG_FILE
+    with pytest.raises(train.ResumeError) as e:
+        train.check_resumable(config, write=False)
+    assert str(e.value) == (f"{path} was written by an older crewstream ({details}): train into a new "
+                            "--model-dir")
 
 
-def test_a_run_killed_before_augment_gain_existed_resumes_without_it(tmp_path, prep_dir):
-    """Its train_config.json's model has no augment_gain: it trained without gains (1), so it
-    resumes with train's default (1) and is refused with --augment-gain 2."""
-    config = task._config(task._parse_args(_argv(prep_dir, tmp_path)))
-    assert config.model.augment_gain == task.DEFAULTS["augment_gain"] == 1
-    old = config.to_json()
-    del old["model"]["augment_gain"]
-    (tmp_path / train.CHECKPOINTS_DIR).mkdir()
-    (tmp_path / train.CONFIG_FILE).write_text(json.dumps(old))
-    train.check_resumable(config, write=False)
-    gains = task._config(task._parse_args(_argv(prep_dir, tmp_path, augment_gain=2)))
-    with pytest.raises(train.ResumeError, match="augment_gain"):
-        train.check_resumable(gains, write=False)
+def test_the_command_refuses_an_older_model_folder_in_one_line(tmp_path, prep_dir, capsys):
+    """`crewstream train` into a MODEL an older crewstream left ("blocks", not "levels"): exit 1,
+    one line saying how to redo it, MODEL as it was."""
+    model_dir = tmp_path / "model"
+    argv = _argv(prep_dir, model_dir, model="tcn", filters=4)
+    config = task.config_from_argv(argv)
+    old = _older_config(model_dir, dataclasses.replace(config, model=config.model.for_window(64)),
+                        _blocks_for_levels)
+    assert task.main(argv) == 1
+    assert capsys.readouterr().err == (
+        f"crewstream train: error: {model_dir / train.CONFIG_FILE} was written by an older crewstream "
+        "(without model.levels; with model.blocks): train into a new --model-dir\n")
+    assert json.loads((model_dir / train.CONFIG_FILE).read_text()) == old
+    assert sorted(os.listdir(model_dir)) == [train.CHECKPOINTS_DIR, train.CONFIG_FILE]
+
+
+def test_without_checkpoints_an_older_train_config_json_is_replaced(tmp_path, prep_dir):
+    """Nothing of that run would be resumed: the new run's settings are written over it."""
+    config = task.config_from_argv(_argv(prep_dir, tmp_path))
+    (tmp_path / train.CONFIG_FILE).write_text(json.dumps({"model": {"blocks": 3}}))
+    train.check_resumable(config)
+    assert json.loads((tmp_path / train.CONFIG_FILE).read_text()) == config.to_json()
 
 
 def test_a_receptive_field_wider_than_the_window_is_one_line_before_any_training(tmp_path, prep_dir, capsys):
-    assert task.main(_argv(prep_dir, tmp_path / "model", model="tcn", blocks=5)) == 1
+    assert task.main(_argv(prep_dir, tmp_path / "model", model="tcn", levels=5)) == 1
     err = capsys.readouterr().err
-    assert err == ("crewstream train: error: tcn with --kernel-size 3 and --blocks 5 has a receptive field "
-                   "of 125 rows, more than the window of 64 rows: use --blocks 4 or fewer\n")
+    assert err == ("crewstream train: error: tcn with --kernel-size 3 and --levels 5 has a receptive field "
+                   "of 125 rows, more than the window of 64 rows: use --levels 4 or fewer\n")
     assert not (tmp_path / "model").exists()
 
 
