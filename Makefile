@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= demo-run
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install lint demo test test-all bench clean
 
 $(VENV)/.installed: setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -21,12 +21,16 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/crewstream demo --workdir $(WORKDIR)
 
+# The lint (ruff.toml) the tree passes, then the tests.
+lint: install
+	$(VENV)/bin/ruff check .
+
 # The default suite: everything but the tests marked slow.
-test: install
+test: lint
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Everything, slow end-to-end tests included (what CI runs).
-test-all: install
+test-all: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

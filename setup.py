@@ -24,6 +24,7 @@ TEST = [
     "pytest==9.2.0",
     "pytest-timeout==2.4.0",
     "scikit-learn==1.9.1",
+    "ruff==0.16.9",  # `make test` runs `ruff check` (ruff.toml)
 ]
 
 setuptools.setup(
@@ -31,7 +32,8 @@ setuptools.setup(
     version="0.1.0",
     description="Crew physiology CSVs to scaled, windowed TFRecord shards, trained models and predictions",
     python_requires=">=3.11,<3.12",
-    packages=setuptools.find_packages(include=["tfrecords_schema*", "cli_common*", "beam_jobs*", "trainer*", "crewstream*"]),
+    packages=setuptools.find_packages(
+        include=["tfrecords_schema*", "cli_common*", "beam_jobs*", "trainer*", "crewstream*"]),
     install_requires=REQUIRED,
     extras_require={"test": TEST},
     entry_points={"console_scripts": ["crewstream=crewstream.cli:main"]},

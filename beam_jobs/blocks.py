@@ -295,7 +295,8 @@ class SortedBlock:
     gap_starts: Tuple[int, ...]
 
 
-def summarize_sorted(recording: RecordingKey, index: int, path: str, block: RecordingRows, max_gap: float) -> SortedBlock:
+def summarize_sorted(recording: RecordingKey, index: int, path: str, block: RecordingRows,
+                     max_gap: float) -> SortedBlock:
     gaps = np.flatnonzero(np.diff(block.time) > max_gap) + 1
     return SortedBlock(recording, index, path, len(block), block.signals.shape[1], float(block.time[0]),
                        float(block.time[-1]), tuple(gaps.tolist()))

@@ -174,8 +174,8 @@ def predict_padded(model: Callable, padded: np.ndarray, window: int, num_classes
     SweepModel-like one (SWEEP: sweep [W - 1 + c, F] -> [c, K]). A row whose output is not finite
     gets the uniform distribution (never a NaN in a submission) and is counted. `on_rows(first
     row, probabilities [b, K])` is given each batch's or sweep's rows, in row order, as its result
-    comes back: it runs while the next model calls are in flight (the old engine wrote its rows
-    so; TensorFlow leaves a core partly idle).
+    comes back: it runs while the next model calls are in flight (TensorFlow leaves a core partly
+    idle, and the writing fills it).
     """
     n = len(padded) - window + 1
     out = np.empty((n, num_classes), np.float32)

@@ -152,7 +152,7 @@ def build_pipeline(pipeline, files: Sequence[str], args, config: Dict, path: str
     rejected = (
         (read.rejects, resolved[reading.REJECTS])
         | "AllRejects" >> beam.Flatten()
-        | "WriteRejects" >> reading.WriteRejects(file_io.join(staging, "rejects.csv"))
+        | "WriteRejects" >> reading.WriteRejects(rejects.in_folder(staging))
     )
     tallies = (checked, predicted[reading.TALLY]) | "SumTallies" >> reading.SumTallies()
     files = list(files)
@@ -182,7 +182,7 @@ def _publish(staging: str, output: str, manifest: Dict, max_bad_fraction: float,
     too many rows were rejected; else the pieces into the submission. Returns the run's counts."""
     import tensorflow as tf
 
-    staged_rejects, final_rejects = file_io.join(staging, "rejects.csv"), submission.rejects_path(output)
+    staged_rejects, final_rejects = rejects.in_folder(staging), rejects.beside(output)
     if tf.io.gfile.exists(staged_rejects):
         file_io.replace(staged_rejects, final_rejects)
     elif tf.io.gfile.exists(final_rejects):
@@ -221,7 +221,8 @@ def _run(args, beam_args: Sequence[str], output: str) -> Dict:
     input_path = args.input if file_io.is_remote(args.input) else os.path.abspath(args.input)
     submission.check_outputs(output, input_path)  # before any work
     if not file_io.is_remote(input_path) and not os.path.isfile(input_path):
-        raise PredictError(f"{args.input}: not found" if not os.path.exists(input_path) else f"{args.input}: not a file")
+        raise PredictError(f"{args.input}: not found" if not os.path.exists(input_path)
+                           else f"{args.input}: not a file")
     config = _check_model(args.model_dir, graph=not inference.stand_in_active())
     try:
         path = inference.choose_path(args.path, config, args.model_dir)

@@ -131,7 +131,7 @@ def _match(pattern: str) -> List[str]:
     """The files one `--input` names. A path that exists names that file, whatever characters it
     holds (`data/[1].csv`); a folder is refused; only a path that does not exist is a glob.
     Local paths are looked up with os (no Beam import: a wrong path is reported at once)."""
-    if not console.is_remote(pattern):
+    if not file_io.is_remote(pattern):
         path = os.path.abspath(pattern)
         if os.path.isdir(path):
             raise PreprocessError(f"--input {pattern} is a folder; name its files, e.g. --input "
@@ -142,7 +142,7 @@ def _match(pattern: str) -> List[str]:
             return []
     from apache_beam.io.filesystems import FileSystems
 
-    if console.is_remote(pattern) and FileSystems.exists(pattern):
+    if file_io.is_remote(pattern) and FileSystems.exists(pattern):
         return [pattern]
     return [m.path for m in FileSystems.match([absolute(pattern)])[0].metadata_list]
 
@@ -162,7 +162,7 @@ def check_inputs(files: Sequence[str], features: Sequence[str]) -> None:
             _LOG.warning("%s: column(s) %s are not part of the layout and are ignored", path, ", ".join(ignored))
 
 
-def build_pipeline(pipeline: "beam.Pipeline", files: Sequence[str], args, staging: str) -> None:
+def build_pipeline(pipeline, files: Sequence[str], args, staging: str) -> None:
     """Wire the job into `pipeline`; everything it writes goes under `staging`."""
     import apache_beam as beam
     import tensorflow_transform.beam as tft_beam
@@ -193,14 +193,15 @@ def build_pipeline(pipeline: "beam.Pipeline", files: Sequence[str], args, stagin
     rejected = (
         (read.rejects, sorted_blocks.rejects)
         | "AllRejects" >> beam.Flatten()
-        | "WriteRejects" >> reading.WriteRejects(rejects_file(staging))
+        | "WriteRejects" >> reading.WriteRejects(rejects.in_folder(staging))
     )
     tallies = (read.tally, sorted_blocks.tally) | "SumTallies" >> reading.SumTallies()
     files = list(files)
     reading.write_manifest_last(
         pipeline, staging,
         lambda shard_list, block_counts, rejected_rows, tally, sorted_list: {
-            "shards": sorted(shard_list, key=lambda s: s["file"]), "block_counts": block_counts, "rejected_rows": rejected_rows,
+            "shards": sorted(shard_list, key=lambda s: s["file"]), "block_counts": block_counts,
+            "rejected_rows": rejected_rows,
             "inputs": reading.input_accounting(files, tally), "segments": steps.segment_counts(sorted_list, params)},
         shard_list=beam.pvalue.AsList(shard_meta), block_counts=beam.pvalue.AsList(sorted_blocks.block_counts),
         rejected_rows=beam.pvalue.AsSingleton(rejected), tally=beam.pvalue.AsList(tallies),
@@ -280,15 +281,11 @@ def short_segment_notes(stats: Dict) -> List[str]:
             for split, s in stats["splits"].items() if s.get("short_segments")]
 
 
-def rejects_file(root: str) -> str:
-    return file_io.join(root, output_folder.REJECTS_DIR, output_folder.REJECTS_FILE)
-
-
 def check_rejects(manifest: Dict, max_bad_fraction: float, staging: str) -> None:
     """PreprocessError if rejected rows / rows read exceeds `max_bad_fraction` (beam_jobs.rejects)."""
     try:
         rejects.check_bad_fraction(sum(entry["rows_read"] for entry in manifest["inputs"]),
-                                   manifest["rejected_rows"], max_bad_fraction, rejects_file(staging))
+                                   manifest["rejected_rows"], max_bad_fraction, rejects.in_folder(staging))
     except rejects.TooManyRejectsError as e:
         raise PreprocessError(str(e)) from None
 

@@ -130,7 +130,8 @@ class CutSortedBlockFn(beam.DoFn):
         assert [b.index for b in recording] == list(range(len(recording))), "time blocks are numbered 0..K-1"
         return recording
 
-    def scaled_rows(self, recording: Sequence[blocks.SortedBlock], block: blocks.SortedBlock, context: int) -> RecordingRows:
+    def scaled_rows(self, recording: Sequence[blocks.SortedBlock], block: blocks.SortedBlock,
+                    context: int) -> RecordingRows:
         """The block's rows preceded by the `context` rows before it, signals scaled."""
         from beam_jobs.scaling import Scaler
 

@@ -3,16 +3,30 @@
 The rejects file (preprocess: OUT/rejects/rejects.csv; predict: NAME.rejects.csv beside the
 submission) has the columns `file,line,column,reason,id,text`, one row per rejected input row,
 sorted by file and line: `column` is empty when the whole line is at fault, `id` is the row's id
-in a test file when its `id` cell still reads (empty otherwise, and always in the train
-layout), `text` the line as written (at most 1,000 characters; csv_reader.Reject).
+in a test file when its `id` cell still reads (empty otherwise, and always in a train file),
+`text` the line as written (at most 1,000 characters; csv_reader.Reject). Its path is spelled
+here only: `in_folder(OUT)` and `beside(SUBMISSION)`.
 """
 
 from typing import Iterable, List, Tuple
 
 from beam_jobs.csv_reader import Reject
-from tfrecords_schema import file_io
+from tfrecords_schema import file_io, output_folder
 
 HEADER = ("file", "line", "column", "reason", "id", "text")
+
+
+def in_folder(folder: str) -> str:
+    """The rejects file of a preprocess output (or of a job's staging folder): FOLDER/rejects/rejects.csv."""
+    return file_io.join(folder, output_folder.REJECTS_DIR, output_folder.REJECTS_FILE)
+
+
+def beside(output: str) -> str:
+    """The rejects file of predict's submission: `sub.csv` -> `sub.rejects.csv` (also for
+    `sub.csv.gz` and names without `.csv`)."""
+    base = output[:-3] if output.endswith(".gz") else output
+    base = base[:-4] if base.endswith(".csv") else base
+    return base + ".rejects.csv"
 
 
 class TooManyRejectsError(ValueError):

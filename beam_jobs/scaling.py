@@ -12,7 +12,7 @@ What a written graph applies is read back by tfrecords_schema.transform_graph (s
 `scaling`), which `crewstream verify` uses too without importing Beam.
 """
 
-from typing import Dict, Sequence
+from typing import Dict
 
 import apache_beam as beam
 import numpy as np

@@ -52,7 +52,8 @@ class CutBlockChunksFn(CutSortedBlockFn):
         yield from self._write_pieces(found, rows, first_row - context, block)
         self._chunks.inc(len(found))
 
-    def _write_pieces(self, found: sequence.Chunks, rows: RecordingRows, base: int, block: blocks.SortedBlock) -> Iterator[Dict]:
+    def _write_pieces(self, found: sequence.Chunks, rows: RecordingRows, base: int,
+                      block: blocks.SortedBlock) -> Iterator[Dict]:
         """Chunk j of the recording goes to shard (offset + j) % N; one piece file per shard.
         `base`: the recording row that rows[0] is."""
         p = self._p

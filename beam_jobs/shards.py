@@ -3,9 +3,10 @@
 Windows are written where they are cut: each (recording, time block, shard) piece goes to its own
 temporary TFRecord file. Then each final shard is the concatenation of its pieces, recording after
 recording in the shard's own order and a recording's pieces in time-block order (TFRecord framing is
-self-delimiting, so concatenated files are a valid file), gzip-compressed on the way when asked. Only small piece metadata crosses a shuffle, so no runner
-ever holds the windows of a whole shard in memory, and the same input and flags give
-byte-identical shards whatever the number of workers or the bundle boundaries.
+self-delimiting, so concatenated files are a valid file), gzip-compressed on the way when asked.
+Only small piece metadata crosses a shuffle, so no runner ever holds the windows of a whole shard
+in memory, and the same input and flags give byte-identical shards whatever the number of workers
+or the bundle boundaries.
 """
 
 import hashlib
@@ -38,7 +39,8 @@ def class_counts(labels: np.ndarray) -> Dict[str, int]:
 
 def piece_path(staging: str, split: str, crew: int, seat: int, experiment: str, shard: int, block: int = 0) -> str:
     """The piece of a recording's time block `block` that goes to `shard`."""
-    return file_io.join(staging, "pieces", split, f"{recording_name(crew, seat, experiment)}-b{block:05d}-{shard:05d}.tfrecord")
+    name = f"{recording_name(crew, seat, experiment)}-b{block:05d}-{shard:05d}.tfrecord"
+    return file_io.join(staging, "pieces", split, name)
 
 
 def write_records(path: str, records: Iterable[bytes]) -> int:

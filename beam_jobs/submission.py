@@ -23,13 +23,6 @@ COPY_BLOCK = 16 << 20
 HEADER = ",".join([cols.ID, *LABEL_VOCABULARY])
 
 
-def rejects_path(output: str) -> str:
-    """`sub.csv` -> `sub.rejects.csv` (also for `sub.csv.gz` and names without `.csv`)."""
-    base = output[:-3] if output.endswith(".gz") else output
-    base = base[:-4] if base.endswith(".csv") else base
-    return base + ".rejects.csv"
-
-
 def check_outputs(output: str, input_path: str) -> None:
     """OwnershipError unless the submission and its rejects file may be written: neither is the
     input, and each is absent or a file crewstream wrote, known by its exact first line (HEADER;
@@ -38,7 +31,7 @@ def check_outputs(output: str, input_path: str) -> None:
 
     label = f"--output {output}"
     ownership.check_output_file(output, HEADER, [input_path], label)
-    path = rejects_path(output)
+    path = rejects.beside(output)
     ownership.check_output_file(path, ",".join(rejects.HEADER), [input_path], f"{label}: its rejects file {path}")
 
 

@@ -96,8 +96,8 @@ def windows_ending_in(bounds: np.ndarray, first_row: int, num_rows: int, window:
     # window i of a segment ends at a + i*stride + window - 1: keep first_row <= that < first_row + num_rows
     lo = np.clip(-((a + window - 1 - first_row) // stride), 0, count)
     hi = np.clip(-((a + window - 1 - first_row - num_rows) // stride), 0, count)
-    i = [np.arange(l, h, dtype=np.int64) for l, h in zip(lo, hi) if h > l]
-    seg = [np.full(h - l, k, dtype=np.int64) for k, (l, h) in enumerate(zip(lo, hi)) if h > l]
+    i = [np.arange(low, h, dtype=np.int64) for low, h in zip(lo, hi) if h > low]
+    seg = [np.full(h - low, k, dtype=np.int64) for k, (low, h) in enumerate(zip(lo, hi)) if h > low]
     if not i:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     i, seg = np.concatenate(i), np.concatenate(seg)

@@ -1,14 +1,14 @@
 """Benchmark: peak memory of the preprocess job's worker against `--block-rows`.
 
-Issue 5, "Bounded groups": a (crew, seat, experiment) is cut into time blocks of at most
-`--block-rows` rows, so memory per worker must follow the block size, not the group size. This
+A recording (crew, seat, experiment) is cut into time blocks of at most `--block-rows` rows, so
+memory per worker must follow the block size, not the recording's size. This
 runs `python -m beam_jobs.preprocess` (beam1: the FnApiRunner, one worker, in one process) on the
 same CSV once per --block-rows value, one run after the other, and records for each:
 
 - wall time (process start to exit) and rows/s;
 - peak RSS of the process tree: every --interval seconds the sum of RSS over the process and its
-  descendants (beam1 is one process, so this is the worker's), and the kernel's high-water mark
-  of the largest process (ru_maxrss from wait4);
+  descendants (beam1 is one process, so this is the worker's), and the RSS of the largest process
+  (the larger of its samples and the kernel's high-water mark, ru_maxrss from wait4);
 - the windows per split from stats.json, and whether the shards and stats.json are byte-identical
   to the first run's (they must be: the output does not depend on --block-rows). Each output is
   hashed and removed after its run, so only one is on disk at a time.
@@ -26,18 +26,14 @@ was before blocks, for comparison.
 
 import argparse
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import psutil
+from benchmarks.common import GiB, REPO_ROOT, SAMPLE_INTERVAL_S, count_rows, load_average, machine_header, measure
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-GiB = 1 << 30
 DEFAULT_BLOCK_ROWS = 1 << 18
 
 
@@ -49,39 +45,6 @@ def generate(spec: str, workdir: Path) -> Path:
         subprocess.run([sys.executable, "-m", "crewstream.cli", "synth", "--out", str(out), "--crews", crews,
                         "--seconds", seconds, "--test-seconds", "1"], check=True, cwd=REPO_ROOT)
     return out / "train.csv"
-
-
-def count_rows(path: Path) -> int:
-    with open(path, "rb") as f:
-        return sum(block.count(b"\n") for block in iter(lambda: f.read(16 << 20), b"")) - 1
-
-
-def measure(cmd: Sequence[str], log_path: Path, interval: float) -> Dict:
-    """Run `cmd`, sampling the RSS of its process tree; wall s, peak tree RSS, max single RSS."""
-    with open(log_path, "wb") as log:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-        root = psutil.Process(proc.pid)
-        peak = 0
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            total = 0
-            try:
-                tree = [root] + root.children(recursive=True)
-            except psutil.NoSuchProcess:
-                tree = []
-            for p in tree:
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            peak = max(peak, total)
-            time.sleep(interval)
-        wall = time.perf_counter() - t0
-    return {"wall_s": wall, "peak_tree_rss": peak, "max_single_rss": usage.ru_maxrss * 1024,
-            "returncode": os.waitstatus_to_exitcode(status)}
 
 
 def fingerprint(out: Path) -> Dict[str, str]:
@@ -113,7 +76,7 @@ def _parse_args(argv: Optional[Sequence[str]]):
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--stride", type=int, default=32)
     parser.add_argument("--num-shards", type=int, default=8)
-    parser.add_argument("--interval", type=float, default=0.2, help="seconds between memory samples")
+    parser.add_argument("--interval", type=float, default=SAMPLE_INTERVAL_S, help="seconds between memory samples")
     parser.add_argument("--workdir", default="/tmp/bench_block_rows")
     return parser.parse_args(argv)
 
@@ -124,6 +87,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
     csv = Path(args.input).resolve() if args.input else generate(args.generate, workdir)
     rows = count_rows(csv)
+    header = machine_header()  # the load average before our own runs
     body: List[str] = []
     first: Optional[Dict[str, str]] = None
     ok = True
@@ -146,13 +110,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         same = "yes" if prints == first else "NO"
         ok &= prints == first
         body.append(f"| {block_rows:,} | {run['wall_s']:.1f} | {rows / run['wall_s']:,.0f} | "
-                    f"{run['peak_tree_rss'] / GiB:.2f} | {run['max_single_rss'] / GiB:.2f} | {windows_of(out)} | {same} |")
+                    f"{run['peak_tree_rss'] / GiB:.2f} | {run['max_single_rss'] / GiB:.2f} | {windows_of(out)} | "
+                    f"{same} |")
         shutil.rmtree(out, ignore_errors=True)
         print("  " + body[-1], file=sys.stderr)
     print(f"## --block-rows and peak memory: {csv.name}, {rows:,} rows, {csv.stat().st_size / GiB:.2f} GiB, "
           f"W={args.window}, stride={args.stride}, beam1 (FnApiRunner, 1 worker)\n")
-    print(f"- load average at end (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-          f"{psutil.cpu_count()} logical cores")
+    print("\n".join(header))
+    print(f"- load average at end (1, 5, 15 min): {load_average()}")
     print("\n| --block-rows | wall s | rows/s | peak tree RSS GiB | max single RSS GiB | windows train / eval "
           "| shards + stats.json identical to the first run |")
     print("|---|---|---|---|---|---|---|")

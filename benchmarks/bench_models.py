@@ -24,8 +24,8 @@ import sys
 import time
 from typing import Dict, List
 
-from benchmarks.bench_trainer import add_sample_args, machine, make_sample, table
-from benchmarks.common import load_average, scratch_dir
+from benchmarks.bench_trainer import add_sample_args, make_sample, table
+from benchmarks.common import machine_header, scratch_dir
 from tfrecords_schema import LABEL_VOCABULARY, read_stats, output_folder
 
 # name -> trainer.model.ModelParams fields (the rest are train's defaults). norm_rows None: half W.
@@ -141,8 +141,7 @@ def _parse_args(argv):
 def main(argv=None) -> int:
     args = _parse_args(argv)
     with scratch_dir(args.workdir, "bench_models-") as workdir:
-        print(f"machine: {machine()}", flush=True)
-        print(f"load average at start: {load_average()}", flush=True)
+        print("\n".join(machine_header()), flush=True)
         out = args.data or make_sample(workdir, args)
         results = []
         for name, seed in ((n, s) for n in args.candidates for s in args.seeds):

@@ -36,9 +36,8 @@ import sys
 import time
 from typing import Dict, List, Sequence
 
-from benchmarks.bench_preprocess import REPO_ROOT, machine_header
 from benchmarks.bench_trainer import add_sample_args, make_sample, table
-from benchmarks.common import scratch_dir
+from benchmarks.common import REPO_ROOT, load_average, machine_header, scratch_dir
 from tfrecords_schema import read_stats, write_stats, output_folder
 
 VARIANTS = {
@@ -180,7 +179,7 @@ def main(argv: Sequence[str] = None) -> int:
                 runs[variant].append(result)
         print()
         print(report(runs, windows, args))
-        print(f"load average at end (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(f"load average at end (1, 5, 15 min): {load_average()}")
     return 0
 
 

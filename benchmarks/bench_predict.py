@@ -42,10 +42,11 @@ its own subprocess, one at a time: wall time from start to exit (imports and mod
 included), peak RSS of the process tree (0.2 s samples of the RSS summed over the process and its
 descendants) and of the largest process (the larger of its samples and the kernel's ru_maxrss
 from wait4), and CPU seconds (user + system). Model windows/s is the model phase alone for
-in-memory (model.predict) and the model calls for crewstream (its own log: summed over its workers); end-to-end windows/s is
-windows / wall time (one window per row: rows/s). Submissions of one model are compared on their
-common ids (max |difference| of the probabilities): in-memory b1024 against crewstream's default
-(lstm) or sweep (tcn), and the tcn's windowed subset against its sweep.
+in-memory (model.predict) and the model calls for crewstream (its own log: summed over its
+workers); end-to-end windows/s is windows / wall time (one window per row: rows/s). Submissions
+of one model are compared on their common ids (max |difference| of the probabilities): in-memory
+b1024 against crewstream's default (lstm) or sweep (tcn), and the tcn's windowed subset against
+its sweep.
 """
 
 import argparse
@@ -58,13 +59,10 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from benchmarks.bench_preprocess import machine_header, measure
 from benchmarks.bench_trainer import default_params, table
+from benchmarks.common import GiB, REPO_ROOT, count_rows, load_average, machine_header, measure
 from tfrecords_schema import csv_columns
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-GiB = 2**30
 WINDOW = 256
 SIZES = {  # name: (test crews, test seconds per (crew, seat))
     "one": ("1", 1077.0),
@@ -264,10 +262,11 @@ def child_inmemory(csv: str, model_dir: str, batch_size: int, max_bytes: int, ou
 # --- measured runs ----------------------------------------------------------------------------
 
 def measured(name: str, cmd: Sequence[str], workdir: Path) -> Dict:
+    """common.measure of `cmd` (RSS only), logged to WORKDIR/logs/NAME.log; exits when it fails."""
     log = workdir / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"running {name} ...", flush=True)
-    result = measure(cmd, log, 0.2, False, _env())
+    result = measure(cmd, log, env=_env())
     if result["returncode"]:
         raise SystemExit(f"{name} failed (exit {result['returncode']}); see {log}")
     print(f"  {result['wall_s']:.0f} s, peak RSS {result['max_single_rss'] / GiB:.2f} GiB", flush=True)
@@ -340,12 +339,6 @@ def run_one(workdir: Path, features: str, kind: str, args, first: bool) -> Tuple
     checks = [f"- F={features}, tcn: in-memory b1024 vs sweep: " + agreement(base["output"], sweep["output"]),
               f"- F={features}, tcn: windowed predict vs sweep: " + agreement(windows["output"], sweep["output"])]
     return results + [windows, sweep], checks
-
-
-def count_rows(path: Path) -> int:
-    """Data rows of a CSV with a header line (its newlines less one)."""
-    with open(path, "rb") as f:
-        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 24), b"")) - 1
 
 
 def agreement(a: str, b: str) -> str:
@@ -498,10 +491,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                           make_model(workdir, "23", kind), "23", kind,
                                           sweep_flags(args) if kind == "tcn" else [],
                                           role="sweep" if kind == "tcn" else "crewstream"))
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     models = sorted({described(r["model_dir"])["describe"] for r in results})
     report = "\n".join(
-        ["# bench_predict", *header, f"- load average at end (1, 5, 15 min): {load}",
+        ["# bench_predict", *header, f"- load average at end (1, 5, 15 min): {load_average()}",
          f"- window {WINDOW}, stride 1 (one window per row); models (one epoch on crews 1-3 x 20 s): "
          + "; ".join(models),
          f"- crewstream with its defaults (batch 1024, --concurrent {_concurrency()}"

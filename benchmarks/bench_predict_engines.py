@@ -21,7 +21,6 @@ Beam job holds a time block (--block-rows, 262,144 by default), the old engine a
 """
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -29,11 +28,10 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from benchmarks.bench_predict import GiB, SIZES, _env, count_rows, make_model, python, subset_file, test_file
-from benchmarks.bench_preprocess import machine_header, measure
+from benchmarks.bench_predict import SIZES, _env, make_model, python, subset_file, test_file
 from benchmarks.bench_trainer import table
+from benchmarks.common import GiB, REPO_ROOT, count_rows, load_average, machine_header, measure
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OLD = "b846f50"
 HEADER = ["size", "model", "engine", "rows", "wall s (median)", "rows/s", "peak tree RSS GiB", "runs", "same bytes"]
 
@@ -52,7 +50,7 @@ def run_engine(engine: str, tree: Optional[Path], model: Path, csv: Path, output
     env = _env() if tree is None else {**_env(), "PYTHONPATH": str(tree)}
     cmd = python("-m", module, "--model-dir", str(model), "--input", str(csv), "--output", str(output),
                  "--progress", "none")
-    result = measure(cmd, log, 0.2, False, env, cwd=tree)  # the old tree's packages, not this one's
+    result = measure(cmd, log, env=env, cwd=tree)  # the old tree's packages, not this one's
     if result["returncode"]:
         raise SystemExit(f"{engine} failed (exit {result['returncode']}); see {log}")
     return result
@@ -111,8 +109,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for kind in args.models:
             part = subset_file(workdir, csv, args.lstm_rows) if kind == "lstm" and args.lstm_rows else csv
             rows += compare(workdir, size, kind, part, tree, args.repeats)
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    report = "\n".join(["# bench_predict_engines", *header, f"- load average at end (1, 5, 15 min): {load}",
+    report = "\n".join(["# bench_predict_engines", *header, f"- load average at end (1, 5, 15 min): {load_average()}",
                         f"- models: bench_predict's (23 signals, W=256, one epoch); total "
                         f"{time.perf_counter() - started:.0f} s", "",
                         table("predict: the single-process engine vs the Beam job", HEADER, rows)])

@@ -19,7 +19,7 @@ and, on request (--variants):
     portable2 python -m beam_jobs.preprocess ... --environment_type EXTERNAL
               --environment_config localhost:PORT --direct_num_workers 2
               (the FnApiRunner with two SDK workers from the same kind of pool);
-    beam1-seq, beam2mp-seq  beam1 and beam2mp with --layout sequence --chunk-rows C (issue 14:
+    beam1-seq, beam2mp-seq  beam1 and beam2mp with --layout sequence --chunk-rows C (
               each row stored about once; compare with beam1 / beam2mp, the windows layout).
 
 For the portable variants the script starts a worker pool
@@ -56,7 +56,7 @@ Usage (from the repository root, in the project's virtualenv):
     python -m benchmarks.bench_preprocess --generate 1,2,3:60 --check
     python -m benchmarks.bench_preprocess --generate kaggle --repeats 3
 
-    # the two layouts (issue 14): bytes on disk, wall time, peak memory
+    # the two layouts: bytes on disk, wall time, peak memory
     python -m benchmarks.bench_preprocess --generate kaggle --variants beam1,beam1-seq --repeats 3
 
     # an existing file
@@ -71,9 +71,7 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import re
-import select
 import shlex
 import shutil
 import signal
@@ -83,18 +81,15 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
+from benchmarks.common import GiB, SAMPLE_INTERVAL_S, count_rows, machine_header, measure
 from tfrecords_schema import csv_columns, sequence, output_folder
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 KAGGLE = "1,2,3,4,5,6,7,8,13:352"
-GiB = 2**30
 VARIANTS = {
     "inmemory": "in-memory pandas/numpy reference",
     "inmemory-tolist": "in-memory reference, FloatList from .tolist()",
@@ -119,12 +114,11 @@ BEAM_EXTRA = {
 SEQUENCE_VARIANTS = ("beam1-seq", "beam2mp-seq")
 POOL_START_TIMEOUT_S = 120
 CHECK_ATOL = 1e-5
-PSS_PERIOD_S = 1.0
 
 
 @dataclass
 class Run:
-    """One measured subprocess."""
+    """One measured subprocess: common.measure's numbers, then what its output says."""
 
     variant: str
     repeat: int
@@ -141,98 +135,6 @@ class Run:
     shard_bytes: int = 0
     phases: List[Dict] = field(default_factory=list)
     phases_started_at: float = 0.0
-
-
-# ---------------------------------------------------------------------------------------------
-# Measuring a process tree
-
-def _tree(root: psutil.Process) -> List[psutil.Process]:
-    try:
-        return [root] + root.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
-def sample_tree(root: psutil.Process, with_pss: bool, others: Sequence[psutil.Process] = (),
-                cpu_seen: Optional[Dict[int, float]] = None) -> Tuple[int, int, int, int]:
-    """(sum of RSS, sum of PSS, largest single RSS, number of processes) over root and its
-    descendants, plus `others` and theirs, right now. A process that exits while being read is
-    skipped. For the processes of `others`' trees, `cpu_seen` gets pid -> user + system CPU s."""
-    rss_sum = pss_sum = biggest = count = 0
-    trees = [(proc, False) for proc in _tree(root)]
-    trees += [(proc, True) for other in others for proc in _tree(other)]
-    for proc, outside in trees:
-        try:
-            if with_pss:
-                info = proc.memory_full_info()
-                pss_sum += info.pss
-            else:
-                info = proc.memory_info()
-            if outside and cpu_seen is not None:
-                times = proc.cpu_times()
-                cpu_seen[proc.pid] = times.user + times.system
-        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
-            continue
-        rss_sum += info.rss
-        biggest = max(biggest, info.rss)
-        count += 1
-    return rss_sum, pss_sum, biggest, count
-
-
-def measure(cmd: Sequence[str], log_path: Path, interval: float, with_pss: bool, env: Dict[str, str],
-            others: Sequence[psutil.Process] = (), cwd: Optional[Path] = None):
-    """Run `cmd` to completion (in `cwd`, default the repository), sampling its process tree and
-    those of `others` (processes it uses but did not start: a worker pool); returns a partial Run's
-    numbers."""
-    with open(log_path, "wb") as log:
-        log.write(("$ " + shlex.join(cmd) + "\n").encode())
-        log.flush()
-        started_at = time.time()
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd or REPO_ROOT, env=env)
-        root = psutil.Process(proc.pid)
-        # A pidfd turns readable when the child exits: sleeping on it between samples does not
-        # add up to one sampling period to the wall time.
-        pidfd = os.pidfd_open(proc.pid) if hasattr(os, "pidfd_open") else None
-        peak_rss = peak_pss = biggest = procs = 0
-        # Reading PSS costs about 15 ms per TensorFlow process (smaps_rollup walks every mapping),
-        # so it is read once a second, not at every sample: the sampler must not steal a core.
-        pss_every, samples = max(1, round(PSS_PERIOD_S / interval)), 0
-        cpu_seen: Dict[int, float] = {}  # CPU s of `others`' processes, which wait4 cannot see
-        sample_tree(root, False, others, cpu_seen)
-        cpu_before = sum(cpu_seen.values())  # a pool's start-up, before this run
-        try:
-            while True:
-                # wait4 (not Popen.wait) gets the rusage of the child and its reaped descendants.
-                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-                if pid:
-                    break
-                rss, pss, single, count = sample_tree(root, with_pss and samples % pss_every == 0,
-                                                      others, cpu_seen)
-                samples += 1
-                peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
-                biggest, procs = max(biggest, single), max(procs, count)
-                if pidfd is None:
-                    time.sleep(interval)
-                else:
-                    select.select([pidfd], [], [], interval)
-        except BaseException:  # Ctrl-C: do not leave the measured tree running
-            for child in reversed(_tree(root)):
-                try:
-                    child.kill()
-                except psutil.Error:
-                    pass
-            raise
-        finally:
-            if pidfd is not None:
-                os.close(pidfd)
-        wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return dict(wall_s=wall, peak_tree_rss=peak_rss, peak_tree_pss=peak_pss,
-                max_single_rss=max(biggest, usage.ru_maxrss * 1024), max_procs=procs,
-                cpu_s=usage.ru_utime + usage.ru_stime + sum(cpu_seen.values()) - cpu_before,
-                returncode=proc.returncode,
-                log=str(log_path), started_at=started_at)
 
 
 class WorkerPool:
@@ -322,17 +224,6 @@ def generate_input(spec: str, workdir: Path) -> Path:
     return folder / "train.csv"
 
 
-def count_rows(path: Path) -> int:
-    """Data rows (lines after the header, a last line without newline included). Reading the
-    whole file also leaves it in the page cache, so the first measured run does not pay the disk."""
-    lines, last = 0, b"\n"
-    with open(path, "rb") as f:
-        while block := f.read(16 << 20):
-            lines += block.count(b"\n")
-            last = block[-1:]
-    return lines - 1 + (last != b"\n")
-
-
 # ---------------------------------------------------------------------------------------------
 # Variants
 
@@ -400,56 +291,6 @@ def run_variant(variant: str, repeat: int, args, csv: Path, env: Dict[str, str],
 
 # ---------------------------------------------------------------------------------------------
 # Report
-
-def _versions() -> str:
-    names = ["tensorflow", "tensorflow-transform", "apache-beam", "tfx-bsl", "pandas", "numpy", "pyarrow"]
-    found = []
-    for name in names:
-        try:
-            found.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            found.append(f"{name} -")
-    return f"Python {platform.python_version()}; " + ", ".join(found)
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def git_state() -> str:
-    """The commit measured, and any uncommitted change to the code the variants run."""
-    def git(*cmd: str) -> str:
-        try:
-            return subprocess.run(["git", "-C", str(REPO_ROOT), *cmd], capture_output=True, text=True,
-                                  timeout=10).stdout
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    commit = git("rev-parse", "--short", "HEAD").strip() or "unknown"
-    dirty = git("status", "--porcelain", "--", "beam_jobs", "tfrecords_schema", "benchmarks", "setup.py")
-    changed = [line[3:] for line in dirty.splitlines()]
-    return commit + (f" + uncommitted changes in {', '.join(changed)}" if changed else " (clean)")
-
-
-def machine_header() -> List[str]:
-    cores = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return [
-        f"- machine: {_cpu_model()}, {cores} logical cores ({usable} usable), "
-        f"{psutil.virtual_memory().total / GiB:.1f} GiB RAM, {platform.system()} {platform.release()}",
-        f"- software: {_versions()}",
-        f"- code: git {git_state()}",
-        f"- load average at start (1, 5, 15 min): {load}",
-    ]
-
 
 def _gib(n: float) -> str:
     return f"{n / GiB:.2f}"
@@ -570,7 +411,8 @@ def _parse_args(argv: Optional[Sequence[str]]):
                         help=f"comma-separated subset of {','.join(VARIANTS)} "
                              f"(default: {','.join(DEFAULT_VARIANTS)})")
     parser.add_argument("--repeats", type=int, default=1, help="runs per variant; medians are reported")
-    parser.add_argument("--interval", type=float, default=0.2, help="memory sampling period, s (default 0.2)")
+    parser.add_argument("--interval", type=float, default=SAMPLE_INTERVAL_S,
+                        help=f"memory sampling period, s (default {SAMPLE_INTERVAL_S})")
     parser.add_argument("--no-pss", action="store_true", help="sample RSS only (PSS reads smaps_rollup)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench-preprocess"),
                         help="outputs, logs and generated data (default /tmp/bench-preprocess)")

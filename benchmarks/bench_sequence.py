@@ -32,8 +32,8 @@ from typing import Dict
 
 import numpy as np
 
-from benchmarks.bench_trainer import add_sample_args, bound_dataset, machine, median_rates, spread, table
-from benchmarks.common import load_average, run_parts, scratch_dir
+from benchmarks.bench_trainer import add_sample_args, bound_dataset, median_rates, spread, table
+from benchmarks.common import machine_header, run_parts, scratch_dir
 from tfrecords_schema import read_stats, sequence, shard_files, output_folder
 
 
@@ -86,8 +86,8 @@ def bench_input(folders: Dict[str, str], args) -> str:
     for stride in args.strides:
         for shuffle in (False, True):
             pipelines[f"sequence: make_dataset, stride {stride}{', shuffle' if shuffle else ''}"] = data.make_dataset(
-                folders[sequence.SEQUENCE], output_folder.TRAIN, args.batch_size, shuffle=shuffle, repeat=True, window=w,
-                stride=stride, seed=0)
+                folders[sequence.SEQUENCE], output_folder.TRAIN, args.batch_size, shuffle=shuffle, repeat=True,
+                window=w, stride=stride, seed=0)
     rates = median_rates({name: steady(ds, args.input_batches) for name, ds in pipelines.items()}, args.repeats)
     bound = statistics.median(next(iter(rates.values())))
     window_mib = w * len(seq_stats["features"]) * 4 / 2**20
@@ -247,8 +247,7 @@ def _parse_args(argv):
 def main(argv=None) -> int:
     args = _parse_args(argv)
     with scratch_dir(args.workdir, "bench_sequence-") as workdir:
-        print(f"machine: {machine()}", flush=True)
-        print(f"load average at start: {load_average()}", flush=True)
+        print("\n".join(machine_header()), flush=True)
         folders = ({sequence.WINDOWS: args.windows_data, sequence.SEQUENCE: args.sequence_data}
                    if args.windows_data else make_folders(workdir, args))
         parts = [("input", lambda: bench_input(folders, args)),

@@ -21,7 +21,6 @@ Timings are medians of --repeats runs after a warm-up pass.
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -31,33 +30,16 @@ import time
 from typing import Callable, Dict, List, Sequence
 
 import numpy as np
-import psutil
 
-from benchmarks.common import load_average, run_parts, scratch_dir
+from benchmarks.common import REPO_ROOT, machine_header, run_parts, scratch_dir
 from tfrecords_schema import LABEL_VOCABULARY, read_stats, write_stats, output_folder
 from trainer.choices import LSTM, NORM_NONE
 from trainer.config import ModelParams
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `-m benchmarks.X` runs
-
 # The model the training-throughput tables measure (their titles say so): an LSTM of 64 units.
 LSTM_64 = ModelParams(kind=LSTM, units=64, normalize=NORM_NONE)
 
-# --- the machine --------------------------------------------------------------------------------
-
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    mem = psutil.virtual_memory()
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{model}; {psutil.cpu_count(logical=False)} physical / {psutil.cpu_count()} logical cores "
-            f"({affinity} usable); RAM {mem.total / 2**30:.1f} GiB ({mem.available / 2**30:.1f} GiB free); "
-            f"{platform.system()} {platform.release()}; Python {platform.python_version()}")
-
+# --- timing and tables --------------------------------------------------------------------------
 
 def table(title: str, header: Sequence[str], rows: List[Sequence[object]]) -> str:
     cells = [[str(h) for h in header]] + [[str(c) for c in row] for row in rows]
@@ -378,8 +360,7 @@ def main(argv=None) -> int:
         print(json.dumps(child_peak_memory(**json.loads(args.child))))
         return 0
     with scratch_dir(args.workdir, "bench_trainer-") as workdir:
-        print(f"machine: {machine()}", flush=True)
-        print(f"load average at start: {load_average()}", flush=True)
+        print("\n".join(machine_header()), flush=True)
         out = args.data or make_sample(workdir, args)
         stats = read_stats(out)
         parts = [("input", lambda: bench_input(out, stats, args)),

@@ -250,17 +250,17 @@ def _clock(seconds: float) -> str:
 # ---------------------------------------------------------------------------------------------
 # Early path checks
 
-is_remote = file_io.is_remote  # a URL (gs://...), which only TensorFlow's or Beam's file systems can check
 
 
 def check_exists(path: str, flag: str, reason: str = "") -> None:
     """MissingPathError unless the local `path` exists; a URL is left to the command (checked
     later, after TensorFlow or Beam is imported). `reason` follows the message after a colon."""
-    if not is_remote(path) and not os.path.exists(path):
+    if not file_io.is_remote(path) and not os.path.exists(path):
         raise MissingPathError(f"{flag}: {path} not found" + (f": {reason}" if reason else ""))
 
 
 def check_preprocess_output(out: str, flag: str) -> None:
     """MissingPathError unless the local folder `out` holds stats.json (written last by preprocess); a
     URL is left to the command, as in check_exists."""
-    check_exists(file_io.join(out, output_folder.STATS_FILE), flag, f"{out} is not the output of a completed preprocess run")
+    check_exists(file_io.join(out, output_folder.STATS_FILE), flag,
+                 f"{out} is not the output of a completed preprocess run")

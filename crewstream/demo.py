@@ -13,10 +13,11 @@ from typing import List, Optional, Sequence, Tuple
 
 from cli_common import console, failure
 from crewstream import cli
+from beam_jobs import rejects
 from tfrecords_schema import ownership
 
 SAMPLE, OUT, MODEL, SUBMISSION = "sample", "out", "model", "submission.csv"
-SUBMISSION_REJECTS = "submission.rejects.csv"  # beam_jobs.submission.rejects_path(SUBMISSION)
+SUBMISSION_REJECTS = rejects.beside(SUBMISSION)
 # The sample's train split holds 2 crews, 4 people: trained at random input gains, a model learns
 # no person's signal amplitudes (benchmarks/README.md, "Models on a new crew": macro F1 0.86-0.96
 # on the held-out crew against 0.69-0.84 without; with 8 train crews the gains hurt, so train's

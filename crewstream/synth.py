@@ -30,8 +30,8 @@ class's values lie inside the same person's baseline range (tests/crewstream/tes
 
 Every (crew, seat, experiment) recording is drawn from its own seeded generator, so the same arguments
 give byte-identical files, and a crew's data does not depend on which other crews are requested.
-The files are streamed one (crew, experiment) group at a time, in chunks of rows, so memory stays
-bounded by one group's numbers whatever the number of crews.
+The files are streamed one session (crew, experiment: both seats) at a time, in batches of rows, so memory stays
+bounded by one session's numbers whatever the number of crews.
 """
 
 import argparse
@@ -414,7 +414,7 @@ def kaggle_order(seat: np.ndarray, times: pa.StringArray) -> np.ndarray:
 
 
 @dataclass
-class Group:
+class Session:
     """One (crew, experiment): both seats' recordings stacked (seat 0 first) and their file order.
 
     seat, codes: (m,) ints; signals: (m, len(SIGNALS)) float64; time: (m,) text;
@@ -429,13 +429,13 @@ class Group:
     order: np.ndarray
 
 
-def make_group(seed: int, crew: int, experiment: str, n: int, fixed_time: bool) -> Group:
+def make_session(seed: int, crew: int, experiment: str, n: int, fixed_time: bool) -> Session:
     """Both seats of one (crew, experiment), `n` samples each, with the Kaggle row order."""
     recordings = [make_recording(seed, crew, seat, experiment, n) for seat in SEATS]
     seat = np.repeat(np.asarray(SEATS, np.int64), n)
     sample = np.tile(np.arange(n, dtype=np.int64), len(SEATS))
     text = time_text(sample, fixed_time)
-    return Group(
+    return Session(
         crew=crew, experiment=experiment, seat=seat,
         signals=np.concatenate([r.signals for r in recordings]),
         codes=np.concatenate([r.codes for r in recordings]),
@@ -449,18 +449,18 @@ def make_group(seed: int, crew: int, experiment: str, n: int, fixed_time: bool) 
 WRITE_OPTIONS = pa_csv.WriteOptions(include_header=True, quoting_style="none", quoting_header="none")
 
 
-def _columns(group: Group, rows: np.ndarray, pool: ThreadPoolExecutor) -> Dict[str, pa.Array]:
-    """Every column a file can hold, by name, for the group's `rows` (file order)."""
+def _columns(session: Session, rows: np.ndarray, pool: ThreadPoolExecutor) -> Dict[str, pa.Array]:
+    """Every column a file can hold, by name, for the session's `rows` (file order)."""
     m = len(rows)
     # Arrow's cast releases the GIL: formatting the signal columns in parallel uses all cores.
-    signals = pool.map(format_repr, group.signals[rows].T)
+    signals = pool.map(format_repr, session.signals[rows].T)
     return {
-        CREW: pa.repeat(pa.scalar(group.crew, pa.int64()), m),
-        EXPERIMENT: pa.repeat(pa.scalar(group.experiment, pa.string()), m),
-        TIME: group.time.take(pa.array(rows)),
-        SEAT: pa.array(group.seat[rows]),
+        CREW: pa.repeat(pa.scalar(session.crew, pa.int64()), m),
+        EXPERIMENT: pa.repeat(pa.scalar(session.experiment, pa.string()), m),
+        TIME: session.time.take(pa.array(rows)),
+        SEAT: pa.array(session.seat[rows]),
         **dict(zip(SIGNALS, signals)),
-        EVENT: pa.array(LABEL_VOCABULARY).take(pa.array(group.codes[rows])),
+        EVENT: pa.array(LABEL_VOCABULARY).take(pa.array(session.codes[rows])),
     }
 
 
@@ -468,7 +468,7 @@ def _table(columns: Dict[str, pa.Array], names: Sequence[str]) -> pa.Table:
     return pa.Table.from_arrays([columns[name] for name in names], names=list(names))
 
 
-def _chunks(order: np.ndarray) -> Iterator[np.ndarray]:
+def _row_batches(order: np.ndarray) -> Iterator[np.ndarray]:
     for start in range(0, len(order), ROWS_PER_CHUNK):
         yield order[start:start + ROWS_PER_CHUNK]
 
@@ -483,9 +483,9 @@ def write_train(path: str, seed: int, crews: Sequence[int], n: int, pool: Thread
         writer = None
         for crew in crews:
             for experiment in TRAIN_EXPERIMENTS:
-                group = make_group(seed, crew, experiment, n, fixed_time=False)
-                for rows in _chunks(group.order):
-                    table = _table(_columns(group, rows, pool), TRAIN_COLUMNS)
+                session = make_session(seed, crew, experiment, n, fixed_time=False)
+                for rows in _row_batches(session.order):
+                    table = _table(_columns(session, rows, pool), TRAIN_COLUMNS)
                     writer = writer or pa_csv.CSVWriter(sink, table.schema, write_options=WRITE_OPTIONS)
                     writer.write_table(table)
                     rows_written += len(rows)
@@ -504,9 +504,9 @@ def write_test(path: str, truth_path: str, seed: int, crews: Sequence[int], n: i
         writer = truth_writer = None
         for crew in crews:
             for experiment in TEST_EXPERIMENTS:
-                group = make_group(seed, crew, experiment, n, fixed_time=True)
-                for rows in _chunks(group.order):
-                    columns = _columns(group, rows, pool)
+                session = make_session(seed, crew, experiment, n, fixed_time=True)
+                for rows in _row_batches(session.order):
+                    columns = _columns(session, rows, pool)
                     columns[ID] = pa.array(np.arange(rows_written, rows_written + len(rows), dtype=np.int64))
                     table, truth = _table(columns, TEST_COLUMNS), _table(columns, TRUTH_COLUMNS)
                     writer = writer or pa_csv.CSVWriter(sink, table.schema, write_options=WRITE_OPTIONS)

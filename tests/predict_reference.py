@@ -6,6 +6,8 @@ time) and an explicit per-row slice with the padding spelled out, never with bea
 it to beam_jobs.inference.stand_in, whose job pickles it (so it lives in a module).
 """
 
+import time
+
 import numpy as np
 import pandas as pd
 
@@ -46,3 +48,34 @@ def fingerprint(windows):
     weights = np.arange(1, w.shape[1] + 1, dtype=np.float64)
     return np.stack([w[:, 0, 0], w[:, -1, -1], w[:, w.shape[1] // 2, 0],
                      np.einsum("bwf,w->b", w, weights) / weights.sum()], axis=1).astype(np.float32)
+
+
+def slow_fingerprint(windows):
+    """The fingerprint, slower for some batch sizes than others: calls finish out of order."""
+    time.sleep(0.002 * (len(windows) % 3))
+    return fingerprint(windows)
+
+
+def sequence_fingerprint(window):
+    """A causal stand-in for the `sequence` signature: rows [T, F] -> [T, 4], step t the
+    fingerprint of rows t-W+1..t, NaN at the first W-1 steps (a context step ever written would
+    come out as the uniform row, unlike its window's fingerprint)."""
+    def sequence(rows):
+        out = np.full((len(rows), 4), np.nan, np.float32)
+        if len(rows) >= window:
+            out[window - 1:] = fingerprint(np.lib.stride_tricks.sliding_window_view(
+                rows, window, axis=0).transpose(0, 2, 1))
+        return out
+    return sequence
+
+
+def loop_windows(rows, window):
+    """float32 [n, W, F]: row i's window over the whole recording `rows`, padding spelled out."""
+    out = []
+    for i in range(len(rows)):
+        start = i - window + 1
+        part = rows[max(start, 0):i + 1]
+        if start < 0:
+            part = np.concatenate([np.repeat(rows[:1], -start, axis=0), part])
+        out.append(part)
+    return np.stack(out).astype(np.float32)

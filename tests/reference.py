@@ -3,10 +3,15 @@
 Deliberately written without any code from beam_jobs, so that tests compare two implementations.
 """
 
+import collections
+import os
+
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from tests.helpers import SMALL_FEATURES
+from tfrecords_schema import LABEL_VOCABULARY
 from tfrecords_schema import csv_columns as cols
 from tfrecords_schema import parse_examples, read_stats, shard_files
 
@@ -67,3 +72,57 @@ def read_output(out_dir):
 
 def frame_from_csv(path):
     return pd.read_csv(path)
+
+
+def assert_matches_reference(frame, out, window, stride, scale="zscore", features=SMALL_FEATURES):
+    """The preprocess output in `out` holds exactly reference_windows' windows of `frame` (eval crew
+    2), its stats.json counts them and its scaling is the reference's; returns the stats."""
+    expected, (shift, div) = reference_windows(frame, features, window, stride, 1.0, [2], scale)
+    stats, found, per_shard = read_output(str(out))
+    assert set(found) == set(expected)
+    for key, (split, label, values) in expected.items():
+        got_split, got_label, got_values = found[key]
+        assert (got_split, got_label) == (split, label), key
+        np.testing.assert_allclose(got_values, values, rtol=1e-5, atol=1e-5)
+    # stats.json agrees with what reading the shards back finds.
+    for split in ("train", "eval"):
+        s = stats["splits"][split]
+        mine = [v for v in found.values() if v[0] == split]
+        assert s["num_windows"] == len(mine)
+        assert s["class_counts"] == {c: sum(1 for v in mine if v[1] == i) for i, c in enumerate(LABEL_VOCABULARY)}
+        for shard in s["shards"]:
+            assert len(per_shard[os.path.join(str(out), shard["file"])]) == shard["num_windows"]
+    names = ("mean", "std") if scale == "zscore" else ("min", "range")
+    for i, name in enumerate(features):
+        np.testing.assert_allclose([stats["scaling"][name][names[0]], stats["scaling"][name][names[1]]],
+                                   [shift[i], div[i]], rtol=1e-5)
+    return stats
+
+
+def numpy_windows(recordings, window, stride):
+    """Counter of (window bytes, label) over the recordings, and {bytes: recording index}."""
+    windows, owner = collections.Counter(), {}
+    for r, (rows, labels) in enumerate(recordings):
+        for start in range(0, len(labels) - window + 1, stride):
+            key = rows[start:start + window].tobytes()
+            windows[key, int(labels[start + window - 1])] += 1
+            owner[key] = r
+    return windows, owner
+
+
+def keras_early_stopping(val_loss, patience):
+    """(best epoch, epoch it stops after or None) by Keras' own EarlyStopping(monitor='val_loss',
+    patience) fed these per-epoch losses, epochs numbered from 1: the independent reference."""
+    import types
+
+    from trainer import model as model_lib
+
+    stub = types.SimpleNamespace(stop_training=False)
+    reference = model_lib.keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience)
+    reference.set_model(stub)
+    reference.on_train_begin()
+    for epoch, value in enumerate(val_loss):
+        reference.on_epoch_end(epoch, {"val_loss": value})
+        if stub.stop_training:
+            return reference.best_epoch + 1, epoch + 1
+    return reference.best_epoch + 1, None

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from cli_common import failure
-from tests.tfrecords_schema.test_ownership import tree
+from tests.helpers import tree
 from tfrecords_schema import ownership
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

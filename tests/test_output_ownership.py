@@ -1,5 +1,5 @@
 """Every command that writes refuses an output that is not crewstream's (docs/DESIGN.md, "Outputs
-crewstream owns"; issue 11, item 1): one case per row of CASES, each refused with its exact line,
+crewstream owns"): one case per row of CASES, each refused with its exact line,
 exit code 1, and the tmp folder, links and bytes included, exactly as before.
 
 The refusals come before any work, so no case runs a pipeline; the preprocess cases that need an
@@ -17,10 +17,9 @@ import sys
 
 import pytest
 
-from beam_jobs import predict, preprocess, publish, submission
+from beam_jobs import predict, preprocess, publish, rejects
 from crewstream import demo, synth
-from tests.helpers import make_frame, write_crew_csv
-from tests.tfrecords_schema.test_ownership import tree
+from tests.helpers import make_frame, tree, write_crew_csv
 from tfrecords_schema import ownership, read_stats
 from trainer import task
 
@@ -106,10 +105,9 @@ def predict_case(output, make, line, source="t.csv"):
         src, out = str(root / source), str(root / output)
         put(src, "id,crew,experiment,time,seat,r,ecg,gsr\n")
         make(root, src, out)
-        rejects = submission.rejects_path(out)
         return predict.main, ["--model-dir", str(root / "model"), "--input", src, "--output", out,
                               "--progress", "none"], 1, \
-            "crewstream predict: error: " + line.format(src=src, out=out, rejects=rejects)
+            "crewstream predict: error: " + line.format(src=src, out=out, rejects=rejects.beside(out))
     return setup
 
 
@@ -162,7 +160,8 @@ CASES = {
         symlinked_shard, "--output {out}: train/part-00000-of-00002.tfrecord " + LINK),
     "preprocess: an output of an older crewstream (no marker)": preprocess_case(
         unmarked_earlier_output, "--output {out} is not empty (eval, metadata, stats.json and 3 more) "
-                                 "and not the output of an earlier crewstream preprocess run; choose a new or empty folder"),
+                                 "and not the output of an earlier crewstream preprocess run; "
+                                 "choose a new or empty folder"),
     "preprocess: OUT is a synth output": preprocess_case(
         output_in_another_kind, "--output {out} is a crewstream synth output, not a preprocess output; "
                                 "choose another folder"),
@@ -189,7 +188,7 @@ CASES = {
         "--output {out} is a symbolic link; crewstream never writes through one: remove the link or "
         "choose another output file"),
     "predict: the rejects file is a user's": predict_case(
-        "sub.csv", lambda root, src, out: put(out, SUBMISSION_HEADER) and put(submission.rejects_path(out)),
+        "sub.csv", lambda root, src, out: put(out, SUBMISSION_HEADER) and put(rejects.beside(out)),
         "--output {out}: its rejects file {rejects} exists and was not written by crewstream (its first "
         "line is not 'file,line,column,reason,id,text'); move it or choose another output file"),
     # train --model-dir
@@ -281,7 +280,8 @@ def test_publish_refuses_a_file_that_appeared_during_the_run(tmp_path, previous)
             shutil.copytree(previous / name, f"{staging}/{name}")
     put(f"{out}/train/arrived-during-the-run.csv")
     before = tree(tmp_path)
-    with pytest.raises(ownership.OwnershipError, match=re.escape(f"train/arrived-during-the-run.csv {NOT_CREWSTREAMS}")):
+    expected = re.escape(f"train/arrived-during-the-run.csv {NOT_CREWSTREAMS}")
+    with pytest.raises(ownership.OwnershipError, match=expected):
         publish.publish(staging, out, read_stats(str(previous)))
     assert tree(tmp_path) == before
 
@@ -295,6 +295,3 @@ def test_synth_reruns_into_its_own_output(tmp_path, capsys):
     assert synth.main(argv) == 0
     assert tree(out) == first
 
-
-def test_demo_names_predicts_rejects_file():
-    assert demo.SUBMISSION_REJECTS == os.path.basename(submission.rejects_path(demo.SUBMISSION))

@@ -460,7 +460,8 @@ def _read_json(path: str):
 
 
 # OUT of `crewstream preprocess` (output_folder.py): publishing deletes inside these, so every file is listed.
-PREPROCESS = Kind("preprocess", (output_folder.TRAIN, output_folder.EVAL, *output_folder.TRANSFORM_DIRS, output_folder.REJECTS_DIR,
+PREPROCESS = Kind("preprocess", (output_folder.TRAIN, output_folder.EVAL, *output_folder.TRANSFORM_DIRS,
+                                 output_folder.REJECTS_DIR,
                                  output_folder.STATS_FILE),
                   lists_files=True)
 # MODEL of `crewstream train` and `evaluate` (trainer.train's CONFIG_FILE, ..., trainer.export's

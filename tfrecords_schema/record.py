@@ -220,20 +220,20 @@ def encode_chunks(
     if n == 0:
         return []
     rows = [np.asarray(r, dtype=np.float32) for r in rows]
-    labels = [np.asarray(l, dtype=np.int64) for l in labels]
+    labels = [np.asarray(run, dtype=np.int64) for run in labels]
     contexts = np.asarray(contexts, dtype=np.int64)
     for name, column in (("contexts", contexts), ("positions", positions), ("labels", labels),
                          ("first_times", first_times), ("last_times", last_times)):
         if len(column) != n:
             raise ValueError(f"{name} has {len(column)} entries for {n} chunks")
     num_features = rows[0].shape[1] if rows[0].ndim == 2 else -1
-    for i, (r, l, k) in enumerate(zip(rows, labels, contexts)):
-        if r.ndim != 2 or r.shape[1] != num_features or l.ndim != 1 or len(l) < 1 or k < 0 \
-                or r.shape[0] != k + len(l):
-            raise ValueError(f"chunk {i}: rows {r.shape} must be [context ({k}) + labels ({l.shape}), "
+    for i, (r, lab, k) in enumerate(zip(rows, labels, contexts)):
+        if r.ndim != 2 or r.shape[1] != num_features or lab.ndim != 1 or len(lab) < 1 or k < 0 \
+                or r.shape[0] != k + len(lab):
+            raise ValueError(f"chunk {i}: rows {r.shape} must be [context ({k}) + labels ({lab.shape}), "
                              f"F ({num_features})] with at least one label")
-        if l.min() < 0 or l.max() >= NUM_CLASSES:
-            raise ValueError(f"chunk {i}: label indices must be in [0, {NUM_CLASSES}), got {sorted(set(l.tolist()))}")
+        if lab.min() < 0 or lab.max() >= NUM_CLASSES:
+            raise ValueError(f"chunk {i}: label indices must be in [0, {NUM_CLASSES}), got {sorted(set(lab.tolist()))}")
 
     def ragged(parts, dtype):
         lengths = np.array([len(p) for p in parts], dtype=np.int64)

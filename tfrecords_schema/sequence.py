@@ -70,9 +70,9 @@ def chunks_ending_in(bounds: np.ndarray, first_row: int, num_rows: int, chunk_ro
     # chunk i's last row, a + min((i+1)*C, n) - 1, grows with i: keep first_row <= it < end
     lo = np.where(e - 1 < first_row, count, np.clip(-(-(first_row - a + 1) // chunk_rows) - 1, 0, count))
     hi = np.where(e <= end, count, np.clip((end - a) // chunk_rows, 0, count))
-    seg = np.concatenate([np.full(max(h - l, 0), k, dtype=np.int64) for k, (l, h) in enumerate(zip(lo, hi))]
+    seg = np.concatenate([np.full(max(h - low, 0), k, dtype=np.int64) for k, (low, h) in enumerate(zip(lo, hi))]
                          + [np.zeros(0, np.int64)])
-    i = np.concatenate([np.arange(l, h, dtype=np.int64) for l, h in zip(lo, hi)] + [np.zeros(0, np.int64)])
+    i = np.concatenate([np.arange(low, h, dtype=np.int64) for low, h in zip(lo, hi)] + [np.zeros(0, np.int64)])
     positions = i * chunk_rows
     starts = a[seg] + positions
     return Chunks(starts, np.minimum(starts + chunk_rows, e[seg]), positions,

@@ -122,5 +122,6 @@ def load(model_dir: str):
         return tf.saved_model.load(serving_dir(model_dir))
     except Exception as e:  # a damaged file fails in many ways (OpError, IndexError, DecodeError, ...)
         reason = str(getattr(e, "message", e)).strip().splitlines()
-        raise ServingModelError(f"{serving_dir(model_dir)} cannot be loaded ({reason[0] if reason else type(e).__name__}): "
+        why = reason[0] if reason else type(e).__name__
+        raise ServingModelError(f"{serving_dir(model_dir)} cannot be loaded ({why}): "
                                 "export the model again") from e

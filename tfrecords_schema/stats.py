@@ -182,7 +182,8 @@ def validate_stats(stats: Dict[str, Any]) -> Dict[str, Any]:
         entry = stats["scaling"].get(name)
         _check(isinstance(entry, dict) and set(params) <= set(entry), f"scaling.{name}",
                f"expected {{{', '.join(params)}}}")
-    _check("layout" in stats, "layout", "missing: written by an older crewstream; run preprocess again into a new folder")
+    _check("layout" in stats, "layout",
+           "missing: written by an older crewstream; run preprocess again into a new folder")
     _check(sequence.layout_of(stats) in sequence.LAYOUTS, "layout", f"expected one of {sequence.LAYOUTS}")
     _check(set(stats["splits"]) == set(output_folder.SPLITS), "splits", f"expected {list(output_folder.SPLITS)}")
     count_key = "num_chunks" if sequence.layout_of(stats) == sequence.SEQUENCE else "num_windows"

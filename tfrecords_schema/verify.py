@@ -343,7 +343,8 @@ def staging_folders(out_dir: str) -> List[str]:
 
     if not tf.io.gfile.isdir(out_dir):
         return []
-    return sorted(name.rstrip("/") for name in tf.io.gfile.listdir(out_dir) if name.startswith(output_folder.STAGING_PREFIX))
+    names = tf.io.gfile.listdir(out_dir)
+    return sorted(name.rstrip("/") for name in names if name.startswith(output_folder.STAGING_PREFIX))
 
 
 @dataclasses.dataclass

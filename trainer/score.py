@@ -65,7 +65,7 @@ def _csv_source(path: str, what: str):
     `.gz`); a tf.io.gfile stream for a URL (gunzipped for `.gz`). ScoreError when a URL is absent."""
     import pyarrow as pa
 
-    if not console.is_remote(path):
+    if not file_io.is_remote(path):
         yield path
         return
     import tensorflow as tf
@@ -123,7 +123,7 @@ def write_report(report: Dict[str, Any], path: str) -> None:
     name: a kill mid-write leaves the earlier report whole. ScoreError when a URL cannot be
     written (the file system's reason)."""
     text = json.dumps(report, indent=2) + "\n"
-    if not console.is_remote(path):
+    if not file_io.is_remote(path):
         file_io.write_atomic(path, text)
         return
     import tensorflow as tf

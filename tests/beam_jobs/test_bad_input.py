@@ -1,4 +1,4 @@
-"""Bad input to `crewstream preprocess`, case by case (issue 6, "Bad input: what each case gets").
+"""Bad input to `crewstream preprocess`, case by case (docs/DESIGN.md, "The input CSV").
 
 Row-level problems: the row goes to OUT/rejects/rejects.csv with file, line, column and reason,
 every other row is used (the output equals tests/reference.py on the good rows alone), and
@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 
 from beam_jobs import preprocess
-from tests.beam_jobs.test_preprocess import FEATURES, assert_matches_reference
+from tests.helpers import SMALL_FEATURES as FEATURES
+from tests.reference import assert_matches_reference
 from tests.helpers import kaggle_order, make_frame
 from tests.reference import read_output
 
@@ -40,7 +41,7 @@ CELL_CASES = [
     ("seat-2", {"seat": "2"}, "seat", "seat must be one of (0, 1)"),
     ("seat-minus-1", {"seat": "-1"}, "seat", "seat must be one of (0, 1)"),
     ("negative-time", {"time": "-0.5"}, "time", "negative time"),
-    # Lines that are not CSV text, and numbers outside what their field holds (issue 11); the
+    # Lines that are not CSV text, and numbers outside what their field holds; the
     # shared run reads with small chunks and byte ranges (READ_FLAGS), so these sit at and
     # across their boundaries too.
     ("not-utf8", {"r": "1.\udcff5"}, "r", "not UTF-8 text (byte 0xff)"),

@@ -1,10 +1,5 @@
-"""Bounded groups (`--block-rows`): a recording cut into time blocks gives exactly the windows,
-shards and stats.json of the unblocked job.
-
-The data is built so that with --block-rows 100 (W=8, stride 3) every recording is cut into
-many blocks: 20 rows a second (bins of 1 s hold 20 rows), gaps inside a block and exactly at a
-block boundary, duplicate times, a recording shorter than W, and blocks shorter than W-1 (a
-second of 3 rows followed by one of 99).
+"""Time blocks (`--block-rows`): a recording cut into time blocks gives exactly the windows,
+shards and stats.json of the unblocked job (the data: tests/helpers.py's block_frame).
 """
 
 import functools
@@ -13,79 +8,18 @@ import threading
 
 import apache_beam as beam
 import numpy as np
-import pandas as pd
 import pytest
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
 from beam_jobs import blocks, preprocess
 from beam_jobs import preprocess_steps as steps
 from beam_jobs.csv_reader import Rows
-from tests.beam_jobs.test_preprocess import FEATURES, assert_matches_reference
-from tests.helpers import write_crew_csv
-from tests.reference import read_output
-from tfrecords_schema import LABEL_VOCABULARY
+from tests.helpers import BLOCKED_ROWS as BLOCK_ROWS, BLOCKED_STRIDE as STRIDE, BLOCKED_WINDOW as WINDOW
+from tests.helpers import SMALL_FEATURES as FEATURES, block_frame, blocked_job_args as job_args, recording_times
+from tests.helpers import write_crew_csv, write_with_duplicates
+from tests.reference import assert_matches_reference, read_output
 from tfrecords_schema import csv_columns as cols
 
-WINDOW, STRIDE, BLOCK_ROWS = 8, 3, 100
-
-
-def _steady(seconds, hz, t0=0.0):
-    return t0 + np.arange(int(seconds * hz)) / hz
-
-
-def recording_times():
-    """{(crew, seat, experiment): time float64 [n]}: the shapes the blocked job must get right."""
-    gap_inside = _steady(35, 20)
-    gap_inside[333:] += 2.0                      # a gap inside a block
-    at_edge = np.concatenate([_steady(5, 20), _steady(30, 20, t0=7.0)])  # 100 rows, then a 2 s gap
-    # 4 s of 25 Hz (one full block), 3 rows in second 4, 99 in second 5, 2 + 2 in seconds 6-7,
-    # 99 in second 8, then 20 Hz: blocks of 3 and 4 rows, shorter than W-1.
-    uneven = np.concatenate([_steady(4, 25), [4.0, 4.3, 4.6], 5 + np.arange(99) / 100, [6.0, 6.5, 7.0, 7.5],
-                             8 + np.arange(99) / 100, _steady(10, 20, t0=9.0)])
-    return {
-        (1, 0, "CA"): gap_inside, (1, 1, "CA"): at_edge, (1, 0, "DA"): uneven, (1, 1, "DA"): _steady(0.25, 20),
-        (2, 0, "CA"): gap_inside, (2, 1, "CA"): uneven, (3, 0, "SS"): at_edge, (3, 1, "SS"): _steady(12, 20),
-    }
-
-
-def block_frame(seed=7):
-    rng = np.random.default_rng(seed)
-    frames = []
-    for (crew, seat, experiment), time in recording_times().items():
-        n = len(time)
-        offset, scale = rng.normal(0, 50, len(FEATURES)), rng.uniform(1, 20, len(FEATURES))
-        frame = pd.DataFrame(rng.normal(size=(n, len(FEATURES))) * scale + offset, columns=FEATURES)
-        frame.insert(0, cols.CREW, crew)
-        frame.insert(1, cols.EXPERIMENT, experiment)
-        frame.insert(2, cols.TIME, time)
-        frame.insert(3, cols.SEAT, seat)
-        frame[cols.EVENT] = np.array(LABEL_VOCABULARY)[(np.arange(n) // 37 + crew + seat) % 4]
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
-
-
-def write_with_duplicates(path, frame):
-    """The frame in Kaggle order plus duplicate-time rows (train and eval crews) right after
-    their twins, one with other values: the first line of a time is kept."""
-    write_crew_csv(path, frame)
-    header, *lines = open(path).read().splitlines()
-    for crew, k in (("1,", 40), ("1,", 400), ("2,", 90)):
-        i = [j for j, line in enumerate(lines) if line.startswith(crew)][k]
-        lines.insert(i + 1, lines[i])
-    i = [j for j, line in enumerate(lines) if line.startswith("3,")][15]
-    parts = lines[i].split(",")
-    values = dict(zip(header.split(","), parts))
-    values.update({name: "1000000" for name in FEATURES})
-    lines.insert(i + 1, ",".join(values[name] for name in header.split(",")))
-    with open(path, "w") as f:
-        f.write("\n".join([header] + lines) + "\n")
-    return str(path)
-
-
-def job_args(csv, out, block_rows):
-    return ["--input", csv, "--output", str(out), "--features", ",".join(FEATURES), "--eval-crews", "2",
-            "--window", str(WINDOW), "--stride", str(STRIDE), "--num-shards", "3", "--block-rows", str(block_rows),
-            "--span-bytes", "4096", "--split-bytes", "20000", "--max-bad-fraction", "0.01"]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ from beam_jobs.csv_reader import Rows
 def block(time, line, source=None):
     n = len(time)
     return blocks.RecordingRows(np.array(time, float), np.arange(n * 2, dtype=np.float32).reshape(n, 2),
-                        np.zeros(n, np.int8), np.array(line), np.zeros(n, np.int32) if source is None else np.array(source))
+                        np.zeros(n, np.int8), np.array(line),
+                        np.zeros(n, np.int32) if source is None else np.array(source))
 
 
 def test_sorted_by_time_breaks_ties_by_file_then_line():

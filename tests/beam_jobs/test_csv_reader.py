@@ -201,7 +201,7 @@ def test_check_file_returns_the_columns_it_will_ignore():
                                  with_id=True) == ["extra"]
 
 
-# --- every row-level defect costs its row alone, wherever it sits (issue 11) ----------------------
+# --- every row-level defect costs its row alone, wherever it sits ---------------------------------
 
 MAX_LINE = csv_reader.MAX_LINE_BYTES
 
@@ -435,3 +435,28 @@ def test_a_reject_text_is_at_most_1000_characters():
     _, rejects = read_all("\n".join([HEADER, wide, row()]) + "\n")
     assert [(r.line, r.column, r.reason) for r in rejects] == [(2, "r", "not a number")]
     assert rejects[0].text == wide[:1000] + "..."
+
+
+def test_reader_keeps_exact_ids_and_rejects_rows_without_one():
+    header = list(cols.TEST_COLUMNS)
+    good = ["9007199254740993", "1", "LOFT", "0.5", "0"] + ["1.5"] * len(cols.SIGNALS)
+    lines = [good, ["abc"] + good[1:], [""] + good[1:], ["1.5"] + good[1:], ["12"] + good[1:],
+             ["7.0"] + good[1:]]
+    span = ("\n".join(",".join(line) for line in lines) + "\n").encode()
+    rows, rejected = csv_reader.parse_span(span, header, ["r"], "t.csv", 2, labelled=False, with_id=True)
+    assert isinstance(rows, csv_reader.IdRows)
+    # 2**53 + 1 stays exact although this span, with bad ids in it, is parsed as text
+    assert rows.id.dtype == np.int64 and rows.id.tolist() == [9007199254740993, 12, 7]
+    assert [(r.line, r.column) for r in rejected] == [(3, cols.ID), (4, cols.ID), (5, cols.ID)]
+    train_header = ",".join(cols.TRAIN_COLUMNS) + "\n"
+    with pytest.raises(csv_reader.CsvFileError, match="train file"):
+        list(csv_reader.read_file_spans(io.BytesIO(train_header.encode()), "t.csv", ["r"],
+                                         labelled=False, with_id=True))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("12,1,LOFT", 12), ("12.0,1,LOFT", 12), ("-3,1", -3), ("x12,1", None), ("1.5,1", None), (",1", None),
+    ("nan,1", None), ("99999999999999999999,1", None), ("", None),
+])
+def test_the_id_of_a_rejected_line_reads_as_the_reader_reads_ids(text, expected):
+    assert csv_reader.reject_id(text, 0) == expected

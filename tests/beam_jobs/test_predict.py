@@ -2,30 +2,27 @@
 most --block-rows rows, kill and rerun byte-identical, the same submission on the portable path.
 
 The reference windows are rebuilt independently from the CSV with pandas (tests/predict_reference.py:
-group, stable sort by time, an explicit per-row slice with the padding spelled out), never with
-predict's code. Most checks use a fingerprint model (a numpy function of the window that predict
-cannot fake without the right window) on every id; the serving model itself is checked on a sample
-of ids. The plain numpy/TF part (beam_jobs.inference) is checked against explicit numpy loops.
+per recording, stable sort by time, an explicit per-row slice with the padding spelled out), never
+with predict's code. Most checks use a fingerprint model (a numpy function of the window that
+predict cannot fake without the right window) on every id; the serving model itself is checked on
+a sample of ids. The plain numpy/TF part is tests/beam_jobs/test_inference.py's.
 """
 
-import functools
 import gzip
-import io
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import tracemalloc
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from beam_jobs import blocks, csv_reader, ids, inference, predict, rejects, windows
+from beam_jobs import blocks, ids, inference, predict, rejects
 from beam_jobs import predict_steps as pr
-from tests.predict_reference import GROUP, fingerprint, reference_windows
+from tests.predict_reference import GROUP, fingerprint, loop_windows, reference_windows, sequence_fingerprint
 from tests.worker_pool import workers_started
 from tfrecords_schema import serving
 from tfrecords_schema import WINDOW, csv_columns as cols
@@ -65,14 +62,6 @@ def test_csv(sample_dir):
 
 
 # --- the input really is laid out like the real test.csv -------------------------------------
-
-def test_the_sample_is_text_ordered_and_seat_interleaved(test_csv):
-    df = pd.read_csv(test_csv, dtype={cols.TIME: str})
-    one = df[df[cols.CREW] == df[cols.CREW].iloc[0]]
-    assert (one[cols.SEAT].to_numpy()[:6] == [0, 1, 0, 1, 0, 1]).all()
-    times = one[cols.TIME].astype(float).to_numpy()
-    assert (np.diff(times) < 0).any()  # not in numeric order...
-    assert list(one[cols.TIME]) == sorted(one[cols.TIME], key=lambda t: t)  # ...but in text order
 
 
 # --- every id once, and the windows of the contract ------------------------------------------
@@ -152,37 +141,6 @@ def test_serving_model_probabilities_on_a_sample_of_ids_padding_included(
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
-# --- a block's windows (beam_jobs.inference), against an explicit numpy loop ---------------------
-
-def loop_windows(rows, window):
-    """float32 [n, W, F]: row i's window over the whole recording `rows`, padding spelled out."""
-    out = []
-    for i in range(len(rows)):
-        start = i - window + 1
-        part = rows[max(start, 0):i + 1]
-        if start < 0:
-            part = np.concatenate([np.repeat(rows[:1], -start, axis=0), part])
-        out.append(part)
-    return np.stack(out).astype(np.float32)
-
-
-@pytest.mark.parametrize("cuts", [[], [1, 2, 3], [4, 5, 17], [2, 9, 10, 30]])
-def test_blocks_cut_anywhere_get_the_windows_of_the_whole_recording(cuts):
-    """A recording cut into blocks (some shorter than W-1, some of one row): each block padded
-    with the rows before it (all of them, or only the last W-1 as the job reads them) gives its
-    rows' windows over the whole recording, as views of the padded block."""
-    w, rows = 5, np.arange(40 * 2, dtype=np.float32).reshape(40, 2) * 1.5 - 7
-    expected = loop_windows(rows, w)
-    edges = [0, *cuts, len(rows)]
-    for a, b in zip(edges, edges[1:]):
-        for before in (rows[:a], rows[max(0, a - (w - 1)):a]):
-            padded = windows.pad_front(rows[a:b], before, w)
-            views = windows.window_view(padded, w)
-            assert padded.shape == (w - 1 + b - a, 2) and views.shape == (b - a, w, 2)
-            assert np.shares_memory(views, padded)
-            np.testing.assert_array_equal(views, expected[a:b])
-
-
 def test_a_recording_is_predicted_block_after_block_in_time_order(tmp_path):
     """PredictRecordingFn on one recording's time blocks (given out of order, each a run of rows of
     two chunks' block files, one block shorter than W-1): every kept row gets the fingerprint of its
@@ -225,142 +183,6 @@ def test_a_recording_is_predicted_block_after_block_in_time_order(tmp_path):
         np.testing.assert_array_equal(sub[HEADER[1:]].to_numpy(np.float32), expected)
         assert sum(count for _, count in tallies) == len(kept)
         assert list(fn.process(((1, 0, "LOFT"), parts), excluded, {"go": False, "rows": len(kept)})) == []
-
-
-def test_batches_are_the_windows_in_a_ring_of_buffers():
-    w, padded = 4, np.arange(30 * 3, dtype=np.float32).reshape(30, 3)
-    expected = loop_windows(padded, w)[w - 1:]  # row i of the block is padded row W-1+i
-    seen = []
-    for start, batch in inference.batches(padded, w, batch_size=6, buffers=3):
-        assert batch.flags.c_contiguous and len(batch) <= 6
-        np.testing.assert_array_equal(batch, expected[start:start + len(batch)])
-        if len(seen) >= 3:
-            assert np.shares_memory(batch, seen[-3])  # the buffer of 3 yields ago, reused
-        assert not any(np.shares_memory(batch, b) for b in seen[-2:])
-        seen.append(batch)
-    assert [len(b) for b in seen] == [6, 6, 6, 6, 3]
-
-
-def test_sweeps_overlap_by_w_minus_1():
-    w, padded = 4, np.arange(3 + 10, dtype=np.float32).reshape(13, 1)  # 3 rows of context, 10 rows
-    sweeps = [(start, sweep.copy()) for start, sweep in inference.sweeps(padded, w, sweep_rows=4, buffers=3)]
-    assert [start for start, _ in sweeps] == [0, 4, 8]
-    assert [sweep[:, 0].tolist() for _, sweep in sweeps] == [
-        [0, 1, 2, 3, 4, 5, 6], [4, 5, 6, 7, 8, 9, 10], [8, 9, 10, 11, 12]]
-
-
-def slow_fingerprint(windows):
-    """The fingerprint, slower for some batch sizes than others: calls finish out of order."""
-    time.sleep(0.002 * (len(windows) % 3))
-    return fingerprint(windows)
-
-
-def sequence_fingerprint(window):
-    """A causal stand-in for the `sequence` signature: rows [T, F] -> [T, 4], step t the
-    fingerprint of rows t-W+1..t, NaN at the first W-1 steps (a context step ever written would
-    come out as the uniform row, unlike its window's fingerprint)."""
-    def sequence(rows):
-        out = np.full((len(rows), 4), np.nan, np.float32)
-        if len(rows) >= window:
-            out[window - 1:] = fingerprint(np.lib.stride_tricks.sliding_window_view(
-                rows, window, axis=0).transpose(0, 2, 1))
-        return out
-    return sequence
-
-
-def fake_sweep_model(window):
-    """A SweepModel over `sequence_fingerprint` without a model folder."""
-    model = inference.SweepModel.__new__(inference.SweepModel)
-    model.window, model._sequence = window, sequence_fingerprint(window)
-    return model
-
-
-@pytest.mark.parametrize("path, size", [(inference.WINDOWS, 37), (inference.WINDOWS, 4096), (inference.SWEEP, 3),
-                                        (inference.SWEEP, 15), (inference.SWEEP, 16), (inference.SWEEP, 1000),
-                                        (inference.SWEEP, 1 << 20)])
-def test_predict_padded_gives_every_row_its_windows_output(path, size):
-    """Many small batches with three slow calls in flight (a buffer reused too early would give a
-    row another window's output), sweep chunks of 3 rows, W-1, W, a short last chunk and one
-    chunk: every row gets exactly the fingerprint of its window, the padded rows included."""
-    w, rows = 16, np.random.default_rng(1).normal(size=(700, 3)).astype(np.float32)
-    padded = windows.pad_front(rows, rows[:0], w)
-    model = slow_fingerprint if path == inference.WINDOWS else fake_sweep_model(w)
-    given = []  # what on_rows was given: (first row, a copy of its rows)
-    got, nonfinite = inference.predict_padded(model, padded, w, 4, path, batch_size=size, sweep_rows=size, concurrent=3,
-                                              on_rows=lambda start, part: given.append((start, part.copy())))
-    np.testing.assert_array_equal(got, fingerprint(loop_windows(rows, w)))
-    assert nonfinite == 0
-    assert [start for start, _ in given] == list(range(0, len(rows), size))  # in row order, each once
-    np.testing.assert_array_equal(np.concatenate([part for _, part in given]), got)
-
-
-def test_a_row_whose_output_is_not_finite_gets_the_uniform_row_and_is_counted():
-    w, padded = 4, np.arange(20 * 2, dtype=np.float32).reshape(20, 2)
-    padded[10, 1] = np.nan  # in the windows of block rows 7..10
-    given = []
-    got, nonfinite = inference.predict_padded(fingerprint, padded, w, 4, inference.WINDOWS, batch_size=5,
-                                              on_rows=lambda start, part: given.append(part.copy()))
-    expected = fingerprint(loop_windows(padded, w)[w - 1:])
-    bad = ~np.isfinite(expected).all(axis=1)
-    assert bad.tolist() == [7 <= i <= 10 for i in range(17)] and nonfinite == 4
-    np.testing.assert_array_equal(got[bad], 0.25)
-    np.testing.assert_array_equal(got[~bad], expected[~bad])
-    np.testing.assert_array_equal(np.concatenate(given), got)  # on_rows sees the uniform rows too
-
-
-def test_the_path_follows_the_model(exported, exported_tcn):
-    lstm = serving.read_config(exported.model_dir)
-    tcn = serving.read_config(exported_tcn.model_dir)
-    assert inference.choose_path(inference.AUTO, lstm, "m") == inference.WINDOWS
-    assert inference.choose_path(inference.AUTO, tcn, "m") == inference.SWEEP
-    assert inference.choose_path(inference.WINDOWS, tcn, "m") == inference.WINDOWS
-    with pytest.raises(ValueError, match="--path sweep needs a model with the `sequence` signature"):
-        inference.choose_path(inference.SWEEP, lstm, "m")
-
-
-# --- bounded memory: a block's windows are never all materialized ------------------------------
-
-def traced_peak(function, *args, **kwargs):
-    """Peak bytes of Python/numpy allocations (tracemalloc) during `function(*args, **kwargs)`."""
-    tracemalloc.start()
-    try:
-        function(*args, **kwargs)
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
-def test_predict_padded_peak_memory_would_catch_all_windows_of_a_block_at_once(monkeypatch):
-    """Bound: well under the windows of one block (30 s at 256 Hz, W=64, 3 features).
-    Materializing them (the monkeypatched window_view) breaks it, so the bound is one a
-    regression would hit."""
-    w, n, f = 64, 30 * cols.SAMPLE_RATE_HZ, 3
-    padded = np.random.default_rng(2).normal(size=(w - 1 + n, f)).astype(np.float32)
-    block_windows = n * w * f * 4
-    bound = block_windows // 3
-    call = functools.partial(inference.predict_padded, fingerprint, padded, w, 4, inference.WINDOWS,
-                             batch_size=256, concurrent=1)
-    lazy = traced_peak(call)
-    assert lazy < bound, (lazy, bound)
-
-    viewed = inference.window_view
-    monkeypatch.setattr(inference, "window_view", lambda padded, w: np.ascontiguousarray(viewed(padded, w)))
-    eager = traced_peak(call)
-    assert eager > block_windows > bound, (eager, block_windows)
-
-
-@pytest.mark.parametrize("path", [inference.WINDOWS, inference.SWEEP])
-def test_predict_padded_peak_memory_grows_only_by_the_output(path):
-    """Four times the rows: the peak grows by the larger output (n x K float32) and little else."""
-    w, f = 64, 3
-    model = fingerprint if path == inference.WINDOWS else fake_sweep_model(w)
-    peaks = []
-    for n in (7680, 4 * 7680):
-        padded = np.random.default_rng(3).normal(size=(w - 1 + n, f)).astype(np.float32)
-        peaks.append(traced_peak(inference.predict_padded, model, padded, w, 4, path, batch_size=256,
-                                 sweep_rows=2000, concurrent=1))
-    small, large = peaks
-    assert large < small * 1.25 + 3 * 7680 * 4 * 4 + (256 << 10), (small, large)
 
 
 # --- rejected rows ----------------------------------------------------------------------------
@@ -416,31 +238,6 @@ def test_a_clean_rerun_removes_a_stale_rejects_file(tmp_path, exported, test_csv
     (tmp_path / "sub.rejects.csv").write_text(",".join(rejects.HEADER) + "\nt.csv,2,r,not a number,0,x\n")
     summary, _ = run(exported.model_dir, test_csv, tmp_path / "sub.csv", model=fingerprint)
     assert summary["rejects_file"] is None and not (tmp_path / "sub.rejects.csv").exists()
-
-
-def test_reader_keeps_exact_ids_and_rejects_rows_without_one():
-    header = list(cols.TEST_COLUMNS)
-    good = ["9007199254740993", "1", "LOFT", "0.5", "0"] + ["1.5"] * len(cols.SIGNALS)
-    lines = [good, ["abc"] + good[1:], [""] + good[1:], ["1.5"] + good[1:], ["12"] + good[1:],
-             ["7.0"] + good[1:]]
-    chunk = ("\n".join(",".join(line) for line in lines) + "\n").encode()
-    rows, rejected = csv_reader.parse_span(chunk, header, ["r"], "t.csv", 2, labelled=False, with_id=True)
-    assert isinstance(rows, csv_reader.IdRows)
-    # 2**53 + 1 stays exact although this chunk, with bad ids in it, is parsed as text
-    assert rows.id.dtype == np.int64 and rows.id.tolist() == [9007199254740993, 12, 7]
-    assert [(r.line, r.column) for r in rejected] == [(3, cols.ID), (4, cols.ID), (5, cols.ID)]
-    train_header = ",".join(cols.TRAIN_COLUMNS) + "\n"
-    with pytest.raises(csv_reader.CsvFileError, match="train file"):
-        list(csv_reader.read_file_spans(io.BytesIO(train_header.encode()), "t.csv", ["r"],
-                                         labelled=False, with_id=True))
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("12,1,LOFT", 12), ("12.0,1,LOFT", 12), ("-3,1", -3), ("x12,1", None), ("1.5,1", None), (",1", None),
-    ("nan,1", None), ("99999999999999999999,1", None), ("", None),
-])
-def test_the_id_of_a_rejected_line_reads_as_the_reader_reads_ids(text, expected):
-    assert csv_reader.reject_id(text, 0) == expected
 
 
 # --- files: gzip, a failed run ------------------------------------------------------------------
@@ -644,7 +441,8 @@ def block_runs(tmp_path_factory, exported, exported_tcn):
     w = serving.read_config(exported_tcn.model_dir)["window"]
     found = {"csv": csv_path, "recordings": recordings}
     for name, model_dir, model in (("windows", exported.model_dir, inference.StandIn(windows=fingerprint)),
-                                   ("sweep", exported_tcn.model_dir, inference.StandIn(sequence=sequence_fingerprint(w)))):
+                                   ("sweep", exported_tcn.model_dir,
+                                    inference.StandIn(sequence=sequence_fingerprint(w)))):
         for size, block_rows in (("small", SMALL_BLOCK_ROWS), ("whole", blocks.DEFAULT_BLOCK_ROWS)):
             out = root / f"{name}-{size}.csv"
             run_found = {"out": out}

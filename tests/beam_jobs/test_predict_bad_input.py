@@ -257,7 +257,8 @@ def test_verbose_shows_the_traceback(tmp_path, model_dir, lines, served, capsys)
     # the traceback, the original error (a gzip's EOFError) travelling with it, then the one line
     assert err.startswith("Traceback (most recent call last):") and "\nEOFError" in err, err
     assert re.search(r"^beam_jobs\.predict\.PredictError: .*truncated", err, re.M), err
-    assert err.splitlines()[-1].startswith(f"crewstream predict: error: {path}: ") and "truncated" in err.splitlines()[-1]
+    last = err.splitlines()[-1]
+    assert last.startswith(f"crewstream predict: error: {path}: ") and "truncated" in last
     assert sorted(os.listdir(tmp_path)) == ["test.csv.gz"]
 
 
@@ -352,8 +353,8 @@ ROW_CASES = {  # name: (column, bad value, what its id gets, reason in the rejec
     "non-numeric id": (cols.ID, "x12", "absent", "not a number"),
     "an extra cell": (None, ",1.0", "uniform", "expected 28 columns, found 29"),
     "a missing cell": (None, "drop", "uniform", "expected 28 columns, found 27"),
-    # Lines that are not CSV text, numbers outside their field's range (issue 11); the test reads
-    # in small chunks (ROW_CHUNK_BYTES), so a bad line can sit on a chunk boundary too.
+    # Lines that are not CSV text, numbers outside their field's range; the test reads
+    # in small spans (ROW_SPAN_BYTES), so a bad line can sit on a span boundary too.
     "a byte that is not UTF-8": ("r", "1.\udcff5", "uniform", "not UTF-8 text (byte 0xff)"),
     "a NUL byte": ("ecg", "1\x005", "uniform", "NUL byte"),
     "a lone CR": ("gsr", "1\r5", "uniform", "carriage return inside the line"),
@@ -367,7 +368,7 @@ ROW_CASES = {  # name: (column, bad value, what its id gets, reason in the rejec
     "id 2**63": (cols.ID, str(2**63), "absent", "outside the int64 range"),
     "id inf": (cols.ID, "inf", "absent", "not an integer"),
 }
-ROW_CHUNK_BYTES = 4000  # about 8 lines: the file is read in many chunks (--span-bytes)
+ROW_SPAN_BYTES = 4000  # about 8 lines: the file is read in many chunks (--span-bytes)
 
 
 def _bad_line(lines, case, line_no):
@@ -391,7 +392,7 @@ def bad_rows(tmp_path_factory, model_dir):
     for case, line_no in where.items():
         bad = _bad_line(bad, case, line_no)
     path = write(root / "bad.csv", bad)
-    counts, sub = run(model_dir, path, root / "sub.csv", "--span-bytes", ROW_CHUNK_BYTES, max_bad_fraction=0.2)
+    counts, sub = run(model_dir, path, root / "sub.csv", "--span-bytes", ROW_SPAN_BYTES, max_bad_fraction=0.2)
     return SimpleNamespace(lines=lines, bad=bad, where=where, path=path, counts=counts, sub=sub,
                            rejects=rejects_of(counts).set_index("line"), root=root)
 

@@ -11,41 +11,16 @@ import pytest
 
 from beam_jobs import preprocess
 from tests import piece_writers
-from tests.helpers import make_frame, write_crew_csv
-from tests.reference import read_output, reference_windows
-from tfrecords_schema import LABEL_VOCABULARY
+from tests.helpers import SMALL_FEATURES as FEATURES, make_frame, write_crew_csv
+from tests.reference import assert_matches_reference, read_output
 from tfrecords_schema import csv_columns as cols
 from tfrecords_schema import ownership
 
-FEATURES = ["r", "ecg", "gsr"]
 
 
 def run_job(csv, out, *extra):
     return preprocess.run(["--input", csv, "--output", str(out), "--features", ",".join(FEATURES),
                            "--eval-crews", "2", *map(str, extra)])
-
-
-def assert_matches_reference(frame, out, window, stride, scale="zscore"):
-    expected, (shift, div) = reference_windows(frame, FEATURES, window, stride, 1.0, [2], scale)
-    stats, found, per_shard = read_output(str(out))
-    assert set(found) == set(expected)
-    for key, (split, label, values) in expected.items():
-        got_split, got_label, got_values = found[key]
-        assert (got_split, got_label) == (split, label), key
-        np.testing.assert_allclose(got_values, values, rtol=1e-5, atol=1e-5)
-    # stats.json agrees with what reading the shards back finds.
-    for split in ("train", "eval"):
-        s = stats["splits"][split]
-        mine = [v for v in found.values() if v[0] == split]
-        assert s["num_windows"] == len(mine)
-        assert s["class_counts"] == {c: sum(1 for v in mine if v[1] == i) for i, c in enumerate(LABEL_VOCABULARY)}
-        for shard in s["shards"]:
-            assert len(per_shard[os.path.join(str(out), shard["file"])]) == shard["num_windows"]
-    names = ("mean", "std") if scale == "zscore" else ("min", "range")
-    for i, name in enumerate(FEATURES):
-        np.testing.assert_allclose([stats["scaling"][name][names[0]], stats["scaling"][name][names[1]]],
-                                   [shift[i], div[i]], rtol=1e-5)
-    return stats
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +89,8 @@ def test_cli_file_level_errors_are_one_clear_line_and_write_nothing(tmp_path):
     assert result.returncode == 1
     assert "no file matches" in result.stderr and "Traceback" not in result.stderr
     test_layout = tmp_path / "test.csv"
-    test_layout.write_text("id,crew,experiment,time,seat," + ",".join(make_frame(rows_per_recording=1).columns[4:-1]) + "\n")
+    signals = make_frame(rows_per_recording=1).columns[4:-1]
+    test_layout.write_text("id,crew,experiment,time,seat," + ",".join(signals) + "\n")
     result = _cli("--input", test_layout, "--output", out)
     assert result.returncode == 1 and "test file" in result.stderr
     assert not out.exists()
@@ -231,7 +207,8 @@ def test_a_run_that_cannot_give_what_was_asked_fails_and_publishes_nothing(tmp_p
 
 def _manifest(eval_windows):
     """What check_splits reads of a manifest: one train and one eval recording."""
-    return {"block_counts": [{"split": "train", "crew": 1, "num_rows": 50}, {"split": "eval", "crew": 2, "num_rows": 20}],
+    return {"block_counts": [{"split": "train", "crew": 1, "num_rows": 50},
+                             {"split": "eval", "crew": 2, "num_rows": 20}],
             "shards": [{"split": "train", "num_windows": 3}, {"split": "eval", "num_windows": eval_windows}],
             "segments": [{"split": "train", "segments": 1, "short_segments": 0, "longest_segment": 50},
                          {"split": "eval", "segments": 2, "short_segments": 2 if not eval_windows else 1,
@@ -241,7 +218,8 @@ def _manifest(eval_windows):
 def test_an_eval_split_without_windows_fails_only_when_eval_crews_are_asked_for():
     args = argparse.Namespace(eval_crews=[2], window=16, max_gap=1.0)
     preprocess.check_splits(_manifest(eval_windows=1), args)
-    with pytest.raises(preprocess.PreprocessError, match=r"^no eval windows: all 2 time segment\(s\) of the eval "
-                                                           r"crews are shorter than --window 16 rows \(the longest has 12;"):
+    expected = (r"^no eval windows: all 2 time segment\(s\) of the eval crews are shorter than --window 16 rows "
+                r"\(the longest has 12;")
+    with pytest.raises(preprocess.PreprocessError, match=expected):
         preprocess.check_splits(_manifest(eval_windows=0), args)
     preprocess.check_splits(_manifest(eval_windows=0), argparse.Namespace(eval_crews=[], window=16, max_gap=1.0))

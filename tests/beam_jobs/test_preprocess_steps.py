@@ -51,7 +51,8 @@ def test_a_duplicate_time_names_the_line_and_file_it_repeats():
 
     kept = block([0.0, 0.5, 1.0], [7, 8, 9], [1, 0, 1])
     dropped = block([0.5, 1.0, 1.0], [3, 4, 12], [1, 0, 1])
-    got = [(r.file, r.line, r.column, r.reason) for r in steps.duplicate_time_rejects(kept, dropped, ["a.csv", "b.csv"])]
+    found = steps.duplicate_time_rejects(kept, dropped, ["a.csv", "b.csv"])
+    got = [(r.file, r.line, r.column, r.reason) for r in found]
     why = "duplicate (crew, seat, experiment, time): repeats line "
     assert got == [("b.csv", 3, "time", why + "8 of a.csv"), ("a.csv", 4, "time", why + "9 of b.csv"),
                    ("b.csv", 12, "time", why + "9 of b.csv")]

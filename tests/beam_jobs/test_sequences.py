@@ -18,7 +18,8 @@ import tensorflow as tf
 
 from beam_jobs import preprocess
 from tfrecords_schema.sequence import chunks_ending_in
-from tests.beam_jobs.test_block_rows import BLOCK_ROWS, STRIDE, WINDOW, block_frame, job_args, write_with_duplicates
+from tests.helpers import BLOCKED_ROWS as BLOCK_ROWS, BLOCKED_STRIDE as STRIDE, BLOCKED_WINDOW as WINDOW
+from tests.helpers import block_frame, blocked_job_args as job_args, write_with_duplicates
 from tfrecords_schema import parse_chunks, read_stats, sequence, shard_files
 from tfrecords_schema.record import parse_examples
 from tfrecords_schema.verify import verify
@@ -149,7 +150,8 @@ def test_block_rows_do_not_change_the_bytes(runs):
 def test_verify_passes_a_sequence_folder_and_names_a_tampered_shard(runs, tmp_path):
     report = verify(runs["seq5-small"])
     assert report.ok, report.problems
-    assert report.num_records == sum(read_stats(runs["seq5-small"])["splits"][s]["num_chunks"] for s in ("train", "eval"))
+    splits = read_stats(runs["seq5-small"])["splits"]
+    assert report.num_records == sum(splits[s]["num_chunks"] for s in ("train", "eval"))
     out = tmp_path / "out"
     shutil.copytree(runs["seq5-small"], out)
     stats = read_stats(str(out))

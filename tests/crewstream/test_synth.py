@@ -369,3 +369,12 @@ def test_empty_test_crews_still_write_headers(tmp_path):
     assert written["test"]["rows"] == 0
     with open(written["test"]["path"]) as f:
         assert f.read() == ",".join(TEST_COLUMNS) + "\n"
+
+
+def test_the_sample_is_text_ordered_and_seat_interleaved(sample_dir):
+    df = pd.read_csv(sample_dir / "test.csv", dtype={TIME: str})
+    one = df[df[CREW] == df[CREW].iloc[0]]
+    assert (one[SEAT].to_numpy()[:6] == [0, 1, 0, 1, 0, 1]).all()
+    times = one[TIME].astype(float).to_numpy()
+    assert (np.diff(times) < 0).any()  # not in numeric order...
+    assert list(one[TIME]) == sorted(one[TIME], key=lambda t: t)  # ...but in text order

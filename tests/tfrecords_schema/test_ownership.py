@@ -7,29 +7,13 @@ import os
 
 import pytest
 
-from tests.tfrecords_schema.test_stats import good_stats
+from tests.helpers import good_stats, tree
 from tfrecords_schema import serving
-from tfrecords_schema import ownership, output_folder
+from tfrecords_schema import ownership
 from tfrecords_schema.ownership import OwnershipError
 
 LISTING = ownership.Kind("listing", ("train", "stats.json"), lists_files=True)
 WHOLE = ownership.Kind("whole", ("model", "notes.json"))
-
-
-def tree(root):
-    """{relative path: bytes | ("link", target) | "dir"} of everything under root, links not followed."""
-    found = {}
-    for where, dirs, names in os.walk(root):
-        for name in dirs + names:
-            path = os.path.join(where, name)
-            rel = os.path.relpath(path, root)
-            if os.path.islink(path):
-                found[rel] = ("link", os.readlink(path))
-            elif os.path.isdir(path):
-                found[rel] = "dir"
-            else:
-                found[rel] = open(path, "rb").read()
-    return found
 
 
 def put(path, text="x"):

@@ -3,23 +3,9 @@ import json
 
 import pytest
 
+from tests.helpers import good_stats
+
 from tfrecords_schema import StatsError, read_stats, shard_files, validate_stats, write_stats
-
-
-def good_stats():
-    return {
-        "layout": "windows", "window": 256, "stride": 32, "max_gap": 1.0, "features": ["r", "ecg", "gsr"],
-        "label_vocabulary": ["A", "B", "C", "D"], "scale": "zscore",
-        "scaling": {f: {"mean": 0.0, "std": 1.0} for f in ["r", "ecg", "gsr"]},
-        "compression": "NONE", "rejected_rows": 0,
-        "splits": {
-            "train": {"crews": [1, 3], "num_rows": 100, "num_windows": 5,
-                      "class_counts": {"A": 2, "B": 0, "C": 3, "D": 0},
-                      "shards": [{"file": "train/part-00000-of-00002.tfrecord", "num_windows": 4},
-                                 {"file": "train/part-00001-of-00002.tfrecord", "num_windows": 1}]},
-            "eval": {"crews": [], "num_rows": 0, "num_windows": 0, "class_counts": {}, "shards": []},
-        },
-    }
 
 
 def test_valid_stats_pass():
@@ -123,7 +109,8 @@ def test_digests_and_segments_are_optional_and_checked_when_present(tmp_path):
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda s: s["splits"]["train"]["shards"][0].update(sha256="ABC"), r"shards\[0\].sha256: expected 64 lowercase hex"),
+    (lambda s: s["splits"]["train"]["shards"][0].update(sha256="ABC"),
+     r"shards\[0\].sha256: expected 64 lowercase hex"),
     (lambda s: s["splits"]["train"]["shards"][0].update(sha256="F" * 64), "lowercase hex"),
     (lambda s: s["splits"]["train"]["shards"][1].pop("sha256"), "listed for some shards and not for others"),
     (lambda s: s["splits"]["train"].pop("short_segments"), r"splits.train: missing field 'short_segments'"),

@@ -44,3 +44,13 @@ def sequence_dir(tmp_path_factory, sample_dir):
     preprocess.run(["--input", str(sample_dir / "train.csv"), "--output", str(out), *PREPROCESS_FLAGS,
                     "--layout", "sequence", "--chunk-rows", str(SEQUENCE_CHUNK_ROWS)])
     return str(out)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """(path, stats, {split: [(rows, labels)]}) of a hand-made sequence folder (tests/helpers.py)."""
+    from tests.helpers import write_sequence_folder
+
+    out = tmp_path_factory.mktemp("sequence")
+    stats, recordings = write_sequence_folder(out, np.random.default_rng(7))
+    return str(out), stats, recordings

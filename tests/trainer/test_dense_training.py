@@ -8,10 +8,9 @@ import pytest
 
 from tfrecords_schema import LABEL_VOCABULARY, sequence
 from trainer import data, model as model_lib, weights
-from tests.trainer import test_sequence_dataset
-from tests.trainer.test_sequence_dataset import FEATURES, numpy_windows
+from tests.helpers import SEQUENCE_FEATURES as FEATURES
+from tests.reference import numpy_windows
 
-folder = test_sequence_dataset.folder  # the fixture: the hand-made sequence folder of those tests
 
 WINDOW = 12  # the trained W', below the folder's 24: the chunks' context is trimmed to W' - 1 rows
 PARAMS = model_lib.ModelParams(kind=model_lib.TCN, filters=4, kernel_size=2, dropout=0.0,

@@ -11,8 +11,8 @@ import os
 import numpy as np
 import pytest
 
-from tests.trainer.test_multiworker import _argv, _assert_same_weights, _log, _result, _run_cluster
-from tests.trainer.test_train_resume import _keras_early_stopping
+from tests.cluster import cluster_argv, assert_same_weights, worker_log, worker_result, run_cluster
+from tests.reference import keras_early_stopping
 from trainer import train
 
 EPOCHS = 6
@@ -22,24 +22,24 @@ PATIENCE = 1
 @pytest.mark.slow
 def test_two_workers_stop_after_the_same_epoch_with_the_same_best_weights(prep_dir, tmp_path):
     model_dir = tmp_path / "model"
-    argv = _argv(prep_dir, model_dir, epochs=EPOCHS) + [
+    argv = cluster_argv(prep_dir, model_dir, epochs=EPOCHS) + [
         "--early-stopping", str(PATIENCE), "--learning-rate", "0.05"]
-    outs, codes = _run_cluster(tmp_path, "early", argv)
-    assert codes == [0, 0], "\n".join(_log(o) for o in outs)
-    chief, worker = (_result(o) for o in outs)
+    outs, codes = run_cluster(tmp_path, "early", argv)
+    assert codes == [0, 0], "\n".join(worker_log(o) for o in outs)
+    chief, worker = (worker_result(o) for o in outs)
     assert chief["chief"] and not worker["chief"]
     assert chief["started"] == worker["started"]
     assert chief["history"] == worker["history"]
 
     history = chief["history"]
-    best, stop = _keras_early_stopping(history["val_loss"], PATIENCE)
+    best, stop = keras_early_stopping(history["val_loss"], PATIENCE)
     assert stop is not None and stop < EPOCHS, history  # a high rate: the eval loss soon stalls
     assert history["epoch"] == list(range(1, stop + 1)) and history["best_epoch"] == best
 
     # both hold the best epoch's weights, and the chief's file is the same epoch and weights
-    _assert_same_weights([chief, worker])
+    assert_same_weights([chief, worker])
     assert sorted(os.listdir(model_dir / "checkpoints")) == [train.BEST_WEIGHTS_FILE, "chief"]
     with np.load(model_dir / "checkpoints" / train.BEST_WEIGHTS_FILE) as saved:
         assert int(saved["epoch"]) == best
-        _assert_same_weights([chief, {"weights": [saved[k] for k in sorted(saved.files)
+        assert_same_weights([chief, {"weights": [saved[k] for k in sorted(saved.files)
                                                   if k.startswith("weight_")]}])

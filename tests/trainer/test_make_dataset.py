@@ -11,6 +11,7 @@ import tensorflow as tf
 from tensorflow.python.data.experimental.ops import distribute as tf_distribute
 
 from tfrecords_schema import LABEL, LABEL_VOCABULARY, WINDOW, read_stats, output_folder
+from tests.helpers import dataset_graph_report
 from trainer import data, weights
 
 
@@ -162,21 +163,6 @@ def test_bad_arguments(prep_dir):
 
 _IN_MEMORY_OPS = {"CacheDataset", "CacheDatasetV2", "MemoryCacheImpl", "AnonymousMemoryCache",
                   "PyFunc", "PyFuncStateless", "EagerPyFunc", "GeneratorDataset", "SnapshotDatasetV2"}
-
-
-def dataset_graph_report(ds: tf.data.Dataset):
-    """(op types in the dataset's graph and functions, bytes of all constants in them)."""
-    graph = tf.compat.v1.GraphDef()
-    graph.ParseFromString(ds._as_serialized_graph().numpy())
-    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
-    ops = {n.op for n in nodes}
-    const_bytes = 0
-    for n in nodes:
-        if n.op == "Const":
-            t = n.attr["value"].tensor
-            const_bytes += len(t.tensor_content) + sum(len(s) for s in t.string_val) + 4 * (
-                len(t.float_val) + len(t.int_val)) + 8 * len(t.int64_val)
-    return ops, const_bytes
 
 
 def assert_streams(ds: tf.data.Dataset, split_bytes: int) -> None:

@@ -7,128 +7,16 @@ line in-process and dumps its final weights to an npz file, so the test can comp
 workers' models.
 """
 
-import hashlib
 import json
 import os
-import socket
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 
 from tfrecords_schema import serving
+from tests.cluster import (KILLED, assert_each_window_once_per_epoch, assert_same_weights, cluster_argv, run_cluster,
+                           tf_config, window_keys, worker_log, worker_result)
 from trainer import data, task, train
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-KILLED = 17  # exit status of a worker killed after its first epoch
-WORKER_SCRIPT = textwrap.dedent(f"""
-    import hashlib, json, os, sys
-    import numpy as np
-    import tensorflow as tf
-    import tf_keras
-    from trainer import model, task, train
-    out, kill = sys.argv[1], sys.argv[2] == "kill"
-
-    # What this worker's model steps on, by split and epoch: the sha1 of each window a train or
-    # test step receives (tapped in Keras' Model, outside the trainer's code).
-    seen, epoch_now = {{}}, [None]
-    def tap(split, step):
-        def record(windows):
-            seen.setdefault(f"{{split}}/{{epoch_now[0]}}", []).extend(
-                hashlib.sha1(w.tobytes()).hexdigest() for w in windows.numpy())
-            return []
-        def traced_step(self, batch):
-            tf.py_function(record, [batch[0]], [])
-            return step(self, batch)
-        return traced_step
-    tf_keras.Model.train_step = tap("train", tf_keras.Model.train_step)
-    tf_keras.Model.test_step = tap("eval", tf_keras.Model.test_step)
-    started = []
-    def begin(epoch, logs):
-        started.append(epoch)
-        epoch_now[0] = epoch
-    def save_seen(epoch, logs):  # at each epoch's end, validation included
-        with open(out + ".seen.json", "w") as f:
-            json.dump(seen, f)
-
-    callbacks = [model.epoch_callback(on_epoch_begin=begin), model.epoch_callback(on_epoch_end=save_seen)]
-    if kill:  # after epoch 1 is checkpointed: no clean-up code runs
-        callbacks.append(model.epoch_callback(on_epoch_end=lambda epoch, logs: os._exit({KILLED})))
-    result = train.train(task.config_from_argv(sys.argv[3:]), extra_callbacks=callbacks)
-    np.savez(out + ".npz", *result["model"].get_weights())
-    with open(out + ".json", "w") as f:
-        json.dump({{"chief": result["chief"], "started": started, "history": result["history"],
-                   "serving": result["serving"]}}, f)
-""")
-
-
-def _tf_config(ports, index, role="worker"):
-    return json.dumps({"cluster": {"worker": [f"localhost:{p}" for p in ports]},
-                       "task": {"type": role, "index": index}})
-
-
-def _free_ports(n):
-    """n ports free now (bound to 0 and released: another process could take one meanwhile)."""
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("localhost", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def _argv(prep_dir, model_dir, epochs=2):
-    return ["--data", prep_dir, "--model-dir", str(model_dir), "--epochs", str(epochs),
-            "--batch-size", "64", "--units", "8", "--seed", "3", "--progress", "none",
-            "--strategy", "multiworker", "--model", "lstm", "--normalize", "none"]
-
-
-def _run_cluster(tmp_path, name, argv, kill=False, workers=2):
-    """Start `workers` worker processes on loopback, wait for all; returns their outputs' prefixes
-    and exit statuses."""
-    ports = _free_ports(workers)
-    procs, outs = [], []
-    for index in range(workers):
-        out = str(tmp_path / f"{name}-worker{index}")
-        env = dict(os.environ, TF_CONFIG=_tf_config(ports, index), PYTHONPATH=REPO,
-                   TF_CPP_MIN_LOG_LEVEL="2")
-        log = open(out + ".log", "w")
-        procs.append(subprocess.Popen(
-            [sys.executable, "-c", WORKER_SCRIPT, out, "kill" if kill else "run", *argv],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
-        outs.append(out)
-    try:
-        codes = [p.wait(timeout=600) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    return outs, codes
-
-
-def _log(out):
-    with open(out + ".log") as f:
-        return f.read()[-3000:]
-
-
-def _result(out):
-    with open(out + ".json") as f:
-        result = json.load(f)
-    weights = np.load(out + ".npz")
-    result["weights"] = [weights[k] for k in weights.files]
-    return result
-
-
-def _assert_same_weights(results):
-    first = results[0]["weights"]
-    for other in results[1:]:
-        assert len(other["weights"]) == len(first)
-        for a, b in zip(first, other["weights"]):
-            np.testing.assert_array_equal(a, b)
 
 
 # --- TF_CONFIG ---------------------------------------------------------------------------------
@@ -159,15 +47,15 @@ def test_bad_tf_config_is_named(text, message):
 
 def test_multiworker_without_tf_config_is_a_clear_error(prep_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    assert task.main(_argv(prep_dir, tmp_path / "model")) == 1
+    assert task.main(cluster_argv(prep_dir, tmp_path / "model")) == 1
     assert "needs the TF_CONFIG environment variable" in capsys.readouterr().err
     assert not (tmp_path / "model").exists()
 
 
 def test_fewer_shards_than_workers_is_a_clear_error(prep_dir, tmp_path, monkeypatch, capsys):
     """3 shards per split, 4 workers: refused before the cluster would start (and wait)."""
-    monkeypatch.setenv("TF_CONFIG", _tf_config([1, 2, 3, 4], 0))
-    assert task.main(_argv(prep_dir, tmp_path / "model")) == 1
+    monkeypatch.setenv("TF_CONFIG", tf_config([1, 2, 3, 4], 0))
+    assert task.main(cluster_argv(prep_dir, tmp_path / "model")) == 1
     err = capsys.readouterr().err
     assert "3 shard(s) but 4 workers" in err and "--num-shards 4" in err
     assert not (tmp_path / "model").exists()
@@ -211,9 +99,6 @@ def test_data_service_with_multiworker_is_a_usage_error():
 
 # --- sharding by file ----------------------------------------------------------------------------
 
-def _keys(windows):
-    return sorted(hashlib.sha1(w.tobytes()).hexdigest() for w in windows)
-
 
 def test_file_auto_sharding_gives_each_worker_the_same_shards_every_epoch(prep_dir, stats, records):
     """What tf.distribute does to each worker's dataset (its FILE auto-shard rewrite, called
@@ -229,11 +114,11 @@ def test_file_auto_sharding_gives_each_worker_the_same_shards_every_epoch(prep_d
         ds = data.make_dataset(prep_dir, "train", 64, shuffle=True, seed=0, num_workers=2)
         sharded = input_ops.auto_shard_dataset(ds, 2, worker, 2)
         expected = data.num_windows(stats, "train", 2, worker)
-        epochs = [_keys(w for x, _, _ in sharded for w in x.numpy()) for _ in range(3)]
+        epochs = [window_keys(w for x, _, _ in sharded for w in x.numpy()) for _ in range(3)]
         assert len(epochs[0]) == expected
         assert epochs[1] == epochs[0] and epochs[2] == epochs[0]
         per_worker.append(epochs[0])
-    assert sorted(per_worker[0] + per_worker[1]) == _keys(all_windows)
+    assert sorted(per_worker[0] + per_worker[1]) == window_keys(all_windows)
     assert len(per_worker[0]) != len(per_worker[1])  # 2 shards vs 1: the parts differ in size
 
 
@@ -269,39 +154,18 @@ def test_mirrored_strategy_trains_and_writes_the_model_folder(prep_dir, tmp_path
 
 # --- two workers on loopback ---------------------------------------------------------------------
 
-def _assert_each_window_once_per_epoch(outs, records, stats, history, epochs):
-    """In each of `epochs` (0-based), the windows the workers' models stepped on (WORKER_SCRIPT's
-    tap) are each window of the split exactly once, both workers having some; and Keras
-    aggregates accuracy over all replicas, so each epoch's accuracy is a whole number of correct
-    windows out of the split's windows."""
-    from tfrecords_schema import WINDOW
-
-    seen = []
-    for out in outs:
-        with open(out + ".seen.json") as f:
-            seen.append(json.load(f))
-    for split, key in (("train", "accuracy"), ("eval", "val_accuracy")):
-        expected = _keys(records(split)[WINDOW])
-        for epoch in epochs:
-            parts = [worker.get(f"{split}/{epoch}", []) for worker in seen]
-            assert all(parts), (split, epoch, [len(p) for p in parts])
-            assert sorted(sum(parts, [])) == expected, (split, epoch, [len(p) for p in parts], len(expected))
-        n = stats["splits"][split]["num_windows"]
-        for accuracy in history[key]:
-            assert abs(accuracy * n - round(accuracy * n)) < 1e-3, (split, accuracy, n)
-
 
 @pytest.mark.slow
 def test_two_workers_finish_with_identical_weights(prep_dir, stats, records, tmp_path):
     model_dir = tmp_path / "model"
-    outs, codes = _run_cluster(tmp_path, "run", _argv(prep_dir, model_dir))
-    assert codes == [0, 0], "\n".join(_log(o) for o in outs)
-    chief, worker = (_result(o) for o in outs)
+    outs, codes = run_cluster(tmp_path, "run", cluster_argv(prep_dir, model_dir))
+    assert codes == [0, 0], "\n".join(worker_log(o) for o in outs)
+    chief, worker = (worker_result(o) for o in outs)
     assert chief["chief"] and not worker["chief"]
-    _assert_same_weights([chief, worker])
+    assert_same_weights([chief, worker])
     assert chief["history"] == worker["history"]
     assert chief["history"]["epoch"] == [1, 2]
-    _assert_each_window_once_per_epoch(outs, records, stats, chief["history"], epochs=[0, 1])
+    assert_each_window_once_per_epoch(outs, records, stats, chief["history"], epochs=[0, 1])
 
     # only the chief wrote MODEL, and the worker left no temporary folder behind
     with open(model_dir / train.HISTORY_FILE) as f:
@@ -330,20 +194,20 @@ def test_killed_workers_resume_under_the_strategy(prep_dir, stats, records, tmp_
     """Both workers die (os._exit) after epoch 1 of 2 is checkpointed; the same command on both
     resumes from the chief's checkpoint at epoch 2, and the workers end identical."""
     model_dir = tmp_path / "model"
-    outs, codes = _run_cluster(tmp_path, "killed", _argv(prep_dir, model_dir), kill=True)
-    assert codes == [KILLED, KILLED], "\n".join(_log(o) for o in outs)
+    outs, codes = run_cluster(tmp_path, "killed", cluster_argv(prep_dir, model_dir), kill=True)
+    assert codes == [KILLED, KILLED], "\n".join(worker_log(o) for o in outs)
     with open(model_dir / train.HISTORY_FILE) as f:
         killed_history = json.load(f)
     assert killed_history["epoch"] == [1]
-    _assert_each_window_once_per_epoch(outs, records, stats, killed_history, epochs=[0])
+    assert_each_window_once_per_epoch(outs, records, stats, killed_history, epochs=[0])
 
-    outs, codes = _run_cluster(tmp_path, "resumed", _argv(prep_dir, model_dir))
-    assert codes == [0, 0], "\n".join(_log(o) for o in outs)
-    chief, worker = (_result(o) for o in outs)
+    outs, codes = run_cluster(tmp_path, "resumed", cluster_argv(prep_dir, model_dir))
+    assert codes == [0, 0], "\n".join(worker_log(o) for o in outs)
+    chief, worker = (worker_result(o) for o in outs)
     assert chief["started"] == [1] and worker["started"] == [1]  # not from epoch 0
-    _assert_same_weights([chief, worker])
+    assert_same_weights([chief, worker])
     assert chief["history"]["epoch"] == [1, 2]
     assert chief["history"]["loss"][0] == killed_history["loss"][0]  # epoch 1 is the killed run's
-    _assert_each_window_once_per_epoch(outs, records, stats, chief["history"], epochs=[1])
+    assert_each_window_once_per_epoch(outs, records, stats, chief["history"], epochs=[1])
     assert (model_dir / "serving" / "saved_model.pb").exists()
     assert os.listdir(model_dir / "checkpoints") == ["chief"]

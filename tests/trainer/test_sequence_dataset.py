@@ -15,70 +15,10 @@ import pytest
 import tensorflow as tf
 
 from tfrecords_schema import LABEL_VOCABULARY, read_stats, sequence
-from tfrecords_schema.record import encode_chunks
+from tests.helpers import SEQUENCE_FEATURES as FEATURES
+from tests.helpers import SEQUENCE_STRIDE as STRIDE, SEQUENCE_WINDOW as WINDOW
+from tests.reference import numpy_windows
 from trainer import data, weights
-
-FEATURES = ["a", "b", "c"]
-WINDOW, STRIDE, CHUNK_ROWS = 24, 8, 20
-LENGTHS = {"train": (5, 23, 24, 25, 57, 130, 61, 90), "eval": (40, 70)}
-
-
-def _recording(rng, n):
-    """(rows float32 [n, F], labels int64 [n], each label held for 5 to 29 rows); the rows' level
-    tells the label apart, so that a model can learn it."""
-    labels = np.repeat(rng.integers(0, 4, size=n), rng.integers(5, 30, size=n))[:n]
-    rows = (rng.normal(size=(n, len(FEATURES))) + labels[:, None]).astype(np.float32)
-    return rows, labels
-
-
-def _write_folder(out, rng, num_shards=2):
-    """Shards and the stats dict of a sequence folder; returns (stats, {split: [(rows, labels)]})."""
-    recordings = {}
-    splits = {}
-    for split, lengths in LENGTHS.items():
-        recs = [_recording(rng, n) for n in lengths]
-        recordings[split] = recs
-        shards = [[] for _ in range(num_shards)]  # (record, summary) per shard
-        for crew, (rows, labels) in enumerate(recs):
-            for position, stop in sequence.chunk_bounds(len(labels), CHUNK_ROWS):
-                k = sequence.context_rows(position, WINDOW)
-                record, = encode_chunks([rows[position - k:stop]], [k], [position], [labels[position:stop]],
-                                        crew=crew, seat=0, experiment="CA",
-                                        first_times=[float(position)], last_times=[float(stop - 1)])
-                shards[rng.integers(num_shards)].append(
-                    (record, sequence.chunk_summary(position, labels[position:stop])))
-        (out / split).mkdir(parents=True)
-        entries = []
-        for i, shard in enumerate(shards):
-            name = f"{split}/part-{i:05d}-of-{num_shards:05d}.tfrecord"
-            with tf.io.TFRecordWriter(str(out / name)) as writer:
-                for record, _ in shard:
-                    writer.write(record)
-            entries.append({"file": name, "num_chunks": len(shard), "chunks": [s for _, s in shard]})
-        splits[split] = {"crews": [], "num_rows": int(sum(lengths)),
-                         "num_chunks": sum(e["num_chunks"] for e in entries), "shards": entries}
-    stats = {"layout": "sequence", "window": WINDOW, "stride": STRIDE, "chunk_rows": CHUNK_ROWS,
-             "max_gap": 1.0, "features": FEATURES, "label_vocabulary": list(LABEL_VOCABULARY),
-             "compression": "NONE", "splits": splits}
-    return stats, recordings
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sequence")
-    stats, recordings = _write_folder(out, np.random.default_rng(7))
-    return str(out), stats, recordings
-
-
-def numpy_windows(recordings, window, stride):
-    """Counter of (window bytes, label) over the recordings, and {bytes: recording index}."""
-    windows, owner = collections.Counter(), {}
-    for r, (rows, labels) in enumerate(recordings):
-        for start in range(0, len(labels) - window + 1, stride):
-            key = rows[start:start + window].tobytes()
-            windows[key, int(labels[start + window - 1])] += 1
-            owner[key] = r
-    return windows, owner
 
 
 def _drain(ds):
@@ -172,7 +112,7 @@ def test_shuffled_batches_mix_recordings(folder):
 
 
 def test_the_pipeline_streams_without_python_or_dataset_window(folder):
-    from tests.trainer.test_make_dataset import dataset_graph_report
+    from tests.helpers import dataset_graph_report
 
     """No Python, no Dataset.window, no cache; the graph's constants do not grow with the split
     (train holds 5x eval's rows; both have two shards)."""

@@ -77,12 +77,12 @@ def test_two_workers_read_a_sequence_folder_each_window_once(sequence_dir, recor
     """A real two-worker cluster (tests/trainer/test_multiworker.py's) on the sequence folder at its
     own W and stride: every epoch each window of the windows layout once over both workers, and
     identical weights (the shard hint splits the files, as FILE auto-sharding does a windows folder's)."""
-    from tests.trainer.test_multiworker import (_argv, _assert_each_window_once_per_epoch,
-                                                _assert_same_weights, _log, _result, _run_cluster)
+    from tests.cluster import (cluster_argv, assert_each_window_once_per_epoch,
+                                                assert_same_weights, worker_log, worker_result, run_cluster)
     from tfrecords_schema import read_stats
 
-    outs, codes = _run_cluster(tmp_path, "seq", _argv(sequence_dir, tmp_path / "model"))
-    assert codes == [0, 0], "\n".join(_log(o) for o in outs)
-    chief, worker = (_result(o) for o in outs)
-    _assert_same_weights([chief, worker])
-    _assert_each_window_once_per_epoch(outs, records, read_stats(sequence_dir), chief["history"], epochs=[0, 1])
+    outs, codes = run_cluster(tmp_path, "seq", cluster_argv(sequence_dir, tmp_path / "model"))
+    assert codes == [0, 0], "\n".join(worker_log(o) for o in outs)
+    chief, worker = (worker_result(o) for o in outs)
+    assert_same_weights([chief, worker])
+    assert_each_window_once_per_epoch(outs, records, read_stats(sequence_dir), chief["history"], epochs=[0, 1])

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import types
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ import tensorflow as tf
 
 from tfrecords_schema import serving
 from tfrecords_schema import WINDOW
+from tests.reference import keras_early_stopping
 from trainer import data, model as model_lib, task, train
 
 EPOCHS = 3
@@ -261,20 +261,6 @@ def _es_argv(prep_dir, model_dir):
                  learning_rate=ES_LEARNING_RATE)
 
 
-def _keras_early_stopping(val_loss, patience):
-    """(best epoch, epoch it stops after or None) by Keras' own EarlyStopping(monitor='val_loss',
-    patience) fed these per-epoch losses, epochs numbered from 1: the independent reference."""
-    stub = types.SimpleNamespace(stop_training=False)
-    reference = model_lib.keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience)
-    reference.set_model(stub)
-    reference.on_train_begin()
-    for epoch, value in enumerate(val_loss):
-        reference.on_epoch_end(epoch, {"val_loss": value})
-        if stub.stop_training:
-            return reference.best_epoch + 1, epoch + 1
-    return reference.best_epoch + 1, None
-
-
 def _snapshot(snapshots, epoch):
     with np.load(snapshots / f"epoch-{epoch}.npz") as f:
         return [f[k] for k in f.files]
@@ -308,7 +294,7 @@ def early_run(tmp_path_factory, prep_dir):
 def test_early_stopping_stops_as_keras_does_and_exports_the_best_epoch(early_run, stats, records):
     model_dir, snapshots = early_run
     history = _history(model_dir)
-    best, stop = _keras_early_stopping(history["val_loss"], PATIENCE)
+    best, stop = keras_early_stopping(history["val_loss"], PATIENCE)
     assert stop is not None and stop < ES_EPOCHS, history  # the ascent made it stop early
     assert history["epoch"] == list(range(1, stop + 1))  # not one epoch more, nor less
     assert history["best_epoch"] == best
@@ -359,7 +345,7 @@ def test_early_stopping_survives_a_kill_between_best_and_stop(tmp_path, prep_dir
     history = _history(model_dir)
     assert {k: v[:kill_after] for k, v in history.items() if k != "best_epoch"} == {
         k: v for k, v in killed.items() if k != "best_epoch"}
-    best, stop = _keras_early_stopping(history["val_loss"], PATIENCE)
+    best, stop = keras_early_stopping(history["val_loss"], PATIENCE)
     assert best < kill_after < stop, history  # the case this test is about
     assert history["epoch"] == list(range(1, stop + 1)) and history["best_epoch"] == best
     _assert_exports(model_dir, snapshots, best, stop, stats, records)
@@ -484,7 +470,7 @@ def test_stopping_rule_is_keras_on_any_losses(patience):
     for _ in range(300):
         losses = rng.choice([0.5, 0.6, 0.7, 0.8, float("nan")], size=rng.integers(1, 12)).tolist()
         for n in range(1, len(losses) + 1):
-            best, stop = _keras_early_stopping(losses[:n], patience)
+            best, stop = keras_early_stopping(losses[:n], patience)
             history = {"epoch": list(range(1, n + 1)), "val_loss": losses[:n]}
             assert train.stops_after(history, patience) == (stop == n), losses[:n]
             if stop == n or n == len(losses):
