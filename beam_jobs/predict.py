@@ -180,13 +180,11 @@ def _check_model(model_dir: str, graph: bool = True) -> Dict:
 def _publish(staging: str, output: str, manifest: Dict, max_bad_fraction: float, input_path: str) -> Dict:
     """Rejects file into place (or an earlier one removed: it does not describe this run); stop if
     too many rows were rejected; else the pieces into the submission. Returns the run's counts."""
-    import tensorflow as tf
-
     staged_rejects, final_rejects = rejects.in_folder(staging), rejects.beside(output)
-    if tf.io.gfile.exists(staged_rejects):
+    if file_io.exists(staged_rejects):
         file_io.replace(staged_rejects, final_rejects)
-    elif tf.io.gfile.exists(final_rejects):
-        tf.io.gfile.remove(final_rejects)
+    elif file_io.exists(final_rejects):
+        file_io.remove(final_rejects)
     read = sum(entry["rows_read"] for entry in manifest["inputs"])
     try:
         rejects.check_bad_fraction(read, manifest["rejected_rows"], max_bad_fraction, final_rejects,
@@ -200,7 +198,7 @@ def _publish(staging: str, output: str, manifest: Dict, max_bad_fraction: float,
             "predicted": sum(p["rows"] for p in pieces if p["recording"] is not None),
             "uniform": sum(p["rows"] for p in pieces if p["recording"] is None),
             "nonfinite": sum(p["nonfinite"] for p in pieces),
-            "rejects_file": final_rejects if tf.io.gfile.exists(final_rejects) else None}
+            "rejects_file": final_rejects if file_io.exists(final_rejects) else None}
 
 
 def run(argv: Optional[Sequence[str]] = None) -> Dict:

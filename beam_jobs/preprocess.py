@@ -54,7 +54,7 @@ def _parse_args(argv: Optional[Sequence[str]]):
                     "gs://...; locally --direct_num_workers 2 --direct_running_mode multi_processing); "
                     "a flag neither knows is refused.")
     parser.add_argument("--input", required=True, action="append",
-                        help="CSV path or glob (.csv or .csv.gz); repeat for several")
+                        help="CSV path or glob (.csv, .csv.gz or .csv.bz2); repeat for several")
     parser.add_argument("--output", required=True, help="output folder OUT (local path or gs://...)")
     parser.add_argument("--features", default=",".join(csv_columns.SIGNALS),
                         help="comma-separated signal columns, in the order windows store them "

@@ -119,7 +119,7 @@ class ReadCsvSpansFn(beam.DoFn):
 
     def __init__(self, features: Sequence[str], span_bytes: int, with_id: bool = False):
         self._features = list(features)
-        self._chunk_bytes = span_bytes
+        self._span_bytes = span_bytes
         self._with_id = with_id
         self._rows_read = Metrics.counter(NAMESPACE, "rows_read")
         self._rows_rejected = Metrics.counter(NAMESPACE, "rows_rejected")
@@ -129,7 +129,7 @@ class ReadCsvSpansFn(beam.DoFn):
         done = rejected = 0
         with open_csv(byte_range.path) as f:
             for rows, bad in csv_reader.read_file_spans(
-                    f, byte_range.path, self._features, self._chunk_bytes, labelled=not self._with_id,
+                    f, byte_range.path, self._features, self._span_bytes, labelled=not self._with_id,
                     byte_range=(byte_range.start, byte_range.end), newlines_before=before,
                     with_id=self._with_id):
                 rows.source[:] = byte_range.index
@@ -162,7 +162,7 @@ class ReadCrewCsv(beam.PTransform):
         super().__init__()
         self._files = list(files)
         self._features = list(features)
-        self._chunk_bytes = span_bytes
+        self._span_bytes = span_bytes
         self._split_bytes = split_bytes
         self._with_id = with_id
 
@@ -174,14 +174,14 @@ class ReadCrewCsv(beam.PTransform):
             | "SpreadRanges" >> beam.Reshuffle()
         )
         counts = ranges | "CountNewlines" >> beam.ParDo(CountNewlinesFn())
-        return ranges | "ParseChunks" >> beam.ParDo(
-            ReadCsvSpansFn(self._features, self._chunk_bytes, self._with_id), newline_counts=beam.pvalue.AsDict(counts)
+        return ranges | "ParseSpans" >> beam.ParDo(
+            ReadCsvSpansFn(self._features, self._span_bytes, self._with_id), newline_counts=beam.pvalue.AsDict(counts)
         ).with_outputs(REJECTS, TALLY, main="rows")
 
 
 class SpillByRecordingFn(beam.DoFn):
-    """Rows -> (recording, (block file path, its bins, its rows per bin)) for each recording in
-    the batch, written as one block file in time-bin order (blocks.split_by_recording); the same
+    """Rows -> (recording, (spill file path, its bins, its rows per bin)) for each recording in
+    the batch, written as one spill file in time-bin order (blocks.split_by_recording); the same
     histogram, (recording, (bins, rows)), goes to the `histogram` output."""
 
     def __init__(self, staging: str, bin_seconds: float = blocks.BIN_SECONDS):
@@ -233,13 +233,13 @@ class AssignBlocksFn(beam.DoFn):
 
 class PlanBlocks(beam.PTransform):
     """Raw `Rows` -> ((recording, time block), [blocks.FileRows]): each recording cut into time
-    blocks of at most `block_rows` raw rows, whose rows wait in block files under `staging`, each
+    blocks of at most `block_rows` raw rows, whose rows wait in spill files under `staging`, each
     time block's rows one run of each file it has rows in (both jobs then sort each block on its
     own: SortBlockFn for preprocess, predict's own for predict).
 
-    RecordingRows edges are time-bin edges chosen from each recording's rows per time bin (a first pass
+    Block edges are time-bin edges chosen from each recording's rows per time bin (a first pass
     over the spilled rows' histograms), so no recording is ever gathered in one place. Rows
-    travel through block files (beam_jobs.blocks), written once: only paths, row ranges and
+    travel through spill files (beam_jobs.blocks), written once: only paths, row ranges and
     histograms are shuffled.
     """
 

@@ -58,7 +58,7 @@ from tfrecords_schema.record import LABEL_VOCABULARY
 TRAIN_FILE = "train.csv"
 TEST_FILE = "test.csv"
 TRUTH_FILE = "test_truth.csv"
-# What `crewstream synth --out DIR` owns in DIR (tfrecords_schema.ownership). A folder without
+# What `crewstream synth --output DIR` owns in DIR (tfrecords_schema.ownership). A folder without
 # synth's marker is never written: a folder of the real Kaggle files has the same names.
 OUTPUT = ownership.Kind("synth", (TRAIN_FILE, TEST_FILE, TRUTH_FILE))
 TRUTH_COLUMNS = (ID, EVENT)

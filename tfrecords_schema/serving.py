@@ -1,4 +1,4 @@
-"""The serving model's contract (docs/DESIGN.md, "The serving model"): MODEL/serving's signature
+"""The serving model's contract (docs/DESIGN.md, "The model folder of a train run"): MODEL/serving's signature
 and tensor names and its config, read as JSON, so that a reader (predict's launcher) learns what to
 feed the model without importing TensorFlow. Checking and loading the SavedModel itself import
 TensorFlow, inside those functions only.

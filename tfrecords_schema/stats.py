@@ -11,7 +11,8 @@ existed wrote none; such a stats.json is still valid. The same holds for two lat
   - each split's `segments` (time segments of its recordings, docs/DESIGN.md "Windows") and
     `short_segments` (those shorter than `window`, which give no window): the split has windows
     exactly when some segment is not short, and rows exactly when it has segments.
-And `layout` (docs/DESIGN.md "Layouts"): `windows` (a stats.json without it is one) or `sequence`.
+And `layout` (docs/DESIGN.md "Layouts"): `windows` or `sequence` (required: a stats.json without it
+was written by an older crewstream and is refused).
 A sequence folder also has `chunk_rows`, per split `num_chunks`, and per shard {file, num_chunks,
 sha256, chunks} instead of {file, num_windows, sha256}: `chunks` lists each record, in file order,
 as [position, c, [[label index, rows], ...]] (tfrecords_schema.sequence, whose window_counts counts

@@ -1,5 +1,6 @@
 """The training run behind `crewstream train`: stream the shards into the model, keep MODEL/ up to
-date after every epoch, export MODEL/serving at the end (docs/DESIGN.md, "The model folder").
+date after every epoch, export MODEL/serving at the end (docs/DESIGN.md, "The model folder of a
+train run").
 
     MODEL/train_config.json   the settings of the run (a resumed run must use the same ones)
     MODEL/checkpoints/        model, optimizer and epoch after each epoch (BackupAndRestore)
@@ -39,7 +40,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfrecords_schema import read_stats, sequence, file_io, output_folder
+from tfrecords_schema import file_io, output_folder, ownership, read_stats, sequence
 from trainer import data, export, model as model_lib, plots, weights
 from trainer.choices import DEFAULT, MIRRORED, MULTIWORKER, STRATEGIES
 from trainer.config import TrainConfig
@@ -169,7 +170,7 @@ def check_resumable(config: TrainConfig, write: bool = True) -> None:
                 f"({', '.join(f'{k}: {previous[k]!r} -> {current[k]!r}' for k in changed)}); "
                 "re-run with the same settings to resume, or use a new --model-dir")
     if write:
-        tf.io.gfile.makedirs(config.model_dir)
+        ownership.claim(config.model_dir, ownership.MODEL)  # the marker a rerun knows MODEL by
         _write_json(path, current)
 
 

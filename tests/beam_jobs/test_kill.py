@@ -140,7 +140,7 @@ def assert_refused(out):
 # name -> (OUT holds a previous complete run, the kill, what OUT must be after it)
 KILL_POINTS = {
     "starting": (False, lambda out, err: (job, logged(err, "crewstream.preprocess")), "refused"),
-    "reading": (True, lambda out, err: (job, staged(out, "blocks", "*", "*.block")), "previous"),
+    "reading": (True, lambda out, err: (job, staged(out, "spills", "*", "*.spill")), "previous"),
     "writing shards": (False, lambda out, err: (job, staged(out, "pieces", "*", "*.tfrecord")), "refused"),
     "publishing: outputs moved, no stats.json yet": (True, lambda out, err: (wrapped("before"), None), "refused"),
     "published: stats.json written, staging not removed": (False, lambda out, err: (wrapped("after"), None),

@@ -22,6 +22,7 @@ import tensorflow as tf
 from tfrecords_schema import serving
 from tfrecords_schema import WINDOW
 from tests.reference import keras_early_stopping
+from tfrecords_schema import ownership
 from trainer import data, model as model_lib, task, train
 
 EPOCHS = 3
@@ -421,12 +422,13 @@ def test_the_command_refuses_an_older_model_folder_in_one_line(tmp_path, prep_di
     config = task.config_from_argv(argv)
     old = _older_config(model_dir, dataclasses.replace(config, model=config.model.for_window(64)),
                         _blocks_for_levels)
+    ownership.claim(str(model_dir), ownership.MODEL)  # markers predate the rename of blocks
     assert task.main(argv) == 1
     assert capsys.readouterr().err == (
         f"crewstream train: error: {model_dir / train.CONFIG_FILE} was written by an older crewstream "
         "(without model.levels; with model.blocks): train into a new --model-dir\n")
     assert json.loads((model_dir / train.CONFIG_FILE).read_text()) == old
-    assert sorted(os.listdir(model_dir)) == [train.CHECKPOINTS_DIR, train.CONFIG_FILE]
+    assert sorted(os.listdir(model_dir)) == [ownership.MARKER, train.CHECKPOINTS_DIR, train.CONFIG_FILE]
 
 
 def test_without_checkpoints_an_older_train_config_json_is_replaced(tmp_path, prep_dir):
