@@ -118,12 +118,7 @@ def read_marker(folder: str) -> Optional[dict]:
     if not file_io.exists(path):
         return None
     try:
-        if file_io.is_remote(path):
-            with file_io.gfile().GFile(path) as f:
-                marker = json.load(f)
-        else:
-            with open(path) as f:
-                marker = json.load(f)
+        marker = json.loads(file_io.read_bytes(path))
     except (OSError, ValueError) as e:
         raise OwnershipError(f"{path} is not a crewstream marker ({e})") from None
     if not (isinstance(marker, dict) and isinstance(marker.get("kind"), str)
@@ -253,7 +248,7 @@ def check_output_json(path: str, keys: Iterable[str], inputs: Iterable[str] = ()
     if file_io.is_dir(path) or os.path.isdir(path):
         raise OwnershipError(f"{label} is a folder, not a file; choose an output file")
     try:
-        found = _read_json(path)
+        found = json.loads(file_io.read_bytes(path))
     except (OSError, ValueError):
         found = None
     missing = sorted(set(keys) - set(found)) if isinstance(found, dict) else None
@@ -450,14 +445,6 @@ def remove_leftover_stagings(out: str, prefix: str = output_folder.STAGING_PREFI
 
 # ---------------------------------------------------------------------------------------------
 # The kinds this package knows (the commands define theirs beside them: crewstream.synth, ...)
-
-def _read_json(path: str):
-    if file_io.is_remote(path):
-        with file_io.gfile().GFile(path) as f:
-            return json.load(f)
-    with open(path) as f:
-        return json.load(f)
-
 
 # OUT of `crewstream preprocess` (output_folder.py): publishing deletes inside these, so every file is listed.
 PREPROCESS = Kind("preprocess", (output_folder.TRAIN, output_folder.EVAL, *output_folder.TRANSFORM_DIRS,
