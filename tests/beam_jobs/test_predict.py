@@ -523,8 +523,8 @@ def _stagings(out, but=()):
 
 
 def _reading(out, but=()):
-    """RecordingRows files written, no submission piece yet: the job is reading and sorting."""
-    return any(list(s.glob("blocks/*/*.block")) and not (s / "pieces").exists() for s in _stagings(out, but))
+    """Spill files written, no submission piece yet: the job is reading and sorting."""
+    return any(list(s.glob("spills/*/*.spill")) and not (s / "pieces").exists() for s in _stagings(out, but))
 
 
 def _predicting(out, but=()):

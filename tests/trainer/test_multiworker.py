@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pytest
 
-from tfrecords_schema import serving
+from tfrecords_schema import ownership, serving
 from tests.cluster import (KILLED, assert_each_window_once_per_epoch, assert_same_weights, cluster_argv, run_cluster,
                            tf_config, window_keys, worker_log, worker_result)
 from trainer import data, task, train
@@ -172,7 +172,7 @@ def test_two_workers_finish_with_identical_weights(prep_dir, stats, records, tmp
         assert json.load(f) == chief["history"]
     assert chief["serving"] == str(model_dir / "serving") and worker["serving"] is None
     assert sorted(os.listdir(model_dir)) == sorted(
-        ["checkpoints", "history.json", "logs", "plots", "serving", "train_config.json"])
+        [ownership.MARKER, "checkpoints", "history.json", "logs", "plots", "serving", "train_config.json"])
     assert os.listdir(model_dir / "checkpoints") == ["chief"]
     assert sorted(os.listdir(model_dir / "logs")) == ["train", "validation"]
 

@@ -19,7 +19,7 @@ def test_synth_preprocess_train_evaluate(tmp_path, capsys):
                      "--eval-crews", "2", "--num-shards", "2"]) == 0
     assert cli.main(["train", "--data", str(out), "--model-dir", str(model), "--epochs", "3",
                      "--batch-size", "64", "--units", "16", "--learning-rate", "0.01",
-                     "--progress", "epoch"]) == 0
+                     "--progress", "log"]) == 0
     assert cli.main(["evaluate", "--data", str(out), "--model-dir", str(model)]) == 0
     printed = capsys.readouterr().out
     assert "Epoch 3/3" in printed and "macro_f1" in printed
