@@ -1,8 +1,8 @@
 """`crewstream predict` / `python -m beam_jobs.predict`: a test CSV -> submission.csv, as a Beam job
 beside preprocess, in memory bounded by a time block (docs/DESIGN.md, "Prediction").
 
-This module only wires: the work is in beam_jobs.reading (reading, blocks, rejects: the
-preprocess job's own), beam_jobs.predict_steps (the predict DoFns) and the plain modules they call.
+This module only wires: the work is in beam_jobs.reading (reading, time blocks, rejects: the
+steps both jobs share), beam_jobs.predict_steps (the predict DoFns) and the plain modules they call.
 
     read CSV spans (a test file: an `id` column) -> validate (rejects) -> every id once
     (beam_jobs.ids: the first usable row keeps an id) -> cut each (crew, seat, experiment) into
@@ -36,8 +36,7 @@ from typing import Dict, Optional, Sequence
 from beam_jobs import csv_reader, inference, rejects, submission
 from beam_jobs.runner import JobError, absolute, make_runner, prefer_legacy_keras, refuse_unknown_flags
 from cli_common import console, failure
-from tfrecords_schema import serving
-from tfrecords_schema import ownership, file_io
+from tfrecords_schema import file_io, ownership, serving
 
 _LOG = logging.getLogger("crewstream.predict")
 DEFAULT_MAX_BAD_FRACTION = 0.001  # as preprocess's --max-bad-fraction

@@ -20,6 +20,7 @@ def is_remote(path: str) -> bool:
 
 
 def gfile():
+    """tf.io.gfile, imported on first use: only URLs need it."""
     import tensorflow as tf
 
     return tf.io.gfile
@@ -31,16 +32,11 @@ def join(root: str, *parts: str) -> str:
 
 
 def open_file(path: str, mode: str = "rb"):
-    """`path` opened in `mode`; writing creates the folder. A missing file read through a URL raises
-    FileNotFoundError too (tf.io.gfile's NotFoundError is not an OSError)."""
+    """`path` opened in `mode`; writing creates the folder."""
     if is_remote(path):
-        import tensorflow as tf
-
         if "r" not in mode:
-            tf.io.gfile.makedirs(posixpath.dirname(path))
-        elif not tf.io.gfile.exists(path):
-            raise FileNotFoundError(f"{path} not found")
-        return tf.io.gfile.GFile(path, mode)
+            gfile().makedirs(posixpath.dirname(path))
+        return gfile().GFile(path, mode)
     if "r" not in mode:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     return open(path, mode)
@@ -64,8 +60,18 @@ def write_bytes(path: str, data: bytes) -> None:
 
 
 def read_bytes(path: str) -> bytes:
-    with open_file(path, "rb") as f:
-        return f.read()
+    """The whole file; FileNotFoundError when it is missing, behind a URL too (tf.io.gfile's
+    NotFoundError, raised at the first read, is not an OSError)."""
+    if not is_remote(path):
+        with open(path, "rb") as f:
+            return f.read()
+    import tensorflow as tf
+
+    try:
+        with gfile().GFile(path, "rb") as f:
+            return f.read()
+    except tf.errors.NotFoundError:
+        raise FileNotFoundError(f"{path} not found") from None
 
 
 def replace(src: str, dst: str) -> None:

@@ -44,3 +44,13 @@ def test_a_url_goes_through_tf_io_gfile():
     with tf.io.gfile.GFile(path, "rb") as f:
         assert f.read() == b"second\n"
     assert not tf.io.gfile.exists(file_io.temporary_name(path))
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_reading_a_missing_file_is_file_not_found_behind_a_url_too(tmp_path, remote):
+    """What serving.read_config and ownership turn into one line, whichever file system."""
+    folder = f"ram://crewstream-missing-{os.getpid()}" if remote else str(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        file_io.read_bytes(file_io.join(folder, "absent.json"))
+    file_io.write_bytes(file_io.join(folder, "present.json"), b"{}")
+    assert file_io.read_bytes(file_io.join(folder, "present.json")) == b"{}"
