@@ -11,7 +11,9 @@ at the edges of time bins (`plan_blocks`, from its rows per bin). A spill file h
 time-bin order, so a time block's rows are one run of it (`FileRows`, `block_slices`), read alone
 (`read_spill(path, start, stop)`). Each time block is sorted on its own and written as a sorted
 block file of fixed-size records (`write_rows`), whose tail a following block reads for the W-1
-rows of context its first windows need (`read_rows(..., last=k)`).
+rows of context its first windows need (`read_rows(..., last=k)`, `recording_rows`). Once the
+scaling is known each sorted block is written once more with its signals scaled (`scaled_path`),
+and the shards are cut from those.
 
 A spill file's name is derived from where its rows came from (file index, first line), so a
 retried bundle rewrites the same file with the same bytes. Spill and sorted block files hold data
@@ -21,7 +23,7 @@ executed.
 """
 
 import dataclasses
-from typing import Iterable, Iterator, NamedTuple, Optional, Tuple
+from typing import Iterable, Iterator, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -254,15 +256,40 @@ def write_rows(path: str, block: RecordingRows) -> None:
     file_io.write_bytes(path, _records(block).tobytes())
 
 
-def read_rows(path: str, num_features: int, last: Optional[int] = None) -> RecordingRows:
-    """The rows of a sorted block file; with `last`, only its last `last` rows (read from the tail)."""
+def read_rows(path: str, num_features: int, last: Optional[int] = None, start: int = 0,
+              stop: Optional[int] = None) -> RecordingRows:
+    """The rows of a sorted block file: rows [start, stop) (default all); with `last`, only its
+    last `last` rows (read from the tail). Only the rows asked for are read."""
     dtype = row_dtype(num_features)
     with file_io.open_file(path, "rb") as f:
+        total = f.seek(0, 2) // dtype.itemsize
         if last is not None:
-            size = f.seek(0, 2)
-            f.seek(max(0, size - last * dtype.itemsize))
-        records = np.frombuffer(f.read(), dtype=dtype)
+            start, stop = max(0, total - last), total
+        stop = total if stop is None else min(stop, total)
+        start = min(max(0, start), stop)
+        f.seek(start * dtype.itemsize)
+        records = np.frombuffer(f.read((stop - start) * dtype.itemsize), dtype=dtype)
     return _block(records)
+
+
+def recording_rows(recording: Sequence["SortedBlock"], start: int, stop: int) -> RecordingRows:
+    """Rows [start, stop) of a recording known by its sorted blocks (in time order), rows global:
+    read from the blocks that hold them, each only for its part of the range."""
+    parts, first = [], 0
+    for block in recording:
+        lo, hi = max(start, first), min(stop, first + block.num_rows)
+        if lo < hi:
+            parts.append(read_rows(block.path, block.num_features, start=lo - first, stop=hi - first))
+        first += block.num_rows
+    if not parts:
+        raise ValueError(f"rows [{start}, {stop}) are outside the recording's {first} rows")
+    return parts[0] if len(parts) == 1 else RecordingRows.concat(parts)
+
+
+def scaled_path(staging: str, key: RecordingKey, block_index: int) -> str:
+    """Where a sorted block's rows are written again with their signals scaled."""
+    crew, seat, experiment = key
+    return file_io.join(staging, "scaled", f"crew{crew}-seat{seat}-{experiment}", f"b{block_index:05d}.rows")
 
 
 def _records(block: RecordingRows) -> np.ndarray:
@@ -275,8 +302,10 @@ def _records(block: RecordingRows) -> np.ndarray:
 
 
 def _block(records: np.ndarray) -> RecordingRows:
-    return RecordingRows(records["time"].copy(), np.ascontiguousarray(records["signals"]), records["label"].copy(),
-                 records["line"].copy(), records["source"].copy(), records["id"].copy())
+    """Views of the records' fields (read-only when the records are bytes read): nothing is copied
+    until a caller selects, sorts or scales."""
+    return RecordingRows(records["time"], records["signals"], records["label"], records["line"], records["source"],
+                         records["id"])
 
 
 @dataclasses.dataclass(frozen=True)

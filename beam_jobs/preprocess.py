@@ -6,16 +6,19 @@ modules they call.
 
     read CSV spans -> validate (rejects -> OUT/rejects/) -> cut each (crew, seat, experiment)
     into time blocks of at most --block-rows rows -> sort each block by time, reject duplicate
-    times -> analyze scaling on TRAIN crews (tf.Transform) -> per block: scale, cut the windows
-    ending in it (with the W-1 rows before it) -> tf.train.Example -> shards -> OUT/stats.json (last)
+    times -> analyze scaling on TRAIN crews (tf.Transform) -> scale each block -> per shard: the
+    windows (or chunks) of its recordings, cut block by block with the W-1 rows before each ->
+    tf.train.Example -> the shard file, written once where it ends up -> OUT/stats.json (last)
 
 The CSVs are parsed once: validated rows are spilled, raw, to spill files per recording
 (beam_jobs.blocks), with their rows per time bin, from which each recording's time blocks are
 planned. Each block is sorted and written once; its kept TRAIN rows feed tf.Transform's
-analyzers. A full pass has to finish before any row can be scaled; the windowing step then reads
-each block back (plus the tail of the one before), scales it with the written transform graph
-(the same graph serving applies) and cuts the windows whose last row is in it, numbered as if
-the recording were cut whole, so the output does not depend on --block-rows.
+analyzers. A full pass has to finish before any row can be scaled; then each block is scaled
+once with the written transform graph (the same graph serving applies) and written again, and
+each shard is written by one worker, straight to its place: for each of its recordings, block
+after block, the windows whose last row is in the block and whose number (as if the recording
+were cut whole) falls to the shard, read with the rows before the block they need. The output
+does not depend on --block-rows.
 """
 
 import argparse
@@ -184,12 +187,13 @@ def build_pipeline(pipeline, files: Sequence[str], args, staging: str) -> None:
         transform_ready = transform_fn | "WriteTransformFn" >> scaling.WriteTransformFn(staging, len(features))
 
     if args.layout == sequence.SEQUENCE:
-        from beam_jobs.sequences import CutChunks
+        from beam_jobs.sequences import chunk_cutter
 
-        pieces = sorted_blocks.blocks | "CutChunks" >> CutChunks(params, args.chunk_rows, transform_ready)
+        cut = chunk_cutter(args.chunk_rows)
     else:
-        pieces = sorted_blocks.blocks | "CutWindows" >> steps.CutWindows(params, transform_ready)
-    shard_meta = pieces | "WriteShards" >> steps.WriteShards(staging, args.num_shards, args.compression)
+        cut = steps.cut_block_windows
+    shard_meta = sorted_blocks.blocks | "WriteShards" >> steps.WriteShards(params, args.compression, cut,
+                                                                           transform_ready)
     rejected = (
         (read.rejects, sorted_blocks.rejects)
         | "AllRejects" >> beam.Flatten()

@@ -1,11 +1,13 @@
 """The preprocess job's own Beam steps (docs/DESIGN.md, "The preprocess job, step by step"):
-sort each time block, cut its windows with the W-1 rows before it, write them to shards. Thin
-shells over blocks, windows and shards; the reading is beam_jobs.reading's.
+sort each time block, scale it, write each shard once with the windows cut from the blocks (each
+with the W-1 rows before it). Thin shells over blocks, windows and shards; the reading is
+beam_jobs.reading's.
 """
 
 import collections
 import dataclasses
-from typing import Dict, FrozenSet, Iterable, Iterator, List, Sequence, Tuple
+import functools
+from typing import Dict, FrozenSet, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -112,97 +114,114 @@ class SortBlocks(beam.PTransform):
         )
 
 
-class CutSortedBlockFn(beam.DoFn):
-    """What the layouts' cutting steps share (CutBlockWindowsFn, sequences.CutBlockChunksFn): per
-    SortedBlock, its recording's blocks in order from the `recordings` side input (each recording
-    to its SortedBlocks in block order), and its rows with the `context` rows before it (read from
-    the tails of the preceding blocks), scaled with the tf.Transform graph written under
-    `params.staging` (the `transform_ready` side input orders this after it is written)."""
+class ScaleBlockFn(beam.DoFn):
+    """SortedBlock -> the same block written once more with its signals scaled by the
+    tf.Transform graph written under `params.staging` (the graph serving applies; the
+    `transform_ready` side input orders this after it is written), at blocks.scaled_path; yields
+    the SortedBlock of that file. Every block is scaled once, whatever the shards cut from it."""
 
     def __init__(self, params: WindowParams):
         self._p = params
         self._scaler = None
         self._rows_per_key = Metrics.distribution(NAMESPACE, ROWS_PER_KEY)
 
-    @staticmethod
-    def recording_of(block: blocks.SortedBlock, recordings) -> List[blocks.SortedBlock]:
-        recording = recordings[block.recording]
-        assert [b.index for b in recording] == list(range(len(recording))), "time blocks are numbered 0..K-1"
-        return recording
-
-    def scaled_rows(self, recording: Sequence[blocks.SortedBlock], block: blocks.SortedBlock,
-                    context: int) -> RecordingRows:
-        """The block's rows preceded by the `context` rows before it, signals scaled."""
+    def process(self, block: blocks.SortedBlock, transform_ready=None):
         from beam_jobs.scaling import Scaler
 
         if self._scaler is None:
             self._scaler = Scaler(self._p.staging)
-        rows = RecordingRows.concat(_tail_rows(recording[:block.index], context)
-                            + [blocks.read_rows(block.path, block.num_features)])
+        rows = blocks.read_rows(block.path, block.num_features)
         self._rows_per_key.update(len(rows))
         rows.signals = self._scaler.scale(rows.signals)
-        return rows
+        path = blocks.scaled_path(self._p.staging, block.recording, block.index)
+        blocks.write_rows(path, rows)
+        yield dataclasses.replace(block, path=path)
 
 
-class CutBlockWindowsFn(CutSortedBlockFn):
-    """SortedBlock -> the windows of its recording whose LAST row is in it, scaled and written as
-    pieces per shard (`shards.piece_path`); yields piece metadata.
+class ShardPart(NamedTuple):
+    """What one time block of a recording gives one shard: its records (lazily) and their
+    metadata (num_windows, class_counts and, in the sequence layout, chunks)."""
 
-    From the sizes, edge times and gaps of its recording's blocks the block learns its rows' place
-    in the recording, the segments and the global index j of each of its windows (window j goes
-    to shard (offset + j) % N, as if the recording were cut whole).
+    records: Iterable[bytes]
+    meta: Dict
+
+
+def cut_block_windows(params: WindowParams, recording: Sequence[blocks.SortedBlock], block: blocks.SortedBlock,
+                      shard: int) -> Optional[ShardPart]:
+    """The windows layout's part of `shard` in a scaled block: the windows of the recording whose
+    LAST row is in the block and whose index j goes to this shard ((offset + j) % N, as if the
+    recording were cut whole), read with the rows before the block they need; None if none."""
+    found = _block_windows(tuple(recording), block.index, params.max_gap, params.window, params.stride)
+    key = block.recording
+    idx = np.flatnonzero((shards.shard_offset(*key, params.num_shards) + found.index) % params.num_shards == shard)
+    if not len(idx):
+        return None
+    starts = found.starts[idx]
+    base = int(starts.min())
+    rows = blocks.recording_rows(recording, base, found.first_row + block.num_rows)
+    cut = windows.windows_at(starts - base, rows.label, rows.time, params.window)
+    return ShardPart(_encode_windows(cut, rows, key),
+                     {"num_windows": len(cut), "class_counts": shards.class_counts(cut.labels)})
+
+
+# Every shard of a split asks for the same blocks' windows: found once per worker, kept (small).
+_block_windows = functools.lru_cache(maxsize=1 << 14)(windows.block_windows)
+
+
+def _encode_windows(cut: windows.Windows, rows: RecordingRows, key: blocks.RecordingKey) -> Iterator[bytes]:
+    for a, b in windows.batch_bounds(len(cut), ENCODE_BATCH):
+        part = np.arange(a, b)
+        yield from encode_windows(cut.take(rows.signals, part), cut.labels[part], *key, cut.end_times[part])
+
+
+def shard_order(keys: Iterable[blocks.RecordingKey], shard: int) -> List[blocks.RecordingKey]:
+    """The order of recordings in `shard`: each shard holds them in its own fixed order, so a
+    reader interleaving the shards mixes as many recordings as it has shards open, not the same
+    one from each."""
+    return sorted(keys, key=lambda k: (shards.shard_offset(*k, 1 << 30, salt=shard), tuple(k)))
+
+
+class WriteShardFn(beam.DoFn):
+    """(split, shard) -> the final shard file, written once where it ends up (shards.write_shard),
+    and its metadata: {split, file (relative to OUT), num_windows, class_counts, sha256 (of the
+    file's bytes)}, plus `chunks` in the sequence layout.
+
+    The shard's recordings come in `shard_order`, each recording's scaled blocks in time order
+    (the `recordings` side input); `cut(params, recording, block, shard)` gives each block's part
+    (a ShardPart or None). A shard's bytes depend on neither --block-rows nor the workers.
     """
 
-    def __init__(self, params: WindowParams):
-        super().__init__(params)
-        self._windows = Metrics.counter(NAMESPACE, "windows_written")
+    def __init__(self, params: WindowParams, compression: str, cut):
+        self._p = params
+        self._compression = compression
+        self._cut = cut
+        self._records = Metrics.counter(NAMESPACE, "records_written")
 
-    def process(self, block: blocks.SortedBlock, recordings, transform_ready=None):
+    def process(self, element, recordings):
+        split, shard = element
         p = self._p
-        recording = self.recording_of(block, recordings)
-        found = windows.block_windows(recording, block.index, p.max_gap, p.window, p.stride)
-        if not len(found.index):
-            return
-        rows = self.scaled_rows(recording, block, found.context)
-        cut = windows.windows_at(found.starts - (found.first_row - found.context), rows.label, rows.time, p.window)
-        split = split_of(block.recording[0], p.eval_crews)
-        yield from self._write_pieces(cut, rows, found.index, split, block)
-        self._windows.inc(len(cut))
+        metas = []
 
-    def _write_pieces(self, cut: windows.Windows, rows: RecordingRows, index: np.ndarray, split: str,
-                      block: blocks.SortedBlock):
-        """Window j of the recording goes to shard (offset + j) % N; one piece file per shard."""
-        p = self._p
-        key = block.recording
-        shard_of = (shards.shard_offset(*key, p.num_shards) + index) % p.num_shards
-        for shard in range(p.num_shards):
-            idx = np.flatnonzero(shard_of == shard)
-            if not len(idx):
-                continue
-            path = shards.piece_path(p.staging, split, *key, shard, block=block.index)
-            shards.write_records(path, self._encode(cut, rows, idx, *key))
-            yield {"split": split, "shard": shard, "file": path, "recording": key, "block": block.index,
-                   "num_windows": len(idx), "class_counts": shards.class_counts(cut.labels[idx])}
+        def records():
+            for key in shard_order([k for k in recordings if split_of(k[0], p.eval_crews) == split], shard):
+                recording = recordings[key]
+                assert [b.index for b in recording] == list(range(len(recording))), "time blocks are numbered 0..K-1"
+                for block in recording:
+                    part = self._cut(p, recording, block, shard)
+                    if part is not None:
+                        metas.append(part.meta)
+                        yield from part.records
 
-    @staticmethod
-    def _encode(cut: windows.Windows, rows: RecordingRows, idx: np.ndarray, crew, seat, experiment):
-        for a, b in windows.batch_bounds(len(idx), ENCODE_BATCH):
-            part = idx[a:b]
-            yield from encode_windows(cut.take(rows.signals, part), cut.labels[part], crew, seat,
-                                      experiment, cut.end_times[part])
-
-
-def _tail_rows(preceding: Sequence[blocks.SortedBlock], needed: int) -> List[RecordingRows]:
-    """The last `needed` rows of the blocks `preceding`, in time order, read from their tails
-    (several blocks when the last ones are short)."""
-    parts = []
-    for block in reversed(preceding):
-        if needed <= 0:
-            break
-        take = min(needed, block.num_rows)
-        parts.insert(0, blocks.read_rows(block.path, block.num_features, last=take))
-        needed -= take
-    return parts
+        relative = output_folder.shard_path(split, shard, p.num_shards, self._compression)
+        count, digest = shards.write_shard(file_io.join(p.staging, relative), records(), self._compression)
+        self._records.inc(count)
+        meta = {"split": split, "file": relative, "num_windows": sum(m["num_windows"] for m in metas),
+                "class_counts": {name: sum(m["class_counts"][name] for m in metas)
+                                 for name in shards.class_counts([])},
+                "sha256": digest}
+        if any("chunks" in m for m in metas):  # the sequence layout: its records' summaries, in file order
+            meta["chunks"] = [chunk for m in metas for chunk in m["chunks"]]
+        yield meta
 
 
 def _by_recording(block: blocks.SortedBlock):
@@ -213,86 +232,34 @@ def _in_block_order(key: blocks.RecordingKey, sorted_blocks):
     return key, sorted(sorted_blocks, key=lambda b: b.index)
 
 
-class CutSortedBlocks(beam.PTransform):
-    """SortedBlocks (`SortBlocks`' main output) -> `fn` (a CutSortedBlockFn) on each, given every
-    recording's blocks in order; yields its piece metadata. `transform_ready` is a PCollection
-    that has an element once the transform graph is written to the staging folder
-    (tft_beam.WriteTransformFn's output)."""
+class WriteShards(beam.PTransform):
+    """SortedBlocks (`SortBlocks`' main output) -> every block scaled once (ScaleBlockFn), then
+    `num_shards` final shards per split (empty ones included), each written where it ends up by
+    WriteShardFn with the layout's `cut` (cut_block_windows, sequences.cut_block_chunks); yields
+    shard metadata. `transform_ready` is a PCollection that has an element once the transform
+    graph is written to the staging folder (tf.Transform's WriteTransformFn output)."""
 
-    def __init__(self, fn: CutSortedBlockFn, transform_ready):
+    def __init__(self, params: WindowParams, compression: str, cut, transform_ready):
         super().__init__()
-        self._fn = fn
+        self._params = params
+        self._compression = compression
+        self._cut = cut
         self._ready = transform_ready
 
     def expand(self, sorted_blocks):
+        p = self._params
         recordings = (
             sorted_blocks
+            | "ScaleBlock" >> beam.ParDo(ScaleBlockFn(p), transform_ready=beam.pvalue.AsSingleton(self._ready))
             | "KeyByRecording" >> beam.Map(_by_recording)
             | "GroupByRecording" >> beam.GroupByKey()
             | "InBlockOrder" >> beam.MapTuple(_in_block_order)
         )
-        return sorted_blocks | "CutAndWrite" >> beam.ParDo(
-            self._fn, recordings=beam.pvalue.AsDict(recordings), transform_ready=beam.pvalue.AsSingleton(self._ready))
-
-
-class CutWindows(CutSortedBlocks):
-    """SortedBlocks -> scaled windows written as shard pieces (CutBlockWindowsFn); yields piece
-    metadata."""
-
-    def __init__(self, params: WindowParams, transform_ready):
-        super().__init__(CutBlockWindowsFn(params), transform_ready)
-
-
-class ConcatShardFn(beam.DoFn):
-    """((split, shard), [piece metadata]) -> the final shard file and its metadata: {split, file
-    (relative to OUT), num_windows, class_counts, sha256 (of the file's bytes)}."""
-
-    def __init__(self, staging: str, num_shards: int, compression: str):
-        self._staging = staging
-        self._num_shards = num_shards
-        self._compression = compression
-
-    def process(self, element):
-        (split, shard), pieces = element
-        # Each shard holds its recordings in its own fixed order, so a reader interleaving the
-        # shards mixes as many recordings as it has shards open, not the same one from each; a
-        # recording's pieces follow its time blocks, so the bytes do not depend on --block-rows.
-        pieces = sorted((p for p in pieces if p is not None),
-                        key=lambda p: (shards.shard_offset(*p["recording"], 1 << 30, salt=shard), tuple(p["recording"]),
-                                       p.get("block", 0)))
-        relative = output_folder.shard_path(split, shard, self._num_shards, self._compression)
-        digest = shards.concatenate([p["file"] for p in pieces], file_io.join(self._staging, relative),
-                                    self._compression)
-        counts = {name: sum(p["class_counts"][name] for p in pieces) for name in shards.class_counts([])}
-        meta = {"split": split, "file": relative, "num_windows": sum(p["num_windows"] for p in pieces),
-                "class_counts": counts, "sha256": digest}
-        if any("chunks" in p for p in pieces):  # the sequence layout: its records' summaries, in file order
-            meta["chunks"] = [chunk for p in pieces for chunk in p["chunks"]]
-        yield meta
-
-
-class WriteShards(beam.PTransform):
-    """Piece metadata -> `num_shards` final shards per split (empty ones included); yields shard
-    metadata."""
-
-    def __init__(self, staging: str, num_shards: int, compression: str):
-        super().__init__()
-        self._staging = staging
-        self._num_shards = num_shards
-        self._compression = compression
-
-    def expand(self, pieces):
-        every_shard = (
-            pieces.pipeline
-            | "EveryShard" >> beam.Create(
-                [((split, k), None) for split in output_folder.SPLITS for k in range(self._num_shards)])
-        )
-        keyed = pieces | "KeyByShard" >> beam.Map(lambda p: ((p["split"], p["shard"]), p))
         return (
-            (keyed, every_shard)
-            | "WithEmptyShards" >> beam.Flatten()
-            | "GroupByShard" >> beam.GroupByKey()
-            | "Concatenate" >> beam.ParDo(ConcatShardFn(self._staging, self._num_shards, self._compression))
+            sorted_blocks.pipeline
+            | "EveryShard" >> beam.Create([(split, k) for split in output_folder.SPLITS for k in range(p.num_shards)])
+            | "WriteShard" >> beam.ParDo(WriteShardFn(p, self._compression, self._cut),
+                                         recordings=beam.pvalue.AsDict(recordings))
         )
 
 
@@ -300,7 +267,7 @@ def segment_counts(sorted_blocks: Iterable[blocks.SortedBlock], params: WindowPa
     """Per recording, in key order: {split, crew, seat, experiment, segments, short_segments,
     longest_segment}: its time segments (docs/DESIGN.md, "Windows"), how many are shorter than the
     window (they give no window) and the rows of the longest. From the blocks' summaries alone
-    (`SortBlocks`' main output), as CutBlockWindowsFn finds the segments."""
+    (`SortBlocks`' main output), as cut_block_windows finds the segments."""
     by_recording = collections.defaultdict(list)
     for block in sorted_blocks:
         by_recording[block.recording].append(block)

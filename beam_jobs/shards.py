@@ -1,24 +1,26 @@
 """Writing windows to TFRecord shards deterministically, without shuffling window bytes.
 
-Windows are written where they are cut: each (recording, time block, shard) piece goes to its own
-temporary TFRecord file. Then each final shard is the concatenation of its pieces, recording after
-recording in the shard's own order and a recording's pieces in time-block order (TFRecord framing is
-self-delimiting, so concatenated files are a valid file), gzip-compressed on the way when asked.
-Only small piece metadata crosses a shuffle, so no runner ever holds the windows of a whole shard
-in memory, and the same input and flags give byte-identical shards whatever the number of workers
-or the bundle boundaries.
+Each final shard is written once, where it ends up, by one worker (`write_shard`): its
+recordings one after another in the shard's own order (`shard_offset` salted with the shard), a
+recording's records in time order, gzip-compressed on the way when asked, its sha256 taken as the
+bytes go out. Only small metadata crosses a shuffle, so no runner ever holds the windows of a whole
+shard in memory, and the same input and flags give byte-identical shards whatever the number of
+workers or the bundle boundaries.
 """
 
+import collections
+import concurrent.futures
 import hashlib
-import posixpath
+import struct
 import zlib
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Tuple
 
+import google_crc32c
 import numpy as np
 
 from tfrecords_schema import LABEL_VOCABULARY, file_io
 
-COPY_BLOCK = 16 << 20
+WRITE_BLOCK = 16 << 20
 
 
 def recording_name(crew: int, seat: int, experiment: str) -> str:
@@ -37,42 +39,54 @@ def class_counts(labels: np.ndarray) -> Dict[str, int]:
     return {name: int(counts[i]) for i, name in enumerate(LABEL_VOCABULARY)}
 
 
-def piece_path(staging: str, split: str, crew: int, seat: int, experiment: str, shard: int, block: int = 0) -> str:
-    """The piece of a recording's time block `block` that goes to `shard`."""
-    name = f"{recording_name(crew, seat, experiment)}-b{block:05d}-{shard:05d}.tfrecord"
-    return file_io.join(staging, "pieces", split, name)
+_MASK_DELTA = 0xA282EAD8
 
 
-def write_records(path: str, records: Iterable[bytes]) -> int:
-    """Write uncompressed TFRecords to `path` (any filesystem TensorFlow knows); return the count."""
-    import tensorflow as tf
-
-    tf.io.gfile.makedirs(posixpath.dirname(path))
-    n = 0
-    with tf.io.TFRecordWriter(path) as writer:
-        for record in records:
-            writer.write(record)
-            n += 1
-    return n
+def _masked_crc(data: bytes) -> bytes:
+    """TFRecord's masked crc32c of `data`, little-endian (the format's own definition)."""
+    crc = google_crc32c.value(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF)
 
 
-def concatenate(pieces: List[str], path: str, compression: str) -> str:
-    """Concatenate uncompressed TFRecord files into `path`, gzip-compressing when GZIP; return
-    the sha256 (hex) of the bytes written, the shard's digest in stats.json.
+def frame(record: bytes) -> Tuple[bytes, bytes, bytes, bytes]:
+    """One TFRecord as its four parts: length (uint64), its masked crc32c, the bytes, their masked
+    crc32c: joined, the bytes tf.io.TFRecordWriter writes for it."""
+    length = struct.pack("<Q", len(record))
+    return length, _masked_crc(length), record, _masked_crc(record)
 
-    The digest is taken as the bytes go out, so the shard is never read again to get it. Local
-    files are read with Python's own I/O, others through TensorFlow's filesystems. GZIP uses
-    level 1: these signals compress by under a tenth at any level, and level 6 is several times
-    slower.
+
+def write_shard(path: str, records: Iterable[bytes], compression: str) -> Tuple[int, str]:
+    """Write `records` as one TFRecord file at `path` (any filesystem crewstream writes to),
+    gzip-compressed when GZIP; return (records written, sha256 hex of the file's bytes: the
+    shard's digest in stats.json, taken as the bytes go out, so the file is never read again).
+
+    The records are framed here in blocks of about WRITE_BLOCK bytes; a second thread compresses,
+    hashes and writes each block (zlib, hashlib and file writes release the GIL), so the writing
+    overlaps the encoding of the next records. GZIP uses level 1: these signals compress by under
+    a tenth at any level, and level 6 is several times slower.
     """
     digest = hashlib.sha256()
     gz = zlib.compressobj(1, zlib.DEFLATED, 31) if compression == "GZIP" else None
-    with file_io.open_file(path, "wb") as out:
-        def emit(data: bytes) -> None:
+    count, pending, size = 0, [], 0
+    with file_io.open_file(path, "wb") as out, concurrent.futures.ThreadPoolExecutor(1) as writer:
+        def emit(parts: List[bytes], last: bool = False) -> None:
+            data = b"".join(parts)
+            if gz:
+                data = gz.compress(data) + (gz.flush() if last else b"")
             digest.update(data)
             out.write(data)
 
-        file_io.copy_files(pieces, (lambda block: emit(gz.compress(block))) if gz else emit, COPY_BLOCK)
-        if gz:
-            emit(gz.flush())
-    return digest.hexdigest()
+        in_flight: collections.deque = collections.deque()
+        for record in records:
+            pending.extend(frame(record))
+            size += len(record) + 16
+            count += 1
+            if size >= WRITE_BLOCK:
+                in_flight.append(writer.submit(emit, pending))
+                pending, size = [], 0
+                while len(in_flight) > 1:  # at most two blocks held: one written, one waiting
+                    in_flight.popleft().result()
+        in_flight.append(writer.submit(emit, pending, True))
+        while in_flight:
+            in_flight.popleft().result()
+    return count, digest.hexdigest()

@@ -80,37 +80,57 @@ def _rows_in_chunks(frame, chunks, seed=0):
 
 
 def _rows_read_per_call(monkeypatch):
-    """{"sort": [...], "cut": [...]}: the rows each call of SortBlockFn.process and of
-    CutBlockWindowsFn.process read from block files, measured from the outside: the block-file
-    readers (blocks.read_spill, blocks.read_rows) and the two DoFns' process methods are wrapped
-    here, so the figure does not come from the job's own `rows_per_key` metric. Filled as the
-    pipeline runs (in this process: FnApiRunner)."""
+    """{"sort": [...], "cut": [...]}: the rows each call of SortBlockFn.process and each read of
+    a block's part of a shard (blocks.recording_rows: one per time block and shard) read from block
+    files, measured from the outside: the block-file readers (blocks.read_spill, blocks.read_rows)
+    and the two callers are wrapped here, so the figure does not come from the job's own
+    `rows_per_key` metric. Filled as the pipeline runs (in this process: FnApiRunner)."""
     per_call = {"sort": [], "cut": []}
-    current = threading.local()
+    current = threading.local()  # .kind: the call being measured; .rows: what it read so far
 
-    def counting(read):
+    def counting(read, kind):
         def wrapper(*args, **kwargs):
             rows = read(*args, **kwargs)
-            if getattr(current, "rows", None) is not None:
+            if getattr(current, "kind", None) == kind:
                 current.rows += len(rows)
             return rows
         return wrapper
 
+    def start(kind):
+        saved = getattr(current, "kind", None), getattr(current, "rows", 0)
+        current.kind, current.rows = kind, 0
+        return saved
+
     def measured(process, name):
         @functools.wraps(process)
         def wrapper(self, *args, **kwargs):
-            current.rows = 0
+            saved = start(name)
             try:
-                yield from process(self, *args, **kwargs)
+                for out in process(self, *args, **kwargs):
+                    mine = current.rows
+                    current.kind = None  # steps fused after this one run during the yield: not its reads
+                    yield out
+                    current.kind, current.rows = name, mine
                 per_call[name].append(current.rows)
             finally:
-                current.rows = None
+                current.kind, current.rows = saved
         return wrapper
 
-    monkeypatch.setattr(blocks, "read_spill", counting(blocks.read_spill))
-    monkeypatch.setattr(blocks, "read_rows", counting(blocks.read_rows))
+    read_part = blocks.recording_rows
+
+    def measured_part(*args, **kwargs):
+        saved = start("cut")
+        try:
+            rows = read_part(*args, **kwargs)
+            per_call["cut"].append(current.rows)
+            return rows
+        finally:
+            current.kind, current.rows = saved
+
+    monkeypatch.setattr(blocks, "read_spill", counting(blocks.read_spill, "sort"))
+    monkeypatch.setattr(blocks, "read_rows", counting(blocks.read_rows, "cut"))
     monkeypatch.setattr(steps.SortBlockFn, "process", measured(steps.SortBlockFn.process, "sort"))
-    monkeypatch.setattr(steps.CutBlockWindowsFn, "process", measured(steps.CutBlockWindowsFn.process, "cut"))
+    monkeypatch.setattr(blocks, "recording_rows", measured_part)
     return per_call
 
 
@@ -123,7 +143,7 @@ def test_no_key_holds_more_than_block_rows_plus_window_minus_one(tmp_path, monke
     p = beam.Pipeline(runner=fn_runner.FnApiRunner())
     ready = identity_transform(p, str(tmp_path))
     sorted_blocks = p | beam.Create(list(_rows_in_chunks(frame, 13)), reshuffle=False) | steps.SortBlocks(params)
-    _ = sorted_blocks.blocks | steps.CutWindows(params, ready)
+    _ = sorted_blocks.blocks | steps.WriteShards(params, "NONE", steps.cut_block_windows, ready)
     p.run().wait_until_finish()
     # sorting: every row passed through exactly one key, and no key read more than a block's rows
     assert sum(per_call["sort"]) == len(frame)

@@ -141,7 +141,7 @@ def assert_refused(out):
 KILL_POINTS = {
     "starting": (False, lambda out, err: (job, logged(err, "crewstream.preprocess")), "refused"),
     "reading": (True, lambda out, err: (job, staged(out, "spills", "*", "*.spill")), "previous"),
-    "writing shards": (False, lambda out, err: (job, staged(out, "pieces", "*", "*.tfrecord")), "refused"),
+    "writing shards": (False, lambda out, err: (job, staged(out, "train", "part-*")), "refused"),
     "publishing: outputs moved, no stats.json yet": (True, lambda out, err: (wrapped("before"), None), "refused"),
     "published: stats.json written, staging not removed": (False, lambda out, err: (wrapped("after"), None),
                                                             "complete"),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from beam_jobs import preprocess
-from tests import piece_writers
+from tests import shard_writers
 from tests.helpers import SMALL_FEATURES as FEATURES, make_frame, write_crew_csv
 from tests.reference import assert_matches_reference, read_output
 from tfrecords_schema import csv_columns as cols
@@ -102,9 +102,9 @@ def test_cli_file_level_errors_are_one_clear_line_and_write_nothing(tmp_path):
 def test_two_worker_processes_write_byte_identical_shards_and_stats(tmp_path, gap_frame, monkeypatch):
     csv = write_crew_csv(tmp_path / "train.csv", gap_frame)
     run_job(csv, tmp_path / "one", "--window", 64, "--stride", 16, "--num-shards", 3)
-    log = tmp_path / "piece_writers"
+    log = tmp_path / "shard_writers"
     log.mkdir()
-    for name, value in piece_writers.environment(log).items():  # inherited by Beam's workers
+    for name, value in shard_writers.environment(log).items():  # inherited by Beam's workers
         monkeypatch.setenv(name, value)
     run_job(csv, tmp_path / "two", "--window", 64, "--stride", 16, "--num-shards", 3,
             "--direct_num_workers", 2, "--direct_running_mode", "multi_processing")
@@ -112,7 +112,7 @@ def test_two_worker_processes_write_byte_identical_shards_and_stats(tmp_path, ga
     stats2, found2, _ = read_output(str(tmp_path / "two"))
     assert stats1 == stats2
     # two worker processes (not this one) shared the writing of all the windows
-    writers = piece_writers.windows_by_process(log)
+    writers = shard_writers.records_by_process(log)
     assert len(writers) == 2 and os.getpid() not in writers, writers
     assert sum(writers.values()) == len(found2) and min(writers.values()) > 0
     assert found1.keys() == found2.keys()

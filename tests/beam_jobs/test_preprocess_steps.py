@@ -1,5 +1,6 @@
 """Every PTransform of the preprocess job on a TestPipeline, empty input included."""
 
+import gzip
 import hashlib
 import os
 
@@ -17,13 +18,6 @@ FEATURES = ["r", "ecg", "gsr"]
 
 def _params(tmp_path, window=2, stride=1, shards=2, block_rows=1 << 18):
     return steps.WindowParams(window, stride, 1.0, shards, frozenset([2]), str(tmp_path), ("f.csv",), block_rows)
-
-
-def _read_pieces(folder):
-    records = []
-    for piece in sorted(folder.iterdir()):
-        records += [r.numpy() for r in tf.data.TFRecordDataset(str(piece))]
-    return parse_examples(tf.constant(records), 2, 3)
 
 
 def test_sort_blocks_sorts_counts_groups_rejects_duplicates_and_feeds_the_analyzers(tmp_path):
@@ -58,15 +52,28 @@ def test_a_duplicate_time_names_the_line_and_file_it_repeats():
                    ("b.csv", 12, "time", why + "9 of b.csv")]
 
 
-def test_cut_windows_writes_pieces_of_scaled_windows(tmp_path):
+def _write_shards(p, sorted_blocks, params, ready, compression="NONE"):
+    return sorted_blocks | steps.WriteShards(params, compression, steps.cut_block_windows, ready)
+
+
+def _read_shards(folder, window=2):
+    records = []
+    for shard in sorted(folder.iterdir()):
+        records += [r.numpy() for r in tf.data.TFRecordDataset(str(shard))]
+    return parse_examples(tf.constant(records), window, 3)
+
+
+def test_write_shards_writes_scaled_windows_where_they_end_up(tmp_path):
     first, second = rows_of([1, 1, 1]), rows_of([1, 1], t0=3 / 256, first_line=5)
     with pipeline() as p:
         ready = identity_transform(p, str(tmp_path))
         sorted_blocks = p | beam.Create([first, second], reshuffle=False) | steps.SortBlocks(_params(tmp_path))
-        pieces = sorted_blocks.blocks | steps.CutWindows(_params(tmp_path), ready)
-        assert_that(pieces | beam.Map(lambda m: (m["split"], m["shard"], m["block"], m["num_windows"])),
-                    equal_to([("train", 0, 0, 2), ("train", 1, 0, 2)]), label="pieces")
-    parsed = _read_pieces(tmp_path / "pieces" / "train")
+        shard_meta = _write_shards(p, sorted_blocks.blocks, _params(tmp_path), ready)
+        assert_that(shard_meta | beam.Map(lambda m: (m["file"], m["num_windows"])),
+                    equal_to([("train/part-00000-of-00002.tfrecord", 2), ("train/part-00001-of-00002.tfrecord", 2),
+                              ("eval/part-00000-of-00002.tfrecord", 0), ("eval/part-00001-of-00002.tfrecord", 0)]))
+    assert not (tmp_path / "pieces").exists()  # nothing is written twice
+    parsed = _read_shards(tmp_path / "train")
     order = np.argsort(parsed["end_time"].numpy())
     np.testing.assert_array_equal(parsed["end_time"].numpy()[order], np.float32([1, 2, 3, 4]) / 256)
     signals = np.concatenate([first.signals, second.signals])  # identity scaling, time order
@@ -74,74 +81,67 @@ def test_cut_windows_writes_pieces_of_scaled_windows(tmp_path):
     np.testing.assert_allclose(parsed["window"].numpy()[order], expected, rtol=1e-6)
 
 
-def test_cut_windows_across_time_blocks_reads_the_rows_before_the_block(tmp_path):
+def test_write_shards_across_time_blocks_reads_the_rows_before_the_block(tmp_path):
     rows = rows_of([1] * 6)
     rows.time[:] = [0.1, 0.6, 1.1, 1.6, 2.1, 2.6]  # two rows a second: blocks of 2 rows at block_rows 3
     params = _params(tmp_path, window=3, stride=1, block_rows=3)
     with pipeline() as p:
         ready = identity_transform(p, str(tmp_path))
         sorted_blocks = p | beam.Create([rows], reshuffle=False) | steps.SortBlocks(params)
-        pieces = sorted_blocks.blocks | steps.CutWindows(params, ready)
-        assert_that(pieces | beam.Map(lambda m: (m["block"], m["num_windows"])) | beam.CombinePerKey(sum),
-                    equal_to([(1, 2), (2, 2)]), label="windows per block")
-    records = []
-    for piece in sorted((tmp_path / "pieces" / "train").iterdir()):
-        records += [r.numpy() for r in tf.data.TFRecordDataset(str(piece))]
-    parsed = parse_examples(tf.constant(records), 3, 3)
+        assert_that(sorted_blocks.blocks | beam.Map(lambda b: b.index), equal_to([0, 1, 2]), label="blocks")
+        shard_meta = _write_shards(p, sorted_blocks.blocks, params, ready)
+        assert_that(shard_meta | beam.Map(lambda m: m["num_windows"]) | beam.combiners.ToList()
+                    | beam.Map(sum), equal_to([4]), label="windows")
+    parsed = _read_shards(tmp_path / "train", window=3)
     order = np.argsort(parsed["end_time"].numpy())
     np.testing.assert_allclose(parsed["window"].numpy()[order], np.stack([rows.signals[i:i + 3] for i in range(4)]))
 
 
-def test_sort_blocks_and_cut_windows_empty(tmp_path):
+def test_sort_blocks_and_write_shards_empty(tmp_path):
     with pipeline() as p:
         ready = identity_transform(p, str(tmp_path))
         sorted_blocks = p | beam.Create([]) | steps.SortBlocks(_params(tmp_path))
-        pieces = sorted_blocks.blocks | steps.CutWindows(_params(tmp_path), ready)
-        assert_that(pieces, equal_to([]), label="pieces")
+        shard_meta = _write_shards(p, sorted_blocks.blocks, _params(tmp_path), ready)
+        assert_that(shard_meta | beam.Map(lambda m: (m["file"], m["num_windows"])),
+                    equal_to([("train/part-00000-of-00002.tfrecord", 0), ("train/part-00001-of-00002.tfrecord", 0),
+                              ("eval/part-00000-of-00002.tfrecord", 0), ("eval/part-00001-of-00002.tfrecord", 0)]),
+                    label="shards")
         assert_that(sorted_blocks.block_counts, equal_to([]), label="block_counts")
+    assert (tmp_path / "eval" / "part-00001-of-00002.tfrecord").read_bytes() == b""
 
 
-def test_write_shards_concatenates_whole_pieces_and_writes_empty_shards(tmp_path):
-    from beam_jobs import shards
-
-    pieces = []
-    for group, values in (((2, 0, "CA"), [b"c"]), ((1, 1, "SS"), [b"a", b"b"])):
-        path = str(tmp_path / f"{group[0]}.tfrecord")
-        shards.write_records(path, values)
-        pieces.append({"split": "train", "shard": 1, "file": path, "recording": group, "num_windows": len(values),
-                       "class_counts": {"A": len(values), "B": 0, "C": 0, "D": 0}})
-    staging = str(tmp_path / "staging")
-    with pipeline() as p:
-        out = p | beam.Create(pieces) | steps.WriteShards(staging, 2, "GZIP")
-        assert_that(out | beam.Map(lambda m: (m["file"], m["num_windows"], m["class_counts"]["A"])),
-                    equal_to([("train/part-00000-of-00002.tfrecord.gz", 0, 0),
-                              ("train/part-00001-of-00002.tfrecord.gz", 3, 3),
-                              ("eval/part-00000-of-00002.tfrecord.gz", 0, 0),
-                              ("eval/part-00001-of-00002.tfrecord.gz", 0, 0)]))
-        # Each shard's digest, taken as it was written, is the sha256 of the file's bytes.
-        assert_that(out | beam.Map(lambda m: m["sha256"] == hashlib.sha256(
-            open(os.path.join(staging, m["file"]), "rb").read()).hexdigest()), equal_to([True] * 4), label="digests")
-    read = [r.numpy() for r in tf.data.TFRecordDataset(
-        os.path.join(staging, "train/part-00001-of-00002.tfrecord.gz"), compression_type="GZIP")]
-    assert read in ([b"a", b"b", b"c"], [b"c", b"a", b"b"])  # whole pieces, in the shard's own order
-    assert list(tf.data.TFRecordDataset(os.path.join(staging, "eval/part-00000-of-00002.tfrecord.gz"),
-                                        compression_type="GZIP")) == []
+def test_write_shards_gzip_digests_and_each_shard_s_own_recording_order(tmp_path):
+    """Three recordings in one shard: GZIP shards decompress to the NONE shards' bytes, each digest
+    is the sha256 of the file as written, and the shard holds its recordings in shard_order, each
+    recording's windows in time order."""
+    recordings = []
+    for crew, seat in ((1, 0), (1, 1), (3, 0)):
+        rows = rows_of([crew] * 4)
+        rows.seat[:] = seat
+        recordings.append(rows)
+    params = {c: _params(tmp_path / c, window=2, stride=1, shards=1) for c in ("NONE", "GZIP")}
+    for compression, prm in params.items():
+        with pipeline() as p:
+            ready = identity_transform(p, prm.staging)
+            sorted_blocks = p | beam.Create(recordings, reshuffle=False) | steps.SortBlocks(prm)
+            shard_meta = _write_shards(p, sorted_blocks.blocks, prm, ready, compression)
+            assert_that(shard_meta | beam.Map(lambda m, root=prm.staging: m["sha256"] == hashlib.sha256(
+                open(os.path.join(root, m["file"]), "rb").read()).hexdigest()), equal_to([True, True]))
+    plain = (tmp_path / "NONE" / "train" / "part-00000-of-00001.tfrecord").read_bytes()
+    packed = (tmp_path / "GZIP" / "train" / "part-00000-of-00001.tfrecord.gz").read_bytes()
+    assert gzip.decompress(packed) == plain
+    parsed = parse_examples(tf.constant([r.numpy() for r in tf.data.TFRecordDataset(
+        str(tmp_path / "NONE" / "train" / "part-00000-of-00001.tfrecord"))]), 2, 3)
+    keys = list(zip(parsed["crew"].numpy().ravel().tolist(), parsed["seat"].numpy().ravel().tolist()))
+    expected = [k[:2] for k in steps.shard_order([(1, 0, "CA"), (1, 1, "CA"), (3, 0, "CA")], 0)]
+    assert [k for i, k in enumerate(keys) if i % 3 == 0] == expected  # 3 windows per recording, recordings in order
+    end_times = parsed["end_time"].numpy().reshape(3, 3)
+    assert (np.diff(end_times, axis=1) > 0).all()
 
 
 def test_each_shard_orders_its_recordings_differently():
-    from beam_jobs import shards
-
     groups = [(c, s, e) for c in (1, 2, 3) for s in (0, 1) for e in ("CA", "DA", "SS")]
-    orders = {tuple(sorted(groups, key=lambda g: (shards.shard_offset(*g, 1 << 30, salt=k), g))) for k in range(4)}
+    orders = {tuple(steps.shard_order(groups, k)) for k in range(4)}
     assert len(orders) == 4
-
-
-def test_write_shards_empty_input_still_writes_every_shard(tmp_path):
-    with pipeline() as p:
-        out = p | beam.Create([]) | steps.WriteShards(str(tmp_path), 2, "NONE")
-        assert_that(out | beam.Map(lambda m: (m["file"], m["num_windows"])),
-                    equal_to([("train/part-00000-of-00002.tfrecord", 0), ("train/part-00001-of-00002.tfrecord", 0),
-                              ("eval/part-00000-of-00002.tfrecord", 0), ("eval/part-00001-of-00002.tfrecord", 0)]))
-    assert (tmp_path / "eval" / "part-00001-of-00002.tfrecord").read_bytes() == b""
 
 
