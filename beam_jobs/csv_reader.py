@@ -54,6 +54,7 @@ _BLOCK_BYTES = 1 << 20  # pyarrow's default block size
 # (and float64).
 # Above it a 1e19 cast to a bin overflowed, and the output depended on --block-rows.
 MAX_TIME = 2.0 ** 32
+_NEWLINE = ord("\n")
 _TEXT_LIMIT = 1000  # characters of a defective line shown as its reject text
 _INT_COLUMNS = (cols.CREW, cols.SEAT)
 _STR_COLUMNS = (cols.EXPERIMENT, cols.EVENT)
@@ -239,11 +240,11 @@ def iter_line_spans(f: BinaryIO, span_bytes: int = DEFAULT_SPAN_BYTES, first_lin
             if newline != -1:
                 data, after = data[:newline + 1], data[newline + 1:]
                 beyond = itertools.chain([after], (rest for _, rest, _ in pieces))
-        buf = held + data
+        buf = held + data if held else data
         keep = _through_last_row(buf)
         if keep:
-            newlines = buf.count(b"\n", 0, keep)
-            yield line, buf[:keep], newlines + (buf[keep - 1] != ord("\n"))
+            newlines = newlines_in(buf, 0, keep)
+            yield line, buf if keep == len(buf) else buf[:keep], newlines + (buf[keep - 1] != ord("\n"))
             line += newlines
         held = buf[keep:]
         if beyond is not None:
@@ -267,7 +268,7 @@ def _whole_line_pieces(f: BinaryIO, span_bytes: int, max_line: int) -> Iterator[
             return
         cut = data.rfind(b"\n") + 1
         if cut:
-            piece = b"".join(pending + [data[:cut]])
+            piece = data if cut == len(data) and not pending else b"".join(pending + [memoryview(data)[:cut]])
             yield offset, piece, len(piece)
             offset += len(piece)
             pending, pending_bytes = [], 0
@@ -311,16 +312,31 @@ def plan_ranges(size: Optional[int], split_bytes: int) -> List[Tuple[int, Option
     return [(a, min(a + split_bytes, size)) for a in range(0, max(size, 1), split_bytes)]
 
 
+def newlines_in(buf, start: int = 0, stop: Optional[int] = None) -> int:
+    """Newlines in buf[start:stop] (bytes-like), counted by numpy (several times faster than
+    bytes.count on a long buffer)."""
+    view = np.frombuffer(buf, np.uint8)[start:stop]
+    return int(np.count_nonzero(view == _NEWLINE))
+
+
 def count_newlines(f: BinaryIO, start: int, end: int, block: int = 8 << 20) -> int:
-    """Newlines in bytes [start, end) of a seekable file."""
+    """Newlines in bytes [start, end) of a seekable file, read into one reused buffer."""
     f.seek(start)
     count, remaining = 0, end - start
+    buffer = bytearray(min(block, max(remaining, 0)))
+    readinto = getattr(f, "readinto", None)
     while remaining > 0:
-        data = f.read(min(block, remaining))
-        if not data:
+        want = min(block, remaining)
+        if readinto is not None:
+            got = readinto(memoryview(buffer)[:want])
+            data = memoryview(buffer)[:got]
+        else:  # a file object without readinto (some remote file systems')
+            data = f.read(want)
+            got = len(data)
+        if not got:
             break
-        count += data.count(b"\n")
-        remaining -= len(data)
+        count += newlines_in(data)
+        remaining -= got
     return count
 
 
@@ -631,7 +647,7 @@ def parse_span(
       n_lines: the span's lines, when the caller counted them (`iter_line_spans`); else counted.
     """
     if n_lines is None:
-        n_lines = span.count(b"\n") + (0 if span.endswith(b"\n") else 1)
+        n_lines = newlines_in(span) + (0 if span.endswith(b"\n") else 1)
     types = _column_types(header, features, with_id)
     located = not _looks_clean(span, MAX_LINE_BYTES, lone_cr=False) or not _through_last_row(span)
     defects = _locate_defects(span, header, MAX_LINE_BYTES) if located else {}
