@@ -20,7 +20,6 @@ Memory: the padded block, --concurrent + 2 buffers of a batch (B * W * F * 4 byt
 import collections
 import contextlib
 import dataclasses
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Deque, Iterator, Optional, Tuple
 
@@ -37,8 +36,9 @@ PATHS = (AUTO, WINDOWS, SWEEP)
 
 def default_concurrency() -> int:
     """Model calls in flight: one per usable core, at most 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, 8))
+    from beam_jobs.runner import usable_cores
+
+    return max(1, min(usable_cores(), 8))
 
 
 class ServingModel:

@@ -34,7 +34,8 @@ import uuid
 from typing import Dict, Optional, Sequence
 
 from beam_jobs import csv_reader, inference, rejects, submission
-from beam_jobs.runner import JobError, absolute, make_runner, prefer_legacy_keras, refuse_unknown_flags
+from beam_jobs.runner import (JobError, absolute, input_bytes, make_runner, prefer_legacy_keras,
+                              refuse_unknown_flags, with_local_workers)
 from cli_common import console, failure
 from tfrecords_schema import file_io, ownership, serving
 
@@ -238,7 +239,7 @@ def _run(args, beam_args: Sequence[str], output: str) -> Dict:
                   config["model"], config["window"], len(config["features"]),
                   f"swept {args.sweep_rows:,} rows at a time" if path == inference.SWEEP
                   else f"batches of {args.batch_size:,} windows", args.input)
-        options = PipelineOptions(beam_args)
+        options = PipelineOptions(with_local_workers(beam_args, input_bytes([input_path])))
         pipeline = beam.Pipeline(runner=make_runner(options), options=options)
         build_pipeline(pipeline, [input_path], args, config, path, staging)
         result = pipeline.run()

@@ -10,8 +10,9 @@ submission. Reading, time blocks and the rejects output are the steps both jobs 
 
 import dataclasses
 import logging
+import threading
 import time
-from typing import Sequence
+from typing import Dict, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -186,16 +187,51 @@ class PredictRecordingFn(beam.DoFn):
         return {"recording": list(key), "block": index, "path": path, "rows": len(rows), "nonfinite": nonfinite}
 
     def _progress_over(self, total: int):
-        """This worker's progress toward every usable row of the input (all a local run does)."""
-        from cli_common.console import Progress
-
+        """This process's progress toward every usable row of the input (all a local run does),
+        one display shared by the in-process workers."""
         if self._progress is None:
-            self._progress = Progress("predict", total, "rows", self._p.progress, logger=_LOG)
+            self._progress = _SharedProgress.acquire(total, self._p.progress)
         return self._progress
 
     def teardown(self):
         if self._progress is not None:
-            self._progress.close()
+            self._progress.release()
+            self._progress = None
+
+
+class _SharedProgress:
+    """One console.Progress per process and run for every PredictRecordingFn in it (Beam's
+    in-process workers are threads, each with its own DoFn): updates add up under a lock, and the
+    display closes when the last user releases it."""
+
+    _lock = threading.Lock()
+    _open: Dict[tuple, "_SharedProgress"] = {}
+
+    def __init__(self, key: tuple, progress):
+        self._key, self._progress, self._users = key, progress, 0
+
+    @classmethod
+    def acquire(cls, total: int, mode: str) -> "_SharedProgress":
+        from cli_common.console import Progress
+
+        with cls._lock:
+            key = (total, mode)
+            if key not in cls._open:
+                cls._open[key] = cls(key, Progress("predict", total, "rows", mode, logger=_LOG))
+            shared = cls._open[key]
+            shared._users += 1
+            return shared
+
+    def update(self, rows: int) -> None:
+        with self._lock:
+            self._progress.update(rows)
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._progress.close()
+                self._open.pop(self._key, None)
 
 
 class GoOnFn(beam.CombineFn):

@@ -3,10 +3,20 @@ local paths made absolute for workers."""
 
 import argparse
 import difflib
+import logging
 import os
-from typing import Sequence
+from typing import List, Sequence
 
 LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner")
+# A local predict on at least this much input gets one in-process worker per usable core: below
+# one split (csv_reader.DEFAULT_SPLIT_BYTES) a second worker would have nothing to read, and a
+# small run would only pay for the threads. (Preprocess stays on one worker unless told: its
+# shards and stats do not depend on the workers, but transform_fn/saved_model.pb's function names
+# carry TensorFlow's process-wide counters, which more workers in one process move.)
+PARALLEL_INPUT_BYTES = 64 << 20
+MAX_LOCAL_WORKERS = 8
+# Flags by which the user chose how a run is spread: then crewstream chooses nothing.
+_PLACEMENT_FLAGS = ("--runner", "--direct_num_workers", "--direct_running_mode", "--environment_type")
 # TensorFlow imports Keras 3 with itself (about 1 s of its 4 s import on our machines) unless told
 # that `tf.keras` is the legacy tf_keras, the Keras crewstream uses (trainer/model.py).
 LEGACY_KERAS = "TF_USE_LEGACY_KERAS"
@@ -51,6 +61,32 @@ def refuse_unknown_flags(parser: argparse.ArgumentParser, beam_args: Sequence[st
     hint = f"; did you mean {close[0]}?" if close else ""
     parser.exit(2, f"{parser.prog}: error: unknown flag {name}: neither {parser.prog} nor Beam's "
                    f"PipelineOptions know it{hint}\n")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity), at least 1."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def with_local_workers(beam_args: Sequence[str], input_bytes: int) -> List[str]:
+    """`beam_args`, plus `--direct_num_workers N` (N: the usable cores, at most MAX_LOCAL_WORKERS)
+    when the run is local, reads at least PARALLEL_INPUT_BYTES, and no flag of `_PLACEMENT_FLAGS`
+    was given. The workers are threads of this process (Beam's in_memory mode: each runs its share
+    of a stage's bundles; pyarrow, numpy, zlib, file writes and TensorFlow release the GIL), and the
+    outputs do not depend on their number."""
+    args = list(beam_args)
+    chosen = any(a.split("=", 1)[0] in _PLACEMENT_FLAGS for a in args)
+    workers = min(usable_cores(), MAX_LOCAL_WORKERS)
+    if chosen or input_bytes < PARALLEL_INPUT_BYTES or workers < 2:
+        return args
+    logging.getLogger("crewstream.runner").info(
+        "%d in-process workers, one per usable core (--direct_num_workers N to choose)", workers)
+    return args + ["--direct_num_workers", str(workers)]
+
+
+def input_bytes(files: Sequence[str]) -> int:
+    """The bytes of the local files among `files` (a URL counts 0: its size is not looked up)."""
+    return sum(os.path.getsize(f) for f in files if os.path.isfile(f))
 
 
 def prefer_legacy_keras() -> None:

@@ -275,6 +275,23 @@ def test_a_failed_run_leaves_the_earlier_submission_and_nothing_else(tmp_path, e
 
 # --- command line and progress -----------------------------------------------------------------
 
+
+def test_two_in_process_workers_share_one_progress_and_write_the_same_submission(tmp_path, exported_tcn, test_csv,
+                                                                                 capsys, caplog):
+    """--direct_num_workers 2 (what a local run on a large file gets by default): Beam's two
+    in-process workers predict the recordings between them; the progress is one display that
+    ends at every row once, and the submission is byte for byte the one-worker one."""
+    n = len(pd.read_csv(test_csv, usecols=[cols.ID]))
+    one, two = tmp_path / "one.csv", tmp_path / "two.csv"
+    assert predict.main(argv(exported_tcn.model_dir, test_csv, one, block_rows=300)) == 0
+    with caplog.at_level("INFO", logger="crewstream"):
+        assert predict.main(argv(exported_tcn.model_dir, test_csv, two, progress="log", block_rows=300)
+                            + ["--direct_num_workers", "2"]) == 0
+    logged = caplog.text + capsys.readouterr().err
+    assert logged.count("100%") == 1 and f"100%  {n:,}/{n:,} rows" in logged, logged[-2000:]
+    assert two.read_bytes() == one.read_bytes()
+
+
 def test_main_predicts_reports_progress_and_errors(tmp_path, exported_tcn, test_csv, sample_dir, capsys, caplog):
     """A run a person can follow: the progress line ends at every row, 100%; errors are one line."""
     out = tmp_path / "sub.csv"
