@@ -20,13 +20,15 @@ Memory: the padded block, --concurrent + 2 buffers of a batch (B * W * F * 4 byt
 import collections
 import contextlib
 import dataclasses
+import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Deque, Iterator, Optional, Tuple
+from typing import Callable, Deque, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
 from beam_jobs.windows import window_view
-from tfrecords_schema import serving
+from tfrecords_schema import file_io, serving
 
 DEFAULT_BATCH_SIZE = 1024
 DEFAULT_SWEEP_ROWS = 1 << 16  # rows per sequence call (plus W-1 of context); 32k-128k measured alike
@@ -121,10 +123,67 @@ def stand_in_active() -> bool:
 
 
 def load_model(model_dir: str, path: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The model a predict worker calls on `path`: SweepModel (SWEEP) or ServingModel (WINDOWS)."""
+    """The model a predict worker calls on `path`: SweepModel (SWEEP) or ServingModel (WINDOWS).
+    Loaded once per process and model files (`preload`): Beam's in-process workers share it (its
+    signatures may be called from several threads at once)."""
     if _STAND_IN is not None:
         return SweepModel(model_dir, _STAND_IN.sequence) if path == SWEEP else _STAND_IN.windows
-    return SweepModel(model_dir) if path == SWEEP else ServingModel(model_dir)
+    return _loading(model_dir, path, background=False).result()
+
+
+def preload(model_dir: str, path: str) -> None:
+    """Start loading the model on a thread of its own (TensorFlow's import included), so that a
+    local run's workers, threads of this process, find it loaded once the rows are read: the
+    launcher calls it before the job reads. Elsewhere (a remote worker) nothing is shared."""
+    if _STAND_IN is None and not file_io.is_remote(model_dir):
+        _loading(model_dir, path, background=True)
+
+
+def forget_loaded() -> None:
+    """Drop the models this process loaded (a run's end: the next run loads its own)."""
+    with _LOADED_LOCK:
+        _LOADED.clear()
+
+
+_LOADED: Dict[tuple, Future] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def _loading(model_dir: str, path: str, background: bool) -> Future:
+    """The Future of the model for (model_dir, path, the serving files' sizes and times): started
+    here (on a thread if `background`) unless already started."""
+    key = (model_dir, path, _files_stamp(model_dir))
+    with _LOADED_LOCK:
+        future, start = _LOADED.get(key), False
+        if future is None:
+            future, start = Future(), True
+            _LOADED[key] = future
+
+    def load() -> None:
+        try:
+            future.set_result(SweepModel(model_dir) if path == SWEEP else ServingModel(model_dir))
+        except BaseException as e:  # the worker that asks for it raises it
+            future.set_exception(e)
+
+    if start:
+        if background:
+            threading.Thread(target=load, name="preload-model", daemon=True).start()
+        else:
+            load()
+    return future
+
+
+def _files_stamp(model_dir: str) -> tuple:
+    """(size, mtime_ns) of the serving model's files, so a model trained again into the same
+    folder is loaded again; () where they cannot be read from here."""
+    stamp = []
+    for name in ("saved_model.pb", "variables/variables.index", serving.CONFIG_FILE):
+        try:
+            stat = os.stat(os.path.join(model_dir, serving.SERVING_DIR, name))
+            stamp.append((stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            stamp.append(None)
+    return tuple(stamp)
 
 
 def choose_path(requested: str, config: dict, model_dir: str) -> str:

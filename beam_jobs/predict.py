@@ -35,7 +35,7 @@ from typing import Dict, Optional, Sequence
 
 from beam_jobs import csv_reader, inference, rejects, submission
 from beam_jobs.runner import (JobError, absolute, input_bytes, make_runner, prefer_legacy_keras,
-                              refuse_unknown_flags, with_local_workers)
+                              refuse_unknown_flags, runs_in_this_process, with_local_workers)
 from cli_common import console, failure
 from tfrecords_schema import file_io, ownership, serving
 
@@ -240,6 +240,8 @@ def _run(args, beam_args: Sequence[str], output: str) -> Dict:
                   f"swept {args.sweep_rows:,} rows at a time" if path == inference.SWEEP
                   else f"batches of {args.batch_size:,} windows", args.input)
         options = PipelineOptions(with_local_workers(beam_args, input_bytes([input_path])))
+        if runs_in_this_process(options):  # loaded while the rows are read; the workers share it
+            inference.preload(args.model_dir, path)
         pipeline = beam.Pipeline(runner=make_runner(options), options=options)
         build_pipeline(pipeline, [input_path], args, config, path, staging)
         result = pipeline.run()
@@ -249,6 +251,7 @@ def _run(args, beam_args: Sequence[str], output: str) -> Dict:
         with ownership.uninterrupted():  # an interrupt waits until the submission is whole
             counts = _publish(staging, output, read_manifest(staging), args.max_bad_fraction, args.input)
     finally:  # whatever ended the run (an interrupt included): nothing of it stays
+        inference.forget_loaded()
         if file_io.exists(staging):
             ownership.remove_tree(staging)
     from beam_jobs.predict_steps import MODEL_MS

@@ -84,6 +84,16 @@ def with_local_workers(beam_args: Sequence[str], input_bytes: int) -> List[str]:
     return args + ["--direct_num_workers", str(workers)]
 
 
+def runs_in_this_process(options) -> bool:
+    """Whether the job's workers are threads of this process: a local run in Beam's in_memory mode
+    (the default), without a worker pool."""
+    from apache_beam.options.pipeline_options import DirectOptions, PortableOptions, StandardOptions
+
+    return (options.view_as(StandardOptions).runner in LOCAL_RUNNERS
+            and options.view_as(PortableOptions).environment_type is None
+            and options.view_as(DirectOptions).direct_running_mode == "in_memory")
+
+
 def input_bytes(files: Sequence[str]) -> int:
     """The bytes of the local files among `files` (a URL counts 0: its size is not looked up)."""
     return sum(os.path.getsize(f) for f in files if os.path.isfile(f))

@@ -36,18 +36,24 @@ def check_outputs(output: str, input_path: str) -> None:
 
 
 def csv_rows(ids: np.ndarray, probabilities: np.ndarray) -> bytes:
-    """Headerless `id,A,B,C,D` lines: ids int64 [n], probabilities float32 [n, K] in label order."""
+    """Headerless `id,A,B,C,D` lines: ids int64 [n], probabilities float32 [n, K] in label order.
+
+    Each column is cast to text by pyarrow (the cast its CSV writer makes: shortest float32 text,
+    `1`, `0.25`, `3e-8`) and the cells joined by pyarrow's element-wise join, off the GIL; the
+    lines' bytes are the joined array's data buffer. The same bytes as
+    pyarrow.csv.write_csv(include_header=False, quoting_style="none"), about 1.5 times faster
+    (tests/beam_jobs/test_submission.py holds the two side by side)."""
     import pyarrow as pa
-    import pyarrow.csv as pa_csv
+    import pyarrow.compute as pc
 
     if len(ids) == 0:
         return b""
-    columns = [pa.array(np.asarray(ids, np.int64))]
-    columns += [pa.array(np.asarray(probabilities[:, k], np.float32)) for k in range(probabilities.shape[1])]
-    table = pa.Table.from_arrays(columns, names=[cols.ID, *LABEL_VOCABULARY[:probabilities.shape[1]]])
-    sink = pa.BufferOutputStream()
-    pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False, quoting_style="none"))
-    return sink.getvalue().to_pybytes()
+    cells = [pc.cast(pa.array(np.asarray(ids, np.int64)), pa.string())]
+    cells += [pc.cast(pa.array(np.asarray(probabilities[:, k], np.float32)), pa.string())
+              for k in range(probabilities.shape[1])]
+    lines = pc.binary_join_element_wise(pc.binary_join_element_wise(*cells, ","), "", "\n")  # line + "\n" + ""
+    offsets = np.frombuffer(lines.buffers()[1], np.int32)[lines.offset:lines.offset + len(lines) + 1]
+    return memoryview(lines.buffers()[2])[offsets[0]:offsets[-1]].tobytes()
 
 
 @contextlib.contextmanager
@@ -75,7 +81,10 @@ def merge(pieces: Sequence[str], staging: str, output: str) -> None:
     with file_io.open_file(staged, "wb") as raw:
         sink = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if output.endswith(".gz") else raw
         sink.write((HEADER + "\n").encode())
-        file_io.copy_files(pieces, sink.write, COPY_BLOCK)
+        if sink is raw:
+            file_io.append_files(pieces, raw, COPY_BLOCK)
+        else:
+            file_io.copy_files(pieces, sink.write, COPY_BLOCK)
         if sink is not raw:
             sink.close()
     file_io.replace(staged, output)

@@ -276,6 +276,29 @@ def test_a_failed_run_leaves_the_earlier_submission_and_nothing_else(tmp_path, e
 # --- command line and progress -----------------------------------------------------------------
 
 
+def test_a_preloaded_model_is_shared_until_its_files_change_or_the_run_ends(exported_tcn):
+    """inference.preload (the launcher, while the job reads) and load_model (each in-process
+    worker) give one model object; a model trained again into the folder is loaded again."""
+    model_dir = str(exported_tcn.model_dir)
+    inference.forget_loaded()
+    try:
+        inference.preload(model_dir, inference.SWEEP)
+        first = inference.load_model(model_dir, inference.SWEEP)
+        assert inference.load_model(model_dir, inference.SWEEP) is first
+        assert isinstance(first, inference.SweepModel)
+        assert inference.load_model(model_dir, inference.WINDOWS) is not first  # another signature
+        pb = os.path.join(model_dir, serving.SERVING_DIR, "saved_model.pb")
+        stat = os.stat(pb)
+        os.utime(pb, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        assert inference.load_model(model_dir, inference.SWEEP) is not first
+        again = inference.load_model(model_dir, inference.SWEEP)
+        inference.forget_loaded()
+        assert inference.load_model(model_dir, inference.SWEEP) is not again
+    finally:
+        inference.forget_loaded()
+
+
+
 def test_two_in_process_workers_share_one_progress_and_write_the_same_submission(tmp_path, exported_tcn, test_csv,
                                                                                  capsys, caplog):
     """--direct_num_workers 2 (what a local run on a large file gets by default): Beam's two

@@ -54,3 +54,21 @@ def test_reading_a_missing_file_is_file_not_found_behind_a_url_too(tmp_path, rem
         file_io.read_bytes(file_io.join(folder, "absent.json"))
     file_io.write_bytes(file_io.join(folder, "present.json"), b"{}")
     assert file_io.read_bytes(file_io.join(folder, "present.json")) == b"{}"
+
+
+def test_append_files_copies_local_files_by_the_kernel_and_others_through_python(tmp_path):
+    import io
+
+    parts = []
+    for i, data in enumerate([b"head,", b"", b"x" * 100_000, b"tail\n"]):
+        path = tmp_path / f"p{i}"
+        path.write_bytes(data)
+        parts.append(str(path))
+    expected = b"".join(open(p, "rb").read() for p in parts)
+    with open(tmp_path / "out", "wb") as out:
+        out.write(b"H\n")
+        file_io.append_files(parts, out, block=4096)
+    assert (tmp_path / "out").read_bytes() == b"H\n" + expected
+    sink = io.BytesIO()  # no file descriptor: the bytes pass through Python
+    file_io.append_files(parts, sink, block=4096)
+    assert sink.getvalue() == expected
