@@ -25,6 +25,7 @@ TEST = [
     "pytest-timeout==2.4.0",
     "scikit-learn==1.9.1",
     "ruff==0.16.9",  # `make test` runs `ruff check` (ruff.toml)
+    "polars==2.1.0",  # the in-memory anchor of benchmarks/bench_floor.py, checked by its test
 ]
 
 setuptools.setup(

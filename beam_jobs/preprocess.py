@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence
 # Beam, TensorFlow and tf.Transform are imported only once the arguments and local paths are good
 # (cli_common.console): a usage error is reported in about a second.
 from beam_jobs import blocks, csv_reader, rejects
-from beam_jobs.runner import JobError, absolute, make_runner, refuse_unknown_flags
+from beam_jobs.runner import JobError, absolute, make_runner, prefer_legacy_keras, refuse_unknown_flags
 from cli_common import console, failure
 from tfrecords_schema import LABEL_VOCABULARY, csv_columns, ownership, sequence, file_io, output_folder
 from tfrecords_schema.stats import SCALES, validate_stats
@@ -380,6 +380,7 @@ def summarize(stats: Dict) -> str:
 
 @failure.command("preprocess")
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    prefer_legacy_keras()  # before anything imports TensorFlow: its import skips Keras 3 (about 1 s)
     console.setup(console.verbose_requested(argv))
     print(summarize(run(argv)))
     return 0

@@ -106,7 +106,9 @@ def measure(cmd: Sequence[str], log_path: Path, interval: float = SAMPLE_INTERVA
     peak_tree_pss (likewise, read once a second; 0 unless `with_pss`), max_single_rss (the largest
     RSS of one process: samples or the kernel's ru_maxrss from wait4), max_procs, cpu_s (user +
     system of the process, the descendants it waited for and `others`' processes during the run),
-    returncode, log (the path) and started_at (time.time() at start)."""
+    cpu_user_s and cpu_sys_s (the same split into user and system time; `others`' CPU, sampled as
+    user + system together, counts as user), returncode, log (the path) and started_at (time.time()
+    at start)."""
     with open(log_path, "wb") as log:
         log.write(("$ " + shlex.join(cmd) + "\n").encode())
         log.flush()
@@ -152,9 +154,10 @@ def measure(cmd: Sequence[str], log_path: Path, interval: float = SAMPLE_INTERVA
                 os.close(pidfd)
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
+    cpu_user = usage.ru_utime + sum(cpu_seen.values()) - cpu_before  # `others`: user + system, as user
     return dict(wall_s=wall, peak_tree_rss=peak_rss, peak_tree_pss=peak_pss,
                 max_single_rss=max(biggest, usage.ru_maxrss * 1024), max_procs=procs,
-                cpu_s=usage.ru_utime + usage.ru_stime + sum(cpu_seen.values()) - cpu_before,
+                cpu_s=cpu_user + usage.ru_stime, cpu_user_s=cpu_user, cpu_sys_s=usage.ru_stime,
                 returncode=proc.returncode, log=str(log_path), started_at=started_at)
 
 

@@ -28,6 +28,8 @@ def test_measure_sees_the_tree_s_peak_memory_wall_time_and_exit_code(tmp_path):
     assert found["peak_tree_rss"] < 1000 * MiB  # the child's and the grandchild's, no other process's
     assert found["max_procs"] == 2
     assert 0 < found["cpu_s"] < found["wall_s"] * 2
+    assert found["cpu_user_s"] > 0 and found["cpu_sys_s"] >= 0
+    assert abs(found["cpu_user_s"] + found["cpu_sys_s"] - found["cpu_s"]) < 1e-9
     assert found["log"] == str(log)
     text = log.read_text().splitlines()
     assert text[0].startswith("$ ") and text[1] == "child here"
