@@ -106,9 +106,9 @@ def beam_reraise(error):
             raise error
         except BaseException as exn:
             try:
-                new = type(exn)(exn.args[0] + " [while running 'CutWindows/Write']", *exn.args[1:])
+                new = type(exn)(exn.args[0] + " [while running 'WriteShards/WriteShard']", *exn.args[1:])
             except Exception:
-                new = RuntimeError(f"{type(exn).__name__}: {exn} [while running 'CutWindows/Write']")
+                new = RuntimeError(f"{type(exn).__name__}: {exn} [while running 'WriteShards/WriteShard']")
             raise new
     return raised(make)
 

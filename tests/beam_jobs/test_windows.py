@@ -1,4 +1,4 @@
-"""The job's window arithmetic (beam_jobs.windows, what CutBlockWindowsFn calls) against Keras' own
+"""The job's window arithmetic (beam_jobs.windows, what preprocess_steps.cut_block_windows calls) against Keras' own
 `timeseries_dataset_from_array`, segment by segment, and against a plain loop, over tilings of a
 group into time blocks."""
 
