@@ -11,7 +11,7 @@ at the edges of time bins (`plan_blocks`, from its rows per bin). A spill file h
 time-bin order, so a time block's rows are one run of it (`FileRows`, `block_slices`), read alone
 (`read_spill(path, start, stop)`). Each time block is sorted on its own and written as a sorted
 block file of fixed-size records (`write_rows`), whose tail a following block reads for the W-1
-rows of context its first windows need (`read_rows(..., last=k)`, `recording_rows`). Once the
+rows of context its first windows need (`read_rows(path, start, stop)`, `recording_rows`). Once the
 scaling is known each sorted block is written once more with its signals scaled (`scaled_path`),
 and the shards are cut from those.
 
@@ -256,15 +256,12 @@ def write_rows(path: str, block: RecordingRows) -> None:
     file_io.write_bytes(path, _records(block).tobytes())
 
 
-def read_rows(path: str, num_features: int, last: Optional[int] = None, start: int = 0,
-              stop: Optional[int] = None) -> RecordingRows:
-    """The rows of a sorted block file: rows [start, stop) (default all); with `last`, only its
-    last `last` rows (read from the tail). Only the rows asked for are read."""
+def read_rows(path: str, num_features: int, start: int = 0, stop: Optional[int] = None) -> RecordingRows:
+    """The rows of a sorted block file: rows [start, stop) (default all). Only the rows asked for
+    are read."""
     dtype = row_dtype(num_features)
     with file_io.open_file(path, "rb") as f:
         total = f.seek(0, 2) // dtype.itemsize
-        if last is not None:
-            start, stop = max(0, total - last), total
         stop = total if stop is None else min(stop, total)
         start = min(max(0, start), stop)
         f.seek(start * dtype.itemsize)

@@ -143,8 +143,9 @@ class PredictRecordingFn(beam.DoFn):
         self._model_ms = Metrics.counter(NAMESPACE, MODEL_MS)
 
     def _loaded(self):
-        """The model, loaded once per worker at its first block (never when the run stops for its
-        rejects)."""
+        """The model, asked for at the worker's first block (never when the run stops for its
+        rejects): inference.load_model, which hands in-process workers the one model the launcher
+        started loading (inference.preload)."""
         p = self._p
         if self._model is None:
             self._model = inference.load_model(p.model_dir, p.path)
@@ -190,7 +191,7 @@ class PredictRecordingFn(beam.DoFn):
         """This process's progress toward every usable row of the input (all a local run does),
         one display shared by the in-process workers."""
         if self._progress is None:
-            self._progress = _SharedProgress.acquire(total, self._p.progress)
+            self._progress = _SharedProgress.acquire((self._p.staging, total), self._p.progress)
         return self._progress
 
     def teardown(self):
@@ -211,13 +212,14 @@ class _SharedProgress:
         self._key, self._progress, self._users = key, progress, 0
 
     @classmethod
-    def acquire(cls, total: int, mode: str) -> "_SharedProgress":
+    def acquire(cls, run: tuple, mode: str) -> "_SharedProgress":
+        """The display of `run` (the run's staging folder, its rows in all), made by its first user."""
         from cli_common.console import Progress
 
         with cls._lock:
-            key = (total, mode)
+            key = (*run, mode)
             if key not in cls._open:
-                cls._open[key] = cls(key, Progress("predict", total, "rows", mode, logger=_LOG))
+                cls._open[key] = cls(key, Progress("predict", run[1], "rows", mode, logger=_LOG))
             shared = cls._open[key]
             shared._users += 1
             return shared

@@ -164,8 +164,9 @@ def cut_block_windows(params: WindowParams, recording: Sequence[blocks.SortedBlo
                      {"num_windows": len(cut), "class_counts": shards.class_counts(cut.labels)})
 
 
-# Every shard of a split asks for the same blocks' windows: found once per worker, kept (small).
-_block_windows = functools.lru_cache(maxsize=1 << 14)(windows.block_windows)
+# Every shard of a split asks for the same blocks' windows: found once per worker and kept, for up
+# to 256 blocks (each entry two int64 per window of a block: at most about 32 MB in all).
+_block_windows = functools.lru_cache(maxsize=256)(windows.block_windows)
 
 
 def _encode_windows(cut: windows.Windows, rows: RecordingRows, key: blocks.RecordingKey) -> Iterator[bytes]:

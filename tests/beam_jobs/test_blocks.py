@@ -150,7 +150,7 @@ def test_a_truncated_block_file_is_refused(tmp_path):
         blocks.read_spill(str(path))
 
 
-def test_sorted_rows_read_from_the_tail(tmp_path):
+def test_sorted_rows_read_whole_or_by_range(tmp_path):
     b = block([0.5, 2.5, 1.5, 0.7], [2, 3, 4, 5])
     rows = b.sorted_by_time()
     path = blocks.sorted_path(str(tmp_path), (1, 0, "CA"), 3)
@@ -158,8 +158,17 @@ def test_sorted_rows_read_from_the_tail(tmp_path):
     back = blocks.read_rows(path, 2)
     for name in ("time", "signals", "label", "line", "source"):
         np.testing.assert_array_equal(getattr(back, name), getattr(rows, name))
-    tail = blocks.read_rows(path, 2, last=2)
+    tail = blocks.read_rows(path, 2, start=2)
     assert tail.line.tolist() == [4, 3] and tail.signals.tolist() == rows.signals[2:].tolist()
-    assert blocks.read_rows(path, 2, last=9).line.tolist() == [2, 5, 4, 3]
+    assert blocks.read_rows(path, 2, start=1, stop=3).line.tolist() == [5, 4]
+    assert blocks.read_rows(path, 2, start=0, stop=9).line.tolist() == [2, 5, 4, 3]
+    assert len(blocks.read_rows(path, 2, start=4)) == 0
+    # a recording of two blocks read across their edge
+    second = blocks.sorted_path(str(tmp_path), (1, 0, "CA"), 4)
+    blocks.write_rows(second, block([3.0, 3.5], [8, 9]))
+    recording = [blocks.summarize_sorted((1, 0, "CA"), i, p, blocks.read_rows(p, 2), 1.0)
+                 for i, p in enumerate([path, second])]
+    assert blocks.recording_rows(recording, 2, 5).line.tolist() == [4, 3, 8]
+    assert blocks.recording_rows(recording, 4, 6).line.tolist() == [8, 9]
     summary = blocks.summarize_sorted((1, 0, "CA"), 3, path, rows, max_gap=0.5)
     assert (summary.num_rows, summary.first_time, summary.last_time, summary.gap_starts) == (4, 0.5, 2.5, (2, 3))
