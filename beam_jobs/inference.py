@@ -19,6 +19,7 @@ Memory: the padded block, --concurrent + 2 buffers of a batch (B * W * F * 4 byt
 
 import collections
 import contextlib
+import concurrent.futures
 import dataclasses
 import os
 import threading
@@ -140,9 +141,13 @@ def preload(model_dir: str, path: str) -> None:
 
 
 def forget_loaded() -> None:
-    """Drop the models this process loaded (a run's end: the next run loads its own)."""
+    """Drop the models this process loaded (a run's end: the next run loads its own), once a load
+    still under way has ended: a process must not exit while a thread is inside TensorFlow's
+    loader (an interrupted run would end in an abort instead of its exit code)."""
     with _LOADED_LOCK:
+        pending = list(_LOADED.values())
         _LOADED.clear()
+    concurrent.futures.wait(pending)
 
 
 _LOADED: Dict[tuple, Future] = {}
@@ -167,7 +172,7 @@ def _loading(model_dir: str, path: str, background: bool) -> Future:
 
     if start:
         if background:
-            threading.Thread(target=load, name="preload-model", daemon=True).start()
+            threading.Thread(target=load, name="preload-model").start()
         else:
             load()
     return future
