@@ -179,8 +179,8 @@ def _loading(model_dir: str, path: str, background: bool) -> Future:
 
 
 def _files_stamp(model_dir: str) -> tuple:
-    """(size, mtime_ns) of the serving model's files, so a model trained again into the same
-    folder is loaded again; () where they cannot be read from here."""
+    """(size, mtime_ns) of each of the serving model's files, so a model trained again into the
+    same folder is loaded again; None for a file that cannot be read from here."""
     stamp = []
     for name in ("saved_model.pb", "variables/variables.index", serving.CONFIG_FILE):
         try:
