@@ -51,6 +51,14 @@ def csv_rows(ids: np.ndarray, probabilities: np.ndarray) -> bytes:
     cells = [pc.cast(pa.array(np.asarray(ids, np.int64)), pa.string())]
     cells += [pc.cast(pa.array(np.asarray(probabilities[:, k], np.float32)), pa.string())
               for k in range(probabilities.shape[1])]
+    return joined_lines(cells)
+
+
+def joined_lines(cells) -> bytes:
+    """Headerless CSV lines of pyarrow string arrays of one length (one per column, cells that
+    need no quoting), joined by pyarrow off the GIL; the bytes are the joined array's data."""
+    import pyarrow.compute as pc
+
     lines = pc.binary_join_element_wise(pc.binary_join_element_wise(*cells, ","), "", "\n")  # line + "\n" + ""
     offsets = np.frombuffer(lines.buffers()[1], np.int32)[lines.offset:lines.offset + len(lines) + 1]
     return memoryview(lines.buffers()[2])[offsets[0]:offsets[-1]].tobytes()

@@ -44,9 +44,19 @@ def _predict():
     return predict.main
 
 
+def _live():
+    from beam_jobs import live
+    return live.main
+
+
 def _score():
     from trainer import score
     return score.main
+
+
+def _watch():
+    from crewstream import watch
+    return watch.main
 
 
 def _demo():
@@ -62,7 +72,9 @@ SUBCOMMANDS = {
     "train": (_train, "stream the shards into a tf_keras model; export a serving model"),
     "evaluate": (_evaluate, "evaluate a trained model on a split; write eval.json"),
     "predict": (_predict, "predict a test CSV in bounded memory (a Beam job); write a submission"),
+    "live": (_live, "streaming predict: each arriving row's probabilities, equal to predict's (a Beam job)"),
     "score": (_score, "score a submission against a truth file (log loss, accuracy, F1)"),
+    "watch": (_watch, "serve a live page of a live-predict output folder (127.0.0.1 only)"),
     "demo": (_demo, "synth -> preprocess -> ... on a small generated sample"),
 }
 

@@ -1,0 +1,287 @@
+"""`crewstream live` / `python -m beam_jobs.live`: the streaming predict. Rows of the test layout
+arrive as they are recorded; each row's `id,A,B,C,D` is written as soon as it is final, and it is
+the number the batch `crewstream predict` gives that row (docs/DESIGN.md, "Live").
+
+This module only wires: the steps are in beam_jobs.live_steps, the state in beam_jobs.live_state,
+the sources in beam_jobs.live_sources.
+
+    deliveries of CSV lines (a folder files land in; Pub/Sub on Dataflow; TestStream in tests)
+      -> parse and validate as the batch job does (rejects; a rejected row with an id: uniform)
+      -> per recording (crew, seat, experiment), in Beam state: the rows not yet final and the
+         W-1 rows before them; a row is final once its recording's latest time is more than
+         --max-delay past it (or the input ended); final rows in time order -> the serving model
+      -> live output: a file per tick in --output (or a Pub/Sub topic)
+
+Locally the job runs on Beam's streaming DirectRunner (BundleBasedDirectRunner, in this process);
+`--runner DataflowRunner` with `--input-subscription` / `--output-topic` runs it on Dataflow.
+"""
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import Dict, Optional, Sequence
+
+from beam_jobs import csv_reader, inference
+from beam_jobs.runner import JobError, prefer_legacy_keras, refuse_unknown_flags
+from cli_common import console, failure
+from tfrecords_schema import csv_columns as cols
+from tfrecords_schema import file_io, ownership, serving
+
+_LOG = logging.getLogger("crewstream.live")
+OUTPUT = ownership.Kind("live", ())  # part-*.csv and rejects-*.csv files (tfrecords_schema/live.py)
+DEFAULT_MAX_DELAY = 2.0
+LOCAL_RUNNER = "BundleBasedDirectRunner"
+
+
+class LiveError(JobError):
+    """A problem the user can fix (arguments, the model folder, the folders): one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crewstream live",
+        description="Streaming predict: read rows of the test layout as they arrive and write each "
+                    "row's probabilities `id,A,B,C,D` (plus crew, seat, experiment, time) as soon as "
+                    "no earlier row of its recording can still arrive: the same numbers as `crewstream "
+                    "predict` on the whole file. Locally: --input-folder (CSV files with a header, "
+                    "landing by rename) -> --output folder (a file per tick). On Dataflow: "
+                    "--input-subscription -> --output-topic, --rejects-topic, with --runner DataflowRunner "
+                    "--project P --region R --temp_location gs://... --streaming. Other flags go to "
+                    "Beam's PipelineOptions.")
+    parser.add_argument("--model-dir", required=True, help="folder of a train run, MODEL (uses MODEL/serving)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input-folder", help="local folder that CSV files land in (read in name order; "
+                                               "a file is read once it has a .csv name)")
+    source.add_argument("--input-subscription",
+                        help="Pub/Sub subscription projects/P/subscriptions/S: each message CSV lines in "
+                             "the test layout's column order, no header (Dataflow)")
+    parser.add_argument("--output", help="local folder for the live output (with --input-folder)")
+    parser.add_argument("--output-topic", help="Pub/Sub topic projects/P/topics/T for the output lines "
+                                               "(with --input-subscription)")
+    parser.add_argument("--rejects-topic", help="Pub/Sub topic for rejected rows (with --input-subscription)")
+    parser.add_argument("--max-delay", type=_seconds, default=DEFAULT_MAX_DELAY,
+                        help="seconds of a recording's time by which its rows may arrive late or out of "
+                             "order; a row is predicted once a row of its recording this much later has "
+                             "arrived; a row later than that is rejected (default "
+                             f"{DEFAULT_MAX_DELAY:g})")
+    parser.add_argument("--stop-after-idle", type=_seconds, default=None,
+                        help="end the run (after predicting every row still waiting) once no file has "
+                             "landed for this many seconds (default: run until interrupted)")
+    parser.add_argument("--path", choices=inference.PATHS, default=inference.AUTO,
+                        help=f"as predict's: {inference.SWEEP} (a tcn's `sequence` signature) or "
+                             f"{inference.WINDOWS} (default {inference.AUTO})")
+    parser.add_argument("--batch-size", type=console.int_at_least(1), default=inference.DEFAULT_BATCH_SIZE,
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--span-bytes", type=console.int_at_least(1), default=csv_reader.DEFAULT_SPAN_BYTES,
+                        help=argparse.SUPPRESS)
+    console.add_verbose(parser)
+    return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text}")
+    return value
+
+
+def _parse_args(argv: Optional[Sequence[str]]):
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    if beam_args:
+        refuse_unknown_flags(parser, beam_args)
+    if args.input_folder is not None:
+        if args.output is None:
+            parser.error("--input-folder needs --output (a local folder)")
+        if args.output_topic or args.rejects_topic:
+            parser.error("--output-topic and --rejects-topic go with --input-subscription")
+    elif not (args.output_topic and args.rejects_topic) or args.output is not None:
+        parser.error("--input-subscription needs --output-topic and --rejects-topic (and no --output)")
+    return args, beam_args
+
+
+def params_for(model_dir: str, config: Dict, path: str, max_delay: float, batch_size: int):
+    from beam_jobs.live_steps import LiveParams
+
+    return LiveParams(model_dir=model_dir, window=config["window"], num_classes=len(config["label_vocabulary"]),
+                      features=tuple(config["features"]), path=path, max_delay=max_delay, batch_size=batch_size)
+
+
+def build_pipeline(pipeline, deliveries, params, sink) -> None:
+    """Wire the job: `deliveries` (a PTransform of live_steps.Delivery) -> ... -> `sink` (a
+    PTransform taking Predicted rows and csv_reader.Reject objects, one PCollection)."""
+    import apache_beam as beam
+
+    from beam_jobs.live_steps import REJECTS, FollowRecordingFn, ParseDeliveryFn, UNIFORM
+
+    parsed = (pipeline | "Read" >> deliveries
+              | "Parse" >> beam.ParDo(ParseDeliveryFn(params)).with_outputs(REJECTS, UNIFORM, main="rows"))
+    followed = (parsed.rows | "Follow" >> beam.ParDo(FollowRecordingFn(params)).with_outputs(REJECTS, main="predicted"))
+    ((parsed[UNIFORM], parsed[REJECTS], followed.predicted, followed[REJECTS])
+     | "Gather" >> beam.Flatten() | "Write" >> sink)
+
+
+def local_sink(folder: str):
+    import apache_beam as beam
+
+    from beam_jobs.live_steps import WriteTicksFn
+
+    return beam.ParDo(WriteTicksFn(folder))
+
+
+def pubsub_source(subscription: str):
+    import apache_beam as beam
+
+    from beam_jobs.live_steps import Delivery
+
+    header = cols.TEST_COLUMNS
+    return ("Messages" >> beam.io.ReadFromPubSub(subscription=subscription)
+            | "AsDeliveries" >> beam.Map(lambda data: Delivery(subscription, 0, 1, header, data)))
+
+
+def pubsub_sink(topic: str, rejects_topic: str):
+    """Predicted rows to `topic` (a message of live output lines per element), rejects to
+    `rejects_topic` (one message per rejected row, in the rejects format)."""
+    import apache_beam as beam
+
+    from beam_jobs import rejects
+    from beam_jobs.live_steps import Predicted, format_lines
+
+    class ToPubSub(beam.PTransform):
+        def expand(self, pcoll):
+            split = pcoll | "Split" >> beam.Partition(lambda e, n: 0 if isinstance(e, Predicted) else 1, 2)
+            (split[0] | "Lines" >> beam.Map(lambda p: format_lines([p])) | "Filled" >> beam.Filter(bool)
+             | "ToTopic" >> beam.io.WriteToPubSub(topic))
+            return (split[1] | "RejectLines" >> beam.Map(lambda r: rejects.format_reject(r).encode())
+                    | "ToRejectsTopic" >> beam.io.WriteToPubSub(rejects_topic))
+
+    return ToPubSub()
+
+
+def _check_model(model_dir: str, graph: bool) -> Dict:
+    try:
+        config = serving.read_config(model_dir)
+        if graph:
+            serving.check(model_dir)
+    except (OSError, ValueError) as e:
+        raise LiveError(f"--model-dir {model_dir}: {e}") from None
+    return config
+
+
+def run(argv: Optional[Sequence[str]] = None, events=None) -> Dict:
+    """Run the job until its input ends; returns its counts {rows_read, rejected, late, predicted,
+    files, seconds}. `events` (tests): a TestStream to read instead of --input-folder."""
+    args, beam_args = _parse_args(argv)
+    config = _check_model(args.model_dir, graph=not inference.stand_in_active())
+    try:
+        path = inference.choose_path(args.path, config, args.model_dir)
+    except ValueError as e:
+        raise LiveError(str(e)) from None
+    params = params_for(absolute_path(args.model_dir), config, path, args.max_delay, args.batch_size)
+    if args.input_subscription:
+        return _run_on_pubsub(args, beam_args, params)
+    output = os.path.abspath(args.output)
+    folder = os.path.abspath(args.input_folder)
+    if ownership.is_inside(output, folder) or ownership.is_inside(folder, output):
+        raise LiveError(f"--output {args.output} and --input-folder {args.input_folder} must not hold one "
+                        "another (the job would read its own output)")
+    if events is None and not os.path.isdir(folder):
+        raise LiveError(f"--input-folder {args.input_folder}: " + ("not a folder" if os.path.exists(folder)
+                                                                   else "not found"))
+    with ownership.hold(output, f"--output {args.output}"):
+        ownership.check_output_folder(output, OUTPUT, [folder])
+        ownership.claim(output, OUTPUT)
+        return _run_local(args, beam_args, params, folder, output, events)
+
+
+def absolute_path(path: str) -> str:
+    return path if file_io.is_remote(path) else os.path.abspath(path)
+
+
+def _run_local(args, beam_args, params, folder: str, output: str, events) -> Dict:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from beam_jobs import live_sources
+
+    started = time.time()
+    options = PipelineOptions([*beam_args, "--streaming"], runner=LOCAL_RUNNER)
+    controller = reader = None
+    if events is None:
+        from apache_beam.testing.test_stream import TestStream
+        from apache_beam.testing.test_stream_service import TestStreamServiceController
+        from apache_beam.coders import PickleCoder
+
+        reader = live_sources.FolderEvents(folder, args.stop_after_idle, args.span_bytes)
+        controller = TestStreamServiceController(reader)
+        controller.start()
+        events = TestStream(coder=PickleCoder(), endpoint=controller.endpoint)
+    from beam_jobs.live_steps import WRITTEN
+
+    WRITTEN.pop(output, None)
+    _LOG.info("following %s into %s (model %s, window %d rows, --max-delay %g s)", folder, output,
+              args.model_dir, params.window, params.max_delay)
+    try:
+        pipeline = beam.Pipeline(options=options)
+        build_pipeline(pipeline, events, params, local_sink(output))
+        result = pipeline.run()
+        result.wait_until_finish()
+    finally:
+        if reader is not None:
+            reader.stop()
+        if controller is not None:
+            controller.stop()
+        inference.forget_loaded()
+        _remove_partial_ticks(output)
+    written = dict(WRITTEN.pop(output, {"rows": 0, "rejects": 0, "files": 0}))
+    return {**written, "files_read": len(reader.files_read) if reader else None, "output": output,
+            "seconds": time.time() - started}
+
+
+def _remove_partial_ticks(output: str) -> None:
+    """The hidden tick files a stopped run was still writing (the live output's names, hidden:
+    under the run's lock no other run writes there)."""
+    from tfrecords_schema import live as live_output
+
+    for name in os.listdir(output):
+        if name.startswith(".") and live_output.parse_name(name[1:]):
+            os.remove(os.path.join(output, name))
+
+
+def _run_on_pubsub(args, beam_args, params) -> Dict:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    options = PipelineOptions([*beam_args, "--streaming"])
+    if options.view_as(StandardOptions).runner in (None, "DirectRunner", LOCAL_RUNNER):
+        raise LiveError("--input-subscription runs on Dataflow: add --runner DataflowRunner --project P "
+                        "--region R --temp_location gs://BUCKET/tmp")
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, pubsub_source(args.input_subscription), params,
+                   pubsub_sink(args.output_topic, args.rejects_topic))
+    result = pipeline.run()
+    _LOG.info("submitted: %s", getattr(result, "job_id", lambda: "")())
+    return {"submitted": True}
+
+
+@failure.command("live")
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    prefer_legacy_keras()
+    console.setup(console.verbose_requested(argv))
+    counts = run(argv)
+    if counts.get("submitted"):
+        print("submitted the live job")
+        return 0
+    print(f"read {counts['files_read']:,} file(s); wrote {counts['rows']:,} rows into {counts['output']} "
+          f"({counts['files']:,} files), {counts['rejects']:,} rejected rows in its rejects-*.csv files, "
+          f"in {counts['seconds']:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
