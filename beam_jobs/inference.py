@@ -191,6 +191,19 @@ def _files_stamp(model_dir: str) -> tuple:
     return tuple(stamp)
 
 
+def model_config(model_dir: str, graph: bool = True) -> dict:
+    """MODEL/serving's config; ValueError ("--model-dir MODEL: why") when there is no usable model
+    (with `graph`, also when its saved_model.pb is damaged or foreign; a test's stand-in model
+    needs a folder with the config alone)."""
+    try:
+        config = serving.read_config(model_dir)
+        if graph:
+            serving.check(model_dir)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--model-dir {model_dir}: {e}") from None
+    return config
+
+
 def choose_path(requested: str, config: dict, model_dir: str) -> str:
     """WINDOWS or SWEEP for `--path requested` and the model's serving config; ValueError for
     `sweep` with a model that has no `sequence` signature."""

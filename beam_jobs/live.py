@@ -27,7 +27,7 @@ from beam_jobs import csv_reader, inference
 from beam_jobs.runner import JobError, prefer_legacy_keras, refuse_unknown_flags
 from cli_common import console, failure
 from tfrecords_schema import csv_columns as cols
-from tfrecords_schema import file_io, ownership, serving
+from tfrecords_schema import file_io, ownership
 
 _LOG = logging.getLogger("crewstream.live")
 OUTPUT = ownership.Kind("live", ())  # part-*.csv and rejects-*.csv files (tfrecords_schema/live.py)
@@ -163,22 +163,12 @@ def pubsub_sink(topic: str, rejects_topic: str):
     return ToPubSub()
 
 
-def _check_model(model_dir: str, graph: bool) -> Dict:
-    try:
-        config = serving.read_config(model_dir)
-        if graph:
-            serving.check(model_dir)
-    except (OSError, ValueError) as e:
-        raise LiveError(f"--model-dir {model_dir}: {e}") from None
-    return config
-
-
 def run(argv: Optional[Sequence[str]] = None, events=None) -> Dict:
     """Run the job until its input ends; returns its counts {rows_read, rejected, late, predicted,
     files, seconds}. `events` (tests): a TestStream to read instead of --input-folder."""
     args, beam_args = _parse_args(argv)
-    config = _check_model(args.model_dir, graph=not inference.stand_in_active())
     try:
+        config = inference.model_config(args.model_dir, graph=not inference.stand_in_active())
         path = inference.choose_path(args.path, config, args.model_dir)
     except ValueError as e:
         raise LiveError(str(e)) from None

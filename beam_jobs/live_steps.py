@@ -9,6 +9,7 @@ live_state (per-recording state, when a row is final) and inference (the model).
 
 import collections
 import dataclasses
+import itertools
 import time
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -204,6 +205,7 @@ def format_lines(predicted: Sequence[Predicted]) -> bytes:
 # What this process's WriteTicksFn wrote, by output folder: {"rows", "rejects", "files"} (a
 # local run's summary; Beam's streaming DirectRunner does not report committed metrics).
 WRITTEN: Dict[str, Dict[str, int]] = collections.defaultdict(lambda: {"rows": 0, "rejects": 0, "files": 0})
+_TICKS = itertools.count()  # this process's ticks: no two files of a run share a name
 
 
 class WriteTicksFn(beam.DoFn):
@@ -213,7 +215,6 @@ class WriteTicksFn(beam.DoFn):
 
     def __init__(self, folder: str):
         self._folder = folder
-        self._tick = 0
 
     def start_bundle(self):
         self._predicted, self._rejects = [], []
@@ -226,7 +227,7 @@ class WriteTicksFn(beam.DoFn):
         from beam_jobs import rejects as rejects_csv
         from tfrecords_schema import file_io
 
-        tick_ms = int(self._started * 1000)
+        tick_ms, tick = int(self._started * 1000), next(_TICKS)  # the runner may make a DoFn per bundle
         written = WRITTEN[self._folder]
         written["rows"] += sum(len(p.ids) for p in self._predicted)
         written["rejects"] += len(self._rejects)
@@ -236,10 +237,9 @@ class WriteTicksFn(beam.DoFn):
             if not body:
                 continue
             header = ",".join(rejects_csv.HEADER if is_rejects else live_output.COLUMNS) + "\n"
-            name = live_output.part_name(tick_ms, self._tick, rejects=is_rejects)
+            name = live_output.part_name(tick_ms, tick % 1_000_000, rejects=is_rejects)
             hidden = file_io.join(self._folder, "." + name)
             with file_io.open_file(hidden, "wb") as f:
                 f.write(header.encode() + body)
             file_io.replace(hidden, file_io.join(self._folder, name))
             written["files"] += 1
-        self._tick += 1

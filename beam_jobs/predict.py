@@ -37,7 +37,7 @@ from beam_jobs import csv_reader, inference, rejects, submission
 from beam_jobs.runner import (JobError, absolute, input_bytes, make_runner, prefer_legacy_keras,
                               refuse_unknown_flags, runs_in_this_process, with_local_workers)
 from cli_common import console, failure
-from tfrecords_schema import file_io, ownership, serving
+from tfrecords_schema import file_io, ownership
 
 _LOG = logging.getLogger("crewstream.predict")
 DEFAULT_MAX_BAD_FRACTION = 0.001  # as preprocess's --max-bad-fraction
@@ -165,15 +165,11 @@ def build_pipeline(pipeline, files: Sequence[str], args, config: Dict, path: str
 
 
 def _check_model(model_dir: str, graph: bool = True) -> Dict:
-    """MODEL/serving's config, with `model_dir`; PredictError when there is no usable model (with
-    `graph`, also when its saved_model.pb is damaged or foreign; a test's stand-in model needs a
-    folder with the config alone)."""
+    """MODEL/serving's config, with `model_dir`; PredictError when there is no usable model."""
     try:
-        config = serving.read_config(model_dir)
-        if graph:
-            serving.check(model_dir)
-    except (OSError, ValueError) as e:
-        raise PredictError(f"--model-dir {model_dir}: {e}") from None
+        config = inference.model_config(model_dir, graph)
+    except ValueError as e:
+        raise PredictError(str(e)) from None
     return {**config, "model_dir": absolute(model_dir)}
 
 

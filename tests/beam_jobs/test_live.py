@@ -250,6 +250,8 @@ def test_files_landing_in_a_folder_are_followed_until_it_goes_quiet(tmp_path, ex
     assert rejected.empty
     assert_equal_to_batch(got, batch)
     assert not [n for n in os.listdir(out) if n.startswith(".") and n not in (".crewstream.json",)]
+    ticks = [live_output.parse_name(n)[2] for n in os.listdir(out) if live_output.parse_name(n)]
+    assert len(ticks) > 1 and len(set(ticks)) == len(ticks)  # no two files of the run share a tick
     # another run into the same output adds its files beside the first run's
     before = set(os.listdir(out))
     subprocess.run(_command("--model-dir", exported_tcn.model_dir, "--input-folder", inbox, "--output", out,
