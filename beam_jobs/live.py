@@ -221,6 +221,9 @@ def _run_local(args, beam_args, params, folder: str, output: str, events) -> Dic
         build_pipeline(pipeline, events, params, local_sink(output))
         result = pipeline.run()
         result.wait_until_finish()
+        if reader is not None and not reader.ended:  # Beam's reader thread logs why and ends the stream
+            raise LiveError(f"--input-folder {args.input_folder}: the stream of its rows to the runner broke off "
+                            f"after {len(reader.files_read):,} file(s) (--verbose shows why)")
     finally:
         if reader is not None:
             reader.stop()

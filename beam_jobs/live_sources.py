@@ -26,6 +26,9 @@ from beam_jobs.live_steps import Delivery
 
 _LOG = logging.getLogger("crewstream.live")
 POLL_SECONDS = 0.1
+# The most bytes of lines in one delivery from the folder: each travels as one gRPC message to
+# the runner, and gRPC refuses a message over 4 MiB (the stream then breaks off).
+FOLDER_SPAN_BYTES = 1 << 20
 
 
 def is_landed(name: str) -> bool:
@@ -55,12 +58,13 @@ class FolderEvents:
     end, which ends the job after the last rows are flushed."""
 
     def __init__(self, folder: str, stop_after_idle: Optional[float] = None,
-                 span_bytes: int = csv_reader.DEFAULT_SPAN_BYTES):
+                 span_bytes: int = FOLDER_SPAN_BYTES):
         self._folder = folder
         self._stop_after_idle = stop_after_idle
-        self._span_bytes = span_bytes
+        self._span_bytes = min(span_bytes, FOLDER_SPAN_BYTES)
         self._stopped = threading.Event()
         self.files_read: List[str] = []
+        self.ended = False  # the stream's end was sent: the job ended because its input did
 
     def stop(self) -> None:
         self._stopped.set()
@@ -106,6 +110,7 @@ class FolderEvents:
             element = api.TestStreamPayload.TimestampedElement(encoded_element=coder.encode(delivery),
                                                                 timestamp=int(time.time() * 1e6))
             yield event(element_event=event.AddElements(elements=[element]))
+        self.ended = True
         yield event(watermark_event=event.AdvanceWatermark(new_watermark=MAX_TIMESTAMP.micros))
 
 

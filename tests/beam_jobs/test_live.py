@@ -323,5 +323,30 @@ def test_the_dataflow_pipeline_builds_with_pubsub_source_and_sinks(exported_tcn)
     labels = {t.full_label for t in pipeline.transforms_stack[0].parts}
     assert {"Read", "Parse", "Follow", "Gather", "Write"} <= labels
     with pytest.raises(live.LiveError, match="runs on Dataflow"):
-        live.run(["--model-dir", str(exported_tcn.model_dir), "--input-subscription", "projects/my-project/subscriptions/s",
+        live.run(["--model-dir", str(exported_tcn.model_dir),
+                  "--input-subscription", "projects/my-project/subscriptions/s",
                   "--output-topic", "projects/my-project/topics/o", "--rejects-topic", "projects/my-project/topics/r"])
+
+
+def test_the_folder_source_reads_landed_files_once_in_spans_a_grpc_message_can_carry(tmp_path, sample_dir):
+    """Each delivery travels to the runner as one gRPC message (at most 4 MiB): a big file is cut
+    into spans of FOLDER_SPAN_BYTES (to the end of a line), every line once, lines numbered as
+    in the file; hidden and non-CSV names are not read; the stream ends once the folder is quiet."""
+    text = (sample_dir / "test.csv").read_bytes()
+    header, body = text.split(b"\n", 1)
+    big = header + b"\n" + body * 3  # about 3 x 4.6 MB
+    (tmp_path / "b.csv").write_bytes(big)
+    (tmp_path / "a.csv").write_bytes(text)
+    (tmp_path / ".c.csv").write_bytes(b"being written")
+    (tmp_path / "d.csv.part").write_bytes(b"being written")
+    reader = live_sources.FolderEvents(str(tmp_path), stop_after_idle=0.3, span_bytes=64 << 20)
+    deliveries = [d for d in reader.deliveries() if d is not None]
+    assert reader.files_read == ["a.csv", "b.csv"]
+    longest = max(len(line) + 1 for line in big.split(b"\n"))
+    assert max(len(d.data) for d in deliveries) <= live_sources.FOLDER_SPAN_BYTES + longest  # whole lines
+    for source, content in ((0, text), (1, big)):
+        mine = [d for d in deliveries if d.source == source]
+        assert b"".join(d.data for d in mine) == content.split(b"\n", 1)[1]
+        lines = [d.first_line for d in mine]
+        assert lines[0] == 2 and all(b - a == d.data.count(b"\n") for a, b, d in zip(lines, lines[1:], mine))
+        assert {d.name for d in mine} == {str(tmp_path / ("a.csv" if source == 0 else "b.csv"))}
