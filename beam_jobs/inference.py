@@ -256,6 +256,11 @@ def predict_padded(model: Callable, padded: np.ndarray, window: int, num_classes
     """
     n = len(padded) - window + 1
     out = np.empty((n, num_classes), np.float32)
+    if n <= (sweep_rows if path == SWEEP else batch_size):  # one call: no threads to start (live's case)
+        piece = padded if path == SWEEP else np.ascontiguousarray(window_view(padded, window))
+        done: Future = Future()
+        done.set_result(model(piece))
+        return out, _take(out, 0, done, on_rows)
     buffers = concurrent + 2  # a buffer is reused only after its result was taken
     pieces = (sweeps(padded, window, sweep_rows, buffers) if path == SWEEP
               else batches(padded, window, batch_size, buffers))
