@@ -28,7 +28,7 @@ _LOG = logging.getLogger("crewstream.live")
 POLL_SECONDS = 0.1
 # The most bytes of lines in one delivery from the folder: each travels as one gRPC message to
 # the runner, and gRPC refuses a message over 4 MiB (the stream then breaks off).
-FOLDER_SPAN_BYTES = 1 << 20
+FOLDER_SPAN_BYTES = 3 << 20
 
 
 def is_landed(name: str) -> bool:
