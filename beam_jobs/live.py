@@ -139,7 +139,7 @@ def pubsub_source(subscription: str):
 
     from beam_jobs.live_steps import Delivery
 
-    header = cols.TEST_COLUMNS
+    header = cols.TEST_COLUMNS  # a message's lines are numbered from 1 (in rejects and among equal times)
     return ("Messages" >> beam.io.ReadFromPubSub(subscription=subscription)
             | "AsDeliveries" >> beam.Map(lambda data: Delivery(subscription, 0, 1, header, data)))
 
@@ -164,8 +164,9 @@ def pubsub_sink(topic: str, rejects_topic: str):
 
 
 def run(argv: Optional[Sequence[str]] = None, events=None) -> Dict:
-    """Run the job until its input ends; returns its counts {rows_read, rejected, late, predicted,
-    files, seconds}. `events` (tests): a TestStream to read instead of --input-folder."""
+    """Run the job until its input ends; returns {rows, rejects, files: written into --output,
+    files_read, output, seconds} (or {submitted} for Dataflow). `events` (tests): a TestStream to
+    read instead of --input-folder (whose folder must then exist only as a name)."""
     args, beam_args = _parse_args(argv)
     try:
         config = inference.model_config(args.model_dir, graph=not inference.stand_in_active())
