@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 import time
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from beam_jobs import csv_reader, inference
 from beam_jobs.runner import JobError, prefer_legacy_keras, refuse_unknown_flags
@@ -32,6 +32,7 @@ from tfrecords_schema import file_io, ownership
 _LOG = logging.getLogger("crewstream.live")
 OUTPUT = ownership.Kind("live", ())  # part-*.csv and rejects-*.csv files (tfrecords_schema/live.py)
 DEFAULT_MAX_DELAY = 2.0
+DEFAULT_QUIET_SECONDS = 10.0
 LOCAL_RUNNER = "BundleBasedDirectRunner"
 
 
@@ -66,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "order; a row is predicted once a row of its recording this much later has "
                              "arrived; a row later than that is rejected (default "
                              f"{DEFAULT_MAX_DELAY:g})")
+    parser.add_argument("--quiet-seconds", type=_seconds, default=DEFAULT_QUIET_SECONDS,
+                        help="a recording that has delivered nothing for this many seconds (arrival time: "
+                             "its flight ended or its recorder stopped) has its waiting rows predicted; a "
+                             f"row of it arriving later than them is rejected (default {DEFAULT_QUIET_SECONDS:g})")
     parser.add_argument("--stop-after-idle", type=_seconds, default=None,
                         help="end the run (after predicting every row still waiting) once no file has "
                              "landed for this many seconds (default: run until interrupted)")
@@ -105,11 +110,13 @@ def _parse_args(argv: Optional[Sequence[str]]):
     return args, beam_args
 
 
-def params_for(model_dir: str, config: Dict, path: str, max_delay: float, batch_size: int):
+def params_for(model_dir: str, config: Dict, path: str, max_delay: float, batch_size: int,
+               quiet_seconds: Optional[float] = DEFAULT_QUIET_SECONDS):
     from beam_jobs.live_steps import LiveParams
 
     return LiveParams(model_dir=model_dir, window=config["window"], num_classes=len(config["label_vocabulary"]),
-                      features=tuple(config["features"]), path=path, max_delay=max_delay, batch_size=batch_size)
+                      features=tuple(config["features"]), path=path, max_delay=max_delay,
+                      quiet_seconds=quiet_seconds, batch_size=batch_size)
 
 
 def build_pipeline(pipeline, deliveries, params, sink) -> None:
@@ -121,7 +128,8 @@ def build_pipeline(pipeline, deliveries, params, sink) -> None:
 
     parsed = (pipeline | "Read" >> deliveries
               | "Parse" >> beam.ParDo(ParseDeliveryFn(params)).with_outputs(REJECTS, UNIFORM, main="rows"))
-    followed = (parsed.rows | "Follow" >> beam.ParDo(FollowRecordingFn(params)).with_outputs(REJECTS, main="predicted"))
+    keyed = beam.ParDo(FollowRecordingFn(params)).with_input_types(Tuple[Tuple[int, int, str], Any])  # a key coder
+    followed = parsed.rows | "Follow" >> keyed.with_outputs(REJECTS, main="predicted")
     ((parsed[UNIFORM], parsed[REJECTS], followed.predicted, followed[REJECTS])
      | "Gather" >> beam.Flatten() | "Write" >> sink)
 
@@ -173,7 +181,8 @@ def run(argv: Optional[Sequence[str]] = None, events=None) -> Dict:
         path = inference.choose_path(args.path, config, args.model_dir)
     except ValueError as e:
         raise LiveError(str(e)) from None
-    params = params_for(absolute_path(args.model_dir), config, path, args.max_delay, args.batch_size)
+    params = params_for(absolute_path(args.model_dir), config, path, args.max_delay, args.batch_size,
+                        args.quiet_seconds)
     if args.input_subscription:
         return _run_on_pubsub(args, beam_args, params)
     output = os.path.abspath(args.output)

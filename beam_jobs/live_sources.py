@@ -52,10 +52,11 @@ def file_deliveries(path: str, name: str, source: int, span_bytes: int = csv_rea
 
 class FolderEvents:
     """The reader behind Beam's TestStreamServiceController for a folder: `read_multiple` yields
-    TestStream events (an element per delivery, stamped with the wall clock; a heartbeat every
-    POLL_SECONDS while the folder is quiet, for the runner's 30 s timeout) until `stop()` is
-    called or no file has landed for `stop_after_idle` seconds; then the watermark goes to the
-    end, which ends the job after the last rows are flushed."""
+    TestStream events (an element per delivery, stamped with the wall clock when it is read; while
+    the folder is quiet, every POLL_SECONDS, the watermark moved to the wall clock: the arrival
+    time no later delivery can be stamped before, which also keeps the runner's 30 s timeout
+    away) until `stop()` is called or no file has landed for `stop_after_idle` seconds; then the
+    watermark goes to the end, which ends the job after the last rows are flushed."""
 
     def __init__(self, folder: str, stop_after_idle: Optional[float] = None,
                  span_bytes: int = FOLDER_SPAN_BYTES):
@@ -102,13 +103,19 @@ class FolderEvents:
         from apache_beam.utils.timestamp import MAX_TIMESTAMP
 
         event, coder = api.TestStreamPayload.Event, PickleCoder()
-        heartbeat = event(processing_time_event=event.AdvanceProcessingTime(advance_duration=int(POLL_SECONDS * 1e6)))
+        watermark = 0
         for delivery in self.deliveries():
-            if delivery is None:
-                yield heartbeat
+            now = int(time.time() * 1e6)
+            if delivery is None:  # a heartbeat: the watermark follows the wall clock, up to now
+                if now > watermark:
+                    watermark = now
+                    yield event(watermark_event=event.AdvanceWatermark(new_watermark=now))
                 continue
+            if now - watermark >= POLL_SECONDS * 1e6:  # busy: the watermark still follows the clock
+                watermark = now
+                yield event(watermark_event=event.AdvanceWatermark(new_watermark=now))
             element = api.TestStreamPayload.TimestampedElement(encoded_element=coder.encode(delivery),
-                                                                timestamp=int(time.time() * 1e6))
+                                                                timestamp=max(now, watermark))
             yield event(element_event=event.AddElements(elements=[element]))
         self.ended = True
         yield event(watermark_event=event.AdvanceWatermark(new_watermark=MAX_TIMESTAMP.micros))

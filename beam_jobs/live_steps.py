@@ -58,7 +58,8 @@ class Predicted(NamedTuple):
 @dataclasses.dataclass(frozen=True)
 class LiveParams:
     """What the steps need: the model folder, its window, class count, features and path (windows
-    or sweep), the delay bound in seconds."""
+    or sweep), the delay bound in seconds, how long a recording may send nothing before its
+    waiting rows are predicted (None: until the input ends)."""
 
     model_dir: str
     window: int
@@ -66,6 +67,7 @@ class LiveParams:
     features: Tuple[str, ...]
     path: str
     max_delay: float
+    quiet_seconds: Optional[float] = None
     batch_size: int = inference.DEFAULT_BATCH_SIZE
     sweep_rows: int = inference.DEFAULT_SWEEP_ROWS
 
@@ -122,11 +124,16 @@ class ParseDeliveryFn(beam.DoFn):
 
 class FollowRecordingFn(beam.DoFn):
     """Keyed by recording: (key, (file name, RecordingRows)) -> Predicted rows as they become final
-    (beam_jobs/live_state.py says when), late rows to REJECTS. At the end of the input (Beam's
-    watermark reaches the end of the global window) every pending row is final."""
+    (beam_jobs/live_state.py says when), late rows to REJECTS.
+
+    Deliveries carry the moment they arrived as their timestamp (the folder source: the wall
+    clock; Pub/Sub: the publish time), and the input's watermark follows arrival time. When the
+    watermark passes a recording's last delivery plus `quiet_seconds` (it has sent nothing for that
+    long: the flight ended or its recorder stopped), or the input ends (the watermark reaches the
+    end of the global window), every pending row of it is final."""
 
     STATE = userstate.ReadModifyWriteStateSpec("recording", PickleCoder())
-    END = userstate.TimerSpec("end", TimeDomain.WATERMARK)
+    QUIET = userstate.TimerSpec("quiet", TimeDomain.WATERMARK)
 
     def __init__(self, params: LiveParams):
         self._p = params
@@ -139,12 +146,12 @@ class FollowRecordingFn(beam.DoFn):
             self._model = inference.load_model(self._p.model_dir, self._p.path)
         return self._model
 
-    def process(self, element, state=beam.DoFn.StateParam(STATE), end=beam.DoFn.TimerParam(END)):
+    def process(self, element, state=beam.DoFn.StateParam(STATE), quiet=beam.DoFn.TimerParam(QUIET),
+                arrived=beam.DoFn.TimestampParam):
         key, (name, rows) = element
-        recording = state.read()
-        if recording is None:
-            recording = live_state.RecordingState()
-            end.set(GlobalWindow().max_timestamp())
+        recording = state.read() or live_state.RecordingState()
+        end = GlobalWindow().max_timestamp()
+        quiet.set(end if self._p.quiet_seconds is None else min(end, arrived + self._p.quiet_seconds))
         late, codes = live_state.admit(recording, rows, self._p.max_delay)
         if len(late):  # rejected, and given the uniform row, as the batch job's rejected rows
             self._late.inc(len(late))
@@ -157,12 +164,14 @@ class FollowRecordingFn(beam.DoFn):
         yield from self._final(key, recording, flush=False)
         state.write(recording)
 
-    @userstate.on_timer(END)
-    def input_ended(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE)):
+    @userstate.on_timer(QUIET)
+    def went_quiet(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE)):
+        """No delivery for `quiet_seconds`, or the input ended: every pending row is final. The
+        state stays (its context and last row): a later delivery goes on from there."""
         recording = state.read()
-        if recording is not None:
+        if recording is not None and recording.pending is not None:
             yield from self._final(key, recording, flush=True)
-            state.clear()
+            state.write(recording)
 
     def _final(self, key, recording: live_state.RecordingState, flush: bool):
         p = self._p

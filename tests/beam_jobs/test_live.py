@@ -350,3 +350,39 @@ def test_the_folder_source_reads_landed_files_once_in_spans_a_grpc_message_can_c
         lines = [d.first_line for d in mine]
         assert lines[0] == 2 and all(b - a == d.data.count(b"\n") for a, b, d in zip(lines, lines[1:], mine))
         assert {d.name for d in mine} == {str(tmp_path / ("a.csv" if source == 0 else "b.csv"))}
+
+
+def test_a_recording_that_goes_quiet_has_its_waiting_rows_predicted_and_goes_on_after_the_pause(
+        tmp_path, exported_tcn, sample_dir, batch):
+    """Deliveries stamped with their arrival second and the watermark following it: crew 3 sends
+    nothing from second 10 to 19, then the rest of its flight. With --quiet-seconds 3 its waiting
+    rows are predicted during the pause: a row of it that arrives then, earlier than them, is
+    rejected as late (it would have been taken without the pause); every other row equals the batch."""
+    from apache_beam.coders import PickleCoder
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms.window import TimestampedValue
+
+    test = pd.read_csv(sample_dir / "test.csv")
+    early, c3 = tmp_path / "early.csv", tmp_path / "c3.csv"
+    test[test.crew != 3].to_csv(early, index=False)
+    test[test.crew == 3].to_csv(c3, index=False)
+    others = live_sources.recorded_deliveries(str(early), 1.0)
+    crew3 = [d._replace(source=1) for d in live_sources.recorded_deliveries(str(c3), 1.0)]
+    row = test[(test.crew == 3) & (test.seat == 0) & (test.time > 9.4) & (test.time < 9.9)].iloc[0].copy()
+    row["id"] = 999_999_999
+    late = Delivery("late.csv", 2, 2, tuple(test.columns), (",".join(map(str, row.tolist())) + "\n").encode())
+    arrivals = [(i, d) for i, d in enumerate(others)] + [(i if i < 10 else i + 10, d) for i, d in enumerate(crew3)]
+    arrivals.append((15, late))
+    stream = TestStream(coder=PickleCoder())
+    for second in sorted({a for a, _ in arrivals}):
+        stream = stream.advance_watermark_to(second).add_elements(
+            [TimestampedValue(d, second) for a, d in arrivals if a == second])
+    stream = stream.advance_watermark_to_infinity()
+    out, inbox = tmp_path / "live", tmp_path / "in"
+    inbox.mkdir()
+    live.run(["--model-dir", str(exported_tcn.model_dir), "--input-folder", str(inbox), "--output", str(out),
+              "--max-delay", "1", "--quiet-seconds", "3"], events=stream)
+    got, rejected = read_live(out)
+    assert rejected.id.astype(int).tolist() == [999_999_999]
+    assert "were predicted" in rejected.reason[0]
+    assert_equal_to_batch(got[got.id != 999_999_999], batch)
