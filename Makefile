@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= demo-run
 PYTEST_ARGS ?=
 
-.PHONY: install lint demo test test-all bench clean
+.PHONY: install lint browser demo test test-all bench clean
 
 $(VENV)/.installed: setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -25,12 +25,16 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+# Debian's chromium for the live page's browser test (skipped, saying why, where it cannot be installed).
+browser:
+	@bash tests/install_browser.sh
+
 # The default suite: everything but the tests marked slow.
-test: lint
+test: lint browser
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Everything, slow end-to-end tests included (what CI runs).
-test-all: lint
+test-all: lint browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
