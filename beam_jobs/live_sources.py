@@ -88,7 +88,10 @@ class FolderEvents:
                 self.files_read.append(name)
                 _LOG.debug("reading %s", name)
                 path = os.path.join(self._folder, name)
-                yield from file_deliveries(path, path, source, self._span_bytes)
+                try:
+                    yield from file_deliveries(path, path, source, self._span_bytes)
+                except OSError as e:  # gone, a folder, unreadable: the run goes on without it
+                    _LOG.warning("%s: not read: %s", path, e.strerror or e)
             if names:
                 quiet_since = time.monotonic()
                 continue

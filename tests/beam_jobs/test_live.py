@@ -328,7 +328,7 @@ def test_the_dataflow_pipeline_builds_with_pubsub_source_and_sinks(exported_tcn)
                   "--output-topic", "projects/my-project/topics/o", "--rejects-topic", "projects/my-project/topics/r"])
 
 
-def test_the_folder_source_reads_landed_files_once_in_spans_a_grpc_message_can_carry(tmp_path, sample_dir):
+def test_the_folder_source_reads_landed_files_once_in_spans_a_grpc_message_can_carry(tmp_path, sample_dir, caplog):
     """Each delivery travels to the runner as one gRPC message (at most 4 MiB): a big file is cut
     into spans of FOLDER_SPAN_BYTES (to the end of a line), every line once, lines numbered as
     in the file; hidden and non-CSV names are not read; the stream ends once the folder is quiet."""
@@ -339,9 +339,11 @@ def test_the_folder_source_reads_landed_files_once_in_spans_a_grpc_message_can_c
     (tmp_path / "a.csv").write_bytes(text)
     (tmp_path / ".c.csv").write_bytes(b"being written")
     (tmp_path / "d.csv.part").write_bytes(b"being written")
+    (tmp_path / "e.csv").mkdir()  # not a file: warned about, not read
     reader = live_sources.FolderEvents(str(tmp_path), stop_after_idle=0.3, span_bytes=64 << 20)
     deliveries = [d for d in reader.deliveries() if d is not None]
-    assert reader.files_read == ["a.csv", "b.csv"]
+    assert reader.files_read == ["a.csv", "b.csv", "e.csv"]
+    assert any("e.csv: not read" in r.getMessage() for r in caplog.records)
     longest = max(len(line) + 1 for line in big.split(b"\n"))
     assert max(len(d.data) for d in deliveries) <= live_sources.FOLDER_SPAN_BYTES + longest  # whole lines
     for source, content in ((0, text), (1, big)):
