@@ -287,7 +287,8 @@ def test_usage_errors_and_refusals_are_one_line(tmp_path, exported_tcn):
     assert os.listdir(other) == ["mine.txt"]
 
 
-def test_an_interrupted_run_exits_130_and_keeps_what_it_wrote(tmp_path, exported_tcn, sample_dir):
+def test_an_interrupted_run_exits_130_and_keeps_what_it_wrote_and_a_second_run_is_refused(
+        tmp_path, exported_tcn, sample_dir):
     inbox, out = tmp_path / "in", tmp_path / "out"
     inbox.mkdir()
     deliveries = live_sources.recorded_deliveries(str(sample_dir / "test.csv"), 1.0, 0.0)
@@ -299,6 +300,11 @@ def test_an_interrupted_run_exits_130_and_keeps_what_it_wrote(tmp_path, exported
     while time.time() < deadline and not [n for n in os.listdir(out) if n.startswith("part-")] if out.exists() \
             else time.time() < deadline:
         time.sleep(0.2)
+    # a second run into the same output while the first runs: refused in one line
+    second = subprocess.run(_command("--model-dir", exported_tcn.model_dir, "--input-folder", inbox, "--output", out,
+                                     "--stop-after-idle", 0), cwd=REPO, capture_output=True, text=True)
+    assert second.returncode == 1
+    assert f"is in use by another crewstream run (process {process.pid} on " in second.stderr.strip().splitlines()[-1]
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
@@ -388,3 +394,22 @@ def test_a_recording_that_goes_quiet_has_its_waiting_rows_predicted_and_goes_on_
     assert rejected.id.astype(int).tolist() == [999_999_999]
     assert "were predicted" in rejected.reason[0]
     assert_equal_to_batch(got[got.id != 999_999_999], batch)
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_half_written_file(tmp_path, exported_tcn, sample_dir):
+    from tests.test_failures import mounted
+
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    for i, d in enumerate(live_sources.recorded_deliveries(str(sample_dir / "test.csv"), 1.0)):
+        (inbox / f"{i:04d}.csv").write_bytes((",".join(d.header) + "\n").encode() + d.data)
+    with mounted(tmp_path / "small", "size=1m") as small:
+        out = os.path.join(small, "out")
+        done = subprocess.run(_command("--model-dir", exported_tcn.model_dir, "--input-folder", inbox, "--output", out,
+                                       "--stop-after-idle", 1), cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.strip().splitlines()[-1] == (
+            f"crewstream live: error: no space left on device while writing --output {out}")
+        names = os.listdir(out)
+        assert any(n.startswith("part-") for n in names)  # what it wrote before the disk filled stays
+        assert not [n for n in names if n.startswith(".") and n != ".crewstream.json"]
