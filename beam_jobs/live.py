@@ -241,7 +241,7 @@ def _run_local(args, beam_args, params, folder: str, output: str, events) -> Dic
             controller.stop()
         inference.forget_loaded()
         _remove_partial_ticks(output)
-    written = dict(WRITTEN.pop(output, {"rows": 0, "rejects": 0, "files": 0}))
+    written = {k: v for k, v in WRITTEN.pop(output, {"rows": 0, "rejects": 0, "files": 0}).items() if k != "reported"}
     return {**written, "files_read": len(reader.files_read) if reader else None, "output": output,
             "seconds": time.time() - started}
 

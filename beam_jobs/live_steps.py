@@ -10,6 +10,7 @@ live_state (per-recording state, when a row is final) and inference (the model).
 import collections
 import dataclasses
 import itertools
+import logging
 import time
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -214,7 +215,9 @@ def format_lines(predicted: Sequence[Predicted]) -> bytes:
 # What this process's WriteTicksFn wrote, by output folder: {"rows", "rejects", "files"} (a
 # local run's summary; Beam's streaming DirectRunner does not report committed metrics).
 WRITTEN: Dict[str, Dict[str, int]] = collections.defaultdict(lambda: {"rows": 0, "rejects": 0, "files": 0})
-_TICKS = itertools.count()  # this process's ticks: no two files of a run share a name
+_TICKS = itertools.count()
+STATUS_SECONDS = 10.0  # between a running job's status lines
+_LOG = logging.getLogger("crewstream.live")  # this process's ticks: no two files of a run share a name
 
 
 class WriteTicksFn(beam.DoFn):
@@ -252,3 +255,8 @@ class WriteTicksFn(beam.DoFn):
                 f.write(header.encode() + body)
             file_io.replace(hidden, file_io.join(self._folder, name))
             written["files"] += 1
+        now = time.monotonic()
+        if now - written.setdefault("reported", now) >= STATUS_SECONDS:  # a running job's status line
+            written["reported"] = now
+            _LOG.info("%s: %s rows written, %s rejected, in %s files", self._folder, f"{written['rows']:,}",
+                      f"{written['rejects']:,}", f"{written['files']:,}")
