@@ -9,7 +9,8 @@ the sources in beam_jobs.live_sources.
       -> parse and validate as the batch job does (rejects; a rejected row with an id: uniform)
       -> per recording (crew, seat, experiment), in Beam state: the rows not yet final and the
          W-1 rows before them; a row is final once its recording's latest time is more than
-         --max-delay past it (or the input ended); final rows in time order -> the serving model
+         --max-delay past it (or the recording sent nothing for --quiet-seconds, or the input
+         ended); final rows in time order -> the serving model
       -> live output: a file per tick in --output (or a Pub/Sub topic)
 
 Locally the job runs on Beam's streaming DirectRunner (BundleBasedDirectRunner, in this process);
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "predict` on the whole file. Locally: --input-folder (CSV files with a header, "
                     "landing by rename) -> --output folder (a file per tick). On Dataflow: "
                     "--input-subscription -> --output-topic, --rejects-topic, with --runner DataflowRunner "
-                    "--project P --region R --temp_location gs://... --streaming. Other flags go to "
+                    "--project P --region R --temp_location gs://... (streaming is set). Other flags go to "
                     "Beam's PipelineOptions.")
     parser.add_argument("--model-dir", required=True, help="folder of a train run, MODEL (uses MODEL/serving)")
     source = parser.add_mutually_exclusive_group(required=True)
