@@ -63,16 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-topic", help="Pub/Sub topic projects/P/topics/T for the output lines "
                                                "(with --input-subscription)")
     parser.add_argument("--rejects-topic", help="Pub/Sub topic for rejected rows (with --input-subscription)")
-    parser.add_argument("--max-delay", type=_seconds, default=DEFAULT_MAX_DELAY,
+    parser.add_argument("--max-delay", type=console.number_of("seconds"), default=DEFAULT_MAX_DELAY,
                         help="seconds of a recording's time by which its rows may arrive late or out of "
                              "order; a row is predicted once a row of its recording this much later has "
                              "arrived; a row later than that is rejected (default "
                              f"{DEFAULT_MAX_DELAY:g})")
-    parser.add_argument("--quiet-seconds", type=_seconds, default=DEFAULT_QUIET_SECONDS,
+    parser.add_argument("--quiet-seconds", type=console.number_of("seconds"), default=DEFAULT_QUIET_SECONDS,
                         help="a recording that has delivered nothing for this many seconds (arrival time: "
                              "its flight ended or its recorder stopped) has its waiting rows predicted; a "
                              f"row of it arriving later than them is rejected (default {DEFAULT_QUIET_SECONDS:g})")
-    parser.add_argument("--stop-after-idle", type=_seconds, default=None,
+    parser.add_argument("--stop-after-idle", type=console.number_of("seconds"), default=None,
                         help="end the run (after predicting every row still waiting) once no file has "
                              "landed for this many seconds (default: run until interrupted)")
     parser.add_argument("--path", choices=inference.PATHS, default=inference.AUTO,
@@ -84,16 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help=argparse.SUPPRESS)
     console.add_verbose(parser)
     return parser
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text}")
-    return value
 
 
 def _parse_args(argv: Optional[Sequence[str]]):
@@ -182,7 +172,7 @@ def run(argv: Optional[Sequence[str]] = None, events=None) -> Dict:
         path = inference.choose_path(args.path, config, args.model_dir)
     except ValueError as e:
         raise LiveError(str(e)) from None
-    params = params_for(absolute_path(args.model_dir), config, path, args.max_delay, args.batch_size,
+    params = params_for(file_io.absolute(args.model_dir), config, path, args.max_delay, args.batch_size,
                         args.quiet_seconds)
     if args.input_subscription:
         return _run_on_pubsub(args, beam_args, params)
@@ -198,10 +188,6 @@ def run(argv: Optional[Sequence[str]] = None, events=None) -> Dict:
         ownership.check_output_folder(output, OUTPUT, [folder])
         ownership.claim(output, OUTPUT)
         return _run_local(args, beam_args, params, folder, output, events)
-
-
-def absolute_path(path: str) -> str:
-    return path if file_io.is_remote(path) else os.path.abspath(path)
 
 
 def _run_local(args, beam_args, params, folder: str, output: str, events) -> Dict:

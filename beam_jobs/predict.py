@@ -204,15 +204,14 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
     (A test replaces the model with inference.stand_in; the config is read from --model-dir.)
     """
     args, beam_args = _parse_args(argv)
-    output = args.output if file_io.is_remote(args.output) else os.path.abspath(args.output)
+    output = file_io.absolute(args.output)
     with ownership.hold(output, f"--output {args.output}", folder=False):  # one run at a time per submission
         return _run(args, beam_args, output)
 
 
 def _run(args, beam_args: Sequence[str], output: str) -> Dict:
     started = time.time()
-    # as runner.absolute, without importing Beam: a usage error answers before Beam or TF loads
-    input_path = args.input if file_io.is_remote(args.input) else os.path.abspath(args.input)
+    input_path = file_io.absolute(args.input)  # a usage error answers before Beam or TF loads
     submission.check_outputs(output, input_path)  # before any work
     if not file_io.is_remote(input_path) and not os.path.isfile(input_path):
         raise PredictError(f"{args.input}: not found" if not os.path.exists(input_path)

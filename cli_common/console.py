@@ -144,6 +144,23 @@ def int_at_least(minimum: int):
     return parse
 
 
+def number_of(unit: str, above: float = 0.0, inclusive: bool = True):
+    """An argparse type: a finite number of `unit` >= `above` (> with inclusive=False), else
+    "must be a finite number of UNIT >= ABOVE, got TEXT"."""
+    sign = ">=" if inclusive else ">"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (math.isfinite(value) and (value >= above if inclusive else value > above)):
+            raise argparse.ArgumentTypeError(f"must be a finite number of {unit} {sign} {above:g}, got {text}")
+        return value
+
+    return parse
+
+
 def fraction(text: str) -> float:
     """An argparse type: a number in [0, 1]."""
     try:

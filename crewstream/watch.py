@@ -524,16 +524,6 @@ poll();
 # ---------------------------------------------------------------------------------------------
 # The command line
 
-def _minutes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number of minutes > 0, got {text}")
-    return value
-
-
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -559,7 +549,8 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help=f"address to listen on (default {DEFAULT_HOST}: this machine only; any "
                              "other address, e.g. 0.0.0.0, exposes the page and the predictions to "
                              "the network, without authentication)")
-    parser.add_argument("--minutes", metavar="M", type=_minutes, default=DEFAULT_MINUTES,
+    parser.add_argument("--minutes", metavar="M", type=console.number_of("minutes", inclusive=False),
+                        default=DEFAULT_MINUTES,
                         help=f"how much history each person's plot shows, in minutes of the rows' "
                              f"own time (default {DEFAULT_MINUTES:g})")
     console.add_verbose(parser)

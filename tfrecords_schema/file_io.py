@@ -19,6 +19,11 @@ def is_remote(path: str) -> bool:
     return "://" in path
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute, a URL as it is (without importing Beam or TensorFlow)."""
+    return path if is_remote(path) else os.path.abspath(path)
+
+
 def gfile():
     """tf.io.gfile, imported on first use: only URLs need it."""
     import tensorflow as tf
