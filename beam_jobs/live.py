@@ -213,11 +213,13 @@ def _run_local(args, beam_args, params, folder: str, output: str, events) -> Dic
     WRITTEN.pop(output, None)
     _LOG.info("following %s into %s (model %s, window %d rows, --max-delay %g s)", folder, output,
               args.model_dir, params.window, params.max_delay)
+    result, finished = None, False
     try:
         pipeline = beam.Pipeline(options=options)
         build_pipeline(pipeline, events, params, local_sink(output))
         result = pipeline.run()
         result.wait_until_finish()
+        finished = True
         if reader is not None and not reader.ended:  # Beam's reader thread logs why and ends the stream
             raise LiveError(f"--input-folder {args.input_folder}: the stream of its rows to the runner broke off "
                             f"after {len(reader.files_read):,} file(s) (--verbose shows why)")
@@ -226,11 +228,21 @@ def _run_local(args, beam_args, params, folder: str, output: str, events) -> Dic
             reader.stop()
         if controller is not None:
             controller.stop()
+        if result is not None and not finished:  # interrupted: the runner's threads stop before exit
+            _stop(result)  # (a thread inside TensorFlow at the interpreter's exit aborts the process)
         inference.forget_loaded()
         _remove_partial_ticks(output)
     written = {k: v for k, v in WRITTEN.pop(output, {"rows": 0, "rejects": 0, "files": 0}).items() if k != "reported"}
     return {**written, "files_read": len(reader.files_read) if reader else None, "output": output,
             "seconds": time.time() - started}
+
+
+def _stop(result) -> None:
+    """Shut the DirectRunner's worker threads down and wait for them (each ends its bundle)."""
+    try:
+        result.cancel()
+    except Exception as e:  # the run is ending anyway: its own error is the report
+        _LOG.debug("stopping the runner: %s", e)
 
 
 def _remove_partial_ticks(output: str) -> None:
