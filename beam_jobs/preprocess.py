@@ -68,7 +68,11 @@ def _parse_args(argv: Optional[Sequence[str]]):
                         help="a time gap above this many seconds starts a new segment (default 1.0)")
     parser.add_argument("--scale", choices=SCALES, default="zscore", help="scaling (default zscore)")
     parser.add_argument("--eval-crews", type=_int_list, default=[],
-                        help="comma-separated crews for the eval split; the rest are train")
+                        help="comma-separated crews for the eval split, the one results are reported "
+                             "on; the crews of neither --eval-crews nor --val-crews are train")
+    parser.add_argument("--val-crews", type=_int_list, default=[],
+                        help="comma-separated crews for the val split, which train early-stops and "
+                             "calibrates on (so that nothing is chosen on eval; default: none)")
     parser.add_argument("--num-shards", type=int, default=8, help="shards per split (default 8)")
     parser.add_argument("--compression", choices=sorted(output_folder.COMPRESSIONS), default="NONE",
                         help="shard compression (default NONE)")
@@ -105,6 +109,10 @@ def _parse_args(argv: Optional[Sequence[str]]):
             parser.error(f"{name} must be >= 1")
     if args.max_gap <= 0:
         parser.error("--max-gap must be > 0")
+    both = sorted(set(args.eval_crews) & set(args.val_crews))
+    if both:
+        parser.error(f"crew {', '.join(map(str, both))} is in both --eval-crews and --val-crews: a crew "
+                     "belongs to one split")
     if not 0 <= args.max_bad_fraction <= 1:
         parser.error("--max-bad-fraction must be between 0 and 1")
     unknown = [f for f in args.features if f not in csv_columns.SIGNALS]
@@ -175,7 +183,7 @@ def build_pipeline(pipeline, files: Sequence[str], args, staging: str) -> None:
 
     features, eval_crews = list(args.features), frozenset(args.eval_crews)
     params = steps.WindowParams(args.window, args.stride, args.max_gap, args.num_shards, eval_crews,
-                            staging, tuple(files), args.block_rows)
+                                staging, tuple(files), args.block_rows, val_crews=frozenset(args.val_crews))
     read = pipeline | "ReadCrewCsv" >> reading.ReadCrewCsv(files, features, args.span_bytes, args.split_bytes)
     # Scaling is analyzed on the rows the windows use: TRAIN crews, duplicate times rejected.
     sorted_blocks = read.rows | "SortBlocks" >> steps.SortBlocks(params)
@@ -215,7 +223,7 @@ def build_pipeline(pipeline, files: Sequence[str], args, staging: str) -> None:
 def build_stats(args, manifest: Dict, scaling_stats: Dict) -> Dict:
     """stats.json from the run's manifest (docs/DESIGN.md, "The output folder of a preprocess run")."""
     splits = {}
-    for split in output_folder.SPLITS:
+    for split in output_folder.SPLITS if args.val_crews else output_folder.REQUIRED_SPLITS:
         blocks_of_split = [b for b in manifest["block_counts"] if b["split"] == split]
         recordings = [r for r in manifest["segments"] if r["split"] == split]
         shard_list = sorted((s for s in manifest["shards"] if s["split"] == split), key=lambda s: s["file"])
@@ -249,25 +257,37 @@ def shard_entry(shard: Dict, layout_name: str) -> Dict:
     return {"file": shard["file"], "num_windows": shard["num_windows"], "sha256": shard["sha256"]}
 
 
-def check_eval_crews(manifest: Dict, eval_crews: Sequence[int]) -> None:
-    """PreprocessError if a crew of --eval-crews has no usable row: the eval split asked for
-    cannot be given."""
+def _crews_flags(args) -> Dict[str, List[int]]:
+    """{split: the crews its flag names} for the splits chosen by crew (eval, val)."""
+    return {output_folder.EVAL: list(args.eval_crews), output_folder.VAL: list(args.val_crews)}
+
+
+def _crews(crews: Sequence[int]) -> str:
+    return ",".join(map(str, crews))
+
+
+def check_split_crews(manifest: Dict, args) -> None:
+    """PreprocessError if a crew of --eval-crews or --val-crews has no usable row: the split asked
+    for cannot be given."""
     found = sorted({c["crew"] for c in manifest["block_counts"]})
-    missing = sorted(set(eval_crews) - set(found))
-    if missing:
-        raise PreprocessError(
-            f"--eval-crews {','.join(map(str, eval_crews))}: crew {', '.join(map(str, missing))} has no usable row "
-            f"in the input (crews found: {', '.join(map(str, found)) or 'none'}); nothing was published")
+    for split, crews in _crews_flags(args).items():
+        missing = sorted(set(crews) - set(found))
+        if missing:
+            raise PreprocessError(
+                f"--{split}-crews {_crews(crews)}: crew {', '.join(map(str, missing))} has no usable row "
+                f"in the input (crews found: {', '.join(map(str, found)) or 'none'}); nothing was published")
 
 
 def check_splits(manifest: Dict, args) -> None:
-    """PreprocessError if the train split (always) or the eval split (with --eval-crews) has no
-    window: no usable row, or every time segment of its crews shorter than --window."""
-    for split in [output_folder.TRAIN] + ([output_folder.EVAL] if args.eval_crews else []):
+    """PreprocessError if the train split (always) or the eval or val split (when its crews are
+    given) has no window: no usable row, or every time segment of its crews shorter than --window."""
+    flags = _crews_flags(args)
+    for split in [output_folder.TRAIN] + [s for s in output_folder.SPLITS if flags.get(s)]:
         rows = sum(c["num_rows"] for c in manifest["block_counts"] if c["split"] == split)
         if rows == 0:
+            held = "; ".join(f"--{s}-crews {_crews(c) or 'none'}" for s, c in flags.items())
             raise PreprocessError(f"no usable {split} rows: every row was rejected or belongs to an "
-                                  f"eval crew (--eval-crews {','.join(map(str, args.eval_crews)) or 'none'})")
+                                  f"eval or val crew ({held})")
         if any(s["num_windows"] for s in manifest["shards"] if s["split"] == split):
             continue
         recordings = [r for r in manifest["segments"] if r["split"] == split]
@@ -334,7 +354,7 @@ def _run(args, beam_args: Sequence[str], files: Sequence[str]) -> Dict:
 
         manifest = read_manifest(staging)
         check_rejects(manifest, args.max_bad_fraction, staging)
-        check_eval_crews(manifest, args.eval_crews)
+        check_split_crews(manifest, args)
         check_splits(manifest, args)
         scaling_stats = transform_graph.scaling_stats(tft.TFTransformOutput(staging), args.features, args.scale)
         stats = validate_stats(build_stats(args, manifest, scaling_stats))  # before anything moves
@@ -361,7 +381,8 @@ def _discard(staging: str, out: str) -> None:
 def summarize(stats: Dict) -> str:
     """A readable table of a stats.json."""
     read = sum(entry["rows_read"] for entry in stats.get("inputs", []))
-    chunks = (f"; sequence layout: {sum(stats['splits'][s]['num_chunks'] for s in output_folder.SPLITS):,} chunk(s) "
+    num_chunks = sum(stats["splits"][s].get("num_chunks", 0) for s in output_folder.splits_of(stats))
+    chunks = (f"; sequence layout: {num_chunks:,} chunk(s) "
               f"of up to {stats['chunk_rows']:,} rows (windows below: this window and stride; a trainer "
               "may cut others)" if sequence.layout_of(stats) == sequence.SEQUENCE else "")
     lines = [f"window {stats['window']} x {len(stats['features'])} feature(s), stride {stats['stride']}, "
@@ -369,7 +390,7 @@ def summarize(stats: Dict) -> str:
              + (f" of {read:,} read (see rejects/)" if stats["rejected_rows"] else "") + chunks,
              f"{'split':<6} {'crews':<14} {'rows':>12} {'windows':>10}  " + "  ".join(
                  f"{c:>8}" for c in LABEL_VOCABULARY) + "  shards"]
-    for split in output_folder.SPLITS:
+    for split in output_folder.splits_of(stats):
         s = stats["splits"][split]
         lines.append(f"{split:<6} {','.join(map(str, s['crews'])) or '-':<14} {s['num_rows']:>12,} "
                      f"{s['num_windows']:>10,}  " + "  ".join(

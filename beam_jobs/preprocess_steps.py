@@ -26,14 +26,10 @@ TRAIN_SIGNALS = "train_signals"
 ENCODE_BATCH = 512  # windows encoded at once: bounds the copy a long recording needs
 
 
-def split_of(crew: int, eval_crews: FrozenSet[int]) -> str:
-    return output_folder.EVAL if crew in eval_crews else output_folder.TRAIN
-
-
 @dataclasses.dataclass(frozen=True)
 class WindowParams:
     """What the windowing steps need: the Windows contract's W, stride and max_gap, the shards,
-    the split, where to write, the input files (for rejects) and the time blocks' size."""
+    the splits' crews, where to write, the input files (for rejects) and the time blocks' size."""
 
     window: int
     stride: int
@@ -44,6 +40,17 @@ class WindowParams:
     files: Tuple[str, ...]
     block_rows: int = blocks.DEFAULT_BLOCK_ROWS
     bin_seconds: float = blocks.BIN_SECONDS
+    val_crews: FrozenSet[int] = frozenset()
+
+    def splits(self) -> Tuple[str, ...]:
+        """The splits written: train and eval, and val when it has crews."""
+        return output_folder.SPLITS if self.val_crews else output_folder.REQUIRED_SPLITS
+
+    def split_of(self, crew: int) -> str:
+        """The split of a crew's rows: eval (--eval-crews), val (--val-crews), or train (the rest)."""
+        if crew in self.eval_crews:
+            return output_folder.EVAL
+        return output_folder.VAL if crew in self.val_crews else output_folder.TRAIN
 
 
 class SortBlockFn(beam.DoFn):
@@ -75,7 +82,7 @@ class SortBlockFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(REJECTS, reject)
         yield from tally_sources("rows_rejected", dropped.source)
         yield from tally_sources("rows_used", rows.source)
-        split = split_of(key[0], p.eval_crews)
+        split = p.split_of(key[0])
         yield beam.pvalue.TaggedOutput(BLOCK_COUNTS, {"split": split, "crew": key[0], "num_rows": len(rows)})
         if split == output_folder.TRAIN:
             yield beam.pvalue.TaggedOutput(TRAIN_SIGNALS, scaling.signals_record_batch(rows.signals))
@@ -204,7 +211,7 @@ class WriteShardFn(beam.DoFn):
         metas = []
 
         def records():
-            for key in shard_order([k for k in recordings if split_of(k[0], p.eval_crews) == split], shard):
+            for key in shard_order([k for k in recordings if p.split_of(k[0]) == split], shard):
                 recording = recordings[key]
                 assert [b.index for b in recording] == list(range(len(recording))), "time blocks are numbered 0..K-1"
                 for block in recording:
@@ -258,7 +265,7 @@ class WriteShards(beam.PTransform):
         )
         return (
             sorted_blocks.pipeline
-            | "EveryShard" >> beam.Create([(split, k) for split in output_folder.SPLITS for k in range(p.num_shards)])
+            | "EveryShard" >> beam.Create([(split, k) for split in p.splits() for k in range(p.num_shards)])
             | "WriteShard" >> beam.ParDo(WriteShardFn(p, self._compression, self._cut),
                                          recordings=beam.pvalue.AsDict(recordings))
         )
@@ -277,7 +284,7 @@ def segment_counts(sorted_blocks: Iterable[blocks.SortedBlock], params: WindowPa
         recording = sorted(by_recording[key], key=lambda b: b.index)
         bounds = windows.recording_segments(recording, params.max_gap)
         lengths = bounds[:, 1] - bounds[:, 0]
-        counts.append({"split": split_of(key[0], params.eval_crews), "crew": key[0], "seat": key[1],
+        counts.append({"split": params.split_of(key[0]), "crew": key[0], "seat": key[1],
                        "experiment": key[2], "segments": len(lengths),
                        "short_segments": int(np.sum(lengths < params.window)),
                        "longest_segment": int(lengths.max(initial=0))})

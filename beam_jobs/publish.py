@@ -24,7 +24,7 @@ from typing import Dict
 
 from tfrecords_schema import ownership, write_stats, file_io, output_folder
 
-PUBLISHED = (output_folder.TRAIN, output_folder.EVAL, *output_folder.TRANSFORM_DIRS, output_folder.REJECTS_DIR)
+PUBLISHED = (*output_folder.SPLITS, *output_folder.TRANSFORM_DIRS, output_folder.REJECTS_DIR)
 
 
 def publish(staging: str, out: str, stats: Dict) -> str:

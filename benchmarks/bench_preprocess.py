@@ -275,7 +275,7 @@ def run_variant(variant: str, repeat: int, args, csv: Path, env: Dict[str, str],
     run.shard_bytes = shard_bytes(out)
     written = read_written(variant, out)
     if written:
-        run.windows = {split: written["splits"][split]["num_windows"] for split in output_folder.SPLITS}
+        run.windows = {split: written["splits"][split]["num_windows"] for split in output_folder.splits_of(written)}
         run.phases = written.get("phases", [])
         run.phases_started_at = written.get("started_at", run.started_at)
     status = "ok" if run.returncode == 0 else f"FAILED (exit {run.returncode}, see {log_path})"

@@ -286,7 +286,7 @@ def compare_outputs(reference_dir: str, job_dir: str, atol: float = 1e-5) -> Tup
             problems.append(f"{key}: reference {summary[key]!r} vs job {stats[key]!r}")
     if problems:
         return problems, details
-    for split in output_folder.SPLITS:
+    for split in output_folder.splits_of(stats):
         ref = read_records([os.path.join(reference_dir, f) for f in summary["splits"][split]["files"]],
                            window, len(features))
         job = read_records(shard_files(job_dir, stats, split), window, len(features), stats["compression"])

@@ -39,6 +39,18 @@ def prep_dir(tmp_path_factory, sample_dir):
 
 
 @pytest.fixture(scope="session")
+def val_dir(tmp_path_factory, sample_dir):
+    """OUT of the same preprocess run with a val split: train crew 1, val crew 3, eval crew 2
+    (read-only for tests)."""
+    from beam_jobs import preprocess
+
+    out = tmp_path_factory.mktemp("val_prep") / "out"
+    preprocess.run(["--input", str(sample_dir / "train.csv"), "--output", str(out), *PREPROCESS_FLAGS,
+                    "--val-crews", "3"])
+    return str(out)
+
+
+@pytest.fixture(scope="session")
 def stats(prep_dir):
     from tfrecords_schema import read_stats
 

@@ -13,14 +13,15 @@ import tensorflow as tf
 from tests.helpers import SMALL_FEATURES
 from tfrecords_schema import LABEL_VOCABULARY
 from tfrecords_schema import csv_columns as cols
-from tfrecords_schema import parse_examples, read_stats, shard_files
+from tfrecords_schema import output_folder, parse_examples, read_stats, shard_files
 
 
-def reference_windows(frame, features, window, stride, max_gap, eval_crews, scale="zscore"):
-    """{(crew, seat, experiment, end_time float32): (split, label, window float32 [W, F])}."""
+def reference_windows(frame, features, window, stride, max_gap, eval_crews, scale="zscore", val_crews=()):
+    """{(crew, seat, experiment, end_time float32): (split, label, window float32 [W, F])}; scaled
+    with the statistics of the train crews (neither eval nor val)."""
     frame = frame.sort_values([cols.CREW, cols.SEAT, cols.EXPERIMENT, cols.TIME], kind="stable")
     values = frame[list(features)].to_numpy(np.float32).astype(np.float64)
-    train = ~frame[cols.CREW].isin(eval_crews).to_numpy()
+    train = ~frame[cols.CREW].isin(list(eval_crews) + list(val_crews)).to_numpy()
     if scale == "zscore":
         shift, div = values[train].mean(0), values[train].std(0)
     else:
@@ -41,7 +42,7 @@ def reference_windows(frame, features, window, stride, max_gap, eval_crews, scal
         while s + window <= i:
             last = s + window - 1
             crew, seat, experiment = keys[last]
-            split = "eval" if crew in eval_crews else "train"
+            split = "eval" if crew in eval_crews else "val" if crew in val_crews else "train"
             out[(int(crew), int(seat), str(experiment), float(np.float32(times[last])))] = (
                 split, int(labels[last]), scaled[s:s + window])
             s += stride
@@ -55,7 +56,7 @@ def read_output(out_dir):
     w, f = stats["window"], len(stats["features"])
     compression = "GZIP" if stats["compression"] == "GZIP" else ""
     found, per_shard = {}, {}
-    for split in ("train", "eval"):
+    for split in output_folder.splits_of(stats):
         for path in shard_files(out_dir, stats, split):
             records = [r.numpy() for r in tf.data.TFRecordDataset(path, compression_type=compression)]
             per_shard[path] = records
@@ -74,10 +75,11 @@ def frame_from_csv(path):
     return pd.read_csv(path)
 
 
-def assert_matches_reference(frame, out, window, stride, scale="zscore", features=SMALL_FEATURES):
+def assert_matches_reference(frame, out, window, stride, scale="zscore", features=SMALL_FEATURES, val_crews=()):
     """The preprocess output in `out` holds exactly reference_windows' windows of `frame` (eval crew
-    2), its stats.json counts them and its scaling is the reference's; returns the stats."""
-    expected, (shift, div) = reference_windows(frame, features, window, stride, 1.0, [2], scale)
+    2, val crews `val_crews`), its stats.json counts them and its scaling is the reference's;
+    returns the stats."""
+    expected, (shift, div) = reference_windows(frame, features, window, stride, 1.0, [2], scale, val_crews)
     stats, found, per_shard = read_output(str(out))
     assert set(found) == set(expected)
     for key, (split, label, values) in expected.items():
@@ -85,7 +87,7 @@ def assert_matches_reference(frame, out, window, stride, scale="zscore", feature
         assert (got_split, got_label) == (split, label), key
         np.testing.assert_allclose(got_values, values, rtol=1e-5, atol=1e-5)
     # stats.json agrees with what reading the shards back finds.
-    for split in ("train", "eval"):
+    for split in output_folder.splits_of(stats):
         s = stats["splits"][split]
         mine = [v for v in found.values() if v[0] == split]
         assert s["num_windows"] == len(mine)

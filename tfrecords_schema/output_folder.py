@@ -1,7 +1,8 @@
 """The output folder of a preprocess run (docs/DESIGN.md, "The output folder of a preprocess run").
 
     OUT/train/part-SSSSS-of-NNNNN.tfrecord[.gz]
-    OUT/eval/part-SSSSS-of-NNNNN.tfrecord[.gz]
+    OUT/val/part-SSSSS-of-NNNNN.tfrecord[.gz]    only with --val-crews: what is chosen or fitted after
+    OUT/eval/part-SSSSS-of-NNNNN.tfrecord[.gz]   the weights looks at val; figures report eval
     OUT/stats.json            written last; its presence means the run completed
     OUT/transform_fn/  OUT/transformed_metadata/   (tf.Transform's own layout)
     OUT/metadata/schema.pbtxt  the raw schema (the graph's input), as tft_beam.WriteMetadata writes
@@ -14,8 +15,10 @@ Reading and writing them: tfrecords_schema.file_io.
 import posixpath
 
 TRAIN = "train"
+VAL = "val"
 EVAL = "eval"
-SPLITS = (TRAIN, EVAL)
+SPLITS = (TRAIN, VAL, EVAL)  # every split there can be; val only when preprocess had --val-crews
+REQUIRED_SPLITS = (TRAIN, EVAL)  # in every output (eval empty without --eval-crews)
 
 STATS_FILE = "stats.json"
 REJECTS_DIR = "rejects"
@@ -28,6 +31,11 @@ RAW_METADATA_DIR = "metadata"  # tft.TFTransformOutput.RAW_METADATA_DIR
 TRANSFORM_DIRS = (TRANSFORM_FN_DIR, TRANSFORMED_METADATA_DIR, RAW_METADATA_DIR)
 
 COMPRESSIONS = {"NONE": ".tfrecord", "GZIP": ".tfrecord.gz"}
+
+
+def splits_of(stats) -> list:
+    """The splits a stats.json has, in SPLITS order: train and eval, and val when it was asked for."""
+    return [split for split in SPLITS if split in stats["splits"]]
 
 
 def shard_name(shard: int, num_shards: int, compression: str = "NONE") -> str:

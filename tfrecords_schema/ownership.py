@@ -447,7 +447,7 @@ def remove_leftover_stagings(out: str, prefix: str = output_folder.STAGING_PREFI
 # The kinds this package knows (the commands define theirs beside them: crewstream.synth, ...)
 
 # OUT of `crewstream preprocess` (output_folder.py): publishing deletes inside these, so every file is listed.
-PREPROCESS = Kind("preprocess", (output_folder.TRAIN, output_folder.EVAL, *output_folder.TRANSFORM_DIRS,
+PREPROCESS = Kind("preprocess", (*output_folder.SPLITS, *output_folder.TRANSFORM_DIRS,
                                  output_folder.REJECTS_DIR,
                                  output_folder.STATS_FILE),
                   lists_files=True)
@@ -455,4 +455,4 @@ PREPROCESS = Kind("preprocess", (output_folder.TRAIN, output_folder.EVAL, *outpu
 # SERVING_DIR; tests/tfrecords_schema/test_ownership.py keeps the two spellings equal). Nothing in
 # it is deleted but MODEL/serving, replaced by a new export: no file list, no link inside.
 MODEL = Kind("model", ("train_config.json", "checkpoints", "history.json", "logs", "plots", "serving",
-                       "eval.json", "eval_train.json"))
+                       "eval.json", "eval_train.json", "eval_val.json"))

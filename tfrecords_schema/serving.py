@@ -15,10 +15,14 @@ Signatures (trainer.export writes them):
 MODEL/serving/assets.extra/crewstream.json (TF Serving's folder for files its loader ignores),
 the serving config: {"window": W, "features": [names, stats.json order], "label_vocabulary":
 [the `probabilities` columns], "model": "lstm" | "tcn", "receptive_field": rows one output depends
-on, "signatures": [names], "normalize": the model's input normalization, "norm_rows": int or null}.
+on, "signatures": [names], "normalize": the model's input normalization, "norm_rows": int or null,
+"temperature": the calibration every signature applies last (softmax(log p / T); a number > 0, 1.0:
+not calibrated)}. A config without `temperature` (exports made before calibration, e.g.
+tests/golden/models) reads as 1.0: those graphs apply none. Any other key missing is refused.
 """
 
 import json
+import math
 from typing import Any, Dict, List
 
 from tfrecords_schema import file_io
@@ -41,7 +45,9 @@ NORM_NONE, NORM_CENTER, NORM_ZSCORE = "none", "center", "zscore"
 NORMALIZATIONS = (NORM_NONE, NORM_CENTER, NORM_ZSCORE)
 
 KEYS = ("window", "features", "label_vocabulary", "model", "receptive_field", "signatures", "normalize",
-        "norm_rows")
+        "norm_rows", "temperature")
+# Keys an earlier export did not write, and what its graph does without them
+ADDED_KEYS = {"temperature": 1.0}
 
 
 class ServingModelError(ValueError):
@@ -53,12 +59,13 @@ def serving_dir(model_dir: str) -> str:
 
 
 def make_config(stats: Dict[str, Any], kind: str, receptive_field: int, signatures: List[str],
-                normalize: str, norm_rows) -> Dict[str, Any]:
-    """The serving config of a model trained on windows described by `stats` (stats.json's keys)."""
+                normalize: str, norm_rows, temperature: float = 1.0) -> Dict[str, Any]:
+    """The serving config of a model trained on windows described by `stats` (stats.json's keys),
+    its outputs tempered by `temperature` (1.0: not calibrated)."""
     return {"window": stats["window"], "features": list(stats["features"]),
             "label_vocabulary": list(stats["label_vocabulary"]), "model": kind,
             "receptive_field": receptive_field, "signatures": signatures, "normalize": normalize,
-            "norm_rows": norm_rows}
+            "norm_rows": norm_rows, "temperature": float(temperature)}
 
 
 def write_config(saved_model_dir: str, config: Dict[str, Any]) -> None:
@@ -66,8 +73,9 @@ def write_config(saved_model_dir: str, config: Dict[str, Any]) -> None:
 
 
 def read_config(model_dir: str) -> Dict[str, Any]:
-    """MODEL/serving's config (KEYS, as make_config writes them). ServingModelError when there is
-    none or it is malformed, or written by an older crewstream (train and export again)."""
+    """MODEL/serving's config (KEYS, as make_config writes them; ADDED_KEYS filled in when absent).
+    ServingModelError when there is none or it is malformed, or written by an older crewstream
+    (train and export again)."""
     path = file_io.join(serving_dir(model_dir), CONFIG_FILE)
     try:
         config = json.loads(file_io.read_bytes(path))
@@ -75,21 +83,27 @@ def read_config(model_dir: str) -> Dict[str, Any]:
         raise ServingModelError(f"{path} not found: {model_dir} holds no exported model (train it again)") from None
     except ValueError as e:
         raise ServingModelError(f"{path} is not JSON ({e}): export the model again") from None
+    if isinstance(config, dict):
+        config = {**ADDED_KEYS, **config}
     if not isinstance(config, dict) or sorted(config) != sorted(KEYS):
         raise ServingModelError(f"{path}: written by an older crewstream or damaged (expected the keys "
                                 f"{', '.join(KEYS)}): train the model again")
     window, features, labels = config["window"], config["features"], config["label_vocabulary"]
     field, signatures, norm_rows = config["receptive_field"], config["signatures"], config["norm_rows"]
+    temperature = config["temperature"]
     if not (isinstance(window, int) and window >= 1 and isinstance(features, list) and features
             and all(isinstance(n, str) for n in features) and isinstance(labels, list) and labels
             and config["model"] in MODELS and isinstance(field, int) and 1 <= field <= window
             and isinstance(signatures, list) and SERVING_SIGNATURE in signatures
             and all(isinstance(n, str) for n in signatures) and config["normalize"] in NORMALIZATIONS
-            and (norm_rows is None or isinstance(norm_rows, int))):
+            and (norm_rows is None or isinstance(norm_rows, int))
+            and isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+            and math.isfinite(temperature) and temperature > 0):
         raise ServingModelError(f"{path}: expected window an int >= 1, features and label_vocabulary "
                                 f"[str, ...], model one of {list(MODELS)}, receptive_field an int in "
                                 f"1..window, signatures [str, ...] with {SERVING_SIGNATURE}, normalize one "
-                                f"of {list(NORMALIZATIONS)}; got {config}")
+                                f"of {list(NORMALIZATIONS)}, temperature a number > 0; got {config}")
+    config["temperature"] = float(temperature)
     return config
 
 

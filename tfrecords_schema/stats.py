@@ -12,7 +12,8 @@ existed wrote none; such a stats.json is still valid. The same holds for two lat
     `short_segments` (those shorter than `window`, which give no window): the split has windows
     exactly when some segment is not short, and rows exactly when it has segments.
 And `layout` (docs/DESIGN.md "Layouts"): `windows` or `sequence` (required: a stats.json without it
-was written by an older crewstream and is refused).
+was written by an older crewstream and is refused). `splits` holds train and eval, and val when
+preprocess was given `--val-crews` (output_folder.splits_of).
 A sequence folder also has `chunk_rows`, per split `num_chunks`, and per shard {file, num_chunks,
 sha256, chunks} instead of {file, num_windows, sha256}: `chunks` lists each record, in file order,
 as [position, c, [[label index, rows], ...]] (tfrecords_schema.sequence, whose window_counts counts
@@ -126,7 +127,7 @@ def _validate_sequence(stats: Dict[str, Any]) -> None:
     stride, the windows each split's `class_counts` give."""
     _check_fields(stats, {"chunk_rows": int}, "top level")
     _check(stats["chunk_rows"] >= 1, "chunk_rows", "must be >= 1")
-    for name in output_folder.SPLITS:
+    for name in output_folder.splits_of(stats):
         split = stats["splits"][name]
         for i, shard in enumerate(split["shards"]):
             where = f"splits.{name}.shards[{i}]"
@@ -157,7 +158,7 @@ def _validate_inputs(stats: Dict[str, Any]) -> None:
                f"rows_rejected {entry['rows_rejected']}")
     files = [entry["file"] for entry in inputs]
     _check(len(set(files)) == len(files), "inputs", "a file is listed twice")
-    used = sum(stats["splits"][name]["num_rows"] for name in output_folder.SPLITS)
+    used = sum(stats["splits"][name]["num_rows"] for name in output_folder.splits_of(stats))
     _check(sum(e["rows_used"] for e in inputs) == used, "inputs",
            f"rows_used sum to {sum(e['rows_used'] for e in inputs)}, the splits hold {used} rows")
     _check(sum(e["rows_rejected"] for e in inputs) == stats["rejected_rows"], "inputs",
@@ -186,13 +187,15 @@ def validate_stats(stats: Dict[str, Any]) -> Dict[str, Any]:
     _check("layout" in stats, "layout",
            "missing: written by an older crewstream; run preprocess again into a new folder")
     _check(sequence.layout_of(stats) in sequence.LAYOUTS, "layout", f"expected one of {sequence.LAYOUTS}")
-    _check(set(stats["splits"]) == set(output_folder.SPLITS), "splits", f"expected {list(output_folder.SPLITS)}")
+    _check(set(output_folder.REQUIRED_SPLITS) <= set(stats["splits"]) <= set(output_folder.SPLITS), "splits",
+           f"expected {list(output_folder.REQUIRED_SPLITS)} and optionally {output_folder.VAL!r}")
     count_key = "num_chunks" if sequence.layout_of(stats) == sequence.SEQUENCE else "num_windows"
-    for name in output_folder.SPLITS:
+    for name in output_folder.splits_of(stats):
         _validate_split(name, stats["splits"][name], stats["compression"], count_key)
     if sequence.layout_of(stats) == sequence.SEQUENCE:
         _validate_sequence(stats)
-    listed = [("sha256" in shard) for name in output_folder.SPLITS for shard in stats["splits"][name]["shards"]]
+    listed = [("sha256" in shard) for name in output_folder.splits_of(stats)
+              for shard in stats["splits"][name]["shards"]]
     _check(all(listed) or not any(listed), "shards", "sha256 is listed for some shards and not for others")
     if "inputs" in stats:
         _validate_inputs(stats)

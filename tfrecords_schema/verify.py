@@ -328,9 +328,9 @@ def unlisted_files(out_dir: str, stats: Dict[str, Any]) -> List[str]:
     """Files in OUT/train and OUT/eval that stats.json does not list (relative to OUT)."""
     import tensorflow as tf
 
-    listed = {s["file"] for split in output_folder.SPLITS for s in stats["splits"][split]["shards"]}
+    listed = {s["file"] for split in output_folder.splits_of(stats) for s in stats["splits"][split]["shards"]}
     found = []
-    for split in output_folder.SPLITS:
+    for split in output_folder.splits_of(stats):
         split_dir = file_io.join(out_dir, split)
         if tf.io.gfile.isdir(split_dir):
             found += [posixpath.join(split, name.rstrip("/")) for name in tf.io.gfile.listdir(split_dir)]
@@ -378,10 +378,10 @@ def verify(out_dir: str) -> Report:
                             "tft.TFTransformOutput(OUT).raw_feature_spec() is unavailable")
     else:
         report.problems += check_raw_metadata(out_dir, stats)
-    if not any("sha256" in s for split in output_folder.SPLITS for s in stats["splits"][split]["shards"]):
+    if not any("sha256" in s for split in output_folder.splits_of(stats) for s in stats["splits"][split]["shards"]):
         report.notes.append("stats.json lists no shard digests (a run before they existed): shard contents "
                             "are checked by CRCs and counts only")
-    for split in output_folder.SPLITS:
+    for split in output_folder.splits_of(stats):
         counts = [0] * len(LABEL_VOCABULARY)
         complete = True
         for entry in stats["splits"][split]["shards"]:

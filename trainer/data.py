@@ -157,6 +157,8 @@ def _split_source(data_dir: str, split: str, batch_size: int, weighting: str,
     stats = windowed_stats(stats, window, stride)
     if split not in output_folder.SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {output_folder.SPLITS}")
+    if split not in stats["splits"]:
+        raise EmptySplitError(f"{data_dir} has no {split} split (preprocess with --{split}-crews)")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     check_shards(stats, split, num_workers)

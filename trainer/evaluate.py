@@ -7,11 +7,20 @@ not a Keras object that might differ from what ships. Metrics accumulate batch b
 Writes MODEL/eval.json (MODEL/eval_SPLIT.json for a split other than `eval`):
     {split, num_windows, log_loss, accuracy, macro_f1,
      per_class: {A: {precision, recall, f1, support}, ...},
-     labels: [A, B, C, D], confusion_matrix: rows true, columns predicted, in label order}
-(through a temporary name: tfrecords_schema.file_io.write_atomic) and MODEL/plots/confusion_matrix_SPLIT.png,
-and prints a table. Following tfrecords_schema.ownership, an existing report file is replaced only
-if it is such a report (a JSON object with EVAL_KEYS); anything else there is refused with one
-line, before any work.
+     labels: [A, B, C, D], confusion_matrix: rows true, columns predicted, in label order,
+     ece, reliability: {bins, count, confidence, accuracy} (trainer.metrics),
+     temperature: the serving model's calibration (its serving config; 1.0: none),
+     log_loss_uncalibrated: the log loss of the network's probabilities before the temperature}
+(through a temporary name: tfrecords_schema.file_io.write_atomic), MODEL/plots/confusion_matrix_SPLIT.png
+and MODEL/plots/reliability_SPLIT.png, and prints a table. Following tfrecords_schema.ownership, an
+existing report file is replaced only if it is such a report (a JSON object with EVAL_KEYS);
+anything else there is refused with one line, before any work.
+
+Every number but log_loss_uncalibrated is of the calibrated probabilities the model serves. The
+uncalibrated ones are recovered from them as softmax(T * log q) (trainer.calibration.temper(q,
+1 / T)), the exact inverse of the serving model's softmax(log p / T) up to float32 rounding (and
+for probabilities above float32's smallest normal, which the log loss's clip makes immaterial);
+at T = 1 they are the served probabilities themselves.
 """
 
 import argparse
@@ -51,15 +60,19 @@ def evaluate(config: EvalConfig) -> Dict[str, Any]:
     OwnershipError, before any work, if the report's path holds a file that is not a report."""
     import tensorflow as tf
 
-    from trainer import data, plots
+    from trainer import calibration, data, plots
 
     path = report_path(config.model_dir, config.split)
     ownership.check_output_json(path, EVAL_KEYS)
     if not tf.io.gfile.exists(serving.serving_dir(config.model_dir)):
         raise EvaluateError(f"{serving.serving_dir(config.model_dir)} not found: train a model first")
     # before any work; the windows the model takes (its W; a sequence folder cuts them, at its stride)
-    stats = check_matches(serving.read_config(config.model_dir), read_stats(config.data),
-                          config.model_dir, config.data)
+    served = serving.read_config(config.model_dir)
+    stats = check_matches(served, read_stats(config.data), config.model_dir, config.data)
+    temperature = served["temperature"]
+    if config.split not in stats["splits"]:
+        raise EvaluateError(f"--data {config.data} has no {config.split} split "
+                            f"(preprocess with --{config.split}-crews)")
     serving.check(config.model_dir)
     loaded = serving.load(config.model_dir)
     predict = loaded.signatures[serving.SCALED_SIGNATURE]
@@ -67,18 +80,26 @@ def evaluate(config: EvalConfig) -> Dict[str, Any]:
     total = stats["splits"][config.split]["num_windows"]
     progress = console.Progress(config.split, total, "windows", console.resolve_progress(config.progress),
                                 logger=_LOG)
+    uncalibrated = 0.0  # sum of the log-loss terms of the probabilities before the temperature
     # Weights play no part in the report: every window counts once.
     for window, label, _ in data.make_dataset(config.data, config.split, config.batch_size,
                                                  weighting=weights.NONE, stats=stats):
-        probabilities = predict(**{WINDOW: window})[serving.PROBABILITIES]
-        stream.update(label.numpy(), probabilities.numpy())
+        probabilities = predict(**{WINDOW: window})[serving.PROBABILITIES].numpy()
+        labels = label.numpy()
+        stream.update(labels, probabilities)
+        uncalibrated += float(metrics.log_loss_terms(calibration.temper(probabilities, 1.0 / temperature),
+                                                     labels).sum())
         progress.update(int(label.shape[0]))
     progress.close()
-    report = {"split": config.split, **stream.report()}
+    report = {"split": config.split, **stream.report(), "temperature": temperature}
+    report["log_loss_uncalibrated"] = uncalibrated / report["num_windows"]
     file_io.write_atomic(path, json.dumps(report, indent=2) + "\n")
+    windows = f"{config.split}: {report['num_windows']:,} windows"
+    plot_dir = file_io.join(config.model_dir, "plots")
     plots.plot_confusion(report["confusion_matrix"], report["labels"],
-                         file_io.join(config.model_dir, "plots", f"confusion_matrix_{config.split}.png"),
-                         title=f"{config.split}: {report['num_windows']:,} windows")
+                         file_io.join(plot_dir, f"confusion_matrix_{config.split}.png"), title=windows)
+    plots.plot_reliability(report["reliability"], file_io.join(plot_dir, f"reliability_{config.split}.png"),
+                           title=f"{windows}, ECE {report['ece']:.4f}")
     _LOG.info("wrote %s", path)
     return report
 
@@ -122,7 +143,8 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         prog="crewstream evaluate",
         description="Stream a split of a preprocess output through MODEL/serving; write "
                     "MODEL/eval.json (log loss, accuracy, macro F1, per-class precision / recall / "
-                    "F1 / support, confusion matrix) and a confusion-matrix PNG.")
+                    "F1 / support, confusion matrix, expected calibration error, the log loss before "
+                    "the model's temperature) and confusion-matrix and reliability PNGs.")
     parser.add_argument("--data", required=True, help="preprocess output folder OUT (with stats.json)")
     parser.add_argument("--model-dir", required=True, help="folder of a train run, MODEL")
     parser.add_argument("--split", choices=output_folder.SPLITS, default=output_folder.EVAL,

@@ -17,6 +17,13 @@ Signatures:
   tfrecords_schema.raw_window_spec; other features ignored) -> `probabilities` float32 [None, 4],
   exactly `serving_default` on the same windows.
 
+Calibration: every signature's `probabilities` are the network's, tempered as the last stage:
+softmax(log(max(p, tiny)) / T) per row or step (trainer.calibration.temper_tensor), T the
+`temperature` given to export_serving (fitted by trainer.calibration). It keeps each row's arg-max,
+and being the same map at every step, `sequence` still equals `serving_default`. T = 1 (not
+calibrated) adds no op: the graph computes exactly what an export without calibration did. T is
+recorded in the serving config (`temperature`).
+
 The tf.Transform layer is an attribute of the exported module, so its variables and assets are
 saved with it: the model loads and runs after OUT has been deleted.
 
@@ -33,21 +40,23 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from tfrecords_schema import RAW_SIGNALS, SCALED_SIGNALS, WINDOW, raw_window_spec, read_stats, serving
-from trainer import model as model_lib
+from trainer import calibration, model as model_lib
 
 _LOG = logging.getLogger("crewstream.export")
 
 
 class ServingModule(tf.Module):
     """Raw or scaled windows [None, W, F] -> {`probabilities`: [None, num_classes]}; with a tcn's
-    `step_network` (rows [B, T, F] -> [B, T, K]), raw rows [None, T, F] -> [None, T, K] too."""
+    `step_network` (rows [B, T, F] -> [B, T, K]), raw rows [None, T, F] -> [None, T, K] too.
+    Every output is tempered by `temperature` (a constant of the graph; none at 1.0)."""
 
     def __init__(self, model: tf.Module, transform_layer: tf.Module, window: int, num_features: int,
-                 step_network: Optional[tf.Module] = None):
+                 step_network: Optional[tf.Module] = None, temperature: float = 1.0):
         super().__init__(name="crewstream_serving")
         self.model = model
         self.transform_layer = transform_layer  # tracked: carries transform_fn's variables and assets
         self._window, self._num_features = window, num_features
+        self._temperature = calibration.check_temperature(temperature)
         spec = tf.TensorSpec([None, window, num_features], tf.float32, name=WINDOW)
         self.serve_raw = tf.function(self._raw, input_signature=[spec])
         self.serve_scaled = tf.function(self._scaled, input_signature=[spec])
@@ -60,7 +69,8 @@ class ServingModule(tf.Module):
             self.serve_sequence = tf.function(self._sequence, input_signature=[rows])
 
     def _scaled(self, window: tf.Tensor) -> Dict[str, tf.Tensor]:
-        return {serving.PROBABILITIES: self.model(window, training=False)}
+        probabilities = self.model(window, training=False)
+        return {serving.PROBABILITIES: calibration.temper_tensor(probabilities, self._temperature)}
 
     def _scale(self, values: tf.Tensor) -> tf.Tensor:
         # The transform graph scales rows [N, F]: flatten [B, T, F] to rows and fold them back.
@@ -78,7 +88,8 @@ class ServingModule(tf.Module):
         return self._raw(tf.reshape(parsed[WINDOW], [-1, self._window, self._num_features]))
 
     def _sequence(self, rows: tf.Tensor) -> Dict[str, tf.Tensor]:
-        return {serving.PROBABILITIES: self.step_network(self._scale(rows), training=False)}
+        probabilities = self.step_network(self._scale(rows), training=False)
+        return {serving.PROBABILITIES: calibration.temper_tensor(probabilities, self._temperature)}
 
     def signatures(self) -> Dict[str, Any]:
         """{name: concrete function} of every signature this module serves."""
@@ -92,12 +103,13 @@ class ServingModule(tf.Module):
 
 def export_serving(model: tf.Module, data_dir: str, model_dir: str,
                    stats: Optional[Dict[str, Any]] = None,
-                   params: model_lib.ModelParams = model_lib.ModelParams()) -> str:
+                   params: model_lib.ModelParams = model_lib.ModelParams(), temperature: float = 1.0) -> str:
     """Write MODEL/serving for `model` (scaled windows [B, W, F] -> probabilities [B, 4], built by
     model_lib.build_model with `params`) with the scaling of the preprocess output `data_dir`;
     return its path. A tcn also gets the `sequence` signature. W is `stats["window"]`, the window
     the model was trained on (for a window other than the folder's, trainer.data.windowed_stats'
-    stats; ValueError if the model's input has another).
+    stats; ValueError if the model's input has another). `temperature`: the calibration every
+    signature applies (trainer.calibration; 1.0, the default: none; ValueError unless finite and > 0).
 
     The SavedModel is written beside the old one and moved into place, so MODEL/serving is either
     the previous complete export or the new one.
@@ -113,13 +125,14 @@ def export_serving(model: tf.Module, data_dir: str, model_dir: str,
         raise ValueError(f"the model to export is {'not ' if per_step is None else ''}a "
                          f"{model_lib.TCN}, its settings say {params.kind}")
     transform_layer = tft.TFTransformOutput(data_dir).transform_features_layer()
-    module = ServingModule(model, transform_layer, stats["window"], len(stats["features"]), per_step)
+    module = ServingModule(model, transform_layer, stats["window"], len(stats["features"]), per_step, temperature)
     final = serving.serving_dir(model_dir)
     staging = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
     signatures = module.signatures()
     tf.saved_model.save(module, staging, signatures=signatures)
     serving.write_config(staging, serving.make_config(stats, params.kind, params.receptive_field or stats["window"],
-                                                      sorted(signatures), params.normalize, params.norm_rows))
+                                                      sorted(signatures), params.normalize, params.norm_rows,
+                                                      float(temperature)))
     if tf.io.gfile.exists(final):
         tf.io.gfile.rmtree(final)
     tf.io.gfile.rename(staging, final)

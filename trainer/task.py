@@ -89,8 +89,8 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help="tcn on a sequence folder: run the network once over each chunk and "
                              "train on every row a window of --window rows ends at (all stride-1 "
                              "windows for the cost of one pass), weighted from the stride-1 class "
-                             "counts; --batch-size then counts chunks per step, the eval loss is over "
-                             "the eval split's stride-1 windows, and --stride is not used")
+                             "counts; --batch-size then counts chunks per step, val_loss is over "
+                             "the val split's (else eval's) stride-1 windows, and --stride is not used")
     parser.add_argument("--steps-per-epoch", type=_positive_int, default=run.steps_per_epoch,
                         help="batches per epoch over the repeated train split (default: one exact "
                              "pass, ceil(train windows / batch size))")
@@ -138,7 +138,8 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--shuffle-buffer", type=_positive_int, default=run.shuffle_buffer,
                         help=f"windows in the shuffle buffer (default {run.shuffle_buffer})")
     parser.add_argument("--early-stopping", type=_positive_int, default=run.early_stopping, metavar="PATIENCE",
-                        help="stop when the eval loss (val_loss) has not improved for PATIENCE "
+                        help="stop when val_loss, the loss on the val split (preprocess "
+                             "--val-crews; without one, on eval), has not improved for PATIENCE "
                              "epochs, and export the best epoch's weights, not the last (default: "
                              "train every epoch, export the last)")
     parser.add_argument("--strategy", choices=STRATEGIES, default=run.strategy,
@@ -201,7 +202,12 @@ def _summary(history, config: TrainConfig) -> str:
             row = epochs.index(kept)
             done += f"; kept epoch {kept}"
     values = {k: v[row] for k, v in history.items() if isinstance(v, list) and v and k != "epoch"}
-    return done + ": " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items()))
+    line = done + ": " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items()))
+    calibrated = history.get("calibration")
+    if calibrated:
+        line += (f"; calibrated on {calibrated['split']}: temperature {calibrated['temperature']:.3f}, log loss "
+                 f"{calibrated['log_loss_before']:.4f} -> {calibrated['log_loss_after']:.4f}")
+    return line
 
 
 def _writes_model(config: TrainConfig) -> bool:

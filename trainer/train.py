@@ -6,11 +6,17 @@ train run").
     MODEL/checkpoints/        model, optimizer and epoch after each epoch (BackupAndRestore)
     MODEL/history.json        {"epoch": [1, 2, ...], "loss": [...], "accuracy": [...],
                                "val_loss": [...], "val_accuracy": [...]}, rewritten every epoch;
-                              with --early-stopping also "best_epoch": the epoch exported
+                              with --early-stopping also "best_epoch": the epoch exported; with
+                              a val split "calibration": the temperature fitted on it (calibrate)
     MODEL/checkpoints/best_epoch.npz   with --early-stopping: the best epoch's weights
     MODEL/logs/               TensorBoard
     MODEL/plots/loss.png  MODEL/plots/accuracy.png
     MODEL/serving/            trainer.export
+
+Splits: val_loss (what Keras logs for validation_data, what early stopping watches) is the val
+split's loss when the folder has one (preprocess --val-crews), else eval's (watched_split); the
+temperature the export carries (trainer.calibration) is fitted on val after the weights are final,
+and only with val. Eval is then what nothing was chosen or fitted on: evaluate reports it.
 
 Killed and re-run with the same command, a run restores the last finished epoch from
 MODEL/checkpoints and continues with the next one; history.json keeps the epochs already done.
@@ -41,7 +47,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrecords_schema import file_io, output_folder, ownership, read_stats, sequence
-from trainer import data, export, model as model_lib, plots, weights
+from trainer import calibration, data, export, model as model_lib, plots, weights
 from trainer.choices import DEFAULT, MIRRORED, MULTIWORKER, STRATEGIES
 from trainer.config import TrainConfig
 
@@ -55,8 +61,9 @@ PLOTS_DIR = "plots"
 # Settings a resumed run may change: they do not change what the finished epochs computed.
 RESUMABLE_CHANGES = ("epochs", "verbose", "strategy", "data_service")
 TF_CONFIG = "TF_CONFIG"
-MONITOR = "val_loss"  # what early stopping watches: the weighted loss on the eval split
+MONITOR = "val_loss"  # what early stopping watches: the weighted loss on watched_split (val, else eval)
 BEST_EPOCH = "best_epoch"  # history.json: the epoch whose weights are exported (early stopping)
+CALIBRATION = "calibration"  # history.json: {split, temperature, log_loss_before, log_loss_after, num_windows}
 BEST_WEIGHTS_FILE = "best_epoch.npz"  # in CHECKPOINTS_DIR
 
 
@@ -275,7 +282,7 @@ def _load_weights(path: str, epoch: int) -> List[np.ndarray]:
 
 
 class EarlyStopping:
-    """`--early-stopping PATIENCE`: stop when MONITOR (the eval loss) has not improved for
+    """`--early-stopping PATIENCE`: stop when MONITOR (the watched split's loss) has not improved for
     PATIENCE epochs, as Keras' EarlyStopping(monitor="val_loss", patience=PATIENCE) does, and
     keep the best epoch's weights for the export (whether or not the run stopped early).
 
@@ -360,45 +367,66 @@ def _describe(stats: Dict[str, Any], config: TrainConfig, workers: int) -> str:
             + ", ".join(f"{k} {v:.3g}" for k, v in w.items()))
 
 
+def watched_split(stats: Dict[str, Any]) -> Optional[str]:
+    """The split whose loss Keras logs as val_loss and early stopping watches: val when it has
+    windows (then eval is left to the reports alone), else eval (an older way of working: what is
+    chosen on eval is then reported on it too), else None."""
+    for split in (output_folder.VAL, output_folder.EVAL):
+        if stats["splits"].get(split, {}).get("num_windows"):
+            return split
+    return None
+
+
 def _datasets(config: TrainConfig, stats: Dict[str, Any], workers: int):
-    """(train, eval or None) datasets; both splits are checked before any training starts."""
+    """(train, watched or None) datasets (watched_split); both splits are checked before any
+    training starts."""
     if config.dense:
         return _dense_datasets(config, stats)
     common = dict(stats=stats, num_workers=workers, data_service=config.data_service)
     train_ds = data.make_dataset(config.data, output_folder.TRAIN, config.batch_size, config.weighting,
                                  shuffle=True, repeat=config.steps_per_epoch is not None,
                                  seed=config.seed, shuffle_buffer=config.shuffle_buffer, **common)
-    eval_ds = None
-    if stats["splits"][output_folder.EVAL]["num_windows"]:
-        eval_ds = data.make_dataset(config.data, output_folder.EVAL, config.batch_size, config.weighting,
-                                    **common)
-    return train_ds, eval_ds
+    watched = watched_split(stats)
+    watched_ds = None
+    if watched:
+        watched_ds = data.make_dataset(config.data, watched, config.batch_size, config.weighting, **common)
+    return train_ds, watched_ds
 
 
 def _dense_datasets(config: TrainConfig, stats: Dict[str, Any]):
-    """(train, eval or None) chunk datasets of dense training: `batch_size` chunks per step."""
+    """(train, watched or None) chunk datasets of dense training: `batch_size` chunks per step."""
     train_ds = data.make_dense_dataset(config.data, output_folder.TRAIN, config.batch_size, config.weighting,
                                        shuffle=True, repeat=config.steps_per_epoch is not None,
                                        seed=config.seed, stats=stats)
-    eval_ds = None
-    if stats["splits"][output_folder.EVAL]["num_windows"]:
-        eval_ds = data.make_dense_dataset(config.data, output_folder.EVAL, config.batch_size, config.weighting,
-                                          stats=stats)
-    return train_ds, eval_ds
+    watched = watched_split(stats)
+    watched_ds = None
+    if watched:
+        watched_ds = data.make_dense_dataset(config.data, watched, config.batch_size, config.weighting, stats=stats)
+    return train_ds, watched_ds
 
 
-def _export(net, config: TrainConfig, stats: Dict[str, Any], chief: bool) -> Optional[str]:
+def calibrate(net, config: TrainConfig, stats: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The temperature of `net` fitted on the val split (trainer.calibration.fit_on_split: its
+    windows at the run's window and stride, unweighted), or None without a val split: nothing
+    fitted after the weights may look at eval, which the reports are of. Every worker of a
+    cluster fits the same number from the same weights and windows."""
+    if watched_split(stats) != output_folder.VAL:
+        _LOG.info("no val split: the model is not calibrated (temperature 1; preprocess with --val-crews)")
+        return None
+    fitted = calibration.fit_on_split(net, config.data, output_folder.VAL, stats, config.batch_size)
+    return {"split": output_folder.VAL, **fitted}
+
+
+def _export(net, config: TrainConfig, stats: Dict[str, Any], chief: bool, temperature: float = 1.0) -> Optional[str]:
     """MODEL/serving on the chief. The other workers save too, as TF asks of every worker of a
     cluster (a save may read variables through collectives), into a temporary folder they remove;
-    they return None. Under a strategy the export is of a plain copy of the network, so that the
-    SavedModel runs outside the cluster."""
-    if config.strategy != DEFAULT:
-        net = model_lib.plain_copy(net)
+    they return None. `net`: under a strategy a plain copy of the network, so that the SavedModel
+    runs outside the cluster."""
     if chief:
-        return export.export_serving(net, config.data, config.model_dir, stats, config.model)
+        return export.export_serving(net, config.data, config.model_dir, stats, config.model, temperature)
     scratch = tempfile.mkdtemp(prefix="crewstream-worker-export-")
     try:
-        export.export_serving(net, config.data, scratch, stats, config.model)
+        export.export_serving(net, config.data, scratch, stats, config.model, temperature)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return None
@@ -428,17 +456,23 @@ def train(config: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> Dict[str,
         raise data.WindowError(f"{config.data}: --dense reads a sequence folder's chunks; this one has the "
                                f"{sequence.layout_of(stats)} layout (preprocess with --layout sequence)")
     config = dataclasses.replace(config, model=config.model.for_window(stats["window"]))  # ModelError
-    for split in output_folder.SPLITS:
+    for split in output_folder.splits_of(stats):
         if stats["splits"][split]["num_windows"]:
             data.check_shards(stats, split, workers)
-    if config.early_stopping and not stats["splits"][output_folder.EVAL]["num_windows"]:
-        raise data.EmptySplitError(f"{config.data}: --early-stopping watches the eval loss, but split "
-                                   f"'eval' has no windows (preprocess with --eval-crews)")
+    if config.early_stopping and watched_split(stats) is None:
+        raise data.EmptySplitError(f"{config.data}: --early-stopping watches the val split's loss, but there is "
+                                   "no val split and split 'eval' has no windows (preprocess with --val-crews)")
     strategy = make_strategy(config.strategy)
     chief = is_chief(strategy)
     check_resumable(config, write=chief)
     model_lib.set_seed(config.seed)
     train_ds, eval_ds = _datasets(config, stats, workers)
+    watched = watched_split(stats)
+    if watched == output_folder.EVAL and config.early_stopping:
+        _LOG.warning("no val split: early stopping watches the eval split, the one evaluate reports on "
+                     "(preprocess with --val-crews to keep eval out of every choice)")
+    elif watched:
+        _LOG.info("%s is the %s split's loss", MONITOR, watched)
     _LOG.info(_describe(stats, config, workers))
     _LOG.info("model %s", config.model.describe())
 
@@ -470,7 +504,11 @@ def train(config: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> Dict[str,
         _LOG.info("exporting epoch %d, the lowest %s", early.best_epoch(), MONITOR)
         net.set_weights(kept)
 
-    serving = _export(net, config, stats, chief)
+    plain = model_lib.plain_copy(net) if config.strategy != DEFAULT else net
+    calibrated = calibrate(plain, config, stats)
+    if calibrated is not None:
+        history.set(CALIBRATION, calibrated)
+    serving = _export(plain, config, stats, chief, calibrated["temperature"] if calibrated else 1.0)
     if chief:
-        plots.plot_history(history.history, _path(config, PLOTS_DIR))
+        plots.plot_history(history.history, _path(config, PLOTS_DIR), validation=watched)
     return {"history": history.history, "serving": serving, "chief": chief, "model": net}

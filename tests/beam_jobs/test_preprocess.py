@@ -41,8 +41,36 @@ def test_windows_scaling_and_stats_equal_reference(tmp_path, gap_frame, window, 
     assert stats["inputs"] == [{"file": csv, "rows_read": len(gap_frame), "rows_used": len(gap_frame),
                                 "rows_rejected": 0}]
     assert sorted(os.listdir(out)) == sorted([ownership.MARKER, "eval", "stats.json", "train", "transform_fn",
-                                              "transformed_metadata", "metadata"])
+                                              "transformed_metadata", "metadata"])  # no val/ without --val-crews
     assert len(os.listdir(out / "train")) == 3
+    assert "val" not in stats["splits"]
+
+
+@pytest.mark.parametrize("layout", ["windows", "sequence"])
+def test_val_crews_are_a_third_split_left_out_of_the_scaling(tmp_path, gap_frame, layout):
+    """--val-crews 3: crew 3's windows go to val, counted there, and the scaling is the train
+    crews' alone (crew 1), as the reference computes it."""
+    csv = write_crew_csv(tmp_path / "train.csv", gap_frame)
+    out = tmp_path / "out"
+    stats = run_job(csv, out, "--window", 64, "--stride", 16, "--num-shards", 2, "--val-crews", 3,
+                    "--layout", layout)
+    assert [stats["splits"][s]["crews"] for s in ("train", "val", "eval")] == [[1], [3], [2]]
+    assert stats["splits"]["val"]["num_rows"] == stats["splits"]["train"]["num_rows"] == 700 * 3 * 2
+    assert len(stats["splits"]["val"]["shards"]) == 2 and len(os.listdir(out / "val")) == 2
+    assert preprocess.summarize(stats).splitlines()[3].split()[:2] == ["val", "3"]
+    from tfrecords_schema import verify
+
+    report = verify.verify(str(out))  # every record's crew belongs to its split, counts agree
+    assert report.ok and report.num_shards == 6, report.problems
+    if layout == "windows":
+        assert_matches_reference(gap_frame, out, 64, 16, val_crews=(3,))
+    else:  # the sequence layout counts val's windows as the windows layout does
+        windows = run_job(csv, tmp_path / "windows", "--window", 64, "--stride", 16, "--num-shards", 2,
+                          "--val-crews", 3)
+        for split in ("train", "val", "eval"):
+            for key in ("num_windows", "class_counts", "crews", "num_rows"):
+                assert stats["splits"][split][key] == windows["splits"][split][key], (split, key)
+        assert stats["scaling"] == windows["scaling"]
 
 
 def test_bad_rows_go_to_rejects_and_good_rows_are_all_kept(tmp_path):
@@ -196,6 +224,10 @@ def test_segments_shorter_than_the_window_are_counted_and_warned_about(tmp_path,
                            "nothing was published"),
     (["--window", 16, "--eval-crews", "2,7"], "--eval-crews 2,7: crew 7 has no usable row in the input (crews "
                                               "found: 1, 2); nothing was published"),
+    (["--window", 16, "--val-crews", "8"], "--val-crews 8: crew 8 has no usable row in the input (crews "
+                                           "found: 1, 2); nothing was published"),
+    (["--window", 16, "--val-crews", "1"], "no usable train rows: every row was rejected or belongs to an eval or "
+                                           "val crew (--eval-crews 2; --val-crews 1)"),
 ])
 def test_a_run_that_cannot_give_what_was_asked_fails_and_publishes_nothing(tmp_path, short_head_frame, extra, message):
     csv = write_crew_csv(tmp_path / "train.csv", short_head_frame)
@@ -216,10 +248,29 @@ def _manifest(eval_windows):
 
 
 def test_an_eval_split_without_windows_fails_only_when_eval_crews_are_asked_for():
-    args = argparse.Namespace(eval_crews=[2], window=16, max_gap=1.0)
+    args = argparse.Namespace(eval_crews=[2], val_crews=[], window=16, max_gap=1.0)
     preprocess.check_splits(_manifest(eval_windows=1), args)
     expected = (r"^no eval windows: all 2 time segment\(s\) of the eval crews are shorter than --window 16 rows "
                 r"\(the longest has 12;")
     with pytest.raises(preprocess.PreprocessError, match=expected):
         preprocess.check_splits(_manifest(eval_windows=0), args)
-    preprocess.check_splits(_manifest(eval_windows=0), argparse.Namespace(eval_crews=[], window=16, max_gap=1.0))
+    preprocess.check_splits(_manifest(eval_windows=0),
+                            argparse.Namespace(eval_crews=[], val_crews=[], window=16, max_gap=1.0))
+
+
+def test_a_val_split_without_windows_fails_when_val_crews_are_asked_for():
+    manifest = _manifest(eval_windows=1)
+    for entry in ("block_counts", "shards", "segments"):  # crew 2's recording as the val split
+        manifest[entry] = [{**e, "split": "val"} if e["split"] == "eval" else e for e in manifest[entry]]
+    manifest["shards"][1]["num_windows"] = 0
+    with pytest.raises(preprocess.PreprocessError, match=r"^no val windows: all 2 time segment\(s\) of the val crews"):
+        preprocess.check_splits(manifest, argparse.Namespace(eval_crews=[], val_crews=[2], window=16, max_gap=1.0))
+
+
+def test_a_crew_in_both_eval_and_val_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        preprocess.run(["--input", str(tmp_path / "x.csv"), "--output", str(tmp_path / "out"),
+                        "--eval-crews", "2,3", "--val-crews", "3,4"])
+    assert e.value.code == 2
+    assert "crew 3 is in both --eval-crews and --val-crews" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

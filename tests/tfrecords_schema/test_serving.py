@@ -30,7 +30,28 @@ def test_a_written_config_reads_back(tmp_path):
     serving.write_config(serving.serving_dir(str(tmp_path)), _config())
     assert serving.read_config(str(tmp_path)) == {
         "window": 8, "features": ["r", "gsr"], "label_vocabulary": ["A", "B", "C", "D"], "model": "tcn",
-        "receptive_field": 7, "signatures": ["sequence", "serving_default"], "normalize": "center", "norm_rows": 4}
+        "receptive_field": 7, "signatures": ["sequence", "serving_default"], "normalize": "center", "norm_rows": 4,
+        "temperature": 1.0}
+    calibrated = _config(**{"temperature": 1.25})
+    serving.write_config(serving.serving_dir(str(tmp_path / "t")), calibrated)
+    assert serving.read_config(str(tmp_path / "t")) == calibrated
+
+
+def test_a_config_without_a_temperature_is_not_calibrated(tmp_path):
+    """Exports made before calibration (tests/golden/models: predict's golden outputs) have no
+    `temperature`; their graphs apply none, so it reads as 1.0. Any other key missing is refused."""
+    golden = os.path.join(os.path.dirname(__file__), "..", "golden", "models", "tcn")
+    with open(os.path.join(golden, serving.SERVING_DIR, serving.CONFIG_FILE)) as f:
+        assert "temperature" not in json.load(f)
+    assert serving.read_config(golden)["temperature"] == 1.0
+    old = _config()
+    del old["temperature"]
+    _write(tmp_path, old)
+    assert serving.read_config(str(tmp_path)) == _config()
+    del old["norm_rows"]
+    _write(tmp_path / "older", old)
+    with pytest.raises(serving.ServingModelError, match="written by an older crewstream"):
+        serving.read_config(str(tmp_path / "older"))
 
 
 def test_no_config_is_one_line(tmp_path):
@@ -46,7 +67,9 @@ def test_a_config_of_an_older_crewstream_is_refused(tmp_path):
 
 @pytest.mark.parametrize("change", [{"receptive_field": 9}, {"receptive_field": 0}, {"model": "gru"},
                                     {"signatures": ["sequence"]}, {"normalize": "minmax"}, {"window": "8"},
-                                    {"features": []}, {"norm_rows": 2.5}])
+                                    {"features": []}, {"norm_rows": 2.5}, {"temperature": 0},
+                                    {"temperature": -1.0}, {"temperature": "1.0"}, {"temperature": True},
+                                    {"temperature": float("nan")}, {"temperature": None}])
 def test_a_malformed_config_is_refused(tmp_path, change):
     _write(tmp_path, _config(**change))
     with pytest.raises(serving.ServingModelError, match="expected window an int"):

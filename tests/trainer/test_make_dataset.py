@@ -119,7 +119,7 @@ def test_gzip_shards(tmp_path, prep_dir, stats):
     out = tmp_path / "gz"
     gz_stats = json.loads(json.dumps(stats))
     gz_stats["compression"] = "GZIP"
-    for split in output_folder.SPLITS:
+    for split in output_folder.splits_of(gz_stats):
         for shard in gz_stats["splits"][split]["shards"]:
             src = os.path.join(prep_dir, shard["file"])
             shard["file"] += ".gz"

@@ -3,12 +3,14 @@
 The `exported` fixture exports from a copy of OUT and deletes the copy before any test loads it.
 """
 
+import collections
 import os
 
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from scipy.special import softmax
 
 from tfrecords_schema import serving as contract
 from tfrecords_schema import CREW, END_TIME, EXPERIMENT, NUM_CLASSES, SEAT, WINDOW, csv_columns
@@ -128,7 +130,7 @@ def test_serving_config_tells_a_consumer_what_to_feed_without_out(exported, stat
                       "receptive_field": stats["window"],
                       "signatures": [contract.SCALED_SIGNATURE, contract.SERVING_SIGNATURE,
                                      contract.EXAMPLES_SIGNATURE],
-                      "normalize": "none", "norm_rows": None}
+                      "normalize": "none", "norm_rows": None, "temperature": 1.0}
     assert contract.SEQUENCE_SIGNATURE not in contract.load(exported.model_dir).signatures
     sig = contract.load(exported.model_dir).signatures[contract.SERVING_SIGNATURE]
     shape = sig.structured_input_signature[1][WINDOW].shape.as_list()
@@ -148,7 +150,7 @@ def test_tcn_config_lists_its_signatures_and_receptive_field(exported_tcn, tcn_s
     assert config == {"window": stats["window"], "features": stats["features"],
                       "label_vocabulary": stats["label_vocabulary"], "model": "tcn",
                       "receptive_field": 52, "signatures": sorted(tcn_serving.signatures),
-                      "normalize": "zscore", "norm_rows": 24}
+                      "normalize": "zscore", "norm_rows": 24, "temperature": 1.0}
     assert sorted(tcn_serving.signatures) == [contract.SCALED_SIGNATURE, contract.SEQUENCE_SIGNATURE,
                                               contract.SERVING_SIGNATURE, contract.EXAMPLES_SIGNATURE]
     sig = tcn_serving.signatures[contract.SEQUENCE_SIGNATURE]
@@ -170,13 +172,16 @@ def _raw_rows(csv_path, stats, length):
     return rows
 
 
+@pytest.mark.parametrize("model", ["tcn_serving", "tempered_tcn_serving"])
 def test_hermetic_sequence_step_t_is_serving_default_on_the_window_ending_at_t(
-        tcn_serving, stats, sample_dir):
-    """OUT is gone; raw rows through `sequence` equal raw windows through serving_default."""
+        model, request, stats, sample_dir):
+    """OUT is gone; raw rows through `sequence` equal raw windows through serving_default, also
+    with a temperature (the same map at every step)."""
+    served = request.getfixturevalue(model)
     w = stats["window"]
     rows = _raw_rows(sample_dir / "train.csv", stats, 400)
-    sequence = tcn_serving.signatures[contract.SEQUENCE_SIGNATURE]
-    windows = tcn_serving.signatures[contract.SERVING_SIGNATURE]
+    sequence = served.signatures[contract.SEQUENCE_SIGNATURE]
+    windows = served.signatures[contract.SERVING_SIGNATURE]
     one_pass = sequence(**{contract.SEQUENCE_INPUT: tf.constant(rows)})[contract.PROBABILITIES].numpy()
     assert one_pass.shape == (2, 400, NUM_CLASSES)
     for b in range(2):
@@ -229,3 +234,84 @@ def test_exporting_with_settings_of_another_model_is_refused(tmp_path, exported,
     with pytest.raises(ValueError, match="is not a tcn"):
         export.export_serving(exported.model, prep_dir, str(tmp_path),
                               params=model_lib.ModelParams(kind=model_lib.TCN))
+
+
+# --- calibration: the temperature as the serving model's last stage -----------------------------
+
+TEMPERATURE = 1.7
+
+
+@pytest.fixture(scope="module")
+def tempered_tcn(tmp_path_factory, exported_tcn, prep_dir):
+    """exported_tcn's network exported with temperature TEMPERATURE; OUT is not needed to load it."""
+    model_dir = tmp_path_factory.mktemp("tempered_tcn") / "model"
+    export.export_serving(exported_tcn.model, prep_dir, str(model_dir), params=exported_tcn.params,
+                          temperature=TEMPERATURE)
+    return str(model_dir)
+
+
+@pytest.fixture(scope="module")
+def tempered_tcn_serving(tempered_tcn):
+    return contract.load(tempered_tcn)
+
+
+def _tempered(p, temperature):
+    """The reference: softmax(log max(p, tiny) / T) on the last axis, float64."""
+    return softmax(np.log(np.maximum(p.astype(np.float64), np.finfo(np.float32).tiny)) / temperature, axis=-1)
+
+
+def test_every_signature_serves_softmax_of_log_p_over_t(exported_tcn, tcn_serving, tempered_tcn_serving,
+                                                         tempered_tcn, stats, records, sample_dir):
+    """Each signature of the T export is softmax(log p / T) of the same signature of the T = 1
+    export of the same network, on raw windows, scaled windows, examples and raw sequences."""
+    rec = records("eval")
+    raw = raw_windows_from_csv(sample_dir / "train.csv", stats, rec)[:300]
+    inputs = {contract.SERVING_SIGNATURE: {WINDOW: tf.constant(raw)},
+              contract.SCALED_SIGNATURE: {WINDOW: tf.constant(rec[WINDOW][:300])},
+              contract.EXAMPLES_SIGNATURE: {contract.EXAMPLES_INPUT: tf.constant(raw_window_examples(raw[:50]))},
+              contract.SEQUENCE_SIGNATURE: {contract.SEQUENCE_INPUT: tf.constant(
+                  _raw_rows(sample_dir / "train.csv", stats, 200))}}
+    assert sorted(inputs) == sorted(tempered_tcn_serving.signatures)
+    for name, feed in inputs.items():
+        plain = tcn_serving.signatures[name](**feed)[contract.PROBABILITIES].numpy()
+        got = tempered_tcn_serving.signatures[name](**feed)[contract.PROBABILITIES].numpy()
+        assert got.dtype == np.float32 and got.shape == plain.shape
+        np.testing.assert_allclose(got, _tempered(plain, TEMPERATURE), atol=1e-5, rtol=0, err_msg=name)
+        np.testing.assert_array_equal(got.argmax(axis=-1), plain.argmax(axis=-1))
+        assert np.abs(got - plain).max() > 1e-2, name  # the temperature moves the outputs: the check has teeth
+    assert contract.read_config(tempered_tcn) == {**contract.read_config(exported_tcn.model_dir),
+                                                  "temperature": TEMPERATURE}
+
+
+def _op_counts(model_dir):
+    """{op type: nodes} over MODEL/serving's graph and its function library (Consts left out)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(model_dir, contract.SERVING_DIR, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    counts = collections.Counter()
+    for graph in proto.meta_graphs:
+        counts.update(node.op for node in graph.graph_def.node)
+        for function in graph.graph_def.library.function:
+            counts.update(node.op for node in function.node_def)
+    del counts["Const"]
+    return counts
+
+
+def test_temperature_one_adds_nothing_to_the_graph(exported_tcn, tempered_tcn):
+    """T = 1 (the default) exports the graph an export without calibration did: the T export's
+    graph is the T = 1 graph plus the map's ops, once in each of the four signatures' functions."""
+    plain, tempered = _op_counts(exported_tcn.model_dir), _op_counts(tempered_tcn)
+    assert not plain - tempered
+    extra = tempered - plain
+    assert set(extra) == {"Maximum", "Log", "RealDiv", "Softmax"}
+    assert len(set(extra.values())) == 1, extra  # as many of each: one map per traced function
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
+def test_a_temperature_that_is_not_a_positive_number_is_refused(tmp_path, exported_tcn, prep_dir, bad):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        export.export_serving(exported_tcn.model, prep_dir, str(tmp_path), params=exported_tcn.params,
+                              temperature=bad)
+    assert os.listdir(tmp_path) == []

@@ -1,0 +1,206 @@
+"""Defaults benchmark: train's candidates scored end to end on a LOFT flight of a crew in no split.
+
+    .venv/bin/python -m benchmarks.bench_flight                       # every candidate, seeds 0,1,2
+    .venv/bin/python -m benchmarks.bench_flight --candidates default --seeds 0 --epochs 2
+
+For each seed, a synth sample drawn with that seed (so the people differ from seed to seed, not
+only the weights' initialization): train crews, a val crew, an eval crew, and a test file (LOFT:
+A, B, C and D stretches alternating) of a crew in none of them. Each candidate is a set of
+`crewstream train` flags, run as a user runs them, in order: `synth` -> `preprocess`
+(`--val-crews`, `--eval-crews`; the sequence layout too when a candidate trains `--dense`) ->
+`train` (early stopping and calibration look at val only) -> `predict` -> `score` (Kaggle's log
+loss: clip 1e-15, rows renormalized). The flight's log loss without calibration comes from the same
+submission, its temperature undone (p = softmax(T log p'), the serving config's T): calibration
+on/off costs no second training.
+
+Prints one row per candidate and seed, and per candidate the means over seeds and whether it meets
+the target (log loss <= 0.25 and macro F1 >= 0.85 as means, recall of B and D >= 0.7 in every seed).
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from benchmarks.bench_trainer import table
+from benchmarks.common import machine_header, scratch_dir
+from tfrecords_schema import LABEL_VOCABULARY
+
+# name -> extra `crewstream train` flags (the rest are train's defaults)
+CANDIDATES: Dict[str, List[str]] = {
+    "default": [],
+    "center": ["--normalize", "center", "--augment-gain", "1"],
+    "center-gain2": ["--normalize", "center", "--augment-gain", "2"],
+    "zscore": ["--normalize", "zscore", "--augment-gain", "1"],
+    "zscore-gain2": ["--normalize", "zscore", "--augment-gain", "2"],
+    "dense": ["--dense"],
+    "early24": ["--epochs", "24", "--early-stopping", "4"],
+}
+TARGET_LOG_LOSS, TARGET_F1, TARGET_RECALL = 0.25, 0.85, 0.7
+
+
+def _run(subcommand: str, argv: Sequence[str]) -> float:
+    """`crewstream SUBCOMMAND ARGV` in this process, its output kept off the table; seconds."""
+    from crewstream import cli
+
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = cli.command(subcommand)(list(argv))
+    if code:
+        sys.exit(f"crewstream {subcommand} {' '.join(argv)} failed ({code})")
+    return time.perf_counter() - started
+
+
+def make_data(root: str, seed: int, args, sequence: bool) -> Dict[str, str]:
+    """The seed's sample and its preprocess output(s) under ROOT/seed-S (made once, reused)."""
+    base = os.path.join(root, f"seed-{seed}")
+    paths = {"sample": os.path.join(base, "sample"), "windows": os.path.join(base, "windows"),
+             "sequence": os.path.join(base, "sequence")}
+    if not os.path.exists(os.path.join(paths["sample"], "test_truth.csv")):
+        _run("synth", ["--output", paths["sample"], "--crews", ",".join(map(str, args.crews)),
+                       "--seconds", str(args.seconds), "--test-crews", str(args.test_crew),
+                       "--test-seconds", str(args.test_seconds), "--seed", str(seed)])
+    common = ["--input", os.path.join(paths["sample"], "train.csv"), "--window", str(args.window),
+              "--stride", str(args.stride), "--eval-crews", str(args.eval_crew),
+              "--val-crews", str(args.val_crew), "--num-shards", "4"]
+    for layout in ("windows", "sequence") if sequence else ("windows",):
+        if not os.path.exists(os.path.join(paths[layout], "stats.json")):
+            _run("preprocess", [*common, "--output", paths[layout], "--layout", layout])
+    return paths
+
+
+def uncalibrated(submission: str, temperature: float, out: str) -> str:
+    """The submission with the temperature undone: softmax(T * log p) per row (its exact inverse
+    up to float rounding)."""
+    import pandas as pd
+
+    frame = pd.read_csv(submission)
+    p = frame[list(LABEL_VOCABULARY)].to_numpy(np.float64)
+    z = temperature * np.log(np.maximum(p, np.finfo(np.float32).tiny))
+    z -= z.max(axis=1, keepdims=True)
+    raw = np.exp(z)
+    frame[list(LABEL_VOCABULARY)] = raw / raw.sum(axis=1, keepdims=True)
+    frame.to_csv(out, index=False, float_format="%.9g")
+    return out
+
+
+def run_candidate(name: str, seed: int, paths: Dict[str, str], workdir: str, args) -> Dict[str, object]:
+    from tfrecords_schema import serving
+    from trainer import score
+
+    flags = CANDIDATES[name]
+    data = paths["sequence"] if "--dense" in flags else paths["windows"]
+    model = os.path.join(workdir, f"model-{name}-s{seed}")
+    submission = os.path.join(workdir, f"submission-{name}-s{seed}.csv")
+    for path in (model, submission):
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+    epochs = [] if "--epochs" in flags else ["--epochs", str(args.epochs)]
+    seconds = _run("train", ["--data", data, "--model-dir", model, "--seed", str(seed), "--progress", "none",
+                             *epochs, *flags])
+    seconds += _run("predict", ["--model-dir", model, "--input", os.path.join(paths["sample"], "test.csv"),
+                                "--output", submission, "--progress", "none"])
+    truth = os.path.join(paths["sample"], "test_truth.csv")
+    report = score.score(submission, truth)
+    temperature = float(serving.read_config(model).get("temperature", 1.0))
+    before = score.score(uncalibrated(submission, temperature, submission + ".uncalibrated.csv"), truth)
+    with open(os.path.join(model, "history.json")) as f:
+        history = json.load(f)
+    return {"name": name, "seed": seed, "log_loss": report["log_loss"], "log_loss_uncalibrated": before["log_loss"],
+            "macro_f1": report["macro_f1"], "recall": {c: report["per_class"][c]["recall"] for c in LABEL_VOCABULARY},
+            "temperature": temperature, "epochs": history.get("best_epoch") or len(history["epoch"]),
+            "seconds": seconds}
+
+
+def meets_target(runs: List[Dict[str, object]]) -> bool:
+    return (statistics.mean(r["log_loss"] for r in runs) <= TARGET_LOG_LOSS
+            and statistics.mean(r["macro_f1"] for r in runs) >= TARGET_F1
+            and all(min(r["recall"]["B"], r["recall"]["D"]) >= TARGET_RECALL for r in runs))
+
+
+def render(results: List[Dict[str, object]], args) -> str:
+    rows = []
+    for name in dict.fromkeys(r["name"] for r in results):
+        runs = [r for r in results if r["name"] == name]
+        for r in runs:
+            rows.append([name, str(r["seed"]), f"{r['log_loss']:.3f}", f"{r['log_loss_uncalibrated']:.3f}",
+                         f"{r['macro_f1']:.3f}", *(f"{r['recall'][c]:.3f}" for c in LABEL_VOCABULARY),
+                         f"{r['temperature']:.2f}", str(r["epochs"]), f"{r['seconds']:.0f}", ""])
+        mean = lambda key: statistics.mean(r[key] for r in runs)  # noqa: E731
+        rows.append([f"**{name}**", "mean", f"{mean('log_loss'):.3f}", f"{mean('log_loss_uncalibrated'):.3f}",
+                     f"{mean('macro_f1'):.3f}",
+                     *(f"{statistics.mean(r['recall'][c] for r in runs):.3f}" for c in LABEL_VOCABULARY),
+                     "", "", f"{mean('seconds'):.0f}", "yes" if meets_target(runs) else "no"])
+    title = (f"LOFT flight of crew {args.test_crew} ({args.test_seconds:g} s per seat), after training on crews "
+             f"{','.join(str(c) for c in args.crews if c not in (args.val_crew, args.eval_crew))} "
+             f"({args.seconds:g} s per recording), val crew {args.val_crew}, eval crew {args.eval_crew}; W "
+             f"{args.window}, stride {args.stride}, {args.epochs} epochs unless the candidate says; target: "
+             f"mean log loss <= {TARGET_LOG_LOSS}, mean macro F1 >= {TARGET_F1}, recall B and D >= "
+             f"{TARGET_RECALL} in every seed")
+    legend = "\n".join(f"  {name} = crewstream train {' '.join(CANDIDATES[name]) or '(its defaults)'}"
+                       for name in dict.fromkeys(r["name"] for r in results))
+    return table(title, ["candidate", "seed", "log loss", "uncalibrated", "macro F1",
+                         *(f"recall {c}" for c in LABEL_VOCABULARY), "T", "epochs", "s", "target"], rows) + \
+        "\n" + legend
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", default=None, help="keep everything here (default: a temporary folder)")
+    parser.add_argument("--candidates", default=",".join(CANDIDATES),
+                        help=f"comma-separated, of {', '.join(CANDIDATES)} (default: all)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated sample and training seeds")
+    parser.add_argument("--crews", default="1,2,3,4,5", help="synth's train.csv crews (default 1,2,3,4,5)")
+    parser.add_argument("--val-crew", type=int, default=5)
+    parser.add_argument("--eval-crew", type=int, default=2)
+    parser.add_argument("--test-crew", type=int, default=6, help="the flight's crew, in no split (default 6)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="train.csv seconds per recording (default 30)")
+    parser.add_argument("--test-seconds", type=float, default=60.0, help="LOFT seconds per seat (default 60)")
+    parser.add_argument("--window", type=int, default=256)
+    parser.add_argument("--stride", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=8, help="train's --epochs (default 8, train's default)")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    args.crews = tuple(int(c) for c in args.crews.split(","))
+    args.candidates = [c for c in args.candidates.split(",") if c]
+    args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    unknown = sorted(set(args.candidates) - set(CANDIDATES))
+    if unknown:
+        parser.error(f"unknown candidates {unknown}; known: {', '.join(CANDIDATES)}")
+    if args.test_crew in args.crews or {args.val_crew, args.eval_crew} - set(args.crews):
+        parser.error("--val-crew and --eval-crew must be among --crews, --test-crew not")
+    return args
+
+
+def main(argv=None) -> int:
+    args = _parse_args(argv)
+    print("\n".join(machine_header()), flush=True)
+    results = []
+    with scratch_dir(args.workdir, "crewstream-bench-flight-") as root:
+        for seed in args.seeds:
+            paths = make_data(root, seed, args, sequence=any("--dense" in CANDIDATES[c] for c in args.candidates))
+            for name in args.candidates:
+                results.append(run_candidate(name, seed, paths, root, args))
+                r = results[-1]
+                print(f"{name} seed {seed}: log loss {r['log_loss']:.3f} (uncalibrated "
+                      f"{r['log_loss_uncalibrated']:.3f}), macro F1 {r['macro_f1']:.3f}, "
+                      f"{r['seconds']:.0f} s", flush=True)
+    print(render(results, args))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
