@@ -39,12 +39,14 @@ CANDIDATES: Dict[str, List[str]] = {
     "default": [],
     "center": ["--normalize", "center", "--augment-gain", "1"],
     "center-gain2": ["--normalize", "center", "--augment-gain", "2"],
+    "center-gain2-e16": ["--normalize", "center", "--augment-gain", "2", "--epochs", "16"],
     "zscore": ["--normalize", "zscore", "--augment-gain", "1"],
     "zscore-gain2": ["--normalize", "zscore", "--augment-gain", "2"],
-    "dense": ["--dense"],
+    "dense": ["--dense", "--batch-size", "4"],
     "early24": ["--epochs", "24", "--early-stopping", "4"],
 }
 TARGET_LOG_LOSS, TARGET_F1, TARGET_RECALL = 0.25, 0.85, 0.7
+DEFAULT_EPOCHS_TEXT = "train's default"
 
 
 def _run(subcommand: str, argv: Sequence[str]) -> float:
@@ -92,6 +94,12 @@ def uncalibrated(submission: str, temperature: float, out: str) -> str:
     return out
 
 
+def _train_flags(name: str, args) -> List[str]:
+    """The candidate's flags, with --epochs from the command line unless it sets its own."""
+    flags = CANDIDATES[name]
+    return flags if "--epochs" in flags or args.epochs is None else ["--epochs", str(args.epochs), *flags]
+
+
 def run_candidate(name: str, seed: int, paths: Dict[str, str], workdir: str, args) -> Dict[str, object]:
     from tfrecords_schema import serving
     from trainer import score
@@ -99,15 +107,18 @@ def run_candidate(name: str, seed: int, paths: Dict[str, str], workdir: str, arg
     flags = CANDIDATES[name]
     data = paths["sequence"] if "--dense" in flags else paths["windows"]
     model = os.path.join(workdir, f"model-{name}-s{seed}")
+    done = os.path.join(workdir, f"result-{name}-s{seed}.json")
+    if args.reuse and os.path.exists(done):  # a finished run of an earlier invocation
+        with open(done) as f:
+            return json.load(f)
     submission = os.path.join(workdir, f"submission-{name}-s{seed}.csv")
     for path in (model, submission):
         if os.path.isdir(path):
             shutil.rmtree(path)
         elif os.path.exists(path):
             os.remove(path)
-    epochs = [] if "--epochs" in flags else ["--epochs", str(args.epochs)]
     seconds = _run("train", ["--data", data, "--model-dir", model, "--seed", str(seed), "--progress", "none",
-                             *epochs, *flags])
+                             *_train_flags(name, args)])
     seconds += _run("predict", ["--model-dir", model, "--input", os.path.join(paths["sample"], "test.csv"),
                                 "--output", submission, "--progress", "none"])
     truth = os.path.join(paths["sample"], "test_truth.csv")
@@ -116,10 +127,14 @@ def run_candidate(name: str, seed: int, paths: Dict[str, str], workdir: str, arg
     before = score.score(uncalibrated(submission, temperature, submission + ".uncalibrated.csv"), truth)
     with open(os.path.join(model, "history.json")) as f:
         history = json.load(f)
-    return {"name": name, "seed": seed, "log_loss": report["log_loss"], "log_loss_uncalibrated": before["log_loss"],
-            "macro_f1": report["macro_f1"], "recall": {c: report["per_class"][c]["recall"] for c in LABEL_VOCABULARY},
-            "temperature": temperature, "epochs": history.get("best_epoch") or len(history["epoch"]),
-            "seconds": seconds}
+    result = {"name": name, "seed": seed, "log_loss": report["log_loss"],
+              "log_loss_uncalibrated": before["log_loss"], "macro_f1": report["macro_f1"],
+              "recall": {c: report["per_class"][c]["recall"] for c in LABEL_VOCABULARY},
+              "temperature": temperature, "epochs": history.get("best_epoch") or len(history["epoch"]),
+              "val_log_loss": history.get("calibration", {}).get("log_loss_before"), "seconds": seconds}
+    with open(done, "w") as f:
+        json.dump(result, f)
+    return result
 
 
 def meets_target(runs: List[Dict[str, object]]) -> bool:
@@ -144,10 +159,11 @@ def render(results: List[Dict[str, object]], args) -> str:
     title = (f"LOFT flight of crew {args.test_crew} ({args.test_seconds:g} s per seat), after training on crews "
              f"{','.join(str(c) for c in args.crews if c not in (args.val_crew, args.eval_crew))} "
              f"({args.seconds:g} s per recording), val crew {args.val_crew}, eval crew {args.eval_crew}; W "
-             f"{args.window}, stride {args.stride}, {args.epochs} epochs unless the candidate says; target: "
+             f"{args.window}, stride {args.stride}, {args.epochs or DEFAULT_EPOCHS_TEXT} epochs unless the "
+             "candidate says; target: "
              f"mean log loss <= {TARGET_LOG_LOSS}, mean macro F1 >= {TARGET_F1}, recall B and D >= "
              f"{TARGET_RECALL} in every seed")
-    legend = "\n".join(f"  {name} = crewstream train {' '.join(CANDIDATES[name]) or '(its defaults)'}"
+    legend = "\n".join(f"  {name} = crewstream train {' '.join(_train_flags(name, args))} (its defaults otherwise)"
                        for name in dict.fromkeys(r["name"] for r in results))
     return table(title, ["candidate", "seed", "log loss", "uncalibrated", "macro F1",
                          *(f"recall {c}" for c in LABEL_VOCABULARY), "T", "epochs", "s", "target"], rows) + \
@@ -160,20 +176,26 @@ def _parse_args(argv):
     parser.add_argument("--candidates", default=",".join(CANDIDATES),
                         help=f"comma-separated, of {', '.join(CANDIDATES)} (default: all)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated sample and training seeds")
-    parser.add_argument("--crews", default="1,2,3,4,5", help="synth's train.csv crews (default 1,2,3,4,5)")
-    parser.add_argument("--val-crew", type=int, default=5)
+    parser.add_argument("--crews", default="1,2,3,4,5,6", help="synth's train.csv crews (default 1,2,3,4,5,6)")
+    parser.add_argument("--val-crew", type=int, default=6)
     parser.add_argument("--eval-crew", type=int, default=2)
-    parser.add_argument("--test-crew", type=int, default=6, help="the flight's crew, in no split (default 6)")
-    parser.add_argument("--seconds", type=float, default=30.0, help="train.csv seconds per recording (default 30)")
+    parser.add_argument("--test-crew", type=int, default=7, help="the flight's crew, in no split (default 7)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="train.csv seconds per recording (default 60)")
     parser.add_argument("--test-seconds", type=float, default=60.0, help="LOFT seconds per seat (default 60)")
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--stride", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=8, help="train's --epochs (default 8, train's default)")
+    parser.add_argument("--epochs", type=int, default=8,
+                        help="train's --epochs for the candidates that set none (default 8; 0: train's own default)")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--reuse", action="store_true",
+                        help="take a (candidate, seed) that --workdir already holds the result of from there")
+    parser.add_argument("--table-only", action="store_true",
+                        help="with --reuse: print the table of the results --workdir holds, run nothing")
     args = parser.parse_args(argv)
     args.crews = tuple(int(c) for c in args.crews.split(","))
     args.candidates = [c for c in args.candidates.split(",") if c]
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    args.epochs = args.epochs or None
     unknown = sorted(set(args.candidates) - set(CANDIDATES))
     if unknown:
         parser.error(f"unknown candidates {unknown}; known: {', '.join(CANDIDATES)}")
@@ -186,6 +208,14 @@ def main(argv=None) -> int:
     args = _parse_args(argv)
     print("\n".join(machine_header()), flush=True)
     results = []
+    if args.table_only:
+        found = [os.path.join(args.workdir, f"result-{name}-s{seed}.json") for name in args.candidates
+                 for seed in args.seeds]
+        for path in filter(os.path.exists, found):
+            with open(path) as f:
+                results.append(json.load(f))
+        print(render(results, args))
+        return 0
     with scratch_dir(args.workdir, "crewstream-bench-flight-") as root:
         for seed in args.seeds:
             paths = make_data(root, seed, args, sequence=any("--dense" in CANDIDATES[c] for c in args.candidates))

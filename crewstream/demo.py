@@ -2,6 +2,10 @@
 
     synth -> preprocess -> train -> evaluate -> predict -> score
 
+The sample's crews: 1 and 3 train the weights, 4 is the val split (early stopping and the
+temperature look at it), 2 the eval split evaluate reports on, and the test flight (LOFT: A, B, C
+and D alternating) is crew 5's, a crew in no split, which score ends with.
+
 Each step is the same subcommand a user would run, called with the same arguments.
 """
 
@@ -15,14 +19,11 @@ from cli_common import console, failure
 from crewstream import cli
 from beam_jobs import rejects
 from tfrecords_schema import ownership
+from trainer.config import TrainConfig
 
 SAMPLE, OUT, MODEL, SUBMISSION = "sample", "out", "model", "submission.csv"
+TEST_CREW = 5  # the flight's crew: in no split
 SUBMISSION_REJECTS = rejects.beside(SUBMISSION)
-# The sample's train split holds 2 crews, 4 people: trained at random input gains, a model learns
-# no person's signal amplitudes (benchmarks/README.md, "Models on a new crew": macro F1 0.86-0.96
-# on the held-out crew against 0.69-0.84 without; with 8 train crews the gains hurt, so train's
-# default is none).
-TRAIN_FLAGS = ("--augment-gain", "2")
 
 
 # What `crewstream demo --workdir DIR` owns in DIR (tfrecords_schema.ownership).
@@ -34,9 +35,9 @@ def _parse_args(argv):
     parser.add_argument("--workdir", default="demo-run", help="folder for everything the demo writes")
     parser.add_argument("--seconds", type=float, default=60.0,
                         help="seconds of train recording per (crew, seat, experiment) (default 60)")
-    # 24 epochs, as benchmarks/README.md ("Models on a new crew") compared the models on this sample:
-    # trained at random input gains (TRAIN_FLAGS), a model needs more of them than 8
-    parser.add_argument("--epochs", type=int, default=24, help="training epochs (default 24)")
+    # train's own defaults, chosen on a flight of a crew in no split (benchmarks/README.md, "Defaults on a flight")
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs,
+                        help=f"training epochs (default {TrainConfig.epochs}, train's)")
     console.add_verbose(parser)  # passed on to every step
     return parser.parse_args(argv)
 
@@ -47,11 +48,12 @@ def steps(workdir: str, seconds: float, epochs: int) -> List[Tuple[str, str, Lis
     submission = os.path.join(workdir, SUBMISSION)
     return [
         ("generate a sample", "synth",
-         ["--output", sample, "--crews", "1,2,3", "--seconds", str(seconds), "--test-seconds", "30"]),
+         ["--output", sample, "--crews", "1,2,3,4", "--seconds", str(seconds),
+          "--test-crews", str(TEST_CREW), "--test-seconds", "60"]),
         ("preprocess", "preprocess",
-         ["--input", os.path.join(sample, "train.csv"), "--output", out,
-          "--window", "256", "--stride", "32", "--eval-crews", "2", "--num-shards", "4"]),
-        ("train", "train", ["--data", out, "--model-dir", model, "--epochs", str(epochs), *TRAIN_FLAGS]),
+         ["--input", os.path.join(sample, "train.csv"), "--output", out, "--window", "256", "--stride", "32",
+          "--eval-crews", "2", "--val-crews", "4", "--num-shards", "4"]),
+        ("train", "train", ["--data", out, "--model-dir", model, "--epochs", str(epochs)]),
         ("evaluate", "evaluate", ["--data", out, "--model-dir", model, "--split", "eval"]),
         ("predict", "predict", ["--model-dir", model, "--input", os.path.join(sample, "test.csv"),
                                         "--output", submission]),

@@ -11,7 +11,9 @@ and tested on files made here. They reproduce the layout and the quirks that doc
 * signal values written as the shortest round-trip repr of a float64 (Python's `repr`), with
   float-arithmetic texts such as `-6.6958699999999975` among the short decimals;
 * per-person offsets and scales: EEG tens of microvolts, ecg thousands (often negative), r hundreds,
-  gsr hundreds to thousands;
+  gsr hundreds to thousands; the gains of every signal differ between people, the EEG channels' and
+  each of ecg's, r's and gsr's (a log-normal per-person factor on the signal's variation around its
+  level, PERSON_GAIN_SIGMA), so one person's swings can be several times another's;
 * labels per experiment as in the real data: CA about 98% C after a short A lead, DA about 13-15% D
   in bursts, SS about 8-9% B in short bursts; the test flight (LOFT) mixes all four classes, and its
   labels go to test_truth.csv (`id,event`) only.
@@ -187,6 +189,22 @@ EFFECTS = {
 EEG_BANDS = ("theta", "alpha", "beta")
 EEG_BAND_HZ = (6.0, 10.0, 20.0)
 
+# A person's own gain on ecg, r and gsr (Person.ecg_gain, r_gain, gsr_gain), like the EEG's factor
+# in eeg_mix: it multiplies the whole variation around the signal's level (breathing or beats,
+# tremor, noise, drift and the class effects together), so every class effect relative to the
+# person's own baseline is as before, and a model that removes a rolling mean and is trained at
+# random gains learns the same effects. With the amplitude ranges of Person alone, 12 people's
+# spreads of ecg and r at rest differed by about 2x at most; real people's differ by orders of
+# magnitude. Log-normal, as gains multiply: sigma 0.5 puts the middle 95% of gains in 0.38-2.66 (a
+# factor of 7), and the largest of 12 people's spreads at rest is then typically 3-10 times the
+# smallest. Clipped to PERSON_GAIN_RANGE (8% of draws below, 1.4% above): below, so that the lowest
+# gain's swings of r and ecg within a recording still exceed the spread of the people's offsets (the
+# module's promise, tested); above, so that no rare draw makes one person dominate a small sample
+# (ecg's R-peaks stay within about 21,000). With gains above 1, r's troughs under C's chest tremor
+# dip below zero in some recordings (ecg's values are negative anyway).
+PERSON_GAIN_SIGMA = 0.5
+PERSON_GAIN_RANGE = (0.5, 3.0)
+
 
 @dataclass(frozen=True)
 class Person:
@@ -210,6 +228,10 @@ class Person:
     gsr_level: float
     gsr_noise: float  # fraction of gsr_level
     response: np.ndarray  # (4,) strength of the class effects for this person
+    # Drawn last, so that every attribute above keeps the value it had before these existed.
+    ecg_gain: float  # multiplies ecg's whole variation around its level (ECG_BEAT_MEAN)
+    r_gain: float  # multiplies r's whole variation around r_offset
+    gsr_gain: float  # multiplies gsr's whole variation around gsr_level
 
 
 def draw_person(seed: int, crew: int, seat: int) -> Person:
@@ -235,7 +257,15 @@ def draw_person(seed: int, crew: int, seat: int) -> Person:
         gsr_level=float(np.exp(rng.uniform(np.log(450), np.log(1100)))),
         gsr_noise=rng.uniform(0.008, 0.012),
         response=rng.uniform(0.8, 1.2, len(LABEL_VOCABULARY)),
+        ecg_gain=_person_gain(rng),
+        r_gain=_person_gain(rng),
+        gsr_gain=_person_gain(rng),
     )
+
+
+def _person_gain(rng: np.random.Generator) -> float:
+    """A person's gain on one signal: log-normal, median 1, clipped to PERSON_GAIN_RANGE."""
+    return float(np.clip(rng.lognormal(0.0, PERSON_GAIN_SIGMA), *PERSON_GAIN_RANGE))
 
 
 def _effect(name: str, person: Person, env: np.ndarray) -> np.ndarray:
@@ -280,6 +310,9 @@ ECG_WAVES = np.array([
     (0.15, 0.025, 0.12), (0.27, 0.008, -0.12), (0.30, 0.010, 1.0), (0.33, 0.010, -0.25),
     (0.55, 0.050, 0.30),
 ])
+# The beat wave's mean over a beat (the bumps' areas): ecg's level above ecg_offset, at any heart
+# rate. A person's ecg_gain scales the variation around it, so the gain leaves the level in place.
+ECG_BEAT_MEAN = float(np.sum(ECG_WAVES[:, 1] * ECG_WAVES[:, 2]) * np.sqrt(2 * np.pi))
 
 
 def _ecg(person: Person, env: np.ndarray, muscle: np.ndarray, breath: np.ndarray,
@@ -294,7 +327,8 @@ def _ecg(person: Person, env: np.ndarray, muscle: np.ndarray, breath: np.ndarray
     wave += _tremor(person, person.ecg_tremor * _effect("ecg_tremor", person, muscle), rng)
     noise_level = person.ecg_noise * _effect("muscle_noise", person, muscle)
     noise_level *= np.exp(_slow(n, rng, 5.0, 0.15))
-    return person.ecg_offset + person.ecg_amp * (wave + noise_level * rng.standard_normal(n))
+    variation = wave - ECG_BEAT_MEAN + noise_level * rng.standard_normal(n)
+    return person.ecg_offset + person.ecg_amp * (ECG_BEAT_MEAN + person.ecg_gain * variation)
 
 
 def _respiration(person: Person, env: np.ndarray, muscle: np.ndarray, breath: np.ndarray,
@@ -306,7 +340,7 @@ def _respiration(person: Person, env: np.ndarray, muscle: np.ndarray, breath: np
     wave += _tremor(person, person.r_tremor * _effect("r_tremor", person, muscle), rng)
     noise_level = person.r_noise * _effect("muscle_noise", person, muscle)
     noise_level *= np.exp(_slow(n, rng, 5.0, 0.15))
-    return person.r_offset + person.r_amp * (wave + noise_level * rng.standard_normal(n))
+    return person.r_offset + person.r_gain * person.r_amp * (wave + noise_level * rng.standard_normal(n))
 
 
 def _gsr(person: Person, codes: np.ndarray, env: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -315,7 +349,7 @@ def _gsr(person: Person, codes: np.ndarray, env: np.ndarray, rng: np.random.Gene
     # The level lags: its own, longer envelope makes it rise and fall over seconds.
     level = _effect("gsr_level", person, class_envelope(codes, 4.0)) * np.exp(_slow(n, rng, 5.0, 0.15))
     noise_level = person.gsr_noise * _effect("gsr_noise", person, env) * np.exp(_slow(n, rng, 5.0, 0.25))
-    return person.gsr_level * (level + noise_level * rng.standard_normal(n))
+    return person.gsr_level * (1 + person.gsr_gain * (level - 1 + noise_level * rng.standard_normal(n)))
 
 
 def quantize(values: np.ndarray, decimals: int, rng: np.random.Generator) -> np.ndarray:

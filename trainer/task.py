@@ -99,8 +99,9 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help="lstm: LSTM over the window; tcn: residual levels of causal dilated "
                              "convolutions with a softmax at every step, whose serving model also "
                              "predicts a whole recording in one pass (default "
-                             f"{model.kind}: with --normalize {model.normalize} the best measured on a "
-                             "crew it has not seen, benchmarks/README.md)")
+                             f"{model.kind}: with --normalize {model.normalize} and --augment-gain "
+                             f"{model.augment_gain:g} the best measured on a flight of a crew in no split, "
+                             "benchmarks/README.md)")
     parser.add_argument("--units", type=_positive_int, default=model.units,
                         help=f"LSTM units (default {model.units})")
     parser.add_argument("--layers", type=_positive_int, default=model.layers,
@@ -127,9 +128,11 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help="training only: each window's (--dense: each chunk's) features each "
                              "multiplied by a random gain in [1/G, G], so that the model cannot "
                              "recognize a state by the signal levels of the few people it trained "
-                             "on; the serving model has no such stage. Measured (benchmarks/"
-                             "README.md, \"Models on a new crew\"): 2 helps with 2 train crews (the "
-                             f"demo), hurts with 8 (the Kaggle size) (default {model.augment_gain:g}: none)")
+                             "on; the serving model has no such stage; 1: none. Measured (benchmarks/"
+                             "README.md, \"Defaults on a flight\"): 2 gave the lowest log loss and the "
+                             "best macro F1 on a flight of a crew in no split with 4 train crews, whose "
+                             "people differ in every signal's gain (on the older sample, without those "
+                             f"gains, it hurt with 8 train crews) (default {model.augment_gain:g})")
     parser.add_argument("--norm-rows", type=_norm_rows, default=model.norm_rows,
                         help="rows --normalize looks back over, >= 2; a tcn's receptive field "
                              "counts them (default: half the window)")

@@ -182,14 +182,19 @@ def test_output_and_data_name_the_same_things_everywhere_and_no_other_spelling(c
         verify._parse_args([])
 
 
-def test_the_demo_trains_the_measured_settings_for_its_few_people():
+def test_the_demo_trains_at_trains_measured_defaults_and_scores_a_crew_in_no_split():
     """The demo's train step, as its parser reads it: all 23 signals' tcn, center, trained at
-    gains up to 2x for 24 epochs (benchmarks/README.md, "Models on a new crew")."""
+    gains up to 2x for 16 epochs, train's defaults (benchmarks/README.md, "Defaults on a flight");
+    crew 4 is val, crew 2 eval, and the flight scored is crew 5's."""
     from crewstream import demo
 
     steps = {subcommand: argv for _, subcommand, argv in demo.steps("w", 60.0, demo._parse_args([]).epochs)}
     config = task.config_from_argv(steps["train"])
     assert (config.epochs, config.model.kind, config.model.normalize, config.model.augment_gain) == \
-        (24, "tcn", "center", 2.0)
-    assert task.config_from_argv(["--data", "d", "--model-dir", "m"]).model.augment_gain == 1.0
+        (16, "tcn", "center", 2.0)
+    assert config == task.config_from_argv(["--data", config.data, "--model-dir", config.model_dir])
     assert "--features" not in steps["preprocess"]  # all 23 signals
+    flags = dict(zip(steps["preprocess"][::2], steps["preprocess"][1::2]))
+    assert (flags["--val-crews"], flags["--eval-crews"]) == ("4", "2")
+    synth_flags = dict(zip(steps["synth"][::2], steps["synth"][1::2]))
+    assert synth_flags["--test-crews"] == "5" and "5" not in synth_flags["--crews"].split(",")

@@ -5,6 +5,7 @@ text order differs from the numeric one) for layout checks, and a larger one (60
 proportions, magnitudes and learnability.
 """
 
+import dataclasses
 import os
 import re
 
@@ -264,6 +265,62 @@ def test_magnitudes_are_of_the_stated_orders_and_differ_between_people(large):
     assert ((gsr >= 100) & (gsr < 10000)).all()  # hundreds to thousands
     assert gsr.max() / gsr.min() > 2 and r.max() / r.min() > 1.3
     assert per_person[R].std().max() / per_person[R].std().min() > 1.5
+
+
+# The people of the LARGE sample, and the attributes draw_person(seed, crew, seat) gave a person
+# before the gains of ecg, r and gsr were drawn (computed with the code of fcf38a5): the new draws
+# come after the old ones, so no existing attribute changed. Arrays are pinned by their sums.
+LARGE_PEOPLE = [(crew, seat) for crew in LARGE["crews"] for seat in SEATS]
+PERSON_BEFORE_GAINS = {
+    (0, 1, 0): dict(
+        eeg_offset=5.455280393826397, eeg_mix=299.3723032772782, eeg_noise=84.37418107711565,
+        eeg_band_hz=38.144476237295834, ecg_offset=-1632.6354249039684, ecg_amp=-5434.133354599281,
+        ecg_noise=0.020338446666634678, ecg_tremor=0.04294714321544696, ecg_decimals=6,
+        heart_hz=1.2720797471928178, r_offset=560.3204908062312, r_amp=131.47819067947054,
+        r_noise=0.02473496984560037, r_tremor=0.06338901050932472, breath_hz=0.27798775081228577,
+        tremor_hz=9.941249977380044, gsr_level=601.5094076429654, gsr_noise=0.010216905820614922,
+        response=4.112599200490795),
+    (7, 13, 1): dict(
+        eeg_mix=239.0800460037573, ecg_offset=-1610.375716159184, ecg_amp=5826.157608915594,
+        r_offset=712.1761943616956, r_amp=153.95017625341532, tremor_hz=9.522742302686092,
+        gsr_level=694.5095553853197, response=4.112275104201035),
+}
+NEW_GAINS = ("ecg_gain", "r_gain", "gsr_gain")
+
+
+def test_people_differ_in_the_gains_of_ecg_r_and_gsr(large):
+    drawn = [synth.draw_person(LARGE["seed"], *person) for person in LARGE_PEOPLE]
+    gains = np.array([[getattr(person, name) for name in NEW_GAINS] for person in drawn])
+    assert (gains.max(axis=0) / gains.min(axis=0) > 3).all(), gains
+    # ...and so does their spread at rest: 1.71, 1.88, 2.49 when only Person's amplitudes differed
+    # (gsr's slow drift alone varies its spread much, so gsr's gain is checked above on the draws)
+    frame = large["train"]
+    spread = frame[frame[EVENT] == "A"].groupby(PERSON)[[ECG, R, GSR]].std()
+    assert (spread.max() / spread.min() > 2.5).all(), spread.max() / spread.min()
+    for key, person in zip(LARGE_PEOPLE, drawn):
+        again = synth.draw_person(LARGE["seed"], *key)
+        for field in dataclasses.fields(synth.Person):
+            np.testing.assert_array_equal(getattr(again, field.name), getattr(person, field.name))
+
+
+@pytest.mark.parametrize("key", sorted(PERSON_BEFORE_GAINS))
+def test_the_gains_leave_every_earlier_attribute_of_a_person_as_it_was(key):
+    person = synth.draw_person(*key)
+    for name, value in PERSON_BEFORE_GAINS[key].items():
+        assert np.sum(getattr(person, name)) == pytest.approx(value, rel=1e-12), name
+    assert {field.name for field in dataclasses.fields(synth.Person)} - set(PERSON_BEFORE_GAINS[(0, 1, 0)]) \
+        == set(NEW_GAINS)
+
+
+def test_the_offsets_of_people_are_smaller_than_the_swings_within_a_recording(large):
+    """Every recording's swing of r and ecg (1st to 99th percentile) exceeds the spread of the
+    people's levels (the std of their medians), the recordings of the lowest gains included."""
+    frame = large["train"]
+    for column in (R, ECG):
+        spread = frame.groupby(PERSON)[column].median().std()
+        values = frame.groupby(BLOCK)[column]
+        swing = values.quantile(0.99) - values.quantile(0.01)
+        assert swing.min() > spread, (column, swing.min(), spread)
 
 
 # --- learnability, without a leak --------------------------------------------------------------
