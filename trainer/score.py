@@ -20,7 +20,8 @@ Paths: local, or any file system TensorFlow's tf.io.gfile knows (gs://...), for 
 then); a local path through Arrow and open(), so scoring a local file never loads TensorFlow.
 
 --output writes the report as JSON: {log_loss, accuracy, macro_f1, per_class, labels,
-confusion_matrix, num_windows, rows}. Following tfrecords_schema.ownership, an existing file there
+confusion_matrix, ece, reliability, num_windows, rows} (ece and reliability: trainer.metrics, of the
+renormalized probabilities). Following tfrecords_schema.ownership, an existing file there
 is replaced only if it is such a report (a JSON object with SCORE_KEYS); anything else is refused
 with one line, before scoring.
 
