@@ -80,16 +80,15 @@ def make_data(root: str, seed: int, args, sequence: bool) -> Dict[str, str]:
 
 
 def uncalibrated(submission: str, temperature: float, out: str) -> str:
-    """The submission with the temperature undone: softmax(T * log p) per row (its exact inverse
-    up to float rounding)."""
+    """The submission with the temperature undone: softmax(T * log p) per row, the serving map at
+    1 / T (its exact inverse up to float rounding, as evaluate undoes it)."""
     import pandas as pd
+
+    from trainer import calibration
 
     frame = pd.read_csv(submission)
     p = frame[list(LABEL_VOCABULARY)].to_numpy(np.float64)
-    z = temperature * np.log(np.maximum(p, np.finfo(np.float32).tiny))
-    z -= z.max(axis=1, keepdims=True)
-    raw = np.exp(z)
-    frame[list(LABEL_VOCABULARY)] = raw / raw.sum(axis=1, keepdims=True)
+    frame[list(LABEL_VOCABULARY)] = calibration.temper(p, 1.0 / temperature)
     frame.to_csv(out, index=False, float_format="%.9g")
     return out
 

@@ -377,28 +377,26 @@ def watched_split(stats: Dict[str, Any]) -> Optional[str]:
     return None
 
 
-def _datasets(config: TrainConfig, stats: Dict[str, Any], workers: int):
-    """(train, watched or None) datasets (watched_split); both splits are checked before any
-    training starts."""
+def _datasets(config: TrainConfig, stats: Dict[str, Any], workers: int, watched: Optional[str]):
+    """(train, `watched` split or None) datasets (watched_split); both splits are checked before
+    any training starts."""
     if config.dense:
-        return _dense_datasets(config, stats)
+        return _dense_datasets(config, stats, watched)
     common = dict(stats=stats, num_workers=workers, data_service=config.data_service)
     train_ds = data.make_dataset(config.data, output_folder.TRAIN, config.batch_size, config.weighting,
                                  shuffle=True, repeat=config.steps_per_epoch is not None,
                                  seed=config.seed, shuffle_buffer=config.shuffle_buffer, **common)
-    watched = watched_split(stats)
     watched_ds = None
     if watched:
         watched_ds = data.make_dataset(config.data, watched, config.batch_size, config.weighting, **common)
     return train_ds, watched_ds
 
 
-def _dense_datasets(config: TrainConfig, stats: Dict[str, Any]):
+def _dense_datasets(config: TrainConfig, stats: Dict[str, Any], watched: Optional[str]):
     """(train, watched or None) chunk datasets of dense training: `batch_size` chunks per step."""
     train_ds = data.make_dense_dataset(config.data, output_folder.TRAIN, config.batch_size, config.weighting,
                                        shuffle=True, repeat=config.steps_per_epoch is not None,
                                        seed=config.seed, stats=stats)
-    watched = watched_split(stats)
     watched_ds = None
     if watched:
         watched_ds = data.make_dense_dataset(config.data, watched, config.batch_size, config.weighting, stats=stats)
@@ -466,8 +464,8 @@ def train(config: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> Dict[str,
     chief = is_chief(strategy)
     check_resumable(config, write=chief)
     model_lib.set_seed(config.seed)
-    train_ds, eval_ds = _datasets(config, stats, workers)
     watched = watched_split(stats)
+    train_ds, eval_ds = _datasets(config, stats, workers, watched)
     if watched == output_folder.EVAL and config.early_stopping:
         _LOG.warning("no val split: early stopping watches the eval split, the one evaluate reports on "
                      "(preprocess with --val-crews to keep eval out of every choice)")
