@@ -5,7 +5,9 @@
 
 For each seed, a synth sample drawn with that seed (so the people differ from seed to seed, not
 only the weights' initialization): train crews, a val crew, an eval crew, and a test file (LOFT:
-A, B, C and D stretches alternating) of a crew in none of them. Each candidate is a set of
+A, B, C and D stretches alternating) of a crew in none of them. The flight is 600 s per seat by
+default: a LOFT holds a B burst about every 60 s, so a shorter one scores B's recall on one or two
+bursts, a coin toss per burst rather than a rate. Each candidate is a set of
 `crewstream train` flags, run as a user runs them, in order: `synth` -> `preprocess`
 (`--val-crews`, `--eval-crews`; the sequence layout too when a candidate trains `--dense`) ->
 `train` (early stopping and calibration look at val only) -> `predict` -> `score` (Kaggle's log
@@ -44,6 +46,10 @@ CANDIDATES: Dict[str, List[str]] = {
     "zscore-gain2": ["--normalize", "zscore", "--augment-gain", "2"],
     "dense": ["--dense", "--batch-size", "4"],
     "early24": ["--epochs", "24", "--early-stopping", "4"],
+    "gain3": ["--augment-gain", "3"],
+    "filters32": ["--filters", "32"],
+    "filters64": ["--filters", "64"],
+    "norm64": ["--norm-rows", "64"],
 }
 TARGET_LOG_LOSS, TARGET_F1, TARGET_RECALL = 0.25, 0.85, 0.7
 DEFAULT_EPOCHS_TEXT = "train's default"
@@ -180,11 +186,12 @@ def _parse_args(argv):
     parser.add_argument("--eval-crew", type=int, default=2)
     parser.add_argument("--test-crew", type=int, default=7, help="the flight's crew, in no split (default 7)")
     parser.add_argument("--seconds", type=float, default=60.0, help="train.csv seconds per recording (default 60)")
-    parser.add_argument("--test-seconds", type=float, default=60.0, help="LOFT seconds per seat (default 60)")
+    parser.add_argument("--test-seconds", type=float, default=600.0,
+                        help="LOFT seconds per seat (default 600: about 10 B bursts and 15 D bursts per seat)")
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--stride", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=8,
-                        help="train's --epochs for the candidates that set none (default 8; 0: train's own default)")
+    parser.add_argument("--epochs", type=int, default=0,
+                        help="train's --epochs for the candidates that set none (default 0: train's own default)")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--reuse", action="store_true",
                         help="take a (candidate, seed) that --workdir already holds the result of from there")

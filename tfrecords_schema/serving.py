@@ -17,8 +17,7 @@ the serving config: {"window": W, "features": [names, stats.json order], "label_
 [the `probabilities` columns], "model": "lstm" | "tcn", "receptive_field": rows one output depends
 on, "signatures": [names], "normalize": the model's input normalization, "norm_rows": int or null,
 "temperature": the calibration every signature applies last (softmax(log p / T); a number > 0, 1.0:
-not calibrated)}. A config without `temperature` (exports made before calibration, e.g.
-tests/golden/models) reads as 1.0: those graphs apply none. Any other key missing is refused.
+not calibrated)}. A config missing a key (one written by an older crewstream) is refused.
 """
 
 import json
@@ -46,8 +45,6 @@ NORMALIZATIONS = (NORM_NONE, NORM_CENTER, NORM_ZSCORE)
 
 KEYS = ("window", "features", "label_vocabulary", "model", "receptive_field", "signatures", "normalize",
         "norm_rows", "temperature")
-# Keys an earlier export did not write, and what its graph does without them
-ADDED_KEYS = {"temperature": 1.0}
 
 
 class ServingModelError(ValueError):
@@ -73,7 +70,7 @@ def write_config(saved_model_dir: str, config: Dict[str, Any]) -> None:
 
 
 def read_config(model_dir: str) -> Dict[str, Any]:
-    """MODEL/serving's config (KEYS, as make_config writes them; ADDED_KEYS filled in when absent).
+    """MODEL/serving's config (KEYS, as make_config writes them).
     ServingModelError when there is none or it is malformed, or written by an older crewstream
     (train and export again)."""
     path = file_io.join(serving_dir(model_dir), CONFIG_FILE)
@@ -83,8 +80,6 @@ def read_config(model_dir: str) -> Dict[str, Any]:
         raise ServingModelError(f"{path} not found: {model_dir} holds no exported model (train it again)") from None
     except ValueError as e:
         raise ServingModelError(f"{path} is not JSON ({e}): export the model again") from None
-    if isinstance(config, dict):
-        config = {**ADDED_KEYS, **config}
     if not isinstance(config, dict) or sorted(config) != sorted(KEYS):
         raise ServingModelError(f"{path}: written by an older crewstream or damaged (expected the keys "
                                 f"{', '.join(KEYS)}): train the model again")

@@ -38,9 +38,9 @@ def max_levels(kernel_size: int, window: int, input_rows: int = 1) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class ModelParams:
-    """The flags that shape and train the network; the defaults are `crewstream train`'s: a tcn
-    whose input is centered over half the window, trained at random input gains up to 2x (the best
-    measured on a flight of a crew in no split, docs/DESIGN.md "Models").
+    """The flags that shape and train the network; the defaults are `crewstream train`'s: a tcn of
+    64 filters whose input is centered over half the window, trained at random input gains up to 2x
+    (the best measured on a flight of a crew in no split, docs/DESIGN.md "Models").
 
     `kind`: one of MODELS. `units`, `layers`: the lstm's; `filters`, `kernel_size`, `levels`: the
     tcn's (levels None: as many as fit the window, see `for_window`); `dropout`, `learning_rate`:
@@ -55,7 +55,7 @@ class ModelParams:
     dropout: float = 0.2
     learning_rate: float = 1e-3
     kind: str = TCN
-    filters: int = 32
+    filters: int = 64
     kernel_size: int = 3
     levels: Optional[int] = None
     normalize: str = NORM_CENTER

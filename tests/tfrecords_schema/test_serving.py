@@ -37,21 +37,17 @@ def test_a_written_config_reads_back(tmp_path):
     assert serving.read_config(str(tmp_path / "t")) == calibrated
 
 
-def test_a_config_without_a_temperature_is_not_calibrated(tmp_path):
-    """Exports made before calibration (tests/golden/models: predict's golden outputs) have no
-    `temperature`; their graphs apply none, so it reads as 1.0. Any other key missing is refused."""
+def test_a_config_written_before_calibration_is_refused(tmp_path):
+    """No history in 0.x: a config without `temperature` (an export made before calibration) is
+    refused in one line like any other missing key; the golden models carry T = 1."""
     golden = os.path.join(os.path.dirname(__file__), "..", "golden", "models", "tcn")
-    with open(os.path.join(golden, serving.SERVING_DIR, serving.CONFIG_FILE)) as f:
-        assert "temperature" not in json.load(f)
     assert serving.read_config(golden)["temperature"] == 1.0
-    old = _config()
-    del old["temperature"]
-    _write(tmp_path, old)
-    assert serving.read_config(str(tmp_path)) == _config()
-    del old["norm_rows"]
-    _write(tmp_path / "older", old)
-    with pytest.raises(serving.ServingModelError, match="written by an older crewstream"):
-        serving.read_config(str(tmp_path / "older"))
+    for key in ("temperature", "norm_rows"):
+        old = _config()
+        del old[key]
+        _write(tmp_path / key, old)
+        with pytest.raises(serving.ServingModelError, match="written by an older crewstream.*train the model again"):
+            serving.read_config(str(tmp_path / key))
 
 
 def test_no_config_is_one_line(tmp_path):
