@@ -183,15 +183,16 @@ def test_output_and_data_name_the_same_things_everywhere_and_no_other_spelling(c
 
 
 def test_the_demo_trains_at_trains_measured_defaults_and_scores_a_crew_in_no_split():
-    """The demo's train step, as its parser reads it: all 23 signals' tcn, center, trained at
-    gains up to 2x for 16 epochs, train's defaults (benchmarks/README.md, "Defaults on a flight");
+    """The demo's train step, as its parser reads it: all 23 signals' tcn of 64 filters, center,
+    trained at gains up to 2x for 16 epochs, train's defaults (benchmarks/README.md, "Defaults on a
+    flight");
     crew 4 is val, crew 2 eval, and the flight scored is crew 5's."""
     from crewstream import demo
 
     steps = {subcommand: argv for _, subcommand, argv in demo.steps("w", 60.0, demo._parse_args([]).epochs)}
     config = task.config_from_argv(steps["train"])
-    assert (config.epochs, config.model.kind, config.model.normalize, config.model.augment_gain) == \
-        (16, "tcn", "center", 2.0)
+    assert (config.epochs, config.model.kind, config.model.filters, config.model.normalize,
+            config.model.augment_gain) == (16, "tcn", 64, "center", 2.0)
     assert config == task.config_from_argv(["--data", config.data, "--model-dir", config.model_dir])
     assert "--features" not in steps["preprocess"]  # all 23 signals
     flags = dict(zip(steps["preprocess"][::2], steps["preprocess"][1::2]))
