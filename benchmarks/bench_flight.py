@@ -69,9 +69,44 @@ def _run(subcommand: str, argv: Sequence[str]) -> float:
     return time.perf_counter() - started
 
 
+# The flags that make a seed's sample and preprocess outputs, recorded beside them (MADE_WITH)
+DATA_FLAGS = ("crews", "seconds", "test_crew", "test_seconds", "window", "stride", "eval_crew", "val_crew")
+MADE_WITH = "made_with.json"
+
+
+def _check_made_with(base: str, args) -> None:
+    """Record the DATA_FLAGS of ROOT/seed-S the first time; later, refuse (one line) to reuse it
+    for other ones, which would score another flight than the one asked for."""
+    made = {flag: list(v) if isinstance(v := getattr(args, flag), tuple) else v for flag in DATA_FLAGS}
+    record = os.path.join(base, MADE_WITH)
+    if os.path.exists(record):
+        with open(record) as f:
+            found = json.load(f)
+        if found != made:
+            sys.exit(f"{base} was made with {found}, not {made}: use another --workdir")
+    elif os.path.exists(base):
+        sys.exit(f"{base} has no {MADE_WITH} (made by an older bench_flight or by hand): use another --workdir")
+    else:
+        os.makedirs(base)
+        with open(record, "w") as f:
+            json.dump(made, f)
+
+
+def _load_result(path: str, name: str, args) -> Dict[str, object]:
+    """A (candidate, seed) result of an earlier invocation; one line if it ran other train flags."""
+    with open(path) as f:
+        result = json.load(f)
+    if result.get("flags") != _train_flags(name, args):
+        sys.exit(f"{path} ran crewstream train {result.get('flags')}, not {_train_flags(name, args)}: "
+                 "use another --workdir, or run without --reuse")
+    return result
+
+
 def make_data(root: str, seed: int, args, sequence: bool) -> Dict[str, str]:
-    """The seed's sample and its preprocess output(s) under ROOT/seed-S (made once, reused)."""
+    """The seed's sample and its preprocess output(s) under ROOT/seed-S (made once, reused for the
+    same DATA_FLAGS only)."""
     base = os.path.join(root, f"seed-{seed}")
+    _check_made_with(base, args)
     paths = {"sample": os.path.join(base, "sample"), "windows": os.path.join(base, "windows"),
              "sequence": os.path.join(base, "sequence")}
     if not os.path.exists(os.path.join(paths["sample"], "test_truth.csv")):
@@ -116,8 +151,7 @@ def run_candidate(name: str, seed: int, paths: Dict[str, str], workdir: str, arg
     model = os.path.join(workdir, f"model-{name}-s{seed}")
     done = os.path.join(workdir, f"result-{name}-s{seed}.json")
     if args.reuse and os.path.exists(done):  # a finished run of an earlier invocation
-        with open(done) as f:
-            return json.load(f)
+        return _load_result(done, name, args)
     submission = os.path.join(workdir, f"submission-{name}-s{seed}.csv")
     for path in (model, submission):
         if os.path.isdir(path):
@@ -134,7 +168,7 @@ def run_candidate(name: str, seed: int, paths: Dict[str, str], workdir: str, arg
     before = score.score(uncalibrated(submission, temperature, submission + ".uncalibrated.csv"), truth)
     with open(os.path.join(model, "history.json")) as f:
         history = json.load(f)
-    result = {"name": name, "seed": seed, "log_loss": report["log_loss"],
+    result = {"name": name, "seed": seed, "flags": _train_flags(name, args), "log_loss": report["log_loss"],
               "log_loss_uncalibrated": before["log_loss"], "macro_f1": report["macro_f1"],
               "recall": {c: report["per_class"][c]["recall"] for c in LABEL_VOCABULARY},
               "temperature": temperature, "epochs": history.get("best_epoch") or len(history["epoch"]),
@@ -217,11 +251,12 @@ def main(argv=None) -> int:
     print("\n".join(machine_header()), flush=True)
     results = []
     if args.table_only:
-        found = [os.path.join(args.workdir, f"result-{name}-s{seed}.json") for name in args.candidates
+        found = [(os.path.join(args.workdir, f"result-{name}-s{seed}.json"), name) for name in args.candidates
                  for seed in args.seeds]
-        for path in filter(os.path.exists, found):
-            with open(path) as f:
-                results.append(json.load(f))
+        for seed in args.seeds:  # the title says which flight: the one the results were scored on
+            if os.path.exists(os.path.join(args.workdir, f"seed-{seed}")):
+                _check_made_with(os.path.join(args.workdir, f"seed-{seed}"), args)
+        results = [_load_result(path, name, args) for path, name in found if os.path.exists(path)]
         print(render(results, args))
         return 0
     with scratch_dir(args.workdir, "crewstream-bench-flight-") as root:

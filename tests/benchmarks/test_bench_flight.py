@@ -38,3 +38,29 @@ def test_a_candidate_keeps_its_own_epochs():
     assert bench_flight._train_flags("center-gain2", args)[:2] == ["--epochs", "8"]
     assert bench_flight._train_flags("center-gain2-e16", args).count("--epochs") == 1
     assert bench_flight._train_flags("default", argparse.Namespace(epochs=None)) == []
+
+
+def test_a_workdir_is_reused_only_for_the_flags_that_made_it(tmp_path, capsys):
+    """A seed's data made with one flight length, or a result of other train flags, is refused in
+    one line rather than scored as if it were what was asked for."""
+    import json
+    import os
+
+    import pytest
+
+    made = bench_flight._parse_args(["--workdir", str(tmp_path), "--test-seconds", "60"])
+    base = str(tmp_path / "seed-0")
+    bench_flight._check_made_with(base, made)  # first use: recorded
+    bench_flight._check_made_with(base, made)  # the same flags: reused
+    with pytest.raises(SystemExit, match="was made with .*'test_seconds': 60.0.*not .*'test_seconds': 600.0"):
+        bench_flight._check_made_with(base, bench_flight._parse_args(["--workdir", str(tmp_path)]))
+    os.makedirs(tmp_path / "seed-1")
+    with pytest.raises(SystemExit, match="has no made_with.json"):
+        bench_flight._check_made_with(str(tmp_path / "seed-1"), made)
+
+    path = tmp_path / "result-center-gain2-s0.json"
+    path.write_text(json.dumps({"name": "center-gain2", "flags": bench_flight._train_flags("center-gain2", made)}))
+    assert bench_flight._load_result(str(path), "center-gain2", made)["name"] == "center-gain2"
+    eight = bench_flight._parse_args(["--workdir", str(tmp_path), "--epochs", "8"])
+    with pytest.raises(SystemExit, match="ran crewstream train .* not .*'--epochs', '8'"):
+        bench_flight._load_result(str(path), "center-gain2", eight)
