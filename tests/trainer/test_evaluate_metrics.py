@@ -183,7 +183,11 @@ def test_evaluate_a_calibrated_model(tmp_path, exported, prep_dir, records, caps
     assert report["log_loss_uncalibrated"] == pytest.approx(log_loss(rec[LABEL], before, labels=range(K)), abs=1e-4)
     assert_matches_sklearn(report, rec[LABEL], after)
     assert_reliability_matches(report, rec[LABEL], after)
-    assert abs(report["log_loss"] - report["log_loss_uncalibrated"]) > 1e-2  # T moves it: the check has teeth
+    # T moves them, so the checks above have teeth: the served probabilities differ from the plain
+    # ones, and the two log losses differ by 10x the tolerance they are compared at (how much T
+    # moves the loss depends on the weights: 0.003 in one CI run, > 0.01 in others)
+    assert np.abs(after - before).max() > 0.05
+    assert abs(report["log_loss"] - report["log_loss_uncalibrated"]) > 1e-3
     assert report["confusion_matrix"] == confusion_matrix(rec[LABEL], before.argmax(axis=1), labels=range(K)).tolist()
     assert os.path.getsize(model_dir / "plots" / "reliability_eval.png") > 1000
     printed = capsys.readouterr().out
