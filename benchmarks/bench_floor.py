@@ -45,8 +45,8 @@ benchmarks.common.measure; runs never overlap; repeats interleave (every variant
     help-predict       crewstream predict --help
     usage-error        crewstream preprocess (no arguments: exit 2)
 
-The model (unless `--model DIR`): the demo's tcn (crewstream.demo's preprocess and train flags)
-trained 1 epoch on the tiny sample, once, into WORKDIR/model; predict's speed depends on the
+The model (unless `--model DIR`): the demo's tcn (crewstream.demo's sample of 2 s per crew, its
+preprocess and train flags: train's defaults) trained 1 epoch, once, into WORKDIR/model; predict's speed depends on the
 architecture, not on the weights. Each run writes to a fresh folder under WORKDIR/out/, removed
 after it; logs in WORKDIR/logs/. `--check` keeps the last predict submission of each size and
 compares it byte for byte with the next repeat's, and compares model-pass's probabilities (written
@@ -278,27 +278,39 @@ def _with_flag(argv: List[str], flag: str, value: str) -> List[str]:
     return argv
 
 
+def model_commands(workdir: Path) -> List[List[str]]:
+    """The demo's own synth, preprocess and train steps (crewstream.demo.steps: its sample of 2 s
+    per crew, its crews and splits, its flags) with 1 epoch, writing under `workdir`: the
+    benchmark's model is made the way the demo makes one, whatever the demo's flags become."""
+    from crewstream import demo
+
+    sample, prep, model = workdir / "model-sample", workdir / "model-data", workdir / "model"
+    steps = {subcommand: argv for _, subcommand, argv in demo.steps(str(workdir / "demo"), 2.0, 1)}
+    synth = _with_flag(steps["synth"], "--output", str(sample))
+    preprocess = _with_flag(_with_flag(steps["preprocess"], "--input", str(sample / "train.csv")), "--output",
+                            str(prep))
+    train = _with_flag(_with_flag(steps["train"], "--data", str(prep)), "--model-dir", str(model))
+    cs = crewstream_bin()
+    return [[cs, "synth", *synth], [cs, "preprocess", *preprocess], [cs, "train", *train, "--progress", "log"]]
+
+
 def ensure_model(workdir: Path, given: Optional[str]) -> Path:
-    """--model, or WORKDIR/model: the demo's preprocess and train steps (crewstream.demo.steps) on
-    the tiny sample with 1 epoch, made once (a finished model has its serving config)."""
+    """--model, or WORKDIR/model made once by model_commands (a finished model has its serving
+    config); the sample and the records it was trained on are removed after."""
     if given:
         return Path(given).resolve()
-    from crewstream import demo
     from tfrecords_schema import serving
 
     model = workdir / "model"
     if (model / serving.SERVING_DIR / serving.CONFIG_FILE).exists():
         return model
-    sample = ensure_data(workdir, "tiny", {})
-    prep = workdir / "model-data"
-    shutil.rmtree(prep, ignore_errors=True)
-    steps = {subcommand: argv for _, subcommand, argv in demo.steps(str(workdir / "demo"), 2.0, 1)}
-    preprocess = _with_flag(_with_flag(steps["preprocess"], "--input", str(sample / "train.csv")), "--output",
-                            str(prep))
-    train = _with_flag(_with_flag(steps["train"], "--data", str(prep)), "--model-dir", str(model))
-    run_setup([crewstream_bin(), "preprocess", *preprocess], workdir / "logs" / "model-preprocess.log")
-    run_setup([crewstream_bin(), "train", *train, "--progress", "log"], workdir / "logs" / "model-train.log")
-    shutil.rmtree(prep, ignore_errors=True)
+    scratch = (workdir / "model-sample", workdir / "model-data")
+    for folder in scratch:
+        shutil.rmtree(folder, ignore_errors=True)
+    for cmd in model_commands(workdir):
+        run_setup(cmd, workdir / "logs" / f"model-{cmd[1]}.log")
+    for folder in scratch:
+        shutil.rmtree(folder, ignore_errors=True)
     return model
 
 

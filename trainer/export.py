@@ -25,7 +25,9 @@ calibrated) adds no op: the graph computes exactly what an export without calibr
 recorded in the serving config (`temperature`).
 
 The tf.Transform layer is an attribute of the exported module, so its variables and assets are
-saved with it: the model loads and runs after OUT has been deleted.
+saved with it: the model loads and runs after OUT has been deleted. Of the networks only their
+variables are attributes (not the Keras objects): the SavedModel is the signatures and what they
+read, and loads without rebuilding every Keras layer.
 
 The names of the signatures and tensors, and the serving config written beside the SavedModel
 (`serving/assets.extra/crewstream.json`: what to feed the model without OUT), are the contract in
@@ -33,6 +35,7 @@ tfrecords_schema.serving, which predict reads without importing TensorFlow.
 """
 
 import logging
+import types
 import uuid
 from typing import Any, Dict, Optional
 
@@ -53,7 +56,12 @@ class ServingModule(tf.Module):
     def __init__(self, model: tf.Module, transform_layer: tf.Module, window: int, num_features: int,
                  step_network: Optional[tf.Module] = None, temperature: float = 1.0):
         super().__init__(name="crewstream_serving")
-        self.model = model
+        # The networks' variables are tracked, not the Keras objects: the SavedModel holds the
+        # signatures' functions and the variables they read, without each layer's own saved
+        # functions and Keras metadata, and loads in about a third of the time (what every predict,
+        # evaluate and live run waits for at its start; benchmarks/README.md, bench_floor).
+        self.network_variables = _variables_of(model, step_network)
+        self._networks = types.SimpleNamespace(model=model, step=step_network)  # not tracked
         self.transform_layer = transform_layer  # tracked: carries transform_fn's variables and assets
         self._window, self._num_features = window, num_features
         self._temperature = calibration.check_temperature(temperature)
@@ -64,12 +72,11 @@ class ServingModule(tf.Module):
         self.serve_examples = tf.function(self._examples, input_signature=[examples])
         self.serve_sequence = None
         if step_network is not None:
-            self.step_network = step_network
             rows = tf.TensorSpec([None, None, num_features], tf.float32, name=serving.SEQUENCE_INPUT)
             self.serve_sequence = tf.function(self._sequence, input_signature=[rows])
 
     def _scaled(self, window: tf.Tensor) -> Dict[str, tf.Tensor]:
-        probabilities = self.model(window, training=False)
+        probabilities = self._networks.model(window, training=False)
         return {serving.PROBABILITIES: calibration.temper_tensor(probabilities, self._temperature)}
 
     def _scale(self, values: tf.Tensor) -> tf.Tensor:
@@ -88,7 +95,7 @@ class ServingModule(tf.Module):
         return self._raw(tf.reshape(parsed[WINDOW], [-1, self._window, self._num_features]))
 
     def _sequence(self, rows: tf.Tensor) -> Dict[str, tf.Tensor]:
-        probabilities = self.step_network(self._scale(rows), training=False)
+        probabilities = self._networks.step(self._scale(rows), training=False)
         return {serving.PROBABILITIES: calibration.temper_tensor(probabilities, self._temperature)}
 
     def signatures(self) -> Dict[str, Any]:
@@ -99,6 +106,15 @@ class ServingModule(tf.Module):
         if self.serve_sequence is not None:
             out[serving.SEQUENCE_SIGNATURE] = self.serve_sequence.get_concrete_function()
         return out
+
+
+def _variables_of(*networks: Optional[tf.Module]) -> list:
+    """Every variable of `networks` once (a tcn's per-step network shares its classifier's)."""
+    found = {}
+    for network in networks:
+        for variable in (network.variables if network is not None else ()):
+            found.setdefault(id(variable), variable)
+    return list(found.values())
 
 
 def export_serving(model: tf.Module, data_dir: str, model_dir: str,

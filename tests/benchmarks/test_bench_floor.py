@@ -120,3 +120,25 @@ def test_without_an_anchor_there_is_no_ratio():
     assert bench.ratios(summaries) == {} and bench.floor_s(summaries) is None
     rows = bench.table_rows(summaries, ["polars-anchor", "sequence", "predict"], 10, 10)
     assert rows[0][:2] == ["polars-anchor", "failed"] and rows[1][-2] == "-" and rows[2][-2] == "-"
+
+
+def _flag(argv, flag):
+    return argv[argv.index(flag) + 1]
+
+
+def test_the_model_is_made_from_the_demos_own_sample_and_flags(tmp_path):
+    """The benchmark's model steps are the demo's: every crew the preprocess step names for a split
+    is one the synth step writes (a sample of other crews failed: `--val-crews 4` on crews 1, 2),
+    and each step writes under the workdir, the preprocess reading what synth wrote."""
+    synth, preprocess, train = bench.model_commands(tmp_path)
+    assert [synth[1], preprocess[1], train[1]] == ["synth", "preprocess", "train"]
+    written = set(_flag(synth, "--crews").split(","))
+    named = {crew for flag in ("--eval-crews", "--val-crews") if flag in preprocess
+             for crew in _flag(preprocess, flag).split(",")}
+    assert named and named < written  # some crews are left to train on
+    sample = _flag(synth, "--output")
+    assert _flag(preprocess, "--input") == f"{sample}/train.csv"
+    assert _flag(train, "--data") == _flag(preprocess, "--output")
+    assert _flag(train, "--model-dir") == str(tmp_path / "model")
+    assert all(_flag(cmd, flag).startswith(str(tmp_path)) for cmd, flag in
+               ((synth, "--output"), (preprocess, "--output"), (train, "--data")))

@@ -299,6 +299,32 @@ def _op_counts(model_dir):
     return counts
 
 
+def _object_graph(model_dir):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(model_dir, contract.SERVING_DIR, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    (graph,) = proto.meta_graphs
+    return graph.object_graph_def.nodes
+
+
+@pytest.mark.parametrize("fixture", ["exported", "exported_tcn"])
+def test_the_export_holds_the_networks_variables_not_their_keras_layers(request, fixture):
+    """MODEL/serving is its signatures and the variables they read: every variable of the Keras
+    network is saved (once), none of its layers is (a layer's saved functions and Keras metadata
+    are what made loading slow), and the signatures still equal the network (tests above)."""
+    exported = request.getfixturevalue(fixture)
+    nodes = _object_graph(exported.model_dir)
+    kinds = collections.Counter(node.user_object.identifier for node in nodes
+                                if node.WhichOneof("kind") == "user_object")
+    assert not {"_tf_keras_layer", "_tf_keras_network", "_tf_keras_input_layer"} & set(kinds), kinds
+    saved = collections.Counter(node.variable.name for node in nodes if node.WhichOneof("kind") == "variable")
+    network = collections.Counter(v.name.split(":")[0] for v in exported.model.variables)
+    assert network and not network - saved  # every network variable, its name as Keras gave it
+    assert max(saved.values()) == 1
+
+
 def test_temperature_one_adds_nothing_to_the_graph(exported_tcn, tempered_tcn):
     """T = 1 (the default) exports the graph an export without calibration did: the T export's
     graph is the T = 1 graph plus the map's ops, once in each of the four signatures' functions."""
