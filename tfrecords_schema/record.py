@@ -9,8 +9,9 @@
 | `experiment` | bytes             | `CA`, `DA`, `SS`, `LOFT`                             |
 | `end_time`   | float             | `time` of the window's last row                      |
 
-The writer encodes with `encode_windows` (the compiled tfx_bsl encoder over an Arrow record batch:
-no Python loop over floats) and readers parse with `feature_spec` / `parse_examples`.
+The writer encodes with `encode_windows` (protobuf's deterministic bytes, laid out once per
+recording and filled in by numpy: no Python loop over windows' values) and readers parse with
+`feature_spec` / `parse_examples`.
 """
 
 from typing import Dict, List, Sequence
@@ -78,6 +79,33 @@ def _list_column(values: np.ndarray, width: int) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, pa.array(values))
 
 
+# Protobuf's wire format, for the one message layout encode_windows writes: every field below is
+# length-delimited (wire type 2), so a tag is one byte, (field number << 3) | 2.
+_FIELD_1, _FIELD_2, _FIELD_3 = 0x0A, 0x12, 0x1A  # Example.features, Features.feature (a map: key 1,
+# value 2), Feature.bytes_list / float_list / int64_list (1 / 2 / 3), their packed `value` (1)
+
+
+def _varint(value: int) -> bytes:
+    """Protobuf's base-128 varint of an int64 (a negative value as its 64-bit two's complement)."""
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    return bytes([tag]) + _varint(len(payload)) + payload
+
+
+def _feature_entry(key: str, kind: int, values: bytes) -> bytes:
+    """One entry of Features' `feature` map: `key` -> a Feature whose list (`kind`) holds `values`:
+    packed numbers, or a bytes list's one value."""
+    return _field(_FIELD_1, _field(_FIELD_1, key.encode()) + _field(_FIELD_2, _field(kind, _field(_FIELD_1, values))))
+
+
 def encode_windows(
     windows: np.ndarray,
     labels: Sequence[int],
@@ -93,12 +121,17 @@ def encode_windows(
       labels: int [N] label indices.
       end_times: float [N] `time` of each window's last row.
     Returns:
-      N serialized tf.train.Example, in input order. The bytes are deterministic (feature map
-      keys sorted), so the same window always serializes the same, in any process.
-    """
-    from tensorflow.core.example import example_pb2
-    from tfx_bsl.coders import example_coder
+      N serialized tf.train.Example, in input order: the bytes of protobuf's deterministic
+      serialization (feature map keys sorted), so the same window always serializes the same, in
+      any process.
 
+    Every record of a recording has the same layout and length: only the label (one varint byte:
+    0-3), end_time (4 bytes) and the window's W*F floats (little-endian float32, packed) differ.
+    So one record is laid out once (a template, from the wire format) and the N records are filled
+    in by numpy, instead of building N protobufs: tfx_bsl's compiled encoder writes the feature
+    map in a per-process hash order that then has to be parsed and re-serialized, 7x slower
+    (tests/tfrecords_schema/test_record.py checks the bytes against protobuf's own).
+    """
     windows = np.asarray(windows, dtype=np.float32)
     if windows.ndim != 3:
         raise ValueError(f"windows must be [N, W, F], got shape {windows.shape}")
@@ -111,22 +144,30 @@ def encode_windows(
         raise ValueError(f"labels {labels.shape} and end_times {end_times.shape} must be ({n},)")
     if labels.min() < 0 or labels.max() >= NUM_CLASSES:
         raise ValueError(f"label indices must be in [0, {NUM_CLASSES}), got {sorted(set(labels))}")
-    batch = pa.RecordBatch.from_arrays(
-        [
-            _list_column(windows.reshape(-1), windows.shape[1] * windows.shape[2]),
-            _list_column(labels, 1),
-            _list_column(np.full(n, crew, dtype=np.int64), 1),
-            _list_column(np.full(n, seat, dtype=np.int64), 1),
-            _list_column(np.array([experiment.encode()] * n, dtype=object), 1),
-            _list_column(end_times, 1),
-        ],
-        [WINDOW, LABEL, CREW, SEAT, EXPERIMENT, END_TIME],
-    )
-    # The compiled encoder writes the feature map in a per-process hash order; protobuf's
-    # deterministic serialization (upb, a few ms per thousand windows) sorts it.
-    parse = example_pb2.Example.FromString
-    return [parse(record).SerializeToString(deterministic=True)
-            for record in example_coder.RecordBatchToExamplesEncoder().encode(batch)]
+    values = windows.shape[1] * windows.shape[2] * 4
+    entries = {  # key -> (its entry, bytes at the entry's end that each record fills in: 0 for none)
+        CREW: (_feature_entry(CREW, _FIELD_3, _varint(crew)), 0),
+        END_TIME: (_feature_entry(END_TIME, _FIELD_2, bytes(4)), 4),
+        EXPERIMENT: (_feature_entry(EXPERIMENT, _FIELD_1, experiment.encode()), 0),
+        LABEL: (_feature_entry(LABEL, _FIELD_3, bytes(1)), 1),  # 0-3: a one-byte varint
+        SEAT: (_feature_entry(SEAT, _FIELD_3, _varint(seat)), 0),
+        WINDOW: (_feature_entry(WINDOW, _FIELD_2, bytes(values)), values),
+    }
+    body = b"".join(entries[key][0] for key in sorted(entries))
+    template = _field(_FIELD_1, body)
+    records = np.empty((n, len(template)), dtype=np.uint8)
+    records[:] = np.frombuffer(template, dtype=np.uint8)
+    end = len(template) - len(body)
+    for key in sorted(entries):
+        entry, filled = entries[key]
+        end += len(entry)
+        if key == END_TIME:
+            records[:, end - 4:end] = end_times.astype("<f4").view(np.uint8).reshape(n, 4)
+        elif key == LABEL:
+            records[:, end - 1] = labels
+        elif key == WINDOW:
+            records[:, end - filled:end] = windows.astype("<f4", copy=False).reshape(n, -1).view(np.uint8)
+    return [record.tobytes() for record in records]
 
 
 # The sequence layout (docs/DESIGN.md "Layouts"; arithmetic in tfrecords_schema/sequence.py):
@@ -203,7 +244,8 @@ def encode_chunks(
     last_times: Sequence[float],
 ) -> List[bytes]:
     """Serialize chunks of one recording (crew, seat, experiment) as tf.train.Example bytes (the
-    compiled tfx_bsl encoder, as `encode_windows`; 30x faster than filling protobufs).
+    compiled tfx_bsl encoder, 30x faster than filling protobufs; a chunk's lengths vary, and a
+    layout has few chunks next to the windows encode_windows writes).
 
     Args:
       rows: per chunk float [k+c, F]: its k context rows, then its c rows (stored as float32).

@@ -159,3 +159,46 @@ def test_encode_chunks_rejects_bad_input():
             encode_chunks([rows], labels=labels, **good)
     with pytest.raises(ValueError, match="positions has 2 entries"):
         encode_chunks([np.zeros((2, 2))], [1], [0, 1], [np.zeros(1, int)], 1, 0, "CA", [0.0], [0.0])
+
+
+def _protobuf_example(window, label, crew, seat, experiment, end_time):
+    """The same record built field by field with protobuf (the independent reference)."""
+    feature = tf.train.Feature
+    return tf.train.Example(features=tf.train.Features(feature={
+        "window": feature(float_list=tf.train.FloatList(value=window.reshape(-1))),
+        "label": feature(int64_list=tf.train.Int64List(value=[label])),
+        "crew": feature(int64_list=tf.train.Int64List(value=[crew])),
+        "seat": feature(int64_list=tf.train.Int64List(value=[seat])),
+        "experiment": feature(bytes_list=tf.train.BytesList(value=[experiment.encode()])),
+        "end_time": feature(float_list=tf.train.FloatList(value=[end_time])),
+    })).SerializeToString(deterministic=True)
+
+
+@pytest.mark.parametrize("shape, crew, seat, experiment", [
+    ((6, 256, 23), 13, 1, "LOFT"),  # the real layout: the window's length is a 3-byte varint
+    ((3, 1, 1), 0, 0, ""),  # one value, an empty experiment
+    ((2, 4, 3), 300, -1, "DA"),  # a crew above one varint byte, a negative seat (10-byte varint)
+    ((2, 5, 2), 2 ** 40, 7, "é-CA"),  # a large crew, a non-ASCII experiment
+])
+def test_encoded_bytes_are_protobufs_deterministic_serialization(shape, crew, seat, experiment):
+    """encode_windows lays the records out itself: every byte must be what protobuf writes for the
+    same Example (deterministic: map keys sorted), whatever the values (NaN, -0.0, inf included)."""
+    rng = np.random.default_rng(sum(shape))
+    windows = rng.normal(size=shape).astype(np.float32) * 1e3
+    flat = windows.reshape(-1)
+    flat[:3] = [np.nan, -0.0, np.inf]
+    labels = rng.integers(0, 4, shape[0])
+    end_times = rng.random(shape[0]).astype(np.float32) * 1e4
+    end_times[0] = -0.0
+    records = encode_windows(windows, labels, crew, seat, experiment, end_times)
+    expected = [_protobuf_example(w, int(lab), crew, seat, experiment, float(t))
+                for w, lab, t in zip(windows, labels, end_times)]
+    assert records == expected
+    parsed = tf.train.Example.FromString(records[-1]).features.feature
+    np.testing.assert_array_equal(np.array(parsed["window"].float_list.value, np.float32), windows[-1].reshape(-1))
+
+
+def test_float64_windows_are_stored_as_float32_as_protobuf_would():
+    windows = np.array([[[0.1, 1 / 3], [2.5e-8, 1e30]]])
+    (record,) = encode_windows(windows, [1], 2, 0, "SS", [109.98828125])
+    assert record == _protobuf_example(windows.astype(np.float32), 1, 2, 0, "SS", 109.98828125)
