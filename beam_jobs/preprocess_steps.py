@@ -7,7 +7,7 @@ beam_jobs.reading's.
 import collections
 import dataclasses
 import functools
-from typing import Dict, FrozenSet, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 import numpy as np
@@ -17,7 +17,7 @@ from beam_jobs import blocks, shards, windows
 from beam_jobs.blocks import RecordingRows
 from beam_jobs.csv_reader import Reject
 from beam_jobs.reading import NAMESPACE, REJECTS, ROWS_PER_KEY, TALLY, PlanBlocks, tally_sources
-from tfrecords_schema import encode_windows, file_io, output_folder
+from tfrecords_schema import encode_window_block, file_io, output_folder
 
 BLOCK_COUNTS = "block_counts"  # per time block: {split, crew, num_rows}
 
@@ -146,10 +146,11 @@ class ScaleBlockFn(beam.DoFn):
 
 
 class ShardPart(NamedTuple):
-    """What one time block of a recording gives one shard: its records (lazily) and their
-    metadata (num_windows, class_counts and, in the sequence layout, chunks)."""
+    """What one time block of a recording gives one shard: its records (lazily: each a record's
+    bytes, or a block of equal-length records as the rows of a uint8 array, as shards.write_shard
+    takes them) and their metadata (num_windows, class_counts and, in the sequence layout, chunks)."""
 
-    records: Iterable[bytes]
+    records: Iterable[Union[bytes, np.ndarray]]
     meta: Dict
 
 
@@ -176,10 +177,12 @@ def cut_block_windows(params: WindowParams, recording: Sequence[blocks.SortedBlo
 _block_windows = functools.lru_cache(maxsize=256)(windows.block_windows)
 
 
-def _encode_windows(cut: windows.Windows, rows: RecordingRows, key: blocks.RecordingKey) -> Iterator[bytes]:
+def _encode_windows(cut: windows.Windows, rows: RecordingRows, key: blocks.RecordingKey) -> Iterator[np.ndarray]:
+    """The windows' records, ENCODE_BATCH at a time, each batch the rows of one array (shards.write_shard
+    frames them at once)."""
     for a, b in windows.batch_bounds(len(cut), ENCODE_BATCH):
         part = np.arange(a, b)
-        yield from encode_windows(cut.take(rows.signals, part), cut.labels[part], *key, cut.end_times[part])
+        yield encode_window_block(cut.take(rows.signals, part), cut.labels[part], *key, cut.end_times[part])
 
 
 def shard_order(keys: Iterable[blocks.RecordingKey], shard: int) -> List[blocks.RecordingKey]:

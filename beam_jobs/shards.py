@@ -11,9 +11,10 @@ workers or the bundle boundaries.
 import collections
 import concurrent.futures
 import hashlib
+import itertools
 import struct
 import zlib
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Tuple, Union
 
 import google_crc32c
 import numpy as np
@@ -55,10 +56,28 @@ def frame(record: bytes) -> Tuple[bytes, bytes, bytes, bytes]:
     return length, _masked_crc(length), record, _masked_crc(record)
 
 
-def write_shard(path: str, records: Iterable[bytes], compression: str) -> Tuple[int, str]:
+def frame_block(records: np.ndarray) -> np.ndarray:
+    """Records of one length, the rows of uint8 [N, L], framed as TFRecords: uint8 [N, L + 16],
+    row i the bytes `frame` gives record i (the length and its crc are the same for every row;
+    only the data's crc32c is computed per record, on the row in place)."""
+    n, length = records.shape
+    framed = np.empty((n, length + 16), dtype=np.uint8)
+    header = struct.pack("<Q", length)
+    framed[:, :8] = np.frombuffer(header, dtype=np.uint8)
+    framed[:, 8:12] = np.frombuffer(_masked_crc(header), dtype=np.uint8)
+    framed[:, 12:12 + length] = records
+    crc = np.fromiter(map(google_crc32c.value, records), dtype=np.uint64, count=n)
+    masked = (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+    framed[:, 12 + length:] = masked.astype("<u4").view(np.uint8).reshape(n, 4)
+    return framed
+
+
+def write_shard(path: str, records: Iterable[Union[bytes, np.ndarray]], compression: str) -> Tuple[int, str]:
     """Write `records` as one TFRecord file at `path` (any filesystem crewstream writes to),
     gzip-compressed when GZIP; return (records written, sha256 hex of the file's bytes: the
     shard's digest in stats.json, taken as the bytes go out, so the file is never read again).
+    An item of `records` is one record (bytes) or a block of records of one length (the rows of a
+    uint8 array, as tfrecords_schema.encode_window_block gives them), framed at once.
 
     The records are framed here in blocks of about WRITE_BLOCK bytes; a second thread compresses,
     hashes and writes each block (zlib, hashlib and file writes release the GIL), so the writing
@@ -69,18 +88,32 @@ def write_shard(path: str, records: Iterable[bytes], compression: str) -> Tuple[
     gz = zlib.compressobj(1, zlib.DEFLATED, 31) if compression == "GZIP" else None
     count, pending, size = 0, [], 0
     with file_io.open_file(path, "wb") as out, concurrent.futures.ThreadPoolExecutor(1) as writer:
-        def emit(parts: List[bytes], last: bool = False) -> None:
-            data = b"".join(parts)
-            if gz:
-                data = gz.compress(data) + (gz.flush() if last else b"")
+        as_is = not file_io.is_remote(path)  # a local file takes a buffer; GFile wants bytes
+
+        def put(data) -> None:
             digest.update(data)
-            out.write(data)
+            out.write(data if as_is or isinstance(data, bytes) else bytes(data))
+
+        def emit(parts: List[Union[bytes, np.ndarray]], last: bool = False) -> None:
+            # runs of framed bytes joined into one write; framed blocks written as they are
+            for is_block, run in itertools.groupby(parts, key=lambda part: isinstance(part, np.ndarray)):
+                for data in ((memoryview(block).cast("B") for block in run) if is_block else [b"".join(run)]):
+                    put(gz.compress(data) if gz else data)
+            if gz and last:
+                put(gz.flush())
 
         in_flight: collections.deque = collections.deque()
-        for record in records:
-            pending.extend(frame(record))
-            size += len(record) + 16
-            count += 1
+        for item in records:
+            if isinstance(item, np.ndarray):
+                if not len(item):
+                    continue
+                pending.append(frame_block(item))
+                size += pending[-1].nbytes
+                count += len(item)
+            else:
+                pending.extend(frame(item))
+                size += len(item) + 16
+                count += 1
             if size >= WRITE_BLOCK:
                 in_flight.append(writer.submit(emit, pending))
                 pending, size = [], 0

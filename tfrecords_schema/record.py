@@ -123,7 +123,21 @@ def encode_windows(
     Returns:
       N serialized tf.train.Example, in input order: the bytes of protobuf's deterministic
       serialization (feature map keys sorted), so the same window always serializes the same, in
-      any process.
+      any process. (`encode_window_block`: the same bytes as the rows of one array.)
+    """
+    return [record.tobytes() for record in encode_window_block(windows, labels, crew, seat, experiment, end_times)]
+
+
+def encode_window_block(
+    windows: np.ndarray,
+    labels: Sequence[int],
+    crew: int,
+    seat: int,
+    experiment: str,
+    end_times: Sequence[float],
+) -> np.ndarray:
+    """`encode_windows` as uint8 [N, L]: record i is row i (all records of a recording have the
+    same length L), for a writer that frames them without a bytes object per record.
 
     Every record of a recording has the same layout and length: only the label (one varint byte:
     0-3), end_time (4 bytes) and the window's W*F floats (little-endian float32, packed) differ.
@@ -137,7 +151,7 @@ def encode_windows(
         raise ValueError(f"windows must be [N, W, F], got shape {windows.shape}")
     n = windows.shape[0]
     if n == 0:
-        return []
+        return np.zeros((0, 0), dtype=np.uint8)
     labels = np.asarray(labels, dtype=np.int64)
     end_times = np.asarray(end_times, dtype=np.float32)
     if labels.shape != (n,) or end_times.shape != (n,):
@@ -167,7 +181,7 @@ def encode_windows(
             records[:, end - 1] = labels
         elif key == WINDOW:
             records[:, end - filled:end] = windows.astype("<f4", copy=False).reshape(n, -1).view(np.uint8)
-    return [record.tobytes() for record in records]
+    return records
 
 
 # The sequence layout (docs/DESIGN.md "Layouts"; arithmetic in tfrecords_schema/sequence.py):

@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -34,6 +35,36 @@ def test_write_shard_reads_back_with_tf_data_and_digests_the_file(tmp_path, comp
         plain = tmp_path / "plain.tfrecord"
         shards.write_shard(str(plain), iter(records), "NONE")
         assert gzip.decompress(path.read_bytes()) == plain.read_bytes()
+
+
+def _block(n, length, seed):
+    return np.random.default_rng(seed).integers(0, 256, size=(n, length), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("length", [0, 1, 300, 23_568])
+def test_frame_block_is_frame_of_every_row(length):
+    block = _block(5, length, length)
+    framed = shards.frame_block(block)
+    assert framed.shape == (5, length + 16)
+    assert [row.tobytes() for row in framed] == [b"".join(shards.frame(row.tobytes())) for row in block]
+
+
+@pytest.mark.parametrize("compression", ["NONE", "GZIP"])
+def test_blocks_of_records_write_the_bytes_their_records_would(tmp_path, compression, monkeypatch):
+    """Blocks (uint8 rows, as encode_window_block gives them) mixed with single records, across
+    several write blocks: the same file, digest and count as the same records one by one, and
+    TensorFlow reads them back."""
+    monkeypatch.setattr(shards, "WRITE_BLOCK", 5000)
+    items = [_block(3, 700, 1), b"a", RECORDS[2], _block(0, 0, 2), _block(40, 128, 3), RECORDS[0], _block(1, 9000, 4)]
+    one_by_one = [record for item in items for record in
+                  ([row.tobytes() for row in item] if isinstance(item, np.ndarray) else [item])]
+    blocks, single = tmp_path / "blocks.tfrecord", tmp_path / "single.tfrecord"
+    assert shards.write_shard(str(blocks), iter(items), compression) == \
+        shards.write_shard(str(single), iter(one_by_one), compression)
+    assert blocks.read_bytes() == single.read_bytes()
+    read = [r.numpy() for r in tf.data.TFRecordDataset(str(blocks), compression_type="GZIP"
+                                                       if compression == "GZIP" else "")]
+    assert read == one_by_one and len(read) == 3 + 2 + 40 + 1 + 1
 
 
 def test_write_shard_of_nothing_is_an_empty_valid_file(tmp_path):
