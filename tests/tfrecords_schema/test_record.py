@@ -202,3 +202,11 @@ def test_float64_windows_are_stored_as_float32_as_protobuf_would():
     windows = np.array([[[0.1, 1 / 3], [2.5e-8, 1e30]]])
     (record,) = encode_windows(windows, [1], 2, 0, "SS", [109.98828125])
     assert record == _protobuf_example(windows.astype(np.float32), 1, 2, 0, "SS", 109.98828125)
+
+
+def test_windows_of_any_memory_layout_encode_as_their_values():
+    """A strided or Fortran-ordered array (what a gather or a slice can give) encodes as its values."""
+    base = np.random.default_rng(3).normal(size=(4, 6, 5)).astype(np.float32)
+    for windows in (base[:, ::-1], np.asfortranarray(base), base[::2], base.astype(">f4")):
+        assert encode_windows(windows, [0] * len(windows), 1, 0, "CA", [0.5] * len(windows)) == \
+            [_protobuf_example(np.ascontiguousarray(w, dtype=np.float32), 0, 1, 0, "CA", 0.5) for w in windows]
