@@ -87,7 +87,7 @@ _FIELD_1, _FIELD_2, _FIELD_3 = 0x0A, 0x12, 0x1A  # Example.features, Features.fe
 
 def _varint(value: int) -> bytes:
     """Protobuf's base-128 varint of an int64 (a negative value as its 64-bit two's complement)."""
-    value &= (1 << 64) - 1
+    value = int(value) & ((1 << 64) - 1)  # int(): a numpy integer would overflow on the mask
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -143,8 +143,9 @@ def encode_window_block(
     0-3), end_time (4 bytes) and the window's W*F floats (little-endian float32, packed) differ.
     So one record is laid out once (a template, from the wire format) and the N records are filled
     in by numpy, instead of building N protobufs: tfx_bsl's compiled encoder writes the feature
-    map in a per-process hash order that then has to be parsed and re-serialized, 7x slower
-    (tests/tfrecords_schema/test_record.py checks the bytes against protobuf's own).
+    map in a per-process hash order that then had to be parsed and re-serialized, 5x slower
+    (benchmarks/README.md; tests/tfrecords_schema/test_record.py checks the bytes against
+    protobuf's own).
     """
     windows = np.asarray(windows, dtype=np.float32)
     if windows.ndim != 3:
@@ -158,29 +159,28 @@ def encode_window_block(
         raise ValueError(f"labels {labels.shape} and end_times {end_times.shape} must be ({n},)")
     if labels.min() < 0 or labels.max() >= NUM_CLASSES:
         raise ValueError(f"label indices must be in [0, {NUM_CLASSES}), got {sorted(set(labels))}")
-    values = windows.shape[1] * windows.shape[2] * 4
-    entries = {  # key -> (its entry, bytes at the entry's end that each record fills in: 0 for none)
-        CREW: (_feature_entry(CREW, _FIELD_3, _varint(crew)), 0),
-        END_TIME: (_feature_entry(END_TIME, _FIELD_2, bytes(4)), 4),
-        EXPERIMENT: (_feature_entry(EXPERIMENT, _FIELD_1, experiment.encode()), 0),
-        LABEL: (_feature_entry(LABEL, _FIELD_3, bytes(1)), 1),  # 0-3: a one-byte varint
-        SEAT: (_feature_entry(SEAT, _FIELD_3, _varint(seat)), 0),
-        WINDOW: (_feature_entry(WINDOW, _FIELD_2, bytes(values)), values),
+    filled = {  # what differs per record, as bytes [N, width]: each entry's last `width` bytes
+        END_TIME: end_times.astype("<f4").view(np.uint8).reshape(n, 4),
+        LABEL: labels.astype(np.uint8).reshape(n, 1),  # 0-3: a one-byte varint
+        WINDOW: windows.astype("<f4", copy=False).reshape(n, -1).view(np.uint8),
     }
-    body = b"".join(entries[key][0] for key in sorted(entries))
+    entries = {
+        CREW: _feature_entry(CREW, _FIELD_3, _varint(crew)),
+        END_TIME: _feature_entry(END_TIME, _FIELD_2, bytes(4)),
+        EXPERIMENT: _feature_entry(EXPERIMENT, _FIELD_1, experiment.encode()),
+        LABEL: _feature_entry(LABEL, _FIELD_3, bytes(1)),
+        SEAT: _feature_entry(SEAT, _FIELD_3, _varint(seat)),
+        WINDOW: _feature_entry(WINDOW, _FIELD_2, bytes(filled[WINDOW].shape[1])),
+    }
+    body = b"".join(entries[key] for key in sorted(entries))  # deterministic: keys sorted
     template = _field(_FIELD_1, body)
     records = np.empty((n, len(template)), dtype=np.uint8)
     records[:] = np.frombuffer(template, dtype=np.uint8)
     end = len(template) - len(body)
     for key in sorted(entries):
-        entry, filled = entries[key]
-        end += len(entry)
-        if key == END_TIME:
-            records[:, end - 4:end] = end_times.astype("<f4").view(np.uint8).reshape(n, 4)
-        elif key == LABEL:
-            records[:, end - 1] = labels
-        elif key == WINDOW:
-            records[:, end - filled:end] = windows.astype("<f4", copy=False).reshape(n, -1).view(np.uint8)
+        end += len(entries[key])
+        if key in filled:
+            records[:, end - filled[key].shape[1]:end] = filled[key]
     return records
 
 

@@ -179,6 +179,7 @@ def _protobuf_example(window, label, crew, seat, experiment, end_time):
     ((3, 1, 1), 0, 0, ""),  # one value, an empty experiment
     ((2, 4, 3), 300, -1, "DA"),  # a crew above one varint byte, a negative seat (10-byte varint)
     ((2, 5, 2), 2 ** 40, 7, "é-CA"),  # a large crew, a non-ASCII experiment
+    ((2, 3, 2), np.int64(5), np.int64(-2), "SS"),  # numpy integers, as a recording's key may hold
 ])
 def test_encoded_bytes_are_protobufs_deterministic_serialization(shape, crew, seat, experiment):
     """encode_windows lays the records out itself: every byte must be what protobuf writes for the
@@ -191,7 +192,7 @@ def test_encoded_bytes_are_protobufs_deterministic_serialization(shape, crew, se
     end_times = rng.random(shape[0]).astype(np.float32) * 1e4
     end_times[0] = -0.0
     records = encode_windows(windows, labels, crew, seat, experiment, end_times)
-    expected = [_protobuf_example(w, int(lab), crew, seat, experiment, float(t))
+    expected = [_protobuf_example(w, int(lab), int(crew), int(seat), experiment, float(t))
                 for w, lab, t in zip(windows, labels, end_times)]
     assert records == expected
     parsed = tf.train.Example.FromString(records[-1]).features.feature
