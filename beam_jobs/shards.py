@@ -11,7 +11,6 @@ workers or the bundle boundaries.
 import collections
 import concurrent.futures
 import hashlib
-import itertools
 import struct
 import zlib
 from typing import Dict, Iterable, List, Tuple, Union
@@ -20,6 +19,7 @@ import google_crc32c
 import numpy as np
 
 from tfrecords_schema import LABEL_VOCABULARY, file_io
+from tfrecords_schema.verify import mask_crc32c, masked_crc32c
 
 WRITE_BLOCK = 16 << 20
 
@@ -40,13 +40,9 @@ def class_counts(labels: np.ndarray) -> Dict[str, int]:
     return {name: int(counts[i]) for i, name in enumerate(LABEL_VOCABULARY)}
 
 
-_MASK_DELTA = 0xA282EAD8
-
-
 def _masked_crc(data: bytes) -> bytes:
     """TFRecord's masked crc32c of `data`, little-endian (the format's own definition)."""
-    crc = google_crc32c.value(data)
-    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF)
+    return struct.pack("<I", masked_crc32c(data))
 
 
 def frame(record: bytes) -> Tuple[bytes, bytes, bytes, bytes]:
@@ -67,8 +63,7 @@ def frame_block(records: np.ndarray) -> np.ndarray:
     framed[:, 8:12] = np.frombuffer(_masked_crc(header), dtype=np.uint8)
     framed[:, 12:12 + length] = records
     crc = np.fromiter(map(google_crc32c.value, records), dtype=np.uint64, count=n)
-    masked = (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
-    framed[:, 12 + length:] = masked.astype("<u4").view(np.uint8).reshape(n, 4)
+    framed[:, 12 + length:] = mask_crc32c(crc).astype("<u4").view(np.uint8).reshape(n, 4)
     return framed
 
 
@@ -95,10 +90,9 @@ def write_shard(path: str, records: Iterable[Union[bytes, np.ndarray]], compress
             out.write(data if as_is or isinstance(data, bytes) else bytes(data))
 
         def emit(parts: List[Union[bytes, np.ndarray]], last: bool = False) -> None:
-            # runs of framed bytes joined into one write; framed blocks written as they are
-            for is_block, run in itertools.groupby(parts, key=lambda part: isinstance(part, np.ndarray)):
-                for data in ((memoryview(block).cast("B") for block in run) if is_block else [b"".join(run)]):
-                    put(gz.compress(data) if gz else data)
+            for part in parts:  # a framed record, or a framed block written from its buffer
+                data = memoryview(part).cast("B") if isinstance(part, np.ndarray) else part
+                put(gz.compress(data) if gz else data)
             if gz and last:
                 put(gz.flush())
 
@@ -111,7 +105,7 @@ def write_shard(path: str, records: Iterable[Union[bytes, np.ndarray]], compress
                 size += pending[-1].nbytes
                 count += len(item)
             else:
-                pending.extend(frame(item))
+                pending.append(b"".join(frame(item)))
                 size += len(item) + 16
                 count += 1
             if size >= WRITE_BLOCK:

@@ -173,14 +173,17 @@ def encode_window_block(
         WINDOW: _feature_entry(WINDOW, _FIELD_2, bytes(filled[WINDOW].shape[1])),
     }
     body = b"".join(entries[key] for key in sorted(entries))  # deterministic: keys sorted
-    template = _field(_FIELD_1, body)
+    template = np.frombuffer(_field(_FIELD_1, body), dtype=np.uint8)
     records = np.empty((n, len(template)), dtype=np.uint8)
-    records[:] = np.frombuffer(template, dtype=np.uint8)
-    end = len(template) - len(body)
+    end, fixed = len(template) - len(body), 0  # fixed: where the template's bytes still to copy start
     for key in sorted(entries):
         end += len(entries[key])
-        if key in filled:
-            records[:, end - filled[key].shape[1]:end] = filled[key]
+        if key in filled:  # each byte written once: the template up to the filled bytes, then them
+            start = end - filled[key].shape[1]
+            records[:, fixed:start] = template[fixed:start]
+            records[:, start:end] = filled[key]
+            fixed = end
+    records[:, fixed:] = template[fixed:]
     return records
 
 

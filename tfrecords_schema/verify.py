@@ -59,10 +59,15 @@ class CorruptRecord(Exception):
         self.index, self.offset, self.reason = index, offset, reason
 
 
-def masked_crc32c(data: bytes) -> int:
-    """The checksum TFRecord framing stores: CRC32C rotated right by 15 plus a constant."""
-    crc = google_crc32c.value(data)
+def mask_crc32c(crc):
+    """TFRecord's mask of a CRC32C: rotated right by 15 plus a constant, as uint32 (a Python int, or
+    element-wise a numpy uint64 array of them)."""
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def masked_crc32c(data: bytes) -> int:
+    """The checksum TFRecord framing stores for `data`."""
+    return mask_crc32c(google_crc32c.value(data))
 
 
 def _read_exact(f: BinaryIO, n: int) -> bytes:
