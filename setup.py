@@ -37,5 +37,5 @@ setuptools.setup(
         include=["tfrecords_schema*", "cli_common*", "beam_jobs*", "trainer*", "crewstream*"]),
     install_requires=REQUIRED,
     extras_require={"test": TEST},
-    entry_points={"console_scripts": ["crewstream=crewstream.cli:main"]},
+    entry_points={"console_scripts": ["crewstream=crewstream.cli:script"]},
 )

@@ -20,7 +20,6 @@ Locally the job runs on Beam's streaming DirectRunner (BundleBasedDirectRunner, 
 import argparse
 import logging
 import os
-import sys
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -286,4 +285,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    failure.end_process(main())

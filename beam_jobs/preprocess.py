@@ -24,7 +24,6 @@ does not depend on --block-rows.
 import argparse
 import logging
 import os
-import sys
 import time
 import uuid
 from typing import Dict, List, Optional, Sequence
@@ -408,4 +407,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    failure.end_process(main())

@@ -26,7 +26,8 @@ benchmarks.common.measure; runs never overlap; repeats interleave (every variant
     windows            the same without --layout (the windows layout, W=256, stride 32)
     sequence-2w,       the same two with --direct_num_workers 2 (Beam's in-process workers, threads:
     windows-2w         preprocess's default is one; predict takes one per core on a large input)
-    import-preprocess  python -c "import beam_jobs.preprocess, apache_beam, tensorflow_transform.beam" with
+    import-preprocess  python -c "import beam_jobs.preprocess, apache_beam, tensorflow_transform.beam"
+                       then gc.freeze() (ending as crewstream's failure.end_process does), with
                        TF_USE_LEGACY_KERAS=1, as preprocess's main sets it
   predict (the test CSV and a tcn serving model):
     polars-read        pl.read_csv of the test CSV, every column (--child polars-read)
@@ -38,8 +39,9 @@ benchmarks.common.measure; runs never overlap; repeats interleave (every variant
                        calls are timed (a JSON line in its log). floor = polars-read wall + model calls
     predict            crewstream predict --model-dir MODEL --input CSV --output SUB (its defaults)
     import-predict     python -c "import beam_jobs.predict, beam_jobs.predict_steps, apache_beam,
-                       apache_beam.runners.portability.fn_api_runner, tensorflow" with
-                       TF_USE_LEGACY_KERAS=1: what a predict run imports (all but a few small modules)
+                       apache_beam.runners.portability.fn_api_runner, tensorflow" then gc.freeze(),
+                       with TF_USE_LEGACY_KERAS=1: what a predict run imports (all but a few small
+                       modules)
   small runs (once per repeat, whatever the sizes):
     help-preprocess    crewstream preprocess --help
     help-predict       crewstream predict --help
@@ -83,12 +85,15 @@ SMALL = ("help-preprocess", "help-predict", "usage-error")
 VARIANTS = PREPROCESS + PREDICT + SMALL
 OPTIONAL = ("polars-anchor-1t",)  # run only when listed in --variants
 GROUPS = {"help": SMALL}  # --variants help = the three small runs
-IMPORT_PREPROCESS = "import beam_jobs.preprocess, apache_beam, tensorflow_transform.beam"
+# An import's run ends as crewstream's do (cli_common.failure.end_process freezes every object,
+# so the interpreter's last collections skip them): the exit costs both sides the same.
+END_AS_CREWSTREAM = "; import gc; gc.freeze()"
+IMPORT_PREPROCESS = "import beam_jobs.preprocess, apache_beam, tensorflow_transform.beam" + END_AS_CREWSTREAM
 # What a predict run imports (compared with sys.modules at the end of a tiny run: these give all
 # but a few small modules): the job, its DoFns, Beam and its local runner, and TensorFlow
 # (serving.check, then the model), with TF_USE_LEGACY_KERAS=1 as predict's main sets it.
 IMPORT_PREDICT = ("import beam_jobs.predict, beam_jobs.predict_steps, apache_beam, "
-                  "apache_beam.runners.portability.fn_api_runner, tensorflow")
+                  "apache_beam.runners.portability.fn_api_runner, tensorflow" + END_AS_CREWSTREAM)
 LEGACY_KERAS = "TF_USE_LEGACY_KERAS"  # beam_jobs.runner.prefer_legacy_keras sets it to 1
 SMALL_TARGET_S = 1.5  # a tiny run's wall above its imports
 HELP_TARGET_S = 1.0

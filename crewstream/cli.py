@@ -116,6 +116,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
 
 
+def script() -> None:
+    """The `crewstream` console script (setup.py's entry point): `main()`, then the process ends
+    through failure.end_process."""
+    failure.end_process(main())
+
+
 def _dispatch(argv: Optional[List[str]]) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -132,4 +138,4 @@ def _dispatch(argv: Optional[List[str]]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    failure.end_process(main())

@@ -11,7 +11,6 @@ Each step is the same subcommand a user would run, called with the same argument
 
 import argparse
 import os
-import sys
 import time
 from typing import List, Optional, Sequence, Tuple
 
@@ -87,4 +86,4 @@ def _run_steps(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    failure.end_process(main())

@@ -38,7 +38,6 @@ bounded by one session's numbers whatever the number of crews.
 
 import argparse
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -670,4 +669,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    failure.end_process(main())

@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import sys
 from typing import Any, Dict, List, Optional
 
 from cli_common import console, failure
@@ -173,4 +172,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    failure.end_process(main())

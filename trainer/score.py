@@ -33,7 +33,6 @@ import contextlib
 import dataclasses
 import io
 import json
-import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -261,4 +260,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    failure.end_process(main())
