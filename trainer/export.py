@@ -26,8 +26,12 @@ recorded in the serving config (`temperature`).
 
 The tf.Transform layer is an attribute of the exported module, so its variables and assets are
 saved with it: the model loads and runs after OUT has been deleted. Of the networks only their
-variables are attributes (not the Keras objects): the SavedModel is the signatures and what they
-read, and loads without rebuilding every Keras layer.
+variables are attributes (not the Keras objects), and the signatures' tf.functions are not
+attributes either (saved as signatures only, not again as methods of the module); serving_default
+and serving_examples call `scaled`'s function rather than each holding the window network: the
+SavedModel holds each network's graph once, and loads without rebuilding every Keras layer
+(loading rebuilds every function of the library in Python, at the start of every predict,
+evaluate and live run).
 
 The names of the signatures and tensors, and the serving config written beside the SavedModel
 (`serving/assets.extra/crewstream.json`: what to feed the model without OUT), are the contract in
@@ -65,15 +69,19 @@ class ServingModule(tf.Module):
         self.transform_layer = transform_layer  # tracked: carries transform_fn's variables and assets
         self._window, self._num_features = window, num_features
         self._temperature = calibration.check_temperature(temperature)
+        # The signatures' functions are not tracked either (a tracked tf.function is saved again as
+        # the module's method: a second copy of every graph to rebuild at each load), and the raw
+        # window signatures call `scaled`'s function (one graph of the window network, not three).
         spec = tf.TensorSpec([None, window, num_features], tf.float32, name=WINDOW)
-        self.serve_raw = tf.function(self._raw, input_signature=[spec])
-        self.serve_scaled = tf.function(self._scaled, input_signature=[spec])
         examples = tf.TensorSpec([None], tf.string, name=serving.EXAMPLES_INPUT)
-        self.serve_examples = tf.function(self._examples, input_signature=[examples])
-        self.serve_sequence = None
+        scaled = tf.function(self._scaled, input_signature=[spec])
+        functions = {serving.SERVING_SIGNATURE: tf.function(self._raw, input_signature=[spec]),
+                     serving.SCALED_SIGNATURE: scaled,
+                     serving.EXAMPLES_SIGNATURE: tf.function(self._examples, input_signature=[examples])}
         if step_network is not None:
             rows = tf.TensorSpec([None, None, num_features], tf.float32, name=serving.SEQUENCE_INPUT)
-            self.serve_sequence = tf.function(self._sequence, input_signature=[rows])
+            functions[serving.SEQUENCE_SIGNATURE] = tf.function(self._sequence, input_signature=[rows])
+        self._serve = types.SimpleNamespace(functions=functions, scaled=scaled)  # a dict would be tracked
 
     def _scaled(self, window: tf.Tensor) -> Dict[str, tf.Tensor]:
         probabilities = self._networks.model(window, training=False)
@@ -88,7 +96,7 @@ class ServingModule(tf.Module):
         return scaled
 
     def _raw(self, window: tf.Tensor) -> Dict[str, tf.Tensor]:
-        return self._scaled(self._scale(window))
+        return self._serve.scaled(self._scale(window))
 
     def _examples(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
         parsed = tf.io.parse_example(examples, raw_window_spec(self._window, self._num_features))
@@ -100,12 +108,7 @@ class ServingModule(tf.Module):
 
     def signatures(self) -> Dict[str, Any]:
         """{name: concrete function} of every signature this module serves."""
-        out = {serving.SERVING_SIGNATURE: self.serve_raw.get_concrete_function(),
-               serving.SCALED_SIGNATURE: self.serve_scaled.get_concrete_function(),
-               serving.EXAMPLES_SIGNATURE: self.serve_examples.get_concrete_function()}
-        if self.serve_sequence is not None:
-            out[serving.SEQUENCE_SIGNATURE] = self.serve_sequence.get_concrete_function()
-        return out
+        return {name: function.get_concrete_function() for name, function in self._serve.functions.items()}
 
 
 def _variables_of(*networks: Optional[tf.Module]) -> list:

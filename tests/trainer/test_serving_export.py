@@ -329,9 +329,23 @@ def test_the_export_holds_the_networks_variables_not_their_keras_layers(request,
     assert max(saved.values()) == 1
 
 
+def test_each_network_is_in_the_export_once(exported_tcn):
+    """The window network's graph is saved once (`scaled`'s function, which serving_default and
+    serving_examples call) and the per-step network's once (`sequence`): not again as the module's
+    methods, nor inlined into every signature (8 copies of each conv before: loading rebuilds every
+    function of the library in Python, so each copy cost every predict, evaluate and live run)."""
+    import tf_keras
+
+    convs = sum(isinstance(layer, tf_keras.layers.Conv1D) for layer in exported_tcn.model.submodules)
+    ops = _op_counts(exported_tcn.model_dir)
+    assert convs and ops["Conv2D"] == 2 * convs  # a Conv1D is a Conv2D op on expanded dims
+    assert ops["Softmax"] == 2
+
+
 def test_temperature_one_adds_nothing_to_the_graph(exported_tcn, tempered_tcn):
     """T = 1 (the default) exports the graph an export without calibration did: the T export's
-    graph is the T = 1 graph plus the map's ops, once in each of the four signatures' functions."""
+    graph is the T = 1 graph plus the map's ops, once in each traced network's function (`scaled`,
+    which the other window signatures call, and `sequence`)."""
     plain, tempered = _op_counts(exported_tcn.model_dir), _op_counts(tempered_tcn)
     assert not plain - tempered
     extra = tempered - plain
