@@ -10,7 +10,7 @@ import pytest
 from beam_jobs import inference, windows
 from tests.predict_reference import fingerprint, loop_windows, sequence_fingerprint, slow_fingerprint
 from tfrecords_schema import csv_columns as cols
-from tfrecords_schema import serving
+from tfrecords_schema import WINDOW, serving
 
 
 @pytest.mark.parametrize("cuts", [[], [1, 2, 3], [4, 5, 17], [2, 9, 10, 30]])
@@ -143,3 +143,44 @@ def test_predict_padded_peak_memory_grows_only_by_the_output(path):
                                  sweep_rows=2000, concurrent=1))
     small, large = peaks
     assert large < small * 1.25 + 3 * 7680 * 4 * 4 + (256 << 10), (small, large)
+
+
+@pytest.mark.parametrize("which", ["sweep", "windows"])
+def test_a_model_is_warmed_up_as_it_loads_and_gives_what_a_cold_load_gives(exported_tcn, which, monkeypatch):
+    """SweepModel and ServingModel call their signature once, on one window of zeros, as they load
+    (the first call's kernel building then happens on the loader thread); that call changes
+    nothing: the outputs equal those of the signature of a model loaded and called cold."""
+    import tensorflow as tf
+
+    real_load, calls = serving.load, []
+
+    class Spy:  # the loaded model, its signatures' calls recorded
+        def __init__(self, loaded):
+            self.signatures = {name: self._spy(name, fn) for name, fn in loaded.signatures.items()}
+
+        @staticmethod
+        def _spy(name, fn):
+            def call(**inputs):
+                calls.append((name, {k: v.shape.as_list() for k, v in inputs.items()}))
+                return fn(**inputs)
+            call.structured_input_signature = fn.structured_input_signature
+            return call
+
+    monkeypatch.setattr(serving, "load", lambda model_dir: Spy(real_load(model_dir)))
+    config = serving.read_config(exported_tcn.model_dir)
+    w, f = config["window"], len(config["features"])
+    model = (inference.SweepModel if which == "sweep" else inference.ServingModel)(exported_tcn.model_dir)
+    name, key = ((serving.SEQUENCE_SIGNATURE, serving.SEQUENCE_INPUT) if which == "sweep"
+                 else (serving.SERVING_SIGNATURE, WINDOW))
+    assert calls == [(name, {key: [1, w, f]})]
+
+    rows = np.random.default_rng(4).normal(size=(w + 40, f)).astype(np.float32) * 30 + 5
+    cold = real_load(exported_tcn.model_dir).signatures[name]
+    if which == "sweep":
+        got, inputs = model(rows), tf.constant(rows[None])
+        expected = cold(**{key: inputs})[serving.PROBABILITIES].numpy()[0][w - 1:]
+    else:
+        batch = np.stack([rows[i:i + w] for i in range(41)])
+        got, expected = model(batch), cold(**{key: tf.constant(batch)})[serving.PROBABILITIES].numpy()
+    assert got.shape == (41, 4)
+    np.testing.assert_array_equal(got, expected)
