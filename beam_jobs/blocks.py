@@ -258,15 +258,13 @@ def write_rows(path: str, block: RecordingRows) -> None:
 
 def read_rows(path: str, num_features: int, start: int = 0, stop: Optional[int] = None) -> RecordingRows:
     """The rows of a sorted block file: rows [start, stop) (default all). Only the rows asked for
-    are read."""
+    are read (a local file's are mapped: file_io.read_range)."""
     dtype = row_dtype(num_features)
-    with file_io.open_file(path, "rb") as f:
-        total = f.seek(0, 2) // dtype.itemsize
-        stop = total if stop is None else min(stop, total)
-        start = min(max(0, start), stop)
-        f.seek(start * dtype.itemsize)
-        records = np.frombuffer(f.read((stop - start) * dtype.itemsize), dtype=dtype)
-    return _block(records)
+    total = file_io.size(path) // dtype.itemsize
+    stop = total if stop is None else min(stop, total)
+    start = min(max(0, start), stop)
+    data = file_io.read_range(path, start * dtype.itemsize, (stop - start) * dtype.itemsize)
+    return _block(np.frombuffer(data, dtype=dtype, count=len(data) // dtype.itemsize))
 
 
 def recording_rows(recording: Sequence["SortedBlock"], start: int, stop: int) -> RecordingRows:

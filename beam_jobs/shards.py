@@ -76,13 +76,15 @@ def write_shard(path: str, records: Iterable[Union[bytes, np.ndarray]], compress
 
     The records are framed here in blocks of about WRITE_BLOCK bytes; a second thread compresses,
     hashes and writes each block (zlib, hashlib and file writes release the GIL), so the writing
-    overlaps the encoding of the next records. GZIP uses level 1: these signals compress by under
+    overlaps the encoding of the next records. A local shard is written through to the disk as it
+    goes (file_io.open_written: nothing reads it back here, and gigabytes of page cache cost more
+    than the disk writes). GZIP uses level 1: these signals compress by under
     a tenth at any level, and level 6 is several times slower.
     """
     digest = hashlib.sha256()
     gz = zlib.compressobj(1, zlib.DEFLATED, 31) if compression == "GZIP" else None
     count, pending, size = 0, [], 0
-    with file_io.open_file(path, "wb") as out, concurrent.futures.ThreadPoolExecutor(1) as writer:
+    with file_io.open_written(path) as out, concurrent.futures.ThreadPoolExecutor(1) as writer:
         as_is = not file_io.is_remote(path)  # a local file takes a buffer; GFile wants bytes
 
         def put(data) -> None:

@@ -72,3 +72,59 @@ def test_append_files_copies_local_files_by_the_kernel_and_others_through_python
     sink = io.BytesIO()  # no file descriptor: the bytes pass through Python
     file_io.append_files(parts, sink, block=4096)
     assert sink.getvalue() == expected
+
+
+def _traced_disk_calls(monkeypatch):
+    """Record os.fdatasync and os.posix_fadvise calls (and still make them) as (name, file size at
+    the call, offset, length)."""
+    calls = []
+    fdatasync, fadvise = os.fdatasync, os.posix_fadvise
+
+    def traced_fdatasync(fd):
+        calls.append(("fdatasync", os.fstat(fd).st_size, None, None))
+        fdatasync(fd)
+
+    def traced_fadvise(fd, offset, length, advice):
+        calls.append(("fadvise", os.fstat(fd).st_size, offset, length))
+        assert advice == os.POSIX_FADV_DONTNEED
+        fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "fdatasync", traced_fdatasync)
+    monkeypatch.setattr(os, "posix_fadvise", traced_fadvise)
+    return calls
+
+
+@pytest.mark.skipif(not file_io._CAN_SYNC, reason="written through only where fdatasync and posix_fadvise exist")
+def test_a_written_file_reaches_the_disk_as_it_goes_and_leaves_the_page_cache_once(tmp_path, monkeypatch):
+    """Every byte is synced before it is dropped, each range dropped once, in order, the last one
+    when the file closes; the bytes are the ones written, whatever the writes' sizes."""
+    monkeypatch.setattr(file_io, "SYNC_BYTES", 1000)
+    calls = _traced_disk_calls(monkeypatch)
+    pieces = [bytes([i % 251]) * size for i, size in enumerate([10, 990, 1, 2500, 0, 7, 999, 3])]
+    path = tmp_path / "sub" / "shard.tfrecord"
+    with file_io.open_written(str(path)) as out:
+        for piece in pieces:
+            out.write(memoryview(piece))
+        assert calls, "nothing synced while writing"
+    assert path.read_bytes() == b"".join(pieces)
+    ranges, synced_size = [], None
+    for name, size, offset, length in calls:
+        if name == "fdatasync":
+            synced_size = size
+        else:
+            assert offset + length == synced_size == size, "a range dropped before it was synced"
+            ranges.append((offset, length))
+    ends = [offset + length for offset, length in ranges]
+    assert [offset for offset, _ in ranges] == [0] + ends[:-1] and ends[-1] == len(b"".join(pieces))
+    assert all(length >= 1000 for _, length in ranges[:-1])
+
+
+def test_a_written_file_behind_a_url_is_written_plainly(monkeypatch):
+    tf = pytest.importorskip("tensorflow")
+    calls = _traced_disk_calls(monkeypatch) if file_io._CAN_SYNC else []
+    path = f"ram://crewstream-written-{os.getpid()}/part/shard.tfrecord"
+    with file_io.open_written(path) as out:
+        out.write(b"abc" * 1000)
+    with tf.io.gfile.GFile(path, "rb") as f:
+        assert f.read() == b"abc" * 1000
+    assert calls == []
