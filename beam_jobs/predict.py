@@ -234,6 +234,9 @@ def _run(args, beam_args: Sequence[str], output: str) -> Dict:
                   config["model"], config["window"], len(config["features"]),
                   f"swept {args.sweep_rows:,} rows at a time" if path == inference.SWEEP
                   else f"batches of {args.batch_size:,} windows", args.input)
+        from beam_jobs import predict_steps, reading  # noqa: F401  (build_pipeline's, imported before the freeze)
+
+        failure.imports_done()
         options = PipelineOptions(with_local_workers(beam_args, input_bytes([input_path])))
         if runs_in_this_process(options):  # loaded while the rows are read; the workers share it
             inference.preload(args.model_dir, path)
@@ -286,4 +289,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    failure.end_process(main())
+    failure.run_process(main)

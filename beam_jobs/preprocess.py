@@ -345,6 +345,11 @@ def _run(args, beam_args: Sequence[str], files: Sequence[str]) -> Dict:
         ownership.write_marker(staging, ownership.STAGING_KIND)  # remove_leftover_stagings knows it by this
         _LOG.info("preprocess %d file(s) -> %s (W=%d, stride=%d, %d feature(s), %s)", len(files),
                   args.output, args.window, args.stride, len(args.features), args.scale)
+        import tensorflow_transform.beam  # noqa: F401  (build_pipeline's, imported before the freeze)
+
+        from beam_jobs import preprocess_steps, scaling  # noqa: F401  (the same)
+
+        failure.imports_done()
         options = PipelineOptions(beam_args)
         with beam.Pipeline(runner=make_runner(options), options=options) as pipeline:
             build_pipeline(pipeline, files, args, staging)
@@ -407,4 +412,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    failure.end_process(main())
+    failure.run_process(main)

@@ -117,9 +117,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def script() -> None:
-    """The `crewstream` console script (setup.py's entry point): `main()`, then the process ends
-    through failure.end_process."""
-    failure.end_process(main())
+    """The `crewstream` console script (setup.py's entry point): `main()` as the process's own,
+    which then ends through failure.end_process (failure.run_process)."""
+    failure.run_process(main)
 
 
 def _dispatch(argv: Optional[List[str]]) -> int:
@@ -138,4 +138,4 @@ def _dispatch(argv: Optional[List[str]]) -> int:
 
 
 if __name__ == "__main__":
-    failure.end_process(main())
+    failure.run_process(main)

@@ -86,4 +86,4 @@ def _run_steps(args) -> int:
 
 
 if __name__ == "__main__":
-    failure.end_process(main())
+    failure.run_process(main)

@@ -51,4 +51,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    failure.end_process(main())
+    failure.run_process(main)

@@ -186,6 +186,41 @@ def test_a_process_ends_with_its_commands_code_flushed_its_atexit_work_done_its_
     assert int((tmp_path / "frozen").read_text()) > 1000  # every object of the process, not a few
 
 
+@pytest.mark.parametrize("own_process", [True, False])
+def test_a_command_in_its_own_process_freezes_its_imports_and_a_library_call_does_not(tmp_path, own_process):
+    """failure.imports_done freezes every object made so far (gc.freeze) when the command runs as
+    its process's own (failure.run_process: the script, every `python -m` entry), and nothing
+    when a job is called as a library, whose process keeps running (tests, notebooks)."""
+    main = ("def main():\n"
+            "    failure.imports_done()\n"
+            "    open(sys.argv[1], 'w').write(str(gc.get_freeze_count()))\n"
+            "    return 4\n")
+    call = "failure.run_process(main)\n" if own_process else "sys.exit(main())\n"
+    program = "import gc, sys\nfrom cli_common import failure\n" + main + call
+    result = subprocess.run([sys.executable, "-c", program, str(tmp_path / "frozen")], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 4, result.stderr
+    frozen = int((tmp_path / "frozen").read_text())
+    assert frozen > 1000 if own_process else frozen == 0
+
+
+def test_a_preprocess_freezes_once_after_everything_it_runs_on_is_imported(sample_dir, tmp_path, monkeypatch):
+    """The freeze comes after TensorFlow, Beam, tf.Transform's Beam API and the job's steps are
+    imported, and before the pipeline is built."""
+    from beam_jobs import preprocess
+    from tests.conftest import PREPROCESS_FLAGS
+
+    events = []
+    monkeypatch.setattr(failure, "_OWN_PROCESS", True)
+    monkeypatch.setattr("gc.freeze", lambda: events.append(
+        ("freeze", all(m in sys.modules for m in ("tensorflow", "apache_beam", "tensorflow_transform.beam",
+                                                  "beam_jobs.preprocess_steps", "beam_jobs.scaling")))))
+    build = preprocess.build_pipeline
+    monkeypatch.setattr(preprocess, "build_pipeline", lambda *a: (events.append(("build", None)), build(*a))[1])
+    preprocess.run(["--input", str(sample_dir / "train.csv"), "--output", str(tmp_path / "out"), *PREPROCESS_FLAGS])
+    assert events == [("freeze", True), ("build", None)]
+
+
 def test_the_crewstream_script_is_main_through_end_process():
     import importlib.metadata
 

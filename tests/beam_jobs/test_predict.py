@@ -74,6 +74,22 @@ def fingerprinted(tmp_path_factory, exported, test_csv):
     return summary, sub, out
 
 
+def test_a_predict_freezes_once_after_everything_it_runs_on_is_imported(exported, test_csv, tmp_path, monkeypatch):
+    """failure.imports_done (gc.freeze in a command's own process) after TensorFlow, Beam and the
+    job's steps are imported, before the pipeline is built."""
+    from cli_common import failure
+
+    events = []
+    monkeypatch.setattr(failure, "_OWN_PROCESS", True)
+    monkeypatch.setattr("gc.freeze", lambda: events.append(
+        ("freeze", all(m in sys.modules for m in ("tensorflow", "apache_beam", "beam_jobs.predict_steps",
+                                                  "beam_jobs.reading")))))
+    build = predict.build_pipeline
+    monkeypatch.setattr(predict, "build_pipeline", lambda *a: (events.append(("build", None)), build(*a))[1])
+    run(exported.model_dir, test_csv, tmp_path / "submission.csv", model=fingerprint, batch_size=500)
+    assert events == [("freeze", True), ("build", None)]
+
+
 def test_every_id_exactly_once(fingerprinted, test_csv):
     summary, sub, out = fingerprinted
     ids = pd.read_csv(test_csv, usecols=[cols.ID])[cols.ID]
