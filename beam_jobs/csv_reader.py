@@ -23,6 +23,8 @@ truncated gzip without complaint. Such a file is a `CsvFileError`, never a silen
 """
 
 import bz2
+import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import gzip
@@ -42,6 +44,7 @@ from tfrecords_schema import LABEL_VOCABULARY
 from tfrecords_schema import csv_columns as cols
 
 DEFAULT_SPAN_BYTES = 16 << 20  # bytes parsed at once: one Beam element of rows
+PARSE_AHEAD = 2  # spans of a file parsed at once (read_file_spans), in threads
 DEFAULT_SPLIT_BYTES = 64 << 20  # bytes of an uncompressed file one worker reads: the unit of parallelism
 # A line this long or longer (its newline not counted) is rejected. pyarrow's parser needs each
 # line within two of its blocks: a span with a line of _BLOCK_BYTES or more is parsed in blocks
@@ -785,13 +788,31 @@ def read_file_spans(
         offset, line = seek_first_line(f, start, newlines_before)
     # else: the range starts in the header; its lines are those after it (none if it ends there)
     spans = iter_line_spans(f, span_bytes, line, offset, end)
-    while True:
-        with stream_errors_as_layout_errors(file):  # around the read only, not the parse
-            item = next(spans, None)
-        if item is None:
-            return
-        first_line, span, n_lines = item
-        try:
-            yield parse_span(span, header, features, file, first_line, labelled, with_id, n_lines)
-        except pa.ArrowException as e:  # not seen once find_defects runs; if it is, name the file
-            raise CsvFileError(f"{file}: from line {first_line}: the CSV parser failed ({e})") from e
+    # PARSE_AHEAD spans are parsed at once, each on a thread of its own: while one is in numpy's
+    # validation (mostly one core), another is in pyarrow's parse (every core). Results come in
+    # span order, and a read error is raised only after every span before it was yielded.
+    with concurrent.futures.ThreadPoolExecutor(PARSE_AHEAD) as pool:
+        parsing: collections.deque = collections.deque()
+        while True:
+            try:
+                with stream_errors_as_layout_errors(file):  # around the read only, not the parse
+                    item = next(spans, None)
+            except CsvFileError:
+                for first_line, parsed in parsing:
+                    yield _parsed(file, first_line, parsed)
+                raise
+            if item is not None:
+                first_line, span, n_lines = item
+                parsing.append((first_line, pool.submit(parse_span, span, header, features, file, first_line,
+                                                        labelled, with_id, n_lines)))
+            while parsing and (item is None or len(parsing) > PARSE_AHEAD):
+                yield _parsed(file, *parsing.popleft())
+            if item is None:
+                return
+
+
+def _parsed(file: str, first_line: int, parsed: concurrent.futures.Future) -> Tuple[Rows, List[Reject]]:
+    try:
+        return parsed.result()
+    except pa.ArrowException as e:  # not seen once find_defects runs; if it is, name the file
+        raise CsvFileError(f"{file}: from line {first_line}: the CSV parser failed ({e})") from e

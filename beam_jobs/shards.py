@@ -74,31 +74,44 @@ def write_shard(path: str, records: Iterable[Union[bytes, np.ndarray]], compress
     An item of `records` is one record (bytes) or a block of records of one length (the rows of a
     uint8 array, as tfrecords_schema.encode_window_block gives them), framed at once.
 
-    The records are framed here in blocks of about WRITE_BLOCK bytes; a second thread compresses,
-    hashes and writes each block (zlib, hashlib and file writes release the GIL), so the writing
-    overlaps the encoding of the next records. A local shard is written through to the disk as it
-    goes (file_io.open_written: nothing reads it back here, and gigabytes of page cache cost more
-    than the disk writes). GZIP uses level 1: these signals compress by under
-    a tenth at any level, and level 6 is several times slower.
+    The records are framed here in blocks of about WRITE_BLOCK bytes, and each block goes down a
+    pipeline of two more threads, each taking the blocks in order: one compresses (GZIP) and
+    hashes it, the other writes it (zlib, hashlib and file writes release the GIL). So framing,
+    hashing and writing overlap, each on a different block; at most three blocks wait. A local
+    shard is written through to the disk as it goes (file_io.open_written: nothing reads it back
+    here, and gigabytes of page cache cost more than the disk writes). GZIP uses level 1: these
+    signals compress by under a tenth at any level, and level 6 is several times slower.
     """
     digest = hashlib.sha256()
     gz = zlib.compressobj(1, zlib.DEFLATED, 31) if compression == "GZIP" else None
     count, pending, size = 0, [], 0
-    with file_io.open_written(path) as out, concurrent.futures.ThreadPoolExecutor(1) as writer:
+    with file_io.open_written(path) as out, concurrent.futures.ThreadPoolExecutor(1) as hasher, \
+            concurrent.futures.ThreadPoolExecutor(1) as writer:
         as_is = not file_io.is_remote(path)  # a local file takes a buffer; GFile wants bytes
 
-        def put(data) -> None:
-            digest.update(data)
-            out.write(data if as_is or isinstance(data, bytes) else bytes(data))
-
-        def emit(parts: List[Union[bytes, np.ndarray]], last: bool = False) -> None:
+        def hashed(parts: List[Union[bytes, np.ndarray]], last: bool) -> List:
+            """A block's bytes as they go to the file (compressed when GZIP), hashed."""
+            datas = []
             for part in parts:  # a framed record, or a framed block written from its buffer
                 data = memoryview(part).cast("B") if isinstance(part, np.ndarray) else part
-                put(gz.compress(data) if gz else data)
+                datas.append(gz.compress(data) if gz else data)
             if gz and last:
-                put(gz.flush())
+                datas.append(gz.flush())
+            for data in datas:
+                digest.update(data)
+            return datas
+
+        def written(hashing: concurrent.futures.Future) -> None:
+            for data in hashing.result():
+                out.write(data if as_is or isinstance(data, bytes) else bytes(data))
 
         in_flight: collections.deque = collections.deque()
+
+        def emit(parts: List[Union[bytes, np.ndarray]], last: bool = False) -> None:
+            in_flight.append(writer.submit(written, hasher.submit(hashed, parts, last)))
+            while len(in_flight) > (0 if last else 2):  # at most three blocks held
+                in_flight.popleft().result()
+
         for item in records:
             if isinstance(item, np.ndarray):
                 if not len(item):
@@ -111,11 +124,7 @@ def write_shard(path: str, records: Iterable[Union[bytes, np.ndarray]], compress
                 size += len(item) + 16
                 count += 1
             if size >= WRITE_BLOCK:
-                in_flight.append(writer.submit(emit, pending))
+                emit(pending)
                 pending, size = [], 0
-                while len(in_flight) > 1:  # at most two blocks held: one written, one waiting
-                    in_flight.popleft().result()
-        in_flight.append(writer.submit(emit, pending, True))
-        while in_flight:
-            in_flight.popleft().result()
+        emit(pending, last=True)
     return count, digest.hexdigest()

@@ -162,6 +162,48 @@ def test_truncated_gzip_raises_a_layout_error_naming_the_file(cut):
             csv_reader.check_file(f, "f.csv.gz", FEATURES, read_through=True)
 
 
+@pytest.mark.parametrize("ahead", [2, 3])
+def test_spans_parsed_ahead_on_threads_come_out_as_one_at_a_time_would(monkeypatch, ahead):
+    """read_file_spans parses PARSE_AHEAD spans at once: the same spans, rows and rejects, in
+    the same order, as parsing them one after another."""
+    lines = [row(time=str(i / 256), r=str(i)) for i in range(3000)]
+    for bad in (5, 700, 701, 1999, 2998):
+        lines[bad] = row(time=str(bad / 256), ecg="x") if bad % 2 else "1,CA"
+    text = HEADER + "\n" + "\n".join(lines) + "\n"
+
+    def spans():
+        out = []
+        for rows, bad in csv_reader.read_file_spans(io.BytesIO(text.encode()), "f.csv", FEATURES, 4096):
+            out.append((rows.line.tolist(), rows.signals.tolist(), [(r.line, r.column, r.reason) for r in bad]))
+        return out
+
+    monkeypatch.setattr(csv_reader, "PARSE_AHEAD", 1)
+    one_at_a_time = spans()
+    monkeypatch.setattr(csv_reader, "PARSE_AHEAD", ahead)
+    assert spans() == one_at_a_time and len(one_at_a_time) > 10
+    assert sum(len(bad) for _, _, bad in one_at_a_time) == 5
+
+
+def test_rows_before_a_damaged_stream_are_all_yielded_before_its_error(monkeypatch):
+    """With spans parsed ahead, a read that fails still comes after every span read before it:
+    the same rows as parsing one span at a time."""
+    _, blob = _gzipped_lines()
+
+    def lines_before_the_error():
+        got = []
+        with csv_reader.decompressed(io.BytesIO(blob[:len(blob) // 2]), "f.csv.gz") as f:
+            with pytest.raises(csv_reader.CsvFileError, match="truncated"):
+                for rows, _ in csv_reader.read_file_spans(f, "f.csv.gz", FEATURES, span_bytes=4096):
+                    got += rows.line.tolist()
+        return got
+
+    monkeypatch.setattr(csv_reader, "PARSE_AHEAD", 1)
+    one_at_a_time = lines_before_the_error()
+    monkeypatch.setattr(csv_reader, "PARSE_AHEAD", 3)
+    assert lines_before_the_error() == one_at_a_time == list(range(2, 2 + len(one_at_a_time)))
+    assert len(one_at_a_time) > 100
+
+
 def test_damaged_gzip_checksum_is_a_layout_error():
     _, blob = _gzipped_lines()
     blob = blob[:-8] + bytes([blob[-8] ^ 0xFF]) + blob[-7:]  # the stored CRC32 no longer matches
