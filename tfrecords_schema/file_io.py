@@ -83,8 +83,9 @@ def open_written(path: str) -> Iterator:
     are written (os.fdatasync) and then leave the page cache (POSIX_FADV_DONTNEED), the rest at the
     end, so the file is on the disk once the block closes and the page cache it used is reused for
     the next bytes. Writing gigabytes into the page cache instead takes new memory for every page:
-    on our VMs 3.2 GB written that way took 6.2-9.2 s of kernel time against 1.8-2.3 s written
-    through (benchmarks/README.md). A URL, or a system without fdatasync, is written plainly."""
+    on our VMs 3.36 GB written that way took 7.8-8.0 s, nearly all kernel time, against 2.4-2.6 s
+    written through (benchmarks/bench_write.py). A URL, or a system without fdatasync, is written
+    plainly."""
     if is_remote(path) or not _CAN_SYNC:
         with open_file(path, "wb") as f:
             yield f
