@@ -260,10 +260,8 @@ def read_rows(path: str, num_features: int, start: int = 0, stop: Optional[int] 
     """The rows of a sorted block file: rows [start, stop) (default all). Only the rows asked for
     are read (a local file's are mapped: file_io.read_range)."""
     dtype = row_dtype(num_features)
-    total = file_io.size(path) // dtype.itemsize
-    stop = total if stop is None else min(stop, total)
-    start = min(max(0, start), stop)
-    data = file_io.read_range(path, start * dtype.itemsize, (stop - start) * dtype.itemsize)
+    start = max(0, start)
+    data = file_io.read_range(path, start * dtype.itemsize, None if stop is None else (stop - start) * dtype.itemsize)
     return _block(np.frombuffer(data, dtype=dtype, count=len(data) // dtype.itemsize))
 
 

@@ -9,7 +9,7 @@ imported only then. Paths are joined with `posixpath`, so the same code names fi
 import contextlib
 import os
 import posixpath
-from typing import Iterable, Iterator, List, Tuple, Union
+from typing import Iterable, Iterator, List, Optional, Tuple, Union
 
 TMP_SUFFIX = ".tmp"
 
@@ -151,29 +151,28 @@ def read_bytes(path: str) -> bytes:
         raise FileNotFoundError(f"{path} not found") from None
 
 
-def size(path: str) -> int:
-    """A file's bytes."""
-    return gfile().stat(path).length if is_remote(path) else os.path.getsize(path)
-
-
-def read_range(path: str, offset: int, length: int):
-    """Bytes [offset, offset + length) of a file (fewer if it ends first), as a buffer. A local
-    file's are mapped, not copied (mmap): numpy arrays over them read the page cache in place, and
-    the mapping lasts as long as something refers to it. The file must not shrink meanwhile."""
-    if length <= 0:
+def read_range(path: str, offset: int, length: Optional[int] = None):
+    """Bytes [offset, offset + length) of a file (to its end when `length` is None, fewer if it
+    ends first), as a buffer. A local file's are mapped, not copied (mmap): numpy arrays over them
+    read the page cache in place, and the mapping lasts as long as something refers to it. The
+    file must not shrink meanwhile."""
+    if length is not None and length <= 0:
         return b""
     if is_remote(path):
         with open_file(path, "rb") as f:
+            if offset >= f.size():  # GFile refuses to seek past the end
+                return b""
             f.seek(offset)
-            return f.read(length)
+            return f.read(-1 if length is None else length)
     import mmap
 
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if offset >= size:
+        end = os.fstat(f.fileno()).st_size
+        end = end if length is None else min(end, offset + length)
+        if offset >= end:
             return b""
         start = offset - offset % mmap.ALLOCATIONGRANULARITY
-        mapped = mmap.mmap(f.fileno(), min(size, offset + length) - start, access=mmap.ACCESS_READ, offset=start)
+        mapped = mmap.mmap(f.fileno(), end - start, access=mmap.ACCESS_READ, offset=start)
     return memoryview(mapped)[offset - start:]
 
 

@@ -128,3 +128,20 @@ def test_a_written_file_behind_a_url_is_written_plainly(monkeypatch):
     with tf.io.gfile.GFile(path, "rb") as f:
         assert f.read() == b"abc" * 1000
     assert calls == []
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_read_range_gives_the_bytes_asked_for_whatever_the_offset(tmp_path, remote):
+    """Offsets inside and past mmap's allocation unit, to the end or beyond it, or past the file."""
+    if remote:
+        pytest.importorskip("tensorflow")
+    import mmap
+
+    data = bytes(range(256)) * ((3 * mmap.ALLOCATIONGRANULARITY) // 256 + 7)
+    path = (f"ram://crewstream-range-{os.getpid()}/f.bin" if remote else str(tmp_path / "f.bin"))
+    file_io.write_bytes(path, data)
+    unit = mmap.ALLOCATIONGRANULARITY
+    for offset, length in [(0, 10), (5, None), (unit + 3, 100), (2 * unit - 1, 2), (len(data) - 4, 100),
+                           (len(data), 5), (len(data) + 9, None), (7, 0), (7, -1)]:
+        got = bytes(file_io.read_range(path, offset, length))
+        assert got == data[offset:None if length is None else offset + max(length, 0)], (offset, length)
