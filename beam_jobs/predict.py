@@ -35,7 +35,8 @@ from typing import Dict, Optional, Sequence
 
 from beam_jobs import csv_reader, inference, rejects, submission
 from beam_jobs.runner import (JobError, absolute, input_bytes, make_runner, prefer_legacy_keras,
-                              refuse_unknown_flags, runs_in_this_process, with_local_workers)
+                              refuse_unknown_flags, runs_in_this_process, with_local_workers,
+                              without_type_checks)
 from cli_common import console, failure
 from tfrecords_schema import file_io, ownership
 
@@ -237,7 +238,7 @@ def _run(args, beam_args: Sequence[str], output: str) -> Dict:
         from beam_jobs import predict_steps, reading  # noqa: F401  (build_pipeline's, imported before the freeze)
 
         failure.imports_done()
-        options = PipelineOptions(with_local_workers(beam_args, input_bytes([input_path])))
+        options = PipelineOptions(without_type_checks(with_local_workers(beam_args, input_bytes([input_path]))))
         if runs_in_this_process(options):  # loaded while the rows are read; the workers share it
             inference.preload(args.model_dir, path)
         pipeline = beam.Pipeline(runner=make_runner(options), options=options)

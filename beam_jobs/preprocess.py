@@ -31,7 +31,8 @@ from typing import Dict, List, Optional, Sequence
 # Beam, TensorFlow and tf.Transform are imported only once the arguments and local paths are good
 # (cli_common.console): a usage error is reported in about a second.
 from beam_jobs import blocks, csv_reader, rejects
-from beam_jobs.runner import JobError, absolute, make_runner, prefer_legacy_keras, refuse_unknown_flags
+from beam_jobs.runner import (JobError, absolute, make_runner, prefer_legacy_keras, refuse_unknown_flags,
+                              without_type_checks)
 from cli_common import console, failure
 from tfrecords_schema import LABEL_VOCABULARY, csv_columns, ownership, sequence, file_io, output_folder
 from tfrecords_schema.stats import SCALES, validate_stats
@@ -350,7 +351,7 @@ def _run(args, beam_args: Sequence[str], files: Sequence[str]) -> Dict:
         from beam_jobs import preprocess_steps, scaling  # noqa: F401  (the same)
 
         failure.imports_done()
-        options = PipelineOptions(beam_args)
+        options = PipelineOptions(without_type_checks(beam_args))
         with beam.Pipeline(runner=make_runner(options), options=options) as pipeline:
             build_pipeline(pipeline, files, args, staging)
 

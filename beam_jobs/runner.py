@@ -17,6 +17,14 @@ PARALLEL_INPUT_BYTES = 64 << 20
 MAX_LOCAL_WORKERS = 8
 # Flags by which the user chose how a run is spread: then crewstream chooses nothing.
 _PLACEMENT_FLAGS = ("--runner", "--direct_num_workers", "--direct_running_mode", "--environment_type")
+# Beam's construction-time type checks (TypeOptions.pipeline_type_check, on by default) infer
+# every step's output type, disassembling its functions: about 0.7 s of a tiny preprocess, 23% of
+# what it does after its imports (benchmarks/README.md). crewstream's pipelines are fixed and are
+# built with the checks on in its tests (tests/beam_jobs/test_runner.py); a run turns them off
+# unless one of these flags was given. The outputs do not depend on it (tests/test_golden.py).
+# (Beam has no flag that turns them on: a user who asks for any type checking keeps Beam's default.)
+_TYPE_CHECK_FLAGS = ("--no_pipeline_type_check", "--type_check_strictness", "--type_check_additional",
+                     "--runtime_type_check", "--performance_runtime_type_check")
 # TensorFlow imports Keras 3 with itself (about 1 s of its 4 s import on our machines) unless told
 # that `tf.keras` is the legacy tf_keras, the Keras crewstream uses (trainer/model.py).
 LEGACY_KERAS = "TF_USE_LEGACY_KERAS"
@@ -82,6 +90,17 @@ def with_local_workers(beam_args: Sequence[str], input_bytes: int) -> List[str]:
     logging.getLogger("crewstream.runner").info(
         "%d in-process workers, one per usable core (--direct_num_workers N to choose)", workers)
     return args + ["--direct_num_workers", str(workers)]
+
+
+def without_type_checks(beam_args: Sequence[str]) -> List[str]:
+    """`beam_args`, plus `--no_pipeline_type_check` unless a flag of `_TYPE_CHECK_FLAGS` was given:
+    Beam's construction-time type inference is skipped, and the PCollections between stages are
+    coded by the coder Beam gives `Any` (FastPrimitivesCoder: Python's own types natively, the
+    rest pickled) rather than by one chosen from an inferred type."""
+    args = list(beam_args)
+    if any(a.split("=", 1)[0] in _TYPE_CHECK_FLAGS for a in args):
+        return args
+    return args + ["--no_pipeline_type_check"]
 
 
 def runs_in_this_process(options) -> bool:

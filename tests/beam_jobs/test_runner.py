@@ -39,3 +39,66 @@ def test_input_bytes_counts_local_files(tmp_path):
     (tmp_path / "a.csv").write_bytes(b"x" * 10)
     (tmp_path / "b.csv").write_bytes(b"y" * 5)
     assert runner.input_bytes([str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "gs://bucket/c.csv"]) == 15
+
+
+def test_a_run_skips_beams_construction_type_checks_unless_the_user_chose():
+    from apache_beam.options.pipeline_options import PipelineOptions, TypeOptions
+
+    assert runner.without_type_checks(["--save_main_session"]) == ["--save_main_session", "--no_pipeline_type_check"]
+    assert PipelineOptions(runner.without_type_checks([])).view_as(TypeOptions).pipeline_type_check is False
+    for chosen in (["--type_check_strictness", "ALL_REQUIRED"], ["--type_check_additional=all"],
+                   ["--runtime_type_check"], ["--no_pipeline_type_check"]):
+        assert runner.without_type_checks(chosen) == chosen
+    # Beam has no flag that turns the checks on: asking for any type checking keeps its default, on
+    assert PipelineOptions(runner.without_type_checks(["--type_check_strictness", "DEFAULT_TO_ANY"])).view_as(
+        TypeOptions).pipeline_type_check is True
+
+
+def _built_with_type_checks(build) -> list:
+    """The element types of the pipeline `build(pipeline)` wires, built with Beam's construction-
+    time type checks on (a step whose declared or inferred types do not fit raises here)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, TypeOptions
+    from apache_beam.typehints import typehints
+
+    options = PipelineOptions([])  # Beam's default: the checks on
+    assert options.view_as(TypeOptions).pipeline_type_check
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline)
+    proto_types = []
+
+    class Types(beam.pipeline.PipelineVisitor):
+        def visit_transform(self, node):
+            proto_types.extend(o.element_type for o in node.outputs.values())
+
+    pipeline.visit(Types())
+    return [t for t in proto_types if t is not None and t != typehints.Any]
+
+
+@pytest.mark.parametrize("layout", ["windows", "sequence"])
+def test_preprocess_passes_beams_type_checks(tmp_path, layout):
+    """The runs skip the checks (without_type_checks); the pipeline they run must still pass them."""
+    from beam_jobs import preprocess
+
+    csv = tmp_path / "train.csv"
+    csv.write_text("crew,experiment,time,seat,r,event\n1,CA,0.0,0,1.5,A\n")
+    args, _ = preprocess._parse_args(["--input", str(csv), "--output", str(tmp_path / "out"), "--eval-crews", "2",
+                                      "--layout", layout, "--features", "r"])
+    inferred = _built_with_type_checks(
+        lambda p: preprocess.build_pipeline(p, [str(csv)], args, str(tmp_path / "staging")))
+    assert inferred  # the checks ran: some outputs got a type
+
+
+@pytest.mark.parametrize("path", ["sweep", "windows"])
+def test_predict_passes_beams_type_checks(tmp_path, path):
+    from beam_jobs import predict
+
+    csv = tmp_path / "test.csv"
+    csv.write_text("id,crew,experiment,time,seat,r\n0,1,LOFT,0.0,0,1.5\n")
+    args, _ = predict._parse_args(["--model-dir", str(tmp_path / "model"), "--input", str(csv),
+                                   "--output", str(tmp_path / "sub.csv")])
+    config = {"features": ["r"], "label_vocabulary": ["A", "B", "C", "D"], "model_dir": str(tmp_path / "model"),
+              "window": 4}
+    inferred = _built_with_type_checks(
+        lambda p: predict.build_pipeline(p, [str(csv)], args, config, path, str(tmp_path / "staging")))
+    assert inferred
