@@ -29,6 +29,13 @@ benchmarks.common.measure; runs never overlap; repeats interleave (every variant
     import-preprocess  python -c "import beam_jobs.preprocess, apache_beam, tensorflow_transform.beam"
                        then gc.freeze() (ending as crewstream's failure.end_process does), with
                        TF_USE_LEGACY_KERAS=1, as preprocess's main sets it
+    tft-floor          tiny size only (--child tft-floor): tf.Transform's own least pipeline on Beam's
+                       local runner, run as crewstream runs its jobs (FnApiRunner, type checks off,
+                       imports frozen): the train crews' signals (read with polars, in memory, not
+                       timed) as record batches, AnalyzeAndTransformDataset with crewstream's z-score
+                       (beam_jobs.scaling), tft_beam.WriteTransformFn, the scaled rows counted. Its
+                       pipeline's seconds (built and run, its own timing) are what any preprocess that
+                       scales with tf.Transform on Beam pays after its imports
   predict (the test CSV and a tcn serving model):
     polars-read        pl.read_csv of the test CSV, every column (--child polars-read)
     model-pass         --child model-pass: the test CSV read with polars (not timed), every recording
@@ -79,12 +86,13 @@ SIZES = {  # name: (crews, train seconds, test seconds) per (crew, seat, experim
     "kaggle": ("1,2,3,4,5,6,7,8,13", 352, 3899),
 }
 PREPROCESS = ("polars-anchor", "polars-anchor-1t", "sequence", "windows", "sequence-2w", "windows-2w",
-              "import-preprocess")
+              "import-preprocess", "tft-floor")
 PREDICT = ("polars-read", "model-pass", "predict", "import-predict")
 SMALL = ("help-preprocess", "help-predict", "usage-error")
 VARIANTS = PREPROCESS + PREDICT + SMALL
 OPTIONAL = ("polars-anchor-1t",)  # run only when listed in --variants
 GROUPS = {"help": SMALL}  # --variants help = the three small runs
+TINY_ONLY = ("tft-floor",)  # its input is held in memory and built into the pipeline
 # An import's run ends as crewstream's do (cli_common.failure.end_process freezes every object,
 # so the interpreter's last collections skip them): the exit costs both sides the same.
 END_AS_CREWSTREAM = "; import gc; gc.freeze()"
@@ -169,6 +177,53 @@ def child_polars(csv: str, output: str, eval_crews: Sequence[int]) -> Dict:
                                           "sort+scale+write": marks[3] - marks[2]}}
     _report(result)
     return result
+
+
+def child_tft_floor(csv: str, output: str, eval_crews: Sequence[int]) -> None:
+    """tf.Transform's own least pipeline on Beam (see the module's docstring); reports the
+    pipeline's seconds, built and run, after the imports, and the rows it scaled."""
+    os.environ.setdefault(LEGACY_KERAS, "1")  # as preprocess's main
+    import gc
+
+    import numpy as np
+    import polars as pl
+
+    import apache_beam as beam
+    import beam_jobs.preprocess  # noqa: F401  (what import-preprocess imports)
+    import tensorflow_transform.beam as tft_beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from beam_jobs import scaling
+    from beam_jobs.runner import without_type_checks
+
+    cols = columns()
+    frame = pl.read_csv(csv, schema_overrides=_schema(cols, test=False))
+    signals = frame.filter(~pl.col(cols.CREW).is_in(list(eval_crews))).select(list(cols.SIGNALS)).to_numpy()
+    signals = signals.astype(np.float32)
+    step = scaling.SCALE_BATCH_ROWS
+    batches = [scaling.signals_record_batch(signals[a:a + step]) for a in range(0, len(signals), step)]
+    counted = os.path.join(output, "rows_scaled")
+    gc.freeze()  # as crewstream's jobs do once imported (cli_common.failure.imports_done)
+    started = time.perf_counter()
+    options = PipelineOptions(without_type_checks([]))
+    with beam.Pipeline(runner=fn_runner.FnApiRunner(), options=options) as pipeline:
+        with tft_beam.Context(temp_dir=os.path.join(output, "tmp")):
+            raw = pipeline | "Batches" >> beam.Create(batches)
+            (scaled, _), transform_fn = (
+                (raw, scaling.tensor_adapter_config(len(cols.SIGNALS)))
+                | "Scale" >> tft_beam.AnalyzeAndTransformDataset(scaling.zscore_preprocessing_fn,
+                                                                 output_record_batches=True))
+            _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(output)
+            _ = (scaled
+                 | "Rows" >> beam.Map(lambda batch: batch[0].num_rows)
+                 | "Sum" >> beam.CombineGlobally(sum)
+                 | "Write" >> beam.Map(lambda n: open(counted, "w").write(str(n))))
+    pipeline_s = time.perf_counter() - started
+    with open(counted) as f:
+        rows_scaled = int(f.read())
+    if rows_scaled != len(signals):
+        raise SystemExit(f"tft-floor: {rows_scaled} rows scaled of {len(signals)}")
+    _report({"rows": len(signals), "rows_scaled": rows_scaled, "pipeline_s": pipeline_s})
 
 
 def child_polars_read(csv: str) -> None:
@@ -342,6 +397,8 @@ def variant_command(variant: str, data: Optional[Path], model: Optional[Path], o
     if variant == "import-preprocess":
         env.setdefault(LEGACY_KERAS, "1")  # as preprocess's main sets it
         return [py, "-c", IMPORT_PREPROCESS], env, 0
+    if variant == "tft-floor":
+        return child + ["tft-floor", "--csv", train, "--output", str(out), "--eval-crews", eval_crews], env, 0
     if variant == "polars-read":
         return child + ["polars-read", "--csv", test], env, 0
     if variant == "model-pass":
@@ -399,7 +456,7 @@ def run_variant(variant: str, size: str, repeat: int, data: Optional[Path], mode
     result = measure(cmd, log, env=env)
     result.update(variant=variant, size=size, repeat=repeat, ok=result["returncode"] == expected,
                   command=shlex.join(cmd))
-    if result["ok"] and variant in ("polars-anchor", "polars-anchor-1t", "polars-read", "model-pass"):
+    if result["ok"] and variant in ("polars-anchor", "polars-anchor-1t", "polars-read", "model-pass", "tft-floor"):
         result["child"] = child_result(log)
         result["ok"] = result["child"] is not None
     if result["ok"] and variant == "predict":
@@ -460,7 +517,7 @@ def summarize(runs: List[Dict]) -> Optional[Dict]:
     if not ok:
         return None
     summary = {key: statistics.median(r[key] for r in ok) for key in MEDIANS}
-    for key in ("model_calls_s", "first_call_s"):
+    for key in ("model_calls_s", "first_call_s", "pipeline_s"):
         found = [r["child"][key] for r in ok if (r.get("child") or {}).get(key) is not None]
         if found:
             summary[key] = statistics.median(found)
@@ -511,7 +568,7 @@ def table_rows(summaries: Dict[str, Optional[Dict]], variants: Sequence[str], tr
     found, rows = ratios(summaries), []
 
     def rate(n: int, seconds: float, variant: str) -> str:
-        return "-" if variant.startswith("import") else f"{n / seconds:,.0f}"
+        return "-" if variant.startswith("import") or variant in TINY_ONLY else f"{n / seconds:,.0f}"
 
     for variant in variants:
         s = summaries.get(variant)
@@ -554,6 +611,13 @@ def small_run_lines(summaries: Dict[str, Optional[Dict]], small: Dict[str, Optio
             above = run["wall_s"] - base["wall_s"]
             lines.append(f"- tiny {what}: {run['wall_s']:.2f} s = {imports} {base['wall_s']:.2f} s + {above:.2f} s "
                          f"(target <= {SMALL_TARGET_S} s above import: {verdict(above <= SMALL_TARGET_S)})")
+    floor, base = summaries.get("tft-floor"), summaries.get("import-preprocess")
+    if floor and "pipeline_s" in floor:
+        lines.append(f"- tft-floor: tf.Transform's own least pipeline on Beam took {floor['pipeline_s']:.2f} s after "
+                     f"its imports (its own timing; its whole run {floor['wall_s']:.2f} s"
+                     + (f", {floor['wall_s'] - base['wall_s']:.2f} s above import-preprocess" if base else "")
+                     + "): the part of a tiny preprocess's time above its imports that any job scaling with "
+                       "tf.Transform on Beam pays")
     for variant, what in (("help-preprocess", "`crewstream preprocess --help`"),
                           ("help-predict", "`crewstream predict --help`"),
                           ("usage-error", "`crewstream preprocess` (usage error, exit 2)")):
@@ -596,10 +660,11 @@ def report(args, argv: Sequence[str], header: List[str], started: float, data: D
     for size in data:
         train_rows, test_rows = counts[size]
         folder = data[size]
-        summaries = {v: summarize(runs[(size, v)]) for v in size_variants}
+        here = variants_of(size_variants, size)
+        summaries = {v: summarize(runs[(size, v)]) for v in here}
         lines += ["", f"## {size}: train {train_rows:,} rows ({(folder / 'train.csv').stat().st_size / GiB:.2f} GiB), "
                   f"test {test_rows:,} rows ({(folder / 'test.csv').stat().st_size / GiB:.2f} GiB), {folder}", "",
-                  markdown_table(HEADER, table_rows(summaries, size_variants, train_rows, test_rows))]
+                  markdown_table(HEADER, table_rows(summaries, here, train_rows, test_rows))]
         notes = size_notes(summaries, size, args, checks)
         lines += ["", *notes] if notes else []
         if size == "tiny":
@@ -607,7 +672,7 @@ def report(args, argv: Sequence[str], header: List[str], started: float, data: D
             found = small_run_lines(summaries, small)
             lines += ["", "Small runs:", *found] if found else []
         lines += ["", f"Commands ({size}, cwd = repository root):"]
-        lines += [f"- {v}: `{runs[(size, v)][-1]['command']}`" for v in size_variants]
+        lines += [f"- {v}: `{runs[(size, v)][-1]['command']}`" for v in here]
     small_only = [v for v in args.variants if v in SMALL]
     if small_only and "tiny" not in data:
         small = {v: summarize(runs[("", v)]) for v in small_only}
@@ -673,7 +738,7 @@ def _parse_args(argv: Optional[Sequence[str]]):
     parser.add_argument("--check", action="store_true",
                         help="compare predict's submissions byte for byte between repeats, and model-pass's "
                              "probabilities with predict's")
-    parser.add_argument("--child", choices=("polars", "polars-read", "model-pass"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("polars", "polars-read", "model-pass", "tft-floor"), help=argparse.SUPPRESS)
     for name in ("--csv", "--output", "--model-dir"):
         parser.add_argument(name, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -699,11 +764,19 @@ def _parse_args(argv: Optional[Sequence[str]]):
     return args
 
 
+def variants_of(size_variants: Sequence[str], size: str) -> List[str]:
+    """The variants a size runs: TINY_ONLY ones on the tiny size alone."""
+    return [v for v in size_variants if size == "tiny" or v not in TINY_ONLY]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parse_args(argv)
     if args.child == "polars":
         child_polars(args.csv, args.output, args.eval_crews)
+        return 0
+    if args.child == "tft-floor":
+        child_tft_floor(args.csv, args.output, args.eval_crews)
         return 0
     if args.child == "polars-read":
         child_polars_read(args.csv)
@@ -729,7 +802,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     checks: Dict[str, List[bool]] = {}
     for repeat in range(1, args.repeats + 1):
         for size in data:
-            for variant in size_variants:
+            for variant in variants_of(size_variants, size):
                 runs.setdefault((size, variant), []).append(
                     run_variant(variant, size, repeat, data[size], model, args, checks))
         for variant in (v for v in args.variants if v in SMALL):

@@ -73,6 +73,31 @@ def test_polars_anchor_scales_every_row_with_the_train_statistics(tmp_path):
     assert np.abs(eval_signals.mean(axis=0)).max() > 0.1 or np.abs(eval_signals.std(axis=0) - 1).max() > 0.1
 
 
+def test_tft_floor_scales_the_train_rows_with_tf_transform(tmp_path):
+    """The tft-floor child runs tf.Transform's whole analysis and writes a graph that z-scores with
+    the train crews' statistics (an independent numpy computation), having scaled every train row."""
+    pytest.importorskip("polars")
+    csv = write_crew_csv(tmp_path / "train.csv", make_frame(crews=(1, 2, 3), rows_per_recording=200))
+    out = tmp_path / "floor"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_floor", "--child", "tft-floor", "--csv", csv,
+                           "--output", str(out), "--eval-crews", str(EVAL_CREW)], cwd=REPO_ROOT, check=True,
+                          capture_output=True, text=True)
+    reported = json.loads(next(line for line in done.stdout.splitlines()
+                               if line.startswith(bench.CHILD_TAG))[len(bench.CHILD_TAG):])
+    frame = pd.read_csv(csv, dtype={name: np.float32 for name in cols.SIGNALS})
+    train = frame[frame[cols.CREW] != EVAL_CREW][list(cols.SIGNALS)].to_numpy(np.float32)
+    assert reported["rows"] == reported["rows_scaled"] == len(train) and reported["pipeline_s"] > 0
+
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from tfrecords_schema import RAW_SIGNALS, SCALED_SIGNALS
+
+    scaled = tft.TFTransformOutput(str(out)).transform_raw_features({RAW_SIGNALS: tf.constant(train)})
+    mean, std = train.astype(np.float64).mean(axis=0), train.astype(np.float64).std(axis=0, ddof=0)
+    np.testing.assert_allclose(scaled[SCALED_SIGNALS].numpy(), (train - mean) / std, atol=1e-5, rtol=0)
+
+
 def _run(wall, ok=True, calls=None, **more):
     result = {"wall_s": wall, "cpu_user_s": wall / 2, "cpu_sys_s": 0.1, "peak_tree_rss": 2**30,
               "max_single_rss": 2**29, "ok": ok, **more}
@@ -142,3 +167,14 @@ def test_the_model_is_made_from_the_demos_own_sample_and_flags(tmp_path):
     assert _flag(train, "--model-dir") == str(tmp_path / "model")
     assert all(_flag(cmd, flag).startswith(str(tmp_path)) for cmd, flag in
                ((synth, "--output"), (preprocess, "--output"), (train, "--data")))
+
+
+def test_the_tft_floor_runs_on_the_tiny_size_alone_and_is_reported_beside_the_imports():
+    assert bench.variants_of(["sequence", "import-preprocess", "tft-floor"], "kaggle") == [
+        "sequence", "import-preprocess"]
+    assert bench.variants_of(["sequence", "tft-floor"], "tiny") == ["sequence", "tft-floor"]
+    summaries = {"tft-floor": bench.summarize([_run(7.0, child={"pipeline_s": 2.0}), _run(9.0, ok=False)]),
+                 "import-preprocess": bench.summarize([_run(4.5)])}
+    assert summaries["tft-floor"]["pipeline_s"] == 2.0  # the failed run left out
+    line = next(x for x in bench.small_run_lines(summaries, {}) if x.startswith("- tft-floor"))
+    assert "took 2.00 s after its imports" in line and "2.50 s above import-preprocess" in line
