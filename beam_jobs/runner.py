@@ -18,8 +18,8 @@ MAX_LOCAL_WORKERS = 8
 # Flags by which the user chose how a run is spread: then crewstream chooses nothing.
 _PLACEMENT_FLAGS = ("--runner", "--direct_num_workers", "--direct_running_mode", "--environment_type")
 # Beam's construction-time type checks (TypeOptions.pipeline_type_check, on by default) infer
-# every step's output type, disassembling its functions: about 0.7 s of a tiny preprocess, 23% of
-# what it does after its imports (benchmarks/README.md). crewstream's pipelines are fixed and are
+# every step's output type, disassembling its functions: 13% of the Python calls of a tiny
+# preprocess after its imports (benchmarks/README.md). crewstream's pipelines are fixed and are
 # built with the checks on in its tests (tests/beam_jobs/test_runner.py); a run turns them off
 # unless one of these flags was given. The outputs do not depend on it (tests/test_golden.py).
 # (Beam has no flag that turns them on: a user who asks for any type checking keeps Beam's default.)
