@@ -83,9 +83,8 @@ def with_local_workers(beam_args: Sequence[str], input_bytes: int) -> List[str]:
     of a stage's bundles; pyarrow, numpy, zlib, file writes and TensorFlow release the GIL), and the
     outputs do not depend on their number."""
     args = list(beam_args)
-    chosen = any(a.split("=", 1)[0] in _PLACEMENT_FLAGS for a in args)
     workers = min(usable_cores(), MAX_LOCAL_WORKERS)
-    if chosen or input_bytes < PARALLEL_INPUT_BYTES or workers < 2:
+    if _gives_any(args, _PLACEMENT_FLAGS) or input_bytes < PARALLEL_INPUT_BYTES or workers < 2:
         return args
     logging.getLogger("crewstream.runner").info(
         "%d in-process workers, one per usable core (--direct_num_workers N to choose)", workers)
@@ -98,9 +97,12 @@ def without_type_checks(beam_args: Sequence[str]) -> List[str]:
     coded by the coder Beam gives `Any` (FastPrimitivesCoder: Python's own types natively, the
     rest pickled) rather than by one chosen from an inferred type."""
     args = list(beam_args)
-    if any(a.split("=", 1)[0] in _TYPE_CHECK_FLAGS for a in args):
-        return args
-    return args + ["--no_pipeline_type_check"]
+    return args if _gives_any(args, _TYPE_CHECK_FLAGS) else args + ["--no_pipeline_type_check"]
+
+
+def _gives_any(args: Sequence[str], flags: Sequence[str]) -> bool:
+    """Whether `args` holds one of `flags` (as `--flag value` or `--flag=value`)."""
+    return any(a.split("=", 1)[0] in flags for a in args)
 
 
 def runs_in_this_process(options) -> bool:

@@ -65,14 +65,14 @@ def _built_with_type_checks(build) -> list:
     assert options.view_as(TypeOptions).pipeline_type_check
     pipeline = beam.Pipeline(options=options)
     build(pipeline)
-    proto_types = []
+    types = []
 
     class Types(beam.pipeline.PipelineVisitor):
         def visit_transform(self, node):
-            proto_types.extend(o.element_type for o in node.outputs.values())
+            types.extend(o.element_type for o in node.outputs.values())
 
     pipeline.visit(Types())
-    return [t for t in proto_types if t is not None and t != typehints.Any]
+    return [t for t in types if t is not None and t != typehints.Any]
 
 
 @pytest.mark.parametrize("layout", ["windows", "sequence"])
