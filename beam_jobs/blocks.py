@@ -12,8 +12,9 @@ time-bin order, so a time block's rows are one run of it (`FileRows`, `block_sli
 (`read_spill(path, start, stop)`). Each time block is sorted on its own and written as a sorted
 block file of fixed-size records (`write_rows`), whose tail a following block reads for the W-1
 rows of context its first windows need (`read_rows(path, start, stop)`, `recording_rows`). Once the
-scaling is known each sorted block is written once more with its signals scaled (`scaled_path`),
-and the shards are cut from those.
+scaling is known, in the windows layout, each sorted block is written once more with its signals
+scaled (`scaled_path`) and the shards are cut from those; in the sequence layout the shards cut
+from the sorted blocks and scale what they read.
 
 A spill file's name is derived from where its rows came from (file index, first line), so a
 retried bundle rewrites the same file with the same bytes. Spill and sorted block files hold data

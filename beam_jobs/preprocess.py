@@ -7,18 +7,19 @@ modules they call.
     read CSV spans -> validate (rejects -> OUT/rejects/) -> cut each (crew, seat, experiment)
     into time blocks of at most --block-rows rows -> sort each block by time, reject duplicate
     times -> analyze scaling on TRAIN crews (tf.Transform) -> scale each block -> per shard: the
-    windows (or chunks) of its recordings, cut block by block with the W-1 rows before each ->
+    windows (or chunks, scaled as read) of its recordings, cut block by block with the W-1 rows before each ->
     tf.train.Example -> the shard file, written once where it ends up -> OUT/stats.json (last)
 
 The CSVs are parsed once: validated rows are spilled, raw, to spill files per recording
 (beam_jobs.blocks), with their rows per time bin, from which each recording's time blocks are
-planned. Each block is sorted and written once; its kept TRAIN rows feed tf.Transform's
-analyzers. A full pass has to finish before any row can be scaled; then each block is scaled
-once with the written transform graph (the same graph serving applies) and written again, and
-each shard is written by one worker, straight to its place: for each of its recordings, block
-after block, the windows whose last row is in the block and whose number (as if the recording
-were cut whole) falls to the shard, read with the rows before the block they need. The output
-does not depend on --block-rows.
+planned. Each block is sorted and written once; its kept TRAIN rows feed tf.Transform's analyzers.
+A full pass has to finish before any row can be scaled; then each block is scaled once with the
+written transform graph (the same graph serving applies) and written again (in the sequence
+layout, whose chunks each go to one shard, the shards scale the sorted rows as they read them
+instead), and each shard is written by one worker, straight to its place: for each of its
+recordings, block after block, the windows whose last row is in the block and whose number (as if
+the recording were cut whole) falls to the shard, read with the rows before the block they need.
+The output does not depend on --block-rows.
 """
 
 import argparse
@@ -200,8 +201,8 @@ def build_pipeline(pipeline, files: Sequence[str], args, staging: str) -> None:
         cut = chunk_cutter(args.chunk_rows)
     else:
         cut = steps.cut_block_windows
-    shard_meta = sorted_blocks.blocks | "WriteShards" >> steps.WriteShards(params, args.compression, cut,
-                                                                           transform_ready)
+    shard_meta = sorted_blocks.blocks | "WriteShards" >> steps.WriteShards(
+        params, args.compression, cut, transform_ready, scale_in_shards=args.layout == sequence.SEQUENCE)
     rejected = (
         (read.rejects, sorted_blocks.rejects)
         | "AllRejects" >> beam.Flatten()

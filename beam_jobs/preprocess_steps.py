@@ -7,7 +7,7 @@ beam_jobs.reading's.
 import collections
 import dataclasses
 import functools
-from typing import Dict, FrozenSet, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 import numpy as np
@@ -155,10 +155,11 @@ class ShardPart(NamedTuple):
 
 
 def cut_block_windows(params: WindowParams, recording: Sequence[blocks.SortedBlock], block: blocks.SortedBlock,
-                      shard: int) -> Optional[ShardPart]:
-    """The windows layout's part of `shard` in a scaled block: the windows of the recording whose
-    LAST row is in the block and whose index j goes to this shard ((offset + j) % N, as if the
-    recording were cut whole), read with the rows before the block they need; None if none."""
+                      shard: int, scale: "Scale") -> Optional[ShardPart]:
+    """The windows layout's part of `shard` in a block: the windows of the recording whose LAST
+    row is in the block and whose index j goes to this shard ((offset + j) % N, as if the
+    recording were cut whole), read with the rows before the block they need (the whole range
+    through `scale`: shards cut from scaled blocks, where it is the identity); None if none."""
     found = _block_windows(tuple(recording), block.index, params.max_gap, params.window, params.stride)
     key = block.recording
     idx = np.flatnonzero((shards.shard_offset(*key, params.num_shards) + found.index) % params.num_shards == shard)
@@ -167,6 +168,7 @@ def cut_block_windows(params: WindowParams, recording: Sequence[blocks.SortedBlo
     starts = found.starts[idx]
     base = int(starts.min())
     rows = blocks.recording_rows(recording, base, found.first_row + block.num_rows)
+    rows.signals = scale(rows.signals)
     cut = windows.windows_at(starts - base, rows.label, rows.time, params.window)
     return ShardPart(_encode_windows(cut, rows, key),
                      {"num_windows": len(cut), "class_counts": shards.class_counts(cut.labels)})
@@ -192,23 +194,43 @@ def shard_order(keys: Iterable[blocks.RecordingKey], shard: int) -> List[blocks.
     return sorted(keys, key=lambda k: (shards.shard_offset(*k, 1 << 30, salt=shard), tuple(k)))
 
 
+# scale(signals): float32 [n, F] as read from a recording's blocks -> the same rows scaled, as the
+# shards hold them (each row on its own: the result does not depend on which rows go together).
+Scale = Callable[[np.ndarray], np.ndarray]
+
+
 class WriteShardFn(beam.DoFn):
     """(split, shard) -> the final shard file, written once where it ends up (shards.write_shard),
     and its metadata: {split, file (relative to OUT), num_windows, class_counts, sha256 (of the
     file's bytes)}, plus `chunks` in the sequence layout.
 
-    The shard's recordings come in `shard_order`, each recording's scaled blocks in time order
-    (the `recordings` side input); `cut(params, recording, block, shard)` gives each block's part
-    (a ShardPart or None). A shard's bytes depend on neither --block-rows nor the workers.
+    The shard's recordings come in `shard_order`, each recording's blocks in time order (the
+    `recordings` side input); `cut(params, recording, block, shard, scale)` gives each block's part
+    (a ShardPart or None), passing the signals it encodes through `scale` (Scale). With `scale`
+    True the blocks are the sorted ones and `scale` applies the transform graph under
+    `params.staging` (the `transform_ready` side input orders this after it is written); without,
+    they are already scaled (ScaleBlockFn) and `scale` is the identity. A shard's bytes depend on
+    neither --block-rows nor the workers.
     """
 
-    def __init__(self, params: WindowParams, compression: str, cut):
+    def __init__(self, params: WindowParams, compression: str, cut, scale: bool = False):
         self._p = params
         self._compression = compression
         self._cut = cut
+        self._scale = scale
+        self._scaler = None
         self._records = Metrics.counter(NAMESPACE, "records_written")
 
-    def process(self, element, recordings):
+    def _scaled(self, signals: np.ndarray) -> np.ndarray:
+        if not self._scale:
+            return signals
+        if self._scaler is None:
+            from beam_jobs.scaling import Scaler
+
+            self._scaler = Scaler(self._p.staging)
+        return self._scaler.scale(signals)
+
+    def process(self, element, recordings, transform_ready=None):
         split, shard = element
         p = self._p
         metas = []
@@ -218,7 +240,7 @@ class WriteShardFn(beam.DoFn):
                 recording = recordings[key]
                 assert [b.index for b in recording] == list(range(len(recording))), "time blocks are numbered 0..K-1"
                 for block in recording:
-                    part = self._cut(p, recording, block, shard)
+                    part = self._cut(p, recording, block, shard, self._scaled)
                     if part is not None:
                         metas.append(part.meta)
                         yield from part.records
@@ -244,33 +266,44 @@ def _in_block_order(key: blocks.RecordingKey, sorted_blocks):
 
 
 class WriteShards(beam.PTransform):
-    """SortedBlocks (`SortBlocks`' main output) -> every block scaled once (ScaleBlockFn), then
-    `num_shards` final shards per split (empty ones included), each written where it ends up by
-    WriteShardFn with the layout's `cut` (cut_block_windows, sequences.cut_block_chunks); yields
-    shard metadata. `transform_ready` is a PCollection that has an element once the transform
-    graph is written to the staging folder (tf.Transform's WriteTransformFn output)."""
+    """SortedBlocks (`SortBlocks`' main output) -> `num_shards` final shards per split (empty ones
+    included), each written where it ends up by WriteShardFn with the layout's `cut`
+    (cut_block_windows, sequences.cut_block_chunks); yields shard metadata. `transform_ready` is a
+    PCollection that has an element once the transform graph is written to the staging folder
+    (tf.Transform's WriteTransformFn output).
 
-    def __init__(self, params: WindowParams, compression: str, cut, transform_ready):
+    Where the rows are scaled depends on how often the shards read them. By default every block
+    is scaled once (ScaleBlockFn) and written again, and the shards cut from those: in the windows
+    layout every shard reads nearly every block (window j goes to shard j mod N), so scaling as
+    they read would scale each row N times. With `scale_in_shards` (the sequence layout, whose
+    chunks each go to one shard: each row is read about once, its W-1 rows of context again) the
+    shards read the sorted blocks and scale what they read: the same rows through the same graph,
+    without writing and reading every block once more."""
+
+    def __init__(self, params: WindowParams, compression: str, cut, transform_ready, scale_in_shards: bool = False):
         super().__init__()
         self._params = params
         self._compression = compression
         self._cut = cut
         self._ready = transform_ready
+        self._scale_in_shards = scale_in_shards
 
     def expand(self, sorted_blocks):
         p = self._params
+        ready = beam.pvalue.AsSingleton(self._ready)
+        if not self._scale_in_shards:
+            sorted_blocks = sorted_blocks | "ScaleBlock" >> beam.ParDo(ScaleBlockFn(p), transform_ready=ready)
         recordings = (
             sorted_blocks
-            | "ScaleBlock" >> beam.ParDo(ScaleBlockFn(p), transform_ready=beam.pvalue.AsSingleton(self._ready))
             | "KeyByRecording" >> beam.Map(_by_recording)
             | "GroupByRecording" >> beam.GroupByKey()
             | "InBlockOrder" >> beam.MapTuple(_in_block_order)
         )
+        write = WriteShardFn(p, self._compression, self._cut, scale=self._scale_in_shards)
         return (
             sorted_blocks.pipeline
             | "EveryShard" >> beam.Create([(split, k) for split in p.splits() for k in range(p.num_shards)])
-            | "WriteShard" >> beam.ParDo(WriteShardFn(p, self._compression, self._cut),
-                                         recordings=beam.pvalue.AsDict(recordings))
+            | "WriteShard" >> beam.ParDo(write, recordings=beam.pvalue.AsDict(recordings), transform_ready=ready)
         )
 
 

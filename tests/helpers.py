@@ -79,12 +79,18 @@ def rows_of(crews, t0=0.0, first_line=2):
 
 def identity_transform(p, staging):
     """Write a transform graph whose statistics make zscore the identity (mean 0, std 1)."""
+    return zscore_transform(p, staging, -1, 1)
+
+
+def zscore_transform(p, staging, low, high):
+    """Write a zscore transform graph (3 signals) analyzed on two rows, all `low` and all `high`:
+    mean (low + high) / 2, std (high - low) / 2."""
     import apache_beam as beam
     import tensorflow_transform.beam as tft_beam
 
     from beam_jobs import scaling
 
-    rows = [np.float32([-1, -1, -1]), np.float32([1, 1, 1])]
+    rows = [np.float32([low] * 3), np.float32([high] * 3)]
     with tft_beam.Context(temp_dir=os.path.join(staging, "tmp")):
         transform_fn = (
             (p | "Stats" >> beam.Create([scaling.signals_record_batch(np.stack(rows))]),

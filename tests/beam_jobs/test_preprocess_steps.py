@@ -6,11 +6,12 @@ import os
 
 import apache_beam as beam
 import numpy as np
+import pytest
 import tensorflow as tf
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_jobs import preprocess_steps as steps
-from tests.helpers import identity_transform, pipeline, rows_of
+from tests.helpers import identity_transform, pipeline, rows_of, zscore_transform
 from tfrecords_schema import parse_examples
 
 FEATURES = ["r", "ecg", "gsr"]
@@ -95,6 +96,41 @@ def test_write_shards_across_time_blocks_reads_the_rows_before_the_block(tmp_pat
     parsed = _read_shards(tmp_path / "train", window=3)
     order = np.argsort(parsed["end_time"].numpy())
     np.testing.assert_allclose(parsed["window"].numpy()[order], np.stack([rows.signals[i:i + 3] for i in range(4)]))
+
+
+def _shards_scaled(staging, cut, scale_in_shards, rows, params):
+    """Run SortBlocks + WriteShards(cut) on `rows` with a zscore of mean 2, std 2 into `staging`;
+    {shard file: bytes}."""
+    with pipeline() as p:
+        ready = zscore_transform(p, str(staging), 0, 4)
+        sorted_blocks = p | beam.Create([rows], reshuffle=False) | steps.SortBlocks(params)
+        _ = sorted_blocks.blocks | steps.WriteShards(params, "NONE", cut, ready, scale_in_shards=scale_in_shards)
+    return {str(f.relative_to(staging)): f.read_bytes() for f in sorted(staging.glob("*/part-*"))}
+
+
+@pytest.mark.parametrize("layout", ["windows", "sequence"])
+def test_scaling_in_the_shards_gives_the_bytes_of_scaling_each_block_once(tmp_path, layout):
+    """scale_in_shards (the sequence layout's): the shards read the sorted blocks and scale what they
+    read, writing no scaled block file, and hold the bytes of the blocks scaled once and written
+    again; across time blocks (the W-1 rows of context scaled as the shard reads them too)."""
+    from beam_jobs.sequences import chunk_cutter
+
+    rows = rows_of([1] * 40)
+    rows.time[:] = np.arange(40) / 4  # four rows a second: time blocks of 4 rows at block_rows 6
+    cut = chunk_cutter(8) if layout == "sequence" else steps.cut_block_windows
+    written = {}
+    for scale_in_shards in (False, True):
+        staging = tmp_path / str(scale_in_shards)
+        params = _params(staging, window=5, stride=2, shards=3, block_rows=6)
+        written[scale_in_shards] = _shards_scaled(staging, cut, scale_in_shards, rows, params)
+        assert (staging / "scaled").exists() is not scale_in_shards  # where each block is written again
+        assert len(list((staging / "sorted").rglob("*.rows"))) == 10
+    assert written[True] == written[False] and any(written[True].values())
+    if layout == "windows":  # the values: (raw - 2) / 2, each window as cut from the sorted rows
+        parsed = _read_shards(tmp_path / "True" / "train", window=5)
+        order = np.argsort(parsed["end_time"].numpy())
+        expected = np.stack([(rows.signals[i:i + 5] - 2) / 2 for i in range(0, 36, 2)])
+        np.testing.assert_allclose(parsed["window"].numpy()[order], expected, rtol=1e-6)
 
 
 def test_sort_blocks_and_write_shards_empty(tmp_path):
