@@ -6,9 +6,10 @@ modules they call.
 
     read CSV spans -> validate (rejects -> OUT/rejects/) -> cut each (crew, seat, experiment)
     into time blocks of at most --block-rows rows -> sort each block by time, reject duplicate
-    times -> analyze scaling on TRAIN crews (tf.Transform) -> scale each block -> per shard: the
-    windows (or chunks, scaled as read) of its recordings, cut block by block with the W-1 rows before each ->
-    tf.train.Example -> the shard file, written once where it ends up -> OUT/stats.json (last)
+    times -> analyze scaling on TRAIN crews (tf.Transform) -> scale each block (windows layout)
+    -> per shard: the windows (or the chunks, scaled as they are read) of its recordings, cut
+    block by block with the W-1 rows before each -> tf.train.Example -> the shard file, written
+    once where it ends up -> OUT/stats.json (last)
 
 The CSVs are parsed once: validated rows are spilled, raw, to spill files per recording
 (beam_jobs.blocks), with their rows per time bin, from which each recording's time blocks are

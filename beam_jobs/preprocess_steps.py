@@ -206,23 +206,23 @@ class WriteShardFn(beam.DoFn):
 
     The shard's recordings come in `shard_order`, each recording's blocks in time order (the
     `recordings` side input); `cut(params, recording, block, shard, scale)` gives each block's part
-    (a ShardPart or None), passing the signals it encodes through `scale` (Scale). With `scale`
-    True the blocks are the sorted ones and `scale` applies the transform graph under
+    (a ShardPart or None), passing the signals it encodes through `scale` (Scale). With
+    `scale_in_shards` the blocks are the sorted ones and `scale` applies the transform graph under
     `params.staging` (the `transform_ready` side input orders this after it is written); without,
     they are already scaled (ScaleBlockFn) and `scale` is the identity. A shard's bytes depend on
     neither --block-rows nor the workers.
     """
 
-    def __init__(self, params: WindowParams, compression: str, cut, scale: bool = False):
+    def __init__(self, params: WindowParams, compression: str, cut, scale_in_shards: bool = False):
         self._p = params
         self._compression = compression
         self._cut = cut
-        self._scale = scale
+        self._scale_in_shards = scale_in_shards
         self._scaler = None
         self._records = Metrics.counter(NAMESPACE, "records_written")
 
     def _scaled(self, signals: np.ndarray) -> np.ndarray:
-        if not self._scale:
+        if not self._scale_in_shards:
             return signals
         if self._scaler is None:
             from beam_jobs.scaling import Scaler
@@ -299,7 +299,7 @@ class WriteShards(beam.PTransform):
             | "GroupByRecording" >> beam.GroupByKey()
             | "InBlockOrder" >> beam.MapTuple(_in_block_order)
         )
-        write = WriteShardFn(p, self._compression, self._cut, scale=self._scale_in_shards)
+        write = WriteShardFn(p, self._compression, self._cut, scale_in_shards=self._scale_in_shards)
         return (
             sorted_blocks.pipeline
             | "EveryShard" >> beam.Create([(split, k) for split in p.splits() for k in range(p.num_shards)])
